@@ -1,0 +1,3 @@
+"""headrace agents."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""headrace bootstrap."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""headrace collectors."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""headrace relay."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+from support import daemons  # noqa: F401  (fixture)
