@@ -120,6 +120,7 @@ class Tailer:
         self.blocked: set[str] = set()
         self.deadlines: dict[str, float] = {}
         self.scan_needed = True
+        self._save_needed = False
         self._spooled = spool.last_cursors()
         # Files read to their end, by identity: a glob that also matches rotated names must not
         # start them again as new streams. Bounded; oldest forgotten first.
@@ -204,6 +205,9 @@ class Tailer:
                         self._poll(st)
                 # Blocked streams are not polled again until an ack frees room (on_acked wakes us).
                 BLOCKED.set(len(self.blocked))
+                if self._save_needed:
+                    self._save_needed = False
+                    self.checkpoints.save()
             self.spool.sync()
         self.spool.sync()
 
@@ -212,6 +216,7 @@ class Tailer:
     def _scan(self) -> None:
         self.scan_needed = False
         new_seen = False
+        self._save_needed = False
         claimed = {fid for st in self.streams.values() for fid in st.files}
         for src in list(self.sources.values()):
             first = src.id not in self.checkpoints.seen_sources
@@ -227,7 +232,9 @@ class Tailer:
                 self.checkpoints.seen_sources.add(src.id)
                 new_seen = True
         STREAMS.set(len(self.streams))
-        if new_seen:
+        if new_seen or self._save_needed:
+            # Before anything of a new stream is spooled, so a restart knows its path.
+            self._save_needed = False
             self.checkpoints.save()
 
     def _new_stream(self, path: str, src: SourceConfig, *, first_scan: bool) -> None:
@@ -250,7 +257,7 @@ class Tailer:
             st.seq = st.resume.seq
         if cp is None:
             self.checkpoints.streams[name] = StreamCheckpoint(path, src.data_type)
-            self.checkpoints.save()
+            self._save_needed = True
         self.streams[name] = st
         self.by_path[path] = name
         self.dirty.add(name)
@@ -322,7 +329,7 @@ class Tailer:
                     # Remember the starting point, so a restart does not read the skipped part.
                     of = st.files[fid]
                     self.checkpoints.streams[st.name].acked = Cursor(0, fid.dev, fid.ino, of.fpl, of.fp, start)
-                    self.checkpoints.save()
+                    self._save_needed = True
             return
         if at_path is not None and at_path[0] == FileId(c.dev, c.ino) and self._fp_matches(st.path, c):
             self._open(st, st.path, at_path[0], c.off, now)
