@@ -1,17 +1,17 @@
-"""The collector daemon: a Starlette app whose lifespan recovers the sink and runs the group committer.
+"""The collector daemon: a Starlette app whose lifespan runs the group committer.
 
 Data flow: ``POST /v1/chunks`` (``_receive``) → group commit with dedupe (``_commit``, ``_dedupe``)
 → rolling Avro sink files (``_sink``, ``_roll``; crash recovery with ``_container``).
 
-Start: lock ``sink_dir``, recover files left in ``open/`` by a crash and load or rebuild the dedupe
-index (``SinkFiles.recover``), then serve. SIGTERM: uvicorn stops taking connections and lets
-in-flight requests finish (their acks included), then the lifespan's shutdown commits what still
-waits, rolls the open file into ``done/`` (saving the index) and releases the lock.
+Start (in :func:`build_app`, before the server binds): lock ``sink_dir``, recover files left in
+``open/`` by a crash and load or rebuild the dedupe index (``SinkFiles.recover``); then serve.
+SIGTERM: uvicorn stops taking connections and lets in-flight requests finish (their acks
+included), then the lifespan's shutdown commits what still waits, rolls the open file into
+``done/`` (saving the index) and releases the lock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -53,8 +53,28 @@ def _rejects() -> dict[str, int]:
 
 
 def build_app(cfg: CollectorConfig) -> Starlette:
-    """The collector app for ``cfg``; ``app.state.failed`` says after shutdown whether the sink failed."""
+    """The collector app for ``cfg``.
+
+    Locks ``sink_dir`` and recovers it right away (raising :class:`~headrace.errors.FatalError` if
+    another collector holds it), so that problems show before the server starts. After shutdown,
+    ``app.state.failed`` says whether the sink failed.
+    """
     sink = SinkFiles(cfg.sink_dir, cfg.name, cfg.codec)
+    sink.lock()
+    try:
+        index, report = sink.recover()
+    except BaseException:
+        sink.unlock()
+        raise
+    log.info(
+        "sink recovered",
+        sink_dir=str(sink.root),
+        recovered=report.recovered,
+        removed=report.removed,
+        torn_bytes=report.torn_bytes,
+        index_rebuilt=report.index_rebuilt,
+        streams=len(index),
+    )
     state: dict[str, Any] = {"committer": None}
 
     def on_failure() -> None:
@@ -74,30 +94,16 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(sink.lock)
+        committer = GroupCommitter(sink, index, RollPolicy(cfg.roll_bytes, cfg.roll_seconds), on_failure=on_failure)
+        state["committer"] = committer
+        committer.start()
         try:
-            index, report = await asyncio.to_thread(sink.recover)
-            log.info(
-                "collector started",
-                listen=cfg.listen,
-                sink_dir=str(sink.root),
-                recovered=report.recovered,
-                removed=report.removed,
-                torn_bytes=report.torn_bytes,
-                index_rebuilt=report.index_rebuilt,
-                streams=len(index),
-            )
-            committer = GroupCommitter(sink, index, RollPolicy(cfg.roll_bytes, cfg.roll_seconds), on_failure=on_failure)
-            state["committer"] = committer
-            committer.start()
-            try:
-                yield
-            finally:
-                await committer.close()
-                app.state.failed = committer.failed
-                log.info("collector stopped", failed=committer.failed)
+            yield
         finally:
+            await committer.close()
+            app.state.failed = committer.failed
             sink.unlock()
+            log.info("collector stopped", failed=committer.failed)
 
     async def status(_: Request) -> JSONResponse:
         committer: GroupCommitter | None = state["committer"]
