@@ -6,96 +6,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
-import pytest
-from support import Daemon, free_port, wait_until, write_config
+from collector_helpers import (
+    TOKEN,
+    assert_done_files_whole,
+    assert_exactly_once,
+    done_records,
+    make_chunk,
+    post,
+    restart,
+    snapshot,
+    start_collector,
+    stream_bytes,
+)
+from support import free_port, wait_until, write_config
 
-from headrace._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch
-from headrace.collectors._container import scan_container
-
-TOKEN = "s3cret-token"
-
-
-def line_data(stream: str, start: int, n_lines: int) -> bytes:
-    """Deterministic newline-terminated content for the lines starting at byte ``start`` (fixed 32-byte lines)."""
-    first = start // 32
-    return b"".join(f"{stream[-6:]:>6} line {i:015d}....\n".encode() for i in range(first, first + n_lines))
-
-
-def make_chunk(stream: str, start: int, n_lines: int, source: str = "host-a") -> Chunk:
-    data = line_data(stream, start, n_lines)
-    assert len(data) == 32 * n_lines
-    return Chunk(source, stream, "app", start, start + len(data), data, {"env": "test"})
-
-
-def start_collector(
-    daemons: Callable[..., Daemon], tmp_path: Path, name: str = "col", **settings: Any
-) -> tuple[Daemon, str, Path]:
-    port = free_port()
-    sink = tmp_path / f"{name}-sink"
-    cfg = {"listen": f"127.0.0.1:{port}", "sink_dir": str(sink), "name": name, "roll_seconds": 3600, **settings}
-    path = write_config(tmp_path / f"{name}.yaml", {"collector": cfg})
-    d = daemons(["collector", "--config", str(path)], name).start()
-    url = f"http://127.0.0.1:{port}"
-    d.wait_http(url + "/healthz")
-    return d, url, sink
-
-
-def restart(d: Daemon, url: str) -> None:
-    d.start()
-    d.wait_http(url + "/healthz")
-
-
-def post(url: str, chunks: list[Chunk], token: str | None = None, client: httpx.Client | None = None) -> httpx.Response:
-    headers = {"content-type": BATCH_CONTENT_TYPE}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    c = client or httpx
-    return c.post(url + "/v1/chunks", content=encode_batch(chunks), headers=headers, timeout=30)
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def done_records(sink: Path) -> Iterator[dict[str, Any]]:
-    for path in sorted((sink / "done").glob("*.avro")):
-        with open(path, "rb") as f:
-            yield from fastavro.reader(f)  # type: ignore[misc]
-
-
-def assert_done_files_whole(sink: Path) -> None:
-    for path in sorted((sink / "done").glob("*.avro")):
-        data = path.read_bytes()
-        scan = scan_container(data)
-        assert scan.header_end is not None and scan.valid_end == len(data) and scan.blocks > 0, path
-
-
-def stream_bytes(sink: Path) -> dict[str, list[tuple[int, int, bytes]]]:
-    out: dict[str, list[tuple[int, int, bytes]]] = {}
-    for r in done_records(sink):
-        out.setdefault(r["stream"], []).append((r["seq_start"], r["seq_end"], r["data"]))
-    return out
-
-
-def assert_exactly_once(sink: Path, expected_end: dict[str, int]) -> None:
-    """Every stream's bytes ``[0, end)`` are in done/ exactly once, with the right content."""
-    got = stream_bytes(sink)
-    assert sorted(got) == sorted(expected_end)
-    for stream, pieces in got.items():
-        pieces.sort()
-        pos = 0
-        for start, end, data in pieces:
-            assert start == pos, f"{stream}: gap or overlap at {pos} (next piece starts at {start})"
-            assert data == line_data(stream, start, (end - start) // 32)
-            pos = end
-        assert pos == expected_end[stream], stream
-
+from headrace._chunk import encode_batch
 
 # -- bad input ------------------------------------------------------------------------------------
 
@@ -179,7 +109,7 @@ def test_duplicates_acked_and_written_once_across_restarts(daemons: Any, tmp_pat
 
     status = httpx.get(url + "/v1/status").json()
     assert status["chunks_in"] == 6 + 6 + 2 + 6 and status["duplicates"] == 6 + 1 + 5
-    assert status["sink"]["open_records"] == 6 + 1 + 1
+    assert status["store"]["open_records"] == 6 + 1 + 1
     metrics = httpx.get(url + "/metrics").text
     assert "headrace_collector_fsync_seconds_count" in metrics
     assert d.stop() == 0  # SIGTERM: the open file is closed into done/
@@ -295,8 +225,3 @@ def test_second_collector_on_same_sink_dir_refuses(daemons: Any, tmp_path: Path)
     )
     assert r.returncode != 0
     assert b"another collector is using sink_dir" in r.stderr
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

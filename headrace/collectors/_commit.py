@@ -1,15 +1,15 @@
 """Group commit: many concurrent requests, one write and one fsync, then every one of them is acked.
 
-Theory of operation: a request hands its decoded chunks to :meth:`GroupCommitter.submit` and waits.
-One background task loops: it takes every batch waiting at that moment, cuts each chunk against the
-dedupe index (in arrival order, so two concurrent copies of one chunk are written once), writes all
-new pieces as Avro blocks and fsyncs once (in a worker thread, so the event loop keeps taking requests
-that will form the next group), and only then resolves every waiting request with its ack. Between
-groups it rolls the open file when the roll policy says so (size after a commit, age on a timer).
+Theory of operation: a request hands its decoded chunks to :meth:`GroupCommit.submit` and waits.
+One background task loops: it takes every batch waiting at that moment and hands them, in arrival
+order, to the store's ``commit`` in a worker thread (so the event loop keeps taking requests, which
+form the next group). The store makes all of them durable with one fsync and returns one answer
+per batch; only then is each waiting request resolved. Between groups, and on the store's timer
+(``deadline``), the store's ``maintain`` runs (the sink rolls its file there).
 
-A write or fsync error leaves what is on disk unknown: the committer then fails every waiting and
-later request (HTTP 503, nothing acked), marks itself failed and the process exits non-zero; the next
-start recovers the file from disk. Resume state lives in the sink (see ``_sink``).
+A store that raises leaves what is on disk unknown: the committer then fails every waiting and
+later request (HTTP 503, nothing acked), marks itself failed and calls ``on_failure`` (the process
+shuts down and exits non-zero); the next start recovers from disk. Resume state lives in the store.
 """
 
 from __future__ import annotations
@@ -19,23 +19,20 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from .._chunk import Chunk, chunk_to_record
+from .._chunk import Chunk
 from .._logging import get_logger
 from ..errors import TransientError
 from . import _metrics as m
-from ._dedupe import DedupeIndex
-from ._roll import RollPolicy
-from ._sink import SinkFiles
 
-__all__ = ["Ack", "GroupCommitter", "SinkFailed"]
+__all__ = ["Ack", "GroupCommit", "SinkFailed", "Store"]
 
 log = get_logger("collector.commit")
 
 
 class SinkFailed(TransientError):
-    """The sink could not write or fsync; nothing of the request is acked (retry elsewhere or later)."""
+    """The store could not write or fsync; nothing of the request is acked (retry elsewhere or later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,30 +43,48 @@ class Ack:
     duplicates: int
 
 
+class Store(Protocol):
+    """Where accepted batches go: the sink files, or the forwarding spool. Called from one thread at a time."""
+
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | TransientError]:
+        """Make the batches durable together; per batch its ack or why it was not taken (nothing of it kept)."""
+        ...
+
+    def deadline(self) -> float | None:
+        """Monotonic time at which :meth:`maintain` must run even without traffic (None: no timer)."""
+        ...
+
+    def maintain(self) -> None:
+        """Periodic work between commits (rolling files)."""
+        ...
+
+    def close(self) -> None:
+        """Finish cleanly (roll the open file); called once, after the last commit."""
+        ...
+
+    def abandon(self) -> None:
+        """Drop open handles after a failure without touching the files (the next start recovers)."""
+        ...
+
+
 @dataclass(slots=True)
 class _Waiting:
     chunks: list[Chunk]
     future: asyncio.Future[Ack]
 
 
-class GroupCommitter:
-    """Serialises writes into the sink; see the module docstring."""
+class GroupCommit:
+    """Serialises batches into a :class:`Store`; see the module docstring."""
 
     def __init__(
         self,
-        sink: SinkFiles,
-        index: DedupeIndex,
-        policy: RollPolicy,
+        store: Store,
         *,
         clock: Callable[[], float] = time.monotonic,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
-        self.sink = sink
-        self.index = index
-        self.policy = policy
+        self.store = store
         self.clock = clock
-        self.wall_ms = wall_ms
         self.on_failure = on_failure
         self.failed: str | None = None
         self._waiting: list[_Waiting] = []
@@ -77,20 +92,23 @@ class GroupCommitter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
-        self.last_commit_requests = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def close(self) -> None:
-        """Commit what is waiting, roll the open file into ``done/``, stop."""
+        """Commit what is waiting, close the store, stop."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await self._task
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     async def submit(self, chunks: list[Chunk]) -> Ack:
-        """Wait until every chunk is durable (or was already); raise :class:`SinkFailed` if not possible."""
+        """Wait until every chunk is durable (or was already); raise a TransientError if not possible."""
         if self.failed is not None or self._closing:
             raise SinkFailed(self.failed or "the collector is shutting down")
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
@@ -101,7 +119,7 @@ class GroupCommitter:
     async def _run(self) -> None:
         while True:
             if not self._waiting and not self._closing:
-                deadline = self.policy.deadline(self.sink.opened_at)
+                deadline = self.store.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self.clock())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -109,87 +127,42 @@ class GroupCommitter:
             group, self._waiting = self._waiting, []
             if group:
                 await self._commit(group)
-            if self.failed is not None:
-                if self._closing:
-                    return
-                continue
-            done = self._closing and not self._waiting
-            if done or self.policy.due(self.sink.size, self.sink.opened_at, self.clock()):
-                await self._roll()
-            if done:
+            if self.failed is None:
+                done = self._closing and not self._waiting
+                await self._call(self.store.close if done else self.store.maintain)
+            if self._closing and (self.failed is not None or not self._waiting):
                 return
 
-    async def _commit(self, group: list[_Waiting]) -> None:
-        if self.failed is not None:
-            for w in group:
-                if not w.future.done():
-                    w.future.set_exception(SinkFailed(self.failed))
-            return
-        now_ms = self.wall_ms()
-        records: list[dict[str, Any]] = []
-        acks = []
-        nbytes = 0
-        for w in group:
-            dups = 0
-            for c in w.chunks:
-                a = self.index.admit(c)
-                dups += a.duplicate
-                nbytes += len(c.data)
-                if a.trimmed_bytes:
-                    m.TRIMMED_BYTES.inc(a.trimmed_bytes)
-                records.extend(chunk_to_record(p, now_ms) for p in a.pieces)
-            acks.append(Ack(len(w.chunks), dups))
+    async def _call(self, fn: Callable[[], Any]) -> None:
         try:
-            fsync_s = await asyncio.to_thread(self.sink.append, records, self.clock())
+            await asyncio.to_thread(fn)
         except Exception as exc:
-            self._fail(f"sink write failed: {exc!r}")
-            for w in group:
-                if not w.future.done():
-                    w.future.set_exception(SinkFailed(self.failed or ""))
-            return
-        if records:
-            m.FSYNC_SECONDS.observe(fsync_s)
-        m.SINK_OPEN_BYTES.set(self.sink.size)
+            self._fail(f"{fn.__name__} failed: {exc!r}")
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        results: list[Ack | TransientError]
+        if self.failed is not None:
+            results = [SinkFailed(self.failed) for _ in group]
+        else:
+            try:
+                results = await asyncio.to_thread(self.store.commit, [w.chunks for w in group])
+            except Exception as exc:
+                self._fail(f"write failed: {exc!r}")
+                results = [SinkFailed(self.failed or "") for _ in group]
         m.COMMIT_REQUESTS.observe(len(group))
         self.commits += 1
-        self.last_commit_requests = len(group)
-        for w, ack in zip(group, acks, strict=True):
-            m.CHUNKS_IN.inc(ack.acked)
-            m.DUPLICATES.inc(ack.duplicates)
-            m.ACKED_BATCHES.inc()
-            if not w.future.done():
-                w.future.set_result(ack)
-        m.BYTES_IN.inc(nbytes)
-
-    async def _roll(self) -> None:
-        try:
-            name = await asyncio.to_thread(self.sink.roll, self.index.dumps)
-        except Exception as exc:
-            self._fail(f"rolling the sink file failed: {exc!r}")
-            return
-        if name is not None:
-            m.SINK_FILES.inc()
-            m.SINK_OPEN_BYTES.set(0)
-            log.info("sink file closed", file=name)
+        for w, result in zip(group, results, strict=True):
+            if w.future.done():  # the request was cancelled
+                continue
+            if isinstance(result, Ack):
+                m.ACKED_BATCHES.inc()
+                w.future.set_result(result)
+            else:
+                w.future.set_exception(result)
 
     def _fail(self, reason: str) -> None:
         self.failed = reason
-        log.error("sink failed; refusing writes and shutting down", reason=reason)
-        self.sink.abandon()
+        log.error("store failed; refusing writes and shutting down", reason=reason)
+        self.store.abandon()
         if self.on_failure is not None:
             self.on_failure()
-
-    def status(self) -> dict[str, Any]:
-        """The open file and the commit counters, for ``GET /v1/status``."""
-        opened = self.sink.opened_at
-        return {
-            "open_file": self.sink.open_name,
-            "open_bytes": self.sink.size,
-            "open_records": self.sink.records,
-            "open_age_seconds": None if opened is None else round(self.clock() - opened, 3),
-            "files_closed": self.sink.files_closed,
-            "commits": self.commits,
-            "waiting_requests": len(self._waiting),
-            "streams_tracked": len(self.index),
-            "failed": self.failed,
-        }

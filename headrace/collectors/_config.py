@@ -19,6 +19,13 @@ def _check_name(value: str) -> str:
         raise ValueError(exc.detail) from None
 
 
+def _check_urls(value: list[str]) -> list[str]:
+    for url in value:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL of a collector")
+    return value
+
+
 def _default_name() -> str:
     host = socket.gethostname().split(".")[0]
     try:
@@ -44,3 +51,11 @@ class CollectorConfig(Section):
     max_inflight_bytes: int = Field(
         default=512 << 20, gt=0, description="request bytes held at once; past it new requests get 503 and retry"
     )
+    upstream: Annotated[list[str], AfterValidator(_check_urls)] = Field(
+        default_factory=list,
+        description="upstream collector URLs; non-empty: forward chunks there instead of writing sink files",
+    )
+    upstream_token: str | None = Field(default=None, description="bearer token sent upstream")
+    upstream_timeout: float = Field(default=30.0, gt=0, description="seconds per upstream request")
+    spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
+    spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")

@@ -10,6 +10,7 @@ __all__ = [
     "CHUNKS_IN",
     "COMMIT_REQUESTS",
     "DUPLICATES",
+    "FORWARDED_CHUNKS",
     "FORWARD_PENDING",
     "FSYNC_SECONDS",
     "REJECTS",
@@ -37,3 +38,4 @@ COMMIT_REQUESTS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 FORWARD_PENDING = Gauge("headrace_collector_forward_pending_bytes", "Bytes spooled, not yet acked upstream")
+FORWARDED_CHUNKS = Counter("headrace_collector_forwarded_chunks", "Chunks acked by an upstream collector")

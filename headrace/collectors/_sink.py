@@ -25,7 +25,6 @@ the next start the same way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import time
@@ -40,9 +39,9 @@ from fastavro.write import Writer
 from .._atomic import fsync_dir, move_atomic, write_atomic
 from .._chunk import SINK_SCHEMA
 from .._logging import get_logger
-from ..errors import FatalError
 from ._container import scan_container
 from ._dedupe import DedupeIndex, IndexCorrupt
+from ._dirlock import lock_dir, unlock_dir
 
 __all__ = ["RecoveryReport", "SinkFiles"]
 
@@ -94,22 +93,13 @@ class SinkFiles:
 
     def lock(self) -> None:
         """Create the folders and take the folder lock; refuse if another collector holds it."""
-        for d in (self.root, self.open_dir, self.done_dir, self.torn_dir):
+        self._lock_fd = lock_dir(self.root, "sink_dir")
+        for d in (self.open_dir, self.done_dir, self.torn_dir):
             d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FatalError(
-                f"another collector is using sink_dir {self.root}; give each collector its own sink_dir"
-            ) from None
-        self._lock_fd = fd
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        unlock_dir(self._lock_fd)
+        self._lock_fd = None
 
     def load_index(self) -> tuple[DedupeIndex, int, bool]:
         """The saved index and its ``through``; an empty one (through 0, rebuilt=True) if missing or bad."""
