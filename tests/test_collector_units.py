@@ -233,3 +233,28 @@ def test_missing_index_is_rebuilt_from_done(tmp_path: Path) -> None:
     assert report.index_rebuilt
     assert index2.ranges("h", "app/x.log") == [(0, 10)] and index2.ranges("h", "b") == [(0, 7)]
     sink2.unlock()
+
+
+def test_stale_index_is_completed_from_newer_done_files(tmp_path: Path) -> None:
+    sink = SinkFiles(tmp_path, "c1")
+    sink.lock()
+    index, _ = sink.recover()
+    index.admit(chunk(0, 10))
+    sink.append([chunk_to_record(chunk(0, 10), 1)], now=0.0)
+    sink.roll(index.dumps)
+    old = (tmp_path / "index.json").read_bytes()  # e.g. restored from a backup
+    index.admit(chunk(10, 20))
+    sink.append([chunk_to_record(chunk(10, 20), 1)], now=0.0)
+    sink.roll(index.dumps)
+    sink.unlock()
+    (tmp_path / "index.json").write_bytes(old)
+    sink2 = SinkFiles(tmp_path, "c1")
+    sink2.lock()
+    index2, report = sink2.recover()
+    assert report.index_rebuilt
+    assert index2.ranges("h", "app/x.log") == [(0, 20)]
+    assert DedupeIndex.loads((tmp_path / "index.json").read_bytes())[1] == 2
+    sink2.append([chunk_to_record(chunk(20, 30), 1)], now=0.0)
+    assert sink2.open_name == "0000000003-c1.avro"
+    sink2.abandon()
+    sink2.unlock()

@@ -116,19 +116,22 @@ class SinkFiles:
         """Load the index, recover every file left in ``open/``, and return the index of what is written."""
         index, through, rebuilt = self.load_index()
         report = RecoveryReport(index_rebuilt=rebuilt)
-        if rebuilt:
-            # Without a saved index, whatever is still in done/ is the best record of what was written.
-            for path in sorted(self.done_dir.glob("*.avro")):
-                seq = _seq_of(path)
-                if seq is None:
-                    continue
-                scan = scan_container(path.read_bytes())
-                for src, stream, start, end in scan.spans:
-                    index.add(src, stream, start, end)
-                through = max(through, seq)
+        # Files in done/ that the index does not cover (all of them without a saved index, or any
+        # newer than an index restored from an old copy) are folded in: the index is then stale.
         max_seq = through
-        for path in sorted(self.done_dir.glob("*.avro")):
-            max_seq = max(max_seq, _seq_of(path) or 0)
+        stale = False
+        for path in sorted(self.done_dir.glob("*.avro"), key=lambda p: (_seq_of(p) or 0, p.name)):
+            seq = _seq_of(path)
+            if seq is None or (seq <= through and not rebuilt):
+                continue
+            for src, stream, start, end in scan_container(path.read_bytes()).spans:
+                index.add(src, stream, start, end)
+            max_seq = max(max_seq, seq)
+            stale = True
+        through = max_seq
+        if stale and not report.index_rebuilt:
+            log.warning("dedupe index was stale; folded in newer files from done/", through=through)
+            report.index_rebuilt = True
         for path in sorted(self.open_dir.glob("*.avro"), key=lambda p: (_seq_of(p) or 0, p.name)):
             seq = _seq_of(path)
             if seq is None:
@@ -156,14 +159,14 @@ class SinkFiles:
                 with open(path, "r+b") as f:
                     f.truncate(scan.valid_end)
                     os.fsync(f.fileno())
-            if seq > through or rebuilt:
+            if seq > through or report.index_rebuilt:
                 for src, stream, start, end in scan.spans:
                     index.add(src, stream, start, end)
                 through = max(through, seq)
                 write_atomic(self.index_path, index.dumps(through))
             move_atomic(path, self.done_dir / path.name)
             report.recovered.append(path.name)
-        if rebuilt and not report.recovered:
+        if report.index_rebuilt and not report.recovered:
             write_atomic(self.index_path, index.dumps(through))
         self._next_seq = max_seq + 1
         return index, report
