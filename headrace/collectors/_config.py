@@ -1,17 +1,61 @@
-"""The ``collector:``, ``archive:``, ``demux:`` and ``load:`` config sections."""
+"""The ``collector:`` config section (``archive:``, ``demux:`` and ``load:`` are added by their parts)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import socket
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
 
 from .._config import Listen, Section
+from .._names import check_component
+from ..errors import InvalidInput
+
+
+def _check_name(value: str) -> str:
+    try:
+        return check_component("name", value)
+    except InvalidInput as exc:
+        raise ValueError(exc.detail) from None
+
+
+def _check_urls(value: list[str]) -> list[str]:
+    for url in value:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL of a collector")
+    return value
+
+
+def _default_name() -> str:
+    host = socket.gethostname().split(".")[0]
+    try:
+        return check_component("name", host)
+    except InvalidInput:
+        return "collector"
 
 
 class CollectorConfig(Section):
     """Settings of ``headrace collector``."""
 
     listen: Listen = "127.0.0.1:7070"
+    name: Annotated[str, AfterValidator(_check_name)] = Field(
+        default_factory=_default_name, description="part of every sink file name; default: the host name"
+    )
     sink_dir: str = "./headrace-data/sink"
     roll_bytes: int = Field(default=64 << 20, gt=0)
     roll_seconds: float = Field(default=300.0, gt=0)
-    tokens: list[str] = Field(default_factory=list)
+    codec: Literal["null", "deflate"] = Field(default="null", description="Avro block codec of sink files")
+    tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
+    max_body_bytes: int = Field(default=64 << 20, gt=0, description="larger request bodies get 413")
+    max_chunk_bytes: int = Field(default=16 << 20, gt=0, description="larger chunks are refused (413)")
+    max_inflight_bytes: int = Field(
+        default=512 << 20, gt=0, description="request bytes held at once; past it new requests get 503 and retry"
+    )
+    upstream: Annotated[list[str], AfterValidator(_check_urls)] = Field(
+        default_factory=list,
+        description="upstream collector URLs; non-empty: forward chunks there instead of writing sink files",
+    )
+    upstream_token: str | None = Field(default=None, description="bearer token sent upstream")
+    upstream_timeout: float = Field(default=30.0, gt=0, description="seconds per upstream request")
+    spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
+    spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
