@@ -98,6 +98,7 @@ class Spool:
         self.cap_bytes = cap_bytes
         self.segment_bytes = segment_bytes
         self._lock = threading.Condition()
+        self._ack_lock = threading.Lock()
         self._recs: deque[_Rec] = deque()
         self._sizes: dict[int, int] = {}  # segment -> bytes on disk
         self._head_offset = 0  # acked bytes at the start of the oldest segment
@@ -204,11 +205,20 @@ class Spool:
             self._lock.notify_all()
 
     def sync(self) -> None:
-        """Make every appended record durable (fsync of the open segment)."""
+        """Make every appended record durable (fsync of the open segment).
+
+        The fsync runs outside the spool's lock (on a duplicate descriptor), so the shipper is not
+        held up meanwhile.
+        """
         with self._lock:
-            if self._fd is not None and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            if self._fd is None or not self._dirty:
+                return
+            fd = os.dup(self._fd)
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _roll(self) -> None:
         if self._fd is not None:
@@ -270,27 +280,32 @@ class Spool:
         """Release the ``count`` oldest entries (the ones the last :meth:`peek` returned, or a prefix).
 
         The caller saves whatever depends on the ack (the agent's file checkpoint) *before* this call.
+        Room is released at once; the ack position is then saved and emptied segments are deleted
+        outside the lock (one acker at a time).
         """
-        with self._lock:
-            if count > len(self._recs):
-                raise UsageError(f"cannot ack {count} entries; only {len(self._recs)} are waiting")
-            if count <= 0:
-                return
-            for _ in range(count):
-                last = self._recs.popleft()
-            head_seg, head_off = last.segment, last.offset + last.size
-            if self._recs:
-                head_seg, head_off = self._recs[0].segment, self._recs[0].offset
+        with self._ack_lock:
+            with self._lock:
+                if count > len(self._recs):
+                    raise UsageError(f"cannot ack {count} entries; only {len(self._recs)} are waiting")
+                if count <= 0:
+                    return
+                for _ in range(count):
+                    last = self._recs.popleft()
+                head_seg, head_off = last.segment, last.offset + last.size
+                if self._recs:
+                    head_seg, head_off = self._recs[0].segment, self._recs[0].offset
+                dead = [s for s in self._sizes if s < head_seg]
+                for seg in dead:
+                    if seg == self._open_seg and self._fd is not None:
+                        self._seal(seg)
+                    del self._sizes[seg]
+                self._head_offset = head_off if head_seg in self._sizes else 0
+                self._lock.notify_all()
             write_atomic(self.dir / "head.json", json.dumps({"segment": head_seg, "offset": head_off}).encode())
-            for seg in [s for s in self._sizes if s < head_seg]:
-                state = "open" if seg == self._open_seg and self._fd is not None else "sealed"
-                if state == "open":
-                    self._seal(seg)
+            for seg in dead:
                 self._path(seg, "sealed").unlink(missing_ok=True)
-                del self._sizes[seg]
-            self._head_offset = head_off if head_seg in self._sizes else 0
-            self._drop_empty_head()
-            self._lock.notify_all()
+            with self._lock:
+                self._drop_empty_head()
 
     def _drop_empty_head(self) -> None:
         """Delete the oldest sealed segment once all of it is acked."""

@@ -142,7 +142,8 @@ class Agent:
         name = API_PREFIX + data_type
         with self._api_lock:
             if name not in self.checkpoints.streams:
-                self.checkpoints.streams[name] = StreamCheckpoint("", data_type)
+                with self.checkpoints.lock:
+                    self.checkpoints.streams[name] = StreamCheckpoint("", data_type)
                 self.checkpoints.save()
             start = self._api_seq.get(name, 0)
             chunk = Chunk(self.cfg.name, name, data_type, start, start + len(data), data, dict(tags or {}))

@@ -64,7 +64,8 @@ class Checkpoints:
     path: Path
     streams: dict[str, StreamCheckpoint] = field(default_factory=dict)
     seen_sources: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # held to change ``streams``
+    _save_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, state_dir: Path) -> Checkpoints:
@@ -78,19 +79,29 @@ class Checkpoints:
             cp.seen_sources = set(d.get("seen_sources", []))
         return cp
 
+    def advance(self, acked: dict[str, Cursor]) -> None:
+        """Move streams' acked cursors forward (never back)."""
+        with self.lock:
+            for name, cur in acked.items():
+                cp = self.streams.get(name)
+                if cp is not None and (cp.acked is None or cur.seq > cp.acked.seq):
+                    cp.acked = cur
+
     def save(self) -> None:
         """Replace the file atomically with the current state."""
-        with self._lock:
-            body = {
-                "version": 1,
-                "streams": {
-                    name: {
-                        "path": s.path,
-                        "data_type": s.data_type,
-                        "acked": asdict(s.acked) if s.acked else None,
-                    }
-                    for name, s in sorted(self.streams.items())
-                },
-                "seen_sources": sorted(self.seen_sources),
-            }
-            write_atomic(self.path, json.dumps(body, indent=1).encode())
+        with self._save_lock:
+            with self.lock:
+                body = {
+                    "version": 1,
+                    "streams": {
+                        name: {
+                            "path": s.path,
+                            "data_type": s.data_type,
+                            "acked": asdict(s.acked) if s.acked else None,
+                        }
+                        for name, s in sorted(self.streams.items())
+                    },
+                    "seen_sources": sorted(self.seen_sources),
+                }
+                raw = json.dumps(body, indent=1).encode()
+            write_atomic(self.path, raw)

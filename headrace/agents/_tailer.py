@@ -87,6 +87,8 @@ class _Stream:
     resume: Cursor | None = None
     first_scan: bool = False  # found by the first scan of a never-seen source (start: end applies)
     started: bool = False
+    truncations: int = 0
+    rotations: int = 0
 
 
 def fingerprint(fd: int, nbytes: int) -> tuple[int, str]:
@@ -121,6 +123,7 @@ class Tailer:
         self.deadlines: dict[str, float] = {}
         self.scan_needed = True
         self._save_needed = False
+        self._room_freed = False
         self._spooled = spool.last_cursors()
         # Files read to their end, by identity: a glob that also matches rotated names must not
         # start them again as new streams. Bounded; oldest forgotten first.
@@ -158,17 +161,16 @@ class Tailer:
         self.wake.set()
 
     def on_acked(self, entries: list[SpoolEntry]) -> None:
-        """Record acked cursors (call before the spool releases ``entries``) and save the checkpoint file."""
+        """Record acked cursors (call before the spool releases ``entries``) and save the checkpoint file.
+
+        Runs in the shipper's thread; it does not wait for the reader's lock.
+        """
         last: dict[str, Cursor] = {}
         for e in entries:
             last[e.chunk.stream] = Cursor.decode(e.cursor)
-        with self.lock:
-            for name, cur in last.items():
-                cp = self.checkpoints.streams.get(name)
-                if cp is not None and (cp.acked is None or cur.seq > cp.acked.seq):
-                    cp.acked = cur
-            self.dirty |= self.blocked
+        self.checkpoints.advance(last)
         self.checkpoints.save()
+        self._room_freed = True
         self.wake.set()
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ class Tailer:
             now = self.clock()
             with self.lock:
                 due = min([next_rescan, *self.deadlines.values()])
-                busy = bool(self.dirty) or self.scan_needed
+                busy = bool(self.dirty) or self.scan_needed or (self._room_freed and bool(self.blocked))
             if not busy and due > now:
                 self.wake.wait(min(due - now, self.cfg.rescan_seconds))
                 self.wake.clear()
@@ -188,6 +190,9 @@ class Tailer:
                     break
                 now = self.clock()
             with self.lock:
+                if self._room_freed:
+                    self._room_freed = False
+                    self.dirty |= self.blocked
                 if now >= next_rescan:
                     self.scan_needed = True
                     next_rescan = now + self.cfg.rescan_seconds
@@ -224,12 +229,15 @@ class Tailer:
                 if path not in self.by_path and not self._claimed(path, claimed):
                     self._new_stream(path, src, first_scan=first)
             # Checkpointed streams whose path is gone right now may still have a rotated file to finish.
-            for name, cp in list(self.checkpoints.streams.items()):
+            with self.checkpoints.lock:
+                known = list(self.checkpoints.streams.items())
+            for name, cp in known:
                 pending = cp.path and name not in self.streams and cp.path not in self.by_path
                 if pending and fnmatch.fnmatch(cp.path, os.path.abspath(src.path)):
                     self._new_stream(cp.path, src, first_scan=False)
             if first:
-                self.checkpoints.seen_sources.add(src.id)
+                with self.checkpoints.lock:
+                    self.checkpoints.seen_sources.add(src.id)
                 new_seen = True
         STREAMS.set(len(self.streams))
         if new_seen or self._save_needed:
@@ -256,7 +264,8 @@ class Tailer:
             st.resume = max(candidates, key=lambda c: c.seq)
             st.seq = st.resume.seq
         if cp is None:
-            self.checkpoints.streams[name] = StreamCheckpoint(path, src.data_type)
+            with self.checkpoints.lock:
+                self.checkpoints.streams[name] = StreamCheckpoint(path, src.data_type)
             self._save_needed = True
         self.streams[name] = st
         self.by_path[path] = name
@@ -328,7 +337,7 @@ class Tailer:
                 if self._open(st, st.path, fid, start, now) and start:
                     # Remember the starting point, so a restart does not read the skipped part.
                     of = st.files[fid]
-                    self.checkpoints.streams[st.name].acked = Cursor(0, fid.dev, fid.ino, of.fpl, of.fp, start)
+                    self.checkpoints.advance({st.name: Cursor(0, fid.dev, fid.ino, of.fpl, of.fp, start)})
                     self._save_needed = True
             return
         if at_path is not None and at_path[0] == FileId(c.dev, c.ino) and self._fp_matches(st.path, c):
@@ -340,6 +349,12 @@ class Tailer:
                 st.tracker.files[-1].at_path = False
                 st.tracker.files[-1].gone_at = now
                 ROTATIONS.labels("rotated_while_down").inc()
+            for sibling, fid in self._rotated_after(st.path, rotated, at_path[0] if at_path else None):
+                if self._open(st, sibling, fid, 0, now):
+                    st.tracker.files[-1].at_path = False
+                    st.tracker.files[-1].gone_at = now
+                    ROTATIONS.labels("rotated_while_down").inc()
+                    log.info("rotated_while_down", stream=st.name, file=sibling)
         elif c.dev or c.ino:
             LOST_FILES.inc()
             log.warning("checkpointed_file_gone", stream=st.name, path=st.path, offset=c.off)
@@ -372,6 +387,29 @@ class Tailer:
                 return p
         return None
 
+    def _rotated_after(self, path: str, checkpointed: str, current: FileId | None) -> list[tuple[str, FileId]]:
+        """Rotated siblings (``<name>.*`` in the same folder) written after the checkpointed file, oldest first.
+
+        While the agent was down, the file at the checkpoint may have been rotated more than once;
+        the files in between are found by name prefix and ordered by last modification time.
+        """
+        folder, base = os.path.split(path)
+        ref = os.stat(checkpointed)
+        found: list[tuple[int, str, FileId]] = []
+        for n in os.listdir(folder):
+            p = os.path.join(folder, n)
+            if not n.startswith(base + ".") or p in (checkpointed, path):
+                continue
+            try:
+                s = os.stat(p)
+            except OSError:
+                continue
+            fid = FileId(s.st_dev, s.st_ino)
+            if stat.S_ISREG(s.st_mode) and fid != current and fid != FileId(ref.st_dev, ref.st_ino):
+                if s.st_mtime_ns >= ref.st_mtime_ns and fid not in self.released:
+                    found.append((s.st_mtime_ns, p, fid))
+        return [(p, fid) for _, p, fid in sorted(found)]
+
     def _poll(self, st: _Stream) -> None:
         now = self.clock()
         at_path = self._stat_path(st.path)
@@ -380,6 +418,7 @@ class Tailer:
         elif st.tracker.observe_path(at_path[0] if at_path else None, now):
             assert at_path is not None
             ROTATIONS.labels("new_file").inc()
+            st.rotations += 1
             log.info("file_new", stream=st.name, path=st.path, inode=at_path[0].ino)
             self._open(st, st.path, at_path[0], 0, now)
         self.blocked.discard(st.name)
@@ -414,6 +453,7 @@ class Tailer:
                 ROTATIONS.labels("truncated").inc()
                 log.info("file_truncated", stream=st.name, path=st.path, at=h.read_off, size=s.st_size)
                 st.tracker.truncated()
+                st.truncations += 1
                 of.done_off = 0
                 of.fpl, of.fp = fingerprint(of.fd, self.cfg.fingerprint_bytes)
                 continue
@@ -486,6 +526,8 @@ class Tailer:
                         "files_open": len(st.files),
                         "lag_bytes": max(0, st.seq - acked) + st.chunker.pending + unread,
                         "blocked": st.name in self.blocked,
+                        "truncations": st.truncations,
+                        "new_files": st.rotations,
                     }
                 )
             return out
