@@ -405,9 +405,9 @@ class Tailer:
             except OSError:
                 continue
             fid = FileId(s.st_dev, s.st_ino)
-            if stat.S_ISREG(s.st_mode) and fid != current and fid != FileId(ref.st_dev, ref.st_ino):
-                if s.st_mtime_ns >= ref.st_mtime_ns and fid not in self.released:
-                    found.append((s.st_mtime_ns, p, fid))
+            other = fid not in (current, FileId(ref.st_dev, ref.st_ino)) and fid not in self.released
+            if stat.S_ISREG(s.st_mode) and other and s.st_mtime_ns >= ref.st_mtime_ns:
+                found.append((s.st_mtime_ns, p, fid))
         return [(p, fid) for _, p, fid in sorted(found)]
 
     def _poll(self, st: _Stream) -> None:
