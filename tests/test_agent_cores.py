@@ -66,15 +66,16 @@ def test_rename_rotation_reads_old_to_end_then_new() -> None:
     assert t.on_head_stat(100, 1, 0.0, pending=0, blocked=False) is Action.READ
     t.files[0].read_off = 100
     assert t.on_head_stat(100, 1, 0.1, pending=0, blocked=False) is Action.IDLE
-    # renamed away, a new file at the path
-    assert t.observe_path(F2, 1.0)
-    t.add(F2, 0, 1.0)
+    # renamed away long after its last write, a new file at the path: wait rotate_wait from the rename
+    assert t.observe_path(F2, 10.0)
+    t.add(F2, 0, 10.0)
     assert not t.files[0].at_path and t.files[1].at_path
-    assert t.on_head_stat(150, 1, 1.0, pending=0, blocked=False) is Action.READ  # late writes to the old file
+    assert t.on_head_stat(100, 1, 10.0, pending=0, blocked=False) is Action.WAIT
+    assert t.on_head_stat(150, 1, 10.5, pending=0, blocked=False) is Action.READ  # late writes to the old file
     t.files[0].read_off = 150
-    assert t.on_head_stat(150, 1, 1.5, pending=0, blocked=False) is Action.WAIT
-    assert t.next_deadline(0) == 2.0
-    assert t.on_head_stat(150, 1, 2.0, pending=0, blocked=False) is Action.FINISH
+    assert t.on_head_stat(150, 1, 11.0, pending=0, blocked=False) is Action.WAIT
+    assert t.next_deadline(0) == 11.5
+    assert t.on_head_stat(150, 1, 11.5, pending=0, blocked=False) is Action.FINISH
     t.pop_head()
     assert t.head is not None and t.head.fid == F2
     assert not t.observe_path(F2, 2.0)  # same file still at the path: nothing new
@@ -97,7 +98,7 @@ def test_deleted_file_is_read_to_end_then_released() -> None:
     assert t.on_head_stat(100, 0, 1.0, pending=0, blocked=False) is Action.READ
     t.files[0].read_off = 100
     assert t.on_head_stat(100, 0, 1.5, pending=0, blocked=False) is Action.WAIT
-    assert t.on_head_stat(100, 0, 2.5, pending=0, blocked=False) is Action.FINISH
+    assert t.on_head_stat(100, 0, 2.0, pending=0, blocked=False) is Action.FINISH
 
 
 def test_deleted_file_is_given_up_after_the_limit_while_the_spool_is_full() -> None:

@@ -353,4 +353,5 @@ def test_idle_agent_with_1000_files_uses_almost_no_cpu(
     before = cpu_seconds()
     time.sleep(6.0)  # more than one rescan period
     used = cpu_seconds() - before
-    assert used < 0.6, f"idle agent used {used:.2f}s CPU in 6s"
+    print(f"idle agent with 1000 files: {used:.3f} s CPU in 6 s")
+    assert used < 0.3, f"idle agent used {used:.2f}s CPU in 6s"

@@ -17,8 +17,8 @@ tracker answers with an :class:`Action`:
   held tail, and reading restarts at file offset 0 while stream offsets keep counting, so acked
   bytes are never sent again;
 * at the end of a head that is gone from the path (renamed away, replaced, deleted): ``FINISH``
-  once it did not grow for ``rotate_wait`` seconds (a writer may still finish a line into a file
-  that was just renamed), then the next file is read;
+  once ``rotate_wait`` seconds passed since it left the path and since it last grew (a writer may
+  still finish a line into a file that was just renamed), then the next file is read;
 * at the end of the file at the path: ``FLUSH_PARTIAL`` once the file did not grow for
   ``partial_timeout`` seconds and a tail is held (an unterminated last line), else ``IDLE``;
 * ``GIVE_UP`` when a deleted head could not be read to its end within ``deleted_release`` seconds
@@ -120,7 +120,7 @@ class StreamTracker:
                 return Action.GIVE_UP
             return Action.READ
         if gone:
-            return Action.FINISH if now - h.changed_at >= self.rotate_wait else Action.WAIT
+            return Action.FINISH if now - self._quiet_since(h) >= self.rotate_wait else Action.WAIT
         if pending and now - h.changed_at >= self.partial_timeout:
             return Action.FLUSH_PARTIAL
         return Action.IDLE
@@ -131,13 +131,18 @@ class StreamTracker:
         if h is None:
             return None
         if not h.at_path or h.deleted or len(self.files) > 1:
-            times = [h.changed_at + self.rotate_wait]
+            times = [self._quiet_since(h) + self.rotate_wait]
             if h.deleted and h.gone_at is not None:
                 times.append(h.gone_at + self.deleted_release)
             return min(times)
         if pending:
             return h.changed_at + self.partial_timeout
         return None
+
+    @staticmethod
+    def _quiet_since(h: FileTrack) -> float:
+        """Since when a file gone from the path neither grew nor moved: rotate_wait counts from there."""
+        return max(h.changed_at, h.gone_at if h.gone_at is not None else h.changed_at)
 
     def truncated(self) -> None:
         """The head was cut (copytruncate): read it again from 0."""
