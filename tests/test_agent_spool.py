@@ -99,3 +99,35 @@ while True:
     got = [e.chunk.seq_end for e in entries]
     assert got == [chunk(i, 1000).seq_end for i in range(len(got))]
     assert len(got) >= last + 1
+
+
+def test_concurrent_writer_and_acker_see_every_chunk_once_in_order(tmp_path: Path) -> None:
+    import threading
+
+    sp = Spool(tmp_path, cap_bytes=20_000, segment_bytes=3_000)
+    n = 800
+    got: list[int] = []
+
+    def write() -> None:
+        for i in range(n):
+            while sp.room() < 200:
+                sp.wait_room(200, 1.0)
+            sp.append(chunk(i))
+            if i % 7 == 0:
+                sp.sync()
+        sp.sync()
+
+    t = threading.Thread(target=write)
+    t.start()
+    while len(got) < n:
+        if not sp.wait_nonempty(5.0):
+            break
+        entries = sp.peek(max_chunks=13)
+        got += [e.chunk.seq_end for e in entries]
+        sp.ack(len(entries))
+        assert sp.used_bytes() <= 20_000
+    t.join()
+    assert got == [chunk(i).seq_end for i in range(n)]
+    sp.close()
+    reopened = Spool(tmp_path, cap_bytes=20_000, segment_bytes=3_000)
+    assert len(reopened) == 0 and len(list(tmp_path.glob("*.sealed"))) <= 1

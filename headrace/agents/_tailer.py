@@ -474,7 +474,7 @@ class Tailer:
                 continue
             break
         deadline = st.tracker.next_deadline(st.chunker.pending)
-        if deadline is not None:
+        if deadline is not None and st.name not in self.blocked:  # a blocked stream waits for an ack instead
             self.deadlines[st.name] = deadline
         else:
             self.deadlines.pop(st.name, None)
