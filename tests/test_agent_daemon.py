@@ -355,3 +355,11 @@ def test_idle_agent_with_1000_files_uses_almost_no_cpu(
     used = cpu_seconds() - before
     print(f"idle agent with 1000 files: {used:.3f} s CPU in 6 s")
     assert used < 0.3, f"idle agent used {used:.2f}s CPU in 6s"
+
+
+def test_misspelled_config_key_is_named_and_nothing_starts(tmp_path: Path, daemons: Callable[..., Daemon]) -> None:
+    cfg = write_config(tmp_path / "bad.yaml", {"agent": {"state_dir": str(tmp_path / "s"), "spool_cap_byte": 10}})
+    d = daemons(["agent", "--config", str(cfg)], "bad").start()
+    assert d.proc is not None and d.proc.wait(30) == 2
+    assert "agent.spool_cap_byte" in d.output() and "unknown key" in d.output()
+    assert not (tmp_path / "s").exists()

@@ -131,3 +131,23 @@ def test_concurrent_writer_and_acker_see_every_chunk_once_in_order(tmp_path: Pat
     sp.close()
     reopened = Spool(tmp_path, cap_bytes=20_000, segment_bytes=3_000)
     assert len(reopened) == 0 and len(list(tmp_path.glob("*.sealed"))) <= 1
+
+
+def test_torn_tail_at_every_offset_keeps_exactly_the_whole_records(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    sp = Spool(src, segment_bytes=1 << 20)
+    ends = []
+    for i in range(3):
+        sp.append(chunk(i, 40))
+        ends.append(sum(p.stat().st_size for p in src.glob("*.open")))
+    sp.close()
+    (seg,) = src.glob("*.open")
+    data = seg.read_bytes()
+    for cut in range(len(data) + 1):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        (d / seg.name).write_bytes(data[:cut])
+        whole = sum(1 for e in ends if e <= cut)
+        entries = Spool(d).peek(100)
+        assert [e.chunk for e in entries] == [chunk(i, 40) for i in range(whole)], cut
+        assert (d / seg.name).stat().st_size == (ends[whole - 1] if whole else 0)
