@@ -363,3 +363,15 @@ def test_misspelled_config_key_is_named_and_nothing_starts(tmp_path: Path, daemo
     assert d.proc is not None and d.proc.wait(30) == 2
     assert "agent.spool_cap_byte" in d.output() and "unknown key" in d.output()
     assert not (tmp_path / "s").exists()
+
+
+def test_second_agent_on_the_same_state_dir_is_refused(
+    tmp_path: Path, sink: TestSink, make_agent: Callable[..., Agent], daemons: Callable[..., Daemon]
+) -> None:
+    make_agent([sink.url], []).start()
+    cfg = write_config(
+        tmp_path / "two.yaml", {"agent": {"state_dir": str(tmp_path / "state"), "listen": f"127.0.0.1:{free_port()}"}}
+    )
+    d = daemons(["agent", "--config", str(cfg)], "two").start()
+    assert d.proc is not None and d.proc.wait(30) == 1
+    assert "another agent is using state_dir" in d.output()

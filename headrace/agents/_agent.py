@@ -18,7 +18,9 @@ the spool and synced before the request is answered, so a 200 means durable on t
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,18 +32,32 @@ from .._chunk import Chunk
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from ..errors import FatalError
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
 from ._discover import Watcher
 from ._tailer import Tailer
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "lock_state_dir"]
 
 log = get_logger("agent")
 
 LOG_API_RECORDS = Counter("headrace_agent_log_api_records_total", "Records received on POST /v1/log")
 SPOOL_USED = Gauge("headrace_agent_spool_bytes", "Bytes in the spool waiting for an ack")
 API_PREFIX = "_api/"
+
+
+def lock_state_dir(state_dir: str) -> int:
+    """Take ``state_dir/.lock`` (flock) for this process; raise :class:`FatalError` if another agent has it."""
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FatalError(f"another agent is using state_dir {folder}; give each agent its own state_dir") from None
+    return fd
 
 
 class Agent:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .._cli import common_options
@@ -15,6 +17,11 @@ def agent(config_path: str | None) -> None:
     """Run the agent daemon: tail the configured files and ship them to collectors."""
     cfg = load_section(config_path, "agent", AgentConfig)
     from .._http import run_app
+    from ._agent import lock_state_dir
     from ._app import make_app
 
-    run_app(make_app(cfg), cfg.listen, graceful_seconds=30.0)
+    lock = lock_state_dir(cfg.state_dir)  # held until the process exits
+    try:
+        run_app(make_app(cfg), cfg.listen, graceful_seconds=30.0)
+    finally:
+        os.close(lock)
