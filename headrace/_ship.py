@@ -13,7 +13,8 @@ collector sends only after the chunks are fsynced. Until then it retries:
   bytes cannot help, so it is raised at once, never looped on.
 
 :func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
-:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool.
+:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
+(those two in a helper thread, in order, while the next batch is already being sent).
 A rejected batch is written whole to ``dead_letter_dir`` (never dropped), logged, counted, and
 released, so one bad batch cannot stall the spool forever.
 """
@@ -21,6 +22,7 @@ released, so one bad batch cannot stall the spool forever.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -183,34 +185,60 @@ def pump(
 ) -> None:
     """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
 
-    For each batch: :meth:`Shipper.ship`, then ``on_acked(entries, ack)`` (save what depends on the
-    ack), then :meth:`Spool.ack`. A :class:`Rejected` batch goes whole to ``dead_letter_dir`` as
-    ``<first source>_<first seq_end>_<time>.batch`` (an encoded batch) and ``on_acked(entries, None)``
-    is called before it is released. Set ``shipper.stop`` to the same event so retries end on stop.
+    For each batch, in order: :meth:`Shipper.ship`, then ``on_acked(entries, ack)`` (save what
+    depends on the ack), then :meth:`Spool.ack`. The last two run in a helper thread, so the next
+    batch is already on its way while an ack is being recorded (the spool's reserving peek keeps
+    the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
+    whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
+    batch) and ``on_acked(entries, None)`` is called before it is released. Set ``shipper.stop`` to
+    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
+    set and nothing more is acked (the spool keeps everything for the next run).
     """
-    while not stop.is_set():
-        if not spool.wait_nonempty(idle_wait):
-            continue
-        entries = spool.peek(max_chunks, max_bytes)
-        if not entries:
-            continue
-        try:
-            ack: Ack | None = shipper.ship([e.chunk for e in entries])
-        except ShipStopped:
-            return
-        except Rejected as exc:
-            ack = None
-            target = Path(dead_letter_dir) if dead_letter_dir else spool.dir / "rejected"
-            target.mkdir(parents=True, exist_ok=True)
-            first = entries[0].chunk
-            name = f"{first.source}_{first.seq_end}_{time.time_ns()}.batch"
-            write_atomic(target / name, encode_batch([e.chunk for e in entries]))
-            write_atomic(
-                target / f"{name}.json", json.dumps({"url": exc.url, "status": exc.status, "body": exc.body}).encode()
-            )
-            log.error(
-                "ship_rejected", url=exc.url, status=exc.status, body=exc.body[:500], dead_letter=str(target / name)
-            )
-        if on_acked is not None:
-            on_acked(entries, ack)
-        spool.ack(len(entries))
+    done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
+    failed = threading.Event()
+
+    def record_acks() -> None:
+        while (item := done.get()) is not None:
+            if failed.is_set():
+                continue
+            entries, ack = item
+            try:
+                if on_acked is not None:
+                    on_acked(entries, ack)
+                spool.ack(len(entries))
+            except Exception as exc:  # disk full, …: stop shipping rather than ack what is not recorded
+                log.error("ack_recording_failed", error=repr(exc))
+                failed.set()
+                stop.set()
+
+    acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
+    acker.start()
+    try:
+        while not stop.is_set():
+            if not spool.wait_nonempty(idle_wait, unreserved=True):
+                continue
+            entries = spool.peek(max_chunks, max_bytes, reserve=True)
+            if not entries:
+                continue
+            try:
+                ack: Ack | None = shipper.ship([e.chunk for e in entries])
+            except ShipStopped:
+                return
+            except Rejected as exc:
+                ack = None
+                _dead_letter(spool, entries, exc, dead_letter_dir)
+            done.put((entries, ack))
+    finally:
+        done.put(None)
+        acker.join()
+        spool.unreserve()
+
+
+def _dead_letter(spool: Spool, entries: list[SpoolEntry], exc: Rejected, dead_letter_dir: str | Path | None) -> None:
+    target = Path(dead_letter_dir) if dead_letter_dir else spool.dir / "rejected"
+    target.mkdir(parents=True, exist_ok=True)
+    first = entries[0].chunk
+    name = f"{first.source}_{first.seq_end}_{time.time_ns()}.batch"
+    write_atomic(target / name, encode_batch([e.chunk for e in entries]))
+    write_atomic(target / f"{name}.json", json.dumps({"url": exc.url, "status": exc.status, "body": exc.body}).encode())
+    log.error("ship_rejected", url=exc.url, status=exc.status, body=exc.body[:500], dead_letter=str(target / name))

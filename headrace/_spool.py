@@ -37,6 +37,7 @@ reading meanwhile (backpressure). Nothing is ever dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -99,6 +100,7 @@ class Spool:
         self.segment_bytes = segment_bytes
         self._lock = threading.Condition()
         self._ack_lock = threading.Lock()
+        self._reserved = 0  # head records handed out by peek(reserve=True), not yet acked
         self._recs: deque[_Rec] = deque()
         self._sizes: dict[int, int] = {}  # segment -> bytes on disk
         self._head_offset = 0  # acked bytes at the start of the oldest segment
@@ -247,34 +249,53 @@ class Spool:
         with self._lock:
             return len(self._recs)
 
-    def peek(self, max_chunks: int = 1000, max_bytes: int = 4 << 20) -> list[SpoolEntry]:
+    def peek(self, max_chunks: int = 1000, max_bytes: int = 4 << 20, *, reserve: bool = False) -> list[SpoolEntry]:
         """The oldest waiting chunks, in append order (at least one if any wait, even if it is large).
 
-        Peeking does not remove anything; :meth:`ack` does. Peeking twice returns the same entries.
+        Peeking does not remove anything; :meth:`ack` does. Peeking twice returns the same entries,
+        unless ``reserve`` is set: then the entries returned are marked in flight, and the next
+        reserving peek starts after them (a shipper sends batch N+1 while batch N's ack is being
+        recorded). Acks release reserved entries first; :meth:`unreserve` forgets reservations.
+        Reservations live in memory only: after a restart everything un-acked is offered again.
         """
         with self._lock:
+            start = self._reserved if reserve else 0
             picked: list[_Rec] = []
             total = 0
-            for rec in self._recs:
+            for rec in itertools.islice(self._recs, start, None):
                 if picked and (len(picked) >= max_chunks or total + rec.size > max_bytes):
                     break
                 picked.append(rec)
                 total += rec.size
-            out: list[SpoolEntry] = []
+            if reserve:
+                self._reserved += len(picked)
             files: dict[int, int] = {}
             try:
+                # Opened under the lock (a segment may be sealed, i.e. renamed, right after); read outside.
                 for rec in picked:
-                    fd = files.get(rec.segment)
-                    if fd is None:
+                    if rec.segment not in files:
                         state = "open" if rec.segment == self._open_seg and self._fd is not None else "sealed"
-                        fd = files[rec.segment] = os.open(self._path(rec.segment, state), os.O_RDONLY)
-                    raw = os.pread(fd, rec.size, rec.offset)
-                    cursor, chunk = _decode_payload(raw[_REC.size :])
-                    out.append(SpoolEntry(chunk, cursor, rec.size))
-            finally:
+                        files[rec.segment] = os.open(self._path(rec.segment, state), os.O_RDONLY)
+            except BaseException:
                 for fd in files.values():
                     os.close(fd)
-            return out
+                raise
+        out: list[SpoolEntry] = []
+        try:
+            for rec in picked:
+                raw = os.pread(files[rec.segment], rec.size, rec.offset)
+                cursor, chunk = _decode_payload(raw[_REC.size :])
+                out.append(SpoolEntry(chunk, cursor, rec.size))
+        finally:
+            for fd in files.values():
+                os.close(fd)
+        return out
+
+    def unreserve(self) -> None:
+        """Forget every reservation (the shipper stopped): reserving peeks start at the oldest again."""
+        with self._lock:
+            self._reserved = 0
+            self._lock.notify_all()
 
     def ack(self, count: int) -> None:
         """Release the ``count`` oldest entries (the ones the last :meth:`peek` returned, or a prefix).
@@ -291,6 +312,7 @@ class Spool:
                     return
                 for _ in range(count):
                     last = self._recs.popleft()
+                self._reserved = max(0, self._reserved - count)
                 head_seg, head_off = last.segment, last.offset + last.size
                 if self._recs:
                     head_seg, head_off = self._recs[0].segment, self._recs[0].offset
@@ -325,10 +347,17 @@ class Spool:
         with self._lock:
             return {rec.key: rec.cursor for rec in self._recs}
 
-    def wait_nonempty(self, timeout: float) -> bool:
-        """Block until some chunk waits (True) or ``timeout`` seconds pass (False)."""
+    def wait_nonempty(self, timeout: float, *, unreserved: bool = False) -> bool:
+        """Block until some chunk waits (True) or ``timeout`` seconds pass (False).
+
+        With ``unreserved``, only chunks not yet handed out by a reserving :meth:`peek` count.
+        """
         with self._lock:
-            return self._lock.wait_for(lambda: bool(self._recs) or self._closed, timeout) and bool(self._recs)
+
+            def ready() -> bool:
+                return len(self._recs) > (self._reserved if unreserved else 0)
+
+            return self._lock.wait_for(lambda: ready() or self._closed, timeout) and ready()
 
     def wait_room(self, nbytes: int, timeout: float) -> bool:
         """Block until ``nbytes`` fit under the cap (True) or ``timeout`` seconds pass (False)."""

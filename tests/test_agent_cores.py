@@ -133,3 +133,16 @@ def test_stream_names_are_safe() -> None:
         except InvalidInput as exc:  # pragma: no cover - the assertion message
             raise AssertionError(f"{p} -> {name}") from exc
     assert stream_name("/var/log/app.log") == "var/log/app.log"
+
+
+def test_files_renamed_away_unseen_go_before_the_file_at_the_path() -> None:
+    t = tracker()
+    t.add(F1, 0, 0.0)
+    F4 = FileId(1, 13)
+    t.moved_away(F1, 1.0)  # rename event: F1 left the path
+    t.add(F2, 0, 1.0, before_path=True)  # F2 was at the path and renamed away before any stat
+    assert t.observe_path(F3, 1.0)
+    t.add(F3, 0, 1.0)
+    t.add(F4, 0, 1.0, before_path=True)  # a late rename event: still before the file at the path
+    assert [f.fid for f in t.files] == [F1, F2, F4, F3]
+    assert [f.at_path for f in t.files] == [False, False, False, True]

@@ -375,3 +375,26 @@ def test_second_agent_on_the_same_state_dir_is_refused(
     d = daemons(["agent", "--config", str(cfg)], "two").start()
     assert d.proc is not None and d.proc.wait(30) == 1
     assert "another agent is using state_dir" in d.output()
+
+
+def test_fast_rotations_between_looks_lose_nothing(
+    tmp_path: Path, sink: TestSink, make_agent: Callable[..., Agent]
+) -> None:
+    # Files created and renamed away within microseconds, before the reader could stat them: the
+    # rename events (with the files' identities) still lead the agent to them, in order.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    f = logs / "fast.log"
+    agent = make_agent([sink.url], [{"path": str(logs / "*.log"), "data_type": "app"}]).start()
+    expect = lines("fast", 0, 10)
+    append(f, expect)
+    wait_until(lambda: agent.caught_up(f), 20, "first lines acked")
+    for r in range(1, 5):
+        data = lines("fast", r * 100, r * 100 + 100)
+        append(f, data)
+        expect += data
+        os.rename(f, logs / f"fast.log.{r}")
+    append(f, lines("fast", 500, 600))
+    expect += lines("fast", 500, 600)
+    wait_until(lambda: sink.data_by_stream().get(stream_of(f)) == expect, 20, "every rotated file in order")
+    assert agent.stream(f)["lag_bytes"] == 0  # type: ignore[index]

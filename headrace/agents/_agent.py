@@ -83,7 +83,7 @@ class Agent:
             max_backoff=cfg.max_backoff_seconds,
             stop=self._ship_stop,
         )
-        self.watcher = Watcher(self.tailer.on_paths)
+        self.watcher = Watcher(self.tailer.on_paths, self.tailer.on_moved)
         self._threads: list[threading.Thread] = []
         self._api_lock = threading.Lock()
         self._api_seq: dict[str, int] = {}

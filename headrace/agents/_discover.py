@@ -53,23 +53,32 @@ def watch_root(pattern: str) -> tuple[str, bool]:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_paths: Callable[[list[str]], None]) -> None:
+    def __init__(self, on_paths: Callable[[list[str]], None], on_moved: Callable[[str, str], None] | None) -> None:
         self.on_paths = on_paths
+        self.moved_cb = on_moved
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [os.fsdecode(event.src_path)]
         dest = getattr(event, "dest_path", "")
         if dest:
             paths.append(os.fsdecode(dest))
+            if self.moved_cb is not None and event.event_type == "moved" and not event.is_directory:
+                self.moved_cb(paths[0], paths[1])
         self.on_paths(paths)
 
 
 class Watcher:
-    """Watches the folders of the source globs; calls ``on_paths`` with the paths an event names."""
+    """Watches the folders of the source globs; calls ``on_paths`` with the paths an event names.
 
-    def __init__(self, on_paths: Callable[[list[str]], None]) -> None:
+    ``on_moved(src, dest)`` hears of renames, so a file renamed away from a watched path before the
+    reader looked at it (two fast rotations) can still be found and read.
+    """
+
+    def __init__(
+        self, on_paths: Callable[[list[str]], None], on_moved: Callable[[str, str], None] | None = None
+    ) -> None:
         self._observer = Observer()
-        self._handler = _Handler(on_paths)
+        self._handler = _Handler(on_paths, on_moved)
         self._watches: dict[tuple[str, bool], object] = {}
         self._lock = threading.Lock()
         self._observer.daemon = True

@@ -92,8 +92,24 @@ class StreamTracker:
                 known = True
         return fid is not None and not known
 
-    def add(self, fid: FileId, read_off: int, now: float) -> FileTrack:
-        """Queue a new file behind the others (it is the one at the path now)."""
+    def moved_away(self, fid: FileId, now: float) -> None:
+        """A rename event says this tracked file left the path."""
+        for f in self.files:
+            if f.fid == fid and f.at_path:
+                f.at_path = False
+                f.gone_at = now
+
+    def add(self, fid: FileId, read_off: int, now: float, *, before_path: bool = False) -> FileTrack:
+        """Queue a new file behind the others (it is the one at the path now).
+
+        With ``before_path``: a file that was renamed away from the path before the tracker ever saw
+        it (known from a rename event); it goes just before the file at the path, which it preceded.
+        """
+        if before_path:
+            track = FileTrack(fid=fid, read_off=read_off, changed_at=now, at_path=False, gone_at=now)
+            at = next((i for i, f in enumerate(self.files) if f.at_path), len(self.files))
+            self.files.insert(at, track)
+            return track
         for f in self.files:
             if f.at_path:
                 f.at_path = False

@@ -71,6 +71,7 @@ _POLL_BUDGET = 16 << 20  # bytes per stream per pass, for fairness between strea
 class _Open:
     fd: int
     done_off: int  # file offset just after the last record handed to the spool
+    chunker: Chunker  # per file: bytes held back belong to this file
     fpl: int = 0
     fp: str = ""
 
@@ -81,7 +82,6 @@ class _Stream:
     path: str
     source: SourceConfig
     tracker: StreamTracker
-    chunker: Chunker
     seq: int = 0  # stream offset of the next chunk
     files: dict[FileId, _Open] = field(default_factory=dict)
     resume: Cursor | None = None
@@ -128,6 +128,8 @@ class Tailer:
         # Files read to their end, by identity: a glob that also matches rotated names must not
         # start them again as new streams. Bounded; oldest forgotten first.
         self.released: dict[FileId, Cursor] = {}
+        # Renames away from watched paths, from events: path -> [(new path, identity)], oldest first.
+        self.moves: dict[str, list[tuple[str, FileId]]] = {}
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -159,6 +161,54 @@ class Tailer:
                 elif any(fnmatch.fnmatch(p, os.path.abspath(s.path)) for s in self.sources.values()):
                     self.scan_needed = True
         self.wake.set()
+
+    def on_moved(self, src: str, dest: str) -> None:
+        """Filesystem-event hint: ``src`` was renamed to ``dest``. Remembered (with the file's identity)
+        so a file renamed away from a watched path before the reader ever looked at it is still read."""
+        with self.lock:
+            watched = src in self.by_path or any(
+                fnmatch.fnmatch(src, os.path.abspath(s.path)) for s in self.sources.values()
+            )
+        if not watched:
+            return
+        found = self._stat_path(dest)
+        if found is None:
+            return
+        with self.lock:
+            moves = self.moves.setdefault(src, [])
+            moves.append((dest, found[0]))
+            del moves[:-100]
+            name = self.by_path.get(src)
+            if name is not None:
+                self.dirty.add(name)
+        self.wake.set()
+
+    def _take_moves(self, st: _Stream, now: float) -> None:
+        """Queue files renamed away from the stream's path that the stream never saw (oldest first)."""
+        for dest, fid in self.moves.pop(st.path, []):
+            if fid in st.files:  # a file the stream knows was renamed away: later unseen ones come after it
+                st.tracker.moved_away(fid, now)
+                continue
+            if fid in self.released:
+                continue
+            if dest in self.by_path or any(
+                fnmatch.fnmatch(dest, os.path.abspath(s.path)) for s in self.sources.values()
+            ):
+                continue  # renamed to a watched name: read there, as its own stream
+            path = dest
+            here = self._stat_path(dest)
+            if here is None or here[0] != fid:  # renamed again since: look for it in the folder
+                path = next(
+                    (
+                        os.path.join(os.path.dirname(dest), n)
+                        for n in sorted(os.listdir(os.path.dirname(dest)))
+                        if (f := self._stat_path(os.path.join(os.path.dirname(dest), n))) is not None and f[0] == fid
+                    ),
+                    "",
+                )
+            if path and self._open(st, path, fid, 0, now, before_path=True):
+                ROTATIONS.labels("rotated_unseen").inc()
+                log.info("file_rotated_unseen", stream=st.name, file=path, inode=fid.ino)
 
     def on_acked(self, entries: list[SpoolEntry]) -> None:
         """Record acked cursors (call before the spool releases ``entries``) and save the checkpoint file.
@@ -255,7 +305,6 @@ class Tailer:
             path=path,
             source=src,
             tracker=StreamTracker(cfg.rotate_wait_seconds, cfg.partial_line_seconds, cfg.deleted_release_seconds),
-            chunker=Chunker(src.multiline_start, cfg.max_record_bytes),
             first_scan=first_scan,
         )
         cp = self.checkpoints.streams.get(name)
@@ -309,7 +358,9 @@ class Tailer:
             return None
         return FileId(s.st_dev, s.st_ino), s
 
-    def _open(self, st: _Stream, path: str, fid: FileId, read_off: int, now: float) -> bool:
+    def _open(
+        self, st: _Stream, path: str, fid: FileId, read_off: int, now: float, *, before_path: bool = False
+    ) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -321,8 +372,8 @@ class Tailer:
             self.dirty.add(st.name)
             return False
         fpl, fp = fingerprint(fd, self.cfg.fingerprint_bytes)
-        st.files[fid] = _Open(fd, read_off, fpl, fp)
-        st.tracker.add(fid, read_off, now)
+        st.files[fid] = _Open(fd, read_off, Chunker(st.source.multiline_start, self.cfg.max_record_bytes), fpl, fp)
+        st.tracker.add(fid, read_off, now, before_path=before_path)
         return True
 
     def _start(self, st: _Stream, at_path: tuple[FileId, os.stat_result] | None, now: float) -> None:
@@ -331,7 +382,9 @@ class Tailer:
         c = st.resume
         st.resume = None
         if c is None:
-            if at_path is not None:
+            if not (st.first_scan and st.source.start == "end"):
+                self._take_moves(st, now)
+            if at_path is not None and at_path[0] not in st.files:
                 fid, s = at_path
                 start = s.st_size if (st.first_scan and st.source.start == "end") else 0
                 if self._open(st, st.path, fid, start, now) and start:
@@ -415,19 +468,30 @@ class Tailer:
         at_path = self._stat_path(st.path)
         if not st.started:
             self._start(st, at_path, now)
-        elif st.tracker.observe_path(at_path[0] if at_path else None, now):
+        else:
+            if st.path in self.moves:
+                self._take_moves(st, now)
+            self._observe(st, at_path, now)
+        self._read(st)
+
+    def _observe(self, st: _Stream, at_path: tuple[FileId, os.stat_result] | None, now: float) -> None:
+        if st.tracker.observe_path(at_path[0] if at_path else None, now):
             assert at_path is not None
             ROTATIONS.labels("new_file").inc()
             st.rotations += 1
             log.info("file_new", stream=st.name, path=st.path, inode=at_path[0].ino)
             self._open(st, st.path, at_path[0], 0, now)
+
+    def _read(self, st: _Stream) -> None:
+        now = self.clock()
         self.blocked.discard(st.name)
         budget = _POLL_BUDGET
         while (h := st.tracker.head) is not None:
             of = st.files[h.fid]
             s = os.fstat(of.fd)
-            room = self.spool.room() - st.chunker.pending - 2 * _OVERHEAD
-            act = st.tracker.on_head_stat(s.st_size, s.st_nlink, now, pending=st.chunker.pending, blocked=room <= 0)
+            ch = of.chunker
+            room = self.spool.room() - ch.pending - 2 * _OVERHEAD
+            act = st.tracker.on_head_stat(s.st_size, s.st_nlink, now, pending=ch.pending, blocked=room <= 0)
             if act is Action.READ:
                 if room <= 0:
                     self.blocked.add(st.name)
@@ -442,13 +506,13 @@ class Tailer:
                 h.read_off += len(data)
                 budget -= len(data)
                 READ_BYTES.inc(len(data))
-                self._emit(st, h, of, st.chunker.feed(data))
+                self._emit(st, h, of, ch.feed(data))
                 continue
-            if act in (Action.TRUNCATED, Action.FINISH, Action.FLUSH_PARTIAL) and st.chunker.pending:
-                if self.spool.room() < st.chunker.pending + _OVERHEAD:
+            if act in (Action.TRUNCATED, Action.FINISH, Action.FLUSH_PARTIAL) and ch.pending:
+                if self.spool.room() < ch.pending + _OVERHEAD:
                     self.blocked.add(st.name)
                     break
-                self._emit(st, h, of, st.chunker.flush())
+                self._emit(st, h, of, ch.flush())
             if act is Action.TRUNCATED:
                 ROTATIONS.labels("truncated").inc()
                 log.info("file_truncated", stream=st.name, path=st.path, at=h.read_off, size=s.st_size)
@@ -459,10 +523,10 @@ class Tailer:
                 continue
             if act in (Action.FINISH, Action.GIVE_UP):
                 if act is Action.GIVE_UP:
-                    lost = s.st_size - h.read_off + st.chunker.pending
+                    lost = s.st_size - h.read_off + ch.pending
                     LOST_BYTES.inc(lost)
                     log.error("deleted_file_released_unread", stream=st.name, lost_bytes=lost)
-                    st.chunker.reset()
+                    ch.reset()
                 ROTATIONS.labels("finished").inc()
                 log.info("file_done", stream=st.name, inode=h.fid.ino, deleted=h.deleted, size=s.st_size)
                 self.released[h.fid] = Cursor(st.seq, h.fid.dev, h.fid.ino, of.fpl, of.fp, of.done_off)
@@ -473,7 +537,8 @@ class Tailer:
                 st.tracker.pop_head()
                 continue
             break
-        deadline = st.tracker.next_deadline(st.chunker.pending)
+        head = st.tracker.head
+        deadline = st.tracker.next_deadline(st.files[head.fid].chunker.pending if head else 0)
         if deadline is not None and st.name not in self.blocked:  # a blocked stream waits for an ack instead
             self.deadlines[st.name] = deadline
         else:
@@ -524,7 +589,9 @@ class Tailer:
                         "read_offset": st.seq,
                         "file_size": size,
                         "files_open": len(st.files),
-                        "lag_bytes": max(0, st.seq - acked) + st.chunker.pending + unread,
+                        "lag_bytes": max(0, st.seq - acked)
+                        + unread
+                        + sum(o.chunker.pending for o in st.files.values()),
                         "blocked": st.name in self.blocked,
                         "truncations": st.truncations,
                         "new_files": st.rotations,
