@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=".") as tmp_s:
         tmp = Path(tmp_s)
         per_file = a.mb * (1 << 20) // a.files
-        block = b"".join(LINE % i for i in range(per_file // len(LINE)))
+        block = b"".join(LINE % i for i in range(per_file // len(LINE % 0)))
         total = len(block) * a.files
         logs, staging = tmp / "logs", tmp / "staging"
         logs.mkdir()
@@ -139,7 +139,7 @@ def main() -> None:
             col.terminate()
             col.wait(30)
         mb = total / 1e6
-        print(f"data: {mb:.1f} MB in {a.files} files of {len(LINE)}-byte lines")
+        print(f"data: {mb:.1f} MB in {a.files} files of {len(LINE % 0)}-byte lines")
         print(f"agent (tail→spool→ship→ack):         {agent_s:6.2f} s  {mb / agent_s:7.1f} MB/s")
         print(f"peer: direct shipper, 4 MiB batches: {peer_s:6.2f} s  {mb / peer_s:7.1f} MB/s")
 
