@@ -203,6 +203,10 @@ def test_collector_down_spool_stays_under_cap_then_delivers(
     time.sleep(1.0)  # still blocked a moment later: no reading past the cap
     assert agent.status()["spool"]["used_bytes"] <= cap
     assert agent.stream(f)["lag_bytes"] > len(data) - cap  # type: ignore[index]
+    # SIGTERM while no collector answers: a prompt, clean exit; the spool waits on disk
+    started = time.monotonic()
+    assert agent.d.stop() == 0 and time.monotonic() - started < 10
+    agent.start()
     sink.start()
     wait_until(lambda: sink.data_by_stream().get(stream_of(f)) == data, 60, "everything delivered after return")
 

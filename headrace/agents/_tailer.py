@@ -124,7 +124,7 @@ class Tailer:
         self.scan_needed = True
         self._save_needed = False
         self._room_freed = False
-        self._spooled = spool.last_cursors()
+        self._spooled: dict[tuple[str, str], bytes] | None = None  # spool.last_cursors(), per scan
         # Files read to their end, by identity: a glob that also matches rotated names must not
         # start them again as new streams. Bounded; oldest forgotten first.
         self.released: dict[FileId, Cursor] = {}
@@ -270,6 +270,7 @@ class Tailer:
 
     def _scan(self) -> None:
         self.scan_needed = False
+        self._spooled = None
         new_seen = False
         self._save_needed = False
         claimed = {fid for st in self.streams.values() for fid in st.files}
@@ -333,6 +334,8 @@ class Tailer:
         return prior is not None and self._fp_matches(path, prior)
 
     def _resume_from_spool(self, name: str) -> Cursor | None:
+        if self._spooled is None:  # fresh for each scan: a source removed and added back resumes right
+            self._spooled = self.spool.last_cursors()
         raw = self._spooled.get((self.cfg.name, name))
         return Cursor.decode(raw) if raw else None
 
