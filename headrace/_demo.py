@@ -71,16 +71,19 @@ class _Proc:
                 self.proc.wait()
 
 
-def _write_lines(logs: Path, lines: int) -> dict[str, int]:
-    """Write ``lines`` lines over three files, rotating ``web.log`` by rename half way."""
+STREAMS = ("web", "app", "db")
+
+
+def _write_lines(logs: Path, lines: int, first: int = 0, rotate_at: int = -1) -> dict[str, int]:
+    """Append lines ``first``..``lines`` over three files, rotating ``web.log`` by rename at ``rotate_at``."""
     per_stream: Counter[str] = Counter()
-    files = {name: (logs / f"{name}.log").open("a") for name in ("web", "app", "db")}
+    files = {name: (logs / f"{name}.log").open("a") for name in STREAMS}
     try:
-        for i in range(lines):
-            name = ("web", "app", "db")[i % 3]
+        for i in range(first, lines):
+            name = STREAMS[i % 3]
             files[name].write(f"{time.time():.6f} {name} line {i} of the headrace demo\n")
             per_stream[name] += 1
-            if i == lines // 2:
+            if i == rotate_at:
                 files["web"].close()
                 os.rename(logs / "web.log", logs / "web.log.1")
                 files["web"] = (logs / "web.log").open("a")
@@ -88,6 +91,20 @@ def _write_lines(logs: Path, lines: int) -> dict[str, int]:
         for f in files.values():
             f.close()
     return dict(per_stream)
+
+
+def _agent_status(port: int) -> dict[str, Any]:
+    status: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=5).json()
+    return status
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise FatalError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _count_sink_lines(done: Path) -> Counter[str]:
@@ -123,18 +140,17 @@ def _run_log_path(base: Path, lines: int, console: Console) -> bool:
         collector.wait_http(f"http://127.0.0.1:{cport}/healthz")
         agent = _Proc("agent", ["agent", "--config", str(cfg_path)], base)
         agent.wait_http(f"http://127.0.0.1:{aport}/healthz")
-        written = _write_lines(logs, lines)
+        # Start the three files and let the agent find them, as it would find long-lived logs.
+        written = Counter(_write_lines(logs, len(STREAMS)))
+        _wait(lambda: len(_agent_status(aport)["streams"]) == len(STREAMS), 30, "the agent to find the files")
+        written.update(_write_lines(logs, lines, first=len(STREAMS), rotate_at=lines // 2))
         total_bytes = sum(p.stat().st_size for p in logs.iterdir())
-        deadline = time.monotonic() + 60
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = httpx.get(f"http://127.0.0.1:{aport}/v1/status", timeout=5).json()
-            acked = sum(s["acked_offset"] for s in status["streams"])
-            if acked >= total_bytes and all(s["lag_bytes"] == 0 for s in status["streams"]):
-                break
-            time.sleep(0.2)
-        else:
-            raise FatalError(f"the agent did not get every byte acked within 60 s; last status: {status}")
+
+        def all_acked() -> bool:
+            streams = _agent_status(aport)["streams"]
+            return bool(sum(s["acked_offset"] for s in streams) >= total_bytes)
+
+        _wait(all_acked, 60, "the collector to acknowledge every byte")
     finally:
         if agent is not None:
             agent.stop()
@@ -146,7 +162,7 @@ def _run_log_path(base: Path, lines: int, console: Console) -> bool:
     for name in sorted(written):
         table.add_row(name, str(written[name]), str(found[name]))
     console.print(table)
-    return found == Counter(written)
+    return found == written
 
 
 @click.command()
