@@ -205,7 +205,9 @@ class SinkFiles:
             self._writer.write(r)
         self._writer.flush()
         t0 = time.perf_counter()
-        os.fsync(self._fo.fileno())
+        # fdatasync also makes the new file size durable (it is needed to read the data back);
+        # only timestamps are left out.
+        os.fdatasync(self._fo.fileno())
         if new:
             fsync_dir(self.open_dir)
         self.size = self._fo.tell()
