@@ -42,7 +42,7 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
     bad_crc[-10] ^= 0x01  # a data byte: the CRC no longer matches
     auth = {"authorization": f"Bearer {TOKEN}"}
 
-    def named(**kw: str) -> bytes:
+    def named(**kw: str | int) -> bytes:
         c = make_chunk("app/a.log", 320, 1)
         for k, v in kw.items():
             setattr(c, k, v)
@@ -66,6 +66,7 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
         ("data_type absolute", auth, named(data_type="/app"), 400, "bad_data_type"),
         ("data_type NUL", auth, named(data_type="app\x00"), 400, "bad_data_type"),
         ("source ../", auth, named(source=".."), 400, "bad_source"),
+        ("offsets disagree with length", auth, named(seq_end=999), 400, "bad_offsets"),
     ]
     for what, headers, content, status, reason in cases:
         r = httpx.post(url + "/v1/chunks", content=content, headers=headers, timeout=10)
