@@ -32,7 +32,7 @@ from starlette.routing import Route
 from .._chunk import Chunk
 from .._http import standard_routes
 from .._logging import get_logger
-from ._commit import GroupCommit
+from ._commit import GroupCommit, Store
 from ._config import CollectorConfig
 from ._receive import ChunkReceiver, Limits
 
@@ -55,7 +55,7 @@ def _rejects() -> dict[str, int]:
     return out
 
 
-def _sink_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+def _sink_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
     from ._roll import RollPolicy
     from ._sink import SinkFiles
     from ._sinkstore import SinkStore
@@ -79,7 +79,7 @@ def _sink_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable
     return SinkStore(sink, index, RollPolicy(cfg.roll_bytes, cfg.roll_seconds)), lambda: None, sink.unlock
 
 
-def _forward_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
     from .._ship import Shipper
     from .._spool import Spool
     from ._dirlock import lock_dir, unlock_dir

@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, Response
 from .._chunk import Chunk, decode_batch
 from .._http import bearer_ok, error_response
 from .._logging import get_logger
-from .._spool import SpoolFull
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
 
@@ -114,8 +113,7 @@ class ChunkReceiver:
             try:
                 acked, dups = await self.store(chunks)
             except TransientError as exc:
-                reason = "spool_full" if isinstance(exc, SpoolFull) else "unavailable"
-                return self.reject(request, reason, str(exc), status=503)
+                return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
             return JSONResponse({"acked": acked, "duplicates": dups})
         finally:
             self.inflight -= reserve

@@ -13,9 +13,8 @@ from typing import Any
 
 from .._chunk import Chunk, chunk_to_record
 from .._logging import get_logger
-from ..errors import TransientError
 from . import _metrics as m
-from ._commit import Ack
+from ._commit import Ack, Refused
 from ._dedupe import DedupeIndex
 from ._roll import RollPolicy
 from ._sink import SinkFiles
@@ -43,10 +42,10 @@ class SinkStore:
         self.clock = clock
         self.wall_ms = wall_ms
 
-    def commit(self, batches: list[list[Chunk]]) -> list[Ack | TransientError]:
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | Refused]:
         now_ms = self.wall_ms()
         records: list[dict[str, Any]] = []
-        acks: list[Ack | TransientError] = []
+        acks: list[Ack | Refused] = []
         nbytes = chunks = dups = 0
         for batch in batches:
             batch_dups = 0
