@@ -155,10 +155,13 @@ class SinkFiles:
                 fsync_dir(self.open_dir)
                 report.removed.append(path.name)
                 continue
-            if scan.valid_end < len(data):
-                with open(path, "r+b") as f:
+            # After a process crash the page cache may hold blocks that were written but never
+            # fsynced; they are about to count as written (re-sends of them will be duplicates),
+            # so make them durable first.
+            with open(path, "r+b") as f:
+                if scan.valid_end < len(data):
                     f.truncate(scan.valid_end)
-                    os.fsync(f.fileno())
+                os.fsync(f.fileno())
             if seq > through or report.index_rebuilt:
                 for src, stream, start, end in scan.spans:
                     index.add(src, stream, start, end)
