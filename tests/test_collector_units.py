@@ -155,6 +155,27 @@ def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) ->
         assert [r["seq_end"] for r in records] == [c.seq_end for i in whole for c in blocks[i]]
 
 
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_block_encoder_writes_files_any_avro_reader_reads(codec: str) -> None:
+    from headrace.collectors._container import BlockEncoder
+
+    enc = BlockEncoder(SINK_SCHEMA, codec, {"headrace.collector": "c1"})
+    blocks = [[chunk(0, 10), chunk(10, 300)], [chunk(0, 1 << 16, stream="big")]]
+    data = enc.header + b"".join(enc.block([chunk_to_record(c, 7) for c in b]) for b in blocks)
+    reader = fastavro.reader(io.BytesIO(data))
+    assert reader.metadata["headrace.collector"] == "c1" and reader.codec == codec
+    assert [fastavro_chunk(r) for r in reader] == [c for b in blocks for c in b]
+    scan = scan_container(data)
+    assert scan.valid_end == len(data) and scan.blocks == 2 and scan.records == 3
+
+
+def fastavro_chunk(r: dict[str, object]) -> Chunk:
+    from headrace._chunk import chunk_from_record
+
+    assert r["received_ms"] == 7
+    return chunk_from_record(r)
+
+
 def test_garbage_tail_is_cut() -> None:
     data, ends = container([[chunk(0, 10)], [chunk(10, 20)]])
     for tail in (b"\x00" * 4096, b"\xff" * 40, data[ends[0] : ends[1]][:-1] + b"X"):
