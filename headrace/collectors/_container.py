@@ -83,7 +83,9 @@ class BlockEncoder:
             schemaless_writer(buf, self.schema, r)
         payload = buf.getvalue()
         if self.codec == "deflate":
-            c = zlib.compressobj(wbits=-15)
+            # Level 1: on log lines about 3.5x less CPU than the default 6 for ~80 % of its ratio;
+            # sink files are short-lived (the archive builder rewrites them).
+            c = zlib.compressobj(1, wbits=-15)
             payload = c.compress(payload) + c.flush()
         return b"".join((_long(len(records)), _long(len(payload)), payload, self.sync))
 
