@@ -12,9 +12,9 @@ Layout::
 index, ``open/`` and ``done/``); ``NAME`` is the collector's name, so several collectors can share
 one ``done/`` area.
 
-Resume-state contract: every append ends with ``fsync`` of the file (and of ``open/`` when the file
+Resume-state contract: every append ends with ``fdatasync`` of the file (and of ``open/`` when the file
 is new) before the caller acks; that is the only durability the acks rely on. Rolling a file is:
-flush + fsync, save the dedupe index with ``through`` = its number, rename into ``done/`` and fsync
+fsync, save the dedupe index with ``through`` = its number, rename into ``done/`` and fsync
 both folders. On start, :meth:`SinkFiles.recover` takes every file left in ``open/`` in number
 order, keeps its longest prefix of whole blocks (everything acked is in it; the cut tail goes to
 ``torn/``), folds its records into the dedupe index if the index does not cover it yet, and moves it
