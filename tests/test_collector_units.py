@@ -279,3 +279,101 @@ def test_stale_index_is_completed_from_newer_done_files(tmp_path: Path) -> None:
     assert sink2.open_name == "0000000003-c1.avro"
     sink2.abandon()
     sink2.unlock()
+
+
+# -- group commit ---------------------------------------------------------------------------------
+
+
+class _GateStore:
+    """A store whose commit blocks until the test opens the gate, recording each group it gets."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+        self.groups: list[int] = []
+        self.closed = False
+
+    def commit(self, batches: list[list[Chunk]]) -> list[object]:
+        from headrace.collectors._commit import Ack
+
+        self.gate.wait(10)
+        self.groups.append(len(batches))
+        return [Ack(len(b), 0) for b in batches]
+
+    def deadline(self) -> None:
+        return None
+
+    def maintain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abandon(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+
+def test_group_commit_serves_every_waiting_request_with_one_commit() -> None:
+    import asyncio
+
+    from headrace.collectors._commit import Ack, GroupCommit
+
+    async def scenario() -> tuple[list[Ack], list[int], bool]:
+        store = _GateStore()
+        gc = GroupCommit(store)  # type: ignore[arg-type]
+        gc.start()
+        first = asyncio.create_task(gc.submit([chunk(0, 1)]))
+        while not gc.commits and gc.waiting:  # the first group is taken and blocked in commit
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(gc.submit([chunk(i, i + 1)] * 2)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert not first.done() and gc.waiting == 5  # nobody is acked before the commit returns
+        store.gate.set()
+        acks = await asyncio.gather(first, *rest)
+        await gc.close()
+        return acks, store.groups, store.closed
+
+    acks, groups, closed = asyncio.run(scenario())
+    assert groups == [1, 5]  # the five requests that arrived meanwhile share one commit (one fsync)
+    assert acks == [Ack(1, 0)] + [Ack(2, 0)] * 5
+    assert closed
+
+
+def test_a_failed_write_acks_nothing_and_refuses_everything_after() -> None:
+    # A failing disk cannot be caused for real here; the store raises the OSError a full or broken disk would.
+    import asyncio
+
+    from headrace.collectors._commit import GroupCommit, SinkFailed
+
+    class Broken(_GateStore):
+        abandoned = False
+
+        def commit(self, batches: list[list[Chunk]]) -> list[object]:
+            raise OSError(28, "No space left on device")
+
+        def abandon(self) -> None:
+            self.abandoned = True
+
+    async def scenario() -> tuple[list[BaseException | object], Broken, GroupCommit, list[bool]]:
+        store = Broken()
+        called: list[bool] = []
+        gc = GroupCommit(store, on_failure=lambda: called.append(True))  # type: ignore[arg-type]
+        gc.start()
+        results = await asyncio.gather(*(gc.submit([chunk(0, 1)]) for _ in range(3)), return_exceptions=True)
+        try:
+            await gc.submit([chunk(1, 2)])
+            results.append("accepted")
+        except SinkFailed as exc:
+            results.append(exc)
+        await gc.close()
+        return results, store, gc, called
+
+    results, store, gc, called = asyncio.run(scenario())
+    assert all(isinstance(r, SinkFailed) for r in results) and len(results) == 4
+    assert gc.failed and "No space left" in gc.failed
+    assert store.abandoned and called == [True] and not store.closed
