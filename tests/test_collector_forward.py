@@ -26,6 +26,7 @@ def start_forwarder(daemons: Any, tmp_path: Path, upstream: str, **settings: Any
         "name": "fwd",
         "upstream": [upstream],
         "upstream_token": "up-token",
+        "upstream_max_backoff": 0.5,
         **settings,
     }
     path = write_config(tmp_path / "fwd.yaml", {"collector": cfg})

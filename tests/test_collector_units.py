@@ -291,12 +291,14 @@ class _GateStore:
         import threading
 
         self.gate = threading.Event()
+        self.entered = threading.Event()
         self.groups: list[int] = []
         self.closed = False
 
     def commit(self, batches: list[list[Chunk]]) -> list[object]:
         from headrace.collectors._commit import Ack
 
+        self.entered.set()
         self.gate.wait(10)
         self.groups.append(len(batches))
         return [Ack(len(b), 0) for b in batches]
@@ -327,9 +329,8 @@ def test_group_commit_serves_every_waiting_request_with_one_commit() -> None:
         gc = GroupCommit(store)  # type: ignore[arg-type]
         gc.start()
         first = asyncio.create_task(gc.submit([chunk(0, 1)]))
-        while not gc.commits and gc.waiting:  # the first group is taken and blocked in commit
+        while not store.entered.is_set():  # the first group is taken and blocked in commit
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
         rest = [asyncio.create_task(gc.submit([chunk(i, i + 1)] * 2)) for i in range(5)]
         await asyncio.sleep(0.05)
         assert not first.done() and gc.waiting == 5  # nobody is acked before the commit returns
@@ -377,3 +378,17 @@ def test_a_failed_write_acks_nothing_and_refuses_everything_after() -> None:
     assert all(isinstance(r, SinkFailed) for r in results) and len(results) == 4
     assert gc.failed and "No space left" in gc.failed
     assert store.abandoned and called == [True] and not store.closed
+
+
+def test_config_refuses_forwarding_to_itself_and_bad_urls() -> None:
+    from pydantic import ValidationError
+
+    from headrace.collectors import CollectorConfig
+
+    with pytest.raises(ValidationError, match="own listen address"):
+        CollectorConfig(listen="0.0.0.0:7070", upstream=["http://localhost:7070"])
+    with pytest.raises(ValidationError, match="not an http"):
+        CollectorConfig(upstream=["ftp://x:1"])
+    with pytest.raises(ValidationError, match="name"):
+        CollectorConfig(name="../evil")
+    assert CollectorConfig(listen="127.0.0.1:7070", upstream=["http://127.0.0.1:7071"]).upstream

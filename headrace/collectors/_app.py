@@ -92,7 +92,13 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Cal
     except BaseException:
         unlock_dir(fd)
         raise
-    shipper = Shipper(cfg.upstream, token=cfg.upstream_token, timeout=cfg.upstream_timeout, stop=threading.Event())
+    shipper = Shipper(
+        cfg.upstream,
+        token=cfg.upstream_token,
+        timeout=cfg.upstream_timeout,
+        max_backoff=cfg.upstream_max_backoff,
+        stop=threading.Event(),
+    )
     store = ForwardStore(spool, shipper)
     log.info("forwarding", upstream=cfg.upstream, spool_dir=str(spool_dir), spooled_chunks=len(spool))
     return store, store.start, lambda: unlock_dir(fd)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import socket
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from .._config import Listen, Section
+from .._config import Listen, Section, parse_listen
 from .._names import check_component
 from ..errors import InvalidInput
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _check_name(value: str) -> str:
@@ -57,5 +60,18 @@ class CollectorConfig(Section):
     )
     upstream_token: str | None = Field(default=None, description="bearer token sent upstream")
     upstream_timeout: float = Field(default=30.0, gt=0, description="seconds per upstream request")
+    upstream_max_backoff: float = Field(
+        default=5.0, gt=0, description="longest wait between rounds of upstream retries (backoff is exponential)"
+    )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+
+    @model_validator(mode="after")
+    def _not_forwarding_to_itself(self) -> CollectorConfig:
+        host, port = parse_listen(self.listen)
+        own = {host} | (_LOOPBACK if host in _LOOPBACK | {"0.0.0.0", "::"} else set())
+        for url in self.upstream:
+            u = urlsplit(url)
+            if u.port == port and u.hostname in own:
+                raise ValueError(f"upstream {url} is this collector's own listen address; chunks would loop")
+        return self
