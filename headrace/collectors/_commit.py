@@ -142,11 +142,14 @@ class GroupCommit:
             group, self._waiting = self._waiting, []
             if group:
                 await self._commit(group)
-            if self.failed is None:
-                done = self._closing and not self._waiting
-                await self._call(self.store.close if done else self.store.maintain)
-            if self._closing and (self.failed is not None or not self._waiting):
+            if self.failed is not None:
+                if self._closing:
+                    return
+                continue
+            if self._closing and not self._waiting:
+                await self._call(self.store.close)
                 return
+            await self._call(self.store.maintain)  # a close() meanwhile is handled on the next turn
 
     async def _call(self, fn: Callable[[], Any]) -> None:
         try:
