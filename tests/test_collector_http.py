@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from collector_helpers import (
+    HTTP,
     TOKEN,
     assert_done_files_whole,
     assert_exactly_once,
@@ -69,17 +70,17 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
         ("offsets disagree with length", auth, named(seq_end=999), 400, "bad_offsets"),
     ]
     for what, headers, content, status, reason in cases:
-        r = httpx.post(url + "/v1/chunks", content=content, headers=headers, timeout=10)
+        r = HTTP.post(url + "/v1/chunks", content=content, headers=headers, timeout=10)
         assert r.status_code == status, (what, r.text)
         assert r.json()["error"] == reason, what
         assert r.json()["detail"], what
         assert snapshot(sink) == before, f"{what}: the sink changed"
 
-    status_body = httpx.get(url + "/v1/status").json()
+    status_body = HTTP.get(url + "/v1/status").json()
     for reason in ("malformed", "bad_crc", "body_too_large", "unauthorized", "bad_stream", "bad_data_type"):
         assert status_body["rejects"][reason] >= 1
     assert status_body["rejects"]["unauthorized"] == 3
-    metrics = httpx.get(url + "/metrics").text
+    metrics = HTTP.get(url + "/metrics").text
     assert 'headrace_collector_rejects_total{reason="bad_crc"} 1.0' in metrics
     assert d.stop() == 0
     log = d.output()
@@ -108,10 +109,10 @@ def test_duplicates_acked_and_written_once_across_restarts(daemons: Any, tmp_pat
         t.join()
     assert sorted(r["duplicates"] for r in results) == [0, 1, 1, 1, 1, 1]
 
-    status = httpx.get(url + "/v1/status").json()
+    status = HTTP.get(url + "/v1/status").json()
     assert status["chunks_in"] == 6 + 6 + 2 + 6 and status["duplicates"] == 6 + 1 + 5
     assert status["store"]["open_records"] == 6 + 1 + 1
-    metrics = httpx.get(url + "/metrics").text
+    metrics = HTTP.get(url + "/metrics").text
     assert "headrace_collector_fsync_seconds_count" in metrics
     assert d.stop() == 0  # SIGTERM: the open file is closed into done/
     assert not list((sink / "open").iterdir())
