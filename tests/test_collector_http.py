@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -75,6 +76,20 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
         assert r.json()["error"] == reason, what
         assert r.json()["detail"], what
         assert snapshot(sink) == before, f"{what}: the sink changed"
+
+    # An oversize body is refused from its Content-Length, without waiting for the body: a client
+    # that announces 10 GB and sends nothing gets its 413 at once.
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/chunks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Length: 10000000000\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"body_too_large" not in answer and (part := sock.recv(65536)):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer
+    assert snapshot(sink) == before
 
     status_body = HTTP.get(url + "/v1/status").json()
     for reason in ("malformed", "bad_crc", "body_too_large", "unauthorized", "bad_stream", "bad_data_type"):
