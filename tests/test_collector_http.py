@@ -138,7 +138,13 @@ def test_duplicates_acked_and_written_once_across_restarts(daemons: Any, tmp_pat
     recut = make_chunk("app/a.log", 45 * 32, 10)
     assert post(url, [recut]).json() == {"acked": 1, "duplicates": 0}
     d.kill9()  # the dedupe index must also survive a crash (rebuilt from the recovered open file)
+    (open_file,) = (sink / "open").iterdir()
+    whole = open_file.read_bytes()
+    with open(open_file, "ab") as f:
+        f.write(b"\x02\x90\x03" + b"half a block")  # as if the crash had cut a block write short
     restart(d, url)
+    assert (sink / "done" / open_file.name).read_bytes() == whole  # the torn tail is cut, the rest kept
+    assert [p.read_bytes() for p in (sink / "torn").iterdir()] == [b"\x02\x90\x03half a block"]
     assert post(url, [*batch, recut]).json() == {"acked": 7, "duplicates": 7}
     assert post(url, [make_chunk("app/a.log", 55 * 32, 1)]).json() == {"acked": 1, "duplicates": 0}
     assert d.stop() == 0
