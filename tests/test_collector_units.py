@@ -92,6 +92,18 @@ def test_admit_writes_every_byte_exactly_once(spans: list[tuple[int, int]]) -> N
     assert sorted(written) == expected  # each offset once, none missing
 
 
+def test_idle_streams_are_forgotten_and_written_again() -> None:
+    idx = DedupeIndex()
+    idx.admit(chunk(0, 10), now_ms=1_000)
+    idx.admit(chunk(0, 10, stream="busy"), now_ms=1_000)
+    idx.admit(chunk(10, 20, stream="busy"), now_ms=5_000)
+    idx.admit(chunk(0, 10, stream="busy"), now_ms=6_000)  # a duplicate does not count as new bytes
+    back, _ = DedupeIndex.loads(idx.dumps(1))  # the times survive a restart
+    assert back.forget_before(5_000) == 1
+    assert back.ranges("h", "app/x.log") == [] and back.ranges("h", "busy") == [(0, 20)]
+    assert back.admit(chunk(0, 10)).pieces == [chunk(0, 10)]
+
+
 def test_index_round_trip_and_corrupt() -> None:
     idx = DedupeIndex()
     idx.admit(chunk(0, 10))
@@ -149,7 +161,7 @@ def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) ->
         assert scan.header_end == header_end
         assert scan.valid_end == expected_end, cut
         assert scan.blocks == len(whole)
-        assert scan.spans == [(c.source, c.stream, c.seq_start, c.seq_end) for i in whole for c in blocks[i]]
+        assert scan.spans == [(c.source, c.stream, c.seq_start, c.seq_end, 1) for i in whole for c in blocks[i]]
         # the kept prefix reads back with a standard Avro reader
         records = list(fastavro.reader(io.BytesIO(data[: scan.valid_end])))
         assert [r["seq_end"] for r in records] == [c.seq_end for i in whole for c in blocks[i]]

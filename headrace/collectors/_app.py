@@ -76,7 +76,13 @@ def _sink_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callab
         index_rebuilt=report.index_rebuilt,
         streams=len(index),
     )
-    return SinkStore(sink, index, RollPolicy(cfg.roll_bytes, cfg.roll_seconds)), lambda: None, sink.unlock
+    store = SinkStore(
+        sink,
+        index,
+        RollPolicy(cfg.roll_bytes, cfg.roll_seconds),
+        forget_after_ms=int(cfg.dedupe_forget_days * 86_400_000),
+    )
+    return store, lambda: None, sink.unlock
 
 
 def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:

@@ -49,6 +49,9 @@ class CollectorConfig(Section):
     roll_seconds: float = Field(default=300.0, gt=0)
     codec: Literal["null", "deflate"] = Field(default="null", description="Avro block codec of sink files")
     tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
+    dedupe_forget_days: float = Field(
+        default=30.0, gt=0, description="the dedupe index forgets streams that got no new bytes for this long"
+    )
     max_body_bytes: int = Field(default=64 << 20, gt=0, description="larger request bodies get 413")
     max_chunk_bytes: int = Field(default=16 << 20, gt=0, description="larger chunks are refused (413)")
     max_inflight_bytes: int = Field(

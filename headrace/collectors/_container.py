@@ -32,8 +32,8 @@ __all__ = ["BlockEncoder", "ContainerScan", "Span", "scan_container"]
 _MAGIC = b"Obj\x01"
 _SYNC = 16
 
-#: (source, stream, seq_start, seq_end) of one record: what the dedupe index needs.
-Span = tuple[str, str, int, int]
+#: (source, stream, seq_start, seq_end, received_ms) of one record: what the dedupe index needs.
+Span = tuple[str, str, int, int, int]
 
 
 @dataclass(slots=True)
@@ -147,7 +147,7 @@ def scan_container(data: bytes) -> ContainerScan:
             spans = []
             for _ in range(count):
                 r: Any = schemaless_reader(records, schema, None)
-                spans.append((r["source"], r["stream"], r["seq_start"], r["seq_end"]))
+                spans.append((r["source"], r["stream"], r["seq_start"], r["seq_end"], r.get("received_ms", 0)))
             if records.tell() != len(payload):
                 raise ValueError("bytes left over after the block's records")
         except Exception as exc:

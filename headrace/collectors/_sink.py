@@ -120,8 +120,8 @@ class SinkFiles:
             seq = _seq_of(path)
             if seq is None or (seq <= through and not rebuilt):
                 continue
-            for src, stream, start, end in scan_container(path.read_bytes()).spans:
-                index.add(src, stream, start, end)
+            for src, stream, start, end, ms in scan_container(path.read_bytes()).spans:
+                index.add(src, stream, start, end, ms)
             max_seq = max(max_seq, seq)
             stale = True
         through = max_seq
@@ -159,8 +159,8 @@ class SinkFiles:
                     f.truncate(scan.valid_end)
                 os.fsync(f.fileno())
             if seq > through or report.index_rebuilt:
-                for src, stream, start, end in scan.spans:
-                    index.add(src, stream, start, end)
+                for src, stream, start, end, ms in scan.spans:
+                    index.add(src, stream, start, end, ms)
                 through = max(through, seq)
                 write_atomic(self.index_path, index.dumps(through))
             move_atomic(path, self.done_dir / path.name)
