@@ -6,7 +6,7 @@ import socket
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
@@ -47,7 +47,9 @@ class CollectorConfig(Section):
     sink_dir: str = "./headrace-data/sink"
     roll_bytes: int = Field(default=64 << 20, gt=0)
     roll_seconds: float = Field(default=300.0, gt=0)
-    codec: Literal["null", "deflate"] = Field(default="null", description="Avro block codec of sink files")
+    codec: Annotated[Literal["null", "deflate"], BeforeValidator(lambda v: "null" if v is None else v)] = Field(
+        default="null", description="Avro block codec of sink files (YAML null means the null codec)"
+    )
     tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
     dedupe_forget_days: float = Field(
         default=30.0, gt=0, description="the dedupe index forgets streams that got no new bytes for this long"
