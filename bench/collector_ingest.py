@@ -74,6 +74,12 @@ def serve_echo(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``), to compare runs on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> dict[str, float]:
     port = free_port()
     if codec == "echo":
@@ -130,12 +136,14 @@ def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> di
                 requests[i] += 1
 
     started = time.monotonic()
+    cpu_before = cpu_seconds(proc.pid)
     threads = [threading.Thread(target=poster, args=(i,)) for i in range(posters)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
+    cpu = cpu_seconds(proc.pid) - cpu_before
     metrics = httpx.get(url + "/metrics").text
     proc.terminate()
     proc.wait(60)
@@ -152,6 +160,7 @@ def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> di
     return {
         "mb_s": sum(acked_bytes) / elapsed / 1e6,
         "req_s": sum(requests) / elapsed,
+        "cpu_ms_per_mb": 1000 * cpu / (sum(acked_bytes) / 1e6),
         "requests_per_commit": sample("headrace_collector_commit_requests_sum") / commits,
         "fsync_ms": 1000 * sample("headrace_collector_fsync_seconds_sum") / fsyncs,
     }
@@ -199,15 +208,17 @@ def main() -> None:
         print(
             f"{args.posters} posters, batches of {PER_BATCH} x {CHUNK >> 10} KiB, {args.seconds:.0f} s each, in {work}"
         )
-        print(f"{'run':<22}{'MB/s acked':>12}{'batches/s':>11}{'req/commit':>12}{'fsync ms':>10}")
+        print(
+            f"{'run':<22}{'MB/s acked':>12}{'batches/s':>11}{'req/commit':>12}{'fsync ms':>10}{'server CPU ms/MB':>18}"
+        )
         for codec in codecs:
             r = run_collector(codec, args.seconds, args.posters, work)
             print(
                 f"{'collector/' + codec:<22}{r['mb_s']:>12.1f}{r['req_s']:>11.1f}"
-                f"{r['requests_per_commit']:>12.2f}{r['fsync_ms']:>10.2f}"
+                f"{r['requests_per_commit']:>12.2f}{r['fsync_ms']:>10.2f}{r['cpu_ms_per_mb']:>18.2f}"
             )
         e = run_collector("echo", args.seconds, args.posters, work)
-        print(f"{'peer: HTTP only':<22}{e['mb_s']:>12.1f}{e['req_s']:>11.1f}")
+        print(f"{'peer: HTTP only':<22}{e['mb_s']:>12.1f}{e['req_s']:>11.1f}{'':>22}{e['cpu_ms_per_mb']:>18.2f}")
         p = run_peer(args.seconds, args.posters, work)
         print(f"{'peer: write+fsync':<22}{p['mb_s']:>12.1f}{p['req_s']:>11.1f}{'1.00':>12}{'':>10}")
 

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from collector_helpers import (
+    HTTP,
     assert_done_files_whole,
     assert_exactly_once,
     make_chunk,
@@ -26,6 +26,7 @@ def start_forwarder(daemons: Any, tmp_path: Path, upstream: str, **settings: Any
         "name": "fwd",
         "upstream": [upstream],
         "upstream_token": "up-token",
+        "upstream_max_backoff": 0.5,
         **settings,
     }
     path = write_config(tmp_path / "fwd.yaml", {"collector": cfg})
@@ -36,7 +37,7 @@ def start_forwarder(daemons: Any, tmp_path: Path, upstream: str, **settings: Any
 
 
 def spool_empty(url: str) -> bool:
-    return bool(httpx.get(url + "/v1/status", timeout=5).json()["store"]["spool_chunks"] == 0)
+    return bool(HTTP.get(url + "/v1/status", timeout=5).json()["store"]["spool_chunks"] == 0)
 
 
 def test_forwarding_survives_upstream_outage_and_forwarder_crash(daemons: Any, tmp_path: Path) -> None:
@@ -54,11 +55,11 @@ def test_forwarding_survives_upstream_outage_and_forwarder_crash(daemons: Any, t
 
     send_round(5)
     wait_until(lambda: spool_empty(a_url), 30, "A to forward everything to B")
-    assert httpx.get(b_url + "/v1/status").json()["chunks_in"] == 50
+    assert HTTP.get(b_url + "/v1/status").json()["chunks_in"] == 50
 
     b.kill9()  # upstream down: A keeps acking into its spool
     send_round(10)
-    status = httpx.get(a_url + "/v1/status").json()["store"]
+    status = HTTP.get(a_url + "/v1/status").json()["store"]
     assert status["spool_chunks"] == 100
     # a re-send to A (the sender lost A's ack) is spooled again and removed by B
     post(a_url, [make_chunk("app/one.log", 0, 20)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 from collector_helpers import (
+    HTTP,
     TOKEN,
     assert_done_files_whole,
     assert_exactly_once,
@@ -42,7 +44,7 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
     bad_crc[-10] ^= 0x01  # a data byte: the CRC no longer matches
     auth = {"authorization": f"Bearer {TOKEN}"}
 
-    def named(**kw: str) -> bytes:
+    def named(**kw: str | int) -> bytes:
         c = make_chunk("app/a.log", 320, 1)
         for k, v in kw.items():
             setattr(c, k, v)
@@ -66,19 +68,34 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
         ("data_type absolute", auth, named(data_type="/app"), 400, "bad_data_type"),
         ("data_type NUL", auth, named(data_type="app\x00"), 400, "bad_data_type"),
         ("source ../", auth, named(source=".."), 400, "bad_source"),
+        ("offsets disagree with length", auth, named(seq_end=999), 400, "bad_offsets"),
     ]
     for what, headers, content, status, reason in cases:
-        r = httpx.post(url + "/v1/chunks", content=content, headers=headers, timeout=10)
+        r = HTTP.post(url + "/v1/chunks", content=content, headers=headers, timeout=10)
         assert r.status_code == status, (what, r.text)
         assert r.json()["error"] == reason, what
         assert r.json()["detail"], what
         assert snapshot(sink) == before, f"{what}: the sink changed"
 
-    status_body = httpx.get(url + "/v1/status").json()
+    # An oversize body is refused from its Content-Length, without waiting for the body: a client
+    # that announces 10 GB and sends nothing gets its 413 at once.
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/chunks HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Length: 10000000000\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"body_too_large" not in answer and (part := sock.recv(65536)):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer
+    assert snapshot(sink) == before
+
+    status_body = HTTP.get(url + "/v1/status").json()
     for reason in ("malformed", "bad_crc", "body_too_large", "unauthorized", "bad_stream", "bad_data_type"):
         assert status_body["rejects"][reason] >= 1
     assert status_body["rejects"]["unauthorized"] == 3
-    metrics = httpx.get(url + "/metrics").text
+    metrics = HTTP.get(url + "/metrics").text
     assert 'headrace_collector_rejects_total{reason="bad_crc"} 1.0' in metrics
     assert d.stop() == 0
     log = d.output()
@@ -107,10 +124,10 @@ def test_duplicates_acked_and_written_once_across_restarts(daemons: Any, tmp_pat
         t.join()
     assert sorted(r["duplicates"] for r in results) == [0, 1, 1, 1, 1, 1]
 
-    status = httpx.get(url + "/v1/status").json()
+    status = HTTP.get(url + "/v1/status").json()
     assert status["chunks_in"] == 6 + 6 + 2 + 6 and status["duplicates"] == 6 + 1 + 5
     assert status["store"]["open_records"] == 6 + 1 + 1
-    metrics = httpx.get(url + "/metrics").text
+    metrics = HTTP.get(url + "/metrics").text
     assert "headrace_collector_fsync_seconds_count" in metrics
     assert d.stop() == 0  # SIGTERM: the open file is closed into done/
     assert not list((sink / "open").iterdir())
@@ -121,7 +138,13 @@ def test_duplicates_acked_and_written_once_across_restarts(daemons: Any, tmp_pat
     recut = make_chunk("app/a.log", 45 * 32, 10)
     assert post(url, [recut]).json() == {"acked": 1, "duplicates": 0}
     d.kill9()  # the dedupe index must also survive a crash (rebuilt from the recovered open file)
+    (open_file,) = (sink / "open").iterdir()
+    whole = open_file.read_bytes()
+    with open(open_file, "ab") as f:
+        f.write(b"\x02\x90\x03" + b"half a block")  # as if the crash had cut a block write short
     restart(d, url)
+    assert (sink / "done" / open_file.name).read_bytes() == whole  # the torn tail is cut, the rest kept
+    assert [p.read_bytes() for p in (sink / "torn").iterdir()] == [b"\x02\x90\x03half a block"]
     assert post(url, [*batch, recut]).json() == {"acked": 7, "duplicates": 7}
     assert post(url, [make_chunk("app/a.log", 55 * 32, 1)]).json() == {"acked": 1, "duplicates": 0}
     assert d.stop() == 0

@@ -92,6 +92,18 @@ def test_admit_writes_every_byte_exactly_once(spans: list[tuple[int, int]]) -> N
     assert sorted(written) == expected  # each offset once, none missing
 
 
+def test_idle_streams_are_forgotten_and_written_again() -> None:
+    idx = DedupeIndex()
+    idx.admit(chunk(0, 10), now_ms=1_000)
+    idx.admit(chunk(0, 10, stream="busy"), now_ms=1_000)
+    idx.admit(chunk(10, 20, stream="busy"), now_ms=5_000)
+    idx.admit(chunk(0, 10, stream="busy"), now_ms=6_000)  # a duplicate does not count as new bytes
+    back, _ = DedupeIndex.loads(idx.dumps(1))  # the times survive a restart
+    assert back.forget_before(5_000) == 1
+    assert back.ranges("h", "app/x.log") == [] and back.ranges("h", "busy") == [(0, 20)]
+    assert back.admit(chunk(0, 10)).pieces == [chunk(0, 10)]
+
+
 def test_index_round_trip_and_corrupt() -> None:
     idx = DedupeIndex()
     idx.admit(chunk(0, 10))
@@ -149,10 +161,31 @@ def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) ->
         assert scan.header_end == header_end
         assert scan.valid_end == expected_end, cut
         assert scan.blocks == len(whole)
-        assert scan.spans == [(c.source, c.stream, c.seq_start, c.seq_end) for i in whole for c in blocks[i]]
+        assert scan.spans == [(c.source, c.stream, c.seq_start, c.seq_end, 1) for i in whole for c in blocks[i]]
         # the kept prefix reads back with a standard Avro reader
         records = list(fastavro.reader(io.BytesIO(data[: scan.valid_end])))
         assert [r["seq_end"] for r in records] == [c.seq_end for i in whole for c in blocks[i]]
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_block_encoder_writes_files_any_avro_reader_reads(codec: str) -> None:
+    from headrace.collectors._container import BlockEncoder
+
+    enc = BlockEncoder(SINK_SCHEMA, codec, {"headrace.collector": "c1"})
+    blocks = [[chunk(0, 10), chunk(10, 300)], [chunk(0, 1 << 16, stream="big")]]
+    data = enc.header + b"".join(enc.block([chunk_to_record(c, 7) for c in b]) for b in blocks)
+    reader = fastavro.reader(io.BytesIO(data))
+    assert reader.metadata["headrace.collector"] == "c1" and reader.codec == codec
+    assert [fastavro_chunk(r) for r in reader] == [c for b in blocks for c in b]
+    scan = scan_container(data)
+    assert scan.valid_end == len(data) and scan.blocks == 2 and scan.records == 3
+
+
+def fastavro_chunk(r: dict[str, object]) -> Chunk:
+    from headrace._chunk import chunk_from_record
+
+    assert r["received_ms"] == 7
+    return chunk_from_record(r)
 
 
 def test_garbage_tail_is_cut() -> None:
@@ -258,3 +291,116 @@ def test_stale_index_is_completed_from_newer_done_files(tmp_path: Path) -> None:
     assert sink2.open_name == "0000000003-c1.avro"
     sink2.abandon()
     sink2.unlock()
+
+
+# -- group commit ---------------------------------------------------------------------------------
+
+
+class _GateStore:
+    """A store whose commit blocks until the test opens the gate, recording each group it gets."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.groups: list[int] = []
+        self.closed = False
+
+    def commit(self, batches: list[list[Chunk]]) -> list[object]:
+        from headrace.collectors._commit import Ack
+
+        self.entered.set()
+        self.gate.wait(10)
+        self.groups.append(len(batches))
+        return [Ack(len(b), 0) for b in batches]
+
+    def deadline(self) -> None:
+        return None
+
+    def maintain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abandon(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+
+def test_group_commit_serves_every_waiting_request_with_one_commit() -> None:
+    import asyncio
+
+    from headrace.collectors._commit import Ack, GroupCommit
+
+    async def scenario() -> tuple[list[Ack], list[int], bool]:
+        store = _GateStore()
+        gc = GroupCommit(store)  # type: ignore[arg-type]
+        gc.start()
+        first = asyncio.create_task(gc.submit([chunk(0, 1)]))
+        while not store.entered.is_set():  # the first group is taken and blocked in commit
+            await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(gc.submit([chunk(i, i + 1)] * 2)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert not first.done() and gc.waiting == 5  # nobody is acked before the commit returns
+        store.gate.set()
+        acks = await asyncio.gather(first, *rest)
+        await gc.close()
+        return acks, store.groups, store.closed
+
+    acks, groups, closed = asyncio.run(scenario())
+    assert groups == [1, 5]  # the five requests that arrived meanwhile share one commit (one fsync)
+    assert acks == [Ack(1, 0)] + [Ack(2, 0)] * 5
+    assert closed
+
+
+def test_a_failed_write_acks_nothing_and_refuses_everything_after() -> None:
+    # A failing disk cannot be caused for real here; the store raises the OSError a full or broken disk would.
+    import asyncio
+
+    from headrace.collectors._commit import GroupCommit, SinkFailed
+
+    class Broken(_GateStore):
+        abandoned = False
+
+        def commit(self, batches: list[list[Chunk]]) -> list[object]:
+            raise OSError(28, "No space left on device")
+
+        def abandon(self) -> None:
+            self.abandoned = True
+
+    async def scenario() -> tuple[list[BaseException | object], Broken, GroupCommit, list[bool]]:
+        store = Broken()
+        called: list[bool] = []
+        gc = GroupCommit(store, on_failure=lambda: called.append(True))  # type: ignore[arg-type]
+        gc.start()
+        results = await asyncio.gather(*(gc.submit([chunk(0, 1)]) for _ in range(3)), return_exceptions=True)
+        try:
+            await gc.submit([chunk(1, 2)])
+            results.append("accepted")
+        except SinkFailed as exc:
+            results.append(exc)
+        await gc.close()
+        return results, store, gc, called
+
+    results, store, gc, called = asyncio.run(scenario())
+    assert all(isinstance(r, SinkFailed) for r in results) and len(results) == 4
+    assert gc.failed and "No space left" in gc.failed
+    assert store.abandoned and called == [True] and not store.closed
+
+
+def test_config_refuses_forwarding_to_itself_and_bad_urls() -> None:
+    from pydantic import ValidationError
+
+    from headrace.collectors import CollectorConfig
+
+    with pytest.raises(ValidationError, match="own listen address"):
+        CollectorConfig(listen="0.0.0.0:7070", upstream=["http://localhost:7070"])
+    with pytest.raises(ValidationError, match="not an http"):
+        CollectorConfig(upstream=["ftp://x:1"])
+    with pytest.raises(ValidationError, match="name"):
+        CollectorConfig(name="../evil")
+    assert CollectorConfig(listen="127.0.0.1:7070", upstream=["http://127.0.0.1:7071"]).upstream

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from .._chunk import Chunk
 from .._http import standard_routes
 from .._logging import get_logger
-from ._commit import GroupCommit
+from ._commit import GroupCommit, Store
 from ._config import CollectorConfig
 from ._receive import ChunkReceiver, Limits
 
@@ -55,7 +55,7 @@ def _rejects() -> dict[str, int]:
     return out
 
 
-def _sink_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+def _sink_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
     from ._roll import RollPolicy
     from ._sink import SinkFiles
     from ._sinkstore import SinkStore
@@ -76,10 +76,16 @@ def _sink_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable
         index_rebuilt=report.index_rebuilt,
         streams=len(index),
     )
-    return SinkStore(sink, index, RollPolicy(cfg.roll_bytes, cfg.roll_seconds)), lambda: None, sink.unlock
+    store = SinkStore(
+        sink,
+        index,
+        RollPolicy(cfg.roll_bytes, cfg.roll_seconds),
+        forget_after_ms=int(cfg.dedupe_forget_days * 86_400_000),
+    )
+    return store, lambda: None, sink.unlock
 
 
-def _forward_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
     from .._ship import Shipper
     from .._spool import Spool
     from ._dirlock import lock_dir, unlock_dir
@@ -92,7 +98,13 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Any, Callable[[], None], Calla
     except BaseException:
         unlock_dir(fd)
         raise
-    shipper = Shipper(cfg.upstream, token=cfg.upstream_token, timeout=cfg.upstream_timeout, stop=threading.Event())
+    shipper = Shipper(
+        cfg.upstream,
+        token=cfg.upstream_token,
+        timeout=cfg.upstream_timeout,
+        max_backoff=cfg.upstream_max_backoff,
+        stop=threading.Event(),
+    )
     store = ForwardStore(spool, shipper)
     log.info("forwarding", upstream=cfg.upstream, spool_dir=str(spool_dir), spooled_chunks=len(spool))
     return store, store.start, lambda: unlock_dir(fd)

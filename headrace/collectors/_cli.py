@@ -13,7 +13,7 @@ from ._config import CollectorConfig
 @click.command()
 @common_options
 def collector(config_path: str | None) -> None:
-    """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files."""
+    """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files (or forward them)."""
     cfg = load_section(config_path, "collector", CollectorConfig)
     from .._http import run_app
     from ._app import build_app

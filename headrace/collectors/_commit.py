@@ -26,13 +26,24 @@ from .._logging import get_logger
 from ..errors import TransientError
 from . import _metrics as m
 
-__all__ = ["Ack", "GroupCommit", "SinkFailed", "Store"]
+__all__ = ["Ack", "GroupCommit", "Refused", "SinkFailed", "Store"]
 
 log = get_logger("collector.commit")
 
 
-class SinkFailed(TransientError):
-    """The store could not write or fsync; nothing of the request is acked (retry elsewhere or later)."""
+class Refused(TransientError):
+    """A store did not take a batch (nothing of it is acked); ``reason`` is the HTTP error code to answer."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+class SinkFailed(Refused):
+    """The store could not write or fsync, or is stopping; nothing of the request is acked."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("unavailable", detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +57,7 @@ class Ack:
 class Store(Protocol):
     """Where accepted batches go: the sink files, or the forwarding spool. Called from one thread at a time."""
 
-    def commit(self, batches: list[list[Chunk]]) -> list[Ack | TransientError]:
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | Refused]:
         """Make the batches durable together; per batch its ack or why it was not taken (nothing of it kept)."""
         ...
 
@@ -64,6 +75,10 @@ class Store(Protocol):
 
     def abandon(self) -> None:
         """Drop open handles after a failure without touching the files (the next start recovers)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /v1/status`` shows of the store."""
         ...
 
 
@@ -108,7 +123,7 @@ class GroupCommit:
         return len(self._waiting)
 
     async def submit(self, chunks: list[Chunk]) -> Ack:
-        """Wait until every chunk is durable (or was already); raise a TransientError if not possible."""
+        """Wait until every chunk is durable (or was already); raise :class:`Refused` if not possible."""
         if self.failed is not None or self._closing:
             raise SinkFailed(self.failed or "the collector is shutting down")
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
@@ -127,11 +142,14 @@ class GroupCommit:
             group, self._waiting = self._waiting, []
             if group:
                 await self._commit(group)
-            if self.failed is None:
-                done = self._closing and not self._waiting
-                await self._call(self.store.close if done else self.store.maintain)
-            if self._closing and (self.failed is not None or not self._waiting):
+            if self.failed is not None:
+                if self._closing:
+                    return
+                continue
+            if self._closing and not self._waiting:
+                await self._call(self.store.close)
                 return
+            await self._call(self.store.maintain)  # a close() meanwhile is handled on the next turn
 
     async def _call(self, fn: Callable[[], Any]) -> None:
         try:
@@ -140,7 +158,7 @@ class GroupCommit:
             self._fail(f"{fn.__name__} failed: {exc!r}")
 
     async def _commit(self, group: list[_Waiting]) -> None:
-        results: list[Ack | TransientError]
+        results: list[Ack | Refused]
         if self.failed is not None:
             results = [SinkFailed(self.failed) for _ in group]
         else:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import socket
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from .._config import Listen, Section
+from .._config import Listen, Section, parse_listen
 from .._names import check_component
 from ..errors import InvalidInput
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _check_name(value: str) -> str:
@@ -44,8 +47,13 @@ class CollectorConfig(Section):
     sink_dir: str = "./headrace-data/sink"
     roll_bytes: int = Field(default=64 << 20, gt=0)
     roll_seconds: float = Field(default=300.0, gt=0)
-    codec: Literal["null", "deflate"] = Field(default="null", description="Avro block codec of sink files")
+    codec: Annotated[Literal["null", "deflate"], BeforeValidator(lambda v: "null" if v is None else v)] = Field(
+        default="null", description="Avro block codec of sink files (YAML null means the null codec)"
+    )
     tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
+    dedupe_forget_days: float = Field(
+        default=30.0, gt=0, description="the dedupe index forgets streams that got no new bytes for this long"
+    )
     max_body_bytes: int = Field(default=64 << 20, gt=0, description="larger request bodies get 413")
     max_chunk_bytes: int = Field(default=16 << 20, gt=0, description="larger chunks are refused (413)")
     max_inflight_bytes: int = Field(
@@ -57,5 +65,18 @@ class CollectorConfig(Section):
     )
     upstream_token: str | None = Field(default=None, description="bearer token sent upstream")
     upstream_timeout: float = Field(default=30.0, gt=0, description="seconds per upstream request")
+    upstream_max_backoff: float = Field(
+        default=5.0, gt=0, description="longest wait between rounds of upstream retries (backoff is exponential)"
+    )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+
+    @model_validator(mode="after")
+    def _not_forwarding_to_itself(self) -> CollectorConfig:
+        host, port = parse_listen(self.listen)
+        own = {host} | (_LOOPBACK if host in _LOOPBACK | {"0.0.0.0", "::"} else set())
+        for url in self.upstream:
+            u = urlsplit(url)
+            if u.port == port and u.hostname in own:
+                raise ValueError(f"upstream {url} is this collector's own listen address; chunks would loop")
+        return self

@@ -16,7 +16,9 @@ covered are dropped, the rest is written. A chunk that is covered entirely is a 
 written). A re-sent chunk that was cut differently (it starts before a range's end and ends after it)
 loses only its overlapping bytes; range ends are ends of earlier chunks, hence record boundaries, so
 every piece written is still record-aligned. Memory is bounded per stream (:data:`MAX_RANGES`): past
-it the lowest range is forgotten, which again can only let an old re-send be written twice.
+it the lowest range is forgotten, which again can only let an old re-send be written twice. A
+stream that got no new bytes for a long time (``dedupe_forget_days``) is forgotten whole at the
+next roll (:meth:`DedupeIndex.forget_before`), with the same consequence at worst.
 
 Sans-io: values in, values out; :meth:`DedupeIndex.dumps` / :meth:`DedupeIndex.loads` give the bytes.
 """
@@ -55,6 +57,14 @@ class DedupeIndex:
     def __init__(self, max_ranges: int = MAX_RANGES) -> None:
         self.max_ranges = max_ranges
         self._streams: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        self._written_ms: dict[tuple[str, str], int] = {}  # when a stream last got new bytes
+
+    def forget_before(self, ms: int) -> int:
+        """Forget streams that got no new bytes since ``ms`` (a re-send of them is then written again)."""
+        old = [k for k, t in self._written_ms.items() if t < ms]
+        for k in old:
+            del self._streams[k], self._written_ms[k]
+        return len(old)
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -78,11 +88,13 @@ class DedupeIndex:
         if pos < end:
             yield pos, end
 
-    def add(self, source: str, stream: str, start: int, end: int) -> None:
-        """Record that ``[start, end)`` of the stream is written (merging touching ranges)."""
+    def add(self, source: str, stream: str, start: int, end: int, written_ms: int = 0) -> None:
+        """Record that ``[start, end)`` of the stream is written (merging touching ranges), at ``written_ms``."""
         if end <= start:
             return
-        ranges = self._streams.setdefault((source, stream), [])
+        key = (source, stream)
+        self._written_ms[key] = max(written_ms, self._written_ms.get(key, 0))
+        ranges = self._streams.setdefault(key, [])
         i = bisect.bisect_left(ranges, (start, start))
         # step back if the range before reaches ``start``
         if i > 0 and ranges[i - 1][1] >= start:
@@ -97,7 +109,7 @@ class DedupeIndex:
         if len(ranges) > self.max_ranges:
             del ranges[: len(ranges) - self.max_ranges]
 
-    def admit(self, chunk: Chunk) -> Admission:
+    def admit(self, chunk: Chunk, now_ms: int = 0) -> Admission:
         """Cut ``chunk`` against what is written, record the new parts as written, return them."""
         key = (chunk.source, chunk.stream)
         if chunk.seq_end <= chunk.seq_start:
@@ -121,13 +133,16 @@ class DedupeIndex:
                 )
                 for a, b in gaps
             ]
-        self.add(chunk.source, chunk.stream, chunk.seq_start, chunk.seq_end)
+        self.add(chunk.source, chunk.stream, chunk.seq_start, chunk.seq_end, now_ms)
         new = sum(b - a for a, b in gaps)
         return Admission(pieces, duplicate=False, trimmed_bytes=len(chunk.data) - new)
 
     def dumps(self, through: int) -> bytes:
         """The saved form: JSON with the sequence number of the last sink file it covers."""
-        streams = [[src, stream, [list(r) for r in ranges]] for (src, stream), ranges in self._streams.items()]
+        streams = [
+            [src, stream, [list(r) for r in ranges], self._written_ms.get((src, stream), 0)]
+            for (src, stream), ranges in self._streams.items()
+        ]
         return json.dumps({"format": _FORMAT, "through": through, "streams": streams}, separators=(",", ":")).encode()
 
     @classmethod
@@ -138,9 +153,9 @@ class DedupeIndex:
             if doc.get("format") != _FORMAT:
                 raise IndexCorrupt(f"unknown index format {doc.get('format')!r}")
             index = cls(max_ranges)
-            for src, stream, ranges in doc["streams"]:
+            for src, stream, ranges, written_ms in doc["streams"]:
                 for start, end in ranges:
-                    index.add(str(src), str(stream), int(start), int(end))
+                    index.add(str(src), str(stream), int(start), int(end), int(written_ms))
             return index, int(doc["through"])
         except IndexCorrupt:
             raise

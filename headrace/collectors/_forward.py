@@ -26,9 +26,8 @@ from .._logging import get_logger
 from .._ship import Ack as ShipAck
 from .._ship import Shipper, pump
 from .._spool import Spool, SpoolEntry, SpoolFull
-from ..errors import TransientError
 from . import _metrics as m
-from ._commit import Ack
+from ._commit import Ack, Refused
 
 __all__ = ["ForwardStore"]
 
@@ -85,20 +84,22 @@ class ForwardStore:
         m.FORWARDED_CHUNKS.inc(len(entries))
         m.FORWARD_PENDING.set(self.spool.used_bytes())
 
-    def commit(self, batches: list[list[Chunk]]) -> list[Ack | TransientError]:
-        results: list[Ack | TransientError] = []
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | Refused]:
+        results: list[Ack | Refused] = []
         nbytes = chunks = 0
         for batch in batches:
             need = sum(len(c.data) for c in batch)
             if need > self.spool.room():
-                results.append(SpoolFull(f"forwarding spool full ({self.spool.cap_bytes} bytes); upstream is behind"))
+                results.append(
+                    Refused("spool_full", f"forwarding spool full ({self.spool.cap_bytes} bytes); retry later")
+                )
                 continue
             try:
                 for c in batch:
                     self.spool.append(c)
             except SpoolFull as exc:
                 # The part appended is forwarded; the sender re-sends the whole batch, upstream dedupes.
-                results.append(exc)
+                results.append(Refused("spool_full", str(exc)))
                 continue
             results.append(Ack(len(batch), 0))
             nbytes += need

@@ -11,8 +11,9 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
    for ``chunk_too_large``).
 
 An accepted batch is answered ``200 {"acked": N, "duplicates": K}`` once all N chunks are fsynced in
-a sink file (or were before: the K duplicates), or ``503`` if the sink failed or the collector is
-overloaded or stopping; a 503 acks nothing, so the sender re-sends.
+a sink file or the forwarding spool (or were before: the K duplicates), or ``503`` (``overloaded``,
+``unavailable``: the sink failed or the collector is stopping, ``spool_full``); a 503 acks nothing,
+so the sender re-sends.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from starlette.responses import JSONResponse, Response
 from .._chunk import Chunk, decode_batch
 from .._http import bearer_ok, error_response
 from .._logging import get_logger
-from .._spool import SpoolFull
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
 
@@ -37,7 +37,7 @@ log = get_logger("collector.receive")
 _STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413}
 
 #: Takes a batch's chunks, returns (acked, duplicates) once durable; raises TransientError if it cannot.
-Store = Callable[[list[Chunk]], Awaitable[tuple[int, int]]]
+Submit = Callable[[list[Chunk]], Awaitable[tuple[int, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,10 @@ class Limits:
 
 
 class ChunkReceiver:
-    """The request handler; ``store`` is the group committer or the forwarding spool."""
+    """The request handler; ``submit`` hands a decoded batch to the group commit and waits for its ack."""
 
-    def __init__(self, store: Store, limits: Limits, tokens: list[str]) -> None:
-        self.store = store
+    def __init__(self, submit: Submit, limits: Limits, tokens: list[str]) -> None:
+        self.submit = submit
         self.limits = limits
         self.tokens = tokens
         self.inflight = 0
@@ -112,10 +112,9 @@ class ChunkReceiver:
                 return self.reject(request, exc.reason, exc.detail)
             del body
             try:
-                acked, dups = await self.store(chunks)
+                acked, dups = await self.submit(chunks)
             except TransientError as exc:
-                reason = "spool_full" if isinstance(exc, SpoolFull) else "unavailable"
-                return self.reject(request, reason, str(exc), status=503)
+                return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
             return JSONResponse({"acked": acked, "duplicates": dups})
         finally:
             self.inflight -= reserve

@@ -12,9 +12,9 @@ Layout::
 index, ``open/`` and ``done/``); ``NAME`` is the collector's name, so several collectors can share
 one ``done/`` area.
 
-Resume-state contract: every append ends with ``fsync`` of the file (and of ``open/`` when the file
+Resume-state contract: every append ends with ``fdatasync`` of the file (and of ``open/`` when the file
 is new) before the caller acks; that is the only durability the acks rely on. Rolling a file is:
-flush + fsync, save the dedupe index with ``through`` = its number, rename into ``done/`` and fsync
+fsync, save the dedupe index with ``through`` = its number, rename into ``done/`` and fsync
 both folders. On start, :meth:`SinkFiles.recover` takes every file left in ``open/`` in number
 order, keeps its longest prefix of whole blocks (everything acked is in it; the cut tail goes to
 ``torn/``), folds its records into the dedupe index if the index does not cover it yet, and moves it
@@ -31,15 +31,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-
-from fastavro import parse_schema
-from fastavro.write import Writer
+from typing import Any
 
 from .._atomic import fsync_dir, move_atomic, write_atomic
 from .._chunk import SINK_SCHEMA
 from .._logging import get_logger
-from ._container import scan_container
+from ._container import BlockEncoder, scan_container
 from ._dedupe import DedupeIndex, IndexCorrupt
 from ._dirlock import lock_dir, unlock_dir
 
@@ -47,7 +44,6 @@ __all__ = ["RecoveryReport", "SinkFiles"]
 
 log = get_logger("collector.sink")
 _NAME = re.compile(r"^(\d{10})-(.+)\.avro$")
-_PARSED_SCHEMA = parse_schema(SINK_SCHEMA)
 #: Records are grouped into Avro blocks of about this many bytes (before compression).
 BLOCK_BYTES = 1 << 20
 
@@ -80,8 +76,8 @@ class SinkFiles:
         self.index_path = self.root / "index.json"
         self._lock_fd: int | None = None
         self._next_seq = 1
-        self._fo: IO[bytes] | None = None
-        self._writer: Any = None
+        self._fd: int | None = None
+        self._encoder = BlockEncoder(SINK_SCHEMA, codec, {"headrace.collector": name})
         self._path: Path | None = None
         self._seq = 0
         self.size = 0
@@ -124,8 +120,8 @@ class SinkFiles:
             seq = _seq_of(path)
             if seq is None or (seq <= through and not rebuilt):
                 continue
-            for src, stream, start, end in scan_container(path.read_bytes()).spans:
-                index.add(src, stream, start, end)
+            for src, stream, start, end, ms in scan_container(path.read_bytes()).spans:
+                index.add(src, stream, start, end, ms)
             max_seq = max(max_seq, seq)
             stale = True
         through = max_seq
@@ -155,13 +151,16 @@ class SinkFiles:
                 fsync_dir(self.open_dir)
                 report.removed.append(path.name)
                 continue
-            if scan.valid_end < len(data):
-                with open(path, "r+b") as f:
+            # After a process crash the page cache may hold blocks that were written but never
+            # fsynced; they are about to count as written (re-sends of them will be duplicates),
+            # so make them durable first.
+            with open(path, "r+b") as f:
+                if scan.valid_end < len(data):
                     f.truncate(scan.valid_end)
-                    os.fsync(f.fileno())
+                os.fsync(f.fileno())
             if seq > through or report.index_rebuilt:
-                for src, stream, start, end in scan.spans:
-                    index.add(src, stream, start, end)
+                for src, stream, start, end, ms in scan.spans:
+                    index.add(src, stream, start, end, ms)
                 through = max(through, seq)
                 write_atomic(self.index_path, index.dumps(through))
             move_atomic(path, self.done_dir / path.name)
@@ -181,46 +180,50 @@ class SinkFiles:
         self._seq = self._next_seq
         self._next_seq += 1
         self._path = self.open_dir / f"{self._seq:010d}-{self.name}.avro"
-        self._fo = open(self._path, "xb")  # noqa: SIM115 - held open until the roll
-        self._writer = Writer(
-            self._fo,
-            _PARSED_SCHEMA,
-            codec=self.codec,
-            sync_interval=BLOCK_BYTES,
-            metadata={"headrace.collector": self.name},
-        )
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self.size = 0
         self.records = 0
         self.opened_at = now
+        self._write(self._encoder.header)
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += len(data)
 
     def append(self, records: list[dict[str, Any]], now: float) -> float:
         """Write ``records`` as whole blocks and fsync; return the seconds the fsync(s) took."""
         if not records:
             return 0.0
-        new = self._fo is None
+        new = self._fd is None
         if new:
             self._open_new(now)
-        assert self._fo is not None
-        for r in records:
-            self._writer.write(r)
-        self._writer.flush()
+        assert self._fd is not None
+        start = 0
+        block_bytes = 0
+        for i, r in enumerate(records):
+            block_bytes += len(r["data"]) + 100
+            if block_bytes >= BLOCK_BYTES or i == len(records) - 1:
+                self._write(self._encoder.block(records[start : i + 1]))
+                start, block_bytes = i + 1, 0
         t0 = time.perf_counter()
-        os.fsync(self._fo.fileno())
+        # fdatasync also makes the new file size durable (it is needed to read the data back);
+        # only timestamps are left out.
+        os.fdatasync(self._fd)
         if new:
             fsync_dir(self.open_dir)
-        self.size = self._fo.tell()
         self.records += len(records)
         return time.perf_counter() - t0
 
     def roll(self, index_bytes: Callable[[int], bytes]) -> str | None:
         """Close the open file into ``done/`` (saving ``index_bytes(through)`` first); its name, if any."""
-        if self._fo is None or self._path is None:
+        if self._fd is None or self._path is None:
             return None
-        self._writer.flush()
-        os.fsync(self._fo.fileno())
-        self._fo.close()
-        self._fo = None
-        self._writer = None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         write_atomic(self.index_path, index_bytes(self._seq))
         name = self._path.name
         move_atomic(self._path, self.done_dir / name)
@@ -233,10 +236,9 @@ class SinkFiles:
 
     def abandon(self) -> None:
         """Close the file descriptor without rolling (after a write error; the next start recovers it)."""
-        if self._fo is not None:
+        if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._fo.close()
-            self._fo = None
-            self._writer = None
+                os.close(self._fd)
+            self._fd = None
         self._path = None
         self.opened_at = None

@@ -13,9 +13,8 @@ from typing import Any
 
 from .._chunk import Chunk, chunk_to_record
 from .._logging import get_logger
-from ..errors import TransientError
 from . import _metrics as m
-from ._commit import Ack
+from ._commit import Ack, Refused
 from ._dedupe import DedupeIndex
 from ._roll import RollPolicy
 from ._sink import SinkFiles
@@ -34,24 +33,26 @@ class SinkStore:
         index: DedupeIndex,
         policy: RollPolicy,
         *,
+        forget_after_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        self.forget_after_ms = forget_after_ms
         self.sink = sink
         self.index = index
         self.policy = policy
         self.clock = clock
         self.wall_ms = wall_ms
 
-    def commit(self, batches: list[list[Chunk]]) -> list[Ack | TransientError]:
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | Refused]:
         now_ms = self.wall_ms()
         records: list[dict[str, Any]] = []
-        acks: list[Ack | TransientError] = []
+        acks: list[Ack | Refused] = []
         nbytes = chunks = dups = 0
         for batch in batches:
             batch_dups = 0
             for c in batch:
-                a = self.index.admit(c)
+                a = self.index.admit(c, now_ms)
                 batch_dups += a.duplicate
                 nbytes += len(c.data)
                 if a.trimmed_bytes:
@@ -79,6 +80,10 @@ class SinkStore:
         self._roll()
 
     def _roll(self) -> None:
+        if self.forget_after_ms is not None and self.sink.opened_at is not None:
+            forgotten = self.index.forget_before(self.wall_ms() - self.forget_after_ms)
+            if forgotten:
+                log.info("dedupe index forgot idle streams", streams=forgotten)
         name = self.sink.roll(self.index.dumps)
         if name is not None:
             m.SINK_FILES.inc()
