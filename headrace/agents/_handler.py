@@ -106,7 +106,7 @@ class AgentLogHandler(logging.Handler):
             client.close()
 
     def flush(self) -> None:
-        """Wait (up to ``close_timeout``) until every queued record was accepted by the agent."""
+        """Wait (up to ``close_timeout``) until the sender took every queued record (:meth:`close` awaits delivery)."""
         deadline = threading.Event()
         waited = 0.0
         while not self._queue.empty() and waited < self.close_timeout and self._thread.is_alive():
