@@ -10,8 +10,9 @@ Theory of operation
 * ``headrace_marks(scn)`` — SCNs known to end a transaction (written by the relay, see below).
 * ``headrace_state(k, v)`` — ``pruned_scn``: everything ≤ it has been deleted.
 * per captured table, triggers ``headrace_<table>_{ai,au,ad}`` (AFTER INSERT/UPDATE/DELETE) that
-  insert into ``headrace_changes``. BLOB values are written as ``["HEX"]`` so JSON can carry them.
-  A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
+  insert into ``headrace_changes``. BLOB values are written as ``["x", "HEX"]`` so JSON can carry them,
+  REAL values as ``["r", "%!.17g text"]`` (SQLite's JSON prints
+  only 15 digits). A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
 
 SQLite serializes writers: a transaction's change-log rows get consecutive row ids and become
 visible all at once, at commit. So every read of the change log sees a *prefix* of the SCN order
@@ -65,6 +66,7 @@ MARKS_TABLE = "headrace_marks"
 STATE_TABLE = "headrace_state"
 ROWID_COLUMN = "__rowid__"
 _PREFIX = "headrace_"
+HOUSEKEEPING_BUSY_MS = 50
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
 
@@ -94,7 +96,10 @@ def _image(meta: TableMeta, ref: str) -> str:
             args.append(f"{_lit(c.name)}, {ref}.rowid")
             continue
         v = f"{ref}.{_q(c.name)}"
-        args.append(f"{_lit(c.name)}, CASE typeof({v}) WHEN 'blob' THEN json_array(hex({v})) ELSE {v} END")
+        args.append(
+            f"{_lit(c.name)}, CASE typeof({v}) WHEN 'blob' THEN json_array('x', hex({v})) "
+            f"WHEN 'real' THEN json_array('r', printf('%!.17g', {v})) ELSE {v} END"
+        )
     return f"json_object({', '.join(args)})"
 
 
@@ -115,48 +120,76 @@ def trigger_sql(meta: TableMeta) -> dict[str, str]:
     }
 
 
+def _unwrap(v: Any) -> Any:
+    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL printed exactly."""
+    if isinstance(v, list) and len(v) == 2:
+        if v[0] == "x":
+            return bytes.fromhex(v[1])
+        if v[0] == "r":
+            return float(v[1])
+    return v
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "t", "yes", "y")
+    return bool(v)
+
+
+def _to_bytes(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else _to_str(v).encode()
+
+
+def _to_decimal(v: Any) -> decimal.Decimal:
+    return decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
+
+
+def _to_uuid(v: Any) -> uuid.UUID:
+    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
+
+
+def _to_tstz(v: Any) -> dt.datetime:
+    d = dt.datetime.fromisoformat(str(v))
+    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
+
+
+def _to_json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+_KIND_CONV: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "long": int,
+    "float": float,
+    "double": float,
+    "boolean": _to_bool,
+    "decimal": _to_decimal,
+    "bytes": _to_bytes,
+    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
+    "time": lambda v: dt.time.fromisoformat(str(v)),
+    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
+    "timestamptz": _to_tstz,
+    "uuid": _to_uuid,
+    "json": _to_json,
+    "string": _to_str,
+    "enum": _to_str,
+}
+
+
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
-    """Raw JSON image value (as SQLite stored it) → the Python value of the column's kind."""
-    k = t.kind
-
-    def unblob(v: Any) -> Any:
-        return bytes.fromhex(v[0]) if isinstance(v, list) and len(v) == 1 and isinstance(v[0], str) else v
-
-    if k in ("int", "long"):
-        return lambda v: int(unblob(v))
-    if k in ("float", "double"):
-        return lambda v: float(unblob(v))
-    if k == "boolean":
-        return lambda v: bool(int(v)) if not isinstance(v, str) else v.strip().lower() in ("1", "true", "t", "yes")
-    if k == "decimal":
-        return lambda v: decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
-    if k == "bytes":
-        return lambda v: (lambda b: b if isinstance(b, bytes) else str(b).encode())(unblob(v))
-    if k == "date":
-        return lambda v: dt.date.fromisoformat(str(v)[:10])
-    if k == "time":
-        return lambda v: dt.time.fromisoformat(str(v))
-    if k == "timestamp":
-        return lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None)
-    if k == "timestamptz":
-
-        def tz(v: Any) -> dt.datetime:
-            d = dt.datetime.fromisoformat(str(v))
-            return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-
-        return tz
-    if k == "uuid":
-
-        def u(v: Any) -> uuid.UUID:
-            b = unblob(v)
-            return uuid.UUID(bytes=b) if isinstance(b, bytes) else uuid.UUID(str(b))
-
-        return u
-    if k == "json":
-        return lambda v: json.loads(v) if isinstance(v, str) else v
-    if k in ("string", "enum"):
-        return lambda v: v if isinstance(v, str) else (unblob(v).decode() if isinstance(unblob(v), bytes) else str(v))
-    return unblob
+    """Raw JSON image value (as the trigger wrote it) → the Python value of the column's kind."""
+    kind = _KIND_CONV.get(t.kind)
+    if kind is None:
+        return _unwrap
+    return lambda v: kind(_unwrap(v))
 
 
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
@@ -169,10 +202,12 @@ class _Table:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
         self._projections: dict[frozenset[str], TableMeta] = {}
+        self._names = frozenset(c.name for c in meta.columns)
 
-    def meta_for(self, image_keys: frozenset[str]) -> TableMeta:
-        if len(image_keys) == len(self.meta.columns) and all(c.name in image_keys for c in self.meta.columns):
+    def meta_for(self, image: dict[str, Any]) -> TableMeta:
+        if image.keys() == self._names:
             return self.meta
+        image_keys = frozenset(image)
         m = self._projections.get(image_keys)
         if m is None:
             cols = tuple(c for c in self.meta.columns if c.name in image_keys)
@@ -374,7 +409,7 @@ class SqliteSource(ChangeSource):
         a = json.loads(after) if after is not None else None
         image = a if a is not None else b
         assert image is not None
-        meta = table.meta_for(frozenset(image))
+        meta = table.meta_for(image)
         bv = table.convert(b) if b is not None else None
         av = table.convert(a) if a is not None else None
         src = av if av is not None else bv
@@ -417,10 +452,20 @@ class SqliteSource(ChangeSource):
             self._last_prune = now
             self.prune()
 
+    @contextlib.contextmanager
+    def _short_busy_timeout(self) -> Iterator[None]:
+        """Housekeeping writes give way to the application: SQLite's busy handler is not fair, and a
+        busy writer would starve a long wait. They fail fast (``database is locked``) and retry later."""
+        self.conn.execute(f"PRAGMA busy_timeout = {HOUSEKEEPING_BUSY_MS}")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+
     def _flush_marks(self) -> None:
         marks, self._pending_marks = self._pending_marks, []
         try:
-            with self.lock:
+            with self.lock, self._short_busy_timeout():
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.conn.executemany(f"INSERT OR IGNORE INTO {MARKS_TABLE}(scn) VALUES (?)", [(m,) for m in marks])
                 self.conn.execute("COMMIT")
@@ -441,8 +486,12 @@ class SqliteSource(ChangeSource):
         if self._durable is not None:
             bound = min(bound, self._durable)
         c = self.conn
-        with self.lock:
-            c.execute("BEGIN IMMEDIATE")
+        with self.lock, self._short_busy_timeout():
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                log.info("prune_postponed", reason=str(exc))
+                return self.start_scn()
             try:
                 if self.retention_ms is not None:
                     cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - self.retention_ms
