@@ -20,22 +20,9 @@ def _expected_scn_count(seed: int, n: int) -> int:
 
 
 def _subscribe_cli(url: str, cp: Path, out: Path, idle: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "headrace",
-            "subscribe",
-            "--relay",
-            url,
-            "--checkpoint",
-            str(cp),
-            "--idle-exit",
-            str(idle),
-        ],
-        stdout=open(out, "ab"),  # noqa: SIM115 - handed to the child
-        stderr=subprocess.DEVNULL,
-    )
+    args = ["subscribe", "--relay", url, "--checkpoint", str(cp), "--idle-exit", str(idle)]
+    with open(out, "ab") as f:
+        return subprocess.Popen([sys.executable, "-m", "headrace", *args], stdout=f, stderr=subprocess.DEVNULL)
 
 
 def _consumer(url: str, cp: Path, out: Path) -> subprocess.Popen[bytes]:
