@@ -147,6 +147,11 @@ class Codecs:
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
         self._by_fp: dict[str, RowCodec] = {}
+        self._table_sets: dict[frozenset[str], frozenset[str]] = {}  # shared, so windows do not each hold one
+
+    def table_set(self, tables: set[str]) -> frozenset[str]:
+        key = frozenset(tables)
+        return self._table_sets.setdefault(key, key)
 
     def for_change(self, change: RowChange) -> RowCodec:
         sv = self.registry.register(change.table)
@@ -201,4 +206,4 @@ def encode_window(window: ChangeWindow, codecs: Codecs, limit: int | None = None
     if count == 0:
         return None
     data = b"".join(parts) if limit is None or size <= limit else b""
-    return EncodedWindow(window.scn, first, window.ts_ms, count, data, frozenset(tables))
+    return EncodedWindow(window.scn, first, window.ts_ms, count, data, codecs.table_set(tables))
