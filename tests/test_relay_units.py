@@ -163,15 +163,13 @@ KINDS: dict[str, Any] = {
         max_leaves=8,
     ),
 }
-ROW_META = TableMeta(
-    "t",
-    (Column("id", ColumnType("long"), False),)
-    + tuple(
-        Column(k, ColumnType(k, precision=12 if k == "decimal" else None, scale=2 if k == "decimal" else None))
-        for k in KINDS
-    ),
-    ("id",),
-)
+
+
+def _kind_column(k: str) -> Column:
+    return Column(k, ColumnType(k, precision=12, scale=2) if k == "decimal" else ColumnType(k))
+
+
+ROW_META = TableMeta("t", (Column("id", ColumnType("long"), False), *map(_kind_column, KINDS)), ("id",))
 
 
 @settings(max_examples=150)
