@@ -69,6 +69,20 @@ def _encoder(t: ColumnType) -> Convert:
     return _identity
 
 
+#: kinds whose Python value needs no conversion when it already has this exact type
+_NATIVE: dict[str, type] = {
+    "long": int,
+    "int": int,
+    "double": float,
+    "float": float,
+    "string": str,
+    "enum": str,
+    "bytes": bytes,
+    "boolean": bool,
+    "uuid": uuid.UUID,
+}
+
+
 def _decoder_for(avro_type: Any) -> Convert | None:
     """Post-decoding conversion for an Avro field type carrying a ``headrace.type`` annotation."""
     if isinstance(avro_type, list):
@@ -97,10 +111,10 @@ class RowCodec:
         self.version = version
         self._writer = fastavro.parse_schema(version.schema)
         self._reader = fastavro.parse_schema(reader_schema) if reader_schema is not None else None
-        self._enc: list[tuple[str, str, Convert, bool]] = []
+        self._enc: list[tuple[str, str, Convert, type | None]] = []
         if version.meta is not None:
             for col, field in zip(version.meta.columns, version.schema["fields"], strict=True):
-                self._enc.append((col.name, field["name"], _encoder(col.type), col.nullable))
+                self._enc.append((col.name, field["name"], _encoder(col.type), _NATIVE.get(col.type.kind)))
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
@@ -111,9 +125,9 @@ class RowCodec:
         if not self._enc:
             raise ValueError("this codec has no table metadata to encode with")
         rec: dict[str, Any] = {}
-        for col, name, conv, _nullable in self._enc:
+        for col, name, conv, native in self._enc:
             v = row.get(col)
-            rec[name] = None if v is None else conv(v)
+            rec[name] = v if v is None or type(v) is native else conv(v)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self._writer, rec)
         return buf.getvalue()

@@ -199,6 +199,8 @@ def _conv(t: ColumnType) -> Callable[[Any], Any]:
     return lambda v: kind(_unwrap(v))
 
 
+_NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
+
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
 
 
@@ -208,6 +210,7 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
         self._names = frozenset(c.name for c in meta.columns)
 
@@ -223,11 +226,13 @@ class _Table:
 
     def convert(self, raw: dict[str, Any]) -> dict[str, Any]:
         out = {}
+        natives = self.natives
         for name, v in raw.items():
             c = self.convs.get(name)
             if c is None:
                 continue  # a column dropped since the row was captured
-            out[name] = None if v is None else c(v)
+            # fast path: the stored value already has the kind's Python type (int for long, str for text)
+            out[name] = v if v is None or type(v) is natives.get(name) else c(v)
         return out
 
 
