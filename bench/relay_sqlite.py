@@ -148,7 +148,8 @@ def main() -> None:
         last = 0
         while True:
             batch = c.execute(
-                "SELECT scn, tbl, op, ts_ms, before, after FROM headrace_changes WHERE scn > ? ORDER BY scn LIMIT 10000",
+                "SELECT scn, tbl, op, ts_ms, before, after FROM headrace_changes "
+                "WHERE scn > ? ORDER BY scn LIMIT 10000",
                 (last,),
             ).fetchall()
             if not batch:
