@@ -210,6 +210,7 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.warned: set[tuple[str, type]] = set()
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
         self._names = frozenset(c.name for c in meta.columns)
@@ -232,7 +233,18 @@ class _Table:
             if c is None:
                 continue  # a column dropped since the row was captured
             # fast path: the stored value already has the kind's Python type (int for long, str for text)
-            out[name] = v if v is None or type(v) is natives.get(name) else c(v)
+            if v is None or type(v) is natives.get(name):
+                out[name] = v
+                continue
+            try:
+                out[name] = c(v)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # SQLite lets any column hold any value; one that does not fit the declared type
+                # travels as null rather than stopping capture for everyone
+                out[name] = None
+                if (name, type(v)) not in self.warned:
+                    self.warned.add((name, type(v)))
+                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
         return out
 
 
