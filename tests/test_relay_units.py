@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,7 @@ def test_sqlite_prunes_only_acknowledged_and_old_changes_at_window_ends(tmp_path
     assert conn.execute("SELECT min(scn) FROM headrace_changes").fetchall()[0][0] == pruned + 1
     assert src.start_scn() == pruned
     src.acknowledge(None)  # no durable consumer: retention (0 s here) alone decides
-    assert src.prune() == 20
+    assert src.prune(now_ms=int(time.time() * 1000) + 1000) == 20
     assert conn.execute("SELECT count(*) FROM headrace_changes").fetchall()[0][0] == 0
     src.uninstall()
     src.close()
