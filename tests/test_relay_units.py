@@ -298,7 +298,7 @@ def test_sqlite_prunes_only_acknowledged_and_old_changes_at_window_ends(tmp_path
             break
     assert all(len(list(w.changes)) % 2 == 0 for w in got), "a window split a transaction"
     src.acknowledge(6)
-    pruned = src.prune()  # only at a window end ≤ the acknowledged SCN
+    pruned = src.prune(now_ms=int(time.time() * 1000) + 1000)  # only at a window end ≤ the acknowledged SCN
     assert pruned == max([w.scn for w in got if w.scn <= 6], default=0)
     assert conn.execute("SELECT min(scn) FROM headrace_changes").fetchall()[0][0] == pruned + 1
     assert src.start_scn() == pruned
