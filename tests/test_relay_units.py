@@ -322,3 +322,26 @@ def test_checkpoint_stores_round_trip(tmp_path: Path) -> None:
     ss.save(Checkpoint(9))
     assert SqlCheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", "sub-a").load() == Checkpoint(9)
     assert SqlCheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", "sub-b").load() is None
+
+
+def test_sqlite_streams_a_window_too_large_to_read_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import headrace.relay.sources.sqlite as sq
+
+    monkeypatch.setattr(sq, "LARGE_WINDOW_ROWS", 50)
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    src = SqliteSource(RelayConfig(source=f"sqlite:///{db}", sqlite={"poll_ms": 5}))
+    src.open()
+    for i in range(10):  # written while no relay ran: no cut between these transactions
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?, 'x')", [(i * 10 + j,) for j in range(10)])
+        conn.execute("COMMIT")
+    stop = threading.Event()
+    for w in src.read(None, stop):
+        if w is not None:
+            assert not isinstance(w.changes, list)  # a generator: not held in memory
+            assert w.scn == 100 and [c.scn for c in w.changes] == list(range(1, 101))
+            break
+    src.close()
