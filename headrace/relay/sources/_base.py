@@ -54,6 +54,8 @@ class RowChange:
     key: tuple[Any, ...]
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
+    #: the change's own commit time when the source knows it per change (None: the window's ``ts_ms``)
+    ts_ms: int | None = None
 
 
 @dataclass(slots=True)
