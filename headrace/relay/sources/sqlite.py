@@ -273,6 +273,7 @@ class SqliteSource(ChangeSource):
         self._last_save = 0.0
         self._last_prune = 0.0
         self._durable: int | None = None
+        self._acknowledged = False
         self._last_read = 0
         self.lock = threading.Lock()
 
@@ -506,7 +507,7 @@ class SqliteSource(ChangeSource):
                 if self._unsaved and now - self._last_save >= MARKS_SAVE_SECONDS:
                     self._last_save = now
                     self._save_marks()
-                if now - self._last_prune >= self.prune_interval:
+                if self._acknowledged and now - self._last_prune >= self.prune_interval:
                     self._last_prune = now
                     self.prune()
                 yield None
@@ -577,6 +578,7 @@ class SqliteSource(ChangeSource):
 
     def acknowledge(self, durable_scn: int | None) -> None:
         self._durable = durable_scn
+        self._acknowledged = True  # pruning waits for the relay to say what durable consumers hold
 
     def prune(self, now_ms: int | None = None) -> int:
         """Delete changes that no one needs any more (see the module docstring); returns the new pruned SCN."""
