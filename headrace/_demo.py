@@ -3,13 +3,19 @@
 The log path: a collector and an agent as real processes; the agent tails three generated log files
 (one of them rotated by rename half way), and the demo waits until the agent reports every byte
 acked, stops both daemons cleanly, and counts the lines in the closed sink files.
+
+The change path: a relay captures a SQLite database that the demo writes transactions into
+(inserts, updates, deletes over two tables), and a subscriber in this process pulls the changes
+back and compares them, operation by operation, with what was written.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -165,8 +171,88 @@ def _run_log_path(base: Path, lines: int, console: Console) -> bool:
     return found == written
 
 
+def _write_transactions(db: Path, transactions: int) -> Counter[tuple[str, str]]:
+    """Commit ``transactions`` small transactions; return how many changes of each (table, op)."""
+    rng = random.Random(7)
+    expected: Counter[tuple[str, str]] = Counter()
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        live: list[int] = []
+        for t in range(transactions):
+            con.execute("BEGIN")
+            con.execute("INSERT INTO customers (id, name) VALUES (?, ?)", (t, f"customer {t}"))
+            expected["customers", "c"] += 1
+            for _ in range(rng.randint(1, 3)):
+                cur = con.execute(
+                    "INSERT INTO orders (customer_id, amount, placed_at) VALUES (?, ?, ?)",
+                    (t, round(rng.uniform(1, 500), 2), time.strftime("%Y-%m-%d %H:%M:%S")),
+                )
+                live.append(int(cur.lastrowid or 0))
+                expected["orders", "c"] += 1
+            if len(live) > 5 and rng.random() < 0.5:
+                con.execute("UPDATE orders SET amount = amount + 1 WHERE id = ?", (live[0],))
+                expected["orders", "u"] += 1
+            if len(live) > 5 and rng.random() < 0.3:
+                con.execute("DELETE FROM orders WHERE id = ?", (live.pop(0),))
+                expected["orders", "d"] += 1
+            con.execute("COMMIT")
+    finally:
+        con.close()
+    return expected
+
+
+def _run_change_path(base: Path, transactions: int, console: Console) -> bool:
+    from .relay.client import Subscriber
+    from .relay.client._cli import event_json
+
+    db = base / "shop.db"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, customer_id INTEGER NOT NULL,"
+        " amount NUMERIC(10, 2) NOT NULL, placed_at TIMESTAMP NOT NULL);"
+    )
+    con.close()
+    port = _free_port()
+    cfg_path = base / "relay.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump({"relay": {"listen": f"127.0.0.1:{port}", "source": f"sqlite:///{db}"}}, sort_keys=False)
+    )
+    console.print(f"[bold]change path[/]: config {cfg_path}")
+    relay = _Proc("relay", ["relay", "--config", str(cfg_path)], base)
+    try:
+        relay.wait_http(f"http://127.0.0.1:{port}/healthz")
+        expected = _write_transactions(db, transactions)
+        seen: Counter[tuple[str, str]] = Counter()
+        sample: list[str] = []
+        sub = Subscriber([f"http://127.0.0.1:{port}"], ["customers", "orders"])
+        try:
+            for window in sub.windows(idle_exit=5.0):
+                for e in window.events:
+                    seen[e.table, e.op.value] += 1
+                    if len(sample) < 3:
+                        sample.append(event_json(e))
+                if seen == expected:
+                    break
+        finally:
+            sub.close()
+    finally:
+        relay.stop()
+    table = Table(title=f"{transactions} transactions committed to {db} → relay → subscriber")
+    for col in ("table", "op", "committed", "received"):
+        table.add_column(col)
+    for key in sorted(expected):
+        table.add_row(key[0], key[1], str(expected[key]), str(seen[key]))
+    console.print(table)
+    for line in sample:
+        console.print(line, markup=False, highlight=False)
+    return seen == expected
+
+
 @click.command()
 @click.option("--lines", default=5000, show_default=True, help="How many log lines to generate.")
+@click.option("--transactions", default=300, show_default=True, help="How many transactions to commit.")
 @click.option(
     "--dir",
     "directory",
@@ -174,18 +260,22 @@ def _run_log_path(base: Path, lines: int, console: Console) -> bool:
     default=None,
     help="Where to run (default: a new temporary directory, kept afterwards).",
 )
-def demo(lines: int, directory: str | None) -> None:
-    """Run a collector and an agent on embedded defaults and show where every line landed."""
+def demo(lines: int, transactions: int, directory: str | None) -> None:
+    """Run both paths on embedded defaults: agent → collector, and SQLite → relay → subscriber."""
     console = Console(stderr=False)
     base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="headrace-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
-        ok = _run_log_path(base, lines, console)
+        logs_ok = _run_log_path(base, lines, console)
+        changes_ok = _run_change_path(base, transactions, console)
     except FatalError as exc:
         console.print(f"[red]demo failed[/]: {exc}")
         sys.exit(1)
     console.print(f"files, configs and daemon logs are in {base}")
-    if not ok:
+    if not logs_ok:
         console.print("[red]some lines are missing or duplicated[/]")
+    if not changes_ok:
+        console.print("[red]the subscriber did not receive exactly the committed changes[/]")
+    if not (logs_ok and changes_ok):
         sys.exit(1)
-    console.print("[green]every line arrived exactly once[/]")
+    console.print("[green]every line arrived exactly once, and every committed change reached the subscriber[/]")
