@@ -1,13 +1,15 @@
 """A slow application consumer for kill -9 tests: ``python relay_consumer.py URL CHECKPOINT OUT``.
 
 It writes a ``start`` line with the checkpoint it resumed from, then one line per event (flushed
-as it goes, so a kill leaves a window visibly half-processed), slowly enough that a kill lands
-inside windows.
+as it goes, so a kill leaves a window visibly half-processed). While the file ``OUT.hold`` exists it
+stops inside the next window that has an event left after the current one, writes a ``held`` line
+and waits there to be killed, so a test kills it inside a window deterministically.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -18,12 +20,17 @@ from headrace.relay.client import Consumer as _Consumer
 class Slow(_Consumer):
     def __init__(self, out: str) -> None:
         self.f = open(out, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+        self.hold = out + ".hold"
 
     def on_start_window(self, window: Window) -> None:
         self.f.write(json.dumps({"window": window.scn, "n": len(window.events)}) + "\n")
 
     def on_event(self, event: ChangeEvent) -> None:
         self.f.write(json.dumps({"scn": event.scn, "end": event.window_end}) + "\n")
+        if not event.window_end and os.path.exists(self.hold):
+            self.f.write(json.dumps({"held": event.scn}) + "\n")
+            while True:  # wait here, inside the window, for the test's kill -9
+                time.sleep(1)
         time.sleep(0.001)
 
 

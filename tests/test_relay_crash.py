@@ -54,17 +54,20 @@ def test_kill9_subscribers_and_relay_lose_nothing_and_never_split_a_window(daemo
         cli.kill()
         cli.wait()
         cli = _subscribe_cli(url, cli_cp, cli_out, idle=10)
-        # the slow consumer: killed once its output shows the current session inside a window
+        # the slow consumer: asked to hold inside a window, and killed there
         session = round_ + 1
+        hold = Path(str(app_out) + ".hold")
+        hold.touch()
 
-        def inside(session: int = session) -> bool:
+        def held(session: int = session) -> bool:
             lines = _lines(app_out)
             starts = sum(1 for ln in lines if "start" in ln)
-            return starts == session and "scn" in lines[-1] and not lines[-1]["end"]
+            return starts == session and "held" in lines[-1]
 
-        wait_until(inside, 30, "the consumer to be inside a window")
+        wait_until(held, 30, "the consumer to hold inside a window")
         app.kill()
         app.wait()
+        hold.unlink()
         kills_inside += 1
         app = _consumer(url, app_cp, app_out)
         if round_ == 1:  # and the relay itself, mid-stream
@@ -97,6 +100,8 @@ def test_kill9_subscribers_and_relay_lose_nothing_and_never_split_a_window(daemo
     # window's events again in the next session, which resumes from a checkpoint before them
     sessions: list[tuple[int | None, list[dict[str, Any]]]] = []
     for ln in _lines(app_out):
+        if "held" in ln:
+            continue
         if "start" in ln:
             sessions.append((ln["start"], []))
         else:
