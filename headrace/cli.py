@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .agents._cli import agent
 from .bootstrap._cli import bootstrap
+from .collectors._archive_cli import archive, demux, load
 from .collectors._cli import collector
 from .relay._cli import relay, subscribe
 
@@ -20,4 +21,7 @@ def main() -> None:
 
 
 for command in (agent, collector, relay, subscribe, bootstrap):
+    main.add_command(command)
+
+for command in (archive, demux, load):  # the log path's batch jobs
     main.add_command(command)
