@@ -49,7 +49,7 @@ class DemuxConfig(Section):
     output: str = "./headrace-data/tables"
     types: dict[str, DemuxType] = Field(default_factory=dict)
     default: DemuxType | None = Field(default_factory=DemuxType)  # for types not listed; null: skip them
-    batch_bytes: int = Field(default=32 << 20, gt=0)
+    batch_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30)
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
     threads: int = Field(default=2, ge=1)
 
