@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -95,3 +96,93 @@ def streams_from_archives(archive_dir: Path) -> dict[tuple[str, str], bytes]:
             pos = e
         out[key] = b"".join(d for _, _, d in ps)
     return out
+
+
+# --- a corpus of log lines of every built-in processor, with the values a parser must find ---------
+
+DEMUX_TYPES = {
+    "web": {"processor": "combined"},
+    "app": {"processor": "json"},
+    "sys": {"processor": "syslog"},
+    "pay": {
+        "processor": "regex",
+        "pattern": r"(?P<ts>\S+) (?P<level>\w+) (?P<amount>\d+) (?P<msg>.*)",
+        "types": {"ts": "timestamp", "amount": "int"},
+    },
+}
+
+
+def corpus(n: int, seed: int = 3, extra_json_field: bool = False) -> dict[str, dict[str, Any]]:
+    """Per data type: ``lines`` (bytes, newline-terminated), ``bad`` (how many do not parse), ``check``
+    (a value the parsed table must reproduce: column → sum or sorted list)."""
+    rng = random.Random(seed)
+    web, app, sys_, pay, misc = [], [], [], [], []
+    sizes = status_sum = amount_sum = n_sum = 0
+    levels: dict[str, int] = defaultdict(int)
+    for i in range(n):
+        size = rng.randrange(100000)
+        status = rng.choice([200, 301, 404, 500])
+        sizes += size
+        status_sum += status
+        web.append(
+            f"10.0.0.{i % 250} - user{i % 7} [18/Nov/2026:{i % 24:02d}:{i % 60:02d}:00 +0000] "
+            f'"GET /p/{i}?q=1 HTTP/1.1" {status} {size} "http://ref/{i % 5}" "agent {i % 3}"\n'.encode()
+        )
+        doc: dict[str, Any] = {"n": i, "msg": f"event {i}", "ok": i % 2 == 0}
+        if extra_json_field:
+            doc["new_field"] = f"v{i}"
+        n_sum += i
+        app.append((json.dumps(doc) + "\n").encode())
+        if i % 2:
+            sys_.append(f"<{i % 192}>Nov 18 10:{i % 60:02d}:00 host{i % 4} app{i % 3}[{i}]: msg {i}\n".encode())
+        else:
+            sys_.append(
+                f"<{i % 192}>1 2026-11-18T10:00:{i % 60:02d}Z host{i % 4} app{i % 3} {i} ID{i} - msg {i}\n".encode()
+            )
+        amount = rng.randrange(1000)
+        amount_sum += amount
+        level = rng.choice(["INFO", "WARN", "ERROR"])
+        levels[level] += 1
+        pay.append(f"2026-11-18T10:00:{i % 60:02d}Z {level} {amount} paid {i}\n".encode())
+        misc.append(f"free text {i} ünïcode\n".encode())
+    bad = {
+        "web": [b"garbage web line\n"],
+        "app": [b"{not json\n"],
+        "sys": [b"not syslog\n"],
+        "pay": [b"2026-11-18T10:00:00Z INFO notanumber x\n"],
+    }
+    out: dict[str, dict[str, Any]] = {
+        "web": {"lines": web, "check": {"size": sizes, "status": status_sum}},
+        "app": {"lines": app, "check": {"n": n_sum}},
+        "sys": {"lines": sys_, "check": {}},
+        "pay": {"lines": pay, "check": {"amount": amount_sum}},
+        "misc": {"lines": misc, "check": {}},
+    }
+    for t, v in out.items():
+        v["good"] = len(v["lines"])
+        v["bad"] = len(bad.get(t, []))
+        v["bad_lines"] = bad.get(t, [])
+        for j, line in enumerate(bad.get(t, [])):
+            v["lines"].insert(1 + j * 7, line)
+    return out
+
+
+def corpus_sinks(
+    done: Path,
+    data: dict[str, dict[str, Any]],
+    rng: random.Random,
+    received_ms: int = DAY1_MS,
+    stream_prefix: str = "",
+    start: dict[str, int] | None = None,
+) -> None:
+    """Write the corpus as sink files (with duplicate and overlapping re-sends), one stream per type."""
+    chunks: list[Chunk] = []
+    for t, v in data.items():
+        cs = cut_chunks("host-a", f"{stream_prefix}{t}.log", t, v["lines"], rng)
+        if start and t in start:
+            cs = [
+                Chunk(c.source, c.stream, c.data_type, c.seq_start + start[t], c.seq_end + start[t], c.data, c.tags)
+                for c in cs
+            ]
+        chunks += cs + resends(cs, rng)
+    write_sinks(done, chunks, 30, received_ms, rng)
