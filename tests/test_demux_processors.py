@@ -189,3 +189,28 @@ def test_user_processor_by_dotted_path_and_option_errors() -> None:
         load_processor("nope", {}, "demux.types.t")
     with pytest.raises(ConfigError, match="not a valid RE2 pattern"):
         load_processor("regex", {"pattern": "(?P<x>"}, "demux.types.t")
+
+
+@pytest.mark.parametrize("distinct", [5, 3000])
+def test_clf_time_both_paths_agree_with_strptime(distinct: int) -> None:
+    import random
+
+    import pyarrow as pa
+
+    from headrace.collectors._processors_combined import clf_time
+
+    rng = random.Random(distinct)
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    pool = []
+    for _ in range(distinct):
+        t1 = (
+            f"[{rng.randint(1, 28):02d}/{rng.choice(months)}/{rng.randint(1971, 2099)}:"
+            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        )
+        t2 = f"{rng.choice('+-')}{rng.randint(0, 14):02d}{rng.choice([0, 30, 45]):02d}]"
+        pool.append((t1, t2))
+    values = [rng.choice(pool) for _ in range(3000)] + [("[99/Foo/2020:00:00:00", "+0000]")]
+    ts, bad = clf_time(pa.array([a for a, _ in values]), pa.array([b for _, b in values]))
+    want = [dt.datetime.strptime(a + " " + b, "[%d/%b/%Y:%H:%M:%S %z]").astimezone(UTC) for a, b in values[:-1]]
+    assert ts.to_pylist()[:-1] == want
+    assert bad.to_pylist() == [False] * (len(values) - 1) + [True]

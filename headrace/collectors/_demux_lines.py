@@ -55,7 +55,8 @@ def _csv_split(buf: bytes, expected: int) -> pa.Array | None:
     try:
         table = pacsv.read_csv(
             pa.py_buffer(buf),
-            read_options=pacsv.ReadOptions(column_names=["l"], block_size=4 << 20),
+            # serial: demux already runs batches on parallel threads
+            read_options=pacsv.ReadOptions(column_names=["l"], block_size=4 << 20, use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter="\x1f", quote_char=False, escape_char=False, double_quote=False, ignore_empty_lines=False
             ),
