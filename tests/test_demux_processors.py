@@ -142,7 +142,9 @@ def test_regex_declared_types() -> None:
         "types": {"ts": "timestamp", "n": "int", "ok": "bool"},
     }
     data = b"2026-01-02T03:04:05+01:00 INFO 42 yes hello there\n2026-01-02T03:04:05Z WARN x no m\nnomatch\n"
-    good, errors = run("regex", data, opts)
+    good, errors = run("regex", data + b"2026-01-02T03:04:05Z INFO - no dash is null\n", opts)
+    assert (good[1]["n"], good[1]["ok"], good[1]["msg"]) == (None, False, "dash is null")
+    good = good[:1]
     assert good == [
         {
             "ts": dt.datetime(2026, 1, 2, 2, 4, 5, tzinfo=UTC),
