@@ -216,3 +216,22 @@ def test_clf_time_both_paths_agree_with_strptime(distinct: int) -> None:
     want = [dt.datetime.strptime(a + " " + b, "[%d/%b/%Y:%H:%M:%S %z]").astimezone(UTC) for a, b in values[:-1]]
     assert ts.to_pylist()[:-1] == want
     assert bad.to_pylist() == [False] * (len(values) - 1) + [True]
+
+
+def test_multiline_records_keep_stack_traces_whole() -> None:
+    data = b'2026-01-02 ERROR boom\nTraceback (most recent call last):\n  File "x.py", line 1\n2026-01-02 INFO fine\n'
+    tail = b"  continuation that starts the next chunk\n2026-01-02 WARN w\n"
+    chunks = [
+        chunk_to_record(Chunk("h", "s", "t", 0, len(data), data), 1),
+        chunk_to_record(Chunk("h", "s", "t", len(data), len(data) + len(tail), tail), 1),
+    ]
+    batch = split_records("t", DAY, chunks, multiline=r"^\d{4}-\d{2}-\d{2} ")
+    proc = load_processor("regex", {"pattern": r"(?s)(?P<day>\S+) (?P<level>\w+) (?P<msg>.*)"}, "t")
+    good, errors = demux_batch(proc, batch)
+    rows = good.to_pylist()
+    offsets = [0, data.index(b"2026-01-02 INFO"), len(data) + tail.index(b"2026-01-02 WARN")]
+    assert [(r["level"], r["_offset"]) for r in rows] == list(zip(["ERROR", "INFO", "WARN"], offsets, strict=True))
+    assert rows[0]["msg"] == 'boom\nTraceback (most recent call last):\n  File "x.py", line 1'
+    # a chunk starts a record even without the pattern: the agent cut it on a record boundary
+    assert errors.to_pylist()[0]["raw"] == "  continuation that starts the next chunk"
+    assert errors.to_pylist()[0]["_offset"] == len(data)

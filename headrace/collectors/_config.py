@@ -40,6 +40,7 @@ class DemuxType(Section):
     model_config = ConfigDict(extra="allow")
 
     processor: str = "raw"
+    multiline: str | None = None  # RE2 pattern of a record's first line; other lines continue the record
 
 
 class DemuxConfig(Section):

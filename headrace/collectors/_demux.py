@@ -189,6 +189,10 @@ class _Demuxer:
     def state_path(self, data_type: str, date: str) -> str:
         return self.out.path(STATE_DIR, f"data_type={data_type}", f"date={date}.json")
 
+    def multiline(self, data_type: str) -> str | None:
+        spec = self.spec(data_type)
+        return spec.multiline if spec else None
+
     def run_day(self, data_type: str, date: str, proc: Processor) -> None:
         try:
             state: dict[str, int] = json.loads(self.out.read_bytes(self.state_path(data_type, date)))
@@ -216,10 +220,11 @@ class _Demuxer:
         folder = self.archive.path(day_dir(data_type, date))
         raw = self.archive.read_bytes(posixpath.join(folder, part.name))
         day = dt.date.fromisoformat(date)
+        multiline = self.multiline(data_type)
         chunks = data_bytes = 0
 
         def work(batch: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
-            return demux_batch(proc, split_records(data_type, day, batch), data_type)
+            return demux_batch(proc, split_records(data_type, day, batch, multiline), data_type)
 
         def batches() -> Iterator[list[dict[str, Any]]]:
             nonlocal chunks, data_bytes

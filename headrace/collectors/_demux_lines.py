@@ -76,8 +76,38 @@ def _dict_column(parent: pa.Array, per_chunk: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pc.take(codes, parent), pa.array(list(uniq), pa.string()))
 
 
-def split_records(data_type: str, date: dt.date, chunks: list[dict[str, Any]]) -> LineBatch:
-    """Split ``chunks`` (archive records of one data type) into a :class:`LineBatch`."""
+def join_multiline(batch: LineBatch, parent: pa.Array, start_pattern: str) -> LineBatch:
+    """Join lines into multi-line records: a record starts at a line matching ``start_pattern`` (RE2)
+    or at a chunk's first line (chunks end on record boundaries); other lines continue the record."""
+    n = len(batch.lines)
+    if n == 0:
+        return batch
+    new_chunk = pc.not_equal(parent.slice(1), parent.slice(0, n - 1))
+    chunk_first = pa.concat_arrays([pa.array([True]), new_chunk])
+    starts = pc.or_(pc.fill_null(pc.match_substring_regex(batch.lines, start_pattern), False), chunk_first)
+    first = pc.indices_nonzero(starts).cast(pa.int32())
+    offsets = pa.concat_arrays([first, pa.array([n], pa.int32())])
+    records = pc.binary_join(pa.ListArray.from_arrays(offsets, batch.lines), "\n")
+    return LineBatch(
+        batch.data_type,
+        batch.date,
+        records,
+        batch.source.take(first),
+        batch.stream.take(first),
+        batch.offset.take(first),
+        batch.bad_utf8,
+    )
+
+
+def split_records(
+    data_type: str, date: dt.date, chunks: list[dict[str, Any]], multiline: str | None = None
+) -> LineBatch:
+    """Split ``chunks`` (archive records of one data type) into a :class:`LineBatch`.
+
+    With ``multiline`` (an RE2 pattern matching a record's first line), lines are joined into
+    multi-line records (stack traces); ``batch.text`` then joins records with newlines inside them,
+    which suits regex-based processors, not the CSV/JSON readers.
+    """
     datas: list[bytes] = []
     counts: list[int] = []
     for c in chunks:
@@ -108,7 +138,8 @@ def split_records(data_type: str, date: dt.date, chunks: list[dict[str, Any]]) -
     stream = _dict_column(parent, [c["stream"] for c in chunks])
     try:
         text_lines = lines.cast(pa.string())
-        return LineBatch(data_type, date, text_lines, source, stream, offset, None, buf if fast else None)
+        batch = LineBatch(data_type, date, text_lines, source, stream, offset, None, buf if fast else None)
+        return join_multiline(batch, parent, multiline) if multiline else batch
     except pa.ArrowInvalid:
         pass
     ok = []
@@ -129,7 +160,7 @@ def split_records(data_type: str, date: dt.date, chunks: list[dict[str, Any]]) -
             "reason": pa.array(["invalid_utf8: the record is not valid UTF-8"] * (len(ok) - sum(ok)), pa.string()),
         }
     )
-    return LineBatch(
+    batch = LineBatch(
         data_type,
         date,
         lines.filter(mask).cast(pa.string()),
@@ -138,3 +169,4 @@ def split_records(data_type: str, date: dt.date, chunks: list[dict[str, Any]]) -
         offset.filter(mask),
         bad_table,
     )
+    return join_multiline(batch, parent.filter(mask), multiline) if multiline else batch

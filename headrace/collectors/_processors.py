@@ -103,7 +103,8 @@ def _slow_iso(values: pa.Array, target: pa.DataType) -> pa.Array:
 def convert(values: pa.Array, kind: FieldType, fmt: str | None = None) -> tuple[pa.Array, pa.Array]:
     """Convert strings to ``kind``; returns (converted, bad) where bad marks values that did not convert.
 
-    Empty strings become nulls; so does ``-`` for every type but string. Timestamps are UTC (``timestamp[us, UTC]``); without ``fmt`` they are
+    Empty strings become nulls; so does ``-`` for every type but string. Timestamps are UTC
+    (``timestamp[us, UTC]``); without ``fmt`` they are
     ISO 8601 (a value without a zone is taken as UTC); with ``fmt`` they are parsed by ``strptime``.
     """
     values = pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)

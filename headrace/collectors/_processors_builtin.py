@@ -43,12 +43,16 @@ class _RegexOptions(Options):
 
 
 class RegexProcessor:
-    """Named groups of an RE2 pattern become columns, converted to the declared ``types`` (default string)."""
+    """Named groups of an RE2 pattern become columns, converted to the declared ``types`` (default string).
+
+    The pattern must match at the start of the record (as with Python's ``re.match``); end it with ``$``
+    to require the whole record to match."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.opts = _RegexOptions.model_validate(options)
+        self.pattern = f"^(?:{self.opts.pattern})"  # matches from the record's start, like Python's re.match
         try:
-            probe = pc.extract_regex(pa.array([""], pa.string()), self.opts.pattern)
+            probe = pc.extract_regex(pa.array([""], pa.string()), self.pattern)
         except pa.ArrowInvalid as exc:
             raise ValueError(f"pattern: not a valid RE2 pattern with named groups (?P<name>…): {exc}") from exc
         self.names = [f.name for f in probe.type]
@@ -57,7 +61,7 @@ class RegexProcessor:
             raise ValueError(f"types: {', '.join(sorted(unknown))} not a named group of the pattern")
 
     def parse(self, batch: LineBatch) -> Parsed:
-        s = pc.extract_regex(batch.lines, self.opts.pattern)
+        s = pc.extract_regex(batch.lines, self.pattern)
         pairs: list[tuple[pa.Array, str]] = [(pc.is_null(s), "no match for the pattern")]
         cols = {}
         for name in self.names:
