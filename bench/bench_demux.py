@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from headrace._chunk import SINK_SCHEMA, Chunk, chunk_to_record
 from headrace.collectors._archive import run_archive
-from headrace.collectors._config import ArchiveConfig, DemuxConfig, DemuxType
+from headrace.collectors._archive_config import ArchiveConfig, DemuxConfig, DemuxType
 from headrace.collectors._demux import run_demux
 
 RECEIVED_MS = 1_795_000_000_000

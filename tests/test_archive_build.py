@@ -22,12 +22,12 @@ from archive_support import (
     write_sink,
     write_sinks,
 )
-from support import write_config
+from support import wait_until, write_config
 
 from headrace._chunk import Chunk, chunk_to_record
 from headrace.collectors._archive import ArchiveBusy, run_archive, utc_day
+from headrace.collectors._archive_config import ArchiveConfig
 from headrace.collectors._archive_merge import Coverage, trim_new
-from headrace.collectors._config import ArchiveConfig
 
 
 def _lines(tag: str, n: int) -> list[bytes]:
@@ -147,20 +147,27 @@ def test_kill9_at_random_moments_then_rerun_keeps_every_chunk_once(tmp_path: Pat
         },
     )
     cmd = [sys.executable, "-m", "headrace", "archive", "--config", str(cfg), "--log-format", "json"]
+
+    def snapshot() -> tuple[int, list[str]]:
+        return len(list(done.glob("*.avro"))), sorted(p.name for p in (tmp_path / "archive").rglob("*"))
+
     kills = 0
     killed_mid_work = 0
     for _ in range(8):
-        before = len(list(done.glob("*.avro")))
+        before = snapshot()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 1.5))  # python start-up takes ~0.4 s; kill somewhere in the work
+        # wait until this run has started changing things (start-up time varies with the machine's
+        # load), then kill it a random moment later: before, during or after a commit
+        wait_until(lambda b=before, p=proc: snapshot() != b or p.poll() is not None, 60, "the run to start working")
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.kill()
             kills += 1
-            killed_mid_work += 0 < len(list(done.glob("*.avro"))) < before
+            killed_mid_work += any(done.glob("*.avro"))
         proc.wait()
         if not list(done.glob("*.avro")):
             break
-    assert killed_mid_work >= 2, f"only {killed_mid_work} of {kills} kills hit a run that had started merging"
+    assert killed_mid_work >= 3, f"only {killed_mid_work} of {kills} kills hit a run in the middle of its work"
     final = subprocess.run(cmd, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert "headrace archive: ok" in final.stdout

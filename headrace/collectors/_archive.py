@@ -45,9 +45,9 @@ from .._chunk import SINK_SCHEMA
 from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import TransientError
+from ._archive_config import ArchiveConfig
 from ._archive_manifest import MANIFEST, Manifest, Part
 from ._archive_merge import Coverage, Record, sort_key, trim_new
-from ._config import ArchiveConfig
 from ._runreport import Summary, progress
 
 __all__ = ["ArchiveBusy", "day_dir", "read_manifest", "run_archive"]

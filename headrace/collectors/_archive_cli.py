@@ -7,7 +7,7 @@ import click
 from .._cli import common_options
 from .._config import load_section
 from ..errors import FatalError
-from ._config import ArchiveConfig, DemuxConfig, LoadConfig
+from ._archive_config import ArchiveConfig, DemuxConfig, LoadConfig
 from ._runreport import Summary
 
 

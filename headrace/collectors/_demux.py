@@ -35,8 +35,8 @@ from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import ConfigError, FatalError
 from ._archive import day_dir, read_chunks, read_manifest
+from ._archive_config import DemuxConfig, DemuxType
 from ._archive_manifest import Part
-from ._config import DemuxConfig, DemuxType
 from ._demux_lines import LineBatch, split_records
 from ._processors import Processor, load_processor
 from ._processors_builtin import _concat

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from .._logging import get_logger
 from .._storage import resolve
 from ..errors import Unavailable, UsageError
-from ._config import LoadConfig
+from ._archive_config import LoadConfig
 from ._demux import list_partitions
 from ._processors_builtin import _concat
 from ._runreport import Summary, progress
