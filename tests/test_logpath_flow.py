@@ -183,3 +183,19 @@ def test_flow_on_s3(tmp_path: Path, s3: str) -> None:
     run_api(secs)
     check_tables(engine, data)
     engine.dispose()
+
+
+def test_config_errors_name_the_key_and_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "bad.yaml",
+        {"demux": {"archive_dir": str(tmp_path), "types": {"web": {"processor": "combined", "patern": "x"}}}},
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "headrace", "demux", "--config", str(cfg)], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and "demux.types.web.patern: unknown key" in p.stderr
+    cfg = write_config(tmp_path / "bad2.yaml", {"archive": {"sink_dir": str(tmp_path), "part_byte": 1}})
+    p = subprocess.run(
+        [sys.executable, "-m", "headrace", "archive", "--config", str(cfg)], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and "archive.part_byte: unknown key" in p.stderr
