@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -72,7 +73,10 @@ class _Loader:
         self.summary = summary
         self.store = resolve(cfg.input)
         try:
-            self.engine = sa.create_engine(cfg.url)
+            url = sa.engine.make_url(cfg.url)
+            if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+            self.engine = sa.create_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(f"load.url: cannot use {cfg.url!r}: {exc}") from exc
         self.state = sa.Table(
