@@ -99,6 +99,17 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     return out
 
 
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    """Columns that get min/max statistics: numbers, times, booleans (what queries filter on); string
+    min/max cost much of the write time and rarely prune anything in log text."""
+    out = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t) or pa.types.is_boolean(t):
+            out.append(f.name)
+    return out
+
+
 def _parquet(table: pa.Table, compression: str) -> bytes:
     buf = io.BytesIO()
     pq.write_table(
@@ -107,6 +118,7 @@ def _parquet(table: pa.Table, compression: str) -> bytes:
         compression=None if compression == "none" else compression,
         row_group_size=1 << 20,
         use_dictionary=_dictionary_columns(table),
+        write_statistics=_statistics_columns(table.schema),
     )
     return buf.getvalue()
 
@@ -133,7 +145,11 @@ class _PartWriter:
             return
         if self.writer is None:
             self.writer = pq.ParquetWriter(
-                self.buf, table.schema, compression=self.compression, use_dictionary=_dictionary_columns(table)
+                self.buf,
+                table.schema,
+                compression=self.compression,
+                use_dictionary=_dictionary_columns(table),
+                write_statistics=_statistics_columns(table.schema),
             )
         if table.schema.equals(self.writer.schema, check_metadata=False):
             self.writer.write_table(table)
