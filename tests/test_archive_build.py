@@ -179,3 +179,24 @@ def test_kill9_at_random_moments_then_rerun_keeps_every_chunk_once(tmp_path: Pat
 
         named = {p["name"] for p in json.loads((folder / "MANIFEST.json").read_text())["parts"]}
         assert {f.name for f in folder.iterdir()} <= named | {"MANIFEST.json"}
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_block_reader_matches_fastavro(codec: str) -> None:
+    import io
+
+    import fastavro
+
+    from headrace.collectors._archive import encode_part
+    from headrace.collectors._archive_blocks import decode_block, iter_blocks
+
+    recs = [
+        chunk_to_record(Chunk("h", f"s{i % 3}", "t", i * 10, i * 10 + 9, b"x" * 8 + b"\n", {"k": str(i)}), i)
+        for i in range(20_000)
+    ]
+    raw = encode_part(recs, codec)
+    blocks = list(iter_blocks(raw))
+    assert len(blocks) > 1
+    assert [r for b in blocks for r in decode_block(b)] == list(fastavro.reader(io.BytesIO(raw))) == recs
+    with pytest.raises(ValueError, match="truncated"):
+        list(iter_blocks(raw[:-5]))

@@ -25,7 +25,6 @@ import posixpath
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,7 +33,8 @@ import pyarrow.parquet as pq
 from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import ConfigError, FatalError
-from ._archive import day_dir, read_chunks, read_manifest
+from ._archive import day_dir, read_manifest
+from ._archive_blocks import Block, decode_block, iter_blocks
 from ._archive_config import DemuxConfig, DemuxType
 from ._archive_manifest import Part
 from ._demux_lines import LineBatch, split_records
@@ -239,37 +239,41 @@ class _Demuxer:
         multiline = self.multiline(data_type)
         chunks = data_bytes = 0
 
-        def work(batch: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
-            return demux_batch(proc, split_records(data_type, day, batch, multiline), data_type)
+        def work(blocks: list[Block]) -> tuple[pa.Table, pa.Table, int, int]:
+            batch = [c for b in blocks for c in decode_block(b)]  # inflating here runs in parallel
+            good, errors = demux_batch(proc, split_records(data_type, day, batch, multiline), data_type)
+            return good, errors, len(batch), sum(len(c["data"]) for c in batch)
 
-        def batches() -> Iterator[list[dict[str, Any]]]:
-            nonlocal chunks, data_bytes
-            batch: list[dict[str, Any]] = []
-            size = 0
-            for c in read_chunks(raw):
-                if batch and size + len(c["data"]) > self.cfg.batch_bytes:
+        def batches() -> Iterator[list[Block]]:
+            # archive blocks hold ~1 MiB of chunk data each (see _archive.encode_part)
+            per_batch = max(1, self.cfg.batch_bytes >> 20)
+            batch: list[Block] = []
+            for block in iter_blocks(raw):
+                batch.append(block)
+                if len(batch) >= per_batch:
                     yield batch
-                    batch, size = [], 0
-                batch.append(c)
-                size += len(c["data"])
-                chunks += 1
-                data_bytes += len(c["data"])
+                    batch = []
             if batch:
                 yield batch
 
         out = _PartWriter(self.cfg.compression)
         errors: list[pa.Table] = []
-        pending: deque[Future[tuple[pa.Table, pa.Table]]] = deque()
+        pending: deque[Future[tuple[pa.Table, pa.Table, int, int]]] = deque()
+
+        def collect() -> None:
+            nonlocal chunks, data_bytes
+            good_b, err_b, n_chunks, n_bytes = pending.popleft().result()
+            out.add(good_b)
+            errors.append(err_b)
+            chunks += n_chunks
+            data_bytes += n_bytes
+
         for batch in batches():
             pending.append(self.pool.submit(work, batch))
             while len(pending) > self.cfg.threads:
-                good_b, err_b = pending.popleft().result()
-                out.add(good_b)
-                errors.append(err_b)
+                collect()
         while pending:
-            good_b, err_b = pending.popleft().result()
-            out.add(good_b)
-            errors.append(err_b)
+            collect()
         name = f"{part.stem}.parquet"
         path = self.out.path(f"data_type={data_type}", f"date={date}", name)
         good_rows = out.rows
