@@ -191,7 +191,7 @@ def test_block_reader_matches_fastavro(codec: str) -> None:
     from headrace.collectors._archive_blocks import decode_block, iter_blocks
 
     recs = [
-        chunk_to_record(Chunk("h", f"s{i % 3}", "t", i * 10, i * 10 + 9, b"x" * 8 + b"\n", {"k": str(i)}), i)
+        chunk_to_record(Chunk("h", f"s{i % 3}", "t", i * 100, i * 100 + 99, b"x" * 98 + b"\n", {"k": str(i)}), i)
         for i in range(20_000)
     ]
     raw = encode_part(recs, codec)
