@@ -199,3 +199,15 @@ def test_config_errors_name_the_key_and_exit_2(tmp_path: Path) -> None:
         [sys.executable, "-m", "headrace", "archive", "--config", str(cfg)], capture_output=True, text=True
     )
     assert p.returncode == 2 and "archive.part_byte: unknown key" in p.stderr
+
+
+def test_demux_reports_a_corrupt_part_and_goes_on(tmp_path: Path) -> None:
+    data = corpus(50, seed=2)
+    corpus_sinks(tmp_path / "sink" / "done", data, random.Random(2))
+    secs = sections(tmp_path, f"sqlite:///{tmp_path / 'db'}")
+    assert run_archive(ArchiveConfig.model_validate(secs["archive"])).ok
+    part = next((tmp_path / "archive" / "data_type=web").rglob("part-*.avro"))
+    part.write_bytes(part.read_bytes()[:-20])  # torn
+    summary = run_demux(DemuxConfig.model_validate(secs["demux"]))
+    assert not summary.ok and "data_type=web" not in summary.failures[0] and "web/" in summary.failures[0]
+    assert summary.records == sum(v["good"] for t, v in data.items() if t != "web")

@@ -222,7 +222,14 @@ class _Demuxer:
                 for part in manifest.parts:
                     if state.get(part.stem) == part.gen:
                         continue
-                    self.run_part(data_type, date, part, proc)
+                    try:
+                        self.run_part(data_type, date, part, proc)
+                    except (FileNotFoundError, ConfigError):
+                        raise
+                    except Exception as exc:  # a corrupt part or a failing (user) processor: report, go on
+                        log.error("part_failed", data_type=data_type, date=date, part=part.name, error=repr(exc))
+                        self.summary.failures.append(f"{data_type}/{date}/{part.name}: {exc!r}")
+                        continue
                     state[part.stem] = part.gen
                     self.out.write_atomic(self.state_path(data_type, date), json.dumps(state).encode())
                 return
