@@ -235,3 +235,13 @@ def test_multiline_records_keep_stack_traces_whole() -> None:
     # a chunk starts a record even without the pattern: the agent cut it on a record boundary
     assert errors.to_pylist()[0]["raw"] == "  continuation that starts the next chunk"
     assert errors.to_pylist()[0]["_offset"] == len(data)
+
+
+def test_user_processor_by_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    dist = tmp_path / "headrace_kv_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: headrace-kv-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[headrace.processors]\nkv = demux_userproc:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # an installed distribution, as pip would leave it
+    good, errors = run("kv", b"a=1 b=2\nnope\n", {"keys": ["a", "b"]})
+    assert [(g["a"], g["b"]) for g in good] == [("1", "2")] and [e["reason"] for e in errors] == ["missing keys"]
