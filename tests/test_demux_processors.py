@@ -245,3 +245,16 @@ def test_user_processor_by_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.syspath_prepend(str(tmp_path))  # an installed distribution, as pip would leave it
     good, errors = run("kv", b"a=1 b=2\nnope\n", {"keys": ["a", "b"]})
     assert [(g["a"], g["b"]) for g in good] == [("1", "2")] and [e["reason"] for e in errors] == ["missing keys"]
+
+
+def test_crlf_line_ends_are_not_part_of_the_record() -> None:
+    data = (
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 +0000] "GET /a HTTP/1.0" 200 5 "-" "curl"\r\n'
+        b'1.2.3.5 - - [10/Oct/2000:13:55:37 +0000] "GET /b HTTP/1.0" 404 - "-" "curl"\r\n'
+    )
+    good, errors = run("combined", data)
+    assert errors == []
+    assert [(g["path"], g["user_agent"], g["_offset"]) for g in good] == [
+        ("/a", "curl", 1000),
+        ("/b", "curl", 1000 + data.index(b"1.2.3.5")),
+    ]

@@ -7,8 +7,8 @@ unterminated last line the agent flushed after its timeout) ends a record anyway
 Fast path: the joined chunk data is split by Arrow's multithreaded CSV reader run with one column and
 no quoting (C++, ~10× faster than ``bytes.split`` + ``pa.array``). Data that the fast path cannot split
 exactly (a ``\\r`` that the CSV reader would take for a line end, or a line containing the 0x1F
-delimiter) is split by ``bytes.split`` instead. Lines that are not valid UTF-8 become errors with
-reason ``invalid_utf8``.
+delimiter) is split by ``bytes.split`` instead; a ``\r`` ending a line (CRLF) is dropped from the record.
+Lines that are not valid UTF-8 become errors with reason ``invalid_utf8``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,13 @@ def split_records(
     lines = _csv_split(buf, total) if total else pa.array([], pa.binary())
     fast = lines is not None
     if lines is None:
-        lines = pa.array(buf.split(b"\n")[:-1], pa.binary())
+        parts = buf.split(b"\n")[:-1]
+        lens = pa.array([len(p) + 1 for p in parts], pa.int64())
+        if b"\r" in buf:  # CRLF line ends: the \r is not part of the record
+            parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        lines = pa.array(parts, pa.binary())
+    else:
+        lens = pc.add(pc.binary_length(lines).cast(pa.int64()), 1)
     list_offsets = [0]
     starts = [0]
     for d, n in zip(datas, counts, strict=True):
@@ -130,7 +136,6 @@ def split_records(
     parent = pc.list_parent_indices(
         pa.LargeListArray.from_arrays(pa.array(list_offsets, pa.int64()), pa.nulls(total, pa.int8()))
     )
-    lens = pc.add(pc.binary_length(lines).cast(pa.int64()), 1)
     pos_in_buf = pc.subtract(pc.cumulative_sum(lens), lens)
     base = pa.array([c["seq_start"] - s for c, s in zip(chunks, starts, strict=False)], pa.int64())
     offset = pc.add(pos_in_buf, pc.take(base, parent))
