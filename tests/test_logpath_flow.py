@@ -211,3 +211,27 @@ def test_demux_reports_a_corrupt_part_and_goes_on(tmp_path: Path) -> None:
     summary = run_demux(DemuxConfig.model_validate(secs["demux"]))
     assert not summary.ok and "data_type=web" not in summary.failures[0] and "web/" in summary.failures[0]
     assert summary.records == sum(v["good"] for t, v in data.items() if t != "web")
+
+
+def test_demux_while_archive_runs_sees_whole_parts(tmp_path: Path) -> None:
+    """Archive runs (a subprocess) keep replacing parts while demux runs: demux never fails or
+    doubles rows, and once both have caught up the tables hold every good line once."""
+    rng = random.Random(4)
+    secs = sections(tmp_path, f"sqlite:///{tmp_path / 'db'}")
+    secs["archive"]["part_bytes"] = 10_000_000  # one growing part per day: every archive run replaces it
+    cfg = write_config(tmp_path / "headrace.yaml", secs)
+    batches = [corpus(150, seed=s) for s in range(6)]
+    archiver = None
+    demux_cfg = DemuxConfig.model_validate(secs["demux"])
+    for i, data in enumerate(batches):
+        corpus_sinks(tmp_path / "sink" / "done", data, rng, stream_prefix=f"r{i}-")
+        archiver = subprocess.Popen([sys.executable, "-m", "headrace", "archive", "--config", str(cfg)])
+        while archiver.poll() is None:
+            summary = run_demux(demux_cfg)
+            assert summary.ok, summary.failures
+        assert archiver.returncode == 0
+    assert run_demux(demux_cfg).ok
+    tables = ds.dataset(str(tmp_path / "tables"), format="parquet", partitioning="hive", exclude_invalid_files=True)
+    counts = tables.to_table(columns=["data_type"]).group_by("data_type").aggregate([([], "count_all")])
+    got = dict(zip(counts["data_type"].to_pylist(), counts["count_all"].to_pylist(), strict=True))
+    assert got == {t: sum(b[t]["good"] for b in batches) for t in batches[0]}
