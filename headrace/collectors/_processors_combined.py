@@ -116,7 +116,8 @@ def _clf_time_arith(t1: pa.Array, t2: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def _dash_null(a: pa.Array) -> pa.Array:
-    return pc.if_else(pc.is_in(a, value_set=pa.array(["-", ""])), pa.scalar(None, a.type), a)
+    empty = pc.or_(pc.equal(a, "-"), pc.equal(pc.binary_length(a), 0))
+    return pc.if_else(empty, pa.scalar(None, a.type), a)
 
 
 class _CombinedOptions(Options):
