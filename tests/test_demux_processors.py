@@ -258,3 +258,10 @@ def test_crlf_line_ends_are_not_part_of_the_record() -> None:
         ("/a", "curl", 1000),
         ("/b", "curl", 1000 + data.index(b"1.2.3.5")),
     ]
+
+
+def test_syslog_batches_of_one_kind_only() -> None:
+    good, errors = run("syslog", b"Oct 11 22:14:15 host sshd: x\nOct 11 22:14:16 host sshd: y\n")
+    assert [g["message"] for g in good] == ["x", "y"] and errors == []
+    good, errors = run("syslog", b"<1>1 - h a - - - m\n")
+    assert [(g["timestamp"], g["hostname"], g["message"]) for g in good] == [(None, "h", "m")] and errors == []

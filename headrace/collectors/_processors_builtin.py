@@ -188,49 +188,87 @@ class SyslogProcessor:
 
     def parse(self, batch: LineBatch) -> Parsed:
         lines = batch.lines.cast(pa.string())
-        a = pc.extract_regex(lines, _R5424)
-        b = pc.extract_regex(lines, _R3164)
-        is_a = pc.is_valid(a)
-
-        def pick(x: pa.Array, y: pa.Array) -> pa.Array:
-            return pc.if_else(is_a, x, y)
-
-        ts5424, bad5424 = convert(pc.if_else(pc.equal(a.field("ts"), "-"), None, a.field("ts")), "timestamp")
-        year = batch.date.year
-        bsd = pc.replace_substring(b.field("ts"), "  ", " 0")
-        ts_this = pc.strptime(pc.binary_join_element_wise(str(year), bsd, " "), "%Y %b %d %H:%M:%S", "us", True)
-        ts_prev = pc.strptime(pc.binary_join_element_wise(str(year - 1), bsd, " "), "%Y %b %d %H:%M:%S", "us", True)
-        limit = pa.scalar(dt.datetime.combine(batch.date + dt.timedelta(days=2), dt.time()), pa.timestamp("us"))
-        ts3164 = pc.assume_timezone(pc.if_else(pc.greater(ts_this, limit), ts_prev, ts_this), "UTC")
-        bad3164 = pc.and_(pc.is_valid(b.field("ts")), pc.is_null(ts3164))
-        nil = pa.scalar(None, pa.string())
-        pri_text = pick(a.field("pri"), b.field("pri"))
-        pri = pc.cast(pc.if_else(pc.equal(pri_text, ""), nil, pri_text), pa.int32())
-
-        def dash(x: pa.Array) -> pa.Array:
-            return pc.if_else(pc.is_in(x, value_set=pa.array(["-", ""])), nil, x)
-
-        table = pa.table(
-            {
-                "format": pc.if_else(is_a, "rfc5424", pc.if_else(pc.is_valid(b), "rfc3164", nil)),
-                "priority": pri,
-                "facility": pc.divide(pri, 8),
-                "severity": pc.subtract(pri, pc.multiply(pc.divide(pri, 8), 8)),
-                "timestamp": pick(ts5424, ts3164),
-                "hostname": dash(pick(a.field("host"), b.field("host"))),
-                "app_name": dash(pick(a.field("app"), b.field("tag"))),
-                "procid": dash(pick(a.field("procid"), b.field("pid"))),
-                "msgid": dash(a.field("msgid")),
-                "structured_data": dash(a.field("sd")),
-                "message": pick(a.field("msg"), b.field("msg")),
-            }
-        )
-        reason = first_reason(
-            (pc.and_(pc.invert(is_a), pc.is_null(b)), "not an RFC 5424 or RFC 3164 syslog line"),
-            (pc.if_else(is_a, bad5424, bad3164), "bad timestamp"),
-            (pc.greater(pri, 191), "bad priority: above 191"),
-        )
+        # one regex per line: lines that look like RFC 5424 get that pattern, all others RFC 3164's
+        looks_5424 = pc.fill_null(pc.match_substring_regex(lines, r"^<\d{1,3}>\d"), False)
+        idx_a = pc.indices_nonzero(looks_5424).cast(pa.int64())
+        idx_b = pc.indices_nonzero(pc.invert(looks_5424)).cast(pa.int64())
+        parts = [
+            _rfc5424(pc.extract_regex(lines.take(idx_a), _R5424)),
+            _rfc3164(pc.extract_regex(lines.take(idx_b), _R3164), batch.date),
+        ]
+        table = pa.concat_tables([t for t, _ in parts])
+        reason = pa.concat_arrays([r for _, r in parts])
+        if len(idx_a) and len(idx_b):
+            order = pc.sort_indices(pa.concat_arrays([idx_a, idx_b]))
+            table, reason = table.take(order), reason.take(order)
         return Parsed(table, reason)
+
+
+_NIL = pa.scalar(None, pa.string())
+
+
+def _dash(x: pa.Array) -> pa.Array:
+    return pc.if_else(pc.or_(pc.equal(x, "-"), pc.equal(pc.binary_length(x), 0)), _NIL, x)
+
+
+def _syslog_table(
+    fmt: str, s: pa.Array, ts: pa.Array, host: str, app: str, procid: str, msgid: str | None, sd: str | None
+) -> pa.Table:
+    n = len(s)
+    matched = pc.is_valid(s)
+    pri_text = pc.struct_field(s, "pri")
+    pri = pc.cast(pc.if_else(pc.equal(pri_text, ""), _NIL, pri_text), pa.int32())
+    return pa.table(
+        {
+            "format": pc.if_else(matched, fmt, _NIL),
+            "priority": pri,
+            "facility": pc.divide(pri, 8),
+            "severity": pc.subtract(pri, pc.multiply(pc.divide(pri, 8), 8)),
+            "timestamp": ts,
+            "hostname": _dash(pc.struct_field(s, host)),
+            "app_name": _dash(pc.struct_field(s, app)),
+            "procid": _dash(pc.struct_field(s, procid)),
+            "msgid": _dash(pc.struct_field(s, msgid)) if msgid else pa.nulls(n, pa.string()),
+            "structured_data": _dash(pc.struct_field(s, sd)) if sd else pa.nulls(n, pa.string()),
+            "message": pc.struct_field(s, "msg"),
+        }
+    )
+
+
+def _syslog_reason(s: pa.Array, table: pa.Table, bad_ts: pa.Array) -> pa.Array:
+    return first_reason(
+        (pc.is_null(s), "not an RFC 5424 or RFC 3164 syslog line"),
+        (bad_ts, "bad timestamp"),
+        (pc.greater(table["priority"].combine_chunks(), 191), "bad priority: above 191"),
+    )
+
+
+def _rfc5424(s: pa.Array) -> tuple[pa.Table, pa.Array]:
+    text = pc.struct_field(s, "ts")
+    ts, bad = convert(pc.if_else(pc.equal(text, "-"), _NIL, text), "timestamp")
+    table = _syslog_table("rfc5424", s, ts, "host", "app", "procid", "msgid", "sd")
+    return table, _syslog_reason(s, table, bad)
+
+
+def _bsd_time(text: str, day: dt.date) -> int | None:
+    """``Mmm dd HH:MM:SS`` → microseconds since the epoch, in the archive day's year (or the one before)."""
+    try:
+        this = dt.datetime.strptime(f"{day.year} {text}", "%Y %b %d %H:%M:%S").replace(tzinfo=dt.UTC)
+        if this.date() > day + dt.timedelta(days=2):
+            this = this.replace(year=day.year - 1)
+    except ValueError:
+        return None
+    return int(this.timestamp()) * 1_000_000
+
+
+def _rfc3164(s: pa.Array, day: dt.date) -> tuple[pa.Table, pa.Array]:
+    text = pc.struct_field(s, "ts")
+    coded = pc.dictionary_encode(text)  # lines share few distinct seconds: parse each once
+    values = [None if v is None else _bsd_time(v, day) for v in coded.dictionary.to_pylist()]
+    ts = pc.take(pa.array(values, pa.int64()), coded.indices).cast(TS)
+    bad = pc.and_(pc.is_valid(text), pc.is_null(ts))
+    table = _syslog_table("rfc3164", s, ts, "host", "tag", "pid", None, None)
+    return table, _syslog_reason(s, table, bad)
 
 
 BUILTINS: dict[str, ProcessorFactory] = {
