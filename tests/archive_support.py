@@ -113,11 +113,11 @@ DEMUX_TYPES = {
 
 
 def corpus(n: int, seed: int = 3, extra_json_field: bool = False) -> dict[str, dict[str, Any]]:
-    """Per data type: ``lines`` (bytes, newline-terminated), ``bad`` (how many do not parse), ``check``
-    (a value the parsed table must reproduce: column → sum or sorted list)."""
+    """Per data type: ``lines`` (bytes, newline-terminated), ``good``/``bad`` counts, ``bad_lines``,
+    ``check`` (SQL aggregate over the loaded table → the value the written lines imply)."""
     rng = random.Random(seed)
     web, app, sys_, pay, misc = [], [], [], [], []
-    sizes = status_sum = amount_sum = n_sum = 0
+    sizes = status_sum = amount_sum = n_sum = pri_sum = misc_chars = 0
     levels: dict[str, int] = defaultdict(int)
     for i in range(n):
         size = rng.randrange(100000)
@@ -133,6 +133,8 @@ def corpus(n: int, seed: int = 3, extra_json_field: bool = False) -> dict[str, d
             doc["new_field"] = f"v{i}"
         n_sum += i
         app.append((json.dumps(doc) + "\n").encode())
+        pri_sum += i % 192
+        misc_chars += len(f"free text {i} ünïcode")
         if i % 2:
             sys_.append(f"<{i % 192}>Nov 18 10:{i % 60:02d}:00 host{i % 4} app{i % 3}[{i}]: msg {i}\n".encode())
         else:
@@ -152,11 +154,11 @@ def corpus(n: int, seed: int = 3, extra_json_field: bool = False) -> dict[str, d
         "pay": [b"2026-11-18T10:00:00Z INFO notanumber x\n"],
     }
     out: dict[str, dict[str, Any]] = {
-        "web": {"lines": web, "check": {"size": sizes, "status": status_sum}},
-        "app": {"lines": app, "check": {"n": n_sum}},
-        "sys": {"lines": sys_, "check": {}},
-        "pay": {"lines": pay, "check": {"amount": amount_sum}},
-        "misc": {"lines": misc, "check": {}},
+        "web": {"lines": web, "check": {"sum(size)": sizes, "sum(status)": status_sum, "count(time)": n}},
+        "app": {"lines": app, "check": {"sum(n)": n_sum}},
+        "sys": {"lines": sys_, "check": {"sum(priority)": pri_sum, "count(timestamp)": n}},
+        "pay": {"lines": pay, "check": {"sum(amount)": amount_sum, "count(ts)": n}},
+        "misc": {"lines": misc, "check": {"sum(length(line))": misc_chars}},
     }
     for t, v in out.items():
         v["good"] = len(v["lines"])
