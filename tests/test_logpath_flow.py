@@ -98,6 +98,16 @@ def test_cli_flow_sqlite_idempotent_and_growing(tmp_path: Path) -> None:
         line = stream[r["_offset"] :].split(b"\n", 1)[0].decode()
         assert f'"{r["request"]}" {r["status"]} {r["size"]}' in line
 
+    # the database holds the same typed values as the Parquet table
+    logs_web = sa.Table("logs_web", sa.MetaData(), autoload_with=engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(logs_web).order_by(logs_web.c._offset).limit(20)).mappings().all()
+    pq_rows = sorted(web.to_pylist(), key=lambda r: r["_offset"])[:20]
+    for db_row, pq_row in zip(rows, pq_rows, strict=True):
+        assert db_row["time"] == pq_row["time"].replace(tzinfo=None)  # SQLite keeps UTC, without zone
+        assert (db_row["status"], db_row["size"], db_row["path"]) == (pq_row["status"], pq_row["size"], pq_row["path"])
+        assert str(db_row["_date"]) == str(pq_row["date"])
+
     # idempotent: demux and load again change nothing
     cli("demux", cfg)
     cli("load", cfg)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -65,6 +67,21 @@ def _nested(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return False
     return bool(pa.types.is_nested(t))
+
+
+def _python_values(col: pa.Array, sqlite: bool) -> list[Any]:
+    """One column as Python values for the driver, converted on the whole array where possible."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.dictionary_decode(), t.value_type
+    if _nested(t):
+        return [None if v is None else json.dumps(v, default=str) for v in col.to_pylist()]
+    if sqlite and pa.types.is_timestamp(t):
+        # SQLAlchemy's SQLite DATETIME storage format; %S of a microsecond timestamp includes .ffffff
+        return list(pc.strftime(col.cast(pa.timestamp("us", t.tz)), "%Y-%m-%d %H:%M:%S").to_pylist())
+    if sqlite and pa.types.is_date(t):
+        return list(pc.strftime(col, "%Y-%m-%d").to_pylist())
+    return list(col.to_pylist())
 
 
 class _Loader:
@@ -132,19 +149,25 @@ class _Loader:
         tables = [pq.read_table(path, filesystem=self.store.fs) for path, _, _ in files]
         data = _concat(tables) if tables else pa.table({})
         self.ensure_table(name, data.schema)
-        nested = [f.name for f in data.schema if _nested(f.type)]
         day = dt.date.fromisoformat(date)
         target = sa.table(name, *[sa.column(c) for c in [*data.column_names, DATE_COLUMN]])
+        fast = self.engine.dialect.name == "sqlite"
+        prep = self.engine.dialect.identifier_preparer
+        sql = (
+            f"INSERT INTO {prep.quote(name)} ({', '.join(prep.quote(c) for c in [*data.column_names, DATE_COLUMN])}) "
+            f"VALUES ({', '.join('?' * (data.num_columns + 1))})"
+        )
         with self.engine.begin() as conn:
             conn.execute(sa.delete(target).where(target.c[DATE_COLUMN] == day))
             for batch in data.to_batches(self.cfg.batch_rows):
-                rows = batch.to_pylist()
-                for r in rows:
-                    r[DATE_COLUMN] = day
-                    for c in nested:
-                        if r[c] is not None:
-                            r[c] = json.dumps(r[c], default=str)
-                if rows:
+                if not batch.num_rows:
+                    continue
+                cols = [_python_values(col, sqlite=fast) for col in batch.columns]
+                if fast:  # SQLite: values already in its storage format; skip per-row bind processing
+                    conn.exec_driver_sql(sql, list(zip(*cols, itertools.repeat(day.isoformat()), strict=False)))
+                else:  # the dialect's bulk insert (insertmanyvalues: multi-row VALUES on PostgreSQL)
+                    keys = [*data.column_names, DATE_COLUMN]
+                    rows = [dict(zip(keys, values, strict=True)) for values in zip(*cols, itertools.repeat(day))]
                     conn.execute(sa.insert(target), rows)
             conn.execute(sa.delete(self.state).where(self.state.c.table_name == name, self.state.c.partition == date))
             conn.execute(
