@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from ._demo import demo
 from .agents._cli import agent
 from .bootstrap._cli import bootstrap
 from .collectors._archive_cli import archive, demux, load
@@ -20,7 +21,7 @@ def main() -> None:
     """headrace: tail logs into collectors and archives; capture database changes into a relay."""
 
 
-for command in (agent, collector, relay, subscribe, bootstrap):
+for command in (agent, collector, relay, subscribe, bootstrap, demo):
     main.add_command(command)
 
 for command in (archive, demux, load):  # the log path's batch jobs

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .._config import Listen, Section
 
@@ -15,11 +16,38 @@ class SourceConfig(Section):
 
     path: str = Field(description="glob; files that match later are picked up too")
     data_type: str
+    name: str | None = Field(default=None, description="id for the control API; default: the path glob")
     start: Literal["beginning", "end"] = "beginning"
     multiline_start: str | None = Field(
         default=None, description="regex that starts a record (stack traces); default: one record per line"
     )
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("multiline_start")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v.encode())
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+    @field_validator("data_type")
+    @classmethod
+    def _safe_data_type(cls, v: str) -> str:
+        from .._names import check_component
+        from ..errors import InvalidInput
+
+        try:
+            check_component("data_type", v)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from exc
+        return v
+
+    @property
+    def id(self) -> str:
+        return self.name or self.path
 
 
 class AgentConfig(Section):
@@ -31,3 +59,30 @@ class AgentConfig(Section):
     state_dir: str = "./headrace-data/agent"
     listen: Listen = "127.0.0.1:7071"
     sources: list[SourceConfig] = Field(default_factory=list)
+    spool_cap_bytes: int = Field(default=256 << 20, gt=0, description="on-disk spool cap; reading stops there")
+    spool_segment_bytes: int = Field(default=16 << 20, gt=0)
+    read_block_bytes: int = Field(default=1 << 20, gt=0, description="bytes per read; at most one chunk each")
+    batch_bytes: int = Field(default=4 << 20, gt=0, description="bytes per request to a collector")
+    max_record_bytes: int = Field(default=4 << 20, gt=0, description="a longer held record is released split")
+    fingerprint_bytes: int = Field(default=1024, gt=0, description="file identity: bytes hashed from the start")
+    rescan_seconds: float = Field(default=5.0, gt=0, description="safety-net glob and stat of every file")
+    rotate_wait_seconds: float = Field(default=1.0, ge=0, description="idle time before a rotated file is done")
+    partial_line_seconds: float = Field(default=5.0, ge=0, description="hold an unterminated last line this long")
+    deleted_release_seconds: float = Field(
+        default=300.0, ge=0, description="a deleted file not read to its end (spool full) is released after this"
+    )
+    ship_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_backoff_seconds: float = Field(default=5.0, gt=0)
+    log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        from .._names import check_component
+        from ..errors import InvalidInput
+
+        try:
+            check_component("source", v)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from exc
+        return v

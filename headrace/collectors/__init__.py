@@ -1,10 +1,19 @@
-"""headrace collectors."""
+"""headrace collectors: receive chunk batches over HTTP and write them into rolling Avro sink files;
+then the log path's batch jobs: archive → demux → load.
 
-__all__: list[str] = []
+Public API: :class:`CollectorConfig` (the ``collector:`` section) and :func:`build_app` (the Starlette
+app that ``headrace collector`` serves), see ``docs/collector.md``; ``run_archive``, ``run_demux``,
+``run_load`` with their config models and the processor API, see ``docs/archive-demux-load.md``.
+"""
 
-# The log path's batch jobs (archive → demux → load). Loaded lazily: they import pyarrow, which the
-# collector daemon does not need.
-_BATCH_API = {
+import importlib
+
+from ._config import CollectorConfig
+
+# Loaded lazily: build_app pulls in starlette and fastavro, the batch jobs pyarrow; keep
+# ``import headrace.collectors`` light for the CLI and the daemons.
+_LAZY = {
+    "build_app": "._app",
     "ArchiveBusy": "._archive",
     "run_archive": "._archive",
     "run_demux": "._demux",
@@ -19,12 +28,11 @@ _BATCH_API = {
     "convert": "._processors",
     "Summary": "._runreport",
 }
-__all__ += list(_BATCH_API)
+
+__all__ = ["CollectorConfig", *_LAZY]
 
 
 def __getattr__(name: str) -> object:
-    if name in _BATCH_API:
-        import importlib
-
-        return getattr(importlib.import_module(_BATCH_API[name], __name__), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,12 @@ from ._config import CollectorConfig
 @click.command()
 @common_options
 def collector(config_path: str | None) -> None:
-    """Run the collector daemon."""
-    load_section(config_path, "collector", CollectorConfig)
-    raise FatalError("headrace collector is not implemented yet")
+    """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files (or forward them)."""
+    cfg = load_section(config_path, "collector", CollectorConfig)
+    from .._http import run_app
+    from ._app import build_app
+
+    app = build_app(cfg)
+    run_app(app, cfg.listen)
+    if app.state.failed:
+        raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

@@ -1,0 +1,244 @@
+"""Shipping batches of chunks to a list of collectors, with failover and backoff.
+
+:class:`Shipper` sends one batch (``POST {url}/v1/chunks``, body :func:`headrace._chunk.encode_batch`,
+``Content-Type: application/x-headrace-chunks``, ``Authorization: Bearer <token>`` when a token is
+set) and returns only when a collector answered 2xx with ``{"acked": N, "duplicates": K}``, which a
+collector sends only after the chunks are fsynced. Until then it retries:
+
+* a connection error, a timeout, a 5xx, 408 or 429 is transient (:class:`~headrace.errors.Unavailable`):
+  the next attempt goes to the next collector on the list, with exponential backoff and jitter
+  (tenacity, keyed off :class:`~headrace.errors.TransientError`), forever, until ``stop`` is set
+  (then :class:`ShipStopped`);
+* any other 4xx is :class:`Rejected` (a :class:`~headrace.errors.UsageError`): retrying the same
+  bytes cannot help, so it is raised at once, never looped on.
+
+:func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
+:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
+(those two in a helper thread, in order, while the next batch is already being sent).
+A rejected batch is written whole to ``dead_letter_dir`` (never dropped), logged, counted, and
+released, so one bad batch cannot stall the spool forever.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import tenacity
+from prometheus_client import Counter, Histogram
+
+from ._atomic import write_atomic
+from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch
+from ._logging import get_logger
+from ._spool import Spool, SpoolEntry
+from .errors import TransientError, Unavailable, UsageError
+
+__all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "pump"]
+
+log = get_logger("ship")
+
+SHIP_BATCHES = Counter("headrace_ship_batches_total", "Batches sent to collectors, by result", ["result"])
+SHIP_BYTES = Counter("headrace_ship_bytes_total", "Chunk data bytes acked by collectors")
+SHIP_CHUNKS = Counter("headrace_ship_chunks_total", "Chunks acked by collectors")
+SHIP_LATENCY = Histogram("headrace_ship_seconds", "Time from send to ack of one batch attempt")
+_TRANSIENT_STATUS = {408, 425, 429}
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A collector's acknowledgement of a whole batch."""
+
+    url: str
+    acked: int
+    duplicates: int
+
+
+class Rejected(UsageError):
+    """A collector refused the batch with a 4xx; sending the same bytes again will not help."""
+
+    def __init__(self, url: str, status: int, body: str) -> None:
+        self.url = url
+        self.status = status
+        self.body = body
+        super().__init__(f"{url} refused the batch with HTTP {status}: {body[:500]}")
+
+
+class ShipStopped(TransientError):
+    """Shipping was asked to stop before any collector acked the batch (the batch stays spooled)."""
+
+
+class Shipper:
+    """Sends batches to ``urls`` (collector base URLs like ``http://host:7070``) until one acks."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        min_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        stop: threading.Event | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise UsageError("no collector URLs to ship to: set at least one in `collectors`")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.stop = stop or threading.Event()
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        headers = {"content-type": BATCH_CONTENT_TYPE}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        self._next = 0  # index of the collector to try first; sticks to the last one that acked
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _attempt(self, body: bytes, count: int) -> Ack:
+        url = self.urls[self._next % len(self.urls)]
+        started = time.monotonic()
+        try:
+            resp = self._client.post(f"{url}/v1/chunks", content=body)
+        except httpx.HTTPError as exc:
+            self._next += 1
+            SHIP_BATCHES.labels("unavailable").inc()
+            raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        SHIP_LATENCY.observe(time.monotonic() - started)
+        if 200 <= resp.status_code < 300:
+            try:
+                data = resp.json()
+                ack = Ack(url, int(data.get("acked", count)), int(data.get("duplicates", 0)))
+            except (ValueError, AttributeError, TypeError):
+                ack = Ack(url, count, 0)
+            SHIP_BATCHES.labels("acked").inc()
+            return ack
+        if resp.status_code >= 500 or resp.status_code in _TRANSIENT_STATUS:
+            self._next += 1
+            SHIP_BATCHES.labels("unavailable").inc()
+            raise Unavailable(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+        SHIP_BATCHES.labels("rejected").inc()
+        raise Rejected(url, resp.status_code, resp.text)
+
+    def ship(self, chunks: Sequence[Chunk]) -> Ack:
+        """Send ``chunks`` as one batch; return the first 2xx ack.
+
+        Raises :class:`Rejected` on a 4xx (not retried) and :class:`ShipStopped` when ``stop`` is set
+        while no collector is reachable. Transient failures are retried with backoff across the list.
+        """
+        body = encode_batch(chunks)
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("ship_retry", attempt=state.attempt_number, error=str(exc))
+
+        def sleep(seconds: float) -> None:
+            if self.stop.wait(seconds):
+                raise ShipStopped("stopping: batch left in the spool for the next run")
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError) & tenacity.retry_if_not_exception_type(ShipStopped),
+            wait=tenacity.wait_exponential(multiplier=self.min_backoff, max=self.max_backoff)
+            + tenacity.wait_random(0, self.min_backoff),
+            stop=tenacity.stop_never,
+            sleep=sleep,
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if self.stop.is_set():
+                    raise ShipStopped("stopping: batch left in the spool for the next run")
+                # An attempt per collector before backing off: fail over at once, back off per round.
+                last: Unavailable | None = None
+                for _ in range(len(self.urls)):
+                    try:
+                        ack = self._attempt(body, len(chunks))
+                    except Unavailable as exc:
+                        last = exc
+                        continue
+                    SHIP_CHUNKS.inc(len(chunks))
+                    SHIP_BYTES.inc(sum(len(c.data) for c in chunks))
+                    return ack
+                assert last is not None
+                raise last
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pump(
+    spool: Spool,
+    shipper: Shipper,
+    stop: threading.Event,
+    *,
+    max_chunks: int = 256,
+    max_bytes: int = 4 << 20,
+    on_acked: Callable[[list[SpoolEntry], Ack | None], None] | None = None,
+    dead_letter_dir: str | Path | None = None,
+    idle_wait: float = 0.5,
+) -> None:
+    """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
+
+    For each batch, in order: :meth:`Shipper.ship`, then ``on_acked(entries, ack)`` (save what
+    depends on the ack), then :meth:`Spool.ack`. The last two run in a helper thread, so the next
+    batch is already on its way while an ack is being recorded (the spool's reserving peek keeps
+    the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
+    whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
+    batch) and ``on_acked(entries, None)`` is called before it is released. Set ``shipper.stop`` to
+    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
+    set and nothing more is acked (the spool keeps everything for the next run).
+    """
+    done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
+    failed = threading.Event()
+
+    def record_acks() -> None:
+        while (item := done.get()) is not None:
+            if failed.is_set():
+                continue
+            entries, ack = item
+            try:
+                if on_acked is not None:
+                    on_acked(entries, ack)
+                spool.ack(len(entries))
+            except Exception as exc:  # disk full, …: stop shipping rather than ack what is not recorded
+                log.error("ack_recording_failed", error=repr(exc))
+                failed.set()
+                stop.set()
+
+    acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
+    acker.start()
+    try:
+        while not stop.is_set():
+            if not spool.wait_nonempty(idle_wait, unreserved=True):
+                continue
+            entries = spool.peek(max_chunks, max_bytes, reserve=True)
+            if not entries:
+                continue
+            try:
+                ack: Ack | None = shipper.ship([e.chunk for e in entries])
+            except ShipStopped:
+                return
+            except Rejected as exc:
+                ack = None
+                _dead_letter(spool, entries, exc, dead_letter_dir)
+            done.put((entries, ack))
+    finally:
+        done.put(None)
+        acker.join()
+        spool.unreserve()
+
+
+def _dead_letter(spool: Spool, entries: list[SpoolEntry], exc: Rejected, dead_letter_dir: str | Path | None) -> None:
+    target = Path(dead_letter_dir) if dead_letter_dir else spool.dir / "rejected"
+    target.mkdir(parents=True, exist_ok=True)
+    first = entries[0].chunk
+    name = f"{first.source}_{first.seq_end}_{time.time_ns()}.batch"
+    write_atomic(target / name, encode_batch([e.chunk for e in entries]))
+    write_atomic(target / f"{name}.json", json.dumps({"url": exc.url, "status": exc.status, "body": exc.body}).encode())
+    log.error("ship_rejected", url=exc.url, status=exc.status, body=exc.body[:500], dead_letter=str(target / name))

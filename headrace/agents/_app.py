@@ -1,0 +1,142 @@
+"""The agent's HTTP face: status, run-time sources, the Log API, health and metrics.
+
+Routes (all JSON):
+
+* ``GET /v1/status`` — the agent's name, spool use, and per stream: ``path``, ``data_type``,
+  ``acked_offset`` (stream offset acked by a collector), ``read_offset``, ``file_size`` (the file at
+  the path now), ``lag_bytes`` (bytes in the files not yet acked);
+* ``GET /v1/sources`` — the sources being tailed; ``POST /v1/sources`` with a source object
+  (``{"path", "data_type", "name"?, "start"?, "multiline_start"?, "tags"?}``) adds one (201);
+  ``DELETE /v1/sources/{id}`` removes one, ``id`` being its ``name`` or, without one, its path glob
+  URL-encoded (204, or 404);
+* ``POST /v1/log`` — ``{"data_type": "app", "records": ["one line", …], "tags"?: {…}}``: records
+  appended to stream ``_api/<data_type>``, durable on the agent's disk when the answer is 200
+  (``{"accepted": N}``); 503 with ``Retry-After`` when the spool is full;
+* ``GET /healthz``, ``GET /metrics``.
+
+Bad requests get a 4xx ``{"error": reason, "detail": …}``, a log line and a count in
+``headrace_agent_rejects_total{reason}``; nothing is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._http import error_response, standard_routes
+from .._logging import get_logger
+from .._spool import SpoolFull
+from ..errors import InvalidInput
+from ._agent import Agent
+from ._config import AgentConfig, SourceConfig
+
+__all__ = ["make_app"]
+
+log = get_logger("agent.http")
+REJECTS = Counter("headrace_agent_rejects_total", "Control/Log API requests refused, by reason", ["reason"])
+
+
+def _reject(status: int, reason: str, detail: str) -> JSONResponse:
+    REJECTS.labels(reason).inc()
+    log.warning("request_rejected", reason=reason, detail=detail)
+    return error_response(status, reason, detail)
+
+
+async def _json(request: Request, limit: int) -> Any:
+    body = await request.body()
+    if len(body) > limit:
+        raise InvalidInput("too_large", f"body of {len(body)} bytes > limit {limit} (log_api_max_bytes)")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise InvalidInput("malformed", f"body is not JSON: {exc}") from exc
+
+
+def make_app(cfg: AgentConfig) -> Starlette:
+    """The agent's Starlette app; its lifespan starts and stops an :class:`Agent`."""
+    holder: dict[str, Agent] = {}
+
+    def agent() -> Agent:
+        return holder["agent"]
+
+    async def status(_: Request) -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(agent().status))
+
+    async def list_sources(_: Request) -> JSONResponse:
+        return JSONResponse({"sources": agent().sources()})
+
+    async def add_source(request: Request) -> Response:
+        try:
+            raw = await _json(request, cfg.log_api_max_bytes)
+            src = SourceConfig.model_validate(raw)
+        except InvalidInput as exc:
+            return _reject(400, exc.reason, exc.detail)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            return _reject(400, "bad_source", detail)
+        await asyncio.to_thread(agent().add_source, src)
+        return JSONResponse({"id": src.id, **src.model_dump()}, status_code=201)
+
+    async def remove_source(request: Request) -> Response:
+        source_id = request.path_params["source_id"]
+        if await asyncio.to_thread(agent().remove_source, source_id):
+            return Response(status_code=204)
+        return _reject(404, "unknown_source", f"no source with id {source_id!r}; GET /v1/sources lists them")
+
+    async def post_log(request: Request) -> Response:
+        try:
+            body = await _json(request, cfg.log_api_max_bytes)
+            if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+                raise InvalidInput("malformed", 'expected {"data_type": "...", "records": ["...", ...]}')
+            records = body["records"]
+            data_type = body.get("data_type")
+            tags = body.get("tags") or {}
+            if not isinstance(data_type, str) or not all(isinstance(r, str) for r in records):
+                raise InvalidInput("malformed", "data_type must be a string and records a list of strings")
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                raise InvalidInput("bad_tags", "tags must map strings to strings")
+            n = await asyncio.to_thread(agent().log_records, data_type, records, tags)
+        except InvalidInput as exc:
+            return _reject(400, exc.reason, exc.detail)
+        except SpoolFull as exc:
+            REJECTS.labels("spool_full").inc()
+            resp = error_response(503, "spool_full", str(exc))
+            resp.headers["Retry-After"] = "1"
+            return resp
+        return JSONResponse({"accepted": n})
+
+    def health() -> dict[str, Any]:
+        a = holder.get("agent")
+        if a is None:
+            return {"ok": False, "detail": "starting"}
+        return {"ok": True, "spool_bytes": a.spool.used_bytes()}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        a = await asyncio.to_thread(Agent, cfg)
+        a.start()
+        holder["agent"] = a
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(a.stop)
+
+    routes = [
+        Route("/v1/status", status),
+        Route("/v1/sources", list_sources, methods=["GET"]),
+        Route("/v1/sources", add_source, methods=["POST"]),
+        Route("/v1/sources/{source_id:path}", remove_source, methods=["DELETE"]),
+        Route("/v1/log", post_log, methods=["POST"]),
+        *standard_routes(health),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,104 @@
+"""Finding files: globs, stream names, and filesystem events as wake-ups.
+
+Filesystem events (watchdog, inotify on Linux) are only hints: an event marks the paths it names as
+worth a look and wakes the reader; the reader then trusts nothing but ``stat``. A periodic rescan
+(``rescan_seconds``) globs every source and looks at every stream again, so an overflowing inotify
+queue, a missed event or a filesystem without events (NFS) delays data but never loses it.
+
+A stream is named after the absolute path it was found at (``/var/log/app/web.log`` →
+``var/log/app/web.log``; characters a stream name may not hold become ``_``), so every file that
+ever holds that path (after a rotation, a truncation, a re-creation) belongs to the same stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import threading
+from collections.abc import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+__all__ = ["Watcher", "expand", "stream_name", "watch_root"]
+
+_BAD = re.compile(r"[^A-Za-z0-9_.\-=@+/]")
+
+
+def stream_name(path: str) -> str:
+    """The stream name of a watched path (see the module docstring)."""
+    name = _BAD.sub("_", os.path.abspath(path).lstrip("/"))
+    parts = [("_" + p if p[:1] in ".-=@+" else p) for p in name.split("/") if p]
+    return "/".join(parts)[-1000:].lstrip("/") or "_"
+
+
+def expand(pattern: str) -> list[str]:
+    """Absolute paths of the regular files that match ``pattern`` now (``**`` recurses)."""
+    return sorted(
+        os.path.abspath(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)
+    )
+
+
+def watch_root(pattern: str) -> tuple[str, bool]:
+    """The deepest folder without wildcards above ``pattern``, and whether to watch it recursively."""
+    parts = os.path.abspath(os.path.expanduser(pattern)).split(os.sep)
+    fixed: list[str] = []
+    for p in parts[:-1]:
+        if glob.has_magic(p):
+            return os.sep.join(fixed) or os.sep, True
+        fixed.append(p)
+    return os.sep.join(fixed) or os.sep, False
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_paths: Callable[[list[str]], None], on_moved: Callable[[str, str], None] | None) -> None:
+        self.on_paths = on_paths
+        self.moved_cb = on_moved
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [os.fsdecode(event.src_path)]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(os.fsdecode(dest))
+            if self.moved_cb is not None and event.event_type == "moved" and not event.is_directory:
+                self.moved_cb(paths[0], paths[1])
+        self.on_paths(paths)
+
+
+class Watcher:
+    """Watches the folders of the source globs; calls ``on_paths`` with the paths an event names.
+
+    ``on_moved(src, dest)`` hears of renames, so a file renamed away from a watched path before the
+    reader looked at it (two fast rotations) can still be found and read.
+    """
+
+    def __init__(
+        self, on_paths: Callable[[list[str]], None], on_moved: Callable[[str, str], None] | None = None
+    ) -> None:
+        self._observer = Observer()
+        self._handler = _Handler(on_paths, on_moved)
+        self._watches: dict[tuple[str, bool], object] = {}
+        self._lock = threading.Lock()
+        self._observer.daemon = True
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def set_patterns(self, patterns: list[str]) -> None:
+        """Watch exactly the roots these globs need (folders that do not exist yet are picked up by rescans)."""
+        with self._lock:
+            wanted = {watch_root(p) for p in patterns}
+            for key in list(self._watches):
+                if key not in wanted:
+                    self._observer.unschedule(self._watches.pop(key))  # type: ignore[arg-type]
+            for key in wanted - set(self._watches):
+                root, recursive = key
+                if os.path.isdir(root):
+                    with contextlib.suppress(OSError):  # inotify limits: rescans still find everything
+                        self._watches[key] = self._observer.schedule(self._handler, root, recursive=recursive)
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(5)

@@ -1,0 +1,608 @@
+"""The reader: discovered files → record-aligned chunks in the spool (the agent's I/O shell).
+
+One thread runs :meth:`Tailer.run`. It sleeps until a filesystem event, a timer of a stream's
+rotation state machine (:mod:`headrace.agents._rotation`), the periodic rescan, or room in a full
+spool wakes it; then it polls the streams that need a look: ``stat`` the path, ``fstat`` the open
+head file, read large blocks (``read_block_bytes``) with ``pread``, cut them at record boundaries
+(:mod:`headrace.agents._chunker`) and append each block's records as one chunk to the spool, with
+the cursor of the chunk's end. One ``fsync`` of the spool per pass (group commit). An idle agent
+does nothing but a rescan every ``rescan_seconds``.
+
+Streams and offsets: a stream is a watched path; its offsets (``seq_start``/``seq_end``) count the
+bytes read from every file that held the path, in order, since the agent first saw the stream. A
+rotated file's bytes come first, then the new file's; after a copytruncate the file is read again
+from 0 and the stream offset keeps growing. So ``(source, stream, seq_end)`` never repeats for
+different bytes.
+
+Resume-state contract: see :mod:`headrace.agents._checkpoint`. On start each stream resumes at the
+newer of its acked checkpoint and its newest spooled chunk. The file there is found by device and
+inode *and* a fingerprint of its first bytes (hash of ``fpl`` bytes, so inode reuse by another file
+is detected), at the path or, when it was rotated while the agent was down, in the same folder; its
+rest is read first, then the file now at the path from 0. A file that cannot be found is reported as
+lost (``headrace_agent_lost_files_total``). Files rotated away *and* gone while the agent was down,
+beyond the one at the checkpoint, cannot be recovered.
+
+Backpressure: a stream is read only while the spool has room; a full spool leaves the rest in the
+file (nothing dropped) until acks free room and wake the reader. The one exception is a deleted file
+held open longer than ``deleted_release_seconds`` while the spool is full: it is released to free
+its disk space (reported, counted).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from .._chunk import Chunk
+from .._logging import get_logger
+from .._spool import Spool, SpoolEntry, SpoolFull
+from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
+from ._chunker import Chunker
+from ._config import AgentConfig, SourceConfig
+from ._discover import expand, stream_name
+from ._rotation import Action, FileId, FileTrack, StreamTracker
+
+__all__ = ["Tailer"]
+
+log = get_logger("agent.tailer")
+
+READ_BYTES = Counter("headrace_agent_read_bytes_total", "Bytes read from tailed files")
+SPOOLED_CHUNKS = Counter("headrace_agent_spooled_chunks_total", "Chunks appended to the spool")
+ROTATIONS = Counter("headrace_agent_file_events_total", "File lifecycle events", ["kind"])
+LOST_BYTES = Counter("headrace_agent_lost_bytes_total", "Bytes given up (deleted file released while spool full)")
+LOST_FILES = Counter("headrace_agent_lost_files_total", "Checkpointed files not found again on start")
+STREAMS = Gauge("headrace_agent_streams", "Streams being tailed")
+BLOCKED = Gauge("headrace_agent_blocked_streams", "Streams waiting for spool room (backpressure)")
+
+_OVERHEAD = 1024  # spool record header + chunk header + cursor, generously
+_POLL_BUDGET = 16 << 20  # bytes per stream per pass, for fairness between streams
+
+
+@dataclass(slots=True)
+class _Open:
+    fd: int
+    done_off: int  # file offset just after the last record handed to the spool
+    chunker: Chunker  # per file: bytes held back belong to this file
+    fpl: int = 0
+    fp: str = ""
+
+
+@dataclass
+class _Stream:
+    name: str
+    path: str
+    source: SourceConfig
+    tracker: StreamTracker
+    seq: int = 0  # stream offset of the next chunk
+    files: dict[FileId, _Open] = field(default_factory=dict)
+    resume: Cursor | None = None
+    first_scan: bool = False  # found by the first scan of a never-seen source (start: end applies)
+    started: bool = False
+    truncations: int = 0
+    rotations: int = 0
+
+
+def fingerprint(fd: int, nbytes: int) -> tuple[int, str]:
+    """(length, hash) of the first ``nbytes`` of an open file (fewer if the file is shorter)."""
+    data = os.pread(fd, nbytes, 0)
+    return len(data), hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+class Tailer:
+    """Discovers, reads and spools every stream of the configured sources (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        spool: Spool,
+        checkpoints: Checkpoints,
+        sources: Iterable[SourceConfig],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.checkpoints = checkpoints
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.sources: dict[str, SourceConfig] = {s.id: s for s in sources}
+        self.streams: dict[str, _Stream] = {}
+        self.by_path: dict[str, str] = {}
+        self.dirty: set[str] = set()
+        self.blocked: set[str] = set()
+        self.deadlines: dict[str, float] = {}
+        self.scan_needed = True
+        self._save_needed = False
+        self._room_freed = False
+        self._spooled: dict[tuple[str, str], bytes] | None = None  # spool.last_cursors(), per scan
+        # Files read to their end, by identity: a glob that also matches rotated names must not
+        # start them again as new streams. Bounded; oldest forgotten first.
+        self.released: dict[FileId, Cursor] = {}
+        # Renames away from watched paths, from events: path -> [(new path, identity)], oldest first.
+        self.moves: dict[str, list[tuple[str, FileId]]] = {}
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def add_source(self, src: SourceConfig) -> None:
+        with self.lock:
+            self.sources[src.id] = src
+            self.scan_needed = True
+        self.wake.set()
+
+    def remove_source(self, source_id: str) -> bool:
+        with self.lock:
+            if self.sources.pop(source_id, None) is None:
+                return False
+            for st in [s for s in self.streams.values() if s.source.id == source_id]:
+                self._drop_stream(st)
+        return True
+
+    def patterns(self) -> list[str]:
+        with self.lock:
+            return [s.path for s in self.sources.values()]
+
+    def on_paths(self, paths: list[str]) -> None:
+        """Filesystem-event hint: these paths changed (the truth is still a stat)."""
+        with self.lock:
+            for p in paths:
+                name = self.by_path.get(p)
+                if name is not None:
+                    self.dirty.add(name)
+                elif any(fnmatch.fnmatch(p, os.path.abspath(s.path)) for s in self.sources.values()):
+                    self.scan_needed = True
+        self.wake.set()
+
+    def on_moved(self, src: str, dest: str) -> None:
+        """Filesystem-event hint: ``src`` was renamed to ``dest``. Remembered (with the file's identity)
+        so a file renamed away from a watched path before the reader ever looked at it is still read."""
+        with self.lock:
+            watched = src in self.by_path or any(
+                fnmatch.fnmatch(src, os.path.abspath(s.path)) for s in self.sources.values()
+            )
+        if not watched:
+            return
+        found = self._stat_path(dest)
+        if found is None:
+            return
+        with self.lock:
+            moves = self.moves.setdefault(src, [])
+            moves.append((dest, found[0]))
+            del moves[:-100]
+            name = self.by_path.get(src)
+            if name is not None:
+                self.dirty.add(name)
+        self.wake.set()
+
+    def _take_moves(self, st: _Stream, now: float) -> None:
+        """Queue files renamed away from the stream's path that the stream never saw (oldest first)."""
+        for dest, fid in self.moves.pop(st.path, []):
+            if fid in st.files:  # a file the stream knows was renamed away: later unseen ones come after it
+                st.tracker.moved_away(fid, now)
+                continue
+            if fid in self.released:
+                continue
+            if dest in self.by_path or any(
+                fnmatch.fnmatch(dest, os.path.abspath(s.path)) for s in self.sources.values()
+            ):
+                continue  # renamed to a watched name: read there, as its own stream
+            path = dest
+            here = self._stat_path(dest)
+            if here is None or here[0] != fid:  # renamed again since: look for it in the folder
+                path = next(
+                    (
+                        os.path.join(os.path.dirname(dest), n)
+                        for n in sorted(os.listdir(os.path.dirname(dest)))
+                        if (f := self._stat_path(os.path.join(os.path.dirname(dest), n))) is not None and f[0] == fid
+                    ),
+                    "",
+                )
+            if path and self._open(st, path, fid, 0, now, before_path=True):
+                ROTATIONS.labels("rotated_unseen").inc()
+                log.info("file_rotated_unseen", stream=st.name, file=path, inode=fid.ino)
+
+    def on_acked(self, entries: list[SpoolEntry]) -> None:
+        """Record acked cursors (call before the spool releases ``entries``) and save the checkpoint file.
+
+        Runs in the shipper's thread; it does not wait for the reader's lock.
+        """
+        last: dict[str, Cursor] = {}
+        for e in entries:
+            last[e.chunk.stream] = Cursor.decode(e.cursor)
+        self.checkpoints.advance(last)
+        self.checkpoints.save()
+        self._room_freed = True
+        self.wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Read until ``stop`` is set; then the spool is synced and the thread returns."""
+        next_rescan = 0.0
+        while not stop.is_set():
+            now = self.clock()
+            with self.lock:
+                due = min([next_rescan, *self.deadlines.values()])
+                busy = bool(self.dirty) or self.scan_needed or (self._room_freed and bool(self.blocked))
+            if not busy and due > now:
+                self.wake.wait(min(due - now, self.cfg.rescan_seconds))
+                self.wake.clear()
+                if stop.is_set():
+                    break
+                now = self.clock()
+            with self.lock:
+                if self._room_freed:
+                    self._room_freed = False
+                    self.dirty |= self.blocked
+                if now >= next_rescan:
+                    self.scan_needed = True
+                    next_rescan = now + self.cfg.rescan_seconds
+                    self.dirty |= set(self.streams)
+                if self.scan_needed:
+                    self._scan()
+                for name, t in list(self.deadlines.items()):
+                    if t <= now:
+                        self.dirty.add(name)
+                        del self.deadlines[name]
+                todo, self.dirty = self.dirty, set()
+                for name in sorted(todo):
+                    st = self.streams.get(name)
+                    if st is not None and not stop.is_set():
+                        self._poll(st)
+                # Blocked streams are not polled again until an ack frees room (on_acked wakes us).
+                BLOCKED.set(len(self.blocked))
+                if self._save_needed:
+                    self._save_needed = False
+                    self.checkpoints.save()
+            self.spool.sync()
+        self.spool.sync()
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        self.scan_needed = False
+        self._spooled = None
+        new_seen = False
+        self._save_needed = False
+        claimed = {fid for st in self.streams.values() for fid in st.files}
+        for src in list(self.sources.values()):
+            first = src.id not in self.checkpoints.seen_sources
+            for path in expand(src.path):
+                if path not in self.by_path and not self._claimed(path, claimed):
+                    self._new_stream(path, src, first_scan=first)
+            # Checkpointed streams whose path is gone right now may still have a rotated file to finish.
+            with self.checkpoints.lock:
+                known = list(self.checkpoints.streams.items())
+            for name, cp in known:
+                pending = cp.path and name not in self.streams and cp.path not in self.by_path
+                if pending and fnmatch.fnmatch(cp.path, os.path.abspath(src.path)):
+                    self._new_stream(cp.path, src, first_scan=False)
+            if first:
+                with self.checkpoints.lock:
+                    self.checkpoints.seen_sources.add(src.id)
+                new_seen = True
+        STREAMS.set(len(self.streams))
+        if new_seen or self._save_needed:
+            # Before anything of a new stream is spooled, so a restart knows its path.
+            self._save_needed = False
+            self.checkpoints.save()
+
+    def _new_stream(self, path: str, src: SourceConfig, *, first_scan: bool) -> None:
+        name = stream_name(path)
+        if name in self.streams:
+            return
+        cfg = self.cfg
+        st = _Stream(
+            name=name,
+            path=path,
+            source=src,
+            tracker=StreamTracker(cfg.rotate_wait_seconds, cfg.partial_line_seconds, cfg.deleted_release_seconds),
+            first_scan=first_scan,
+        )
+        cp = self.checkpoints.streams.get(name)
+        candidates = [c for c in (cp.acked if cp else None, self._resume_from_spool(name)) if c is not None]
+        if candidates:
+            st.resume = max(candidates, key=lambda c: c.seq)
+            st.seq = st.resume.seq
+        if cp is None:
+            with self.checkpoints.lock:
+                self.checkpoints.streams[name] = StreamCheckpoint(path, src.data_type)
+            self._save_needed = True
+        self.streams[name] = st
+        self.by_path[path] = name
+        self.dirty.add(name)
+        log.info("stream_found", stream=name, path=path, data_type=src.data_type, resume=st.seq)
+
+    def _claimed(self, path: str, claimed: set[FileId]) -> bool:
+        """True for a file another stream reads or has read (a rotated name the glob also matches)."""
+        found = self._stat_path(path)
+        if found is None:
+            return True
+        fid = found[0]
+        if fid in claimed:
+            return True
+        prior = self.released.get(fid)
+        return prior is not None and self._fp_matches(path, prior)
+
+    def _resume_from_spool(self, name: str) -> Cursor | None:
+        if self._spooled is None:  # fresh for each scan: a source removed and added back resumes right
+            self._spooled = self.spool.last_cursors()
+        raw = self._spooled.get((self.cfg.name, name))
+        return Cursor.decode(raw) if raw else None
+
+    def _drop_stream(self, st: _Stream) -> None:
+        for of in st.files.values():
+            os.close(of.fd)
+        st.files.clear()
+        self.streams.pop(st.name, None)
+        self.by_path.pop(st.path, None)
+        self.dirty.discard(st.name)
+        self.blocked.discard(st.name)
+        self.deadlines.pop(st.name, None)
+        STREAMS.set(len(self.streams))
+
+    # -- reading one stream -----------------------------------------------------------------------
+
+    def _stat_path(self, path: str) -> tuple[FileId, os.stat_result] | None:
+        try:
+            s = os.stat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(s.st_mode):
+            return None
+        return FileId(s.st_dev, s.st_ino), s
+
+    def _open(
+        self, st: _Stream, path: str, fid: FileId, read_off: int, now: float, *, before_path: bool = False
+    ) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            log.warning("open_failed", path=path, error=str(exc))
+            return False
+        s = os.fstat(fd)
+        if FileId(s.st_dev, s.st_ino) != fid:  # replaced between stat and open: look again next pass
+            os.close(fd)
+            self.dirty.add(st.name)
+            return False
+        fpl, fp = fingerprint(fd, self.cfg.fingerprint_bytes)
+        st.files[fid] = _Open(fd, read_off, Chunker(st.source.multiline_start, self.cfg.max_record_bytes), fpl, fp)
+        st.tracker.add(fid, read_off, now, before_path=before_path)
+        return True
+
+    def _start(self, st: _Stream, at_path: tuple[FileId, os.stat_result] | None, now: float) -> None:
+        """First look at a stream: resume at its cursor, or start per the source's ``start``."""
+        st.started = True
+        c = st.resume
+        st.resume = None
+        if c is None:
+            if not (st.first_scan and st.source.start == "end"):
+                self._take_moves(st, now)
+            if at_path is not None and at_path[0] not in st.files:
+                fid, s = at_path
+                start = s.st_size if (st.first_scan and st.source.start == "end") else 0
+                if self._open(st, st.path, fid, start, now) and start:
+                    # Remember the starting point, so a restart does not read the skipped part.
+                    of = st.files[fid]
+                    self.checkpoints.advance({st.name: Cursor(0, fid.dev, fid.ino, of.fpl, of.fp, start)})
+                    self._save_needed = True
+            return
+        if at_path is not None and at_path[0] == FileId(c.dev, c.ino) and self._fp_matches(st.path, c):
+            self._open(st, st.path, at_path[0], c.off, now)
+            return
+        rotated = self._find_rotated(st.path, c)
+        if rotated is not None:
+            if self._open(st, rotated, FileId(c.dev, c.ino), c.off, now):
+                st.tracker.files[-1].at_path = False
+                st.tracker.files[-1].gone_at = now
+                ROTATIONS.labels("rotated_while_down").inc()
+            for sibling, fid in self._rotated_after(st.path, rotated, at_path[0] if at_path else None):
+                if self._open(st, sibling, fid, 0, now):
+                    st.tracker.files[-1].at_path = False
+                    st.tracker.files[-1].gone_at = now
+                    ROTATIONS.labels("rotated_while_down").inc()
+                    log.info("rotated_while_down", stream=st.name, file=sibling)
+        elif c.dev or c.ino:
+            LOST_FILES.inc()
+            log.warning("checkpointed_file_gone", stream=st.name, path=st.path, offset=c.off)
+        if at_path is not None:
+            self._open(st, st.path, at_path[0], 0, now)
+
+    def _fp_matches(self, path: str, c: Cursor) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            return fingerprint(fd, c.fpl) == (c.fpl, c.fp)
+        finally:
+            os.close(fd)
+
+    def _find_rotated(self, path: str, c: Cursor) -> str | None:
+        folder = os.path.dirname(path)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return None
+        for n in names:
+            p = os.path.join(folder, n)
+            try:
+                s = os.stat(p)
+            except OSError:
+                continue
+            if s.st_dev == c.dev and s.st_ino == c.ino and self._fp_matches(p, c):
+                return p
+        return None
+
+    def _rotated_after(self, path: str, checkpointed: str, current: FileId | None) -> list[tuple[str, FileId]]:
+        """Rotated siblings (``<name>.*`` in the same folder) written after the checkpointed file, oldest first.
+
+        While the agent was down, the file at the checkpoint may have been rotated more than once;
+        the files in between are found by name prefix and ordered by last modification time.
+        """
+        folder, base = os.path.split(path)
+        ref = os.stat(checkpointed)
+        found: list[tuple[int, str, FileId]] = []
+        for n in os.listdir(folder):
+            p = os.path.join(folder, n)
+            if not n.startswith(base + ".") or p in (checkpointed, path):
+                continue
+            try:
+                s = os.stat(p)
+            except OSError:
+                continue
+            fid = FileId(s.st_dev, s.st_ino)
+            other = fid not in (current, FileId(ref.st_dev, ref.st_ino)) and fid not in self.released
+            if stat.S_ISREG(s.st_mode) and other and s.st_mtime_ns >= ref.st_mtime_ns:
+                found.append((s.st_mtime_ns, p, fid))
+        return [(p, fid) for _, p, fid in sorted(found)]
+
+    def _poll(self, st: _Stream) -> None:
+        now = self.clock()
+        at_path = self._stat_path(st.path)
+        if not st.started:
+            self._start(st, at_path, now)
+        else:
+            if st.path in self.moves:
+                self._take_moves(st, now)
+            self._observe(st, at_path, now)
+        self._read(st)
+
+    def _observe(self, st: _Stream, at_path: tuple[FileId, os.stat_result] | None, now: float) -> None:
+        if st.tracker.observe_path(at_path[0] if at_path else None, now):
+            assert at_path is not None
+            ROTATIONS.labels("new_file").inc()
+            st.rotations += 1
+            log.info("file_new", stream=st.name, path=st.path, inode=at_path[0].ino)
+            self._open(st, st.path, at_path[0], 0, now)
+
+    def _read(self, st: _Stream) -> None:
+        now = self.clock()
+        self.blocked.discard(st.name)
+        budget = _POLL_BUDGET
+        while (h := st.tracker.head) is not None:
+            of = st.files[h.fid]
+            s = os.fstat(of.fd)
+            ch = of.chunker
+            room = self.spool.room() - ch.pending - 2 * _OVERHEAD
+            act = st.tracker.on_head_stat(s.st_size, s.st_nlink, now, pending=ch.pending, blocked=room <= 0)
+            if act is Action.READ:
+                if room <= 0:
+                    self.blocked.add(st.name)
+                    break
+                if budget <= 0:
+                    self.dirty.add(st.name)
+                    break
+                n = min(self.cfg.read_block_bytes, room, s.st_size - h.read_off)
+                data = os.pread(of.fd, n, h.read_off)
+                if not data:
+                    break
+                h.read_off += len(data)
+                budget -= len(data)
+                READ_BYTES.inc(len(data))
+                self._emit(st, h, of, ch.feed(data))
+                continue
+            if act in (Action.TRUNCATED, Action.FINISH, Action.FLUSH_PARTIAL) and ch.pending:
+                if self.spool.room() < ch.pending + _OVERHEAD:
+                    self.blocked.add(st.name)
+                    break
+                self._emit(st, h, of, ch.flush())
+            if act is Action.TRUNCATED:
+                ROTATIONS.labels("truncated").inc()
+                log.info("file_truncated", stream=st.name, path=st.path, at=h.read_off, size=s.st_size)
+                st.tracker.truncated()
+                st.truncations += 1
+                of.done_off = 0
+                of.fpl, of.fp = fingerprint(of.fd, self.cfg.fingerprint_bytes)
+                continue
+            if act in (Action.FINISH, Action.GIVE_UP):
+                if act is Action.GIVE_UP:
+                    lost = s.st_size - h.read_off + ch.pending
+                    LOST_BYTES.inc(lost)
+                    log.error("deleted_file_released_unread", stream=st.name, lost_bytes=lost)
+                    ch.reset()
+                ROTATIONS.labels("finished").inc()
+                log.info("file_done", stream=st.name, inode=h.fid.ino, deleted=h.deleted, size=s.st_size)
+                self.released[h.fid] = Cursor(st.seq, h.fid.dev, h.fid.ino, of.fpl, of.fp, of.done_off)
+                while len(self.released) > 100_000:
+                    del self.released[next(iter(self.released))]
+                os.close(of.fd)
+                del st.files[h.fid]
+                st.tracker.pop_head()
+                continue
+            break
+        head = st.tracker.head
+        deadline = st.tracker.next_deadline(st.files[head.fid].chunker.pending if head else 0)
+        if deadline is not None and st.name not in self.blocked:  # a blocked stream waits for an ack instead
+            self.deadlines[st.name] = deadline
+        else:
+            self.deadlines.pop(st.name, None)
+
+    def _emit(self, st: _Stream, h: FileTrack, of: _Open, data: bytes) -> None:
+        if not data:
+            return
+        end = st.seq + len(data)
+        of.done_off += len(data)
+        if of.fpl < self.cfg.fingerprint_bytes and of.done_off > of.fpl:
+            of.fpl, of.fp = fingerprint(of.fd, self.cfg.fingerprint_bytes)
+        cursor = Cursor(end, h.fid.dev, h.fid.ino, of.fpl, of.fp, of.done_off)
+        chunk = Chunk(self.cfg.name, st.name, st.source.data_type, st.seq, end, data, dict(st.source.tags))
+        try:
+            self.spool.append(chunk, cursor.encode())
+        except SpoolFull:  # room was checked first; only a concurrent /v1/log writer can take it
+            self.spool.wait_room(len(data) + _OVERHEAD, 30.0)
+            self.spool.append(chunk, cursor.encode())
+        st.seq = end
+        SPOOLED_CHUNKS.inc()
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        with self.lock:
+            out = []
+            for st in self.streams.values():
+                cp = self.checkpoints.streams.get(st.name)
+                acked = cp.acked.seq if cp and cp.acked else 0
+                unread = 0
+                size = 0
+                for h in st.tracker.files:
+                    try:
+                        fsize = os.fstat(st.files[h.fid].fd).st_size
+                    except (OSError, KeyError):
+                        continue
+                    unread += max(0, fsize - h.read_off)
+                    if h.at_path:
+                        size = fsize
+                out.append(
+                    {
+                        "stream": st.name,
+                        "path": st.path,
+                        "source": st.source.id,
+                        "data_type": st.source.data_type,
+                        "acked_offset": acked,
+                        "read_offset": st.seq,
+                        "file_size": size,
+                        "files_open": len(st.files),
+                        "lag_bytes": max(0, st.seq - acked)
+                        + unread
+                        + sum(o.chunker.pending for o in st.files.values()),
+                        "blocked": st.name in self.blocked,
+                        "truncations": st.truncations,
+                        "new_files": st.rotations,
+                    }
+                )
+            return out
+
+    def close(self) -> None:
+        with self.lock:
+            for st in list(self.streams.values()):
+                self._drop_stream(st)

@@ -1,0 +1,186 @@
+"""Group commit: many concurrent requests, one write and one fsync, then every one of them is acked.
+
+Theory of operation: a request hands its decoded chunks to :meth:`GroupCommit.submit` and waits.
+One background task loops: it takes every batch waiting at that moment and hands them, in arrival
+order, to the store's ``commit`` in a worker thread (so the event loop keeps taking requests, which
+form the next group). The store makes all of them durable with one fsync and returns one answer
+per batch; only then is each waiting request resolved. Between groups, and on the store's timer
+(``deadline``), the store's ``maintain`` runs (the sink rolls its file there).
+
+A store that raises leaves what is on disk unknown: the committer then fails every waiting and
+later request (HTTP 503, nothing acked), marks itself failed and calls ``on_failure`` (the process
+shuts down and exits non-zero); the next start recovers from disk. Resume state lives in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .._chunk import Chunk
+from .._logging import get_logger
+from ..errors import TransientError
+from . import _metrics as m
+
+__all__ = ["Ack", "GroupCommit", "Refused", "SinkFailed", "Store"]
+
+log = get_logger("collector.commit")
+
+
+class Refused(TransientError):
+    """A store did not take a batch (nothing of it is acked); ``reason`` is the HTTP error code to answer."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+class SinkFailed(Refused):
+    """The store could not write or fsync, or is stopping; nothing of the request is acked."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("unavailable", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer to one batch: every chunk is durable (``duplicates`` of them were already)."""
+
+    acked: int
+    duplicates: int
+
+
+class Store(Protocol):
+    """Where accepted batches go: the sink files, or the forwarding spool. Called from one thread at a time."""
+
+    def commit(self, batches: list[list[Chunk]]) -> list[Ack | Refused]:
+        """Make the batches durable together; per batch its ack or why it was not taken (nothing of it kept)."""
+        ...
+
+    def deadline(self) -> float | None:
+        """Monotonic time at which :meth:`maintain` must run even without traffic (None: no timer)."""
+        ...
+
+    def maintain(self) -> None:
+        """Periodic work between commits (rolling files)."""
+        ...
+
+    def close(self) -> None:
+        """Finish cleanly (roll the open file); called once, after the last commit."""
+        ...
+
+    def abandon(self) -> None:
+        """Drop open handles after a failure without touching the files (the next start recovers)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /v1/status`` shows of the store."""
+        ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    chunks: list[Chunk]
+    future: asyncio.Future[Ack]
+
+
+class GroupCommit:
+    """Serialises batches into a :class:`Store`; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_failure = on_failure
+        self.failed: str | None = None
+        self._waiting: list[_Waiting] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def close(self) -> None:
+        """Commit what is waiting, close the store, stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def submit(self, chunks: list[Chunk]) -> Ack:
+        """Wait until every chunk is durable (or was already); raise :class:`Refused` if not possible."""
+        if self.failed is not None or self._closing:
+            raise SinkFailed(self.failed or "the collector is shutting down")
+        fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(chunks, fut))
+        self._wake.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            if not self._waiting and not self._closing:
+                deadline = self.store.deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self.clock())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            group, self._waiting = self._waiting, []
+            if group:
+                await self._commit(group)
+            if self.failed is not None:
+                if self._closing:
+                    return
+                continue
+            if self._closing and not self._waiting:
+                await self._call(self.store.close)
+                return
+            await self._call(self.store.maintain)  # a close() meanwhile is handled on the next turn
+
+    async def _call(self, fn: Callable[[], Any]) -> None:
+        try:
+            await asyncio.to_thread(fn)
+        except Exception as exc:
+            self._fail(f"{fn.__name__} failed: {exc!r}")
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        results: list[Ack | Refused]
+        if self.failed is not None:
+            results = [SinkFailed(self.failed) for _ in group]
+        else:
+            try:
+                results = await asyncio.to_thread(self.store.commit, [w.chunks for w in group])
+            except Exception as exc:
+                self._fail(f"write failed: {exc!r}")
+                results = [SinkFailed(self.failed or "") for _ in group]
+        m.COMMIT_REQUESTS.observe(len(group))
+        self.commits += 1
+        for w, result in zip(group, results, strict=True):
+            if w.future.done():  # the request was cancelled
+                continue
+            if isinstance(result, Ack):
+                m.ACKED_BATCHES.inc()
+                w.future.set_result(result)
+            else:
+                w.future.set_exception(result)
+
+    def _fail(self, reason: str) -> None:
+        self.failed = reason
+        log.error("store failed; refusing writes and shutting down", reason=reason)
+        self.store.abandon()
+        if self.on_failure is not None:
+            self.on_failure()

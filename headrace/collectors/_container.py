@@ -1,0 +1,161 @@
+"""Avro object container files: writing them block by block, and scanning one a crash may have cut off.
+
+Sans-io: bytes in, values out. fastavro encodes the header and the records; this module only frames
+records into blocks (two varints and the sync marker), which is also what the scan checks.
+
+An Avro container file is a header (``Obj\\x01``, a metadata map, a 16-byte sync marker) followed by
+blocks, each ``record count:long | byte size:long | payload | sync marker``. The collector fsyncs
+whole blocks and acks only after the fsync, so every acked chunk lies in a whole block. A crash can
+leave the file ending anywhere: inside the header, inside a block, or with garbage (zeros) where the
+filesystem extended the file but the data never reached the disk. :func:`scan_container` finds the
+longest prefix of whole blocks that decode completely; the recovery keeps exactly that prefix.
+
+The writing side is here too because fastavro's ``Writer`` costs about three times more CPU per
+byte than encoding records with ``schemaless_writer`` and framing the block ourselves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import HEADER_SCHEMA
+from fastavro.write import Writer
+
+__all__ = ["BlockEncoder", "ContainerScan", "Span", "scan_container"]
+
+_MAGIC = b"Obj\x01"
+_SYNC = 16
+
+#: (source, stream, seq_start, seq_end, received_ms) of one record: what the dedupe index needs.
+Span = tuple[str, str, int, int, int]
+
+
+@dataclass(slots=True)
+class ContainerScan:
+    """Result of :func:`scan_container`."""
+
+    header_end: int | None  # None: no whole header (the file holds nothing)
+    valid_end: int  # length of the longest valid prefix (header + whole blocks)
+    blocks: int = 0
+    records: int = 0
+    spans: list[Span] = field(default_factory=list)
+    problem: str = ""  # why the scan stopped before the end, if it did
+
+
+def _long(n: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+class BlockEncoder:
+    """Encodes the header of a new container file and then blocks of records for it.
+
+    ``header`` is written first; each :meth:`block` is one whole block (count, size, payload, sync)
+    that a reader accepts as soon as it is on disk.
+    """
+
+    def __init__(self, schema: dict[str, Any], codec: str = "null", metadata: dict[str, str] | None = None) -> None:
+        if codec not in ("null", "deflate"):
+            raise ValueError(f"unsupported codec {codec!r}")
+        self.schema = parse_schema(schema)
+        self.codec = codec
+        self.sync = os.urandom(_SYNC)
+        buf = io.BytesIO()
+        Writer(buf, self.schema, codec=codec, metadata=dict(metadata or {}), sync_marker=self.sync)
+        self.header = buf.getvalue()
+
+    def block(self, records: list[dict[str, Any]]) -> bytes:
+        """One block holding ``records`` (at least one)."""
+        buf = io.BytesIO()
+        for r in records:
+            schemaless_writer(buf, self.schema, r)
+        payload = buf.getvalue()
+        if self.codec == "deflate":
+            # Level 1: on log lines about 3.5x less CPU than the default 6 for ~80 % of its ratio;
+            # sink files are short-lived (the archive builder rewrites them).
+            c = zlib.compressobj(1, wbits=-15)
+            payload = c.compress(payload) + c.flush()
+        return b"".join((_long(len(records)), _long(len(payload)), payload, self.sync))
+
+
+def _read_long(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
+    """Decode a zig-zag varint at ``pos``; None if the data ends inside it or it is too long."""
+    shift = 0
+    acc = 0
+    while pos < len(data) and shift <= 63:
+        b = data[pos]
+        pos += 1
+        acc |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (acc >> 1) ^ -(acc & 1), pos
+        shift += 7
+    return None
+
+
+def scan_container(data: bytes) -> ContainerScan:
+    """Find the whole, decodable prefix of a (possibly torn) Avro container file."""
+    view = memoryview(data)
+    if len(data) < len(_MAGIC) or data[:4] != _MAGIC:
+        return ContainerScan(None, 0, problem="no Avro header")
+    bio = io.BytesIO(data)
+    try:
+        header: dict[str, Any] = schemaless_reader(bio, HEADER_SCHEMA, None)  # type: ignore[assignment]
+        meta = header["meta"]
+        schema = parse_schema(json.loads(meta["avro.schema"]))
+        codec = meta.get("avro.codec", b"null").decode()
+        sync = bytes(header["sync"])
+    except Exception as exc:  # a torn header fails in many ways inside fastavro
+        return ContainerScan(None, 0, problem=f"torn or invalid header: {exc!r}")
+    if len(sync) != _SYNC or codec not in ("null", "deflate"):
+        return ContainerScan(None, 0, problem=f"unsupported header (codec {codec!r})")
+    pos = bio.tell()
+    scan = ContainerScan(pos, pos)
+    while pos < len(data):
+        count_pos = _read_long(view, pos)
+        if count_pos is None or count_pos[0] <= 0:
+            scan.problem = f"bad block count at {pos}"
+            break
+        size_pos = _read_long(view, count_pos[1])
+        if size_pos is None or size_pos[0] < 0:
+            scan.problem = f"bad block size at {pos}"
+            break
+        count, (size, body) = count_pos[0], size_pos
+        end = body + size + _SYNC
+        if end > len(data):
+            scan.problem = f"block at {pos} ends past the end of the file"
+            break
+        if data[body + size : end] != sync:
+            scan.problem = f"block at {pos} has no sync marker"
+            break
+        try:
+            payload = data[body : body + size]
+            if codec == "deflate":
+                payload = zlib.decompress(payload, -15)
+            records = io.BytesIO(payload)
+            spans = []
+            for _ in range(count):
+                r: Any = schemaless_reader(records, schema, None)
+                spans.append((r["source"], r["stream"], r["seq_start"], r["seq_end"], r.get("received_ms", 0)))
+            if records.tell() != len(payload):
+                raise ValueError("bytes left over after the block's records")
+        except Exception as exc:
+            scan.problem = f"block at {pos} does not decode: {exc!r}"
+            break
+        scan.spans.extend(spans)
+        scan.blocks += 1
+        scan.records += count
+        pos = end
+        scan.valid_end = pos
+    return scan

@@ -1,0 +1,120 @@
+"""``POST /v1/chunks``: authenticate, bound, decode and check a batch, then wait for its ack.
+
+The checks run in this order, and a request that fails one is answered at once with a 4xx JSON body
+``{"error": reason, "detail": …}``, a log line and ``headrace_collector_rejects_total{reason}``; no
+byte of it reaches the sink (a batch is decoded whole before anything is written):
+
+1. bearer token, when tokens are configured (401 ``unauthorized``);
+2. ``Content-Length`` above ``max_body_bytes`` (413 ``body_too_large``, before reading the body);
+   a body without a length is read only up to the limit;
+3. the batch codec (``headrace._chunk.decode_batch``): framing, CRC, offsets, names (400, or 413
+   for ``chunk_too_large``).
+
+An accepted batch is answered ``200 {"acked": N, "duplicates": K}`` once all N chunks are fsynced in
+a sink file or the forwarding spool (or were before: the K duplicates), or ``503`` (``overloaded``,
+``unavailable``: the sink failed or the collector is stopping, ``spool_full``); a 503 acks nothing,
+so the sender re-sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from .._chunk import Chunk, decode_batch
+from .._http import bearer_ok, error_response
+from .._logging import get_logger
+from ..errors import InvalidInput, TransientError
+from . import _metrics as m
+
+__all__ = ["ChunkReceiver", "Limits"]
+
+log = get_logger("collector.receive")
+
+_STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413}
+
+#: Takes a batch's chunks, returns (acked, duplicates) once durable; raises TransientError if it cannot.
+Submit = Callable[[list[Chunk]], Awaitable[tuple[int, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes a request may have."""
+
+    max_body_bytes: int
+    max_chunk_bytes: int
+    max_inflight_bytes: int
+
+
+class ChunkReceiver:
+    """The request handler; ``submit`` hands a decoded batch to the group commit and waits for its ack."""
+
+    def __init__(self, submit: Submit, limits: Limits, tokens: list[str]) -> None:
+        self.submit = submit
+        self.limits = limits
+        self.tokens = tokens
+        self.inflight = 0
+
+    def reject(self, request: Request, reason: str, detail: str, status: int | None = None) -> Response:
+        code = status or _STATUS.get(reason, 400)
+        m.REJECTS.labels(reason).inc()
+        peer = request.client.host if request.client else None
+        log.warning("batch rejected", reason=reason, detail=detail, status=code, peer=peer)
+        resp = error_response(code, reason, detail)
+        if code == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
+        if code == 503:
+            resp.headers["Retry-After"] = "1"
+        return resp
+
+    async def _read_body(self, request: Request, limit: int) -> bytes | None:
+        """The body, or None if it is longer than ``limit`` (reading stops there)."""
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                return None
+            parts.append(part)
+        return b"".join(parts)
+
+    async def handle(self, request: Request) -> Response:
+        if not bearer_ok(request, self.tokens):
+            return self.reject(request, "unauthorized", "send 'Authorization: Bearer <token>' with a configured token")
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return self.reject(request, "malformed", "Content-Length is not a number")
+            if int(declared) > limit:
+                return self.reject(
+                    request,
+                    "body_too_large",
+                    f"body of {declared} bytes > max_body_bytes {limit}; send smaller ones",
+                )
+        reserve = int(declared) if declared is not None else limit
+        if self.inflight + reserve > self.limits.max_inflight_bytes and self.inflight > 0:
+            return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
+        self.inflight += reserve
+        try:
+            try:
+                body = await self._read_body(request, limit)
+            except ClientDisconnect:
+                return self.reject(request, "malformed", "the client went away before sending the whole body")
+            if body is None:
+                return self.reject(request, "body_too_large", f"body longer than max_body_bytes {limit}")
+            try:
+                chunks = decode_batch(body, max_chunk_bytes=self.limits.max_chunk_bytes)
+            except InvalidInput as exc:
+                return self.reject(request, exc.reason, exc.detail)
+            del body
+            try:
+                acked, dups = await self.submit(chunks)
+            except TransientError as exc:
+                return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
+            return JSONResponse({"acked": acked, "duplicates": dups})
+        finally:
+            self.inflight -= reserve

@@ -1,0 +1,640 @@
+"""SQLite change source: a change-log table filled by triggers, polled by the relay.
+
+Theory of operation
+-------------------
+``open()`` installs, idempotently, in the source database:
+
+* ``headrace_changes(scn INTEGER PRIMARY KEY AUTOINCREMENT, tbl, op, ts_ms, before, after)`` — one
+  row per row change, with the before/after images as JSON objects. ``AUTOINCREMENT`` keeps row ids
+  from ever being reused, so the SCN (= the row id) only grows, even after pruning.
+* ``headrace_marks(scn)`` — SCNs known to end a transaction (written by the relay, see below).
+* ``headrace_state(k, v)`` — ``pruned_scn``: everything ≤ it has been deleted.
+* per captured table, triggers ``headrace_<table>_{ai,au,ad}`` (AFTER INSERT/UPDATE/DELETE) that
+  insert into ``headrace_changes``. BLOB values are written as ``["x", "HEX"]`` so JSON can carry them,
+  REAL values as ``["r", "%!.17g text"]`` (SQLite's JSON prints
+  only 15 digits). A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
+
+SQLite serializes writers: a transaction's change-log rows get consecutive row ids and become
+visible all at once, at commit, so a read snapshot always ends on a transaction boundary. SQLite
+has no transaction id a trigger could record, so the relay *cuts* the log instead: every
+``sqlite.poll_ms`` a cutter thread reads the newest change-log row id in a fresh snapshot; that row
+ends a committed transaction. The reader serves the rows between consecutive cuts as one window:
+never part of a transaction, at most the transactions committed within one cut interval (one
+transaction under light load), however far behind the reader is. Reading only up to a cut also
+answers "is it committed and complete": a cut is only ever taken from committed rows. In WAL mode
+the cutter and the reader never wait for writers (in rollback-journal mode they take brief shared
+locks; WAL is recommended).
+
+The window ends served are saved in ``headrace_marks`` (about once a second, giving way to the
+application's writers), so a restarted relay, or a second relay on the same file, re-reads the
+same windows; changes committed while no relay ran form one window per cut of the first poll.
+
+Schema changes: ``PRAGMA schema_version`` is checked on every poll; when it moves, the captured
+tables are reflected again, triggers whose column lists changed are re-created, and new
+:class:`TableMeta` objects (so new schema versions) are used from then on. A change-log row written
+by an older trigger carries only the columns that trigger knew: it is encoded with the schema of
+exactly those columns (the older version, when it is the same shape).
+
+Resume-state contract: the change log itself is the state. ``read(after_scn)`` re-reads every
+change with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes
+≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
+``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction.
+Saving marks and pruning are the relay's only writes; both give way to the application's writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..._logging import get_logger
+from ...errors import ConfigError, TransientError, UsageError
+from .._event import Op
+from .._schema import Column, ColumnType, TableMeta, table_meta_from_sqlalchemy
+from ._base import ChangeSource, ChangeWindow, RowChange
+
+__all__ = ["CHANGES_TABLE", "SqliteSource", "sqlite_path"]
+
+log = get_logger("relay.sqlite")
+
+CHANGES_TABLE = "headrace_changes"
+MARKS_TABLE = "headrace_marks"
+STATE_TABLE = "headrace_state"
+ROWID_COLUMN = "__rowid__"
+_PREFIX = "headrace_"
+HOUSEKEEPING_BUSY_MS = 50
+MARKS_PER_POLL = 256
+MARKS_SAVE_SECONDS = 1.0
+POLL_ROWS = 20_000
+LARGE_WINDOW_ROWS = 50_000
+_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+_OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///path`` SQLAlchemy URL."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if not u.drivername.startswith("sqlite") or not u.database or u.database == ":memory:":
+        raise ConfigError([f"relay.source: {url!r} is not a SQLite file URL (sqlite:////abs/path.db)"])
+    return u.database
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _image(meta: TableMeta, ref: str) -> str:
+    args = []
+    for c in meta.columns:
+        if c.name == ROWID_COLUMN:
+            args.append(f"{_lit(c.name)}, {ref}.rowid")
+            continue
+        v = f"{ref}.{_q(c.name)}"
+        args.append(
+            f"{_lit(c.name)}, CASE typeof({v}) WHEN 'blob' THEN json_array('x', hex({v})) "
+            f"WHEN 'real' THEN json_array('r', printf('%!.17g', {v})) ELSE {v} END"
+        )
+    return f"json_object({', '.join(args)})"
+
+
+def trigger_sql(meta: TableMeta) -> dict[str, str]:
+    """The three trigger statements for ``meta`` by trigger name."""
+    t = meta.name
+    ins = f"INSERT INTO {CHANGES_TABLE}(tbl, op, ts_ms, before, after) VALUES ({_lit(t)}, "
+    new, old = _image(meta, "NEW"), _image(meta, "OLD")
+    body = {
+        "ai": ("INSERT", f"{ins}'c', {_NOW_MS}, NULL, {new})"),
+        "au": ("UPDATE", f"{ins}'u', {_NOW_MS}, {old}, {new})"),
+        "ad": ("DELETE", f"{ins}'d', {_NOW_MS}, {old}, NULL)"),
+    }
+    return {
+        f"{_PREFIX}{t}_{suffix}": f"CREATE TRIGGER {_q(f'{_PREFIX}{t}_{suffix}')} AFTER {event} ON {_q(t)} "
+        f"FOR EACH ROW BEGIN {stmt}; END"
+        for suffix, (event, stmt) in body.items()
+    }
+
+
+def _unwrap(v: Any) -> Any:
+    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL printed exactly."""
+    if isinstance(v, list) and len(v) == 2:
+        if v[0] == "x":
+            return bytes.fromhex(v[1])
+        if v[0] == "r":
+            return float(v[1])
+    return v
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "t", "yes", "y")
+    return bool(v)
+
+
+def _to_bytes(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else _to_str(v).encode()
+
+
+def _to_decimal(v: Any) -> decimal.Decimal:
+    return decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
+
+
+def _to_uuid(v: Any) -> uuid.UUID:
+    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
+
+
+def _to_tstz(v: Any) -> dt.datetime:
+    d = dt.datetime.fromisoformat(str(v))
+    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
+
+
+def _to_json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+_KIND_CONV: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "long": int,
+    "float": float,
+    "double": float,
+    "boolean": _to_bool,
+    "decimal": _to_decimal,
+    "bytes": _to_bytes,
+    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
+    "time": lambda v: dt.time.fromisoformat(str(v)),
+    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
+    "timestamptz": _to_tstz,
+    "uuid": _to_uuid,
+    "json": _to_json,
+    "string": _to_str,
+    "enum": _to_str,
+}
+
+
+def _conv(t: ColumnType) -> Callable[[Any], Any]:
+    """Raw JSON image value (as the trigger wrote it) → the Python value of the column's kind."""
+    kind = _KIND_CONV.get(t.kind)
+    if kind is None:
+        return _unwrap
+    return lambda v: kind(_unwrap(v))
+
+
+_NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
+
+_DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
+
+
+class _Table:
+    """A captured table: its current metadata, converters, and projections for older images."""
+
+    def __init__(self, meta: TableMeta) -> None:
+        self.meta = meta
+        self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.warned: set[tuple[str, type]] = set()
+        self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
+        self._projections: dict[frozenset[str], TableMeta] = {}
+        self._names = frozenset(c.name for c in meta.columns)
+
+    def meta_for(self, image: dict[str, Any]) -> TableMeta:
+        if image.keys() == self._names:
+            return self.meta
+        image_keys = frozenset(image)
+        m = self._projections.get(image_keys)
+        if m is None:
+            cols = tuple(c for c in self.meta.columns if c.name in image_keys)
+            m = self._projections[image_keys] = TableMeta(self.meta.name, cols, self.meta.key, self.meta.namespace)
+        return m
+
+    def convert(self, raw: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        natives = self.natives
+        for name, v in raw.items():
+            c = self.convs.get(name)
+            if c is None:
+                continue  # a column dropped since the row was captured
+            # fast path: the stored value already has the kind's Python type (int for long, str for text)
+            if v is None or type(v) is natives.get(name):
+                out[name] = v
+                continue
+            try:
+                out[name] = c(v)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # SQLite lets any column hold any value; one that does not fit the declared type
+                # travels as null rather than stopping capture for everyone
+                out[name] = None
+                if (name, type(v)) not in self.warned:
+                    self.warned.add((name, type(v)))
+                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
+        return out
+
+
+class SqliteSource(ChangeSource):
+    """Capture changes of a SQLite file with triggers (see the module docstring)."""
+
+    kind = "sqlite"
+
+    def __init__(self, config: Any) -> None:
+        self.path = sqlite_path(config.source)
+        self.wanted: list[str] | None = list(config.tables) if config.tables is not None else None
+        opts = config.sqlite
+        self.poll_seconds = opts.poll_ms / 1000.0
+        self.retention_ms = None if opts.retention_seconds is None else int(opts.retention_seconds * 1000)
+        self.prune_interval = opts.prune_interval_seconds
+        self._conn: sqlite3.Connection | None = None
+        self._engine: Any = None
+        self._tables: dict[str, _Table] = {}
+        self._schema_version = -1
+        self._wake = threading.Event()
+        self._cuts: list[int] = []  # transaction boundaries seen by the cutter, not yet read
+        self._cuts_lock = threading.Lock()
+        self._unsaved: list[int] = []  # window ends served but not yet in headrace_marks
+        self._last_save = 0.0
+        self._last_prune = 0.0
+        self._durable: int | None = None
+        self._acknowledged = False
+        self._last_read = 0
+        self.lock = threading.Lock()
+
+    # -- connection and installation -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if not Path(self.path).exists():
+            raise UsageError(f"relay.source: the SQLite file {self.path} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.Error as exc:
+            raise TransientError(f"cannot open {self.path}: {exc}") from exc
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def open(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (scn INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "tbl TEXT NOT NULL, op TEXT NOT NULL, ts_ms INTEGER NOT NULL, before TEXT, after TEXT)"
+            )
+            c.execute(f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (scn INTEGER PRIMARY KEY)")
+            c.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (k TEXT PRIMARY KEY, v)")
+            self._refresh_locked()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _table_names(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            f"AND name NOT LIKE '{_PREFIX}%' ORDER BY name"
+        ).fetchall()
+        existing = [r[0] for r in rows]
+        if self.wanted is None:
+            return existing
+        missing = [t for t in self.wanted if t not in existing]
+        if missing:
+            raise ConfigError([f"relay.tables: no table {t!r} in {self.path}" for t in missing])
+        return list(self.wanted)
+
+    def _reflect(self, name: str) -> TableMeta:
+        import sqlalchemy as sa
+
+        if self._engine is None:
+            # a connection of its own: the pool's reset-on-return would end our write transaction
+            path = self.path
+            self._engine = sa.create_engine(
+                "sqlite://", creator=lambda: sqlite3.connect(path, timeout=30.0), poolclass=sa.pool.NullPool
+            )
+        table = sa.Table(name, sa.MetaData(), autoload_with=self._engine)
+        decl = {r[1]: str(r[2]).upper() for r in self.conn.execute(f"PRAGMA table_info({_q(name)})")}
+        overrides = {
+            col: _DECL_OVERRIDES[d.split("(")[0].strip()]
+            for col, d in decl.items()
+            if d.split("(")[0].strip() in _DECL_OVERRIDES
+        }
+        meta = table_meta_from_sqlalchemy(table, overrides)
+        if not meta.key:
+            ddl = self.conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchall()
+            if ddl and "WITHOUT ROWID" not in str(ddl[0][0]).upper():
+                meta = TableMeta(
+                    meta.name, (Column(ROWID_COLUMN, ColumnType("long"), False), *meta.columns), (ROWID_COLUMN,)
+                )
+        return meta
+
+    def _refresh_locked(self) -> None:
+        """Reflect captured tables and (re)create triggers that differ; inside a write transaction."""
+        c = self.conn
+        existing = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+        tables: dict[str, _Table] = {}
+        for name in self._table_names():
+            meta = self._reflect(name)
+            old = self._tables.get(name)
+            tables[name] = old if old is not None and old.meta == meta else _Table(meta)
+            for tname, sql in trigger_sql(meta).items():
+                if existing.get(tname) != sql:
+                    if tname in existing:
+                        c.execute(f"DROP TRIGGER {_q(tname)}")
+                    c.execute(sql)
+                    log.info("trigger_installed", table=name, trigger=tname)
+        self._tables = tables
+        self._schema_version = c.execute("PRAGMA schema_version").fetchall()[0][0]
+
+    def _refresh(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            self._refresh_locked()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def tables(self) -> list[TableMeta]:
+        return [t.meta for t in self._tables.values()]
+
+    def start_scn(self) -> int:
+        # fetchall, never fetchone: a statement left un-stepped keeps its read snapshot open (WAL)
+        rows = self.conn.execute(f"SELECT v FROM {STATE_TABLE} WHERE k = 'pruned_scn'").fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _poll(self, after: int) -> list[ChangeWindow]:
+        """The changes after ``after`` up to the newest known boundary (at most ``MARKS_PER_POLL`` windows)."""
+        with self._cuts_lock:
+            cuts = [x for x in self._cuts if x > after]
+            self._cuts = cuts
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            sv = c.execute("PRAGMA schema_version").fetchall()[0][0]
+            saved = c.execute(
+                f"SELECT scn FROM {MARKS_TABLE} WHERE scn > ? ORDER BY scn LIMIT {MARKS_PER_POLL}", (after,)
+            ).fetchall()
+            marks = sorted({r[0] for r in saved} | set(cuts))[:MARKS_PER_POLL]
+            # keep a poll to about POLL_ROWS rows (SCN spans bound row counts); a window larger than
+            # LARGE_WINDOW_ROWS is streamed on its own instead of being read into memory
+            prev = after
+            keep: list[int] = []
+            large: int | None = None
+            for m in marks:
+                if m - prev > LARGE_WINDOW_ROWS:
+                    large = None if keep else m
+                    break
+                keep.append(m)
+                prev = m
+                if m - after > POLL_ROWS:
+                    break
+            marks = keep
+            rows = (
+                c.execute(
+                    f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} "
+                    "WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    (after, marks[-1]),
+                ).fetchall()
+                if marks
+                else []
+            )
+        finally:
+            c.execute("COMMIT")
+        if sv != self._schema_version:
+            self._refresh()
+        if large is not None:
+            self._unsaved.append(large)
+            return [self._streamed_window(after, large)]
+        windows: list[ChangeWindow] = []
+        current: list[RowChange] = []
+        mi = 0
+        for scn, tbl, op, ts_ms, before, after_img in rows:
+            current.append(self._change(scn, tbl, op, before, after_img, ts_ms))
+            while marks[mi] < scn:
+                mi += 1
+            if marks[mi] == scn:
+                windows.append(ChangeWindow(scn, ts_ms, current))
+                current = []
+        assert not current, "change-log rows past the last boundary"
+        self._unsaved.extend(w.scn for w in windows)
+        return windows
+
+    def _streamed_window(self, lo: int, hi: int) -> ChangeWindow:
+        """The window (lo, hi] read lazily through a connection and read snapshot of its own."""
+        ts = self.conn.execute(f"SELECT ts_ms FROM {CHANGES_TABLE} WHERE scn = ?", (hi,)).fetchall()
+        log.info("large_window_streamed", after_scn=lo, scn=hi)
+
+        def changes() -> Iterator[RowChange]:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+            try:
+                cur = conn.execute(
+                    f"SELECT scn, tbl, op, before, after, ts_ms FROM {CHANGES_TABLE} "
+                    "WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    (lo, hi),
+                )
+                while rows := cur.fetchmany(1000):
+                    for scn, tbl, op, before, after_img, ts_ms in rows:
+                        yield self._change(scn, tbl, op, before, after_img, ts_ms)
+            finally:
+                conn.close()
+
+        return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
+
+    def _change(
+        self, scn: int, tbl: str, op: str, before: str | None, after: str | None, ts_ms: int | None = None
+    ) -> RowChange:
+        table = self._tables.get(tbl)
+        if table is None:  # a table no longer captured (or dropped): reflect what we can
+            try:
+                self._tables[tbl] = table = _Table(self._reflect(tbl))
+            except Exception:
+                table = _Table(TableMeta(tbl, (), ()))
+        b = json.loads(before) if before is not None else None
+        a = json.loads(after) if after is not None else None
+        image = a if a is not None else b
+        assert image is not None
+        meta = table.meta_for(image)
+        bv = table.convert(b) if b is not None else None
+        av = table.convert(a) if a is not None else None
+        src = av if av is not None else bv
+        assert src is not None
+        key = tuple(src.get(k) for k in meta.key)
+        # each change keeps the time its trigger recorded, so an event is the same however it is windowed
+        return RowChange(scn, meta, _OPS[op], key, bv, av, ts_ms)
+
+    def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
+        last = self.start_scn() if after_scn is None else after_scn
+        cut_stop = threading.Event()
+        cutter = threading.Thread(target=self._cut_loop, args=(stop, cut_stop), name="sqlite-cutter", daemon=True)
+        cutter.start()
+        try:
+            while not stop.is_set():
+                try:
+                    windows = self._poll(last)
+                except sqlite3.Error as exc:
+                    self._drop_conn()
+                    raise TransientError(f"reading the change log of {self.path} failed: {exc}") from exc
+                for w in windows:
+                    yield w
+                    last = w.scn
+                self._last_read = max(self._last_read, last)
+                now = time.monotonic()
+                if self._unsaved and now - self._last_save >= MARKS_SAVE_SECONDS:
+                    self._last_save = now
+                    self._save_marks()
+                if self._acknowledged and now - self._last_prune >= self.prune_interval:
+                    self._last_prune = now
+                    self.prune()
+                yield None
+                if not windows:
+                    self._wake.wait(self.poll_seconds)
+                    self._wake.clear()
+        finally:
+            cut_stop.set()
+            cutter.join(5)
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    # -- boundaries (cuts and marks) and pruning -------------------------------------------------
+
+    def _cut_loop(self, stop: threading.Event, cut_stop: threading.Event) -> None:
+        """Every ``poll_ms``, note the newest committed change-log row: a read snapshot only ever holds
+        whole committed transactions, so that row ends one. Reads never wait for writers (WAL)."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            log.warning("cutter_not_started", error=str(exc))
+            return
+        last = -1
+        try:
+            while not (stop.is_set() or cut_stop.is_set()):
+                try:
+                    newest = conn.execute(f"SELECT max(scn) FROM {CHANGES_TABLE}").fetchall()[0][0]
+                except sqlite3.Error as exc:
+                    log.debug("cut_failed", error=str(exc))
+                    newest = None
+                if newest is not None and newest > last:
+                    last = newest
+                    with self._cuts_lock:
+                        self._cuts.append(newest)
+                    self._wake.set()
+                cut_stop.wait(self.poll_seconds)
+        finally:
+            conn.close()
+
+    def _save_marks(self) -> None:
+        """Persist the window ends served, so a restarted relay re-reads the same windows (best effort)."""
+        marks, self._unsaved = self._unsaved, []
+        try:
+            with self.lock, self._short_busy_timeout():
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany(f"INSERT OR IGNORE INTO {MARKS_TABLE}(scn) VALUES (?)", [(m,) for m in marks])
+                self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.debug("marks_not_saved", error=str(exc))
+            self._unsaved = marks + self._unsaved
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _short_busy_timeout(self) -> Iterator[None]:
+        """Pruning gives way to the application: SQLite's busy handler is not fair, and a busy writer
+        would starve a long wait. It fails fast (``database is locked``) and is retried later."""
+        self.conn.execute(f"PRAGMA busy_timeout = {HOUSEKEEPING_BUSY_MS}")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+
+    def acknowledge(self, durable_scn: int | None) -> None:
+        self._durable = durable_scn
+        self._acknowledged = True  # pruning waits for the relay to say what durable consumers hold
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Delete changes that no one needs any more (see the module docstring); returns the new pruned SCN."""
+        if self._unsaved:
+            self._save_marks()
+        bound = self._last_read
+        if self._durable is not None:
+            bound = min(bound, self._durable)
+        c = self.conn
+        with self.lock, self._short_busy_timeout():
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                log.info("prune_postponed", reason=str(exc))
+                return self.start_scn()
+            try:
+                if self.retention_ms is not None:
+                    cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - self.retention_ms
+                    oldest = c.execute(
+                        f"SELECT max(scn) FROM {CHANGES_TABLE} WHERE scn <= ? AND ts_ms < ?", (bound, cutoff)
+                    ).fetchall()[0][0]
+                    bound = min(bound, oldest or 0)
+                elif self._durable is None:
+                    bound = 0  # neither retention nor a durable consumer: keep everything
+                mark = c.execute(f"SELECT max(scn) FROM {MARKS_TABLE} WHERE scn <= ?", (bound,)).fetchall()[0][0]
+                pruned = self.start_scn()
+                if mark is not None and mark > pruned:
+                    n = c.execute(f"DELETE FROM {CHANGES_TABLE} WHERE scn <= ?", (mark,)).rowcount
+                    c.execute(f"DELETE FROM {MARKS_TABLE} WHERE scn <= ?", (mark,))
+                    c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE}(k, v) VALUES ('pruned_scn', ?)", (mark,))
+                    log.info("change_log_pruned", upto_scn=mark, rows=n)
+                    pruned = mark
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return pruned
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "last_read_scn": self._last_read, "durable_scn": self._durable}
+
+    def close(self) -> None:
+        self._drop_conn()
+
+    def uninstall(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for (name,) in c.execute(
+                f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '{_PREFIX}%'"
+            ).fetchall():
+                c.execute(f"DROP TRIGGER {_q(name)}")
+            for t in (CHANGES_TABLE, MARKS_TABLE, STATE_TABLE):
+                c.execute(f"DROP TABLE IF EXISTS {t}")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        log.info("uninstalled", path=self.path)
