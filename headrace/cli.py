@@ -8,6 +8,7 @@ from . import __version__
 from ._demo import demo
 from .agents._cli import agent
 from .bootstrap._cli import bootstrap
+from .collectors._archive_cli import archive, demux, load
 from .collectors._cli import collector
 from .relay._cli import relay, subscribe
 
@@ -21,4 +22,7 @@ def main() -> None:
 
 
 for command in (agent, collector, relay, subscribe, bootstrap, demo):
+    main.add_command(command)
+
+for command in (archive, demux, load):  # the log path's batch jobs
     main.add_command(command)

@@ -1,0 +1,84 @@
+"""headrace log path on a schedule: archive → demux (one mapped task per data type) → load.
+
+The headrace config file is the DAG param ``config``; when that is empty, the Airflow Variable
+``headrace_config``; when that is unset, the environment variable ``HEADRACE_CONFIG``. Each task calls
+headrace's Python API (no subprocesses) and fails, so Airflow retries it, when its run reports a
+failure. Every step is idempotent (see docs/archive-demux-load.md), so a retry or a re-run is safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import Param, Variable, dag, get_current_context, task
+
+
+def _config_path() -> str:
+    params = get_current_context()["params"]
+    path = params.get("config") or Variable.get("headrace_config", default=None) or os.environ.get("HEADRACE_CONFIG")
+    if not path:
+        raise ValueError(
+            "no headrace config: set the DAG param 'config', the Variable 'headrace_config' or HEADRACE_CONFIG"
+        )
+    return str(path)
+
+
+def _check(summary: Any) -> dict[str, Any]:
+    print(summary.line())
+    if not summary.ok:
+        raise RuntimeError("; ".join(summary.failures[:5]))
+    return {"files": summary.files, "chunks": summary.chunks, "records": summary.records, "errors": summary.errors}
+
+
+@dag(
+    dag_id="headrace_logs",
+    schedule="@hourly",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,  # archive runs must not overlap (the archive builder would refuse anyway)
+    params={"config": Param("", type="string", description="path of the headrace YAML config")},
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+    tags=["headrace"],
+)
+def headrace_logs() -> None:
+    @task
+    def archive() -> dict[str, Any]:
+        from headrace._config import load_section
+        from headrace.collectors import ArchiveConfig, run_archive
+
+        return _check(run_archive(load_section(_config_path(), "archive", ArchiveConfig)))
+
+    @task
+    def data_types() -> list[str]:
+        from headrace._config import load_section
+        from headrace._storage import resolve
+        from headrace.collectors import DemuxConfig
+
+        cfg = load_section(_config_path(), "demux", DemuxConfig)
+        store = resolve(cfg.archive_dir)
+        found = [d.removeprefix("data_type=") for d in store.list_dirs(store.base) if d.startswith("data_type=")]
+        return [t for t in found if t in cfg.types or cfg.default is not None]
+
+    @task(max_active_tis_per_dagrun=4)
+    def demux(data_type: str) -> dict[str, Any]:
+        from headrace._config import load_section
+        from headrace.collectors import DemuxConfig, run_demux
+
+        return _check(run_demux(load_section(_config_path(), "demux", DemuxConfig), data_types=[data_type]))
+
+    @task
+    def load(data_type: str) -> dict[str, Any]:
+        from headrace._config import load_section
+        from headrace.collectors import LoadConfig, run_load
+
+        return _check(run_load(load_section(_config_path(), "load", LoadConfig), data_types=[data_type]))
+
+    types = data_types()
+    demuxed = demux.expand(data_type=types)
+    archive() >> types
+    demuxed >> load.expand(data_type=types)
+
+
+headrace_logs()

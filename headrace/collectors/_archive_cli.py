@@ -1,0 +1,49 @@
+"""The ``headrace archive``, ``headrace demux`` and ``headrace load`` commands (batch jobs of the log path)."""
+
+from __future__ import annotations
+
+import click
+
+from .._cli import common_options
+from .._config import load_section
+from ..errors import FatalError
+from ._archive_config import ArchiveConfig, DemuxConfig, LoadConfig
+from ._runreport import Summary
+
+
+def _finish(summary: Summary) -> None:
+    click.echo(summary.line())
+    if not summary.ok:
+        raise FatalError("; ".join(summary.failures[:5]))
+
+
+@click.command()
+@common_options
+def archive(config_path: str | None) -> None:
+    """Merge closed sink files into sorted, de-duplicated per-day Avro archives."""
+    cfg = load_section(config_path, "archive", ArchiveConfig)
+    from ._archive import run_archive
+
+    _finish(run_archive(cfg))
+
+
+@click.command()
+@common_options
+@click.option("--data-type", "data_types", multiple=True, help="Only these data types (repeatable).")
+def demux(config_path: str | None, data_types: tuple[str, ...]) -> None:
+    """Parse archived records into typed Parquet tables (data_type=…/date=… partitions)."""
+    cfg = load_section(config_path, "demux", DemuxConfig)
+    from ._demux import run_demux
+
+    _finish(run_demux(cfg, data_types=list(data_types) or None))
+
+
+@click.command()
+@common_options
+@click.option("--data-type", "data_types", multiple=True, help="Only these data types (repeatable).")
+def load(config_path: str | None, data_types: tuple[str, ...]) -> None:
+    """Load demux partitions into database tables (replacing each partition in one transaction)."""
+    cfg = load_section(config_path, "load", LoadConfig)
+    from ._load import run_load
+
+    _finish(run_load(cfg, data_types=list(data_types) or None))

@@ -1,0 +1,55 @@
+"""The ``archive:``, ``demux:`` and ``load:`` config sections (the log path's batch jobs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .._config import Section
+
+__all__ = ["ArchiveConfig", "DemuxConfig", "DemuxType", "LoadConfig"]
+
+
+class ArchiveConfig(Section):
+    """Settings of ``headrace archive``: closed sink files in, per-day Avro archives out."""
+
+    sink_dir: str = "./headrace-data/sink"  # reads sink_dir/done/
+    archive_dir: str = "./headrace-data/archive"  # local path, s3://…, hdfs://…
+    part_bytes: int = Field(default=256 << 20, gt=0)  # an archive part grows up to this, then a new one starts
+    run_bytes: int = Field(default=1 << 30, gt=0)  # sink bytes merged per batch (bounds memory)
+    codec: Literal["null", "deflate"] = "deflate"
+    delete_sinks: bool = True  # remove a sink file once every chunk of it is durable in an archive
+    lock_file: str | None = None  # default: sink_dir/.archive.lock (sink_dir must then be local)
+
+
+class DemuxType(Section):
+    """How one data type is parsed: ``processor`` plus that processor's own options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    processor: str = "raw"
+    multiline: str | None = None  # RE2 pattern of a record's first line; other lines continue the record
+
+
+class DemuxConfig(Section):
+    """Settings of ``headrace demux``: archives in, Parquet tables out."""
+
+    archive_dir: str = "./headrace-data/archive"
+    output: str = "./headrace-data/tables"
+    types: dict[str, DemuxType] = Field(default_factory=dict)
+    default: DemuxType | None = Field(default_factory=DemuxType)  # for types not listed; null: skip them
+    batch_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30)
+    compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
+    threads: int = Field(default=2, ge=1)
+
+
+class LoadConfig(Section):
+    """Settings of ``headrace load``: Parquet partitions in, database tables out."""
+
+    input: str = "./headrace-data/tables"  # demux output
+    url: str = "sqlite:///headrace-data/logs.db"  # any SQLAlchemy URL (sqlite, postgresql+psycopg2, …)
+    table_prefix: str = "logs_"
+    tables: dict[str, str] = Field(default_factory=dict)  # data type → table name (default: prefix + type)
+    data_types: list[str] | None = None  # default: every data type found under input
+    batch_rows: int = Field(default=20_000, gt=0)

@@ -1,0 +1,329 @@
+"""Demux: archive parts → typed Parquet tables (``data_type=…/date=…``) and ``_errors`` tables.
+
+Resume-state contract
+---------------------
+For every archive part, the output is one Parquet file named after the part without its generation
+(``output/data_type=T/date=D/part-00000.parquet``), and one in ``output/_errors/data_type=T/date=D/``
+when some records did not parse. Both are written atomically and replace what a previous run wrote,
+so demuxing a part again (after a crash, or because the archive builder grew it) never doubles rows.
+``output/_state/data_type=T/date=D.json`` maps each part to the generation last demuxed; it is written
+after the Parquet files, and a run skips parts whose generation is unchanged. A run killed at any
+point redoes at most the parts it had not yet recorded.
+
+Per part: the chunks are cut into batches (``batch_bytes``), each batch is split into records with
+their origin (``_demux_lines``), the data type's processor parses the whole batch on Arrow arrays,
+rows that parsed get ``_source``, ``_stream``, ``_offset`` and go to the table, the others go to
+``_errors`` with the raw text and the reason. Batches run on ``threads`` threads (Arrow releases the GIL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import posixpath
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .._logging import get_logger
+from .._storage import Store, resolve
+from ..errors import ConfigError, FatalError
+from ._archive import day_dir, read_manifest
+from ._archive_blocks import Block, decode_block, iter_blocks
+from ._archive_config import DemuxConfig, DemuxType
+from ._archive_manifest import Part
+from ._demux_lines import LineBatch, split_records
+from ._processors import Processor, load_processor
+from ._processors_builtin import _concat
+from ._runreport import Summary, progress
+
+__all__ = ["ERRORS_DIR", "demux_batch", "run_demux"]
+
+log = get_logger("demux")
+ERRORS_DIR = "_errors"
+STATE_DIR = "_state"
+ORIGIN = ("_source", "_stream", "_offset")
+
+
+def demux_batch(processor: Processor, batch: LineBatch, name: str = "processor") -> tuple[pa.Table, pa.Table]:
+    """Parse one batch: (parsed rows with origin columns, error rows: origin, raw, reason)."""
+    parsed = processor.parse(batch)
+    n = len(batch)
+    if len(parsed.reason) != n or (parsed.table.num_columns and parsed.table.num_rows != n):
+        raise FatalError(
+            f"processor {name} returned {parsed.table.num_rows} rows for {n} records; it must return one per record"
+        )
+    ok = pc.is_null(parsed.reason)
+    bad = pc.invert(ok)
+    good = parsed.table.filter(ok) if parsed.table.num_columns else pa.table({})
+    origin = {
+        "_source": batch.source.filter(ok),
+        "_stream": batch.stream.filter(ok),
+        "_offset": batch.offset.filter(ok),
+    }
+    for col, values in origin.items():
+        if col in good.column_names:
+            good = good.drop_columns([col])
+        good = good.append_column(col, values)
+    errors = pa.table(
+        {
+            "_source": batch.source.filter(bad),
+            "_stream": batch.stream.filter(bad),
+            "_offset": batch.offset.filter(bad),
+            "raw": batch.lines.filter(bad),
+            "reason": parsed.reason.filter(bad).cast(pa.string()),
+        }
+    )
+    if batch.bad_utf8 is not None and batch.bad_utf8.num_rows:
+        errors = pa.concat_tables([errors, batch.bad_utf8.cast(errors.schema)])
+    return good, errors
+
+
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """Columns worth Parquet dictionary encoding: few distinct values in a sample (trying it on every
+    column costs a third of the write time for little gain on high-cardinality text)."""
+    out = []
+    sample = table.slice(0, 20_000)
+    for f in sample.schema:
+        if pa.types.is_dictionary(f.type):
+            out.append(f.name)
+        elif pa.types.is_nested(f.type):
+            continue
+        elif sample.num_rows and pc.count_distinct(sample[f.name]).as_py() <= sample.num_rows // 4:
+            out.append(f.name)
+    return out
+
+
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    """Columns that get min/max statistics: numbers, times, booleans (what queries filter on); string
+    min/max cost much of the write time and rarely prune anything in log text."""
+    out = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t) or pa.types.is_boolean(t):
+            out.append(f.name)
+    return out
+
+
+def _parquet(table: pa.Table, compression: str) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        compression=None if compression == "none" else compression,
+        row_group_size=1 << 20,
+        use_dictionary=_dictionary_columns(table),
+        write_statistics=_statistics_columns(table.schema),
+    )
+    return buf.getvalue()
+
+
+class _PartWriter:
+    """Writes batches as row groups as they come (overlapping with parsing) while their schemas agree;
+    when a batch brings a different schema (JSON inference), falls back to one write of all batches
+    with the schemas unified."""
+
+    def __init__(self, compression: str) -> None:
+        self.compression = None if compression == "none" else compression
+        self.tables: list[pa.Table] = []
+        self.buf = io.BytesIO()
+        self.writer: pq.ParquetWriter | None = None
+        self.mixed = False
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_columns:
+            return
+        self.tables.append(table)
+        self.rows += table.num_rows
+        if self.mixed:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                self.buf,
+                table.schema,
+                compression=self.compression,
+                use_dictionary=_dictionary_columns(table),
+                write_statistics=_statistics_columns(table.schema),
+            )
+        if table.schema.equals(self.writer.schema, check_metadata=False):
+            self.writer.write_table(table)
+        else:
+            self.mixed = True
+
+    def finish(self) -> bytes | None:
+        if not self.tables:
+            return None
+        assert self.writer is not None
+        self.writer.close()
+        if not self.mixed:
+            return self.buf.getvalue()
+        return _parquet(_concat(self.tables).unify_dictionaries(), self.compression or "none")
+
+
+class _Demuxer:
+    def __init__(self, cfg: DemuxConfig, summary: Summary) -> None:
+        self.cfg = cfg
+        self.summary = summary
+        self.archive = resolve(cfg.archive_dir)
+        self.out = resolve(cfg.output)
+        self.pool = ThreadPoolExecutor(cfg.threads)
+
+    def spec(self, data_type: str) -> DemuxType | None:
+        return self.cfg.types.get(data_type, self.cfg.default)
+
+    def data_types(self, only: list[str] | None) -> list[str]:
+        found = [
+            d.removeprefix("data_type=")
+            for d in self.archive.list_dirs(self.archive.base)
+            if d.startswith("data_type=")
+        ]
+        return [t for t in found if only is None or t in only]
+
+    def run(self, only: list[str] | None) -> None:
+        todo: list[tuple[str, str, Processor]] = []
+        for data_type in self.data_types(only):
+            spec = self.spec(data_type)
+            if spec is None:
+                log.info("data_type_skipped", data_type=data_type, why="not in demux.types and demux.default is null")
+                continue
+            where = f"demux.types.{data_type}" if data_type in self.cfg.types else "demux.default"
+            proc = load_processor(spec.processor, dict(spec.model_extra or {}), where)
+            for d in self.archive.list_dirs(self.archive.path(f"data_type={data_type}")):
+                if d.startswith("date="):
+                    todo.append((data_type, d.removeprefix("date="), proc))
+        with progress("demux", len(todo)) as bar:
+            for data_type, date, proc in todo:
+                self.run_day(data_type, date, proc)
+                bar.advance()
+
+    def state_path(self, data_type: str, date: str) -> str:
+        return self.out.path(STATE_DIR, f"data_type={data_type}", f"date={date}.json")
+
+    def multiline(self, data_type: str) -> str | None:
+        spec = self.spec(data_type)
+        return spec.multiline if spec else None
+
+    def run_day(self, data_type: str, date: str, proc: Processor) -> None:
+        try:
+            state: dict[str, int] = json.loads(self.out.read_bytes(self.state_path(data_type, date)))
+        except FileNotFoundError:
+            state = {}
+        for attempt in range(3):
+            manifest = read_manifest(self.archive, data_type, date)
+            if manifest is None:
+                return
+            try:
+                for part in manifest.parts:
+                    if state.get(part.stem) == part.gen:
+                        continue
+                    try:
+                        self.run_part(data_type, date, part, proc)
+                    except (FileNotFoundError, ConfigError):
+                        raise
+                    except Exception as exc:  # a corrupt part or a failing (user) processor: report, go on
+                        log.error("part_failed", data_type=data_type, date=date, part=part.name, error=repr(exc))
+                        self.summary.failures.append(f"{data_type}/{date}/{part.name}: {exc!r}")
+                        continue
+                    state[part.stem] = part.gen
+                    self.out.write_atomic(self.state_path(data_type, date), json.dumps(state).encode())
+                return
+            except FileNotFoundError:
+                # the archive builder replaced the part while we read the manifest: read it again
+                log.info("part_replaced_retry", data_type=data_type, date=date, attempt=attempt)
+        self.summary.failures.append(f"{data_type}/{date}: archive parts kept changing while demux read them")
+
+    def run_part(self, data_type: str, date: str, part: Part, proc: Processor) -> None:
+        """Demux one part: batches are parsed on the pool while this thread reads Avro and writes Parquet."""
+        folder = self.archive.path(day_dir(data_type, date))
+        raw = self.archive.read_bytes(posixpath.join(folder, part.name))
+        day = dt.date.fromisoformat(date)
+        multiline = self.multiline(data_type)
+        chunks = data_bytes = 0
+
+        def work(blocks: list[Block]) -> tuple[pa.Table, pa.Table, int, int]:
+            batch = [c for b in blocks for c in decode_block(b)]  # inflating here runs in parallel
+            good, errors = demux_batch(proc, split_records(data_type, day, batch, multiline), data_type)
+            return good, errors, len(batch), sum(len(c["data"]) for c in batch)
+
+        def batches() -> Iterator[list[Block]]:
+            # archive blocks hold ~1 MiB of chunk data each (see _archive.encode_part)
+            per_batch = max(1, self.cfg.batch_bytes >> 20)
+            batch: list[Block] = []
+            for block in iter_blocks(raw):
+                batch.append(block)
+                if len(batch) >= per_batch:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        out = _PartWriter(self.cfg.compression)
+        errors: list[pa.Table] = []
+        pending: deque[Future[tuple[pa.Table, pa.Table, int, int]]] = deque()
+
+        def collect() -> None:
+            nonlocal chunks, data_bytes
+            good_b, err_b, n_chunks, n_bytes = pending.popleft().result()
+            out.add(good_b)
+            errors.append(err_b)
+            chunks += n_chunks
+            data_bytes += n_bytes
+
+        for batch in batches():
+            pending.append(self.pool.submit(work, batch))
+            while len(pending) > self.cfg.threads:
+                collect()
+        while pending:
+            collect()
+        name = f"{part.stem}.parquet"
+        path = self.out.path(f"data_type={data_type}", f"date={date}", name)
+        good_rows = out.rows
+        data = out.finish()
+        if data is None:
+            self.out.delete(path)
+        else:
+            self.out.write_atomic(path, data)
+        err_table = pa.concat_tables(errors).unify_dictionaries() if errors else None
+        err_path = self.out.path(ERRORS_DIR, f"data_type={data_type}", f"date={date}", name)
+        if err_table is not None and err_table.num_rows:
+            self.out.write_atomic(err_path, _parquet(err_table, self.cfg.compression))
+        elif self.out.exists(err_path):
+            self.out.delete(err_path)
+        n_errors = err_table.num_rows if err_table is not None else 0
+        self.summary.files += 1
+        self.summary.chunks += chunks
+        self.summary.records += good_rows
+        self.summary.errors += n_errors
+        self.summary.bytes += data_bytes
+        log.info("demuxed", data_type=data_type, date=date, part=part.name, rows=good_rows, errors=n_errors)
+
+
+def run_demux(cfg: DemuxConfig, data_types: list[str] | None = None) -> Summary:
+    """Demux every archive part that changed since the last run (or only ``data_types``).
+
+    A bad processor configuration raises :class:`~headrace.errors.ConfigError` before anything is written.
+    """
+    summary = Summary("demux")
+    demuxer = _Demuxer(cfg, summary)
+    for data_type, spec in cfg.types.items():  # fail fast on every configured type, even without archives
+        load_processor(spec.processor, dict(spec.model_extra or {}), f"demux.types.{data_type}")
+    try:
+        demuxer.run(data_types)
+    except ConfigError:
+        raise
+    finally:
+        demuxer.pool.shutdown()
+    return summary
+
+
+def list_partitions(store: Store, data_type: str) -> list[str]:
+    """The ``date=…`` partitions of one data type in a demux output."""
+    return [
+        d.removeprefix("date=") for d in store.list_dirs(store.path(f"data_type={data_type}")) if d.startswith("date=")
+    ]
