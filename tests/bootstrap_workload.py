@@ -128,3 +128,22 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def change_log_head(path: str | Path) -> int:
+    """The SCN of the newest change the relay's triggers logged."""
+    conn = connect(path)
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'headrace_changes'").fetchone()
+    conn.close()
+    return int(row[0]) if row else 0
+
+
+def pruned_scn(path: str | Path) -> int:
+    """The SCN the relay pruned the change log up to."""
+    conn = connect(path)
+    try:
+        row = conn.execute("SELECT v FROM headrace_state WHERE k = 'pruned_scn'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    conn.close()
+    return int(row[0]) if row else 0
