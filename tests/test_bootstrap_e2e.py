@@ -95,7 +95,12 @@ def test_paused_subscriber_falls_off_the_relay_and_recovers_through_bootstrap(tm
 def test_kill9_of_bootstrap_while_applying_and_serving_and_of_subscriber_mid_snapshot(
     tmp_path: Path, daemons: Any
 ) -> None:
-    stack = Stack(tmp_path, daemons, rows=30_000, bootstrap={"seed_page_rows": 1_000, "max_snapshot_rows": 500})
+    stack = Stack(
+        tmp_path,
+        daemons,
+        rows=30_000,
+        bootstrap={"seed_page_rows": 1_000, "max_snapshot_rows": 500, "session_timeout_seconds": 60},
+    )
     try:
         stack.start_relay()
         stack.start_writers(1, sleep_ms=3)

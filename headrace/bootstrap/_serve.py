@@ -168,23 +168,20 @@ def build_app(st: BootstrapState) -> Starlette:
             known = await asyncio.to_thread(st.known_sources)
             sources = _sources(params, known)
             flt = parse_filter(params.get("filter"), sources)
-            limit = _int(params, "limit", cfg.max_snapshot_rows, 1, cfg.max_snapshot_rows)
+            limit = min(_int(params, "limit", cfg.max_snapshot_rows, 1, 1 << 31) or 1, cfg.max_snapshot_rows)
             after = decode_cursor(params["after"]) if params.get("after") else None
             s0 = _int(params, "snapshot_scn", None, 0, (1 << 64) - 1)
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
-        assert limit is not None
         state = await asyncio.to_thread(store.state)
         why = snapshot_ready(state)
         if why is not None:
             return _reject(503, "not_ready", f"the snapshot cannot be served yet: {why}")
-        if s0 is not None and params.get("subscriber"):
-            st.sessions.touch(params["subscriber"], s0)
+        if params.get("subscriber"):  # before reading: the page's SCN is at least this
+            st.sessions.touch(params["subscriber"], s0 if s0 is not None else int(state["applied_scn"]))
         data, state, cursor, done, count = await asyncio.to_thread(
             _snapshot_read, sorted(sources or known), after, limit, flt
         )
-        if s0 is None and params.get("subscriber"):
-            st.sessions.touch(params["subscriber"], int(state["applied_scn"]))
         SERVED_ROWS.inc(count)
         headers = {
             "X-Headrace-Snapshot-Scn": str(state["applied_scn"]),
