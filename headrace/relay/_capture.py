@@ -113,6 +113,8 @@ class Capture:
                     backoff = 0.1
                     if item is None:
                         self.source.acknowledge(self.acks.durable())
+                        for meta in self.source.tables():  # new tables and shapes get their schema now
+                            self.codecs.registry.register(meta)
                         continue
                     ew = encode_window(item, self.codecs, limit=self.max_window_bytes)
                     if ew is None:

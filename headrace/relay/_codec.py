@@ -69,6 +69,20 @@ def _encoder(t: ColumnType) -> Convert:
     return _identity
 
 
+#: kinds whose Python value needs no conversion when it already has this exact type
+_NATIVE: dict[str, type] = {
+    "long": int,
+    "int": int,
+    "double": float,
+    "float": float,
+    "string": str,
+    "enum": str,
+    "bytes": bytes,
+    "boolean": bool,
+    "uuid": uuid.UUID,
+}
+
+
 def _decoder_for(avro_type: Any) -> Convert | None:
     """Post-decoding conversion for an Avro field type carrying a ``headrace.type`` annotation."""
     if isinstance(avro_type, list):
@@ -97,10 +111,10 @@ class RowCodec:
         self.version = version
         self._writer = fastavro.parse_schema(version.schema)
         self._reader = fastavro.parse_schema(reader_schema) if reader_schema is not None else None
-        self._enc: list[tuple[str, str, Convert, bool]] = []
+        self._enc: list[tuple[str, str, Convert, type | None]] = []
         if version.meta is not None:
             for col, field in zip(version.meta.columns, version.schema["fields"], strict=True):
-                self._enc.append((col.name, field["name"], _encoder(col.type), col.nullable))
+                self._enc.append((col.name, field["name"], _encoder(col.type), _NATIVE.get(col.type.kind)))
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
@@ -111,9 +125,9 @@ class RowCodec:
         if not self._enc:
             raise ValueError("this codec has no table metadata to encode with")
         rec: dict[str, Any] = {}
-        for col, name, conv, _nullable in self._enc:
+        for col, name, conv, native in self._enc:
             v = row.get(col)
-            rec[name] = None if v is None else conv(v)
+            rec[name] = v if v is None or type(v) is native else conv(v)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self._writer, rec)
         return buf.getvalue()
@@ -147,6 +161,11 @@ class Codecs:
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
         self._by_fp: dict[str, RowCodec] = {}
+        self._table_sets: dict[frozenset[str], frozenset[str]] = {}  # shared, so windows do not each hold one
+
+    def table_set(self, tables: set[str]) -> frozenset[str]:
+        key = frozenset(tables)
+        return self._table_sets.setdefault(key, key)
 
     def for_change(self, change: RowChange) -> RowCodec:
         sv = self.registry.register(change.table)
@@ -201,4 +220,4 @@ def encode_window(window: ChangeWindow, codecs: Codecs, limit: int | None = None
     if count == 0:
         return None
     data = b"".join(parts) if limit is None or size <= limit else b""
-    return EncodedWindow(window.scn, first, window.ts_ms, count, data, frozenset(tables))
+    return EncodedWindow(window.scn, first, window.ts_ms, count, data, codecs.table_set(tables))
