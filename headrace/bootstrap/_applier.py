@@ -55,10 +55,12 @@ def apply_once(store: Store, max_windows: int) -> int:
     if not windows:
         log_scn = st["log_scn"]
         if log_scn is not None and log_scn > applied:
-            store.apply([], int(log_scn))
+            store.apply([], int(log_scn), expect=applied)
         return 0
     ops = merge(split_windows(iter_frames(b"".join(w.data for w in windows))))
-    store.apply(ops.values(), windows[-1].scn)
+    if not store.apply(ops.values(), windows[-1].scn, expect=applied):
+        log.info("apply_raced", detail="another applier moved applied_scn first; retrying")
+        return 0
     APPLIED_WINDOWS.inc(len(windows))
     return len(windows)
 

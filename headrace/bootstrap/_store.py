@@ -212,12 +212,29 @@ class Store:
 
     # -- snapshot store ----------------------------------------------------------------------
 
-    def apply(self, ops: Iterable[RowOp], applied_scn: int, seed: dict[str, Any] | None = None) -> None:
-        """Write row operations and move ``applied_scn`` (and the seed progress), in one transaction."""
+    def apply(
+        self,
+        ops: Iterable[RowOp],
+        applied_scn: int,
+        seed: dict[str, Any] | None = None,
+        expect: int | None = None,
+    ) -> bool:
+        """Write row operations and move ``applied_scn`` (and the seed progress), in one transaction.
+
+        With ``expect``, nothing is written (and False returned) unless ``applied_scn`` is still
+        ``expect`` — two appliers (the server's and a DAG's) never write a stale merge over a newer one.
+        """
         ops = list(ops)
         dels = [{"s": o.source, "k": o.sort_key} for o in ops if o.frame is None]
         ups = [{"source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame} for o in ops if o.frame]
         with self.writer.begin() as conn:
+            if expect is not None:
+                q = sa.select(STATE.c.v).where(STATE.c.k == "applied_scn")
+                if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already holds the write lock
+                    q = q.with_for_update()
+                cur_v = conn.execute(q).scalar()
+                if cur_v is None or int(cur_v) != expect:
+                    return False
             upsert = self._upsert(conn)
             if dels or (ups and upsert is None):
                 keys = dels if upsert is not None else dels + [{"s": u["source"], "k": u["sort_key"]} for u in ups]
@@ -232,6 +249,7 @@ class Store:
             cur = self._get(conn, "applied_scn")
             if cur is None or int(cur) < applied_scn:
                 self._put(conn, "applied_scn", str(applied_scn))
+        return True
 
     @staticmethod
     def _upsert(conn: sa.Connection) -> Any:
