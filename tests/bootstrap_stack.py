@@ -74,6 +74,10 @@ class Stack:
         body: dict[str, Any] = httpx.get(self.boot_url + "/v1/status", timeout=10).json()
         return body
 
+    def status_auth(self, headers: dict[str, str]) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(self.boot_url + "/v1/status", headers=headers, timeout=10).json()
+        return body
+
     def wait_ready(self, timeout: float = 120) -> None:
         wait_until(lambda: self.status()["snapshot_ready"], timeout, "the bootstrap snapshot to be ready", 0.3)
 
