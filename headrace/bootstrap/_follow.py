@@ -6,6 +6,10 @@ fetched batch of whole windows is written to the log store in one transaction to
 ``log_scn`` (the SCN the relay scanned to). Writer schemas of new fingerprints are fetched from the
 relay and stored before the windows that use them. Frames are stored exactly as served.
 
+When a relay answers ``scn_too_old`` for ``log_scn`` (the source's log was pruned past it, e.g. by a
+retention setting or a long outage) and ``bootstrap.seed`` is set, the stores are emptied and seeded
+again; subscribers in the middle of a bootstrap get 410 from catch-up and start their snapshot over.
+
 Resume-state contract: ``log_scn`` in the store is the checkpoint; it moves only in the transaction
 that stores the windows, so after kill -9 the follower asks the relay again from it and no window
 is stored twice or missed (windows at or below ``log_scn`` are skipped on insert).
@@ -102,8 +106,18 @@ class Follower:
                 except ScnTooOld as exc:
                     self.too_old = exc
                     self.error = str(exc)
-                    log.error("relay_no_longer_has_log_scn", error=str(exc))
-                    self.stop.wait(5.0)
+                    seeding = (self.store.state()["seed"] or {}).get("done") is False
+                    if cfg.seed is None or seeding:  # (a seed in progress restarts on the next server start)
+                        log.error("relay_no_longer_has_log_scn", error=str(exc), detail="configure bootstrap.seed")
+                        self.stop.wait(5.0)
+                        continue
+                    # the source's log moved past ours (retention, a long outage): seed again from scratch
+                    log.warning("relay_no_longer_has_log_scn_reseeding", error=str(exc))
+                    from ._seed import seed
+
+                    self.store.reset()
+                    seed(self.store, cfg.seed, cfg.sources, cfg.seed_page_rows, self.stop)
+                    sub.checkpoint = Checkpoint(int(self.store.state()["log_scn"]))
                     continue
                 except InvalidInput as exc:
                     self.error = str(exc)
