@@ -14,10 +14,10 @@ import httpx
 import pytest
 import relay_workload as wl
 from relay_support import collect, relay_config, start_relay, status, write_workload
-from support import wait_until
+from support import free_port, wait_until
 
 from headrace.errors import ScnTooOld
-from headrace.relay.client import Subscriber
+from headrace.relay.client import ChangeEvent, Consumer, MemoryCheckpointStore, Subscriber, Window
 
 TOKEN = "s3cret-token"
 
@@ -102,8 +102,36 @@ def test_mod_partitions_are_disjoint_and_complete_and_filters_select(daemons: An
     assert write_workload(db, 5, 0, n_txn).wait(60) == 0
     wait_until(lambda: status(url)["newest_scn"] == total, 60, "relay to catch up")
 
-    everything = [e.scn for w in collect(Subscriber([url], wait_ms=300), total, 60) for e in w.events]
+    # failover: the first relay in the list is down
+    dead = f"http://127.0.0.1:{free_port()}"
+    everything = [e.scn for w in collect(Subscriber([dead, url], wait_ms=300), total, 60) for e in w.events]
     assert len(everything) == total
+
+    # a consumer that raises gets the same window again, whole; the checkpoint waits for success
+    class Flaky(Consumer):
+        def __init__(self) -> None:
+            self.attempts: list[list[int]] = []
+            self.errors = 0
+
+        def on_start_window(self, window: Window) -> None:
+            self.attempts.append([])
+
+        def on_event(self, event: ChangeEvent) -> None:
+            self.attempts[-1].append(event.scn)
+            if len(self.attempts) == 2 and len(self.attempts[-1]) == 1:
+                raise RuntimeError("consumer bug")
+
+        def on_error(self, error: BaseException, window: Window) -> None:
+            self.errors += 1
+
+    store = MemoryCheckpointStore()
+    flaky = Flaky()
+    Subscriber([url], checkpoint_store=store, wait_ms=300, max_bytes=2000).run(flaky, idle_exit=1.0)
+    assert flaky.errors == 1
+    first, broken, retried = flaky.attempts[0], flaky.attempts[1], flaky.attempts[2]
+    assert broken == retried[:1] and retried[0] == first[-1] + 1
+    assert sorted({s for a in flaky.attempts for s in a}) == everything
+    assert store.checkpoint is not None and store.checkpoint.scn == total
     parts = []
     for i in range(4):
         sub = Subscriber([url], filter=f"mod:4:{i}", wait_ms=300, start_scn=0)

@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -297,12 +298,12 @@ def test_sqlite_prunes_only_acknowledged_and_old_changes_at_window_ends(tmp_path
             break
     assert all(len(list(w.changes)) % 2 == 0 for w in got), "a window split a transaction"
     src.acknowledge(6)
-    pruned = src.prune()  # only at a window end ≤ the acknowledged SCN
+    pruned = src.prune(now_ms=int(time.time() * 1000) + 1000)  # only at a window end ≤ the acknowledged SCN
     assert pruned == max([w.scn for w in got if w.scn <= 6], default=0)
     assert conn.execute("SELECT min(scn) FROM headrace_changes").fetchall()[0][0] == pruned + 1
     assert src.start_scn() == pruned
     src.acknowledge(None)  # no durable consumer: retention (0 s here) alone decides
-    assert src.prune() == 20
+    assert src.prune(now_ms=int(time.time() * 1000) + 1000) == 20
     assert conn.execute("SELECT count(*) FROM headrace_changes").fetchall()[0][0] == 0
     src.uninstall()
     src.close()
@@ -321,3 +322,26 @@ def test_checkpoint_stores_round_trip(tmp_path: Path) -> None:
     ss.save(Checkpoint(9))
     assert SqlCheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", "sub-a").load() == Checkpoint(9)
     assert SqlCheckpointStore(f"sqlite:///{tmp_path / 'cp.db'}", "sub-b").load() is None
+
+
+def test_sqlite_streams_a_window_too_large_to_read_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import headrace.relay.sources.sqlite as sq
+
+    monkeypatch.setattr(sq, "LARGE_WINDOW_ROWS", 50)
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    src = SqliteSource(RelayConfig(source=f"sqlite:///{db}", sqlite={"poll_ms": 5}))
+    src.open()
+    for i in range(10):  # written while no relay ran: no cut between these transactions
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?, 'x')", [(i * 10 + j,) for j in range(10)])
+        conn.execute("COMMIT")
+    stop = threading.Event()
+    for w in src.read(None, stop):
+        if w is not None:
+            assert not isinstance(w.changes, list)  # a generator: not held in memory
+            assert w.scn == 100 and [c.scn for c in w.changes] == list(range(1, 101))
+            break
+    src.close()

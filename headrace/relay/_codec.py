@@ -39,6 +39,9 @@ def _to_decimal(v: Any) -> decimal.Decimal:
     return v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v))
 
 
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _encoder(t: ColumnType) -> Convert:
     k = t.kind
     if k == "decimal":
@@ -47,7 +50,7 @@ def _encoder(t: ColumnType) -> Convert:
             return lambda v: _to_decimal(v).quantize(q)
         return lambda v: str(_to_decimal(v))
     if k == "json":
-        return lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+        return _JSON_ENCODER.encode
     if k == "interval":
         return lambda v: v // dt.timedelta(microseconds=1) if isinstance(v, dt.timedelta) else int(v)
     if k == "boolean":

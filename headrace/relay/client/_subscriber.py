@@ -173,6 +173,29 @@ class Subscriber:
                     if wait_ms is not None:
                         return None
 
+    def _decode_batch(self, batch: Batch | None) -> list[Window] | None:
+        """Decode a response's windows; None (after a backoff) when no relay could give a schema."""
+        if batch is None:
+            return None
+        try:
+            return [self._decode(events) for events in batch.windows]
+        except Unavailable as exc:
+            log.warning("schema_unavailable", error=str(exc))
+            self.stop_event.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            return None
+
+    def _decode_retrying(self, events: list[Any]) -> Window:
+        """Decode a bootstrap window, backing off while no server can give a schema."""
+        backoff = 0.1
+        while True:
+            try:
+                return self._decode(events)
+            except Unavailable as exc:
+                log.warning("schema_unavailable", error=str(exc))
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+
     def _decode(self, events: list[Any]) -> Window:
         return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
 
@@ -244,16 +267,16 @@ class Subscriber:
             if start is not None:
                 for evs, cp in bootstrap_steps(self, start):
                     if evs:
-                        w = self._decode(evs)
+                        w = self._decode_retrying(evs)
                         self.last_event_time = time.monotonic()
                         yield w
                     self.save(cp)
                 continue
             batch = self._fetch_or_switch(self._idle_wait(idle_exit))
-            if batch is None:
+            decoded = self._decode_batch(batch)
+            if batch is None or decoded is None:
                 continue
-            for events in batch.windows:
-                w = self._decode(events)
+            for w in decoded:
                 self.last_event_time = time.monotonic()
                 yield w
                 self.commit(w.scn)
@@ -269,7 +292,7 @@ class Subscriber:
                 consumer.on_start_bootstrap(start)
                 for evs, cp in bootstrap_steps(self, start):
                     if evs:
-                        w = self._decode(evs)
+                        w = self._decode_retrying(evs)
                         self.last_event_time = time.monotonic()
                         self._deliver(consumer, w)
                     consumer.on_checkpoint(self.save(cp))
@@ -277,10 +300,10 @@ class Subscriber:
                         consumer.on_end_bootstrap(cp)
                 continue
             batch = self._fetch_or_switch(self._idle_wait(idle_exit))
-            if batch is None:
+            decoded = self._decode_batch(batch)
+            if batch is None or decoded is None:
                 continue
-            for events in batch.windows:
-                w = self._decode(events)
+            for w in decoded:
                 self.last_event_time = time.monotonic()
                 self._deliver(consumer, w)
                 consumer.on_checkpoint(self.commit(w.scn))

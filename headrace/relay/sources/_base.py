@@ -23,7 +23,8 @@ Contract (what the relay relies on):
   lists for arrays. ``key`` is the tuple of key-column values in ``TableMeta.key`` order.
 * **Schemas.** ``RowChange.table`` is the table's metadata at the time of the change. When a table
   changes shape, the source starts passing a new :class:`TableMeta` and the relay registers a new
-  schema version.
+  schema version. :meth:`ChangeSource.tables` is called on every idle tick (so new tables and
+  shapes get a schema before their first change): return cached objects, do not query.
 * **Threads.** ``read`` runs in one background thread and may block, but it must yield ``None``
   (an idle tick) at least every ``idle_seconds`` so the relay can stop it and pass acknowledgements;
   ``acknowledge`` is called from that same thread between items.

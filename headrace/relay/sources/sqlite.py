@@ -74,6 +74,8 @@ _PREFIX = "headrace_"
 HOUSEKEEPING_BUSY_MS = 50
 MARKS_PER_POLL = 256
 MARKS_SAVE_SECONDS = 1.0
+POLL_ROWS = 20_000
+LARGE_WINDOW_ROWS = 50_000
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
 
@@ -210,6 +212,7 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.warned: set[tuple[str, type]] = set()
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
         self._names = frozenset(c.name for c in meta.columns)
@@ -232,7 +235,18 @@ class _Table:
             if c is None:
                 continue  # a column dropped since the row was captured
             # fast path: the stored value already has the kind's Python type (int for long, str for text)
-            out[name] = v if v is None or type(v) is natives.get(name) else c(v)
+            if v is None or type(v) is natives.get(name):
+                out[name] = v
+                continue
+            try:
+                out[name] = c(v)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # SQLite lets any column hold any value; one that does not fit the declared type
+                # travels as null rather than stopping capture for everyone
+                out[name] = None
+                if (name, type(v)) not in self.warned:
+                    self.warned.add((name, type(v)))
+                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
         return out
 
 
@@ -385,6 +399,20 @@ class SqliteSource(ChangeSource):
                 f"SELECT scn FROM {MARKS_TABLE} WHERE scn > ? ORDER BY scn LIMIT {MARKS_PER_POLL}", (after,)
             ).fetchall()
             marks = sorted({r[0] for r in saved} | set(cuts))[:MARKS_PER_POLL]
+            # keep a poll to about POLL_ROWS rows (SCN spans bound row counts); a window larger than
+            # LARGE_WINDOW_ROWS is streamed on its own instead of being read into memory
+            prev = after
+            keep: list[int] = []
+            large: int | None = None
+            for m in marks:
+                if m - prev > LARGE_WINDOW_ROWS:
+                    large = None if keep else m
+                    break
+                keep.append(m)
+                prev = m
+                if m - after > POLL_ROWS:
+                    break
+            marks = keep
             rows = (
                 c.execute(
                     f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} "
@@ -398,6 +426,9 @@ class SqliteSource(ChangeSource):
             c.execute("COMMIT")
         if sv != self._schema_version:
             self._refresh()
+        if large is not None:
+            self._unsaved.append(large)
+            return [self._streamed_window(after, large)]
         windows: list[ChangeWindow] = []
         current: list[RowChange] = []
         mi = 0
@@ -411,6 +442,26 @@ class SqliteSource(ChangeSource):
         assert not current, "change-log rows past the last boundary"
         self._unsaved.extend(w.scn for w in windows)
         return windows
+
+    def _streamed_window(self, lo: int, hi: int) -> ChangeWindow:
+        """The window (lo, hi] read lazily through a connection and read snapshot of its own."""
+        ts = self.conn.execute(f"SELECT ts_ms FROM {CHANGES_TABLE} WHERE scn = ?", (hi,)).fetchall()
+        log.info("large_window_streamed", after_scn=lo, scn=hi)
+
+        def changes() -> Iterator[RowChange]:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+            try:
+                cur = conn.execute(
+                    f"SELECT scn, tbl, op, before, after FROM {CHANGES_TABLE} WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    (lo, hi),
+                )
+                while rows := cur.fetchmany(1000):
+                    for scn, tbl, op, before, after_img in rows:
+                        yield self._change(scn, tbl, op, before, after_img)
+            finally:
+                conn.close()
+
+        return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
 
     def _change(self, scn: int, tbl: str, op: str, before: str | None, after: str | None) -> RowChange:
         table = self._tables.get(tbl)
