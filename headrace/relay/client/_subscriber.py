@@ -60,7 +60,11 @@ class Consumer:
         """The checkpoint was saved."""
 
     def on_start_bootstrap(self, checkpoint: Checkpoint) -> None:
-        """The subscriber switches to a bootstrap server, starting (or resuming) from ``checkpoint``."""
+        """The subscriber switches to a bootstrap server, starting (or resuming) from ``checkpoint``.
+
+        ``checkpoint.phase == "snapshot"`` with an empty position: a full snapshot starts; a consumer
+        keeping a copy should replace it (rows deleted meanwhile are not sent as deletes).
+        """
 
     def on_end_bootstrap(self, checkpoint: Checkpoint) -> None:
         """The bootstrap is over; streaming from the relay goes on after ``checkpoint``."""
@@ -298,6 +302,8 @@ class Subscriber:
                     consumer.on_checkpoint(self.save(cp))
                     if cp.phase == PHASE_RELAY:
                         consumer.on_end_bootstrap(cp)
+                    elif cp.phase == PHASE_SNAPSHOT and not cp.position:
+                        consumer.on_start_bootstrap(cp)  # starting over from a new snapshot
                 continue
             batch = self._fetch_or_switch(self._idle_wait(idle_exit))
             decoded = self._decode_batch(batch)

@@ -109,7 +109,8 @@ def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[tuple[list[E
 
     ``start`` is the checkpoint to begin from (phase ``snapshot`` or ``catchup``). The iteration ends
     when the relay can serve the last checkpoint (the final item carries phase ``relay``), or when
-    ``sub.stop()`` is called.
+    ``sub.stop()`` is called. An item ``(None, Checkpoint(0, "snapshot", {}))`` after the start means
+    the snapshot starts over (the catch-up log no longer reached back far enough).
     """
     cp = start
     failures = 0
@@ -164,6 +165,7 @@ def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[tuple[list[E
         except ScnTooOld as exc:
             log.warning("bootstrap_log_too_old_restarting_snapshot", since=cp.scn, oldest_scn=exc.oldest_scn)
             cp = Checkpoint(0, PHASE_SNAPSHOT, {})
+            yield None, cp  # a fresh snapshot starts: the subscriber's copy is to be replaced
         except Unavailable as exc:
             failures += 1
             log.warning("bootstrap_unavailable", server=bs.url, error=str(exc))
