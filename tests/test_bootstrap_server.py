@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import bootstrap_workload as wl
 import httpx
 from bootstrap_stack import Stack
 from support import wait_until
 
 from headrace.errors import ScnTooOld
 from headrace.relay import decode_key
-from headrace.relay.client import BootstrapClient
+from headrace.relay.client import BootstrapClient, Subscriber
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -89,10 +90,32 @@ def test_bootstrap_api_auth_bad_input_filters_and_paging(tmp_path: Path, daemons
             raise AssertionError("expected ScnTooOld")
         except ScnTooOld as exc:
             assert exc.oldest_scn is not None and exc.oldest_scn > 10
+        stack.stop_writers()  # so the floor settles (compaction would race a catch-up from it)
+        wait_until(
+            lambda: (s := stack.status_auth(AUTH))["log_floor"] == s["applied_scn"] == s["log_scn"],
+            60,
+            "the log to settle",
+            0.2,
+        )
         floor = stack.status_auth(AUTH)["log_floor"]
         batch = client.catchup(floor, ["accounts"], None, 1 << 20, None)
-        assert all(e.source == "accounts" for w in batch.windows for e in w)
+        assert batch.windows == [] and batch.scanned_scn == floor
         client.close()
-        stack.stop_writers()
+
+        # the iterator style bootstraps too: the copy equals the source when it is back on the relay
+        sub = Subscriber([stack.relay_url], bootstrap=[b], from_snapshot=True, token=TOKEN, snapshot_rows=400)
+        copy: dict[tuple[str, Any], Any] = {}
+        phases = set()
+        for w in sub.windows(idle_exit=3):  # ends 3 s after the last window
+            for e in w.events:
+                if e.op.value == "d":
+                    copy.pop((e.table, e.key[0]), None)
+                else:
+                    copy[(e.table, e.key[0])] = e.after
+            phases.add(sub.checkpoint.phase if sub.checkpoint else None)
+        sub.close()
+        assert sub.checkpoint is not None and sub.checkpoint.phase == "relay"
+        assert {None, "snapshot"} <= phases
+        assert wl.source_rows(stack.db) == copy
     finally:
         stack.kill_all()
