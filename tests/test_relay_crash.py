@@ -78,13 +78,16 @@ def test_kill9_subscribers_and_relay_lose_nothing_and_never_split_a_window(daemo
 
     # CLI output: whole windows only, every event at least once, order kept after de-duplication
     lines = _lines(cli_out)
-    seen: dict[int, dict[str, Any]] = {}
+    seen: dict[int, dict[str, Any]] = {}  # scn → event without window_end
     window: list[dict[str, Any]] = []
     for ev in lines:
         window.append(ev)
         if ev["window_end"]:
             for e in window:
-                assert seen.setdefault(e["scn"], e) == e, "a replayed event differs"
+                # a relay killed before saving its latest window ends may group them differently when
+                # it re-reads the log (still whole transactions), so window_end may differ on replay
+                body = {k: v for k, v in e.items() if k != "window_end"}
+                assert seen.setdefault(e["scn"], body) == body, "a replayed event differs"
             window = []
     assert window == [], "the CLI output ends inside a window"
     assert len(seen) == total

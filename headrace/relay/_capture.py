@@ -108,6 +108,7 @@ class Capture:
         backoff = 0.1
         while not self.stop_event.is_set():
             try:
+                self.source.acknowledge(self.acks.durable())
                 for item in self.source.read(self.after, self.stop_event):
                     self.connected = True
                     backoff = 0.1

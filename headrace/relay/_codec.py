@@ -189,7 +189,7 @@ def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, b
             source=prev.table.name,
             op=prev.op,
             key=encode_key(prev.key),
-            ts_ms=window.ts_ms,
+            ts_ms=window.ts_ms if prev.ts_ms is None else prev.ts_ms,
             fingerprint=codec.version.fingerprint,
             before=codec.encode(prev.before) if prev.before is not None else None,
             after=codec.encode(prev.after) if prev.after is not None else None,

@@ -16,7 +16,8 @@ Contract (what the relay relies on):
   log; ``after_scn=None`` means from the oldest change the source still has. :meth:`start_scn` says
   which SCN that oldest position is *after* (the relay's buffer serves ``since`` ≥ it).
 * **Durability.** The source may discard log only up to the SCN given to :meth:`acknowledge`
-  (``None``: no durable consumer is configured, apply the source's own retention policy, if any).
+  (``None``: no durable consumer is configured, apply the source's own retention policy, if any),
+  and nothing before the first call (the relay calls it before ``read`` and on every idle tick).
 * **Values.** Row images are ``{column name: Python value}`` with the types of the column kinds
   (``docs/type-mapping.md``): int, float, Decimal, str, bytes, bool, date, time, datetime (naive for
   ``timestamp``, aware for ``timestamptz``), UUID, timedelta, JSON values (dict/list/… for ``json``),
@@ -54,6 +55,8 @@ class RowChange:
     key: tuple[Any, ...]
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
+    #: the change's own commit time when the source knows it per change (None: the window's ``ts_ms``)
+    ts_ms: int | None = None
 
 
 @dataclass(slots=True)

@@ -273,6 +273,7 @@ class SqliteSource(ChangeSource):
         self._last_save = 0.0
         self._last_prune = 0.0
         self._durable: int | None = None
+        self._acknowledged = False
         self._last_read = 0
         self.lock = threading.Lock()
 
@@ -433,7 +434,7 @@ class SqliteSource(ChangeSource):
         current: list[RowChange] = []
         mi = 0
         for scn, tbl, op, ts_ms, before, after_img in rows:
-            current.append(self._change(scn, tbl, op, before, after_img))
+            current.append(self._change(scn, tbl, op, before, after_img, ts_ms))
             while marks[mi] < scn:
                 mi += 1
             if marks[mi] == scn:
@@ -452,18 +453,21 @@ class SqliteSource(ChangeSource):
             conn = sqlite3.connect(self.path, timeout=30.0)
             try:
                 cur = conn.execute(
-                    f"SELECT scn, tbl, op, before, after FROM {CHANGES_TABLE} WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    f"SELECT scn, tbl, op, before, after, ts_ms FROM {CHANGES_TABLE} "
+                    "WHERE scn > ? AND scn <= ? ORDER BY scn",
                     (lo, hi),
                 )
                 while rows := cur.fetchmany(1000):
-                    for scn, tbl, op, before, after_img in rows:
-                        yield self._change(scn, tbl, op, before, after_img)
+                    for scn, tbl, op, before, after_img, ts_ms in rows:
+                        yield self._change(scn, tbl, op, before, after_img, ts_ms)
             finally:
                 conn.close()
 
         return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
 
-    def _change(self, scn: int, tbl: str, op: str, before: str | None, after: str | None) -> RowChange:
+    def _change(
+        self, scn: int, tbl: str, op: str, before: str | None, after: str | None, ts_ms: int | None = None
+    ) -> RowChange:
         table = self._tables.get(tbl)
         if table is None:  # a table no longer captured (or dropped): reflect what we can
             try:
@@ -480,7 +484,8 @@ class SqliteSource(ChangeSource):
         src = av if av is not None else bv
         assert src is not None
         key = tuple(src.get(k) for k in meta.key)
-        return RowChange(scn, meta, _OPS[op], key, bv, av)
+        # each change keeps the time its trigger recorded, so an event is the same however it is windowed
+        return RowChange(scn, meta, _OPS[op], key, bv, av, ts_ms)
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         last = self.start_scn() if after_scn is None else after_scn
@@ -502,7 +507,7 @@ class SqliteSource(ChangeSource):
                 if self._unsaved and now - self._last_save >= MARKS_SAVE_SECONDS:
                     self._last_save = now
                     self._save_marks()
-                if now - self._last_prune >= self.prune_interval:
+                if self._acknowledged and now - self._last_prune >= self.prune_interval:
                     self._last_prune = now
                     self.prune()
                 yield None
@@ -573,6 +578,7 @@ class SqliteSource(ChangeSource):
 
     def acknowledge(self, durable_scn: int | None) -> None:
         self._durable = durable_scn
+        self._acknowledged = True  # pruning waits for the relay to say what durable consumers hold
 
     def prune(self, now_ms: int | None = None) -> int:
         """Delete changes that no one needs any more (see the module docstring); returns the new pruned SCN."""
