@@ -123,14 +123,16 @@ def main() -> None:
         )
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "headrace", cmd, "--config", str(cfg), "--log-format", "json"],
-            stderr=open(tmp / f"{cmd}.log", "wb"),  # noqa: SIM115
-            env=env,
+    procs = []
+    for cmd, url in (("relay", relay), ("bootstrap", boot)):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "headrace", cmd, "--config", str(cfg), "--log-format", "json"],
+                stderr=open(tmp / f"{cmd}.log", "wb"),  # noqa: SIM115
+                env=env,
+            )
         )
-        for cmd in ("relay", "bootstrap")
-    ]
+        wait(lambda u=url: httpx.get(f"http://{u}/healthz").status_code == 200, 60, f"{cmd} to start")
     stop_file = tmp / "stop"
     writer = subprocess.Popen(
         [
