@@ -86,7 +86,7 @@ class Counter(Consumer):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--write-sleep-ms", type=int, default=5)
+    ap.add_argument("--write-sleep-ms", type=int, default=5, help="writer pause per transaction; -1: no writer")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="headrace-bench-bootstrap-"))
     db = tmp / "src.db"
@@ -134,16 +134,20 @@ def main() -> None:
         )
         wait(lambda u=url: httpx.get(f"http://{u}/healthz").status_code == 200, 60, f"{cmd} to start")
     stop_file = tmp / "stop"
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "bootstrap_workload.py"),
-            str(db),
-            "7",
-            str(stop_file),
-            str(args.write_sleep_ms),
-        ],
-        stdout=subprocess.PIPE,
+    writer = (
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "bootstrap_workload.py"),
+                str(db),
+                "7",
+                str(stop_file),
+                str(args.write_sleep_ms),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        if args.write_sleep_ms >= 0
+        else None
     )
     try:
         t0 = time.monotonic()
@@ -179,7 +183,7 @@ def main() -> None:
         decode_rate = consumer.rows / (consumer.snapshot_done - t0)
     finally:
         stop_file.touch()
-        writes = int(writer.communicate(timeout=60)[0] or 0)
+        writes = int(writer.communicate(timeout=60)[0] or 0) if writer is not None else 0
         for p in procs:
             p.terminate()
             p.wait(60)
