@@ -13,7 +13,7 @@ from support import wait_until
 
 from headrace.errors import ScnTooOld
 from headrace.relay import decode_key
-from headrace.relay.client import BootstrapClient, Subscriber
+from headrace.relay.client import BootstrapClient, Checkpoint, Consumer, Subscriber, Window
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -117,5 +117,28 @@ def test_bootstrap_api_auth_bad_input_filters_and_paging(tmp_path: Path, daemons
         assert sub.checkpoint is not None and sub.checkpoint.phase == "relay"
         assert {None, "snapshot"} <= phases
         assert wl.source_rows(stack.db) == copy
+
+        # the callback style: on_start_bootstrap / on_end_bootstrap bracket the snapshot and catch-up
+        class Recorder(Consumer):
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+                self.rows = 0
+
+            def on_start_bootstrap(self, checkpoint: Checkpoint) -> None:
+                self.calls.append(f"start:{checkpoint.phase}")
+
+            def on_end_window(self, window: Window) -> None:
+                self.rows += sum(e.op.value == "r" for e in window.events)
+
+            def on_end_bootstrap(self, checkpoint: Checkpoint) -> None:
+                self.calls.append(f"end:{checkpoint.phase}")
+                sub2.stop()
+
+        rec = Recorder()
+        sub2 = Subscriber([stack.relay_url], bootstrap=[b], from_snapshot=True, token=TOKEN)
+        sub2.run(rec)
+        sub2.close()
+        assert rec.calls == ["start:snapshot", "end:relay"]
+        assert rec.rows == len(copy)
     finally:
         stack.kill_all()
