@@ -6,13 +6,13 @@ import click
 
 from .._cli import common_options
 from .._config import load_section
-from ..errors import FatalError
 from ._config import BootstrapConfig
 
 
 @click.command()
 @common_options
 def bootstrap(config_path: str | None) -> None:
-    """Run the bootstrap daemon."""
-    load_section(config_path, "bootstrap", BootstrapConfig)
-    raise FatalError("headrace bootstrap is not implemented yet")
+    """Run the bootstrap server: follow the relay into a log store, apply it into a snapshot store, serve both."""
+    from ._daemon import run_bootstrap
+
+    run_bootstrap(load_section(config_path, "bootstrap", BootstrapConfig))

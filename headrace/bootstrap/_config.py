@@ -12,6 +12,36 @@ class BootstrapConfig(Section):
 
     listen: Listen = "127.0.0.1:7090"
     relays: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:7080"], min_length=1)
+    #: SQLAlchemy URL of the database holding the log store and the snapshot store
     store: str = "sqlite:///./headrace-data/bootstrap.db"
+    #: tables to keep (default: every table the relay serves)
     sources: list[str] | None = None
+    #: bearer tokens accepted by this server (empty: no auth)
     tokens: list[str] = Field(default_factory=list)
+    #: bearer token sent to the relays
+    relay_token: str | None = None
+    #: name under which the applied SCN is acknowledged to the relays (list it in relay.durable_consumers)
+    consumer: str = "bootstrap"
+    #: the source database to seed the snapshot from (SQLAlchemy URL; usually the relay's ``source``).
+    #: None: no seeding — the change log must reach back to the tables' creation.
+    seed: str | None = None
+    #: rows per seeding page (one read transaction and one store transaction each)
+    seed_page_rows: int = Field(default=5_000, ge=1)
+    #: PostgreSQL seeding: the replication slot the relay uses (created with an exported snapshot)
+    seed_slot: str = "headrace"
+    #: windows merged per apply transaction
+    apply_batch_windows: int = Field(default=2_000, ge=1)
+    #: run the applier inside the server (turn off when an Airflow DAG applies instead)
+    apply_in_server: bool = True
+    #: seconds between applier passes when idle
+    apply_interval_seconds: float = Field(default=0.2, gt=0)
+    #: log windows applied to the snapshot are kept this long (by commit time) for catch-up, then compacted
+    retention_seconds: float = Field(default=3_600.0, ge=0)
+    #: a bootstrap session not seen for this long no longer holds back compaction
+    session_timeout_seconds: float = Field(default=600.0, gt=0)
+    #: seconds between compactions
+    compact_interval_seconds: float = Field(default=30.0, gt=0)
+    #: largest fetch from the relay, and largest catch-up response served
+    max_bytes: int = Field(default=4 << 20, gt=0)
+    #: rows per snapshot response at most
+    max_snapshot_rows: int = Field(default=10_000, ge=1)

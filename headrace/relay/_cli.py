@@ -42,6 +42,15 @@ def uninstall(config_path: str | None) -> None:
 @click.option("--filter", "filter_", default=None, help="Server-side filter: mod:N:i or range:LO:HI.")
 @click.option("--idle-exit", type=float, default=None, help="Exit 0 after this many seconds without a new event.")
 @click.option("--token", default=None, envvar="HEADRACE_TOKEN", help="Bearer token (or HEADRACE_TOKEN).")
+@click.option(
+    "--bootstrap",
+    "bootstrap_urls",
+    multiple=True,
+    help="Bootstrap server URL (repeat for failover): used when the relay says scn_too_old.",
+)
+@click.option(
+    "--from-snapshot", is_flag=True, help="Without a checkpoint, start with a snapshot from the bootstrap server."
+)
 def subscribe(
     config_path: str | None,
     relays: tuple[str, ...],
@@ -50,6 +59,8 @@ def subscribe(
     filter_: str | None,
     idle_exit: float | None,
     token: str | None,
+    bootstrap_urls: tuple[str, ...],
+    from_snapshot: bool,
 ) -> None:
     """Print the changes of a relay as JSON lines (one object per event).
 
@@ -69,6 +80,8 @@ def subscribe(
             filter=filter_,
             idle_exit=idle_exit,
             token=token,
+            bootstrap=list(bootstrap_urls),
+            from_snapshot=from_snapshot,
         )
     except ScnTooOld as exc:
         click.echo(f"headrace: {exc}", err=True)

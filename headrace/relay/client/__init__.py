@@ -4,9 +4,11 @@ from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, Memor
 from ._decode import ChangeEvent, EventDecoder, Window
 from ._relay_client import Batch, RelayClient
 from ._subscriber import Consumer, Subscriber
+from ._switchover import BootstrapClient, SnapshotPage
 
 __all__ = [
     "Batch",
+    "BootstrapClient",
     "ChangeEvent",
     "Checkpoint",
     "CheckpointStore",
@@ -15,6 +17,7 @@ __all__ = [
     "FileCheckpointStore",
     "MemoryCheckpointStore",
     "RelayClient",
+    "SnapshotPage",
     "SqlCheckpointStore",
     "Subscriber",
     "Window",

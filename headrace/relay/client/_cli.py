@@ -70,6 +70,8 @@ def run_subscribe(
     filter: str | None,
     idle_exit: float | None,
     token: str | None,
+    bootstrap: list[str] | None = None,
+    from_snapshot: bool = False,
 ) -> None:
     sub = Subscriber(
         relays,
@@ -78,6 +80,8 @@ def run_subscribe(
         filter,
         token=token,
         wait_ms=5_000,
+        bootstrap=bootstrap,
+        from_snapshot=from_snapshot,
     )
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     sys.stdout.flush()

@@ -78,8 +78,10 @@ class RelayClient:
         max_bytes: int | None = None,
         wait_ms: int = 10_000,
         subscriber: str | None = None,
+        path: str = "/v1/stream",
     ) -> Batch:
-        """One long-poll of ``/v1/stream``; raises on a bad frame or a partial window."""
+        """One long-poll of ``/v1/stream`` (or a server's ``path`` with the same API, e.g. a bootstrap
+        server's ``/v1/catchup``); raises on a bad frame or a partial window."""
         params: dict[str, Any] = {"wait_ms": wait_ms}
         if since is not None:
             params["since"] = since
@@ -91,7 +93,7 @@ class RelayClient:
             params["max_bytes"] = max_bytes
         if subscriber:
             params["subscriber"] = subscriber
-        r = self._get("/v1/stream", params, timeout=self.timeout + wait_ms / 1000.0)
+        r = self._get(path, params, timeout=self.timeout + wait_ms / 1000.0)
         try:
             windows = list(split_windows(iter_frames(r.content)))
         except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)

@@ -7,7 +7,10 @@ saved (atomically, by the store). When the application raises, the same window i
 (after ``on_error``, with backoff): a window is never skipped. When a relay fails (connection
 refused, timeout, 5xx, corrupt response) the next relay in the list is tried, with exponential
 backoff once every relay has failed in a row. A 410 ``scn_too_old`` raises
-:class:`~headrace.errors.ScnTooOld`.
+:class:`~headrace.errors.ScnTooOld` — unless bootstrap servers are configured: then the subscriber
+switches to one by itself and comes back to the relay when caught up
+(:mod:`headrace.relay.client._switchover`); ``from_snapshot=True`` makes a subscriber without a
+checkpoint start with a snapshot from the bootstrap server.
 
 Resume-state contract: see :mod:`headrace.relay.client._checkpoint`. Without a stored checkpoint
 the subscriber starts at ``start_scn`` if given, else at the oldest SCN the relay holds.
@@ -24,11 +27,12 @@ from typing import Any
 import httpx
 
 from ..._logging import get_logger
-from ...errors import InvalidInput, Unavailable, UsageError
+from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
 from .._filter import parse_filter
 from ._checkpoint import Checkpoint, CheckpointStore, MemoryCheckpointStore
 from ._decode import ChangeEvent, EventDecoder, Window
 from ._relay_client import Batch, RelayClient
+from ._switchover import PHASE_CATCHUP, PHASE_RELAY, PHASE_SNAPSHOT, BootstrapClient, bootstrap_steps
 
 __all__ = ["Consumer", "Subscriber"]
 
@@ -55,6 +59,16 @@ class Consumer:
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
         """The checkpoint was saved."""
 
+    def on_start_bootstrap(self, checkpoint: Checkpoint) -> None:
+        """The subscriber switches to a bootstrap server, starting (or resuming) from ``checkpoint``.
+
+        ``checkpoint.phase == "snapshot"`` with an empty position: a full snapshot starts; a consumer
+        keeping a copy should replace it (rows deleted meanwhile are not sent as deletes).
+        """
+
+    def on_end_bootstrap(self, checkpoint: Checkpoint) -> None:
+        """The bootstrap is over; streaming from the relay goes on after ``checkpoint``."""
+
     def on_error(self, error: BaseException, window: Window) -> None:
         """A callback raised; return to retry the window, raise to stop."""
         log.warning("consumer_failed_window_will_be_retried", scn=window.scn, error=repr(error))
@@ -79,6 +93,9 @@ class Subscriber:
         backoff_max: float = 5.0,
         subscriber_id: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        bootstrap: Sequence[str] | None = None,
+        from_snapshot: bool = False,
+        snapshot_rows: int = 5_000,
     ) -> None:
         if not relays:
             raise UsageError("give at least one relay URL")
@@ -99,6 +116,15 @@ class Subscriber:
         self._start_scn = start_scn
         self.stop_event = threading.Event()
         self.last_event_time = time.monotonic()
+        self.bootstrap_clients = [
+            BootstrapClient(u, token=token, timeout=timeout, transport=transport) for u in bootstrap or ()
+        ]
+        self._bs_current = 0
+        self.from_snapshot = from_snapshot
+        self.snapshot_rows = snapshot_rows
+        self._too_old: ScnTooOld | None = None
+        if from_snapshot and not self.bootstrap_clients:
+            raise UsageError("from_snapshot needs at least one bootstrap server URL")
 
     # -- relays ----------------------------------------------------------------------------------
 
@@ -108,8 +134,8 @@ class Subscriber:
 
     def _fetch_schema(self, fingerprint: str) -> Any:
         last: Exception | None = None
-        for i in range(len(self.clients)):
-            c = self.clients[(self._current + i) % len(self.clients)]
+        n = len(self.clients)
+        for c in [*(self.clients[(self._current + i) % n] for i in range(n)), *self.bootstrap_clients]:
             try:
                 return c.schema(fingerprint)
             except (Unavailable, InvalidInput) as exc:
@@ -163,6 +189,17 @@ class Subscriber:
             self._backoff = min(self._backoff * 2, self.backoff_max)
             return None
 
+    def _decode_retrying(self, events: list[Any]) -> Window:
+        """Decode a bootstrap window, backing off while no server can give a schema."""
+        backoff = 0.1
+        while True:
+            try:
+                return self._decode(events)
+            except Unavailable as exc:
+                log.warning("schema_unavailable", error=str(exc))
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+
     def _decode(self, events: list[Any]) -> Window:
         return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
 
@@ -179,8 +216,38 @@ class Subscriber:
         self.stop_event.set()
 
     def close(self) -> None:
-        for c in self.clients:
+        for c in [*self.clients, *self.bootstrap_clients]:
             c.close()
+
+    # -- bootstrap (see _switchover) -------------------------------------------------------------
+
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Save ``checkpoint`` (phase and position included) as it is."""
+        self.store.save(checkpoint)
+        self.checkpoint = checkpoint
+        return checkpoint
+
+    def _bootstrap_start(self) -> Checkpoint | None:
+        """Where a bootstrap must start or resume now, or None to stream from the relay."""
+        cp = self.checkpoint
+        if cp is not None and cp.phase in (PHASE_SNAPSHOT, PHASE_CATCHUP) and self.bootstrap_clients:
+            return cp
+        if self._too_old is not None:
+            self._too_old = None
+            return Checkpoint(cp.scn if cp is not None else 0, PHASE_CATCHUP, {})
+        if cp is None and self.from_snapshot:
+            return Checkpoint(0, PHASE_SNAPSHOT, {})
+        return None
+
+    def _fetch_or_switch(self, wait_ms: int | None) -> Batch | None:
+        try:
+            return self.fetch(wait_ms)
+        except ScnTooOld as exc:
+            if not self.bootstrap_clients:
+                raise
+            log.warning("scn_too_old_switching_to_bootstrap", since=exc.since, oldest_scn=exc.oldest_scn)
+            self._too_old = exc
+            return None
 
     def _idle_wait(self, idle_exit: float | None) -> int | None:
         if idle_exit is None:
@@ -200,7 +267,16 @@ class Subscriber:
         it is delivered again next time. Ends after ``idle_exit`` seconds without events, or ``stop()``.
         """
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
-            batch = self.fetch(self._idle_wait(idle_exit))
+            start = self._bootstrap_start()
+            if start is not None:
+                for evs, cp in bootstrap_steps(self, start):
+                    if evs:
+                        w = self._decode_retrying(evs)
+                        self.last_event_time = time.monotonic()
+                        yield w
+                    self.save(cp)
+                continue
+            batch = self._fetch_or_switch(self._idle_wait(idle_exit))
             decoded = self._decode_batch(batch)
             if batch is None or decoded is None:
                 continue
@@ -215,7 +291,21 @@ class Subscriber:
     def run(self, consumer: Consumer, idle_exit: float | None = None) -> None:
         """Deliver windows to ``consumer`` until ``stop()``, idle exit, or an error it does not absorb."""
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
-            batch = self.fetch(self._idle_wait(idle_exit))
+            start = self._bootstrap_start()
+            if start is not None:
+                consumer.on_start_bootstrap(start)
+                for evs, cp in bootstrap_steps(self, start):
+                    if evs:
+                        w = self._decode_retrying(evs)
+                        self.last_event_time = time.monotonic()
+                        self._deliver(consumer, w)
+                    consumer.on_checkpoint(self.save(cp))
+                    if cp.phase == PHASE_RELAY:
+                        consumer.on_end_bootstrap(cp)
+                    elif cp.phase == PHASE_SNAPSHOT and not cp.position:
+                        consumer.on_start_bootstrap(cp)  # starting over from a new snapshot
+                continue
+            batch = self._fetch_or_switch(self._idle_wait(idle_exit))
             decoded = self._decode_batch(batch)
             if batch is None or decoded is None:
                 continue

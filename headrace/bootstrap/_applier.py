@@ -1,0 +1,164 @@
+"""The applier: log store → snapshot store, compaction, and acknowledgement to the relays.
+
+Theory of operation: each pass reads up to ``apply_batch_windows`` log windows after
+``applied_scn``, folds them into one operation per key (:func:`~._apply.merge`, sans-io) and writes
+those with the new ``applied_scn`` in one transaction. When the log holds nothing newer,
+``applied_scn`` moves up to ``log_scn`` (the relay scanned that far with nothing for us). After
+each pass that moved it, ``applied_scn`` is acknowledged to every relay (``POST /v1/ack`` as
+``bootstrap.consumer``), which lets the relay's source discard its log only up to what the
+snapshot store durably holds. Compaction deletes log windows at or below ``applied_scn`` whose
+commit time is older than ``retention_seconds`` and raises ``log_floor``.
+
+While seeding runs (or has not started) the applier waits: windows after the seed's start SCN are
+applied only over a finished seed (see :mod:`._seed`).
+
+Resume-state contract: ``applied_scn`` moves in the same transaction as the rows, so a pass cut by
+kill -9 is simply done again. Acknowledgements are re-sent after every restart and periodically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from .._logging import get_logger
+from ..errors import InvalidInput, Unavailable
+from ..relay import iter_frames, split_windows
+from ..relay.client import RelayClient
+from ._apply import merge
+from ._config import BootstrapConfig
+from ._metrics import APPLIED_SCN, APPLIED_WINDOWS, COMPACTED_WINDOWS, LOG_SCN
+from ._sessions import Sessions
+from ._store import Store
+
+__all__ = ["Applier", "apply_once", "compact_once", "lag"]
+
+log = get_logger("bootstrap.apply")
+
+
+def seeding_blocks(state: dict[str, Any]) -> bool:
+    """True while a seed is in progress (the applier must wait)."""
+    seed = state.get("seed")
+    return seed is not None and not seed.get("done")
+
+
+def apply_once(store: Store, max_windows: int) -> int:
+    """One applier pass; returns how many windows were merged (0: nothing to do, or seeding)."""
+    st = store.state()
+    if st["applied_scn"] is None or seeding_blocks(st):
+        return 0
+    applied = int(st["applied_scn"])
+    windows = store.log_windows(applied, max_windows)
+    if not windows:
+        log_scn = st["log_scn"]
+        if log_scn is not None and log_scn > applied:
+            store.apply([], int(log_scn), expect=applied)
+        return 0
+    ops = merge(split_windows(iter_frames(b"".join(w.data for w in windows))))
+    if not store.apply(ops.values(), windows[-1].scn, expect=applied):
+        log.info("apply_raced", detail="another applier moved applied_scn first; retrying")
+        return 0
+    APPLIED_WINDOWS.inc(len(windows))
+    return len(windows)
+
+
+def compact_once(
+    store: Store, retention_seconds: float, now_ms: int | None = None, keep_from: int | None = None
+) -> int:
+    """Delete applied log windows older than the retention window (and at or below ``keep_from``,
+    the lowest SCN a bootstrap session in progress still needs); returns how many."""
+    st = store.state()
+    if st["applied_scn"] is None:
+        return 0
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    below = int(st["applied_scn"]) if keep_from is None else min(int(st["applied_scn"]), keep_from)
+    n = store.compact(below, now - int(retention_seconds * 1000))
+    COMPACTED_WINDOWS.inc(n)
+    if n:
+        log.info("log_compacted", windows=n, below_scn=st["applied_scn"])
+    return n
+
+
+def lag(store: Store, relay_newest: int | None = None) -> dict[str, Any]:
+    """Positions and lags: ``log_scn``, ``applied_scn``, ``log_floor``, unapplied windows, seed progress."""
+    st = store.state()
+    pending = store.log_windows(int(st["applied_scn"] or 0), 1_000_000) if st["applied_scn"] is not None else []
+    out: dict[str, Any] = {
+        "log_scn": st["log_scn"],
+        "applied_scn": st["applied_scn"],
+        "log_floor": st["log_floor"],
+        "unapplied_windows": len(pending),
+        "unapplied_events": sum(w.events for w in pending),
+        "apply_lag_ms": int(time.time() * 1000) - pending[0].ts_ms if pending else 0,
+        "seed": st["seed"],
+    }
+    if relay_newest is not None and st["log_scn"] is not None:
+        out["relay_newest_scn"] = relay_newest
+        out["log_behind_relay"] = relay_newest > st["log_scn"]
+    return out
+
+
+class Applier:
+    """Runs apply/compact/ack passes in a background thread."""
+
+    def __init__(
+        self, config: BootstrapConfig, store: Store, stop: threading.Event, sessions: Sessions | None = None
+    ) -> None:
+        self.sessions = sessions
+        self.config = config
+        self.store = store
+        self.stop = stop
+        self.error: str | None = None
+        self.acked: dict[str, int] = {}
+        self.clients = [RelayClient(u, token=config.relay_token, timeout=5.0) for u in config.relays]
+        self.thread = threading.Thread(target=self._run, name="bootstrap-apply", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        cfg = self.config
+        last_compact = 0.0
+        last_ack = 0.0
+        try:
+            while not self.stop.is_set():
+                try:
+                    n = apply_once(self.store, cfg.apply_batch_windows) if cfg.apply_in_server else 0
+                    now = time.monotonic()
+                    if now - last_compact >= cfg.compact_interval_seconds:
+                        last_compact = now
+                        keep = self.sessions.keep_from() if self.sessions is not None else None
+                        compact_once(self.store, cfg.retention_seconds, keep_from=keep)
+                    st = self.store.state()
+                    if st["log_scn"] is not None:
+                        LOG_SCN.set(st["log_scn"])
+                    if st["applied_scn"] is not None and not seeding_blocks(st):
+                        APPLIED_SCN.set(st["applied_scn"])
+                        if n or now - last_ack >= 2.0:
+                            last_ack = now
+                            self.ack(int(st["applied_scn"]))
+                    self.error = None
+                except Exception as exc:  # a store hiccup: report, back off, go on
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    log.exception("apply_failed", error=self.error)
+                    self.stop.wait(1.0)
+                    continue
+                if not n:
+                    self.stop.wait(cfg.apply_interval_seconds)
+        finally:
+            for c in self.clients:
+                c.close()
+
+    def ack(self, scn: int) -> None:
+        """Tell every relay the store durably holds everything ≤ ``scn``."""
+        for c in self.clients:
+            if self.acked.get(c.url) == scn:
+                continue
+            try:
+                self.acked[c.url] = c.ack(self.config.consumer, scn)
+            except (Unavailable, InvalidInput, httpx.HTTPError) as exc:
+                log.warning("ack_failed", relay=c.url, scn=scn, error=str(exc))
+                self.acked.pop(c.url, None)

@@ -1,0 +1,84 @@
+"""Merging windows of change events into snapshot rows (sans-io: events in, row operations out).
+
+The snapshot store holds, per source table and key, the row as of the newest change applied, as a
+ready-to-serve ``r`` event frame (encoded once here, served by copying bytes). A delete removes the
+key. :func:`merge` folds any number of consecutive windows into one operation per key — the last
+change wins — so an apply transaction writes each key at most once.
+
+Keys sort in :func:`sort_key` order: the bytes compare like the key values (integers numerically,
+text by code point), so snapshot pages come in key order on any SQL database (the store keeps the
+sort key as binary, compared bytewise).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..relay import Event, Op, decode_key, encode_event
+
+__all__ = ["ReadFrame", "RowOp", "merge", "snapshot_frame", "sort_key"]
+
+_I64 = 1 << 63
+
+
+def _component(value: object) -> bytes:
+    if isinstance(value, int) and not isinstance(value, bool) and -_I64 <= value < _I64:
+        return b"\x01" + (value + _I64).to_bytes(8, "big")
+    if isinstance(value, str):
+        return b"\x02" + value.encode().replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+    return b"\x03" + json.dumps(value, sort_keys=True).encode().replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+
+
+def sort_key(key: bytes) -> bytes:
+    """Bytes that order like the key's values (``key`` is the event's canonical JSON key)."""
+    inner = key[1:-1]
+    if inner.isdigit() or (inner[:1] == b"-" and inner[1:].isdigit()):  # the common one-integer key
+        v = int(inner)
+        if -_I64 <= v < _I64:
+            return b"\x01" + (v + _I64).to_bytes(8, "big")
+    return b"".join(_component(v) for v in decode_key(key))
+
+
+def snapshot_frame(e: Event) -> bytes:
+    """The ``r`` frame of the row after ``e`` (no window mark; the server marks each page's last)."""
+    return encode_event(Event(e.scn, e.source, Op.READ, e.key, e.ts_ms, e.fingerprint, None, e.after))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFrame:
+    """An ``r`` row already encoded as a frame (seeding): merged without decoding or re-encoding."""
+
+    scn: int
+    source: str
+    key: bytes
+    frame: bytes
+    op: Op = Op.READ
+    after: bytes | None = b""
+
+
+@dataclass(frozen=True, slots=True)
+class RowOp:
+    """What to do to one key: store ``frame`` (an upsert) or, when it is None, delete the row."""
+
+    source: str
+    sort_key: bytes
+    scn: int
+    frame: bytes | None
+
+
+def merge(windows: Iterable[Iterable[Event | ReadFrame]]) -> dict[tuple[str, bytes], RowOp]:
+    """One operation per (source, sort key) for the events of ``windows`` in order (last wins)."""
+    out: dict[tuple[str, bytes], RowOp] = {}
+    for window in windows:
+        for e in window:
+            sk = sort_key(e.key)
+            if e.op is Op.READ and isinstance(e, ReadFrame):
+                out[(e.source, sk)] = RowOp(e.source, sk, e.scn, e.frame)
+            elif e.op is Op.DELETE or e.after is None:
+                out[(e.source, sk)] = RowOp(e.source, sk, e.scn, None)
+            else:
+                assert isinstance(e, Event)
+                out[(e.source, sk)] = RowOp(e.source, sk, e.scn, snapshot_frame(e))
+    return out

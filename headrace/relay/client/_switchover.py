@@ -1,0 +1,176 @@
+"""Bootstrapping a subscriber: the switch to a bootstrap server and back to the relay.
+
+Theory of operation (Databus's two phases). A subscriber bootstraps when the relay answered 410
+``scn_too_old`` (it fell off the buffer) or when it has no checkpoint and asked to start from a
+snapshot. The phases, each recorded in the checkpoint:
+
+``snapshot``
+    ``GET /v1/snapshot`` pages through every row of the subscriber's sources (filtered like the
+    stream) in key order; each page is delivered as one window of ``r`` events. The first page fixes
+    ``snapshot_scn`` (the SCN the store was applied to then); rows of later pages may be newer. The
+    checkpoint after each page is ``{phase: snapshot, position: {snapshot_scn, after: cursor}}``.
+``catchup``
+    ``GET /v1/catchup?since=…`` replays the log's windows from ``snapshot_scn`` (or, after a
+    ``scn_too_old`` from the relay, from the subscriber's own checkpoint) like the relay's stream.
+    Replaying changes a snapshot row already showed rewrites the same final image, so once the
+    catch-up passed the newest row version served, the subscriber's copy equals the source. A 410
+    from the bootstrap server (its log was compacted past ``since``) restarts at ``snapshot``.
+``relay``
+    When a catch-up response is empty and reached the newest logged SCN, the subscriber asks the
+    relay for ``since``; if the relay holds it, the bootstrap ends there (checkpoint phase ``relay``)
+    and normal streaming goes on with no gap. If the relay still says too old, catch-up continues.
+
+Resume-state contract: the checkpoint is saved after every delivered page or window; a subscriber
+killed mid-bootstrap resumes in the same phase after the last page or window it finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..._logging import get_logger
+from ...errors import InvalidInput, ScnTooOld, Unavailable
+from .._event import Event, iter_frames, split_windows
+from ._checkpoint import Checkpoint
+from ._relay_client import Batch, RelayClient
+
+if TYPE_CHECKING:
+    from ._subscriber import Subscriber
+
+__all__ = ["PHASE_CATCHUP", "PHASE_RELAY", "PHASE_SNAPSHOT", "BootstrapClient", "SnapshotPage", "bootstrap_steps"]
+
+log = get_logger("relay.bootstrap_client")
+
+PHASE_SNAPSHOT = "snapshot"
+PHASE_CATCHUP = "catchup"
+PHASE_RELAY = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """One ``/v1/snapshot`` response."""
+
+    events: list[Event]
+    snapshot_scn: int
+    cursor: str | None
+    done: bool
+
+
+class BootstrapClient(RelayClient):
+    """A client of one bootstrap server (it speaks the relay's API plus snapshot and catch-up)."""
+
+    def snapshot(
+        self,
+        sources: Sequence[str] | None,
+        filter: str | None,
+        after: str | None,
+        limit: int,
+        subscriber: str | None = None,
+        snapshot_scn: int | None = None,
+    ) -> SnapshotPage:
+        params: dict[str, Any] = {"limit": limit}
+        if snapshot_scn is not None:
+            params["snapshot_scn"] = snapshot_scn
+        if sources:
+            params["sources"] = ",".join(sources)
+        if filter:
+            params["filter"] = filter
+        if after:
+            params["after"] = after
+        if subscriber:
+            params["subscriber"] = subscriber
+        r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
+        try:
+            windows = list(split_windows(iter_frames(r.content)))
+        except InvalidInput as exc:
+            raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
+        h = r.headers
+        return SnapshotPage(
+            [e for w in windows for e in w],
+            int(h["x-headrace-snapshot-scn"]),
+            h.get("x-headrace-cursor"),
+            h.get("x-headrace-done") == "1",
+        )
+
+    def catchup(
+        self, since: int, sources: Sequence[str] | None, filter: str | None, max_bytes: int, subscriber: str | None
+    ) -> Batch:
+        return self.stream(since, sources, filter, max_bytes, 0, subscriber, path="/v1/catchup")
+
+
+def _next_client(sub: Subscriber) -> None:
+    sub._bs_current = (sub._bs_current + 1) % len(sub.bootstrap_clients)
+
+
+def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[tuple[list[Event] | None, Checkpoint]]:
+    """The windows to deliver during a bootstrap, each with the checkpoint to save after it.
+
+    ``start`` is the checkpoint to begin from (phase ``snapshot`` or ``catchup``). The iteration ends
+    when the relay can serve the last checkpoint (the final item carries phase ``relay``), or when
+    ``sub.stop()`` is called. An item ``(None, Checkpoint(0, "snapshot", {}))`` after the start means
+    the snapshot starts over (the catch-up log no longer reached back far enough).
+    """
+    cp = start
+    failures = 0
+    backoff = 0.1
+    while not sub.stop_event.is_set():
+        bs: BootstrapClient = sub.bootstrap_clients[sub._bs_current]
+        try:
+            if cp.phase == PHASE_SNAPSHOT:
+                page = bs.snapshot(
+                    sub.sources,
+                    sub.filter,
+                    cp.position.get("after"),
+                    sub.snapshot_rows,
+                    sub.id,
+                    cp.position.get("snapshot_scn"),
+                )
+                s0 = int(cp.position.get("snapshot_scn", page.snapshot_scn))
+                if page.done:
+                    nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
+                else:
+                    nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
+                failures, backoff = 0, 0.1
+                yield (page.events or None), nxt
+                cp = nxt
+                continue
+            batch = bs.catchup(cp.scn, sub.sources, sub.filter, sub.max_bytes, sub.id)
+            failures, backoff = 0, 0.1
+            for events in batch.windows:
+                nxt = Checkpoint(events[-1].scn, PHASE_CATCHUP, {})
+                yield events, nxt
+                cp = nxt
+            if batch.scanned_scn > cp.scn:
+                cp = Checkpoint(batch.scanned_scn, PHASE_CATCHUP, {})
+                yield None, cp
+            if batch.windows or (batch.newest_scn is not None and cp.scn < batch.newest_scn):
+                continue
+            try:  # caught up with the bootstrap log: can the relay take over?
+                sub.relay.stream(cp.scn, sub.sources, sub.filter, 1, 0, sub.id)
+            except ScnTooOld:
+                if sub.stop_event.wait(0.2):
+                    return
+                continue
+            except Unavailable as exc:
+                log.warning("relay_unavailable_during_catchup", relay=sub.relay.url, error=str(exc))
+                sub._current = (sub._current + 1) % len(sub.clients)
+                if sub.stop_event.wait(backoff):
+                    return
+                backoff = min(backoff * 2, sub.backoff_max)
+                continue
+            yield None, Checkpoint(cp.scn, PHASE_RELAY, {})
+            return
+        except ScnTooOld as exc:
+            log.warning("bootstrap_log_too_old_restarting_snapshot", since=cp.scn, oldest_scn=exc.oldest_scn)
+            cp = Checkpoint(0, PHASE_SNAPSHOT, {})
+            yield None, cp  # a fresh snapshot starts: the subscriber's copy is to be replaced
+        except Unavailable as exc:
+            failures += 1
+            log.warning("bootstrap_unavailable", server=bs.url, error=str(exc))
+            _next_client(sub)
+            if failures % len(sub.bootstrap_clients) == 0:
+                if sub.stop_event.wait(backoff):
+                    return
+                backoff = min(backoff * 2, sub.backoff_max)
