@@ -1,3 +1,68 @@
-"""headrace relay."""
+"""headrace relay: change sources, the event model and its wire format, Avro codec, ring buffer, HTTP relay.
 
-__all__: list[str] = []
+Data flow: ``sources`` (committed windows of row changes) → ``_codec`` (encode once) → ``_buffer``
+(bounded ring of whole windows, indexed by SCN) → ``_serve`` (HTTP long-poll). ``client`` is the
+subscriber library.
+"""
+
+from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
+from ._event import (
+    EVENTS_CONTENT_TYPE,
+    Event,
+    EventHeader,
+    Op,
+    decode_event,
+    decode_key,
+    encode_event,
+    encode_key,
+    iter_frames,
+    key_partition,
+    peek_header,
+    split_windows,
+    with_window_end,
+)
+from ._schema import (
+    Column,
+    ColumnType,
+    SchemaRegistry,
+    SchemaVersion,
+    TableMeta,
+    avro_schema,
+    column_type_from_sqlalchemy,
+    schema_fingerprint,
+    table_meta_from_sqlalchemy,
+)
+from .sources import ChangeSource, ChangeWindow, RowChange, make_source
+
+__all__ = [
+    "EVENTS_CONTENT_TYPE",
+    "ChangeSource",
+    "ChangeWindow",
+    "Codecs",
+    "Column",
+    "ColumnType",
+    "EncodedWindow",
+    "Event",
+    "EventHeader",
+    "Op",
+    "RowChange",
+    "RowCodec",
+    "SchemaRegistry",
+    "SchemaVersion",
+    "TableMeta",
+    "avro_schema",
+    "column_type_from_sqlalchemy",
+    "decode_event",
+    "decode_key",
+    "encode_event",
+    "encode_key",
+    "encode_window",
+    "iter_frames",
+    "key_partition",
+    "make_source",
+    "peek_header",
+    "schema_fingerprint",
+    "split_windows",
+    "table_meta_from_sqlalchemy",
+    "with_window_end",
+]

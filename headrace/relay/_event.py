@@ -1,0 +1,272 @@
+"""Events and windows, and their binary wire format (sans-io: bytes in, values out).
+
+An :class:`Event` is one committed row change as it travels from the relay to a subscriber: SCN,
+source table, operation, key, commit timestamp, the schema fingerprint of its payloads, the row
+after and (where the source gives it) before as Avro binary, and a window-end mark. The events of
+one source transaction form a *window*; the last one carries the mark. A window's SCN is the SCN of
+its last event, and window SCNs strictly increase along the source's commit order.
+
+Frame layout (all integers big-endian; see ``docs/relay-wire-format.md``)::
+
+    offset size  field
+    0      4     frame_len     bytes that follow this field, CRC included
+    4      1     version       1
+    5      1     op            ASCII 'c' insert, 'u' update, 'd' delete, 'r' snapshot read
+    6      1     flags         1 = window end, 2 = has before, 4 = has after
+    7      1     reserved      0
+    8      8     scn           u64
+    16     8     ts_ms         i64, commit time, ms since the epoch (UTC)
+    24     8     fingerprint   CRC-64-AVRO of the row schema's parsing canonical form
+    32     2     source_len    u16
+    34     4     key_len       u32
+    38     4     before_len    u32
+    42     4     after_len     u32
+    46     …     source (UTF-8) | key (canonical JSON, UTF-8) | before (Avro) | after (Avro)
+    end-4  4     crc           CRC-32 (zlib) of bytes 4 … end-4
+
+A stream is frames back to back. An event is encoded once, when the relay takes it in; serving it
+is copying bytes. The one exception is a filtered window whose marked last event was filtered out:
+the server copies the last event it does send with the mark set and its CRC recomputed.
+
+The key is the list of the row's key-column values as canonical JSON (:func:`encode_key`), so every
+source produces the same bytes for the same key and ``mod:N:i`` partitions (CRC-32 of those bytes
+mod N) agree across relays and source kinds.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import enum
+import json
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInput
+
+__all__ = [
+    "EVENTS_CONTENT_TYPE",
+    "FLAG_AFTER",
+    "FLAG_BEFORE",
+    "FLAG_WINDOW_END",
+    "HEADER",
+    "Event",
+    "EventHeader",
+    "Op",
+    "decode_event",
+    "decode_key",
+    "encode_event",
+    "encode_key",
+    "iter_frames",
+    "key_partition",
+    "peek_header",
+    "split_windows",
+    "with_window_end",
+]
+
+EVENTS_CONTENT_TYPE = "application/x-headrace-events"
+VERSION = 1
+FLAG_WINDOW_END = 1
+FLAG_BEFORE = 2
+FLAG_AFTER = 4
+
+#: frame_len, version, op, flags, reserved, scn, ts_ms, fingerprint, source_len, key_len, before_len, after_len
+HEADER = struct.Struct(">IBcBBQq8sHIII")
+_CRC = struct.Struct(">I")
+_MAX_SCN = (1 << 64) - 1
+
+
+class Op(enum.StrEnum):
+    """The operation of a row change (Debezium's letters)."""
+
+    INSERT = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row change with its payloads still Avro-encoded (decode them with the row schema)."""
+
+    scn: int
+    source: str
+    op: Op
+    key: bytes
+    ts_ms: int
+    fingerprint: str
+    before: bytes | None
+    after: bytes | None
+    window_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventHeader:
+    """What a server reads of a frame to route and filter it without decoding payloads."""
+
+    offset: int
+    length: int  # whole frame, length prefix included
+    scn: int
+    op: Op
+    window_end: bool
+    source: str
+    key: bytes
+
+
+def _key_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"a key value of type {type(value).__name__} is not supported")
+
+
+def encode_key(values: Sequence[Any]) -> bytes:
+    """The canonical key bytes: a compact JSON array of the key-column values in key order.
+
+    Integers, strings, booleans and floats are JSON natives; decimals, dates, times, timestamps and
+    UUIDs are their ``str``/ISO text; bytes are base64.
+    """
+    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False, default=_key_default).encode()
+
+
+def decode_key(key: bytes) -> list[Any]:
+    """The key-column values as JSON values (decimals, dates, UUIDs as text; bytes as base64)."""
+    value = json.loads(key)
+    if not isinstance(value, list):
+        raise InvalidInput("bad_key", "an event key must be a JSON array")
+    return value
+
+
+def key_partition(key: bytes, n: int) -> int:
+    """The ``mod:n`` partition (0 ≤ i < n) of a key: CRC-32 of the canonical key bytes mod n."""
+    return zlib.crc32(key) % n
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialize ``event`` as one frame."""
+    if not 0 <= event.scn <= _MAX_SCN:
+        raise ValueError(f"SCN {event.scn} out of range")
+    source = event.source.encode()
+    fp = bytes.fromhex(event.fingerprint)
+    if len(fp) != 8:
+        raise ValueError("a fingerprint is 8 bytes (16 hex digits)")
+    before = event.before or b""
+    after = event.after or b""
+    flags = (
+        (FLAG_WINDOW_END if event.window_end else 0)
+        | (FLAG_BEFORE if event.before is not None else 0)
+        | (FLAG_AFTER if event.after is not None else 0)
+    )
+    body_len = HEADER.size - 4 + len(source) + len(event.key) + len(before) + len(after) + 4
+    head = HEADER.pack(
+        body_len,
+        VERSION,
+        event.op.value.encode(),
+        flags,
+        0,
+        event.scn,
+        event.ts_ms,
+        fp,
+        len(source),
+        len(event.key),
+        len(before),
+        len(after),
+    )
+    frame = b"".join((head, source, event.key, before, after))
+    return frame + _CRC.pack(zlib.crc32(memoryview(frame)[4:]))
+
+
+def _unpack_head(buf: bytes | memoryview, offset: int) -> tuple[Any, ...]:
+    if len(buf) - offset < HEADER.size:
+        raise InvalidInput("truncated", f"a frame header at offset {offset} is cut short")
+    head = HEADER.unpack_from(buf, offset)
+    (body_len, version, _op, _flags, _r, _scn, _ts, _fp, slen, klen, blen, alen) = head
+    if version != VERSION:
+        raise InvalidInput("bad_version", f"frame version {version} at offset {offset}; this reader knows {VERSION}")
+    if body_len != HEADER.size - 4 + slen + klen + blen + alen + 4:
+        raise InvalidInput("bad_frame", f"inconsistent lengths in the frame at offset {offset}")
+    if len(buf) - offset < 4 + body_len:
+        raise InvalidInput("truncated", f"the frame at offset {offset} is cut short")
+    return head
+
+
+def peek_header(buf: bytes | memoryview, offset: int = 0) -> EventHeader:
+    """Read the routing fields of the frame at ``offset`` (no CRC check, no payload decoding)."""
+    body_len, _v, op, flags, _r, scn, _ts, _fp, slen, klen, _b, _a = _unpack_head(buf, offset)
+    p = offset + HEADER.size
+    return EventHeader(
+        offset=offset,
+        length=4 + body_len,
+        scn=scn,
+        op=Op(op.decode()),
+        window_end=bool(flags & FLAG_WINDOW_END),
+        source=bytes(buf[p : p + slen]).decode(),
+        key=bytes(buf[p + slen : p + slen + klen]),
+    )
+
+
+def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
+    """Decode and CRC-check the frame at ``offset``; returns the event and the next offset."""
+    head = _unpack_head(buf, offset)
+    body_len, _v, op, flags, _r, scn, ts_ms, fp, slen, klen, blen, alen = head
+    end = offset + 4 + body_len
+    (crc,) = _CRC.unpack_from(buf, end - 4)
+    if zlib.crc32(memoryview(buf)[offset + 4 : end - 4]) != crc:
+        raise InvalidInput("bad_crc", f"CRC mismatch in the event frame at offset {offset} (SCN {scn})")
+    p = offset + HEADER.size
+    source = bytes(buf[p : p + slen]).decode()
+    p += slen
+    key = bytes(buf[p : p + klen])
+    p += klen
+    before = bytes(buf[p : p + blen]) if flags & FLAG_BEFORE else None
+    p += blen
+    after = bytes(buf[p : p + alen]) if flags & FLAG_AFTER else None
+    try:
+        opv = Op(op.decode())
+    except ValueError:
+        raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
+    event = Event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
+    return event, end
+
+
+def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
+    """Decode every frame of a stream body, in order (raises on a bad or truncated frame)."""
+    offset = 0
+    while offset < len(buf):
+        event, offset = decode_event(buf, offset)
+        yield event
+
+
+def split_windows(events: Iterator[Event] | Sequence[Event]) -> Iterator[list[Event]]:
+    """Group events into windows (each list ends with the marked event).
+
+    Raises :class:`InvalidInput` (``partial_window``) if the events end inside a window.
+    """
+    current: list[Event] = []
+    for e in events:
+        current.append(e)
+        if e.window_end:
+            yield current
+            current = []
+    if current:
+        raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {current[0].scn}")
+
+
+def with_window_end(frame: bytes | memoryview) -> bytes:
+    """A copy of ``frame`` with the window-end flag set and its CRC recomputed."""
+    out = bytearray(frame)
+    out[6] |= FLAG_WINDOW_END
+    _CRC.pack_into(out, len(out) - 4, zlib.crc32(memoryview(out)[4:-4]))
+    return bytes(out)
