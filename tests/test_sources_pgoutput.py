@@ -94,7 +94,7 @@ def test_relation_and_insert_all_types() -> None:
         1, -3, 7, Decimal("1234.500"), 1.5, 2.25, "héllo", "x", b"\x00\xff", True, dt.date(2024, 2, 29),
         dt.time(13, 45, 1, 500000), dt.datetime(2024, 1, 1, 0, 0, 0, 123456),
         dt.datetime(2024, 1, 1, 8, tzinfo=dt.UTC), None,
-        uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), '{"a":1}', '{"b": [1, 2]}', "happy",
+        uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), {"a": 1}, {"b": [1, 2]}, "happy",
         [1, None, 3], ["a b", "c,d", None],
     ]  # fmt: skip
 
@@ -115,7 +115,9 @@ def test_update_delete_with_unchanged_toast_and_full_identity() -> None:
         b"\x00\x19\xff\xff\xff\xff"
     )
     assert isinstance(rel, Relation) and rel.replica_identity == "f" and all(c.is_key for c in rel.columns)
-    upd = decode(b"U\x00\x00@\x1dO\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x01aN\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x01b")
+    upd = decode(
+        b"U\x00\x00@\x1dO\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x01aN\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x01b"
+    )
     assert isinstance(upd, Update) and upd.old_kind == "O" and upd.old == (b"1", b"a") and upd.new == (b"1", b"b")
     dele = decode(b"D\x00\x00@\x1dO\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x01b")
     assert isinstance(dele, Delete) and dele.old_kind == "O" and dele.old == (b"1", b"b")
@@ -147,7 +149,7 @@ def test_text_formats() -> None:
     assert resolve_type(1082, -1).parse("-infinity") == dt.date.min
     assert resolve_type(701, -1).parse("NaN") != resolve_type(701, -1).parse("NaN")  # NaN kept
     assert resolve_type(1700, -1).precision is None  # numeric without precision stays exact as text
-    assert resolve_type(1700, -1).parse("1e-30") == "1e-30"
+    assert resolve_type(1700, -1).parse("1e-30") == Decimal("1e-30")
     num_arr = resolve_type(1231, (10 << 16 | 2) + 4)
     assert num_arr.items is not None and num_arr.items.precision == 10
     assert num_arr.parse("{1.50,NULL}") == [Decimal("1.50"), None]

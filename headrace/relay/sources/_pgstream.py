@@ -1,26 +1,37 @@
-"""pgoutput messages → row changes grouped by transaction (sans-io).
+"""pgoutput messages → committed transactions of row changes (sans-io).
 
 :class:`PgChangeAssembler` is fed decoded pgoutput messages in stream order and returns
-:class:`~._rowchange.TxnBegin`, :class:`~._rowchange.RowChange` and :class:`~._rowchange.TxnEnd`
-items. It keeps the relation cache (Relation messages define a table's columns; a new Relation for a
-known relation id is how PostgreSQL announces a schema change) and resolves column types through an
-injected catalog lookup (enums, domains and arrays of those are not built in; primary keys and
-NOT NULL flags are not in the Relation message). With ``REPLICA IDENTITY FULL`` every column is
-flagged as part of the identity, so the event key comes from the table's primary key instead.
+:class:`TxnBegin`, :class:`~headrace.relay.sources.RowChange` and :class:`TxnEnd` items. It keeps
+the relation cache (a Relation message defines a table's columns; a new one for a known relation
+id is how PostgreSQL announces a schema change, which becomes a new :class:`TableMeta` and so a new
+schema version) and resolves column types through injected catalog lookups: enums, domains and
+arrays of those are not built in, and primary keys and NOT NULL flags are not in the Relation
+message. With ``REPLICA IDENTITY FULL`` every column is flagged as identity, so the event key comes
+from the table's primary key instead.
 
-State machine: ``idle`` —Begin→ ``in transaction`` —Commit→ ``idle``. Transactions whose commit LSN
-is at or below :attr:`PgChangeAssembler.skip_through` (already delivered before a reconnect) are
-dropped whole. Nothing is buffered: a change is returned as soon as its message is fed, so a
-transaction of any size goes through in constant memory (the server sends each transaction after
-its commit, whole and in commit order; it spills big ones to its own disk while decoding).
+State machine: ``idle`` —Begin→ ``in transaction`` —Commit→ ``idle``. A transaction whose commit
+LSN is at or below :attr:`PgChangeAssembler.skip_through` (already delivered before a reconnect)
+is dropped whole. Nothing is buffered: a change comes out as soon as its message goes in, so a
+transaction of any size passes in constant memory (with protocol version 1 the server sends each
+transaction after its commit, whole and in commit order, spilling big ones to its own disk).
+
+Unchanged TOAST values. An UPDATE that leaves a TOASTed value (a large text, bytea, json, array …)
+as it was does not send it (``'u'`` in the tuple). With ``REPLICA IDENTITY FULL`` the old row has
+it and it is filled in. Otherwise it is *marked*: the value is ``None`` and the column's name is
+listed in the extra column :data:`UNCHANGED_COLUMN` (an array of strings). That column is added to
+a table's schema (a new schema version) the first time the table has such an update, so tables that
+never do keep exactly the columns of the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from .._event import Op
+from .._schema import Column, ColumnType, TableMeta
+from ._base import RowChange
 from ._pgoutput import (
     UNCHANGED,
     Begin,
@@ -37,10 +48,11 @@ from ._pgoutput import (
     Update,
     pg_micros_to_ms,
 )
-from ._pgtypes import CatalogType, PgType, resolve_type
-from ._rowchange import ColumnSpec, RowChange, TableSpec, TxnBegin, TxnEnd
+from ._pgtypes import CatalogType, PgType, column_type, resolve_type
 
-__all__ = ["PgChangeAssembler", "RelationCatalog"]
+__all__ = ["UNCHANGED_COLUMN", "PgChangeAssembler", "RelationCatalog", "TxnBegin", "TxnEnd"]
+
+UNCHANGED_COLUMN: Final = "_headrace_unchanged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +63,46 @@ class RelationCatalog:
     not_null: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class TxnBegin:
+    """A transaction starts; ``scn`` is its commit LSN (PostgreSQL knows it up front)."""
+
+    scn: int
+    ts_ms: int
+    xid: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnEnd:
+    """A transaction ends: its commit LSN, commit time (Unix ms), the LSN after its commit record, rows."""
+
+    scn: int
+    ts_ms: int
+    end_lsn: int
+    rows: int
+
+
 @dataclass(slots=True)
 class _Rel:
-    spec: TableSpec
+    meta: TableMeta
     types: tuple[PgType, ...]
     names: tuple[str, ...]
+    marked: TableMeta | None = None  # meta + UNCHANGED_COLUMN, once needed
+
+
+def table_name(namespace: str, name: str) -> str:
+    """``orders`` for ``public.orders``, ``sales.orders`` otherwise."""
+    return name if namespace == "public" else f"{namespace}.{name}"
+
+
+def build_meta(
+    table: str, columns: list[tuple[str, PgType]], catalog: RelationCatalog, identity: tuple[str, ...]
+) -> TableMeta:
+    """A :class:`TableMeta` from resolved columns; the key is the primary key, else the replica identity."""
+    names = [n for n, _ in columns]
+    key = tuple(k for k in catalog.primary_key if k in names) or identity
+    cols = tuple(Column(n, column_type(t), nullable=n not in catalog.not_null and n not in key) for n, t in columns)
+    return TableMeta(name=table, columns=cols, key=key)
 
 
 @dataclass(slots=True)
@@ -69,24 +116,26 @@ class PgChangeAssembler:
     _rels: dict[int, _Rel] = field(default_factory=dict)
     _txn: Begin | None = None
     _skipping: bool = False
-    _seq: int = 0
+    _rows: int = 0
 
     @property
     def in_transaction(self) -> bool:
         return self._txn is not None
 
-    def table(self, relid: int) -> TableSpec | None:
-        rel = self._rels.get(relid)
-        return rel.spec if rel else None
+    def reset(self) -> None:
+        """Forget the open transaction (the connection dropped; the server will send it again)."""
+        self._txn = None
+        self._skipping = False
+        self._rows = 0
 
-    def feed(self, msg: PgMessage) -> TxnBegin | RowChange | TxnEnd | TableSpec | None:
+    def feed(self, msg: PgMessage) -> TxnBegin | RowChange | TxnEnd | TableMeta | None:
         """Consume one message; returns the item it produced, if any."""
         if isinstance(msg, Begin):
             if self._txn is not None:
                 raise ValueError("Begin inside a transaction: the stream lost a Commit")
             self._txn = msg
             self._skipping = msg.final_lsn <= self.skip_through
-            self._seq = 0
+            self._rows = 0
             return None if self._skipping else TxnBegin(msg.final_lsn, pg_micros_to_ms(msg.commit_time), msg.xid)
         if isinstance(msg, Commit):
             if self._txn is None:
@@ -96,10 +145,10 @@ class PgChangeAssembler:
                 self._skipping = False
                 return None
             self.skip_through = max(self.skip_through, msg.commit_lsn)
-            return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._seq)
+            return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
         if isinstance(msg, Relation):
             return self._relation(msg)
-        if isinstance(msg, (Type, Origin, Message)):
+        if isinstance(msg, Type | Origin | Message):
             return None
         if self._txn is None:
             raise ValueError(f"{type(msg).__name__} outside a transaction")
@@ -110,21 +159,16 @@ class PgChangeAssembler:
             return None
         return self._change(msg)
 
-    def _relation(self, msg: Relation) -> TableSpec:
+    def _relation(self, msg: Relation) -> TableMeta:
         cat = self.relation_catalog(msg.relid)
-        names = tuple(c.name for c in msg.columns)
         types = tuple(resolve_type(c.type_oid, c.typmod, self.type_catalog) for c in msg.columns)
-        key = tuple(k for k in cat.primary_key if k in names) or tuple(c.name for c in msg.columns if c.is_key)
-        table = msg.name if msg.namespace == "public" else f"{msg.namespace}.{msg.name}"
-        cols = tuple(
-            ColumnSpec(c.name, t.avro, nullable=c.name not in cat.not_null and c.name not in key, db_type=t.name)
-            for c, t in zip(msg.columns, types, strict=True)
-        )
-        spec = TableSpec(table, cols, key)
-        self._rels[msg.relid] = _Rel(spec, types, names)
-        return spec
+        names = tuple(c.name for c in msg.columns)
+        identity = tuple(c.name for c in msg.columns if c.is_key)
+        meta = build_meta(table_name(msg.namespace, msg.name), list(zip(names, types, strict=True)), cat, identity)
+        self._rels[msg.relid] = _Rel(meta, types, names)
+        return meta
 
-    def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
         row: dict[str, Any] = {}
         unchanged: list[str] = []
         for name, typ, raw in zip(rel.names, rel.types, tup, strict=True):
@@ -136,32 +180,40 @@ class PgChangeAssembler:
             else:
                 assert isinstance(raw, bytes)
                 row[name] = typ.parse(raw.decode("utf-8"))
-        return row, tuple(unchanged)
+        return row, unchanged
+
+    def _marked(self, rel: _Rel) -> TableMeta:
+        if rel.marked is None:
+            extra = Column(UNCHANGED_COLUMN, ColumnType("array", items=ColumnType("string")), nullable=True)
+            rel.marked = TableMeta(rel.meta.name, (*rel.meta.columns, extra), rel.meta.key, rel.meta.namespace)
+        return rel.marked
 
     def _change(self, msg: Insert | Update | Delete) -> RowChange:
         rel = self._rels.get(msg.relid)
         if rel is None:
             raise ValueError(f"change for relation {msg.relid} before its Relation message")
         assert self._txn is not None
-        self._seq += 1
-        spec = rel.spec
+        self._rows += 1
+        scn = self._txn.final_lsn
+        meta = rel.marked or rel.meta
+        key_cols = meta.key
         if isinstance(msg, Insert):
-            after, unchanged = self._values(rel, msg.new)
-            return RowChange(spec, "c", {k: after[k] for k in spec.key}, None, after, unchanged)
+            after, _ = self._values(rel, msg.new)
+            return RowChange(scn, meta, Op.INSERT, tuple(after[k] for k in key_cols), None, after)
         if isinstance(msg, Update):
             after, unchanged = self._values(rel, msg.new)
-            before = None
-            if msg.old is not None and msg.old_kind == "O":
-                before, _ = self._values(rel, msg.old)
-            elif msg.old is not None:  # 'K': only the old key's columns are meaningful
+            before: dict[str, Any] | None = None
+            if msg.old is not None:
                 old, _ = self._values(rel, msg.old)
-                before = {k: old[k] for k in spec.key}
-            if unchanged and before is not None and msg.old_kind == "O":
-                # REPLICA IDENTITY FULL sends the old row whole: fill in what the new tuple left out
-                for name in unchanged:
+                before = old if msg.old_kind == "O" else {k: old[k] for k in key_cols}
+            if unchanged and msg.old_kind == "O" and before is not None:
+                for name in unchanged:  # REPLICA IDENTITY FULL: the old row has the value
                     after[name] = before[name]
-                unchanged = ()
-            return RowChange(spec, "u", {k: after[k] for k in spec.key}, before, after, unchanged)
+                unchanged = []
+            if unchanged:
+                meta = self._marked(rel)
+                after[UNCHANGED_COLUMN] = unchanged
+            return RowChange(scn, meta, Op.UPDATE, tuple(after[k] for k in key_cols), before, after)
         old, _ = self._values(rel, msg.old)
-        before = old if msg.old_kind == "O" else {k: old[k] for k in spec.key}
-        return RowChange(spec, "d", {k: old[k] for k in spec.key}, before, None, ())
+        before = old if msg.old_kind == "O" else {k: old[k] for k in key_cols}
+        return RowChange(scn, meta, Op.DELETE, tuple(old[k] for k in key_cols), before, None)

@@ -13,7 +13,7 @@ smallint, integer         ``int``             ``int``
 bigint, oid               ``long``            ``int``
 real / double precision   ``float``/``double`` ``float`` (NaN, ±Infinity kept)
 numeric(p, s)             ``decimal`` (p, s)  ``decimal.Decimal``
-numeric (no precision)    ``decimal``         ``str``: the exact text (Avro string)
+numeric (no precision)    ``decimal``         ``decimal.Decimal`` (travels as exact text)
 text, varchar, char, name ``string``          ``str``
 bytea                     ``bytes``           ``bytes``
 boolean                   ``boolean``         ``bool``
@@ -23,7 +23,7 @@ timestamp                 ``timestamp``       naive ``datetime.datetime``
 timestamptz               ``timestamptz``     aware ``datetime.datetime`` (UTC)
 interval                  ``interval``        ``datetime.timedelta`` (month = 30 days, year = 365.25 days)
 uuid                      ``uuid``            ``uuid.UUID``
-json, jsonb               ``json``            ``str`` (the JSON text as the server prints it)
+json, jsonb               ``json``            the parsed JSON value (dict, list, str, …)
 enum types                ``enum``            ``str`` (the label)
 domains                   the base type's     as the base type
 one-dimensional arrays    ``array``           ``list`` (elements nullable)
@@ -37,6 +37,7 @@ Multi-dimensional arrays decode to nested lists but have no Avro type; such colu
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -44,10 +45,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+from .._schema import ColumnType
+
 __all__ = [
     "SESSION_OPTIONS",
     "CatalogType",
     "PgType",
+    "column_type",
     "parse_array",
     "resolve_type",
 ]
@@ -133,11 +137,11 @@ def _str(s: str) -> str:
 
 def _numeric(typmod: int) -> PgType:
     if typmod < 4:  # numeric without (precision, scale): no Avro decimal can hold every value
-        return PgType("numeric", "decimal", _str)
+        return PgType("numeric", "decimal", Decimal)
     precision = ((typmod - 4) >> 16) & 0xFFFF
     scale = (typmod - 4) & 0xFFFF
     if scale > precision:  # PostgreSQL 15 allows negative/oversized scales; keep those exact as text
-        return PgType("numeric", "decimal", _str)
+        return PgType("numeric", "decimal", Decimal)
     return PgType(f"numeric({precision},{scale})", "decimal", Decimal, precision=precision, scale=scale)
 
 
@@ -172,7 +176,7 @@ _BUILTIN: Final[dict[int, PgType]] = {
     23: PgType("integer", "int", int),
     25: PgType("text", "string", _str),
     26: PgType("oid", "long", int),
-    114: PgType("json", "json", _str),
+    114: PgType("json", "json", json.loads),
     700: PgType("real", "float", _float),
     701: PgType("double precision", "double", _float),
     1042: PgType("character", "string", _str),
@@ -183,7 +187,7 @@ _BUILTIN: Final[dict[int, PgType]] = {
     1184: PgType("timestamptz", "timestamptz", _timestamptz),
     1186: PgType("interval", "interval", _interval),
     2950: PgType("uuid", "uuid", uuid.UUID),
-    3802: PgType("jsonb", "json", _str),
+    3802: PgType("jsonb", "json", json.loads),
 }
 
 # Array type OID → element type OID, for the built-in element types above.
@@ -196,9 +200,7 @@ _BUILTIN_ARRAYS: Final[dict[int, int]] = {
 NUMERIC_OID: Final = 1700
 
 
-def resolve_type(
-    type_oid: int, typmod: int, lookup: Callable[[int], CatalogType | None] = lambda _oid: None
-) -> PgType:
+def resolve_type(type_oid: int, typmod: int, lookup: Callable[[int], CatalogType | None] = lambda _oid: None) -> PgType:
     """The :class:`PgType` of a column; ``lookup`` answers for OIDs that are not built in."""
     if type_oid == NUMERIC_OID:
         return _numeric(typmod)
@@ -279,3 +281,14 @@ def parse_array(text: str, elem: Parser) -> list[Any]:
     if pos != n:
         raise ValueError(f"trailing characters in array text: {text!r}")
     return result
+
+
+def column_type(t: PgType) -> ColumnType:
+    """The relay's :class:`~headrace.relay._schema.ColumnType` for a resolved PostgreSQL type."""
+    return ColumnType(
+        t.kind,
+        precision=t.precision,
+        scale=t.scale,
+        items=column_type(t.items) if t.items is not None else None,
+        symbols=t.symbols,
+    )
