@@ -157,7 +157,8 @@ class MariaDbServer:
         self.proc = subprocess.Popen(
             ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.datadir}", f"--port={self.port}",
              f"--socket={self.socket}", "--bind-address=127.0.0.1", f"--log-bin={self.root / 'binlog'}",
-             "--binlog-format=ROW", "--binlog-row-image=FULL", "--server-id=1", f"--pid-file={self.root / 'pid'}",
+             "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--server-id=1",
+             f"--pid-file={self.root / 'pid'}",
              "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
              "--sync-binlog=0", "--skip-log-error", "--max-connections=200"],
             stdout=log, stderr=subprocess.STDOUT,

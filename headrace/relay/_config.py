@@ -44,3 +44,7 @@ class MysqlSourceConfig(Section):
     #: where a relay without a durable consumer starts on first run: "current" (the server's binlog
     #: position now) or "oldest" (the oldest binlog file the server still has)
     start: str = Field(default="current", pattern=r"^(current|oldest)$")
+    #: the relay's durable binlog position (the MySQL counterpart of a PostgreSQL slot)
+    position_file: str = "./headrace-data/relay-mysql-position.json"
+    #: without a durable consumer, the saved position trails the read position by this many seconds
+    retain_seconds: float = Field(default=3600.0, ge=0)

@@ -43,7 +43,6 @@ import contextlib
 import select
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +56,7 @@ from ._base import ChangeSource, ChangeWindow, RowChange
 from ._pgoutput import decode, format_lsn, parse_lsn
 from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, table_name
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
+from ._retention import ReadMarks
 
 __all__ = ["PostgresSource", "SlotSnapshot", "export_snapshot", "libpq_dsn"]
 
@@ -158,8 +158,7 @@ class PostgresSource(ChangeSource):
         self._meta_conn: Any = None
         self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
         self._types: dict[int, CatalogType | None] = {}
-        # (read time, commit LSN) of windows read, at most one per second, for acknowledge(None)
-        self._marks: deque[tuple[float, int]] = deque()
+        self._marks = ReadMarks(self.retain_seconds)
         self._confirm_lsn = 0  # flush position to report: durable SCN + 1
         self._received_lsn = 0
         self._last_scn = -1
@@ -344,19 +343,9 @@ class PostgresSource(ChangeSource):
     # -- feedback -----------------------------------------------------------------------------
     def acknowledge(self, durable_scn: int | None) -> None:
         if durable_scn is None:
-            horizon = self._clock() - self.retain_seconds
-            while self._marks and self._marks[0][0] <= horizon:
-                _, scn = self._marks.popleft()
-                self._confirm_lsn = max(self._confirm_lsn, scn + 1)
-        else:
+            durable_scn = self._marks.durable(self._clock())
+        if durable_scn is not None:
             self._confirm_lsn = max(self._confirm_lsn, durable_scn + 1)
-
-    def _mark_read(self, scn: int) -> None:
-        now = self._clock()
-        if not self._marks or now - self._marks[-1][0] >= 1.0:
-            self._marks.append((now, scn))
-        else:
-            self._marks[-1] = (self._marks[-1][0], scn)
 
     def _feedback(self, cur: Any, force: bool = False) -> None:
         cur.send_feedback(write_lsn=self._received_lsn, flush_lsn=self._confirm_lsn, force=force)
@@ -473,7 +462,7 @@ class PostgresSource(ChangeSource):
                 yield item
             elif isinstance(item, TxnEnd):
                 self._last_scn = item.scn
-                self._mark_read(item.scn)
+                self._marks.read(self._clock(), item.scn)
                 return
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
