@@ -6,7 +6,6 @@ import click
 
 from .._cli import common_options
 from .._config import load_section
-from ..errors import FatalError
 from ._config import RelayConfig
 
 
@@ -17,20 +16,53 @@ def relay(ctx: click.Context, config_path: str | None) -> None:
     """Run the relay daemon; ``headrace relay uninstall`` removes what it installed in the source."""
     if ctx.invoked_subcommand is not None:
         return
-    load_section(config_path, "relay", RelayConfig)
-    raise FatalError("headrace relay is not implemented yet")
+    from ._daemon import run_relay
+
+    run_relay(load_section(config_path, "relay", RelayConfig))
 
 
 @relay.command("uninstall")
 @common_options
 def uninstall(config_path: str | None) -> None:
-    """Remove the change-log table and triggers (SQLite) or the slot and publication (PostgreSQL)."""
-    load_section(config_path, "relay", RelayConfig)
-    raise FatalError("headrace relay uninstall is not implemented yet")
+    """Remove the change-log table and triggers (SQLite) or the slot and publication (PostgreSQL).
+
+    Changes not yet read by a relay are lost.
+    """
+    from ._daemon import uninstall_relay
+
+    uninstall_relay(load_section(config_path, "relay", RelayConfig))
+    click.echo("uninstalled")
 
 
 @click.command()
 @common_options
-def subscribe(config_path: str | None) -> None:
-    """Print the changes of a relay as JSON lines."""
-    raise FatalError("headrace subscribe is not implemented yet")
+@click.option("--relay", "relays", multiple=True, required=True, help="Relay URL; repeat for failover.")
+@click.option("--sources", default=None, help="Comma-separated tables (default: all).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Checkpoint file (resume from it).")
+@click.option("--filter", "filter_", default=None, help="Server-side filter: mod:N:i or range:LO:HI.")
+@click.option("--idle-exit", type=float, default=None, help="Exit 0 after this many seconds without a new event.")
+@click.option("--token", default=None, envvar="HEADRACE_TOKEN", help="Bearer token (or HEADRACE_TOKEN).")
+def subscribe(
+    config_path: str | None,
+    relays: tuple[str, ...],
+    sources: str | None,
+    checkpoint: str | None,
+    filter_: str | None,
+    idle_exit: float | None,
+    token: str | None,
+) -> None:
+    """Print the changes of a relay as JSON lines (one object per event).
+
+    Keys: scn, table, op (c/u/d/r), key, before, after, ts_ms, window_end. A window's lines are
+    written with one write; the checkpoint is saved after it, so a restart replays whole windows.
+    """
+    from .client._cli import run_subscribe
+
+    run_subscribe(
+        relays=list(relays),
+        sources=[s for s in (sources or "").split(",") if s] or None,
+        checkpoint=checkpoint,
+        filter=filter_,
+        idle_exit=idle_exit,
+        token=token,
+    )

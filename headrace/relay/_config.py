@@ -1,10 +1,19 @@
-"""The ``relay:`` config section."""
+"""The ``relay:`` and ``subscriber:`` config sections."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from .._config import Listen, Section
+
+
+class SqliteOptions(Section):
+    """``relay.sqlite``: the SQLite source's polling and pruning."""
+
+    poll_ms: int = Field(default=20, ge=1, le=60_000)
+    #: changes younger than this are kept even when acknowledged; None: prune only on acknowledgement
+    retention_seconds: float | None = Field(default=86_400.0, ge=0)
+    prune_interval_seconds: float = Field(default=10.0, gt=0)
 
 
 class RelayConfig(Section):
@@ -15,6 +24,15 @@ class RelayConfig(Section):
     tables: list[str] | None = None
     buffer_bytes: int = Field(default=256 << 20, gt=0)
     tokens: list[str] = Field(default_factory=list)
+    #: schemas and consumer acknowledgements live here
+    state_dir: str = "./headrace-data/relay"
+    #: consumers (e.g. the bootstrap server) whose acknowledged SCN bounds pruning of the source's log
+    durable_consumers: list[str] = Field(default_factory=list)
+    #: longest long-poll a subscriber may ask for
+    max_wait_ms: int = Field(default=60_000, ge=0)
+    #: largest response a subscriber may ask for (a single larger window is still sent whole)
+    max_response_bytes: int = Field(default=64 << 20, gt=0)
+    sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())
 
@@ -27,7 +45,7 @@ class PostgresSourceConfig(Section):
     #: warn (log + metric) when the slot keeps more WAL than this
     wal_warn_bytes: int = Field(default=1 << 30, gt=0)
     #: without a durable consumer, the slot keeps this much history (seconds of commits) for relay restarts
-    retain_seconds: float = Field(default=3600.0, ge=0)
+    retention_seconds: float = Field(default=3600.0, ge=0)
     #: seconds between standby status updates (keepalive and flush position)
     status_interval: float = Field(default=10.0, gt=0)
 
@@ -44,7 +62,8 @@ class MysqlSourceConfig(Section):
     #: where a relay without a durable consumer starts on first run: "current" (the server's binlog
     #: position now) or "oldest" (the oldest binlog file the server still has)
     start: str = Field(default="current", pattern=r"^(current|oldest)$")
-    #: the relay's durable binlog position (the MySQL counterpart of a PostgreSQL slot)
-    position_file: str = "./headrace-data/relay-mysql-position.json"
+    #: the relay's durable binlog position (the MySQL counterpart of a PostgreSQL slot);
+    #: default ``<relay.state_dir>/mysql-position.json``
+    position_file: str | None = None
     #: without a durable consumer, the saved position trails the read position by this many seconds
-    retain_seconds: float = Field(default=3600.0, ge=0)
+    retention_seconds: float = Field(default=3600.0, ge=0)

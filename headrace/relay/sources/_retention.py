@@ -3,10 +3,10 @@
 With a bootstrap server, the relay passes the bootstrap store's applied SCN to
 ``ChangeSource.acknowledge`` and the source confirms exactly that. Without one
 (``acknowledge(None)``), a PostgreSQL slot or a MySQL saved position trails what the relay has read
-by ``retain_seconds``: a restarted relay re-reads that much history into its buffer, so subscribers
+by ``retention_seconds``: a restarted relay re-reads that much history into its buffer, so subscribers
 that were up to date when it stopped resume without ``scn_too_old``. :class:`ReadMarks` remembers
 at most one (time, SCN) pair per second of reading, so its memory is bounded by
-``retain_seconds``, not by the transaction rate.
+``retention_seconds``, not by the transaction rate.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ __all__ = ["ReadMarks"]
 
 
 class ReadMarks:
-    """(read time, SCN) marks; :meth:`durable` is the newest SCN read at least ``retain_seconds`` ago."""
+    """(read time, SCN) marks; :meth:`durable` is the newest SCN read at least ``retention_seconds`` ago."""
 
-    def __init__(self, retain_seconds: float) -> None:
-        self.retain_seconds = retain_seconds
+    def __init__(self, retention_seconds: float) -> None:
+        self.retention_seconds = retention_seconds
         self._marks: deque[tuple[float, int]] = deque()
 
     def read(self, now: float, scn: int) -> None:
@@ -33,7 +33,7 @@ class ReadMarks:
     def durable(self, now: float) -> int | None:
         """Pop and return the newest SCN that is old enough, or None if there is none."""
         out = None
-        horizon = now - self.retain_seconds
+        horizon = now - self.retention_seconds
         while self._marks and self._marks[0][0] <= horizon:
             out = self._marks.popleft()[1]
         return out

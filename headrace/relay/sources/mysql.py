@@ -25,7 +25,7 @@ That is also how a server restart is survived: no window is delivered in part, n
 Resume-state contract. The MySQL server keeps no per-reader position, so the source keeps one:
 ``relay.mysql.position_file`` (JSON ``{"scn", "file", "position", "gtid"}``, written atomically)
 holds the durable SCN — what :meth:`acknowledge` was given, or with no durable consumer the newest
-window read at least ``retain_seconds`` ago. On first start it is the server's current position
+window read at least ``retention_seconds`` ago. On first start it is the server's current position
 (``relay.mysql.start: current``) or the oldest binlog (``oldest``). :meth:`start_scn` is that
 position, so a restarted relay re-reads from there into its buffer. If the server purged the
 binlog file it points into, :meth:`read` raises :class:`~headrace.errors.FatalError` explaining how
@@ -104,9 +104,9 @@ class MysqlSource(ChangeSource):
         self.stall_seconds: float = my.stall_seconds
         self.spill_rows: int = my.spill_rows
         self.start_at: str = my.start
-        self.position_file = Path(my.position_file)
+        self.position_file = Path(my.position_file or Path(config.state_dir) / "mysql-position.json")
         self._clock = clock
-        self._marks = ReadMarks(my.retain_seconds)
+        self._marks = ReadMarks(my.retention_seconds)
         self._ctl: Any = None
         self._tables: dict[str, TableInfo | None] = {}
         self._basename = ""

@@ -16,7 +16,7 @@ Resume-state contract. The only state is the slot's ``confirmed_flush_lsn`` on t
 advances only through standby status updates that this source sends with ``flush = durable SCN +
 1``, where the durable SCN is what :meth:`acknowledge` was given (the bootstrap store's applied SCN)
 — or, with no durable consumer (``acknowledge(None)``), the newest commit read at least
-``relay.postgres.retain_seconds`` ago. ``START_REPLICATION`` at ``0/0`` resumes at that position,
+``relay.postgres.retention_seconds`` ago. ``START_REPLICATION`` at ``0/0`` resumes at that position,
 so after a relay crash, a PostgreSQL restart or a dropped connection the server sends again every
 transaction that was not confirmed; transactions the running relay already delivered (SCN ≤ the
 relay's last SCN) are skipped whole. A window is never delivered in part: when the stream breaks
@@ -152,13 +152,13 @@ class PostgresSource(ChangeSource):
         self.slot: str = pg.slot
         self.publication: str = pg.publication
         self.wal_warn_bytes: int = pg.wal_warn_bytes
-        self.retain_seconds: float = pg.retain_seconds
+        self.retention_seconds: float = pg.retention_seconds
         self.status_interval: float = pg.status_interval
         self._clock = clock
         self._meta_conn: Any = None
         self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
         self._types: dict[int, CatalogType | None] = {}
-        self._marks = ReadMarks(self.retain_seconds)
+        self._marks = ReadMarks(self.retention_seconds)
         self._confirm_lsn = 0  # flush position to report: durable SCN + 1
         self._received_lsn = 0
         self._last_scn = -1

@@ -1,0 +1,301 @@
+"""The relay's HTTP API (Starlette): stream, sources, schemas, status, acknowledgements.
+
+``GET /v1/stream`` answers from the ring buffer by copying the bytes of whole windows (filtered
+windows copy matching frames). When nothing new is there it long-polls: it waits on an
+``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
+``X-Headrace-Scn`` (how far the stream was scanned: the subscriber may checkpoint there even when a
+filter let nothing through), ``X-Headrace-Oldest-Scn`` and ``X-Headrace-Newest-Scn``.
+See ``docs/relay-api.md`` and ``docs/relay-openapi.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._http import bearer_ok, error_response, standard_routes
+from .._logging import get_logger
+from ..errors import InvalidInput
+from ._buffer import RingBuffer, TooOld
+from ._capture import Acks, Capture
+from ._codec import EncodedWindow
+from ._config import RelayConfig
+from ._event import EVENTS_CONTENT_TYPE
+from ._filter import parse_filter
+from ._schema import SchemaRegistry
+from .sources._base import ChangeSource
+
+__all__ = ["RelayState", "build_app"]
+
+log = get_logger("relay.serve")
+
+WINDOWS_IN = Counter("headrace_relay_windows_total", "Windows taken into the buffer")
+EVENTS_IN = Counter("headrace_relay_events_total", "Events taken into the buffer")
+SERVED_BYTES = Counter("headrace_relay_served_bytes_total", "Event bytes served to subscribers")
+SERVED_EVENTS = Counter("headrace_relay_served_events_total", "Events served to subscribers")
+REJECTS = Counter("headrace_relay_rejects_total", "Refused requests by reason", ["reason"])
+BUFFER_BYTES = Gauge("headrace_relay_buffer_bytes", "Bytes held by the ring buffer")
+BUFFER_OLDEST = Gauge("headrace_relay_buffer_oldest_scn", "Oldest SCN the buffer serves from")
+BUFFER_NEWEST = Gauge("headrace_relay_buffer_newest_scn", "Newest window SCN in the buffer")
+
+STREAM_PARAMS = frozenset({"since", "sources", "filter", "max_bytes", "wait_ms", "subscriber"})
+DEFAULT_MAX_BYTES = 1 << 20
+DEFAULT_WAIT_MS = 10_000
+_FP_RE = re.compile(r"^[0-9a-fA-F]{16}$")
+
+
+@dataclass
+class SubscriberInfo:
+    id: str
+    last_scn: int
+    filter: str
+    last_seen: float
+
+
+@dataclass
+class RelayState:
+    """Everything the HTTP handlers share; owned by the event loop."""
+
+    config: RelayConfig
+    source: ChangeSource
+    registry: SchemaRegistry
+    acks: Acks
+    buffer: RingBuffer
+    capture: Capture | None = None
+    new_data: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribers: dict[str, SubscriberInfo] = field(default_factory=dict)
+    rate: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+    table_names: frozenset[str] = frozenset()
+
+    def deliver(self, w: EncodedWindow) -> None:
+        """Called on the loop for each window the capture thread encoded."""
+        if w.scn <= self.buffer.newest_scn:
+            return  # a re-read after a source reconnect
+        self.buffer.append(w)
+        WINDOWS_IN.inc()
+        EVENTS_IN.inc(w.count)
+        BUFFER_BYTES.set(self.buffer.bytes)
+        BUFFER_OLDEST.set(self.buffer.oldest_scn)
+        BUFFER_NEWEST.set(self.buffer.newest_scn)
+        if not w.tables <= self.table_names:
+            self.table_names = self.table_names | w.tables
+        now = time.monotonic()
+        self.rate.append((now, w.count))
+        while self.rate and self.rate[0][0] < now - 10:
+            self.rate.popleft()
+        self.new_data.set()
+        self.new_data = asyncio.Event()
+
+    def events_per_second(self) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in self.rate if t >= now - 10]
+        return sum(n for _, n in recent) / 10.0
+
+
+def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
+    REJECTS.labels(reason).inc()
+    log.info("request_rejected", status=status, reason=reason, detail=detail)
+    return error_response(status, reason, detail, **extra)
+
+
+def _int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"bad_{name}", f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"bad_{name}", f"{name}={value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
+    """The relay's Starlette app; its lifespan starts and stops the capture thread."""
+    cfg = state.config
+
+    def authorized(request: Request) -> bool:
+        return bearer_ok(request, cfg.tokens)
+
+    def unauthorized() -> JSONResponse:
+        return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of relay.tokens")
+
+    async def stream(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        params = request.query_params
+        unknown = sorted(set(params.keys()) - STREAM_PARAMS)
+        if unknown:
+            return _reject(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
+        try:
+            since = _int_param(params, "since", None, 0, (1 << 64) - 1)
+            max_bytes = _int_param(params, "max_bytes", DEFAULT_MAX_BYTES, 1, cfg.max_response_bytes)
+            wait_ms = _int_param(params, "wait_ms", DEFAULT_WAIT_MS, 0, cfg.max_wait_ms)
+            sources: frozenset[str] | None = None
+            if params.get("sources"):
+                sources = frozenset(s.strip() for s in params["sources"].split(",") if s.strip())
+                missing = sorted(sources - state.table_names)
+                if missing:
+                    raise InvalidInput(
+                        "unknown_source",
+                        f"not captured: {', '.join(missing)} (captured: {', '.join(sorted(state.table_names))})",
+                    )
+            flt = parse_filter(params.get("filter"), sources)
+        except InvalidInput as exc:
+            return _reject(400, exc.reason, exc.detail)
+        assert max_bytes is not None and wait_ms is not None
+        buf = state.buffer
+        if since is None:
+            since = buf.oldest_scn
+        deadline = time.monotonic() + wait_ms / 1000.0
+        sub_id = params.get("subscriber") or (f"{request.client.host}:{request.client.port}" if request.client else "?")
+        while True:
+            try:
+                res = buf.read(since, max_bytes, None if flt.sources is None and not flt.per_event else flt)
+            except TooOld as exc:
+                return _reject(
+                    410,
+                    "scn_too_old",
+                    f"since={since} is older than the oldest SCN this relay holds ({exc.oldest_scn}); "
+                    "use a bootstrap server or start again from a snapshot",
+                    oldest_scn=exc.oldest_scn,
+                )
+            remaining = deadline - time.monotonic()
+            if res.windows or remaining <= 0:
+                break
+            waiter = state.new_data
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), remaining)
+        state.subscribers[sub_id] = SubscriberInfo(sub_id, res.scn, flt.describe(), time.time())
+        SERVED_BYTES.inc(len(res.data))
+        SERVED_EVENTS.inc(res.events)
+        headers = {
+            "X-Headrace-Scn": str(res.scn),
+            "X-Headrace-Oldest-Scn": str(buf.oldest_scn),
+            "X-Headrace-Newest-Scn": str(buf.newest_scn),
+            "X-Headrace-Windows": str(res.windows),
+            "X-Headrace-Events": str(res.events),
+        }
+        return Response(res.data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
+
+    async def sources(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        out = []
+        for name in sorted(state.table_names):
+            versions = state.registry.versions(name)
+            out.append(
+                {
+                    "name": name,
+                    "versions": [{"version": v.version, "fingerprint": v.fingerprint} for v in versions],
+                    "fingerprint": versions[-1].fingerprint if versions else None,
+                }
+            )
+        return JSONResponse({"sources": out})
+
+    async def schema(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        fp = request.path_params["fingerprint"]
+        if not _FP_RE.match(fp):
+            return _reject(400, "bad_fingerprint", f"{fp!r} is not 16 hex digits")
+        sv = state.registry.get(fp)
+        if sv is None:
+            return _reject(404, "unknown_schema", f"no schema with fingerprint {fp}")
+        return JSONResponse(sv.to_json())
+
+    async def status(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        buf = state.buffer
+        now = time.time()
+        for k in [k for k, s in state.subscribers.items() if now - s.last_seen > 300]:
+            del state.subscribers[k]
+        return JSONResponse(
+            {
+                "source": state.source.kind,
+                "oldest_scn": buf.oldest_scn,
+                "newest_scn": buf.newest_scn,
+                "windows": len(buf),
+                "events": buf.events,
+                "bytes": buf.bytes,
+                "capacity_bytes": buf.capacity,
+                "fill": round(buf.bytes / buf.capacity, 4),
+                "evicted_windows": buf.evicted_windows,
+                "events_per_s": state.events_per_second(),
+                "subscribers": [
+                    {"id": s.id, "last_scn": s.last_scn, "filter": s.filter, "last_seen_ms": int(s.last_seen * 1000)}
+                    for s in state.subscribers.values()
+                ],
+                "durable_consumers": state.acks.snapshot(),
+                "capture": state.capture.describe() if state.capture else None,
+                "source_info": state.source.describe(),
+            }
+        )
+
+    async def ack(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            body = await request.json()
+        except ValueError:
+            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("consumer"), str)
+            or not isinstance(body.get("scn"), int)
+        ):
+            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
+        try:
+            scn = state.acks.ack(body["consumer"], body["scn"])
+        except InvalidInput as exc:
+            return _reject(400, exc.reason, exc.detail)
+        return JSONResponse({"consumer": body["consumer"], "scn": scn})
+
+    def health() -> dict[str, Any]:
+        failed = state.capture.failed if state.capture else None
+        return {"ok": failed is None, "capture_error": failed, "newest_scn": state.buffer.newest_scn}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.new_data = asyncio.Event()
+        if start_capture:
+            state.capture = Capture(
+                state.source,
+                state.registry,
+                state.acks,
+                state.buffer.capacity,
+                state.buffer.newest_scn,
+                asyncio.get_running_loop(),
+                state.deliver,
+            )
+            state.capture.start()
+        try:
+            yield
+        finally:
+            if state.capture is not None:
+                await asyncio.to_thread(state.capture.stop)
+            log.info("relay_stopped", newest_scn=state.buffer.newest_scn)
+
+    routes = [
+        *standard_routes(health),
+        Route("/v1/stream", stream),
+        Route("/v1/sources", sources),
+        Route("/v1/schemas/{fingerprint}", schema),
+        Route("/v1/status", status),
+        Route("/v1/ack", ack, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

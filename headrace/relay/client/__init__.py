@@ -1,0 +1,21 @@
+"""The subscriber client library: ``Subscriber``, consumers, checkpoint stores, decoded events."""
+
+from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, SqlCheckpointStore
+from ._decode import ChangeEvent, EventDecoder, Window
+from ._relay_client import Batch, RelayClient
+from ._subscriber import Consumer, Subscriber
+
+__all__ = [
+    "Batch",
+    "ChangeEvent",
+    "Checkpoint",
+    "CheckpointStore",
+    "Consumer",
+    "EventDecoder",
+    "FileCheckpointStore",
+    "MemoryCheckpointStore",
+    "RelayClient",
+    "SqlCheckpointStore",
+    "Subscriber",
+    "Window",
+]

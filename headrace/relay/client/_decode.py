@@ -1,0 +1,77 @@
+"""Decoded events for applications: typed values, optional reader schemas (sans-io).
+
+:class:`EventDecoder` turns wire :class:`~headrace.relay._event.Event` objects into
+:class:`ChangeEvent` with Python values, fetching each writer schema once through a callable
+(the subscriber asks the relay's ``/v1/schemas/{fingerprint}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._codec import RowCodec
+from .._event import Event, Op, decode_key
+from .._schema import SchemaVersion
+
+__all__ = ["ChangeEvent", "EventDecoder", "Window"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One row change with decoded, typed values."""
+
+    scn: int
+    table: str
+    op: Op
+    key: list[Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    ts_ms: int
+    window_end: bool
+    fingerprint: str
+    schema_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The events of one source transaction (or several consecutive ones), in order."""
+
+    scn: int
+    events: list[ChangeEvent]
+
+
+class EventDecoder:
+    """Decode events, fetching and caching writer schemas by fingerprint."""
+
+    def __init__(
+        self,
+        fetch_schema: Callable[[str], SchemaVersion],
+        reader_schemas: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.fetch_schema = fetch_schema
+        self.reader_schemas = dict(reader_schemas or {})
+        self._codecs: dict[str, RowCodec] = {}
+
+    def codec(self, fingerprint: str, table: str) -> RowCodec:
+        c = self._codecs.get(fingerprint)
+        if c is None:
+            sv = self.fetch_schema(fingerprint)
+            c = self._codecs[fingerprint] = RowCodec(sv, self.reader_schemas.get(table))
+        return c
+
+    def decode(self, e: Event) -> ChangeEvent:
+        c = self.codec(e.fingerprint, e.source)
+        return ChangeEvent(
+            scn=e.scn,
+            table=e.source,
+            op=e.op,
+            key=decode_key(e.key),
+            before=c.decode(e.before) if e.before is not None else None,
+            after=c.decode(e.after) if e.after is not None else None,
+            ts_ms=e.ts_ms,
+            window_end=e.window_end,
+            fingerprint=e.fingerprint,
+            schema_version=c.version.version,
+        )

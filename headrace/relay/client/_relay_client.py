@@ -1,0 +1,128 @@
+"""HTTP access to one relay (or any server speaking the relay's stream API): stream, schemas, status, ack.
+
+Errors map onto the headrace tree so retry loops key off classes: a connection failure, timeout or
+5xx is :class:`~headrace.errors.Unavailable`; 410 ``scn_too_old`` is
+:class:`~headrace.errors.ScnTooOld`; other 4xx are :class:`~headrace.errors.InvalidInput` carrying
+the server's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ...errors import InvalidInput, ScnTooOld, Unavailable
+from .._event import Event, iter_frames, split_windows
+from .._schema import SchemaVersion
+
+__all__ = ["Batch", "RelayClient"]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One stream response: whole windows, and how far the server scanned."""
+
+    windows: list[list[Event]]
+    scanned_scn: int
+    oldest_scn: int | None
+    newest_scn: int | None
+
+
+class RelayClient:
+    """A thin client of one relay URL."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = timeout
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> httpx.Response:
+        try:
+            r = self.http.get(path, params=params, timeout=timeout or self.timeout)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{self.url}{path}: {exc!r}") from exc
+        return self._check(r, params or {})
+
+    def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
+        if r.status_code < 400:
+            return r
+        if r.status_code >= 500:
+            raise Unavailable(f"{self.url}: HTTP {r.status_code}")
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        reason = str(body.get("error", f"http_{r.status_code}"))
+        if r.status_code == 410 and reason == "scn_too_old":
+            raise ScnTooOld(int(params.get("since", -1)), body.get("oldest_scn"), self.url)
+        raise InvalidInput(reason, f"{self.url}: HTTP {r.status_code}: {body.get('detail', r.text[:200])}")
+
+    def stream(
+        self,
+        since: int | None,
+        sources: Sequence[str] | None = None,
+        filter: str | None = None,
+        max_bytes: int | None = None,
+        wait_ms: int = 10_000,
+        subscriber: str | None = None,
+    ) -> Batch:
+        """One long-poll of ``/v1/stream``; raises on a bad frame or a partial window."""
+        params: dict[str, Any] = {"wait_ms": wait_ms}
+        if since is not None:
+            params["since"] = since
+        if sources:
+            params["sources"] = ",".join(sources)
+        if filter:
+            params["filter"] = filter
+        if max_bytes:
+            params["max_bytes"] = max_bytes
+        if subscriber:
+            params["subscriber"] = subscriber
+        r = self._get("/v1/stream", params, timeout=self.timeout + wait_ms / 1000.0)
+        try:
+            windows = list(split_windows(iter_frames(r.content)))
+        except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
+            raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
+        h = r.headers
+        scanned = int(h.get("x-headrace-scn", since or 0))
+        if windows:
+            scanned = max(scanned, windows[-1][-1].scn)
+        return Batch(
+            windows,
+            scanned,
+            int(h["x-headrace-oldest-scn"]) if "x-headrace-oldest-scn" in h else None,
+            int(h["x-headrace-newest-scn"]) if "x-headrace-newest-scn" in h else None,
+        )
+
+    def schema(self, fingerprint: str) -> SchemaVersion:
+        d = self._get(f"/v1/schemas/{fingerprint}").json()
+        return SchemaVersion(d["table"], int(d["version"]), d["fingerprint"], d["schema"])
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = self._get("/v1/status").json()
+        return body
+
+    def sources(self) -> list[dict[str, Any]]:
+        body: list[dict[str, Any]] = self._get("/v1/sources").json()["sources"]
+        return body
+
+    def ack(self, consumer: str, scn: int) -> int:
+        """Tell the relay ``consumer`` has everything ≤ ``scn`` durably (it may prune the source below it)."""
+        try:
+            r = self.http.post("/v1/ack", json={"consumer": consumer, "scn": scn})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{self.url}/v1/ack: {exc!r}") from exc
+        return int(self._check(r, {}).json()["scn"])

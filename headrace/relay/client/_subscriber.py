@@ -1,0 +1,230 @@
+"""The subscriber: pull windows from relays, decode them, hand them to the application, checkpoint.
+
+Theory of operation: the subscriber holds one SCN, the checkpoint (the end of the last window the
+application finished). It long-polls ``/v1/stream?since=<checkpoint>`` on the current relay. Each
+window is delivered whole; only after the application finished it is the checkpoint moved and
+saved (atomically, by the store). When the application raises, the same window is delivered again
+(after ``on_error``, with backoff): a window is never skipped. When a relay fails (connection
+refused, timeout, 5xx, corrupt response) the next relay in the list is tried, with exponential
+backoff once every relay has failed in a row. A 410 ``scn_too_old`` raises
+:class:`~headrace.errors.ScnTooOld`.
+
+Resume-state contract: see :mod:`headrace.relay.client._checkpoint`. Without a stored checkpoint
+the subscriber starts at ``start_scn`` if given, else at the oldest SCN the relay holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from ..._logging import get_logger
+from ...errors import InvalidInput, Unavailable, UsageError
+from .._filter import parse_filter
+from ._checkpoint import Checkpoint, CheckpointStore, MemoryCheckpointStore
+from ._decode import ChangeEvent, EventDecoder, Window
+from ._relay_client import Batch, RelayClient
+
+__all__ = ["Consumer", "Subscriber"]
+
+log = get_logger("relay.subscriber")
+
+
+class Consumer:
+    """Callbacks of :meth:`Subscriber.run`; override what you need.
+
+    ``on_error`` is called when a callback raised while processing ``window``; return normally to get
+    the same window again (after a backoff), raise to stop :meth:`Subscriber.run` (the checkpoint
+    stays before the window).
+    """
+
+    def on_start_window(self, window: Window) -> None:
+        """A window begins."""
+
+    def on_event(self, event: ChangeEvent) -> None:
+        """One event of the current window."""
+
+    def on_end_window(self, window: Window) -> None:
+        """The window is complete; after this returns it is checkpointed."""
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint was saved."""
+
+    def on_error(self, error: BaseException, window: Window) -> None:
+        """A callback raised; return to retry the window, raise to stop."""
+        log.warning("consumer_failed_window_will_be_retried", scn=window.scn, error=repr(error))
+
+
+class Subscriber:
+    """Consume whole windows from a list of relays, with checkpoints and failover."""
+
+    def __init__(
+        self,
+        relays: Sequence[str],
+        sources: Sequence[str] | None = None,
+        checkpoint_store: CheckpointStore | None = None,
+        filter: str | None = None,
+        *,
+        reader_schemas: Mapping[str, dict[str, Any]] | None = None,
+        token: str | None = None,
+        start_scn: int | None = None,
+        max_bytes: int = 1 << 20,
+        wait_ms: int = 10_000,
+        timeout: float = 10.0,
+        backoff_max: float = 5.0,
+        subscriber_id: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not relays:
+            raise UsageError("give at least one relay URL")
+        parse_filter(filter)  # fail early on a bad filter, with the reason
+        self.clients = [RelayClient(u, token=token, timeout=timeout, transport=transport) for u in relays]
+        self.sources = list(sources) if sources else None
+        self.filter = filter
+        self.store: CheckpointStore = checkpoint_store or MemoryCheckpointStore()
+        self.max_bytes = max_bytes
+        self.wait_ms = wait_ms
+        self.backoff_max = backoff_max
+        self.id = subscriber_id or f"sub-{uuid.uuid4().hex[:8]}"
+        self._current = 0
+        self._backoff = 0.1
+        self.decoder = EventDecoder(self._fetch_schema, reader_schemas)
+        loaded = self.store.load()
+        self.checkpoint: Checkpoint | None = loaded
+        self._start_scn = start_scn
+        self.stop_event = threading.Event()
+        self.last_event_time = time.monotonic()
+
+    # -- relays ----------------------------------------------------------------------------------
+
+    @property
+    def relay(self) -> RelayClient:
+        return self.clients[self._current]
+
+    def _fetch_schema(self, fingerprint: str) -> Any:
+        last: Exception | None = None
+        for i in range(len(self.clients)):
+            c = self.clients[(self._current + i) % len(self.clients)]
+            try:
+                return c.schema(fingerprint)
+            except (Unavailable, InvalidInput) as exc:
+                last = exc
+        raise Unavailable(f"no relay could give schema {fingerprint}: {last}")
+
+    def _since(self) -> int | None:
+        if self.checkpoint is not None:
+            return self.checkpoint.scn
+        return self._start_scn
+
+    def fetch(self, wait_ms: int | None = None) -> Batch | None:
+        """One long-poll, failing over across relays with backoff.
+
+        Returns None when every relay failed and ``wait_ms`` was given (the caller checks its idle
+        time), or on ``stop()``.
+        """
+        failures = 0
+        while True:
+            try:
+                batch = self.relay.stream(
+                    self._since(),
+                    self.sources,
+                    self.filter,
+                    self.max_bytes,
+                    self.wait_ms if wait_ms is None else wait_ms,
+                    self.id,
+                )
+                self._backoff = 0.1
+                return batch
+            except Unavailable as exc:
+                failures += 1
+                log.warning("relay_unavailable", relay=self.relay.url, error=str(exc))
+                self._current = (self._current + 1) % len(self.clients)
+                if failures % len(self.clients) == 0:
+                    if self.stop_event.wait(self._backoff):
+                        return None
+                    self._backoff = min(self._backoff * 2, self.backoff_max)
+                    if wait_ms is not None:
+                        return None
+
+    def _decode(self, events: list[Any]) -> Window:
+        return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
+
+    def commit(self, scn: int) -> Checkpoint:
+        """Save ``scn`` (a window end) as the checkpoint."""
+        prev = self.checkpoint
+        cp = Checkpoint(scn, prev.phase if prev else "relay", prev.position if prev else {})
+        self.store.save(cp)
+        self.checkpoint = cp
+        return cp
+
+    def stop(self) -> None:
+        """Make :meth:`run` / :meth:`windows` return after the current window."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+    def _idle_wait(self, idle_exit: float | None) -> int | None:
+        if idle_exit is None:
+            return None
+        left = idle_exit - (time.monotonic() - self.last_event_time)
+        return max(0, min(self.wait_ms, int(left * 1000)))
+
+    def _idle_over(self, idle_exit: float | None) -> bool:
+        return idle_exit is not None and time.monotonic() - self.last_event_time >= idle_exit
+
+    # -- the two consuming styles ----------------------------------------------------------------
+
+    def windows(self, idle_exit: float | None = None) -> Iterator[Window]:
+        """Iterate over whole windows; a window is checkpointed when the loop asks for the next one.
+
+        Leaving the loop (``break``, an exception) leaves the checkpoint before the current window, so
+        it is delivered again next time. Ends after ``idle_exit`` seconds without events, or ``stop()``.
+        """
+        while not self.stop_event.is_set() and not self._idle_over(idle_exit):
+            batch = self.fetch(self._idle_wait(idle_exit))
+            if batch is None:
+                continue
+            for events in batch.windows:
+                w = self._decode(events)
+                self.last_event_time = time.monotonic()
+                yield w
+                self.commit(w.scn)
+            since = self._since()
+            if since is None or batch.scanned_scn > since:
+                self.commit(batch.scanned_scn)
+
+    def run(self, consumer: Consumer, idle_exit: float | None = None) -> None:
+        """Deliver windows to ``consumer`` until ``stop()``, idle exit, or an error it does not absorb."""
+        while not self.stop_event.is_set() and not self._idle_over(idle_exit):
+            batch = self.fetch(self._idle_wait(idle_exit))
+            if batch is None:
+                continue
+            for events in batch.windows:
+                w = self._decode(events)
+                self.last_event_time = time.monotonic()
+                self._deliver(consumer, w)
+                consumer.on_checkpoint(self.commit(w.scn))
+            since = self._since()
+            if since is None or batch.scanned_scn > since:
+                consumer.on_checkpoint(self.commit(batch.scanned_scn))
+
+    def _deliver(self, consumer: Consumer, w: Window) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                consumer.on_start_window(w)
+                for e in w.events:
+                    consumer.on_event(e)
+                consumer.on_end_window(w)
+                return
+            except Exception as exc:
+                consumer.on_error(exc, w)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
