@@ -168,8 +168,9 @@ def apply(dialect: str, conn: Any, txns: list[list[Change]]) -> None:
             if op == "c":
                 assert after is not None
                 cols = list(after)
+                names = ", ".join(q + c + q for c in cols)
                 cur.execute(
-                    f"INSERT INTO {table} ({', '.join(q + c + q for c in cols)}) VALUES ({', '.join(ph for _ in cols)})",
+                    f"INSERT INTO {table} ({names}) VALUES ({', '.join(ph for _ in cols)})",
                     [_value(dialect, after[c]) for c in cols],
                 )
             elif op == "u":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from db_servers import MariaDbServer, PgServer, mariadb_server, pg_server  # noqa: F401
+from db_servers import MariaDbServer, PgServer
 from sources_harness import collect, events_of, start_relay
 from sources_workload import TABLES, apply, create_tables, expected, transactions
 

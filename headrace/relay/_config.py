@@ -47,7 +47,7 @@ class PostgresSourceConfig(Section):
     #: without a durable consumer, the slot keeps this much history (seconds of commits) for relay restarts
     retention_seconds: float = Field(default=3600.0, ge=0)
     #: seconds between standby status updates (keepalive and flush position)
-    status_interval: float = Field(default=10.0, gt=0)
+    status_interval: float = Field(default=10.0, ge=1)
 
 
 class MysqlSourceConfig(Section):

@@ -167,13 +167,11 @@ class Message:
 
 PgMessage = Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
 
-_I8 = struct.Struct("!B")
 _I16 = struct.Struct("!H")
 _I32 = struct.Struct("!I")
-_I32S = struct.Struct("!i")
 _BEGIN = struct.Struct("!QqI")
 _COMMIT = struct.Struct("!BQQq")
-_REL_HEAD = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
 _COL_TAIL = struct.Struct("!Ii")
 
 
@@ -227,34 +225,63 @@ class _Reader:
         return v
 
     def tuple_data(self) -> tuple[TupleValue, ...]:
-        n = self.u16()
-        out: list[TupleValue] = []
-        buf = self.buf
-        for _ in range(n):
-            self.need(1)
-            kind = buf[self.pos]
-            self.pos += 1
-            if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
-                out.append(self.take(self.u32()))
-            elif kind == 0x6E:  # 'n'
-                out.append(None)
-            elif kind == 0x75:  # 'u'
-                out.append(UNCHANGED)
-            else:
-                raise PgoutputError(f"unknown tuple column kind {kind!r} at offset {self.pos - 1}")
-        return tuple(out)
+        values, self.pos = _tuple_at(self.buf, self.pos)
+        return values
 
     def done(self) -> None:
         if self.pos != len(self.buf):
             raise PgoutputError(f"{len(self.buf) - self.pos} trailing bytes in {chr(self.buf[0])!r} message")
 
 
+def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    """The TupleData at ``pos`` and the offset after it (the hot path: one call per row change)."""
+    end = len(buf)
+    try:
+        (n,) = _I16.unpack_from(buf, pos)
+        pos += 2
+        out: list[TupleValue] = []
+        append = out.append
+        unpack = _I32.unpack_from
+        for _ in range(n):
+            kind = buf[pos]
+            pos += 1
+            if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
+                (ln,) = unpack(buf, pos)
+                pos += 4
+                stop = pos + ln
+                if stop > end:
+                    raise PgoutputError(f"truncated column value at offset {pos}")
+                append(buf[pos:stop])
+                pos = stop
+            elif kind == 0x6E:  # 'n'
+                append(None)
+            elif kind == 0x75:  # 'u'
+                append(UNCHANGED)
+            else:
+                raise PgoutputError(f"unknown tuple column kind {kind!r} at offset {pos - 1}")
+    except (IndexError, struct.error):
+        raise PgoutputError(f"truncated tuple data in {chr(buf[0])!r} message") from None
+    return tuple(out), pos
+
+
+def _insert(buf: bytes) -> Insert:
+    if len(buf) < 6 or buf[5] != 0x4E:
+        raise PgoutputError("Insert without 'N' tuple")
+    (relid,) = _I32.unpack_from(buf, 1)
+    values, pos = _tuple_at(buf, 6)
+    if pos != len(buf):
+        raise PgoutputError(f"{len(buf) - pos} trailing bytes in 'I' message")
+    return Insert(relid, values)
+
+
 def decode(payload: bytes) -> PgMessage:
     """Decode one pgoutput message (protocol version 1)."""
     if not payload:
         raise PgoutputError("empty message")
-    r = _Reader(bytes(payload))
     kind = payload[0]
+    if kind == 0x49:  # I, the most frequent message
+        return _insert(bytes(payload))
+    r = _Reader(bytes(payload))
     msg: PgMessage
     if kind == 0x42:  # B
         final_lsn, ts, xid = r.unpack(_BEGIN)
@@ -307,11 +334,11 @@ def decode(payload: bytes) -> PgMessage:
         relids = tuple(r.u32() for _ in range(n))
         msg = Truncate(relids, bool(opts & 1), bool(opts & 2))
     elif kind == 0x4F:  # O
-        (lsn,) = r.unpack(struct.Struct("!Q"))
+        (lsn,) = r.unpack(_U64)
         msg = Origin(lsn, r.cstring())
     elif kind == 0x4D:  # M
         flags = r.u8()
-        (lsn,) = r.unpack(struct.Struct("!Q"))
+        (lsn,) = r.unpack(_U64)
         prefix = r.cstring()
         msg = Message(bool(flags & 1), lsn, prefix, r.take(r.u32()))
     elif kind in b"SEcAp":

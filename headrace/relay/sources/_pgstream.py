@@ -48,7 +48,7 @@ from ._pgoutput import (
     Update,
     pg_micros_to_ms,
 )
-from ._pgtypes import CatalogType, PgType, column_type, resolve_type
+from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
 __all__ = ["UNCHANGED_COLUMN", "PgChangeAssembler", "RelationCatalog", "TxnBegin", "TxnEnd"]
 
@@ -87,7 +87,11 @@ class _Rel:
     meta: TableMeta
     types: tuple[PgType, ...]
     names: tuple[str, ...]
+    parsers: tuple[Callable[[bytes], Any], ...] = ()
     marked: TableMeta | None = None  # meta + UNCHANGED_COLUMN, once needed
+
+    def __post_init__(self) -> None:
+        self.parsers = tuple(bytes_parser(t) for t in self.types)
 
 
 def table_name(namespace: str, name: str) -> str:
@@ -130,6 +134,11 @@ class PgChangeAssembler:
 
     def feed(self, msg: PgMessage) -> TxnBegin | RowChange | TxnEnd | TableMeta | None:
         """Consume one message; returns the item it produced, if any."""
+        t = type(msg)
+        if t is Insert or t is Update or t is Delete:  # the hot path
+            if self._txn is None:
+                raise ValueError(f"{t.__name__} outside a transaction")
+            return None if self._skipping else self._change(msg)  # type: ignore[arg-type]
         if isinstance(msg, Begin):
             if self._txn is not None:
                 raise ValueError("Begin inside a transaction: the stream lost a Commit")
@@ -169,17 +178,18 @@ class PgChangeAssembler:
         return meta
 
     def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
+        if len(tup) != len(rel.names):
+            raise ValueError(f"{rel.meta.name}: tuple has {len(tup)} columns, the relation {len(rel.names)}")
         row: dict[str, Any] = {}
         unchanged: list[str] = []
-        for name, typ, raw in zip(rel.names, rel.types, tup, strict=True):
+        for name, parse, raw in zip(rel.names, rel.parsers, tup):  # noqa: B905 - lengths checked above
             if raw is None:
                 row[name] = None
             elif raw is UNCHANGED:
                 row[name] = None
                 unchanged.append(name)
             else:
-                assert isinstance(raw, bytes)
-                row[name] = typ.parse(raw.decode("utf-8"))
+                row[name] = parse(raw)  # type: ignore[arg-type]
         return row, unchanged
 
     def _marked(self, rel: _Rel) -> TableMeta:
@@ -197,9 +207,9 @@ class PgChangeAssembler:
         scn = self._txn.final_lsn
         meta = rel.marked or rel.meta
         key_cols = meta.key
-        if isinstance(msg, Insert):
+        if type(msg) is Insert:
             after, _ = self._values(rel, msg.new)
-            return RowChange(scn, meta, Op.INSERT, tuple(after[k] for k in key_cols), None, after)
+            return RowChange(scn, meta, Op.INSERT, tuple([after[k] for k in key_cols]), None, after)
         if isinstance(msg, Update):
             after, unchanged = self._values(rel, msg.new)
             before: dict[str, Any] | None = None
@@ -214,6 +224,7 @@ class PgChangeAssembler:
                 meta = self._marked(rel)
                 after[UNCHANGED_COLUMN] = unchanged
             return RowChange(scn, meta, Op.UPDATE, tuple(after[k] for k in key_cols), before, after)
+        assert isinstance(msg, Delete)
         old, _ = self._values(rel, msg.old)
         before = old if msg.old_kind == "O" else {k: old[k] for k in key_cols}
         return RowChange(scn, meta, Op.DELETE, tuple(old[k] for k in key_cols), before, None)

@@ -51,6 +51,7 @@ __all__ = [
     "SESSION_OPTIONS",
     "CatalogType",
     "PgType",
+    "bytes_parser",
     "column_type",
     "parse_array",
     "resolve_type",
@@ -281,6 +282,18 @@ def parse_array(text: str, elem: Parser) -> list[Any]:
     if pos != n:
         raise ValueError(f"trailing characters in array text: {text!r}")
     return result
+
+
+def bytes_parser(t: PgType) -> Callable[[bytes], Any]:
+    """A parser of the raw text bytes (skips the UTF-8 decoding where Python parses bytes itself)."""
+    if t.parse is int:
+        return int
+    if t.parse is _float:
+        return float
+    if t.parse is _str:
+        return bytes.decode
+    parse = t.parse
+    return lambda b: parse(b.decode())
 
 
 def column_type(t: PgType) -> ColumnType:

@@ -60,6 +60,7 @@ from ._retention import ReadMarks
 
 __all__ = ["PostgresSource", "SlotSnapshot", "export_snapshot", "libpq_dsn"]
 
+
 log = get_logger("relay.source.postgres")
 
 RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
@@ -91,6 +92,12 @@ def _connect(dsn: str, replication: bool = False) -> Any:
     return conn
 
 
+def _is_connection_error(exc: Exception) -> bool:
+    """A lost or refused connection or a server shutting down (SQLSTATE 08…, 57P…), not a failed statement."""
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(("08", "57P"))
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -115,27 +122,23 @@ class SlotSnapshot:
 
 
 @contextlib.contextmanager
-def export_snapshot(url: str, slot: str) -> Iterator[SlotSnapshot]:
-    """Create the logical slot ``slot`` with ``EXPORT_SNAPSHOT``; the snapshot is usable inside the block.
+def export_snapshot(config: Any) -> Iterator[SlotSnapshot]:
+    """Create the relay's publication and slot, the slot with ``EXPORT_SNAPSHOT``; the snapshot is usable
+    inside the block. ``config`` is the ``RelayConfig`` the relay will run with.
 
     Use it before the relay first starts (the relay then finds the slot and streams from it)::
 
-        with export_snapshot(url, "headrace") as snap:
+        with export_snapshot(config) as snap:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             cur.execute("SET TRANSACTION SNAPSHOT %s", (snap.snapshot_name,))
-            ...  # read the tables; then subscribe with since=snap.after_scn
+            ...  # read the tables; then follow the relay from snap.after_scn
     """
-    conn = _connect(libpq_dsn(url), replication=True)
+    source = PostgresSource(config)
     try:
-        cur = conn.cursor()
-        try:
-            cur.execute(f"CREATE_REPLICATION_SLOT {_quote_ident(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT")
-        except Exception as exc:
-            raise UsageError(f"cannot create replication slot {slot!r} with a snapshot: {str(exc).strip()}") from exc
-        name, lsn, snapshot, _plugin = cur.fetchone()
-        yield SlotSnapshot(name, parse_lsn(lsn), snapshot)
+        with source.export_snapshot() as snap:
+            yield snap
     finally:
-        conn.close()
+        source.close()
 
 
 class PostgresSource(ChangeSource):
@@ -180,27 +183,16 @@ class PostgresSource(ChangeSource):
                 cur.execute(sql, args)
                 return list(cur.fetchall()) if cur.description else []
         except psycopg2.OperationalError as exc:
+            if not _is_connection_error(exc):
+                raise
             self._meta_conn = None
             raise Unavailable(f"PostgreSQL connection lost: {str(exc).strip()}") from exc
 
     def open(self) -> None:
         import psycopg2
 
-        (wal_level,) = self._query("SHOW wal_level")[0]
-        if wal_level != "logical":
-            raise UsageError(
-                f"PostgreSQL has wal_level = {wal_level}; the relay needs wal_level = logical. Set it in "
-                "postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL."
-            )
-        user, can_replicate = self._query(
-            "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
-        )[0]
-        if not can_replicate:
-            raise UsageError(
-                f"the PostgreSQL role {user!r} lacks the REPLICATION attribute that logical decoding needs: "
-                f"run ALTER ROLE {_quote_ident(user)} REPLICATION (as a superuser), or connect as a role that has it."
-            )
-        self._ensure_publication()
+        self._check_server()
+        self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
         slot = self._slot_row()
         if slot is None:
             conn = _connect(self.dsn, replication=True)
@@ -226,6 +218,43 @@ class PostgresSource(ChangeSource):
                 "set relay.postgres.slot to a name of the relay's own"
             )
         self._check_not_lost(wal_status)
+
+    def _check_server(self) -> None:
+        (wal_level,) = self._query("SHOW wal_level")[0]
+        if wal_level != "logical":
+            raise UsageError(
+                f"PostgreSQL has wal_level = {wal_level}; the relay needs wal_level = logical. Set it in "
+                "postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL."
+            )
+        user, can_replicate = self._query(
+            "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+        )[0]
+        if not can_replicate:
+            raise UsageError(
+                f"the PostgreSQL role {user!r} lacks the REPLICATION attribute that logical decoding needs: "
+                f"run ALTER ROLE {_quote_ident(user)} REPLICATION (as a superuser), or connect as a role that has it."
+            )
+
+    @contextlib.contextmanager
+    def export_snapshot(self) -> Iterator[SlotSnapshot]:
+        """Check the server, create the publication, then the slot with an exported snapshot (see
+        :func:`export_snapshot`). Fails if the slot exists: its position would not match a new snapshot."""
+        self._check_server()
+        self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
+        conn = _connect(self.dsn, replication=True)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"CREATE_REPLICATION_SLOT {_quote_ident(self.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT")
+            except Exception as exc:
+                raise UsageError(
+                    f"cannot create replication slot {self.slot!r} with a snapshot: {str(exc).strip()}"
+                ) from exc
+            name, lsn, snapshot, _plugin = cur.fetchone()
+            log.info("slot_created_with_snapshot", slot=name, consistent_lsn=lsn, snapshot=snapshot)
+            yield SlotSnapshot(name, parse_lsn(lsn), snapshot)
+        finally:
+            conn.close()
 
     def _ensure_publication(self) -> None:
         rows = self._query("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.publication,))
@@ -274,14 +303,20 @@ class PostgresSource(ChangeSource):
             )
 
     def uninstall(self) -> None:
-        import psycopg2
-
-        try:
-            if self._slot_row() is not None:
-                self._query("SELECT pg_drop_replication_slot(%s)", (self.slot,))
-                log.info("slot_dropped", slot=self.slot)
-        except psycopg2.errors.ObjectInUse as exc:
-            raise UsageError(f"the slot {self.slot!r} is in use: stop the relay first ({str(exc).strip()})") from exc
+        """Drop the slot and the publication (waits up to 10 s for a just-stopped relay's connection to go)."""
+        deadline = self._clock() + 10.0
+        while True:
+            rows = self._query("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
+            if not rows:
+                break
+            if not rows[0][0]:
+                with contextlib.suppress(Exception):
+                    self._query("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                    log.info("slot_dropped", slot=self.slot)
+                continue
+            if self._clock() > deadline:
+                raise UsageError(f"the replication slot {self.slot!r} is in use: stop the relay first")
+            time.sleep(0.2)
         self._query(f"DROP PUBLICATION IF EXISTS {_quote_ident(self.publication)}")
 
     def close(self) -> None:
@@ -448,14 +483,37 @@ class PostgresSource(ChangeSource):
                 select.select([conn], [], [], min(left, 0.5))
         except psycopg2.OperationalError as exc:
             raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
+        except psycopg2.errors.UndefinedObject as exc:
+            raise FatalError(
+                f"logical decoding failed: {str(exc).strip()}. The publication {self.publication!r} must exist "
+                "as long as the slot does, and must have existed when the slot was created: run "
+                "`headrace relay uninstall`, start the relay again and re-seed subscribers (docs/sources-postgres.md)."
+            ) from exc
         except psycopg2.DatabaseError as exc:
             raise Unavailable(f"PostgreSQL replication stream failed: {str(exc).strip()}") from exc
 
     def _changes(self, conn: Any, cur: Any, stop: threading.Event, begin: TxnBegin) -> Iterator[RowChange]:
+        import psycopg2
+
+        read, feed = cur.read_message, self._assembler.feed
         while True:
             if stop.is_set():
                 raise TransientError(f"stopped inside the window of SCN {begin.scn}")
-            item = self._next_message(conn, cur, self.idle_seconds)
+            try:  # the hot loop: one message per row change, straight off the socket
+                while (msg := read()) is not None:
+                    item = feed(decode(msg.payload))
+                    if type(item) is RowChange:
+                        yield item
+                    elif isinstance(item, TxnEnd):
+                        self._received_lsn = max(self._received_lsn, msg.data_start)
+                        self._last_scn = item.scn
+                        self._marks.read(self._clock(), item.scn)
+                        return
+            except psycopg2.OperationalError as exc:
+                raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
+            except psycopg2.DatabaseError as exc:
+                raise Unavailable(f"PostgreSQL replication stream failed: {str(exc).strip()}") from exc
+            item = self._next_message(conn, cur, self.idle_seconds)  # waits for the next message
             if item is None:
                 self._maintain(cur)
             elif isinstance(item, RowChange):
