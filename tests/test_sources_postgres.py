@@ -45,12 +45,14 @@ def drain(
     out: list[tuple[int, list[RowChange]]] = []
     stop = threading.Event()
     deadline = time.monotonic() + timeout
-    for w in src.read(after, stop):
+    reader = src.read(after, stop)
+    for w in reader:
         if isinstance(w, ChangeWindow):
             out.append((w.scn, list(w.changes)))
         if len(out) >= windows or time.monotonic() > deadline:
             stop.set()
             break
+    reader.close()  # runs the source's cleanup now (closes the stream), not at garbage collection
     assert len(out) == windows, f"got {len(out)} of {windows} windows"
     return out
 

@@ -95,7 +95,7 @@ class MysqlSource(ChangeSource):
             "host": url.host or "127.0.0.1",
             "port": int(url.port or 3306),
             "user": url.username or "root",
-            "passwd": url.password or "",
+            "password": url.password or "",
             "charset": "utf8mb4",
         }
         self.only_tables: list[str] | None = config.tables
