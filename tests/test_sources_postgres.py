@@ -196,6 +196,8 @@ def test_refuses_wrong_wal_level_and_missing_replication_right(pg_server: PgServ
     r = run_relay_cli(tmp_path, pg_server.url(db, user="plain"), postgres={"slot": "refuse"})
     assert r.returncode == 2, r.stderr
     assert "REPLICATION" in r.stderr and "ALTER ROLE" in r.stderr
+    # PostgreSQL will not even start with wal_level = replica while logical slots exist: drop them first
+    pg_server.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
     pg_server.set_config(wal_level="replica")
     try:
         r = run_relay_cli(tmp_path, pg_server.url(db), postgres={"slot": "refuse"})
