@@ -19,6 +19,7 @@ memory the buffer holds stays within its bound.
 from __future__ import annotations
 
 import bisect
+import sys
 from dataclasses import dataclass
 
 from ._codec import EncodedWindow
@@ -121,6 +122,16 @@ class RingBuffer:
         self.bytes = 0
         self.events = 0
         self.horizon = scn
+
+    def measured_bytes(self) -> int:
+        """Memory actually held, by ``sys.getsizeof`` of every live object (O(n); for checks, not hot paths)."""
+        total = sys.getsizeof(self._wins) + sys.getsizeof(self._scns)
+        shared: dict[int, int] = {}
+        for w in self._wins[self._head :]:
+            total += sys.getsizeof(w) + sys.getsizeof(w.data)
+            total += sys.getsizeof(w.scn) + sys.getsizeof(w.first_scn) + sys.getsizeof(w.ts_ms)
+            shared[id(w.tables)] = sys.getsizeof(w.tables)
+        return total + sum(shared.values())
 
     def first_after(self, since: int) -> int:
         """Index (into the live windows) of the first window with SCN > ``since``; O(log n)."""

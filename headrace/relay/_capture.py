@@ -108,11 +108,14 @@ class Capture:
         backoff = 0.1
         while not self.stop_event.is_set():
             try:
+                self.source.acknowledge(self.acks.durable())
                 for item in self.source.read(self.after, self.stop_event):
                     self.connected = True
                     backoff = 0.1
                     if item is None:
                         self.source.acknowledge(self.acks.durable())
+                        for meta in self.source.tables():  # new tables and shapes get their schema now
+                            self.codecs.registry.register(meta)
                         continue
                     ew = encode_window(item, self.codecs, limit=self.max_window_bytes)
                     if ew is None:

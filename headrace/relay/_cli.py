@@ -55,14 +55,21 @@ def subscribe(
 
     Keys: scn, table, op (c/u/d/r), key, before, after, ts_ms, window_end. A window's lines are
     written with one write; the checkpoint is saved after it, so a restart replays whole windows.
+    Exit codes: 0 (idle exit or SIGTERM), 1 failure, 2 bad usage, 3 the checkpoint is older than
+    the relay holds (scn_too_old: bootstrap or start over).
     """
+    from ..errors import ScnTooOld
     from .client._cli import run_subscribe
 
-    run_subscribe(
-        relays=list(relays),
-        sources=[s for s in (sources or "").split(",") if s] or None,
-        checkpoint=checkpoint,
-        filter=filter_,
-        idle_exit=idle_exit,
-        token=token,
-    )
+    try:
+        run_subscribe(
+            relays=list(relays),
+            sources=[s for s in (sources or "").split(",") if s] or None,
+            checkpoint=checkpoint,
+            filter=filter_,
+            idle_exit=idle_exit,
+            token=token,
+        )
+    except ScnTooOld as exc:
+        click.echo(f"headrace: {exc}", err=True)
+        raise SystemExit(3) from exc

@@ -39,6 +39,9 @@ def _to_decimal(v: Any) -> decimal.Decimal:
     return v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v))
 
 
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _encoder(t: ColumnType) -> Convert:
     k = t.kind
     if k == "decimal":
@@ -47,7 +50,7 @@ def _encoder(t: ColumnType) -> Convert:
             return lambda v: _to_decimal(v).quantize(q)
         return lambda v: str(_to_decimal(v))
     if k == "json":
-        return lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+        return _JSON_ENCODER.encode
     if k == "interval":
         return lambda v: v // dt.timedelta(microseconds=1) if isinstance(v, dt.timedelta) else int(v)
     if k == "boolean":
@@ -67,6 +70,20 @@ def _encoder(t: ColumnType) -> Convert:
         item = _encoder(t.items)
         return lambda v: [None if x is None else item(x) for x in v]
     return _identity
+
+
+#: kinds whose Python value needs no conversion when it already has this exact type
+_NATIVE: dict[str, type] = {
+    "long": int,
+    "int": int,
+    "double": float,
+    "float": float,
+    "string": str,
+    "enum": str,
+    "bytes": bytes,
+    "boolean": bool,
+    "uuid": uuid.UUID,
+}
 
 
 def _decoder_for(avro_type: Any) -> Convert | None:
@@ -97,10 +114,10 @@ class RowCodec:
         self.version = version
         self._writer = fastavro.parse_schema(version.schema)
         self._reader = fastavro.parse_schema(reader_schema) if reader_schema is not None else None
-        self._enc: list[tuple[str, str, Convert, bool]] = []
+        self._enc: list[tuple[str, str, Convert, type | None]] = []
         if version.meta is not None:
             for col, field in zip(version.meta.columns, version.schema["fields"], strict=True):
-                self._enc.append((col.name, field["name"], _encoder(col.type), col.nullable))
+                self._enc.append((col.name, field["name"], _encoder(col.type), _NATIVE.get(col.type.kind)))
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
@@ -111,9 +128,9 @@ class RowCodec:
         if not self._enc:
             raise ValueError("this codec has no table metadata to encode with")
         rec: dict[str, Any] = {}
-        for col, name, conv, _nullable in self._enc:
+        for col, name, conv, native in self._enc:
             v = row.get(col)
-            rec[name] = None if v is None else conv(v)
+            rec[name] = v if v is None or type(v) is native else conv(v)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self._writer, rec)
         return buf.getvalue()
@@ -147,6 +164,11 @@ class Codecs:
     def __init__(self, registry: SchemaRegistry) -> None:
         self.registry = registry
         self._by_fp: dict[str, RowCodec] = {}
+        self._table_sets: dict[frozenset[str], frozenset[str]] = {}  # shared, so windows do not each hold one
+
+    def table_set(self, tables: set[str]) -> frozenset[str]:
+        key = frozenset(tables)
+        return self._table_sets.setdefault(key, key)
 
     def for_change(self, change: RowChange) -> RowCodec:
         sv = self.registry.register(change.table)
@@ -167,7 +189,7 @@ def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, b
             source=prev.table.name,
             op=prev.op,
             key=encode_key(prev.key),
-            ts_ms=window.ts_ms,
+            ts_ms=window.ts_ms if prev.ts_ms is None else prev.ts_ms,
             fingerprint=codec.version.fingerprint,
             before=codec.encode(prev.before) if prev.before is not None else None,
             after=codec.encode(prev.after) if prev.after is not None else None,
@@ -201,4 +223,4 @@ def encode_window(window: ChangeWindow, codecs: Codecs, limit: int | None = None
     if count == 0:
         return None
     data = b"".join(parts) if limit is None or size <= limit else b""
-    return EncodedWindow(window.scn, first, window.ts_ms, count, data, frozenset(tables))
+    return EncodedWindow(window.scn, first, window.ts_ms, count, data, codecs.table_set(tables))

@@ -35,7 +35,6 @@ def run_relay(config: RelayConfig) -> None:
         registry=registry,
         acks=Acks(state_dir, config.durable_consumers),
         buffer=RingBuffer(config.buffer_bytes, start_scn=start),
-        table_names=frozenset(m.name for m in tables),
     )
     log.info(
         "relay_starting", listen=config.listen, source=source.kind, tables=sorted(state.table_names), start_scn=start

@@ -132,13 +132,19 @@ def _key_default(value: Any) -> Any:
     raise TypeError(f"a key value of type {type(value).__name__} is not supported")
 
 
+# one encoder object: json.dumps with non-default options builds a new one per call
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_key_default)
+
+
 def encode_key(values: Sequence[Any]) -> bytes:
     """The canonical key bytes: a compact JSON array of the key-column values in key order.
 
     Integers, strings, booleans and floats are JSON natives; decimals, dates, times, timestamps and
     UUIDs are their ``str``/ISO text; bytes are base64.
     """
-    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False, default=_key_default).encode()
+    if len(values) == 1 and type(values[0]) is int:
+        return b"[%d]" % values[0]
+    return _KEY_ENCODER.encode(list(values)).encode()
 
 
 def decode_key(key: bytes) -> list[Any]:

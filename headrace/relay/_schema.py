@@ -255,6 +255,7 @@ class SchemaRegistry:
         self._by_fp: dict[str, SchemaVersion] = {}
         self._by_table: dict[str, list[SchemaVersion]] = {}
         self._by_meta: dict[TableMeta, SchemaVersion] = {}
+        self._by_id: dict[int, SchemaVersion] = {}  # fast path: the same TableMeta object again
         self._dir = Path(directory) if directory is not None else None
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
@@ -268,9 +269,13 @@ class SchemaRegistry:
 
     def register(self, meta: TableMeta) -> SchemaVersion:
         """The version for ``meta``'s current shape, registering a new version when it changed."""
+        known = self._by_id.get(id(meta))
+        if known is not None and known.meta is meta:
+            return known
         with self._lock:
             known = self._by_meta.get(meta)
             if known is not None:
+                self._by_id[id(meta)] = known
                 return known
             schema = avro_schema(meta)
             fp = schema_fingerprint(schema)

@@ -77,7 +77,11 @@ class RelayState:
     new_data: asyncio.Event = field(default_factory=asyncio.Event)
     subscribers: dict[str, SubscriberInfo] = field(default_factory=dict)
     rate: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
-    table_names: frozenset[str] = frozenset()
+
+    @property
+    def table_names(self) -> frozenset[str]:
+        """Every table the relay has a schema for (captured now or earlier)."""
+        return frozenset(self.registry.tables())
 
     def deliver(self, w: EncodedWindow) -> None:
         """Called on the loop for each window the capture thread encoded."""
@@ -89,8 +93,6 @@ class RelayState:
         BUFFER_BYTES.set(self.buffer.bytes)
         BUFFER_OLDEST.set(self.buffer.oldest_scn)
         BUFFER_NEWEST.set(self.buffer.newest_scn)
-        if not w.tables <= self.table_names:
-            self.table_names = self.table_names | w.tables
         now = time.monotonic()
         self.rate.append((now, w.count))
         while self.rate and self.rate[0][0] < now - 10:
@@ -235,6 +237,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
                 "capacity_bytes": buf.capacity,
                 "fill": round(buf.bytes / buf.capacity, 4),
                 "evicted_windows": buf.evicted_windows,
+                **({"measured_bytes": buf.measured_bytes()} if request.query_params.get("measure") else {}),
                 "events_per_s": state.events_per_second(),
                 "subscribers": [
                     {"id": s.id, "last_scn": s.last_scn, "filter": s.filter, "last_seen_ms": int(s.last_seen * 1000)}

@@ -151,6 +151,18 @@ class Subscriber:
                     if wait_ms is not None:
                         return None
 
+    def _decode_batch(self, batch: Batch | None) -> list[Window] | None:
+        """Decode a response's windows; None (after a backoff) when no relay could give a schema."""
+        if batch is None:
+            return None
+        try:
+            return [self._decode(events) for events in batch.windows]
+        except Unavailable as exc:
+            log.warning("schema_unavailable", error=str(exc))
+            self.stop_event.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            return None
+
     def _decode(self, events: list[Any]) -> Window:
         return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
 
@@ -189,10 +201,10 @@ class Subscriber:
         """
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
             batch = self.fetch(self._idle_wait(idle_exit))
-            if batch is None:
+            decoded = self._decode_batch(batch)
+            if batch is None or decoded is None:
                 continue
-            for events in batch.windows:
-                w = self._decode(events)
+            for w in decoded:
                 self.last_event_time = time.monotonic()
                 yield w
                 self.commit(w.scn)
@@ -204,10 +216,10 @@ class Subscriber:
         """Deliver windows to ``consumer`` until ``stop()``, idle exit, or an error it does not absorb."""
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
             batch = self.fetch(self._idle_wait(idle_exit))
-            if batch is None:
+            decoded = self._decode_batch(batch)
+            if batch is None or decoded is None:
                 continue
-            for events in batch.windows:
-                w = self._decode(events)
+            for w in decoded:
                 self.last_event_time = time.monotonic()
                 self._deliver(consumer, w)
                 consumer.on_checkpoint(self.commit(w.scn))

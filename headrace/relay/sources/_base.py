@@ -16,14 +16,16 @@ Contract (what the relay relies on):
   log; ``after_scn=None`` means from the oldest change the source still has. :meth:`start_scn` says
   which SCN that oldest position is *after* (the relay's buffer serves ``since`` ≥ it).
 * **Durability.** The source may discard log only up to the SCN given to :meth:`acknowledge`
-  (``None``: no durable consumer is configured, apply the source's own retention policy, if any).
+  (``None``: no durable consumer is configured, apply the source's own retention policy, if any),
+  and nothing before the first call (the relay calls it before ``read`` and on every idle tick).
 * **Values.** Row images are ``{column name: Python value}`` with the types of the column kinds
   (``docs/type-mapping.md``): int, float, Decimal, str, bytes, bool, date, time, datetime (naive for
   ``timestamp``, aware for ``timestamptz``), UUID, timedelta, JSON values (dict/list/… for ``json``),
   lists for arrays. ``key`` is the tuple of key-column values in ``TableMeta.key`` order.
 * **Schemas.** ``RowChange.table`` is the table's metadata at the time of the change. When a table
   changes shape, the source starts passing a new :class:`TableMeta` and the relay registers a new
-  schema version.
+  schema version. :meth:`ChangeSource.tables` is called on every idle tick (so new tables and
+  shapes get a schema before their first change): return cached objects, do not query.
 * **Threads.** ``read`` runs in one background thread and may block, but it must yield ``None``
   (an idle tick) at least every ``idle_seconds`` so the relay can stop it and pass acknowledgements;
   ``acknowledge`` is called from that same thread between items.
@@ -53,6 +55,8 @@ class RowChange:
     key: tuple[Any, ...]
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
+    #: the change's own commit time when the source knows it per change (None: the window's ``ts_ms``)
+    ts_ms: int | None = None
 
 
 @dataclass(slots=True)

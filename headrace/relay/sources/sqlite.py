@@ -10,19 +10,24 @@ Theory of operation
 * ``headrace_marks(scn)`` — SCNs known to end a transaction (written by the relay, see below).
 * ``headrace_state(k, v)`` — ``pruned_scn``: everything ≤ it has been deleted.
 * per captured table, triggers ``headrace_<table>_{ai,au,ad}`` (AFTER INSERT/UPDATE/DELETE) that
-  insert into ``headrace_changes``. BLOB values are written as ``["HEX"]`` so JSON can carry them.
-  A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
+  insert into ``headrace_changes``. BLOB values are written as ``["x", "HEX"]`` so JSON can carry them,
+  REAL values as ``["r", "%!.17g text"]`` (SQLite's JSON prints
+  only 15 digits). A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
 
 SQLite serializes writers: a transaction's change-log rows get consecutive row ids and become
-visible all at once, at commit. So every read of the change log sees a *prefix* of the SCN order
-that ends on a transaction boundary. SQLite has no transaction id a trigger could record, so the
-relay cannot tell consecutive transactions apart inside one such prefix; the window it builds is
-"everything newly committed since the previous poll": never part of a transaction, sometimes
-several (polls are every ``sqlite.poll_ms``, so under light load a window is one transaction).
+visible all at once, at commit, so a read snapshot always ends on a transaction boundary. SQLite
+has no transaction id a trigger could record, so the relay *cuts* the log instead: every
+``sqlite.poll_ms`` a cutter thread reads the newest change-log row id in a fresh snapshot; that row
+ends a committed transaction. The reader serves the rows between consecutive cuts as one window:
+never part of a transaction, at most the transactions committed within one cut interval (one
+transaction under light load), however far behind the reader is. Reading only up to a cut also
+answers "is it committed and complete": a cut is only ever taken from committed rows. In WAL mode
+the cutter and the reader never wait for writers (in rollback-journal mode they take brief shared
+locks; WAL is recommended).
 
-Each window end seen by a poll is a transaction boundary forever; the relay records them in
-``headrace_marks`` (batched, about once a second), so after a restart the change log is re-read as
-the same windows instead of one huge one. Changes committed while no relay ran form one window.
+The window ends served are saved in ``headrace_marks`` (about once a second, giving way to the
+application's writers), so a restarted relay, or a second relay on the same file, re-reads the
+same windows; changes committed while no relay ran form one window per cut of the first poll.
 
 Schema changes: ``PRAGMA schema_version`` is checked on every poll; when it moves, the captured
 tables are reflected again, triggers whose column lists changed are re-created, and new
@@ -34,6 +39,7 @@ Resume-state contract: the change log itself is the state. ``read(after_scn)`` r
 change with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes
 ≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
 ``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction.
+Saving marks and pruning are the relay's only writes; both give way to the application's writers.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ MARKS_TABLE = "headrace_marks"
 STATE_TABLE = "headrace_state"
 ROWID_COLUMN = "__rowid__"
 _PREFIX = "headrace_"
+HOUSEKEEPING_BUSY_MS = 50
+MARKS_PER_POLL = 256
+MARKS_SAVE_SECONDS = 1.0
+POLL_ROWS = 20_000
+LARGE_WINDOW_ROWS = 50_000
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
 
@@ -94,7 +105,10 @@ def _image(meta: TableMeta, ref: str) -> str:
             args.append(f"{_lit(c.name)}, {ref}.rowid")
             continue
         v = f"{ref}.{_q(c.name)}"
-        args.append(f"{_lit(c.name)}, CASE typeof({v}) WHEN 'blob' THEN json_array(hex({v})) ELSE {v} END")
+        args.append(
+            f"{_lit(c.name)}, CASE typeof({v}) WHEN 'blob' THEN json_array('x', hex({v})) "
+            f"WHEN 'real' THEN json_array('r', printf('%!.17g', {v})) ELSE {v} END"
+        )
     return f"json_object({', '.join(args)})"
 
 
@@ -115,49 +129,79 @@ def trigger_sql(meta: TableMeta) -> dict[str, str]:
     }
 
 
+def _unwrap(v: Any) -> Any:
+    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL printed exactly."""
+    if isinstance(v, list) and len(v) == 2:
+        if v[0] == "x":
+            return bytes.fromhex(v[1])
+        if v[0] == "r":
+            return float(v[1])
+    return v
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "t", "yes", "y")
+    return bool(v)
+
+
+def _to_bytes(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else _to_str(v).encode()
+
+
+def _to_decimal(v: Any) -> decimal.Decimal:
+    return decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
+
+
+def _to_uuid(v: Any) -> uuid.UUID:
+    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
+
+
+def _to_tstz(v: Any) -> dt.datetime:
+    d = dt.datetime.fromisoformat(str(v))
+    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
+
+
+def _to_json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+_KIND_CONV: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "long": int,
+    "float": float,
+    "double": float,
+    "boolean": _to_bool,
+    "decimal": _to_decimal,
+    "bytes": _to_bytes,
+    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
+    "time": lambda v: dt.time.fromisoformat(str(v)),
+    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
+    "timestamptz": _to_tstz,
+    "uuid": _to_uuid,
+    "json": _to_json,
+    "string": _to_str,
+    "enum": _to_str,
+}
+
+
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
-    """Raw JSON image value (as SQLite stored it) → the Python value of the column's kind."""
-    k = t.kind
+    """Raw JSON image value (as the trigger wrote it) → the Python value of the column's kind."""
+    kind = _KIND_CONV.get(t.kind)
+    if kind is None:
+        return _unwrap
+    return lambda v: kind(_unwrap(v))
 
-    def unblob(v: Any) -> Any:
-        return bytes.fromhex(v[0]) if isinstance(v, list) and len(v) == 1 and isinstance(v[0], str) else v
 
-    if k in ("int", "long"):
-        return lambda v: int(unblob(v))
-    if k in ("float", "double"):
-        return lambda v: float(unblob(v))
-    if k == "boolean":
-        return lambda v: bool(int(v)) if not isinstance(v, str) else v.strip().lower() in ("1", "true", "t", "yes")
-    if k == "decimal":
-        return lambda v: decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
-    if k == "bytes":
-        return lambda v: (lambda b: b if isinstance(b, bytes) else str(b).encode())(unblob(v))
-    if k == "date":
-        return lambda v: dt.date.fromisoformat(str(v)[:10])
-    if k == "time":
-        return lambda v: dt.time.fromisoformat(str(v))
-    if k == "timestamp":
-        return lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None)
-    if k == "timestamptz":
-
-        def tz(v: Any) -> dt.datetime:
-            d = dt.datetime.fromisoformat(str(v))
-            return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-
-        return tz
-    if k == "uuid":
-
-        def u(v: Any) -> uuid.UUID:
-            b = unblob(v)
-            return uuid.UUID(bytes=b) if isinstance(b, bytes) else uuid.UUID(str(b))
-
-        return u
-    if k == "json":
-        return lambda v: json.loads(v) if isinstance(v, str) else v
-    if k in ("string", "enum"):
-        return lambda v: v if isinstance(v, str) else (unblob(v).decode() if isinstance(unblob(v), bytes) else str(v))
-    return unblob
-
+_NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
 
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
 
@@ -168,11 +212,15 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.warned: set[tuple[str, type]] = set()
+        self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
+        self._names = frozenset(c.name for c in meta.columns)
 
-    def meta_for(self, image_keys: frozenset[str]) -> TableMeta:
-        if len(image_keys) == len(self.meta.columns) and all(c.name in image_keys for c in self.meta.columns):
+    def meta_for(self, image: dict[str, Any]) -> TableMeta:
+        if image.keys() == self._names:
             return self.meta
+        image_keys = frozenset(image)
         m = self._projections.get(image_keys)
         if m is None:
             cols = tuple(c for c in self.meta.columns if c.name in image_keys)
@@ -181,11 +229,24 @@ class _Table:
 
     def convert(self, raw: dict[str, Any]) -> dict[str, Any]:
         out = {}
+        natives = self.natives
         for name, v in raw.items():
             c = self.convs.get(name)
             if c is None:
                 continue  # a column dropped since the row was captured
-            out[name] = None if v is None else c(v)
+            # fast path: the stored value already has the kind's Python type (int for long, str for text)
+            if v is None or type(v) is natives.get(name):
+                out[name] = v
+                continue
+            try:
+                out[name] = c(v)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # SQLite lets any column hold any value; one that does not fit the declared type
+                # travels as null rather than stopping capture for everyone
+                out[name] = None
+                if (name, type(v)) not in self.warned:
+                    self.warned.add((name, type(v)))
+                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
         return out
 
 
@@ -201,15 +262,18 @@ class SqliteSource(ChangeSource):
         self.poll_seconds = opts.poll_ms / 1000.0
         self.retention_ms = None if opts.retention_seconds is None else int(opts.retention_seconds * 1000)
         self.prune_interval = opts.prune_interval_seconds
-        self.mark_interval = 1.0
         self._conn: sqlite3.Connection | None = None
         self._engine: Any = None
         self._tables: dict[str, _Table] = {}
         self._schema_version = -1
-        self._pending_marks: list[int] = []
-        self._last_marks_flush = 0.0
+        self._wake = threading.Event()
+        self._cuts: list[int] = []  # transaction boundaries seen by the cutter, not yet read
+        self._cuts_lock = threading.Lock()
+        self._unsaved: list[int] = []  # window ends served but not yet in headrace_marks
+        self._last_save = 0.0
         self._last_prune = 0.0
         self._durable: int | None = None
+        self._acknowledged = False
         self._last_read = 0
         self.lock = threading.Lock()
 
@@ -278,10 +342,8 @@ class SqliteSource(ChangeSource):
         }
         meta = table_meta_from_sqlalchemy(table, overrides)
         if not meta.key:
-            without_rowid = self.conn.execute(
-                "SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (name,)
-            ).fetchone()
-            if without_rowid and "WITHOUT ROWID" not in str(without_rowid[0]).upper():
+            ddl = self.conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchall()
+            if ddl and "WITHOUT ROWID" not in str(ddl[0][0]).upper():
                 meta = TableMeta(
                     meta.name, (Column(ROWID_COLUMN, ColumnType("long"), False), *meta.columns), (ROWID_COLUMN,)
                 )
@@ -303,7 +365,7 @@ class SqliteSource(ChangeSource):
                     c.execute(sql)
                     log.info("trigger_installed", table=name, trigger=tname)
         self._tables = tables
-        self._schema_version = c.execute("PRAGMA schema_version").fetchone()[0]
+        self._schema_version = c.execute("PRAGMA schema_version").fetchall()[0][0]
 
     def _refresh(self) -> None:
         c = self.conn
@@ -319,51 +381,93 @@ class SqliteSource(ChangeSource):
         return [t.meta for t in self._tables.values()]
 
     def start_scn(self) -> int:
-        row = self.conn.execute(f"SELECT v FROM {STATE_TABLE} WHERE k = 'pruned_scn'").fetchone()
-        return int(row[0]) if row else 0
+        # fetchall, never fetchone: a statement left un-stepped keeps its read snapshot open (WAL)
+        rows = self.conn.execute(f"SELECT v FROM {STATE_TABLE} WHERE k = 'pruned_scn'").fetchall()
+        return int(rows[0][0]) if rows else 0
 
     # -- reading ---------------------------------------------------------------------------------
 
     def _poll(self, after: int) -> list[ChangeWindow]:
-        """Every change committed after ``after``, grouped into windows at marks and at the end."""
+        """The changes after ``after`` up to the newest known boundary (at most ``MARKS_PER_POLL`` windows)."""
+        with self._cuts_lock:
+            cuts = [x for x in self._cuts if x > after]
+            self._cuts = cuts
         c = self.conn
         c.execute("BEGIN")
         try:
-            sv = c.execute("PRAGMA schema_version").fetchone()[0]
-            rows = c.execute(
-                f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} WHERE scn > ? ORDER BY scn", (after,)
+            sv = c.execute("PRAGMA schema_version").fetchall()[0][0]
+            saved = c.execute(
+                f"SELECT scn FROM {MARKS_TABLE} WHERE scn > ? ORDER BY scn LIMIT {MARKS_PER_POLL}", (after,)
             ).fetchall()
-            marks = (
-                [
-                    r[0]
-                    for r in c.execute(
-                        f"SELECT scn FROM {MARKS_TABLE} WHERE scn > ? AND scn < ? ORDER BY scn", (after, rows[-1][0])
-                    )
-                ]
-                if rows
+            marks = sorted({r[0] for r in saved} | set(cuts))[:MARKS_PER_POLL]
+            # keep a poll to about POLL_ROWS rows (SCN spans bound row counts); a window larger than
+            # LARGE_WINDOW_ROWS is streamed on its own instead of being read into memory
+            prev = after
+            keep: list[int] = []
+            large: int | None = None
+            for m in marks:
+                if m - prev > LARGE_WINDOW_ROWS:
+                    large = None if keep else m
+                    break
+                keep.append(m)
+                prev = m
+                if m - after > POLL_ROWS:
+                    break
+            marks = keep
+            rows = (
+                c.execute(
+                    f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} "
+                    "WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    (after, marks[-1]),
+                ).fetchall()
+                if marks
                 else []
             )
         finally:
             c.execute("COMMIT")
         if sv != self._schema_version:
             self._refresh()
+        if large is not None:
+            self._unsaved.append(large)
+            return [self._streamed_window(after, large)]
         windows: list[ChangeWindow] = []
         current: list[RowChange] = []
         mi = 0
-        ts = 0
         for scn, tbl, op, ts_ms, before, after_img in rows:
-            current.append(self._change(scn, tbl, op, before, after_img))
-            ts = ts_ms
-            while mi < len(marks) and marks[mi] < scn:
+            current.append(self._change(scn, tbl, op, before, after_img, ts_ms))
+            while marks[mi] < scn:
                 mi += 1
-            if (mi < len(marks) and marks[mi] == scn) or scn == rows[-1][0]:
-                windows.append(ChangeWindow(scn, ts, [ch for ch in current if ch is not None]))
+            if marks[mi] == scn:
+                windows.append(ChangeWindow(scn, ts_ms, current))
                 current = []
-        if rows:
-            self._pending_marks.append(rows[-1][0])
+        assert not current, "change-log rows past the last boundary"
+        self._unsaved.extend(w.scn for w in windows)
         return windows
 
-    def _change(self, scn: int, tbl: str, op: str, before: str | None, after: str | None) -> RowChange:
+    def _streamed_window(self, lo: int, hi: int) -> ChangeWindow:
+        """The window (lo, hi] read lazily through a connection and read snapshot of its own."""
+        ts = self.conn.execute(f"SELECT ts_ms FROM {CHANGES_TABLE} WHERE scn = ?", (hi,)).fetchall()
+        log.info("large_window_streamed", after_scn=lo, scn=hi)
+
+        def changes() -> Iterator[RowChange]:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+            try:
+                cur = conn.execute(
+                    f"SELECT scn, tbl, op, before, after, ts_ms FROM {CHANGES_TABLE} "
+                    "WHERE scn > ? AND scn <= ? ORDER BY scn",
+                    (lo, hi),
+                )
+                while rows := cur.fetchmany(1000):
+                    for scn, tbl, op, before, after_img, ts_ms in rows:
+                        yield self._change(scn, tbl, op, before, after_img, ts_ms)
+            finally:
+                conn.close()
+
+        return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
+
+    def _change(
+        self, scn: int, tbl: str, op: str, before: str | None, after: str | None, ts_ms: int | None = None
+    ) -> RowChange:
         table = self._tables.get(tbl)
         if table is None:  # a table no longer captured (or dropped): reflect what we can
             try:
@@ -374,30 +478,45 @@ class SqliteSource(ChangeSource):
         a = json.loads(after) if after is not None else None
         image = a if a is not None else b
         assert image is not None
-        meta = table.meta_for(frozenset(image))
+        meta = table.meta_for(image)
         bv = table.convert(b) if b is not None else None
         av = table.convert(a) if a is not None else None
         src = av if av is not None else bv
         assert src is not None
         key = tuple(src.get(k) for k in meta.key)
-        return RowChange(scn, meta, _OPS[op], key, bv, av)
+        # each change keeps the time its trigger recorded, so an event is the same however it is windowed
+        return RowChange(scn, meta, _OPS[op], key, bv, av, ts_ms)
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         last = self.start_scn() if after_scn is None else after_scn
-        while not stop.is_set():
-            try:
-                windows = self._poll(last)
-            except sqlite3.Error as exc:
-                self._drop_conn()
-                raise TransientError(f"reading the change log of {self.path} failed: {exc}") from exc
-            for w in windows:
-                yield w
-                last = w.scn
-            self._last_read = max(self._last_read, last)
-            self._housekeeping()
-            yield None
-            if not windows:
-                stop.wait(self.poll_seconds)
+        cut_stop = threading.Event()
+        cutter = threading.Thread(target=self._cut_loop, args=(stop, cut_stop), name="sqlite-cutter", daemon=True)
+        cutter.start()
+        try:
+            while not stop.is_set():
+                try:
+                    windows = self._poll(last)
+                except sqlite3.Error as exc:
+                    self._drop_conn()
+                    raise TransientError(f"reading the change log of {self.path} failed: {exc}") from exc
+                for w in windows:
+                    yield w
+                    last = w.scn
+                self._last_read = max(self._last_read, last)
+                now = time.monotonic()
+                if self._unsaved and now - self._last_save >= MARKS_SAVE_SECONDS:
+                    self._last_save = now
+                    self._save_marks()
+                if self._acknowledged and now - self._last_prune >= self.prune_interval:
+                    self._last_prune = now
+                    self.prune()
+                yield None
+                if not windows:
+                    self._wake.wait(self.poll_seconds)
+                    self._wake.clear()
+        finally:
+            cut_stop.set()
+            cutter.join(5)
 
     def _drop_conn(self) -> None:
         if self._conn is not None:
@@ -406,57 +525,89 @@ class SqliteSource(ChangeSource):
             finally:
                 self._conn = None
 
-    # -- marks and pruning -----------------------------------------------------------------------
+    # -- boundaries (cuts and marks) and pruning -------------------------------------------------
 
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if self._pending_marks and now - self._last_marks_flush >= self.mark_interval:
-            self._flush_marks()
-            self._last_marks_flush = now
-        if now - self._last_prune >= self.prune_interval:
-            self._last_prune = now
-            self.prune()
-
-    def _flush_marks(self) -> None:
-        marks, self._pending_marks = self._pending_marks, []
+    def _cut_loop(self, stop: threading.Event, cut_stop: threading.Event) -> None:
+        """Every ``poll_ms``, note the newest committed change-log row: a read snapshot only ever holds
+        whole committed transactions, so that row ends one. Reads never wait for writers (WAL)."""
         try:
-            with self.lock:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            log.warning("cutter_not_started", error=str(exc))
+            return
+        last = -1
+        try:
+            while not (stop.is_set() or cut_stop.is_set()):
+                try:
+                    newest = conn.execute(f"SELECT max(scn) FROM {CHANGES_TABLE}").fetchall()[0][0]
+                except sqlite3.Error as exc:
+                    log.debug("cut_failed", error=str(exc))
+                    newest = None
+                if newest is not None and newest > last:
+                    last = newest
+                    with self._cuts_lock:
+                        self._cuts.append(newest)
+                    self._wake.set()
+                cut_stop.wait(self.poll_seconds)
+        finally:
+            conn.close()
+
+    def _save_marks(self) -> None:
+        """Persist the window ends served, so a restarted relay re-reads the same windows (best effort)."""
+        marks, self._unsaved = self._unsaved, []
+        try:
+            with self.lock, self._short_busy_timeout():
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.conn.executemany(f"INSERT OR IGNORE INTO {MARKS_TABLE}(scn) VALUES (?)", [(m,) for m in marks])
                 self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # marks are a hint for restarts; try again next time
-            log.warning("marks_not_saved", error=str(exc))
-            self._pending_marks = marks + self._pending_marks
+        except sqlite3.Error as exc:
+            log.debug("marks_not_saved", error=str(exc))
+            self._unsaved = marks + self._unsaved
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
 
+    @contextlib.contextmanager
+    def _short_busy_timeout(self) -> Iterator[None]:
+        """Pruning gives way to the application: SQLite's busy handler is not fair, and a busy writer
+        would starve a long wait. It fails fast (``database is locked``) and is retried later."""
+        self.conn.execute(f"PRAGMA busy_timeout = {HOUSEKEEPING_BUSY_MS}")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+
     def acknowledge(self, durable_scn: int | None) -> None:
         self._durable = durable_scn
+        self._acknowledged = True  # pruning waits for the relay to say what durable consumers hold
 
     def prune(self, now_ms: int | None = None) -> int:
         """Delete changes that no one needs any more (see the module docstring); returns the new pruned SCN."""
-        if self._pending_marks:
-            self._flush_marks()
+        if self._unsaved:
+            self._save_marks()
         bound = self._last_read
         if self._durable is not None:
             bound = min(bound, self._durable)
         c = self.conn
-        with self.lock:
-            c.execute("BEGIN IMMEDIATE")
+        with self.lock, self._short_busy_timeout():
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                log.info("prune_postponed", reason=str(exc))
+                return self.start_scn()
             try:
                 if self.retention_ms is not None:
                     cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - self.retention_ms
-                    row = c.execute(
+                    oldest = c.execute(
                         f"SELECT max(scn) FROM {CHANGES_TABLE} WHERE scn <= ? AND ts_ms < ?", (bound, cutoff)
-                    ).fetchone()
-                    bound = min(bound, row[0] or 0)
+                    ).fetchall()[0][0]
+                    bound = min(bound, oldest or 0)
                 elif self._durable is None:
                     bound = 0  # neither retention nor a durable consumer: keep everything
-                mark = c.execute(f"SELECT max(scn) FROM {MARKS_TABLE} WHERE scn <= ?", (bound,)).fetchone()[0]
+                mark = c.execute(f"SELECT max(scn) FROM {MARKS_TABLE} WHERE scn <= ?", (bound,)).fetchall()[0][0]
                 pruned = self.start_scn()
                 if mark is not None and mark > pruned:
                     n = c.execute(f"DELETE FROM {CHANGES_TABLE} WHERE scn <= ?", (mark,)).rowcount
-                    c.execute(f"DELETE FROM {MARKS_TABLE} WHERE scn < ?", (mark,))
+                    c.execute(f"DELETE FROM {MARKS_TABLE} WHERE scn <= ?", (mark,))
                     c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE}(k, v) VALUES ('pruned_scn', ?)", (mark,))
                     log.info("change_log_pruned", upto_scn=mark, rows=n)
                     pruned = mark
@@ -470,9 +621,6 @@ class SqliteSource(ChangeSource):
         return {"path": self.path, "last_read_scn": self._last_read, "durable_scn": self._durable}
 
     def close(self) -> None:
-        if self._pending_marks:
-            with contextlib.suppress(sqlite3.Error):
-                self._flush_marks()
         self._drop_conn()
 
     def uninstall(self) -> None:
