@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_pa
         "CREATE TABLE t (id BIGINT PRIMARY KEY, ti TINYINT, b BOOLEAN, ui INT UNSIGNED, ubi BIGINT UNSIGNED, "
         "si SMALLINT UNSIGNED, dec1 DECIMAL(12,3), f FLOAT, d DOUBLE, vc VARCHAR(20), tx TEXT, bl BLOB, "
         "vb VARBINARY(10), dt DATETIME(6), ts TIMESTAMP(3) NULL, da DATE, tm TIME(6), yr YEAR, j JSON, "
-        "e ENUM('sad','very happy'), s SET('a','b','c'), bi BIT(8))",
+        "e ENUM('sad','very happy'), s SET('a','b','c'), bi BIT(8), uu UUID)",
         db,
     )
     mariadb_server.execute("CREATE TABLE big (id INT PRIMARY KEY, v INT)", db)
@@ -74,7 +75,8 @@ def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_pa
         cur.execute(
             "INSERT INTO t VALUES (1, -128, true, 4294967295, 18446744073709551615, 65535, -1234.5, 1.5, 2.25, "
             "'héllo 😀', 'text', x'00ff', x'01', '2024-02-29 23:59:59.999999', '2024-01-01 10:00:00.5', "
-            "'2024-02-29', '13:45:01.5', 2024, '{\"a\": [1, 2], \"b\": null}', 'very happy', 'c,a', b'101')"
+            "'2024-02-29', '13:45:01.5', 2024, '{\"a\": [1, 2], \"b\": null}', 'very happy', 'c,a', b'101', "
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')"
         )
         cur.execute("UPDATE t SET ti = 6, s = '' WHERE id = 1")
         cur.execute("ALTER TABLE t ADD COLUMN extra INT")
@@ -100,7 +102,7 @@ def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_pa
         "vb": b"\x01", "dt": dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
         "ts": dt.datetime(2024, 1, 1, 10, 0, 0, 500000, tzinfo=dt.UTC), "da": dt.date(2024, 2, 29),
         "tm": dt.time(13, 45, 1, 500000), "yr": 2024, "j": {"a": [1, 2], "b": None}, "e": "very happy",
-        "s": "a,c", "bi": 5,
+        "s": "a,c", "bi": 5, "uu": uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
     }  # fmt: skip
     kinds = {c.name: c.type.kind for c in ins.table.columns}
     assert kinds["ubi"] == "decimal" and kinds["e"] == "enum" and kinds["j"] == "json" and kinds["b"] == "boolean"

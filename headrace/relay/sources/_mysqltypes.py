@@ -116,7 +116,11 @@ def _bit(v: Any) -> int:
 
 
 def _uuid(v: Any) -> uuid.UUID:
-    return v if isinstance(v, uuid.UUID) else uuid.UUID(_text(v))
+    if isinstance(v, uuid.UUID):
+        return v
+    if isinstance(v, bytes | bytearray) and len(v) == 16:  # MariaDB's UUID type: 16 bytes in the binlog
+        return uuid.UUID(bytes=bytes(v))
+    return uuid.UUID(_text(v))
 
 
 _SET_VALUES = re.compile(r"'((?:[^']|'')*)'")
