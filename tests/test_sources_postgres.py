@@ -78,7 +78,7 @@ def test_types_toast_and_replica_identity(pg_server: PgServer) -> None:
         ALTER TABLE t_toast_full REPLICA IDENTITY FULL;
         ALTER TABLE t_toast ALTER big SET STORAGE EXTERNAL;  -- out of line, uncompressed: surely TOASTed
         ALTER TABLE t_toast_full ALTER big SET STORAGE EXTERNAL;
-        CREATE TABLE t_default (id int PRIMARY KEY, v text);
+        CREATE TABLE t_default (id int PRIMARY KEY, v text NOT NULL);
         """,
         db,
     )
@@ -133,6 +133,13 @@ def test_types_toast_and_replica_identity(pg_server: PgServer) -> None:
     assert d_ins.after == {"id": 1, "v": "a"} and d_upd.before is None and d_upd.key == (1,)
     assert d_key.before == {"id": 1} and d_key.after == {"id": 2, "v": "b"} and d_key.key == (2,)
     assert d_del.op.value == "d" and d_del.before == {"id": 2} and d_del.key == (2,)
+    # a key-only old row must encode even though v is NOT NULL: without FULL, non-key columns are nullable
+    codec = codecs.for_change(d_del)
+    assert RowCodec(codec.version).decode(codec.encode(d_del.before or {})) == {"id": 2, "v": None}
+    # the metadata the relay registers at start is the same as what the stream's Relation messages give
+    at_start = {m.name: m for m in src.tables()}
+    assert at_start["t_default"] == d_del.table and at_start["t_types"] == types_ins.table
+    assert at_start["t_toast_full"] == full_upd.table
     src.uninstall()
     src.close()
 

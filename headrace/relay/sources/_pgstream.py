@@ -100,12 +100,21 @@ def table_name(namespace: str, name: str) -> str:
 
 
 def build_meta(
-    table: str, columns: list[tuple[str, PgType]], catalog: RelationCatalog, identity: tuple[str, ...]
+    table: str,
+    columns: list[tuple[str, PgType]],
+    catalog: RelationCatalog,
+    identity: tuple[str, ...],
+    full_identity: bool,
 ) -> TableMeta:
-    """A :class:`TableMeta` from resolved columns; the key is the primary key, else the replica identity."""
+    """A :class:`TableMeta` from resolved columns; the key is the primary key, else the replica identity.
+
+    Without ``REPLICA IDENTITY FULL`` an old row (``before``) carries only the key columns, the others
+    being null, so there the non-key columns are nullable in the schema even when NOT NULL in the table.
+    """
     names = [n for n, _ in columns]
     key = tuple(k for k in catalog.primary_key if k in names) or identity
-    cols = tuple(Column(n, column_type(t), nullable=n not in catalog.not_null and n not in key) for n, t in columns)
+    not_null = catalog.not_null if full_identity else frozenset()
+    cols = tuple(Column(n, column_type(t), nullable=n not in not_null and n not in key) for n, t in columns)
     return TableMeta(name=table, columns=cols, key=key)
 
 
@@ -173,7 +182,13 @@ class PgChangeAssembler:
         types = tuple(resolve_type(c.type_oid, c.typmod, self.type_catalog) for c in msg.columns)
         names = tuple(c.name for c in msg.columns)
         identity = tuple(c.name for c in msg.columns if c.is_key)
-        meta = build_meta(table_name(msg.namespace, msg.name), list(zip(names, types, strict=True)), cat, identity)
+        meta = build_meta(
+            table_name(msg.namespace, msg.name),
+            list(zip(names, types, strict=True)),
+            cat,
+            identity,
+            full_identity=msg.replica_identity == "f",
+        )
         self._rels[msg.relid] = _Rel(meta, types, names)
         return meta
 

@@ -353,20 +353,21 @@ class PostgresSource(ChangeSource):
     def tables(self) -> list[TableMeta]:
         out = []
         rows = self._query(
-            "SELECT c.oid, n.nspname, c.relname FROM pg_publication_tables p "
+            "SELECT c.oid, n.nspname, c.relname, c.relreplident FROM pg_publication_tables p "
             "JOIN pg_namespace n ON n.nspname = p.schemaname "
             "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename "
             "WHERE p.pubname = %s ORDER BY n.nspname, c.relname",
             (self.publication,),
         )
-        for relid, nsp, rel in rows:
+        for relid, nsp, rel, ident in rows:
             cols = self._query(
                 "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
                 "AND NOT attisdropped ORDER BY attnum",
                 (relid,),
             )
             resolved = [(name, resolve_type(int(typ), int(mod), self._type_catalog)) for name, typ, mod in cols]
-            out.append(build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), ()))
+            meta = build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), (), ident == "f")
+            out.append(meta)
         return out
 
     def start_scn(self) -> int:
