@@ -22,7 +22,7 @@ from db_servers import MariaDbServer, PgServer
 from sources_harness import collect, events_of, start_relay
 from sources_workload import TABLES, apply, create_tables, expected, transactions
 
-N_TXNS = 1500
+N_TXNS = 1000
 
 
 def same(a: Any, b: Any, rel: float) -> bool:
@@ -64,7 +64,14 @@ def _prepare(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple
     return mdb.url(name), conn, {}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
 def test_same_workload_same_events(kind: str, request: pytest.FixtureRequest, tmp_path: Path, daemons: Any) -> None:
     url, conn, extra = _prepare(kind, request, tmp_path)
     with contextlib.closing(conn):
