@@ -465,7 +465,8 @@ class PostgresSource(ChangeSource):
             self._feedback(cur, force=True)
 
     def _next_message(self, conn: Any, cur: Any, timeout: float) -> Any:
-        """The next decoded item, or None after ``timeout`` seconds without a data message."""
+        """The next decoded item, or None after ``timeout`` seconds without one (messages that produce
+        nothing, like a replayed transaction being skipped, do not hold the caller up longer)."""
         import psycopg2
 
         deadline = self._clock() + timeout
@@ -476,6 +477,8 @@ class PostgresSource(ChangeSource):
                     self._received_lsn = max(self._received_lsn, msg.data_start)
                     item = self._assembler.feed(decode(msg.payload))
                     if item is None:
+                        if self._clock() > deadline:
+                            return None
                         continue
                     return item
                 left = deadline - self._clock()
