@@ -192,7 +192,7 @@ def test_table_altered_mid_stream_keeps_decoding_and_uninstall(daemons: Any, tmp
     assert all((e.after or e.before or {}).get("level", "missing") is None for e in resolved[: len(old)])
 
     # uninstall removes triggers and change log, and leaves the application's tables alone
-    relay.stop()
+    assert relay.stop() == 0  # SIGTERM: graceful, exit 0
     cfg = relay_config(tmp_path, db, 0)
     r = subprocess.run(
         [sys.executable, "-m", "headrace", "relay", "uninstall", "--config", str(cfg)], capture_output=True
@@ -229,7 +229,7 @@ def test_change_log_is_pruned_only_below_what_durable_consumers_acknowledged(dae
     wait_until(lambda: pruned() == ack, 20, "pruning up to the acknowledged window end")
     assert conn.execute("SELECT min(scn) FROM headrace_changes").fetchall()[0][0] == ack + 1
     # the acknowledgement survives a restart, and a restarted relay serves from the pruned SCN on
-    relay.stop()
+    assert relay.stop() == 0  # SIGTERM: graceful, exit 0
     relay.start()
     relay.wait_http(url + "/healthz")
     assert status(url)["durable_consumers"] == {"bootstrap": ack}
