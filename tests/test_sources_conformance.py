@@ -22,7 +22,7 @@ from db_servers import MariaDbServer, PgServer
 from sources_harness import collect, events_of, start_relay
 from sources_workload import TABLES, apply, create_tables, expected, transactions
 
-N_TXNS = 1000
+N_TXNS = 3000
 
 
 def same(a: Any, b: Any, rel: float) -> bool:

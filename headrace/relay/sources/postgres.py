@@ -31,8 +31,9 @@ exceeded, ``wal_status = lost``) the source raises :class:`~headrace.errors.Fata
 that changes were lost and how to re-seed (``docs/sources-postgres.md``). The slot and publication
 are dropped only by :meth:`uninstall` (``headrace relay uninstall``).
 
-Initial snapshot. :func:`export_snapshot` creates the slot with ``EXPORT_SNAPSHOT`` and yields the
-snapshot name and the slot's consistent LSN while the snapshot is valid; a bootstrap loader reads
+Initial snapshot. :func:`export_snapshot` creates the publication, then the slot with
+``EXPORT_SNAPSHOT``, and yields the snapshot name and the slot's consistent LSN while the snapshot
+is valid; a bootstrap loader reads
 the tables in a ``REPEATABLE READ`` transaction after ``SET TRANSACTION SNAPSHOT '<name>'`` and then
 follows the relay from SCN ``consistent_lsn - 1``.
 """
@@ -168,6 +169,7 @@ class PostgresSource(ChangeSource):
         self._next_poll = 0.0
         self._wal_warned = False
         self._status: dict[str, Any] = {}
+        self._tables_cache: tuple[float, list[TableMeta]] | None = None
 
     # -- setup --------------------------------------------------------------------------------
     def _meta(self) -> Any:
@@ -351,6 +353,11 @@ class PostgresSource(ChangeSource):
         return self._types[oid]
 
     def tables(self) -> list[TableMeta]:
+        """The published tables as the catalog describes them now (cached for ``status_interval``: the
+        relay asks on every idle tick, and the stream's Relation messages are what events use)."""
+        now = self._clock()
+        if self._tables_cache is not None and now - self._tables_cache[0] < self.status_interval:
+            return self._tables_cache[1]
         out = []
         rows = self._query(
             "SELECT c.oid, n.nspname, c.relname, c.relreplident FROM pg_publication_tables p "
@@ -368,6 +375,7 @@ class PostgresSource(ChangeSource):
             resolved = [(name, resolve_type(int(typ), int(mod), self._type_catalog)) for name, typ, mod in cols]
             meta = build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), (), ident == "f")
             out.append(meta)
+        self._tables_cache = (now, out)
         return out
 
     def start_scn(self) -> int:
