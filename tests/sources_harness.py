@@ -67,7 +67,14 @@ def collect(
                 break
     finally:
         sub.close()
-    assert n >= until_events, f"only {n} of {until_events} events arrived in {timeout}s"
+    if n < until_events:
+        import httpx
+
+        try:
+            capture = httpx.get(url + "/v1/status", timeout=5).json().get("capture")
+        except Exception as exc:  # the relay may be down: say so
+            capture = repr(exc)
+        raise AssertionError(f"only {n} of {until_events} events arrived in {timeout}s; relay capture: {capture}")
     return out
 
 
