@@ -1,0 +1,227 @@
+"""Row-binlog events → committed transactions of row changes (sans-io).
+
+:class:`BinlogAssembler` is told, in binlog order, about rotations, transaction starts, row events,
+DDL and commits (the shell translates ``mysql-replication`` events into these calls). It converts
+row images to relay values with the table's columns from ``information_schema`` (an injected
+lookup, refreshed after DDL) and collects a transaction's changes in a :class:`SpillBuffer`, which
+keeps ``spill_rows`` changes in memory and writes the rest to a temporary file, so a huge
+transaction does not sit in memory. :meth:`BinlogAssembler.commit` returns the finished
+:class:`BinlogTxn`: its SCN is the packed position *after* its commit event (XID, or ``COMMIT``
+for non-transactional tables), which is exactly where a reader resumes to get the next one.
+
+Column names come from the binlog's table-map metadata (``binlog_row_metadata=FULL``), so old
+events replayed after an ``ALTER TABLE`` keep the shape they were written with; types come from
+``information_schema`` by name (a column that no longer exists there travels as a string).
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .._event import Op
+from .._schema import Column, ColumnType, TableMeta
+from ._base import RowChange
+from ._mysqltypes import MysqlColumn, pack_scn
+
+__all__ = ["BinlogAssembler", "BinlogTxn", "SpillBuffer", "StampedChanges", "TableInfo", "binlog_index"]
+
+
+def binlog_index(file_name: str) -> int:
+    """``binlog.000042`` → 42."""
+    _, dot, suffix = file_name.rpartition(".")
+    if not dot or not suffix.isdigit():
+        raise ValueError(f"binlog file name {file_name!r} has no numeric suffix")
+    return int(suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A table as ``information_schema`` describes it now."""
+
+    name: str
+    columns: dict[str, MysqlColumn]
+    key: tuple[str, ...]
+
+
+class SpillBuffer:
+    """Append-only list of row changes: the first ``limit`` in memory, the rest pickled to a temp file."""
+
+    def __init__(self, limit: int, directory: str | None = None) -> None:
+        self.limit = limit
+        self.directory = directory
+        self.count = 0
+        self._mem: list[Any] = []
+        self._file: IO[bytes] | None = None
+        self._tables: list[TableMeta] = []
+        self._table_ids: dict[int, int] = {}
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    def append(self, change: RowChange) -> None:
+        self.count += 1
+        if len(self._mem) < self.limit:
+            self._mem.append(change)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="headrace-txn-", dir=self.directory)  # noqa: SIM115
+        tid = self._table_ids.get(id(change.table))
+        if tid is None:
+            tid = self._table_ids[id(change.table)] = len(self._tables)
+            self._tables.append(change.table)
+        rec = (change.scn, tid, change.op.value, change.key, change.before, change.after)
+        pickle.dump(rec, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __iter__(self) -> Iterator[RowChange]:
+        """Every change in order (once); the temp file is closed at the end."""
+        try:
+            yield from self._mem
+            if self._file is not None:
+                self._file.flush()
+                self._file.seek(0)
+                for _ in range(self.count - len(self._mem)):
+                    scn, tid, op, key, before, after = pickle.load(self._file)
+                    yield RowChange(scn, self._tables[tid], Op(op), key, before, after)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._mem = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass(slots=True)
+class BinlogTxn:
+    """A committed transaction: SCN (position after its commit), commit time, GTID, its changes."""
+
+    scn: int
+    ts_ms: int
+    gtid: str | None
+    changes: StampedChanges
+
+
+@dataclass(slots=True)
+class BinlogAssembler:
+    """Collects row events into transactions; see the module docstring."""
+
+    table_info: Callable[[str], TableInfo | None]
+    schema: str
+    spill_rows: int = 10000
+    spill_dir: str | None = None
+    skip_through: int = -1
+    file_index: int = 0
+    ddl_seen: int = 0
+    _buf: SpillBuffer | None = None
+    _gtid: str | None = None
+    _metas: dict[tuple[str, tuple[str, ...]], tuple[TableMeta, list[Any]]] = field(default_factory=dict)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._buf is not None
+
+    def rotate(self, next_file: str) -> None:
+        self.file_index = binlog_index(next_file)
+
+    def reset(self) -> None:
+        """Forget an open transaction (the stream broke inside it)."""
+        if self._buf is not None:
+            self._buf.close()
+        self._buf = None
+        self._gtid = None
+
+    def begin(self, gtid: str | None = None) -> None:
+        if self._buf is not None:  # a GTID event followed by BEGIN: one transaction
+            if gtid is not None:
+                self._gtid = gtid
+            return
+        self._buf = SpillBuffer(self.spill_rows, self.spill_dir)
+        self._gtid = gtid
+
+    def ddl(self) -> None:
+        """A statement that may change tables ran: reload their columns on next use."""
+        self.ddl_seen += 1
+        self._metas.clear()
+        self.reset()
+
+    def _meta(self, table: str, names: tuple[str, ...]) -> tuple[TableMeta, list[Any]]:
+        cached = self._metas.get((table, names))
+        if cached is not None:
+            return cached
+        info = self.table_info(table)
+        cols: list[Column] = []
+        convs: list[Any] = []
+        for n in names:
+            mc = info.columns.get(n) if info is not None else None
+            if mc is None:
+                cols.append(Column(n, ColumnType("string"), True))
+                convs.append(str)
+            else:
+                cols.append(mc.column)
+                convs.append(mc.convert)
+        key = tuple(k for k in (info.key if info else ()) if k in names)
+        meta = TableMeta(name=table, columns=tuple(cols), key=key)
+        self._metas[(table, names)] = (meta, convs)
+        return meta, convs
+
+    def _convert(self, table: str, values: dict[str, Any]) -> tuple[TableMeta, dict[str, Any]]:
+        names = tuple(values)
+        meta, convs = self._meta(table, names)
+        row = {n: (None if v is None else c(v)) for (n, v), c in zip(values.items(), convs, strict=True)}
+        return meta, row
+
+    def rows(self, op: Op, table: str, rows: list[dict[str, Any]]) -> None:
+        """One row event's rows (``values``, or ``before_values``/``after_values`` for updates)."""
+        if self._buf is None:
+            self.begin()
+        assert self._buf is not None
+        for r in rows:
+            if op is Op.UPDATE:
+                meta, before = self._convert(table, r["before_values"])
+                _, after = self._convert(table, r["after_values"])
+                key = tuple(after[k] for k in meta.key)
+                self._buf.append(RowChange(-1, meta, op, key, before, after))
+            else:
+                meta, row = self._convert(table, r["values"])
+                key = tuple(row[k] for k in meta.key)
+                if op is Op.INSERT:
+                    self._buf.append(RowChange(-1, meta, op, key, None, row))
+                else:
+                    self._buf.append(RowChange(-1, meta, op, key, row, None))
+
+    def commit(self, end_position: int, timestamp: int) -> BinlogTxn | None:
+        """The commit event ending at ``end_position``; returns the transaction unless already delivered."""
+        buf, gtid = self._buf, self._gtid
+        self._buf, self._gtid = None, None
+        scn = pack_scn(self.file_index, end_position)
+        if buf is None:
+            return None
+        if scn <= self.skip_through or buf.count == 0:
+            buf.close()
+            return None
+        self.skip_through = scn
+        return BinlogTxn(scn, timestamp * 1000, gtid, StampedChanges(buf, scn))
+
+
+class StampedChanges:
+    """A transaction's buffered changes (SCN -1 until the commit position was known), stamped on the way out."""
+
+    __slots__ = ("buf", "count", "scn")
+
+    def __init__(self, buf: SpillBuffer, scn: int) -> None:
+        self.buf = buf
+        self.scn = scn
+        self.count = buf.count
+
+    def __iter__(self) -> Iterator[RowChange]:
+        for c in self.buf:
+            yield RowChange(self.scn, c.table, c.op, c.key, c.before, c.after)
+
+    def close(self) -> None:
+        self.buf.close()

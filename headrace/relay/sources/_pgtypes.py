@@ -1,0 +1,307 @@
+"""PostgreSQL column types: the Avro type of each, and its value parsed from pgoutput's text format.
+
+Sans-io: a :class:`PgType` is resolved from a type OID and typmod (plus, for types that are not
+built in — enums, domains, arrays of those — a catalog row the caller looked up), and turns the text
+bytes of a tuple column into the Python value the Avro encoder takes. The replication session runs
+with ``DateStyle=ISO``, ``IntervalStyle=iso_8601``, ``TimeZone=UTC``, ``bytea_output=hex`` and
+``extra_float_digits=3`` (see :data:`SESSION_OPTIONS`), so every text form below is fixed.
+
+========================  ==================  ========================================================
+PostgreSQL                relay column kind   Python value
+========================  ==================  ========================================================
+smallint, integer         ``int``             ``int``
+bigint, oid               ``long``            ``int``
+real / double precision   ``float``/``double`` ``float`` (NaN, ±Infinity kept)
+numeric(p, s)             ``decimal`` (p, s)  ``decimal.Decimal``
+numeric (no precision)    ``decimal``         ``decimal.Decimal`` (travels as exact text)
+text, varchar, char, name ``string``          ``str``
+bytea                     ``bytes``           ``bytes``
+boolean                   ``boolean``         ``bool``
+date                      ``date``            ``datetime.date``
+time                      ``time``            ``datetime.time``
+timestamp                 ``timestamp``       naive ``datetime.datetime``
+timestamptz               ``timestamptz``     aware ``datetime.datetime`` (UTC)
+interval                  ``interval``        ``datetime.timedelta`` (month = 30 days, year = 365.25 days)
+uuid                      ``uuid``            ``uuid.UUID``
+json, jsonb               ``json``            the parsed JSON value (dict, list, str, …)
+enum types                ``enum``            ``str`` (the label)
+domains                   the base type's     as the base type
+one-dimensional arrays    ``array``           ``list`` (elements nullable)
+anything else             ``string``          ``str`` (PostgreSQL's text form)
+========================  ==================  ========================================================
+
+Infinite dates and timestamps (``infinity``) are clamped to the largest/smallest Python value.
+Multi-dimensional arrays decode to nested lists but have no Avro type; such columns are rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from .._schema import ColumnType
+
+__all__ = [
+    "SESSION_OPTIONS",
+    "CatalogType",
+    "PgType",
+    "bytes_parser",
+    "column_type",
+    "parse_array",
+    "resolve_type",
+]
+
+SESSION_OPTIONS: Final = (
+    "-c DateStyle=ISO -c IntervalStyle=iso_8601 -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3"
+)
+
+Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogType:
+    """What ``pg_type`` says about a type that is not built in."""
+
+    oid: int
+    name: str
+    typtype: str  # 'b' base, 'e' enum, 'd' domain, 'c' composite, 'r' range, 'p' pseudo
+    elem_oid: int  # for arrays, the element type; 0 otherwise
+    base_oid: int  # for domains, the base type; 0 otherwise
+    category: str  # typcategory: 'A' array, 'E' enum, …
+    labels: tuple[str, ...] = ()  # enum labels in order
+
+
+@dataclass(frozen=True, slots=True)
+class PgType:
+    """A resolved column type: its name, the relay's column kind (and parameters) and text parser."""
+
+    name: str
+    kind: str
+    parse: Parser
+    precision: int | None = None
+    scale: int | None = None
+    items: PgType | None = None
+    symbols: tuple[str, ...] = ()
+
+
+def _bool(s: str) -> bool:
+    return s == "t"
+
+
+def _bytea(s: str) -> bytes:
+    if s.startswith("\\x"):
+        return bytes.fromhex(s[2:])
+    raise ValueError("bytea not in hex format (the session sets bytea_output=hex)")
+
+
+def _float(s: str) -> float:
+    return float(s)  # float() reads NaN, Infinity, -Infinity
+
+
+def _date(s: str) -> dt.date:
+    if s == "infinity":
+        return dt.date.max
+    if s == "-infinity":
+        return dt.date.min
+    return dt.date.fromisoformat(s)
+
+
+def _time(s: str) -> dt.time:
+    return dt.time.fromisoformat(s)
+
+
+def _timestamp(s: str) -> dt.datetime:
+    if s == "infinity":
+        return dt.datetime.max
+    if s == "-infinity":
+        return dt.datetime.min
+    return dt.datetime.fromisoformat(s)
+
+
+def _timestamptz(s: str) -> dt.datetime:
+    if s == "infinity":
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+    if s == "-infinity":
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(s).astimezone(dt.UTC)
+
+
+def _str(s: str) -> str:
+    return s
+
+
+def _numeric(typmod: int) -> PgType:
+    if typmod < 4:  # numeric without (precision, scale): no Avro decimal can hold every value
+        return PgType("numeric", "decimal", Decimal)
+    precision = ((typmod - 4) >> 16) & 0xFFFF
+    scale = (typmod - 4) & 0xFFFF
+    if scale > precision:  # PostgreSQL 15 allows negative/oversized scales; keep those exact as text
+        return PgType("numeric", "decimal", Decimal)
+    return PgType(f"numeric({precision},{scale})", "decimal", Decimal, precision=precision, scale=scale)
+
+
+_INTERVAL = re.compile(
+    r"^(-)?P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?[\d.]+)S)?)?$"
+)
+_DAY_US: Final = 86_400_000_000
+
+
+def _interval(s: str) -> dt.timedelta:
+    """ISO 8601 interval (``IntervalStyle=iso_8601``) → timedelta, a month as 30 days, a year as 365.25
+    days (PostgreSQL's own rule in ``EXTRACT(EPOCH FROM interval)``)."""
+    m = _INTERVAL.match(s)
+    if m is None:
+        raise ValueError(f"not an ISO 8601 interval: {s!r}")
+    neg, y, mo, d, h, mi, sec = m.groups()
+    months = int(y or 0) * 12 + int(mo or 0)
+    sign = -1 if months < 0 else 1
+    us = sign * ((abs(months) // 12) * 36525 * _DAY_US // 100 + (abs(months) % 12) * 30 * _DAY_US)
+    us += int(d or 0) * _DAY_US + int(h or 0) * 3_600_000_000 + int(mi or 0) * 60_000_000
+    us += int(Decimal(sec or 0) * 1_000_000)
+    return dt.timedelta(microseconds=-us if neg else us)
+
+
+_BUILTIN: Final[dict[int, PgType]] = {
+    16: PgType("boolean", "boolean", _bool),
+    17: PgType("bytea", "bytes", _bytea),
+    18: PgType('"char"', "string", _str),
+    19: PgType("name", "string", _str),
+    20: PgType("bigint", "long", int),
+    21: PgType("smallint", "int", int),
+    23: PgType("integer", "int", int),
+    25: PgType("text", "string", _str),
+    26: PgType("oid", "long", int),
+    114: PgType("json", "json", json.loads),
+    700: PgType("real", "float", _float),
+    701: PgType("double precision", "double", _float),
+    1042: PgType("character", "string", _str),
+    1043: PgType("character varying", "string", _str),
+    1082: PgType("date", "date", _date),
+    1083: PgType("time", "time", _time),
+    1114: PgType("timestamp", "timestamp", _timestamp),
+    1184: PgType("timestamptz", "timestamptz", _timestamptz),
+    1186: PgType("interval", "interval", _interval),
+    2950: PgType("uuid", "uuid", uuid.UUID),
+    3802: PgType("jsonb", "json", json.loads),
+}
+
+# Array type OID → element type OID, for the built-in element types above.
+_BUILTIN_ARRAYS: Final[dict[int, int]] = {
+    1000: 16, 1001: 17, 1002: 18, 1003: 19, 1016: 20, 1005: 21, 1007: 23, 1009: 25, 1028: 26, 199: 114,
+    1021: 700, 1022: 701, 1014: 1042, 1015: 1043, 1182: 1082, 1183: 1083, 1115: 1114, 1185: 1184,
+    1187: 1186, 2951: 2950, 3807: 3802, 1231: 1700,
+}  # fmt: skip
+
+NUMERIC_OID: Final = 1700
+
+
+def resolve_type(type_oid: int, typmod: int, lookup: Callable[[int], CatalogType | None] = lambda _oid: None) -> PgType:
+    """The :class:`PgType` of a column; ``lookup`` answers for OIDs that are not built in."""
+    if type_oid == NUMERIC_OID:
+        return _numeric(typmod)
+    known = _BUILTIN.get(type_oid)
+    if known is not None:
+        return known
+    elem_oid = _BUILTIN_ARRAYS.get(type_oid)
+    cat = None
+    if elem_oid is None:
+        cat = lookup(type_oid)
+        if cat is not None and cat.category == "A" and cat.elem_oid:
+            elem_oid = cat.elem_oid
+    if elem_oid is not None:
+        # typmod of an array column applies to its elements (numeric(10,2)[] has typmod of numeric(10,2))
+        elem = resolve_type(elem_oid, typmod, lookup)
+        return PgType(f"{elem.name}[]", "array", _array_parser(elem.parse), items=elem)
+    if cat is not None:
+        if cat.typtype == "e":
+            return PgType(cat.name, "enum", _str, symbols=cat.labels)
+        if cat.typtype == "d" and cat.base_oid:
+            base = resolve_type(cat.base_oid, typmod, lookup)
+            return PgType(cat.name, base.kind, base.parse, base.precision, base.scale, base.items, base.symbols)
+        return PgType(cat.name, "string", _str)
+    return PgType(f"oid {type_oid}", "string", _str)
+
+
+def _array_parser(elem: Parser) -> Parser:
+    def parse(s: str) -> list[Any]:
+        return parse_array(s, elem)
+
+    return parse
+
+
+def parse_array(text: str, elem: Parser) -> list[Any]:
+    """Parse PostgreSQL's array text form (``{1,NULL,"a b",{2,3}}``) applying ``elem`` to each element."""
+    if text.startswith("["):  # explicit lower bounds: "[0:1]={1,2}"
+        text = text[text.index("=") + 1 :]
+    pos = 0
+    n = len(text)
+
+    def parse_level() -> list[Any]:
+        nonlocal pos
+        if text[pos] != "{":
+            raise ValueError(f"array text must start with '{{' at {pos}: {text!r}")
+        pos += 1
+        items: list[Any] = []
+        if text[pos] == "}":
+            pos += 1
+            return items
+        while True:
+            c = text[pos]
+            if c == "{":
+                items.append(parse_level())
+            elif c == '"':
+                pos += 1
+                buf = []
+                while text[pos] != '"':
+                    if text[pos] == "\\":
+                        pos += 1
+                    buf.append(text[pos])
+                    pos += 1
+                pos += 1
+                items.append(elem("".join(buf)))
+            else:
+                start = pos
+                while text[pos] not in ",}":
+                    pos += 1
+                raw = text[start:pos].strip()
+                items.append(None if raw == "NULL" else elem(raw))
+            c = text[pos]
+            pos += 1
+            if c == "}":
+                return items
+            if c != ",":
+                raise ValueError(f"unexpected {c!r} in array text at {pos - 1}: {text!r}")
+
+    result = parse_level()
+    if pos != n:
+        raise ValueError(f"trailing characters in array text: {text!r}")
+    return result
+
+
+def bytes_parser(t: PgType) -> Callable[[bytes], Any]:
+    """A parser of the raw text bytes (skips the UTF-8 decoding where Python parses bytes itself)."""
+    if t.parse is int:
+        return int
+    if t.parse is _float:
+        return float
+    if t.parse is _str:
+        return bytes.decode
+    parse = t.parse
+    return lambda b: parse(b.decode())
+
+
+def column_type(t: PgType) -> ColumnType:
+    """The relay's :class:`~headrace.relay._schema.ColumnType` for a resolved PostgreSQL type."""
+    return ColumnType(
+        t.kind,
+        precision=t.precision,
+        scale=t.scale,
+        items=column_type(t.items) if t.items is not None else None,
+        symbols=t.symbols,
+    )

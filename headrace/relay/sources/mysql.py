@@ -1,0 +1,434 @@
+"""MySQL / MariaDB change source: the row binlog read with ``mysql-replication``.
+
+Theory of operation. :meth:`MysqlSource.open` checks ``log_bin``, ``binlog_format = ROW``,
+``binlog_row_image = FULL`` and ``binlog_row_metadata = FULL`` (where the server has it: MySQL 8,
+MariaDB 10.5+; it carries column names, signedness and ENUM/SET labels in the binlog) and refuses,
+naming the setting, when one is wrong. :meth:`read` registers as a replica (``relay.mysql.server_id``)
+and always starts the dump at an explicit ``(file, position)`` — never "from the beginning" or "from
+the current position", which the library may pick silently. Events go through
+:class:`~._mysqlstream.BinlogAssembler` (rotations, GTIDs, row events, DDL, commits); each committed
+transaction (an XID event, or ``COMMIT`` for non-transactional tables) becomes one window.
+
+SCN packing. ``scn = file_index << 32 | position`` where ``file_index`` is the numeric suffix of
+the binlog file (``binlog.000042`` → 42) and ``position`` is the byte offset just *after* the
+transaction's commit event in that file. SCNs grow along the binlog (which is in commit order),
+relays reading one server agree on them, and an SCN is itself the position to resume from.
+
+Watchdog. The dump connection asks for heartbeats every ``idle_seconds`` and has a socket read
+timeout of ``relay.mysql.stall_seconds``. ``mysql-replication`` silently reconnects on a lost
+connection — from a position that may be inside a transaction. The connection class given to it
+turns every read error into :class:`StreamBroken` instead, so the library never reconnects on its
+own: the source logs that the stream stalled or broke and raises
+:class:`~headrace.errors.Unavailable`; the relay calls :meth:`read` again from its last whole window.
+That is also how a server restart is survived: no window is delivered in part, nothing is skipped.
+
+Resume-state contract. The MySQL server keeps no per-reader position, so the source keeps one:
+``relay.mysql.position_file`` (JSON ``{"scn", "file", "position", "gtid"}``, written atomically)
+holds the durable SCN — what :meth:`acknowledge` was given, or with no durable consumer the newest
+window read at least ``retention_seconds`` ago. On first start it is the server's current position
+(``relay.mysql.start: current``) or the oldest binlog (``oldest``). :meth:`start_scn` is that
+position, so a restarted relay re-reads from there into its buffer. If the server purged the
+binlog file it points into, :meth:`read` raises :class:`~headrace.errors.FatalError` explaining how
+to re-seed. The GTID of the last transaction read is recorded there and in ``describe()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from ..._atomic import write_atomic
+from ..._logging import get_logger
+from ...errors import FatalError, Unavailable, UsageError
+from .._event import Op
+from .._schema import TableMeta
+from ._base import ChangeSource, ChangeWindow
+from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
+from ._mysqltypes import mysql_column, pack_scn, unpack_scn
+from ._retention import ReadMarks
+
+__all__ = ["MysqlSource", "StreamBroken"]
+
+log = get_logger("relay.source.mysql")
+
+STALLS = Counter("headrace_relay_mysql_stream_breaks_total", "binlog stream stalls and breaks", ["reason"])
+
+
+class StreamBroken(Exception):
+    """The binlog connection failed or timed out (raised instead of the library's silent reconnect)."""
+
+
+def _stream_connection_class() -> type:
+    import pymysql
+
+    class StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
+        def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super()._read_packet(*args, **kwargs)
+            except pymysql.err.OperationalError as exc:
+                raise StreamBroken(str(exc)) from exc
+
+    return StreamConnection
+
+
+class MysqlSource(ChangeSource):
+    """``relay.source: mysql://user:password@host:3306/dbname`` (or ``mariadb://…``): see the module docstring."""
+
+    kind = "mysql"
+    idle_seconds = 0.5
+
+    def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(str(config.source))
+        if not url.database:
+            raise UsageError(f"relay.source: {config.source!r} names no database (mysql://user@host:3306/dbname)")
+        self.schema: str = url.database
+        self.settings: dict[str, Any] = {
+            "host": url.host or "127.0.0.1",
+            "port": int(url.port or 3306),
+            "user": url.username or "root",
+            "password": url.password or "",
+            "charset": "utf8mb4",
+        }
+        self.only_tables: list[str] | None = config.tables
+        my = config.mysql
+        self.server_id: int = my.server_id
+        self.stall_seconds: float = my.stall_seconds
+        self.spill_rows: int = my.spill_rows
+        self.start_at: str = my.start
+        self.position_file = Path(my.position_file or Path(config.state_dir) / "mysql-position.json")
+        self._clock = clock
+        self._marks = ReadMarks(my.retention_seconds)
+        self._ctl: Any = None
+        self._tables: dict[str, TableInfo | None] = {}
+        self._basename = ""
+        self._durable: int | None = None
+        self._saved: int | None = None
+        self._last_scn = -1
+        self._last_gtid: str | None = None
+
+    # -- control connection --------------------------------------------------------------------
+    def _conn(self) -> Any:
+        import pymysql
+
+        if self._ctl is None:
+            try:
+                self._ctl = pymysql.connect(**self.settings, autocommit=True, connect_timeout=10)
+            except pymysql.err.OperationalError as exc:
+                raise Unavailable(f"cannot connect to MySQL/MariaDB: {exc}") from exc
+        return self._ctl
+
+    def _query(self, sql: str, args: tuple[Any, ...] = (), as_dict: bool = False) -> list[Any]:
+        import pymysql
+
+        try:
+            conn = self._conn()
+            with conn.cursor(pymysql.cursors.DictCursor if as_dict else None) as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        except pymysql.err.OperationalError as exc:
+            self._close_ctl()
+            raise Unavailable(f"MySQL/MariaDB connection failed: {exc}") from exc
+
+    def _close_ctl(self) -> None:
+        if self._ctl is not None:
+            with contextlib.suppress(Exception):
+                self._ctl.close()
+            self._ctl = None
+
+    def _variables(self) -> dict[str, str]:
+        rows = self._query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', 'log_bin_basename', "
+            "'gtid_mode', 'version')"
+        )
+        return {str(k).lower(): str(v) for k, v in rows}
+
+    def open(self) -> None:
+        v = self._variables()
+        if v.get("log_bin", "OFF").upper() != "ON":
+            raise UsageError("the MySQL/MariaDB binary log is off: start the server with log_bin (--log-bin=…)")
+        required = [("binlog_format", "ROW"), ("binlog_row_image", "FULL")]
+        if "binlog_row_metadata" in v:
+            required.append(("binlog_row_metadata", "FULL"))
+        for name, want in required:
+            have = v.get(name, "").upper()
+            if have != want:
+                raise UsageError(
+                    f"MySQL/MariaDB has {name} = {have or 'unset'}; the relay needs {name} = {want}. "
+                    f"Set it in the server's configuration ({name.replace('_', '-')}={want}) or run "
+                    f"SET GLOBAL {name} = '{want}' (then reconnect clients), and start the relay again."
+                )
+        self._basename = Path(v.get("log_bin_basename", "binlog")).name
+        saved = self._load_position()
+        if saved is None:
+            origin = self._origin()
+            self._save_position(origin, None)
+            log.info("position_initialised", scn=origin, start=self.start_at)
+
+    def _binary_logs(self) -> list[tuple[str, int]]:
+        import pymysql
+
+        try:
+            rows = self._query("SHOW BINARY LOGS")
+        except pymysql.err.OperationalError as exc:  # pragma: no cover - privileges
+            raise UsageError(f"SHOW BINARY LOGS failed ({exc}): grant the relay's user REPLICATION CLIENT") from exc
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def _origin(self) -> int:
+        logs = self._binary_logs()
+        if not logs:
+            raise UsageError("the server lists no binary logs: is log_bin on?")
+        if self.start_at == "oldest":
+            return pack_scn(binlog_index(logs[0][0]), 4)
+        try:
+            rows = self._query("SHOW BINARY LOG STATUS")
+        except Exception:
+            rows = self._query("SHOW MASTER STATUS")
+        file, pos = str(rows[0][0]), int(rows[0][1])
+        return pack_scn(binlog_index(file), pos)
+
+    # -- position state ------------------------------------------------------------------------
+    def _file_name(self, index: int) -> str:
+        return f"{self._basename}.{index:06d}"
+
+    def _load_position(self) -> int | None:
+        if self._saved is not None:
+            return self._saved
+        try:
+            data = json.loads(self.position_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise FatalError(f"cannot read the relay's binlog position {self.position_file}: {exc}") from exc
+        self._saved = int(data["scn"])
+        self._last_gtid = data.get("gtid")
+        return self._saved
+
+    def _save_position(self, scn: int, gtid: str | None) -> None:
+        index, pos = unpack_scn(scn)
+        body = {"scn": scn, "file": self._file_name(index), "position": pos, "gtid": gtid}
+        self.position_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.position_file, json.dumps(body).encode())
+        self._saved = scn
+
+    def start_scn(self) -> int:
+        saved = self._load_position()
+        return saved if saved is not None else self._origin()
+
+    def acknowledge(self, durable_scn: int | None) -> None:
+        if durable_scn is None:
+            durable_scn = self._marks.durable(self._clock())
+        if durable_scn is not None and (self._saved is None or durable_scn > self._saved):
+            self._save_position(durable_scn, self._last_gtid if durable_scn == self._last_scn else None)
+
+    # -- schema --------------------------------------------------------------------------------
+    def _table_info(self, table: str) -> TableInfo | None:
+        if table in self._tables:
+            return self._tables[table]
+        cols = self._query(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            (self.schema, table),
+            as_dict=True,
+        )
+        if not cols:
+            self._tables[table] = None
+            return None
+        json_cols: frozenset[str] = frozenset()
+        with contextlib.suppress(Exception):  # MariaDB: JSON is LONGTEXT CHECK (json_valid(col))
+            checks = self._query(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+                (self.schema, table),
+            )
+            json_cols = frozenset(
+                str(c["COLUMN_NAME"])
+                for c in cols
+                for (clause,) in checks
+                if f"json_valid(`{c['COLUMN_NAME']}`)" in str(clause).lower()
+            )
+        key = tuple(
+            str(r[0])
+            for r in self._query(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (self.schema, table),
+            )
+        )
+        columns = {str(c["COLUMN_NAME"]): mysql_column(c, json_cols) for c in cols}
+        info = TableInfo(table, columns, key)
+        self._tables[table] = info
+        return info
+
+    def tables(self) -> list[TableMeta]:
+        names = self.only_tables or [
+            str(r[0])
+            for r in self._query(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                (self.schema,),
+            )
+        ]
+        out = []
+        for name in names:
+            info = self._table_info(name)
+            if info is not None:
+                cols = tuple(c.column for c in info.columns.values())
+                out.append(TableMeta(name=name, columns=cols, key=info.key))
+        return out
+
+    def uninstall(self) -> None:
+        """Nothing is installed in the server; forget the saved position."""
+        with contextlib.suppress(FileNotFoundError):
+            self.position_file.unlink()
+
+    def close(self) -> None:
+        self._close_ctl()
+
+    def describe(self) -> dict[str, Any]:
+        index, pos = unpack_scn(max(self._last_scn, 0))
+        return {
+            "binlog_file": self._file_name(index) if self._last_scn >= 0 else None,
+            "binlog_position": pos if self._last_scn >= 0 else None,
+            "gtid": self._last_gtid,
+            "saved_scn": self._saved,
+        }
+
+    # -- streaming -----------------------------------------------------------------------------
+    def _stream(self, scn: int) -> Any:
+        from pymysqlreplication import BinLogStreamReader
+        from pymysqlreplication.event import (
+            GtidEvent,
+            HeartbeatLogEvent,
+            MariadbGtidEvent,
+            QueryEvent,
+            RotateEvent,
+            XidEvent,
+        )
+        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+        index, pos = unpack_scn(scn)
+        file = self._file_name(index)
+        present = [name for name, _ in self._binary_logs()]
+        if file not in present:
+            raise FatalError(
+                f"the binlog file {file} that holds the relay's position (SCN {scn}) is gone from the server "
+                f"(it has {present[0] if present else 'none'} … {present[-1] if present else ''}): changes in between "
+                "were purged (expire_logs_days / binlog_expire_logs_seconds). Re-seed: delete "
+                f"{self.position_file} (or run `headrace relay uninstall`), start the relay, and re-bootstrap "
+                "subscribers from a snapshot (docs/sources-mysql.md)."
+            )
+        settings = dict(self.settings, read_timeout=self.stall_seconds)
+        return BinLogStreamReader(
+            connection_settings=settings,
+            server_id=self.server_id,
+            log_file=file,
+            log_pos=pos,
+            resume_stream=True,
+            blocking=True,
+            is_mariadb=False,  # True would ignore log_file/log_pos on MariaDB and start at the first binlog
+            slave_heartbeat=self.idle_seconds,
+            only_schemas=[self.schema],
+            only_tables=self.only_tables,
+            only_events=[
+                RotateEvent,
+                GtidEvent,
+                MariadbGtidEvent,
+                QueryEvent,
+                XidEvent,
+                HeartbeatLogEvent,
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+            ],
+            pymysql_wrapper=_stream_connection_class(),
+            enable_logging=False,
+        )
+
+    def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
+        import pymysql
+        from pymysqlreplication.event import (
+            GtidEvent,
+            HeartbeatLogEvent,
+            MariadbGtidEvent,
+            QueryEvent,
+            RotateEvent,
+            XidEvent,
+        )
+        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+        start = after_scn if after_scn is not None else self.start_scn()
+        self._tables.clear()
+        asm = BinlogAssembler(self._table_info, self.schema, self.spill_rows, skip_through=start)
+        asm.file_index = unpack_scn(start)[0]
+        stream = self._stream(start)
+        log.info("stream_started", file=self._file_name(asm.file_index), position=unpack_scn(start)[1], scn=start)
+        last_yield = self._clock()
+        try:
+            while not stop.is_set():
+                try:
+                    ev = stream.fetchone()
+                except StreamBroken as exc:
+                    reason = "stalled" if "timed out" in str(exc) else "broken"
+                    STALLS.labels(reason).inc()
+                    log.warning(
+                        "binlog_stream_" + reason,
+                        detail=str(exc),
+                        seconds=self.stall_seconds,
+                        resume_scn=self._last_scn if self._last_scn >= 0 else start,
+                        hint="no event or heartbeat arrived in time" if reason == "stalled" else "connection lost",
+                    )
+                    raise Unavailable(f"binlog stream {reason}: {exc}") from exc
+                except pymysql.err.OperationalError as exc:
+                    raise Unavailable(f"binlog connection failed: {exc}") from exc
+                if ev is None:
+                    raise Unavailable("the server ended the binlog stream")
+                if isinstance(ev, XidEvent):
+                    txn = asm.commit(ev.packet.log_pos, ev.timestamp)
+                    if txn is not None:
+                        self._last_scn, self._last_gtid = txn.scn, txn.gtid
+                        self._marks.read(self._clock(), txn.scn)
+                        yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
+                        last_yield = self._clock()
+                elif isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
+                    op = Op.INSERT if isinstance(ev, WriteRowsEvent) else (
+                        Op.UPDATE if isinstance(ev, UpdateRowsEvent) else Op.DELETE
+                    )  # fmt: skip
+                    asm.rows(op, ev.table, ev.rows)
+                elif isinstance(ev, RotateEvent):
+                    asm.rotate(ev.next_binlog)
+                elif isinstance(ev, MariadbGtidEvent | GtidEvent):
+                    asm.begin(str(ev.gtid))
+                elif isinstance(ev, QueryEvent):
+                    query = ev.query.strip().upper()
+                    if query == "BEGIN":
+                        asm.begin()
+                    elif query == "COMMIT":
+                        txn = asm.commit(ev.packet.log_pos, ev.timestamp)
+                        if txn is not None:
+                            self._last_scn, self._last_gtid = txn.scn, txn.gtid
+                            self._marks.read(self._clock(), txn.scn)
+                            yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
+                            last_yield = self._clock()
+                    else:  # DDL (its own transaction): reload column metadata
+                        asm.ddl()
+                        self._tables.clear()
+                        log.info("ddl_seen", schema=ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema)
+                elif isinstance(ev, HeartbeatLogEvent):
+                    pass
+                if self._clock() - last_yield >= self.idle_seconds:
+                    yield None
+                    last_yield = self._clock()
+        finally:
+            asm.reset()
+            with contextlib.suppress(Exception):
+                stream.close()

@@ -1,0 +1,565 @@
+"""PostgreSQL change source: logical decoding with the built-in ``pgoutput`` plugin over psycopg2.
+
+Theory of operation. :meth:`PostgresSource.open` checks ``wal_level = logical`` and the role's
+REPLICATION right (refusing with a message naming the setting), then creates — idempotently — the
+publication (``relay.postgres.publication``, for ``relay.tables`` or all tables) and the logical
+replication slot (``relay.postgres.slot``). :meth:`read` opens a replication connection, runs
+``START_REPLICATION SLOT … LOGICAL 0/0 (proto_version '1', publication_names …)`` and feeds every
+message through :mod:`._pgoutput` (bytes → messages) and :mod:`._pgstream` (messages → row
+changes). With protocol version 1 the server decodes a transaction only after its commit and sends
+it whole, in commit order; it spills large transactions to its own disk while decoding. Each
+transaction becomes one :class:`ChangeWindow` whose SCN is the commit LSN and whose changes are a
+generator reading straight off the socket, so a transaction of any size passes through the source
+in constant memory.
+
+Resume-state contract. The only state is the slot's ``confirmed_flush_lsn`` on the server. It
+advances only through standby status updates that this source sends with ``flush = durable SCN +
+1``, where the durable SCN is what :meth:`acknowledge` was given (the bootstrap store's applied SCN)
+— or, with no durable consumer (``acknowledge(None)``), the newest commit read at least
+``relay.postgres.retention_seconds`` ago. ``START_REPLICATION`` at ``0/0`` resumes at that position,
+so after a relay crash, a PostgreSQL restart or a dropped connection the server sends again every
+transaction that was not confirmed; transactions the running relay already delivered (SCN ≤ the
+relay's last SCN) are skipped whole. A window is never delivered in part: when the stream breaks
+inside a transaction the window's generator raises :class:`~headrace.errors.Unavailable`, and the
+relay drops what it has of that window and calls :meth:`read` again from its last whole window.
+
+Slot retention. A slot that is not advanced makes the server keep WAL without limit.
+:meth:`read` polls ``pg_replication_slots`` every ``status_interval``: the retained WAL is the
+``headrace_relay_pg_slot_retained_wal_bytes`` gauge, and a warning is logged past
+``relay.postgres.wal_warn_bytes``. When the server invalidates the slot (``max_slot_wal_keep_size``
+exceeded, ``wal_status = lost``) the source raises :class:`~headrace.errors.FatalError` explaining
+that changes were lost and how to re-seed (``docs/sources-postgres.md``). The slot and publication
+are dropped only by :meth:`uninstall` (``headrace relay uninstall``).
+
+Initial snapshot. :func:`export_snapshot` creates the publication, then the slot with
+``EXPORT_SNAPSHOT``, and yields the snapshot name and the slot's consistent LSN while the snapshot
+is valid; a bootstrap loader reads
+the tables in a ``REPEATABLE READ`` transaction after ``SET TRANSACTION SNAPSHOT '<name>'`` and then
+follows the relay from SCN ``consistent_lsn - 1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from ..._logging import get_logger
+from ...errors import FatalError, TransientError, Unavailable, UsageError
+from .._schema import TableMeta
+from ._base import ChangeSource, ChangeWindow, RowChange
+from ._pgoutput import decode, format_lsn, parse_lsn
+from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, table_name
+from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
+from ._retention import ReadMarks
+
+__all__ = ["PostgresSource", "SlotSnapshot", "export_snapshot", "libpq_dsn"]
+
+
+log = get_logger("relay.source.postgres")
+
+RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
+TRUNCATES = Counter("headrace_relay_pg_truncates_total", "TRUNCATE statements seen (not turned into events)")
+RECONNECTS = Counter("headrace_relay_pg_stream_starts_total", "START_REPLICATION calls (first start and resumes)")
+
+
+def libpq_dsn(url: str) -> str:
+    """A libpq connection URI from a SQLAlchemy-style URL (``postgresql+psycopg2://…`` → ``postgresql://…``)."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise UsageError(f"relay.source: {url!r} is not a URL like postgresql://user@host:5432/dbname")
+    return f"postgresql://{rest}"
+
+
+def _connect(dsn: str, replication: bool = False) -> Any:
+    import psycopg2
+    import psycopg2.extras
+
+    kwargs: dict[str, Any] = {"options": SESSION_OPTIONS, "connect_timeout": 10}
+    if replication:
+        kwargs["connection_factory"] = psycopg2.extras.LogicalReplicationConnection
+    try:
+        conn = psycopg2.connect(dsn, **kwargs)
+    except psycopg2.OperationalError as exc:
+        raise Unavailable(f"cannot connect to PostgreSQL: {str(exc).strip()}") from exc
+    if not replication:
+        conn.autocommit = True
+    return conn
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    """A lost or refused connection or a server shutting down (SQLSTATE 08…, 57P…), not a failed statement."""
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(("08", "57P"))
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(table: str) -> str:
+    schema, dot, name = table.rpartition(".")
+    return f"{_quote_ident(schema)}.{_quote_ident(name)}" if dot else _quote_ident(name)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSnapshot:
+    """A freshly created slot and the snapshot that lines up with it (valid inside :func:`export_snapshot`)."""
+
+    slot: str
+    consistent_lsn: int
+    snapshot_name: str
+
+    @property
+    def after_scn(self) -> int:
+        """The SCN to follow the relay from after loading the snapshot."""
+        return self.consistent_lsn - 1
+
+
+@contextlib.contextmanager
+def export_snapshot(config: Any) -> Iterator[SlotSnapshot]:
+    """Create the relay's publication and slot, the slot with ``EXPORT_SNAPSHOT``; the snapshot is usable
+    inside the block. ``config`` is the ``RelayConfig`` the relay will run with.
+
+    Use it before the relay first starts (the relay then finds the slot and streams from it)::
+
+        with export_snapshot(config) as snap:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snap.snapshot_name,))
+            ...  # read the tables; then follow the relay from snap.after_scn
+    """
+    source = PostgresSource(config)
+    try:
+        with source.export_snapshot() as snap:
+            yield snap
+    finally:
+        source.close()
+
+
+class PostgresSource(ChangeSource):
+    """``relay.source: postgresql://user@host:5432/dbname``: see the module docstring."""
+
+    kind = "postgresql"
+    idle_seconds = 0.5
+
+    def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = str(config.source)
+        self.dsn = libpq_dsn(self.url)
+        self.only_tables: list[str] | None = config.tables
+        pg = config.postgres
+        self.slot: str = pg.slot
+        self.publication: str = pg.publication
+        self.wal_warn_bytes: int = pg.wal_warn_bytes
+        self.retention_seconds: float = pg.retention_seconds
+        self.status_interval: float = pg.status_interval
+        self._clock = clock
+        self._meta_conn: Any = None
+        self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
+        self._types: dict[int, CatalogType | None] = {}
+        self._marks = ReadMarks(self.retention_seconds)
+        self._confirm_lsn = 0  # flush position to report: durable SCN + 1
+        self._received_lsn = 0
+        self._last_scn = -1
+        self._next_poll = 0.0
+        self._wal_warned = False
+        self._status: dict[str, Any] = {}
+        self._tables_cache: tuple[float, list[TableMeta]] | None = None
+
+    # -- setup --------------------------------------------------------------------------------
+    def _meta(self) -> Any:
+        if self._meta_conn is None or self._meta_conn.closed:
+            self._meta_conn = _connect(self.dsn)
+        return self._meta_conn
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        try:
+            with self._meta().cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall()) if cur.description else []
+        except psycopg2.OperationalError as exc:
+            if not _is_connection_error(exc):
+                raise
+            self._meta_conn = None
+            raise Unavailable(f"PostgreSQL connection lost: {str(exc).strip()}") from exc
+
+    def open(self) -> None:
+        import psycopg2
+
+        self._check_server()
+        self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
+        slot = self._slot_row()
+        if slot is None:
+            conn = _connect(self.dsn, replication=True)
+            try:
+                conn.cursor().create_replication_slot(self.slot, output_plugin="pgoutput")
+                log.info("slot_created", slot=self.slot)
+            except psycopg2.errors.DuplicateObject:
+                pass  # another relay created it a moment ago
+            except psycopg2.Error as exc:
+                raise UsageError(
+                    f"cannot create the replication slot {self.slot!r}: {str(exc).strip()} "
+                    "(check max_replication_slots and max_wal_senders)"
+                ) from exc
+            finally:
+                conn.close()
+            slot = self._slot_row()
+            assert slot is not None
+        plugin, dbname, wal_status, _ = slot
+        (current_db,) = self._query("SELECT current_database()")[0]
+        if plugin != "pgoutput" or dbname != current_db:
+            raise UsageError(
+                f"the replication slot {self.slot!r} exists for plugin {plugin!r} in database {dbname!r}; "
+                "set relay.postgres.slot to a name of the relay's own"
+            )
+        self._check_not_lost(wal_status)
+
+    def _check_server(self) -> None:
+        (wal_level,) = self._query("SHOW wal_level")[0]
+        if wal_level != "logical":
+            raise UsageError(
+                f"PostgreSQL has wal_level = {wal_level}; the relay needs wal_level = logical. Set it in "
+                "postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL."
+            )
+        user, can_replicate = self._query(
+            "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+        )[0]
+        if not can_replicate:
+            raise UsageError(
+                f"the PostgreSQL role {user!r} lacks the REPLICATION attribute that logical decoding needs: "
+                f"run ALTER ROLE {_quote_ident(user)} REPLICATION (as a superuser), or connect as a role that has it."
+            )
+
+    @contextlib.contextmanager
+    def export_snapshot(self) -> Iterator[SlotSnapshot]:
+        """Check the server, create the publication, then the slot with an exported snapshot (see
+        :func:`export_snapshot`). Fails if the slot exists: its position would not match a new snapshot."""
+        self._check_server()
+        self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
+        conn = _connect(self.dsn, replication=True)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"CREATE_REPLICATION_SLOT {_quote_ident(self.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT")
+            except Exception as exc:
+                raise UsageError(
+                    f"cannot create replication slot {self.slot!r} with a snapshot: {str(exc).strip()}"
+                ) from exc
+            name, lsn, snapshot, _plugin = cur.fetchone()
+            log.info("slot_created_with_snapshot", slot=name, consistent_lsn=lsn, snapshot=snapshot)
+            yield SlotSnapshot(name, parse_lsn(lsn), snapshot)
+        finally:
+            conn.close()
+
+    def _ensure_publication(self) -> None:
+        rows = self._query("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.publication,))
+        pub = _quote_ident(self.publication)
+        if self.only_tables:
+            target = ", ".join(_qualified(t) for t in self.only_tables)
+            if not rows:
+                self._query(f"CREATE PUBLICATION {pub} FOR TABLE {target}")
+                log.info("publication_created", publication=self.publication, tables=self.only_tables)
+            else:
+                have = {
+                    table_name(s, t)
+                    for s, t in self._query(
+                        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+                        (self.publication,),
+                    )
+                }
+                if have != {t.removeprefix("public.") for t in self.only_tables} and not rows[0][0]:
+                    self._query(f"ALTER PUBLICATION {pub} SET TABLE {target}")
+                    log.info("publication_updated", publication=self.publication, tables=self.only_tables)
+        elif not rows:
+            try:
+                self._query(f"CREATE PUBLICATION {pub} FOR ALL TABLES")
+            except Exception as exc:
+                raise UsageError(
+                    f"cannot create publication {self.publication!r} FOR ALL TABLES ({str(exc).strip()}); "
+                    "list the tables in relay.tables, or create the publication as a superuser"
+                ) from exc
+            log.info("publication_created", publication=self.publication, tables="all")
+
+    def _slot_row(self) -> tuple[Any, ...] | None:
+        rows = self._query(
+            "SELECT plugin, database, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (self.slot,),
+        )
+        return rows[0] if rows else None
+
+    def _check_not_lost(self, wal_status: str | None) -> None:
+        if wal_status == "lost":
+            raise FatalError(
+                f"PostgreSQL invalidated the replication slot {self.slot!r} (wal_status = lost): it kept more WAL "
+                "than max_slot_wal_keep_size allows, so changes since the relay's last position are gone. "
+                "Re-seed: run `headrace relay uninstall` (drops the slot), start the relay again (creates a new "
+                "slot), and re-bootstrap subscribers from a snapshot (see docs/sources-postgres.md)."
+            )
+
+    def uninstall(self) -> None:
+        """Drop the slot and the publication (waits up to 10 s for a just-stopped relay's connection to go)."""
+        deadline = self._clock() + 10.0
+        while True:
+            rows = self._query("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
+            if not rows:
+                break
+            if not rows[0][0]:
+                with contextlib.suppress(Exception):
+                    self._query("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                    log.info("slot_dropped", slot=self.slot)
+                continue
+            if self._clock() > deadline:
+                raise UsageError(f"the replication slot {self.slot!r} is in use: stop the relay first")
+            time.sleep(0.2)
+        self._query(f"DROP PUBLICATION IF EXISTS {_quote_ident(self.publication)}")
+
+    def close(self) -> None:
+        if self._meta_conn is not None:
+            with contextlib.suppress(Exception):
+                self._meta_conn.close()
+            self._meta_conn = None
+
+    # -- catalog ------------------------------------------------------------------------------
+    def _relation_catalog(self, relid: int) -> RelationCatalog:
+        rows = self._query(
+            "SELECT a.attname, a.attnotnull, array_position(i.indkey::int2[], a.attnum) FROM pg_attribute a "
+            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+            "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            (relid,),
+        )
+        pk = tuple(name for name, _nn, pos in sorted((r for r in rows if r[2] is not None), key=lambda r: r[2]))
+        return RelationCatalog(pk, frozenset(name for name, nn, _ in rows if nn))
+
+    def _type_catalog(self, oid: int) -> CatalogType | None:
+        if oid not in self._types:
+            rows = self._query(
+                "SELECT t.oid, t.typname, t.typtype, t.typelem, t.typbasetype, t.typcategory, "
+                "ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = t.oid ORDER BY enumsortorder) "
+                "FROM pg_type t WHERE t.oid = %s",
+                (oid,),
+            )
+            r = rows[0] if rows else None
+            self._types[oid] = (
+                CatalogType(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), r[5], tuple(r[6])) if r is not None else None
+            )
+        return self._types[oid]
+
+    def tables(self) -> list[TableMeta]:
+        """The published tables as the catalog describes them now (cached for ``status_interval``: the
+        relay asks on every idle tick, and the stream's Relation messages are what events use)."""
+        now = self._clock()
+        if self._tables_cache is not None and now - self._tables_cache[0] < self.status_interval:
+            return self._tables_cache[1]
+        out = []
+        rows = self._query(
+            "SELECT c.oid, n.nspname, c.relname, c.relreplident FROM pg_publication_tables p "
+            "JOIN pg_namespace n ON n.nspname = p.schemaname "
+            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename "
+            "WHERE p.pubname = %s ORDER BY n.nspname, c.relname",
+            (self.publication,),
+        )
+        for relid, nsp, rel, ident in rows:
+            cols = self._query(
+                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum",
+                (relid,),
+            )
+            resolved = [(name, resolve_type(int(typ), int(mod), self._type_catalog)) for name, typ, mod in cols]
+            meta = build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), (), ident == "f")
+            out.append(meta)
+        self._tables_cache = (now, out)
+        return out
+
+    def start_scn(self) -> int:
+        slot = self._slot_row()
+        if slot is None:
+            raise FatalError(f"the replication slot {self.slot!r} does not exist (was it dropped?)")
+        return parse_lsn(slot[3]) - 1
+
+    # -- feedback -----------------------------------------------------------------------------
+    def acknowledge(self, durable_scn: int | None) -> None:
+        if durable_scn is None:
+            durable_scn = self._marks.durable(self._clock())
+        if durable_scn is not None:
+            self._confirm_lsn = max(self._confirm_lsn, durable_scn + 1)
+
+    def _feedback(self, cur: Any, force: bool = False) -> None:
+        cur.send_feedback(write_lsn=self._received_lsn, flush_lsn=self._confirm_lsn, force=force)
+
+    def _poll_slot(self) -> None:
+        rows = self._query(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, safe_wal_size, "
+            "confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        )
+        if not rows:
+            raise FatalError(
+                f"the replication slot {self.slot!r} was dropped while the relay ran; changes since are lost. "
+                "Start the relay again to create a new slot and re-seed subscribers (docs/sources-postgres.md)."
+            )
+        retained, wal_status, safe, confirmed = rows[0]
+        self._check_not_lost(wal_status)
+        retained = int(retained or 0)
+        RETAINED_WAL.set(retained)
+        self._status = {
+            "slot": self.slot,
+            "publication": self.publication,
+            "retained_wal_bytes": retained,
+            "wal_status": wal_status,
+            "safe_wal_size": safe,
+            "confirmed_flush_lsn": confirmed,
+            "last_scn": self._last_scn,
+        }
+        if retained > self.wal_warn_bytes and not self._wal_warned:
+            log.warning(
+                "slot_retains_much_wal",
+                slot=self.slot,
+                retained_wal_bytes=retained,
+                warn_bytes=self.wal_warn_bytes,
+                hint="the slot advances only as far as downstream is durable; check the bootstrap server, "
+                "or set max_slot_wal_keep_size to cap it (see docs/sources-postgres.md)",
+            )
+        self._wal_warned = retained > self.wal_warn_bytes
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._status)
+
+    # -- streaming ----------------------------------------------------------------------------
+    def _start(self) -> tuple[Any, Any]:
+        import psycopg2
+
+        conn = _connect(self.dsn, replication=True)
+        cur = conn.cursor()
+        try:
+            cur.start_replication(
+                slot_name=self.slot,
+                decode=False,
+                start_lsn=0,
+                options={"proto_version": "1", "publication_names": self.publication},
+                status_interval=self.status_interval,
+            )
+        except psycopg2.errors.ObjectNotInPrerequisiteState as exc:
+            conn.close()
+            self._check_not_lost("lost" if "invalidated" in str(exc) or "no longer" in str(exc) else None)
+            raise FatalError(f"cannot stream from slot {self.slot!r}: {str(exc).strip()}") from exc
+        except psycopg2.errors.UndefinedObject as exc:
+            conn.close()
+            raise FatalError(
+                f"the replication slot {self.slot!r} does not exist: it was dropped, and changes since are lost. "
+                "Restart the relay to create a new one and re-seed subscribers (docs/sources-postgres.md)."
+            ) from exc
+        except psycopg2.errors.ObjectInUse as exc:
+            conn.close()
+            raise TransientError(f"the slot {self.slot!r} is in use by another connection: {str(exc).strip()}") from exc
+        except psycopg2.OperationalError as exc:
+            conn.close()
+            raise Unavailable(f"PostgreSQL stream could not start: {str(exc).strip()}") from exc
+        RECONNECTS.inc()
+        return conn, cur
+
+    def _maintain(self, cur: Any) -> None:
+        now = self._clock()
+        if now >= self._next_poll:
+            self._next_poll = now + self.status_interval
+            self._poll_slot()
+            self._feedback(cur, force=True)
+
+    def _next_message(self, conn: Any, cur: Any, timeout: float) -> Any:
+        """The next decoded item, or None after ``timeout`` seconds without one (messages that produce
+        nothing, like a replayed transaction being skipped, do not hold the caller up longer)."""
+        import psycopg2
+
+        deadline = self._clock() + timeout
+        try:
+            while True:
+                msg = cur.read_message()
+                if msg is not None:
+                    self._received_lsn = max(self._received_lsn, msg.data_start)
+                    item = self._assembler.feed(decode(msg.payload))
+                    if item is None:
+                        if self._clock() > deadline:
+                            return None
+                        continue
+                    return item
+                left = deadline - self._clock()
+                if left <= 0:
+                    return None
+                select.select([conn], [], [], min(left, 0.5))
+        except psycopg2.OperationalError as exc:
+            raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
+        except psycopg2.errors.UndefinedObject as exc:
+            raise FatalError(
+                f"logical decoding failed: {str(exc).strip()}. The publication {self.publication!r} must exist "
+                "as long as the slot does, and must have existed when the slot was created: run "
+                "`headrace relay uninstall`, start the relay again and re-seed subscribers (docs/sources-postgres.md)."
+            ) from exc
+        except psycopg2.DatabaseError as exc:
+            raise Unavailable(f"PostgreSQL replication stream failed: {str(exc).strip()}") from exc
+
+    def _changes(self, conn: Any, cur: Any, stop: threading.Event, begin: TxnBegin) -> Iterator[RowChange]:
+        import psycopg2
+
+        read, feed = cur.read_message, self._assembler.feed
+        while True:
+            if stop.is_set():
+                raise TransientError(f"stopped inside the window of SCN {begin.scn}")
+            try:  # the hot loop: one message per row change, straight off the socket
+                while (msg := read()) is not None:
+                    item = feed(decode(msg.payload))
+                    if type(item) is RowChange:
+                        yield item
+                    elif isinstance(item, TxnEnd):
+                        self._received_lsn = max(self._received_lsn, msg.data_start)
+                        self._last_scn = item.scn
+                        self._marks.read(self._clock(), item.scn)
+                        return
+            except psycopg2.OperationalError as exc:
+                raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
+            except psycopg2.DatabaseError as exc:
+                raise Unavailable(f"PostgreSQL replication stream failed: {str(exc).strip()}") from exc
+            item = self._next_message(conn, cur, self.idle_seconds)  # waits for the next message
+            if item is None:
+                self._maintain(cur)
+            elif isinstance(item, RowChange):
+                yield item
+            elif isinstance(item, TxnEnd):
+                self._last_scn = item.scn
+                self._marks.read(self._clock(), item.scn)
+                return
+
+    def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
+        self._assembler.reset()
+        self._assembler.skip_through = -1 if after_scn is None else after_scn
+        self._assembler.truncates = 0
+        if after_scn is not None:
+            self._last_scn = max(self._last_scn, after_scn)
+        conn, cur = self._start()
+        log.info("stream_started", slot=self.slot, after_scn=after_scn, after_lsn=format_lsn(max(after_scn or 0, 0)))
+        self._next_poll = 0.0
+        try:
+            while not stop.is_set():
+                self._feedback(cur)
+                self._maintain(cur)
+                item = self._next_message(conn, cur, self.idle_seconds)
+                if item is None:
+                    yield None
+                elif isinstance(item, TxnBegin):
+                    yield ChangeWindow(item.scn, item.ts_ms, self._changes(conn, cur, stop, item))
+                    if self._assembler.in_transaction:
+                        raise TransientError(f"the window of SCN {item.scn} was not read to its end")
+                if self._assembler.truncates:
+                    TRUNCATES.inc(self._assembler.truncates)
+                    log.warning("truncate_ignored", count=self._assembler.truncates)
+                    self._assembler.truncates = 0
+        finally:
+            with contextlib.suppress(Exception):
+                self._feedback(cur, force=True)
+            conn.close()

@@ -1,0 +1,240 @@
+"""MariaDB (row binlog) source against a private MariaDB: types, DDL, refusals, a spilled big transaction,
+purged binlogs, binlog rotation, a stalled stream, server restart and relay kill -9 mid-stream."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from db_servers import MariaDbServer
+from sources_harness import collect, events_of, restart_relay, start_relay
+from sources_workload import TABLES, apply, create_tables, expected, transactions
+from support import wait_until, write_config
+
+from headrace.errors import FatalError
+from headrace.relay import Codecs, RowCodec, SchemaRegistry
+from headrace.relay._config import RelayConfig
+from headrace.relay.sources import ChangeWindow, RowChange
+from headrace.relay.sources._mysqltypes import unpack_scn
+from headrace.relay.sources.mysql import MysqlSource
+
+pytestmark = pytest.mark.mariadb
+
+
+def source_for(m: MariaDbServer, db: str, tmp_path: Path, **mysql: Any) -> MysqlSource:
+    cfg = RelayConfig(
+        source=m.url(db), state_dir=str(tmp_path / "state"), mysql={"server_id": 4242, "stall_seconds": 5, **mysql}
+    )
+    return MysqlSource(cfg)
+
+
+def drain(
+    src: MysqlSource, after: int | None, windows: int, timeout: float = 30.0
+) -> list[tuple[int, list[RowChange]]]:
+    out: list[tuple[int, list[RowChange]]] = []
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout
+    reader = src.read(after, stop)
+    for w in reader:
+        if isinstance(w, ChangeWindow):
+            out.append((w.scn, list(w.changes)))
+        if len(out) >= windows or time.monotonic() > deadline:
+            stop.set()
+            break
+    reader.close()  # runs the source's cleanup now (closes the stream), not at garbage collection
+    assert len(out) == windows, f"got {len(out)} of {windows} windows"
+    return out
+
+
+def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    db = mariadb_server.create_database("mytypes")
+    mariadb_server.execute(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, ti TINYINT, b BOOLEAN, ui INT UNSIGNED, ubi BIGINT UNSIGNED, "
+        "si SMALLINT UNSIGNED, dec1 DECIMAL(12,3), f FLOAT, d DOUBLE, vc VARCHAR(20), tx TEXT, bl BLOB, "
+        "vb VARBINARY(10), dt DATETIME(6), ts TIMESTAMP(3) NULL, da DATE, tm TIME(6), yr YEAR, j JSON, "
+        "e ENUM('sad','very happy'), s SET('a','b','c'), bi BIT(8), uu UUID)",
+        db,
+    )
+    mariadb_server.execute("CREATE TABLE big (id INT PRIMARY KEY, v INT)", db)
+    src = source_for(mariadb_server, db, tmp_path, spill_rows=1000)
+    src.open()
+    after = src.start_scn()
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+        cur.execute(
+            "INSERT INTO t VALUES (1, -128, true, 4294967295, 18446744073709551615, 65535, -1234.5, 1.5, 2.25, "
+            "'héllo 😀', 'text', x'00ff', x'01', '2024-02-29 23:59:59.999999', '2024-01-01 10:00:00.5', "
+            "'2024-02-29', '13:45:01.5', 2024, '{\"a\": [1, 2], \"b\": null}', 'very happy', 'c,a', b'101', "
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')"
+        )
+        cur.execute("UPDATE t SET ti = 6, s = '' WHERE id = 1")
+        cur.execute("ALTER TABLE t ADD COLUMN extra INT")
+        cur.execute("UPDATE t SET extra = 5 WHERE id = 1")
+        cur.execute("ALTER TABLE t DROP COLUMN tx")
+        cur.execute("DELETE FROM t")
+        cur.execute("BEGIN")
+        cur.executemany("INSERT INTO big VALUES (%s, %s)", [(i, i * 3) for i in range(25_000)])
+        cur.execute("COMMIT")
+    got = drain(src, after, 5)
+    assert [scn for scn, _ in got] == sorted(scn for scn, _ in got)
+    registry = SchemaRegistry()
+    codecs = Codecs(registry)
+
+    def rt(c: RowChange, image: str = "after") -> dict[str, Any]:
+        codec = codecs.for_change(c)
+        return RowCodec(codec.version).decode(codec.encode(getattr(c, image)))
+
+    [ins], [upd], [upd2], [dele], bigtxn = [cs for _, cs in got]
+    assert rt(ins) == {
+        "id": 1, "ti": -128, "b": True, "ui": 4294967295, "ubi": Decimal(18446744073709551615), "si": 65535,
+        "dec1": Decimal("-1234.500"), "f": 1.5, "d": 2.25, "vc": "héllo 😀", "tx": "text", "bl": b"\x00\xff",
+        "vb": b"\x01", "dt": dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
+        "ts": dt.datetime(2024, 1, 1, 10, 0, 0, 500000, tzinfo=dt.UTC), "da": dt.date(2024, 2, 29),
+        "tm": dt.time(13, 45, 1, 500000), "yr": 2024, "j": {"a": [1, 2], "b": None}, "e": "very happy",
+        "s": "a,c", "bi": 5, "uu": uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    }  # fmt: skip
+    kinds = {c.name: c.type.kind for c in ins.table.columns}
+    assert kinds["ubi"] == "decimal" and kinds["e"] == "enum" and kinds["j"] == "json" and kinds["b"] == "boolean"
+    assert ins.table.column("e").type.symbols == ("sad", "very happy")
+    assert upd.before is not None and rt(upd, "before")["ti"] == -128 and rt(upd)["ti"] == 6
+    assert rt(upd)["s"] is None or rt(upd)["s"] == ""
+    assert rt(upd2)["extra"] == 5  # a column added mid-stream: a new schema version
+    assert dele.op.value == "d" and rt(dele, "before")["extra"] == 5 and "tx" not in rt(dele, "before")
+    assert [v.version for v in registry.versions("t")] == [1, 2, 3]
+    # a transaction bigger than spill_rows went through a temporary file, in order, whole
+    assert [c.after["id"] for c in bigtxn] == list(range(25_000))  # type: ignore[index]
+    assert {c.scn for c in bigtxn} == {got[-1][0]}
+    src.close()
+
+
+def run_relay_cli(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg = write_config(tmp_path / "cli.yaml", {"relay": {"source": source, "state_dir": str(tmp_path / "s")}})
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", "relay", *args, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_refuses_wrong_binlog_settings(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    db = mariadb_server.create_database("myrefuse")
+    for name, bad in [
+        ("binlog_format", "STATEMENT"),
+        ("binlog_row_image", "MINIMAL"),
+        ("binlog_row_metadata", "NO_LOG"),
+    ]:
+        good = mariadb_server.execute(f"SELECT @@GLOBAL.{name}")[0][0]
+        mariadb_server.execute(f"SET GLOBAL {name} = '{bad}'")
+        try:
+            r = run_relay_cli(tmp_path, mariadb_server.url(db))
+        finally:
+            mariadb_server.execute(f"SET GLOBAL {name} = '{good}'")
+        assert r.returncode == 2, r.stderr
+        assert f"{name} = {bad.upper()}" in r.stderr and f"{name} = {good}" in r.stderr
+
+
+def test_purged_binlog_is_a_clear_fatal_error(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    db = mariadb_server.create_database("mypurge")
+    mariadb_server.execute("CREATE TABLE t (id INT PRIMARY KEY)", db)
+    src = source_for(mariadb_server, db, tmp_path)
+    src.open()
+    saved = src.start_scn()
+    mariadb_server.execute("INSERT INTO t VALUES (1)", db)
+    mariadb_server.execute("FLUSH BINARY LOGS")
+    [(current, _pos, *_)] = mariadb_server.execute("SHOW MASTER STATUS")
+    for pid, _u, _h, _db, command, *_ in mariadb_server.execute("SHOW PROCESSLIST"):
+        if command == "Binlog Dump":  # readers left by earlier tests keep their file from being purged
+            with contextlib.suppress(Exception):
+                mariadb_server.execute(f"KILL {pid}")
+
+    def purged() -> bool:  # MariaDB keeps a file until InnoDB has checkpointed its transactions: retry
+        mariadb_server.execute(f"PURGE BINARY LOGS TO '{current}'")
+        first = mariadb_server.execute("SHOW BINARY LOGS")[0][0]
+        return unpack_scn(saved)[0] < int(first.rsplit(".", 1)[1])
+
+    wait_until(purged, 30, "the binlog file of the saved position to be purged", interval=0.5)
+    with pytest.raises(FatalError, match=r"gone from the server.*[Rr]e-seed"):
+        next(iter(src.read(None, threading.Event())))
+    src.close()
+
+
+def test_rotation_stall_restart_and_relay_kill9_mid_stream(
+    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
+) -> None:
+    db = mariadb_server.create_database("myrestart")
+    conn = mariadb_server.connect(db, autocommit=False)
+    create_tables("mariadb", conn)
+    conn.close()
+    relay, url = start_relay(
+        daemons, tmp_path, mariadb_server.url(db), tables=list(TABLES), mysql={"server_id": 4343, "stall_seconds": 2}
+    )
+    txns = transactions(13, 600)
+    want = expected(txns)
+    total = sum(len(t) for t in want)
+    gate = threading.Event()
+    gate.set()
+
+    def writer() -> None:
+        c = mariadb_server.connect(db, autocommit=False)
+        for t in txns:
+            gate.wait()
+            try:
+                apply("mariadb", c, [t])
+            except Exception:  # the server went away: wait for it, reconnect, write the transaction again
+                gate.wait()
+                with contextlib.suppress(Exception):
+                    c.rollback()
+                c = mariadb_server.connect(db, autocommit=False)
+                apply("mariadb", c, [t])
+            time.sleep(0.002)
+        c.close()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    seen: list[Any] = []
+    files_before = len(mariadb_server.execute("SHOW BINARY LOGS"))
+
+    def on_window(win: Any) -> None:
+        seen.append(win)
+        n = len(seen)
+        if n in (100, 120):  # binlog rotation mid-stream
+            mariadb_server.execute("FLUSH BINARY LOGS")
+        if n == 200:  # a stalled server: no events, no heartbeats (SIGSTOP) for longer than stall_seconds
+            assert mariadb_server.proc is not None
+            os.kill(mariadb_server.proc.pid, signal.SIGSTOP)
+            time.sleep(4)
+            os.kill(mariadb_server.proc.pid, signal.SIGCONT)
+        if n == 300:  # server restart mid-stream (the writer pauses meanwhile)
+            gate.clear()
+            mariadb_server.restart()
+            gate.set()
+        if n == 450:  # kill -9 of the relay
+            relay.kill9()
+            restart_relay(relay, url)
+
+    collect(url, list(TABLES), total, timeout=150, checkpoint=tmp_path / "sub.ckpt", on_window=on_window)
+    w.join(60)
+    got = events_of(seen)
+    flat = [e for t in want for e in t]
+    assert len(got) == len(flat) and got == flat, "every change exactly once, in commit order, values equal"
+    assert [len(x.events) for x in seen] == [len(t) for t in want], "one whole window per transaction"
+    scns = [x.scn for x in seen]
+    assert scns == sorted(set(scns))
+    assert len({unpack_scn(s)[0] for s in scns}) >= 3, "the stream followed the rotations into new binlog files"
+    assert len(mariadb_server.execute("SHOW BINARY LOGS")) >= files_before + 3
+    out = relay.output() if relay.starts == 1 else (tmp_path / "relay.1.log").read_text()
+    assert "binlog_stream_stalled" in out, "the watchdog noticed the stalled stream"
+    assert relay.alive() and relay.starts == 2
