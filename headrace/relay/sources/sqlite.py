@@ -21,7 +21,10 @@ has no transaction id a trigger could record, so the relay *cuts* the log instea
 ends a committed transaction. The reader serves the rows between consecutive cuts as one window:
 never part of a transaction, at most the transactions committed within one cut interval (one
 transaction under light load), however far behind the reader is. Reading only up to a cut also
-answers "is it committed and complete": a cut is only ever taken from committed rows. In WAL mode
+answers "is it committed and complete": a cut is only ever taken from committed rows. The reader
+uses only the boundaries its own read snapshot can see (a cut may come from a newer snapshot than
+the reader's), and adds its snapshot's newest row as a boundary of its own, since writers are
+serialized and row ids follow commit order. In WAL mode
 the cutter and the reader never wait for writers (in rollback-journal mode they take brief shared
 locks; WAL is recommended).
 
@@ -399,7 +402,14 @@ class SqliteSource(ChangeSource):
             saved = c.execute(
                 f"SELECT scn FROM {MARKS_TABLE} WHERE scn > ? ORDER BY scn LIMIT {MARKS_PER_POLL}", (after,)
             ).fetchall()
-            marks = sorted({r[0] for r in saved} | set(cuts))[:MARKS_PER_POLL]
+            # Only boundaries this snapshot can see are usable: a cut taken in a newer snapshot than
+            # ours names a row we cannot read yet. The newest row we can see ends a transaction too
+            # (writers are serialized and row ids follow commit order), so it is a boundary as well.
+            visible = c.execute(f"SELECT max(scn) FROM {CHANGES_TABLE}").fetchall()[0][0]
+            candidates = {r[0] for r in saved} | set(cuts)
+            if visible is not None and visible > after:
+                candidates.add(visible)
+            marks = sorted(m for m in candidates if visible is not None and m <= visible)[:MARKS_PER_POLL]
             # keep a poll to about POLL_ROWS rows (SCN spans bound row counts); a window larger than
             # LARGE_WINDOW_ROWS is streamed on its own instead of being read into memory
             prev = after
