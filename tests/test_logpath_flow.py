@@ -14,9 +14,9 @@ import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 from archive_support import DAY1_MS, DEMUX_TYPES, corpus, corpus_sinks
-from pg_server import pg_server  # noqa: F401  (fixture)
 from support import free_port, write_config
 
+from headrace._db import create_engine
 from headrace.collectors import ArchiveConfig, DemuxConfig, LoadConfig, run_archive, run_demux, run_load
 
 
@@ -126,13 +126,13 @@ def test_cli_flow_sqlite_idempotent_and_growing(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_flow_into_postgresql_idempotent(tmp_path: Path, pg_server) -> None:  # noqa: F811
+def test_flow_into_postgresql_idempotent(tmp_path: Path, pg_server: Any) -> None:
     data = corpus(300, seed=5)
     corpus_sinks(tmp_path / "sink" / "done", data, random.Random(5))
-    url = pg_server.create_database("headrace_load")
+    url = pg_server.url(pg_server.create_database("headrace_load"))
     secs = sections(tmp_path, url)
     run_api(secs)
-    engine = sa.create_engine(url)
+    engine = create_engine(url)  # the bare postgresql:// URL a user writes, resolved as load resolves it
     check_tables(engine, data)
     summary = run_load(LoadConfig.model_validate(secs["load"]))
     assert summary.ok and summary.records == 0, "unchanged partitions are skipped"

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from .._db import create_engine
 from ..relay import SchemaVersion
 from ._apply import RowOp
 
@@ -83,7 +84,7 @@ class LogWindow:
 def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout, full sync and ``BEGIN IMMEDIATE`` for writes."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True)
     engine = sa.create_engine(url, connect_args={"timeout": 60.0, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

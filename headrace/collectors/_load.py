@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from .._db import create_engine
 from .._logging import get_logger
 from .._storage import resolve
 from ..errors import Unavailable, UsageError
@@ -93,7 +94,7 @@ class _Loader:
             url = sa.engine.make_url(cfg.url)
             if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
-            self.engine = sa.create_engine(url)
+            self.engine = create_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(f"load.url: cannot use {cfg.url!r}: {exc}") from exc
         self.state = sa.Table(

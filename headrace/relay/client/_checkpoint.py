@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..._atomic import write_atomic
+from ..._db import create_engine
 from ...errors import FatalError
 
 __all__ = ["Checkpoint", "CheckpointStore", "FileCheckpointStore", "MemoryCheckpointStore", "SqlCheckpointStore"]
@@ -89,7 +90,7 @@ class SqlCheckpointStore:
         import sqlalchemy as sa
 
         self._sa = sa
-        self.engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self.engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.name = name
         md = sa.MetaData()
         self.table = sa.Table(
