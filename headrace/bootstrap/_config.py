@@ -27,8 +27,11 @@ class BootstrapConfig(Section):
     seed: str | None = None
     #: rows per seeding page (one read transaction and one store transaction each)
     seed_page_rows: int = Field(default=5_000, ge=1)
-    #: PostgreSQL seeding: the replication slot the relay uses (created with an exported snapshot)
-    seed_slot: str = "headrace"
+    #: PostgreSQL seeding: the relay's replication slot (``relay.postgres.slot``); seeding waits for it and
+    #: takes its snapshot from a temporary slot named ``<seed_slot>_seed``, dropped when done
+    seed_slot: str = Field(default="headrace", pattern=r"^[a-z0-9_]{1,63}$")
+    #: PostgreSQL seeding: the relay's publication (``relay.postgres.publication``): the tables it publishes
+    seed_publication: str = Field(default="headrace", pattern=r"^[A-Za-z0-9_]{1,63}$")
     #: windows merged per apply transaction
     apply_batch_windows: int = Field(default=2_000, ge=1)
     #: run the applier inside the server (turn off when an Airflow DAG applies instead)

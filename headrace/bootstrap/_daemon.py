@@ -30,17 +30,29 @@ def run_bootstrap(config: BootstrapConfig) -> None:
     store = Store(config.store)
     stop = threading.Event()
     sessions = Sessions(config.session_timeout_seconds, time.monotonic)
-    follower = Follower(config, store, stop)
+    positions = threading.Event()  # the follower starts once seeding settled where to follow from
+    follower = Follower(config, store, stop, positions)
     applier = Applier(config, store, stop, sessions)
     seed_error: list[str] = []
 
     def seeding() -> None:
         try:
             if config.seed is not None:
-                seed(store, config.seed, config.sources, config.seed_page_rows, stop)
+                seed(
+                    store,
+                    config.seed,
+                    config.sources,
+                    config.seed_page_rows,
+                    stop,
+                    relay_slot=config.seed_slot,
+                    publication=config.seed_publication,
+                    positions=positions,
+                )
         except Exception as exc:
             seed_error.append(f"{type(exc).__name__}: {exc}")
             log.exception("seed_failed", error=seed_error[-1])
+        finally:
+            positions.set()
 
     seeder = threading.Thread(target=seeding, name="bootstrap-seed", daemon=True)
 

@@ -48,7 +48,11 @@ def log_window(events: list[Event]) -> LogWindow:
 class Follower:
     """Relay → log store, in a background thread."""
 
-    def __init__(self, config: BootstrapConfig, store: Store, stop: threading.Event) -> None:
+    def __init__(
+        self, config: BootstrapConfig, store: Store, stop: threading.Event, positions: threading.Event | None = None
+    ) -> None:
+        #: set once seeding has settled the store's positions (a restarted PostgreSQL seed replaces them)
+        self.positions = positions
         self.config = config
         self.store = store
         self.stop = stop
@@ -63,6 +67,9 @@ class Follower:
 
     def _wait_start(self) -> int | None:
         """The SCN to follow from: the store's ``log_scn`` (set by seeding or by :meth:`_init`)."""
+        while self.positions is not None and not self.positions.wait(0.2):
+            if self.stop.is_set():
+                return None
         while not self.stop.is_set():
             st = self.store.state()
             if st["log_scn"] is not None:
@@ -116,7 +123,15 @@ class Follower:
                     from ._seed import seed
 
                     self.store.reset()
-                    seed(self.store, cfg.seed, cfg.sources, cfg.seed_page_rows, self.stop)
+                    seed(
+                        self.store,
+                        cfg.seed,
+                        cfg.sources,
+                        cfg.seed_page_rows,
+                        self.stop,
+                        relay_slot=cfg.seed_slot,
+                        publication=cfg.seed_publication,
+                    )
                     sub.checkpoint = Checkpoint(int(self.store.state()["log_scn"]))
                     continue
                 except InvalidInput as exc:

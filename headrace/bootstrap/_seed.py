@@ -17,7 +17,8 @@ The server refuses snapshot reads (503 ``not_ready``) before that.
 
 Resume-state contract: the ``seed`` state row ``{start_scn, high_scn, tables, table, after, done}``
 is saved with each page; a restart continues after ``after`` in ``table``. A page cut by kill -9 is
-read again. The exported-snapshot method for PostgreSQL is described in ``docs/bootstrap.md``.
+read again. PostgreSQL seeding (an exported snapshot from a temporary seeding slot) is in
+:mod:`._seed_pg`.
 """
 
 from __future__ import annotations
@@ -93,7 +94,12 @@ def _unjson(values: list[Any]) -> list[Any]:
 
 
 def seed_sqlite(
-    store: Store, url: str, tables: list[str] | None, page_rows: int, stop: threading.Event | None = None
+    store: Store,
+    url: str,
+    tables: list[str] | None,
+    page_rows: int,
+    stop: threading.Event | None = None,
+    positions: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Seed (or resume seeding) the snapshot store from the SQLite file at ``url``; returns the seed state."""
     from ..relay.sources.sqlite import SqliteSource, sqlite_path
@@ -122,6 +128,8 @@ def seed_sqlite(
             store.init_positions(start)
             store.set_seed(state)
             log.info("seed_started", start_scn=start, tables=state["tables"])
+        if positions is not None:
+            positions.set()  # the store's positions are this seed's (a resumed one keeps them)
         while not state["done"]:
             if stop is not None and stop.is_set():
                 return state
@@ -173,12 +181,36 @@ def _read_scn(conn: sqlite3.Connection) -> int:
 
 
 def seed(
-    store: Store, url: str, tables: list[str] | None, page_rows: int, stop: threading.Event | None = None
+    store: Store,
+    url: str,
+    tables: list[str] | None,
+    page_rows: int,
+    stop: threading.Event | None = None,
+    *,
+    relay_slot: str = "headrace",
+    publication: str = "headrace",
+    positions: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Seed from the database at ``url`` by its kind."""
+    """Seed from the database at ``url`` by its kind; ``positions`` is set once the store's positions
+    (``log_scn`` to follow from) are this seed's."""
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme == "sqlite":
-        return seed_sqlite(store, url, tables, page_rows, stop)
-    raise ConfigError(
-        [f"bootstrap.seed: seeding from {scheme!r} is not implemented yet (see docs/bootstrap.md); use sqlite:///…"]
-    )
+    try:
+        if scheme == "sqlite":
+            return seed_sqlite(store, url, tables, page_rows, stop, positions)
+        if scheme in ("postgresql", "postgres"):
+            from ._seed_pg import seed_postgres
+
+            return seed_postgres(
+                store,
+                url,
+                tables,
+                page_rows,
+                stop,
+                relay_slot=relay_slot,
+                publication=publication,
+                positions=positions,
+            )
+    finally:
+        if positions is not None:
+            positions.set()
+    raise ConfigError([f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///… or postgresql://…"])

@@ -1,0 +1,79 @@
+"""PostgreSQL seeding benchmark: rows/s from a PostgreSQL table into the bootstrap snapshot store.
+
+Usage::
+
+    PYTHONPATH=. python bench/bootstrap_pg_seed.py [--rows 100000] [--page-rows 5000] [--profile]
+
+Starts a private PostgreSQL (``tests/db_servers.py``; needs the server binaries), creates the typed
+table of ``tests/test_bootstrap_postgres.py`` with ``--rows`` rows (plus 2,000 rows of a
+composite-key table), creates the relay's slot and publication (as a relay start would), and runs
+:func:`headrace.bootstrap._seed_pg.seed_postgres` into a SQLite store, in process. Prints rows/s
+(and with ``--profile`` the top of a cProfile) and writes ``bench/results/bootstrap_pg_seed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+def main() -> None:
+    from db_servers import PgServer
+    from test_bootstrap_postgres import ROWS, SCHEMA
+
+    from headrace.bootstrap._seed_pg import seed_postgres
+    from headrace.bootstrap._store import Store
+    from headrace.relay._config import PostgresSourceConfig, RelayConfig
+    from headrace.relay.sources.postgres import PostgresSource
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--page-rows", type=int, default=5_000)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="headrace-pgseed-bench-", dir="/tmp"))
+    pg = PgServer(root)
+    pg.init()
+    pg.start()
+    try:
+        db = pg.create_database("bench")
+        pg.execute(SCHEMA.replace(f"generate_series(1, {ROWS})", f"generate_series(1, {args.rows})"), db)
+        cfg = RelayConfig(
+            source=pg.url(db), tables=["accounts", "lines"], postgres=PostgresSourceConfig(slot="r", publication="p")
+        )
+        src = PostgresSource(cfg)
+        src.open()  # the relay's slot and publication, as a relay start creates them
+        src.close()
+        store = Store(f"sqlite:///{root}/boot.db")
+        prof = cProfile.Profile()
+        t0 = time.monotonic()
+        if args.profile:
+            prof.enable()
+        state = seed_postgres(store, pg.url(db), None, args.page_rows, relay_slot="r", publication="p")
+        prof.disable()
+        seconds = time.monotonic() - t0
+        store.close()
+        result = {"rows": state["rows"], "seconds": round(seconds, 2), "rows_per_s": round(state["rows"] / seconds)}
+        print(json.dumps(result))
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "bootstrap_pg_seed.json").write_text(json.dumps(result, indent=2) + "\n")
+        if args.profile:
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
+    finally:
+        pg.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
