@@ -123,7 +123,7 @@ class Sub:
         self.runs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, idle_exit: float = 4.0) -> None:
+    def start(self, idle_exit: float = 10.0) -> None:
         out = self.stack.tmp / f"{self.name}.{len(self.runs)}.out"
         err = self.stack.tmp / f"{self.name}.{len(self.runs)}.err"
         self.runs.append(out)

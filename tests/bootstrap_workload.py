@@ -81,6 +81,16 @@ def write_one(conn: sqlite3.Connection, rng: random.Random, max_id: int) -> None
                 conn.execute("DELETE FROM tags WHERE k = ?", (f"tag-{rng.randint(0, 200):03d}",))
 
 
+def final_scn(path: str | Path) -> int:
+    """The SCN of the newest change captured in the source (the change log's row-id counter)."""
+    conn = connect(path)
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'headrace_changes'").fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
 def source_rows(path: str | Path) -> dict[tuple[str, Any], dict[str, Any]]:
     """Every row of the source tables, keyed by (table, key)."""
     conn = connect(path)

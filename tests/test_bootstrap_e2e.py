@@ -15,8 +15,12 @@ from support import wait_until
 
 
 def _finish(stack: Stack, sub: Sub, timeout: float = 120) -> dict[tuple[str, Any], dict[str, Any]]:
-    """Stop the writers, let the subscriber drain and idle-exit; return the source rows."""
+    """Stop the writers, wait until the subscriber has the source's last change, let it idle-exit;
+    return the source rows. (Waiting on the checkpoint, not on the idle timeout alone: a relay that
+    lags under load must not make the subscriber quit before the last changes arrive.)"""
     stack.stop_writers()
+    final = wl.final_scn(stack.db)
+    wait_until(lambda: (sub.saved() or {}).get("scn", -1) >= final, timeout, f"the subscriber at SCN {final}", 0.2)
     rc = sub.wait(timeout)
     assert rc == 0, sub.errors()
     return wl.source_rows(stack.db)
