@@ -5,7 +5,12 @@ Python loop applying ``re`` to each line, converting fields in Python, then buil
 writing the same Parquet file. headrace's path is the real one: ``run_demux`` reading the archive
 (Avro, deflate) that ``run_archive`` built from sink files.
 
-    PYTHONPATH=. python bench/bench_demux.py [--lines 1000000] [--out bench/results/demux.json]
+    PYTHONPATH=. python bench/bench_demux.py [--lines 1000000] [--repeat 3] [--only combined]
+        [--threads 2] [--out bench/results/demux.json]
+
+Wall-clock rates on a shared machine depend on what else runs: the load average before and after is
+recorded, CPU-seconds per line are reported next to wall time, and ``--repeat N`` keeps each
+processor's fastest of N runs (the same archive demuxed again from scratch; the peer's too).
 """
 
 from __future__ import annotations
@@ -118,6 +123,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--others", type=int, default=300_000, help="lines for the non-combined processors")
+    ap.add_argument("--repeat", type=int, default=1, help="demux runs per processor; the fastest is kept")
+    ap.add_argument("--only", action="append", choices=list(SPECS), help="processors to run (default: all)")
+    ap.add_argument("--threads", type=int, default=DemuxConfig().threads, help="demux.threads")
     ap.add_argument("--out", default="bench/results/demux.json")
     args = ap.parse_args()
     rng = random.Random(42)
@@ -126,25 +134,37 @@ def main() -> None:
         f"pyarrow {pa.__version__}",
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
+        "load_average_1m_at_start": os.getloadavg()[0],
     }
     per: dict[str, dict[str, float]] = {}
-    for kind in SPECS:
+    for kind in args.only or list(SPECS):
         n = args.lines if kind == "combined" else args.others
         lines = gen_lines(kind, n, rng)
         root = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
         try:
             archive = make_archive(root, kind, lines)
-            cfg = DemuxConfig(archive_dir=str(archive), output=str(root / "tables"), types={kind: SPECS[kind]})
-            t0, c0 = time.perf_counter(), time.process_time()
-            summary = run_demux(cfg)
-            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-            assert summary.ok and summary.records == n and summary.errors == 0, summary.line()
+            secs = cpu = float("inf")
+            for _ in range(args.repeat):
+                shutil.rmtree(root / "tables", ignore_errors=True)
+                cfg = DemuxConfig(
+                    archive_dir=str(archive),
+                    output=str(root / "tables"),
+                    types={kind: SPECS[kind]},
+                    threads=args.threads,
+                )
+                t0, c0 = time.perf_counter(), time.process_time()
+                summary = run_demux(cfg)
+                s_, c_ = time.perf_counter() - t0, time.process_time() - c0
+                assert summary.ok and summary.records == n and summary.errors == 0, summary.line()
+                if s_ < secs:
+                    secs, cpu = s_, c_
             per[kind] = {
                 "lines": n,
                 "seconds": round(secs, 3),
                 "cpu_seconds": round(cpu, 3),
                 "lines_per_s": round(n / secs),
                 "lines_per_cpu_s": round(n / cpu),
+                "cpu_us_per_line": round(cpu / n * 1e6, 2),
             }
             print(
                 f"{kind:9s} headrace demux: {n / secs:12,.0f} lines/s ({n:,} lines in {secs:.2f} s wall, "
@@ -152,16 +172,21 @@ def main() -> None:
                 flush=True,
             )
             if kind == "combined":
-                t0, c0 = time.perf_counter(), time.process_time()
-                rows = peer_combined(lines, io.BytesIO())
-                psecs, pcpu = time.perf_counter() - t0, time.process_time() - c0
-                assert rows == n
+                psecs = pcpu = float("inf")
+                for _ in range(args.repeat):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    rows = peer_combined(lines, io.BytesIO())
+                    s_, c_ = time.perf_counter() - t0, time.process_time() - c0
+                    assert rows == n
+                    if s_ < psecs:
+                        psecs, pcpu = s_, c_
                 per["combined_peer_python_re"] = {
                     "lines": n,
                     "seconds": round(psecs, 3),
                     "cpu_seconds": round(pcpu, 3),
                     "lines_per_s": round(n / psecs),
                     "lines_per_cpu_s": round(n / pcpu),
+                    "cpu_us_per_line": round(pcpu / n * 1e6, 2),
                 }
                 print(
                     f"{'':9s} peer (Python re loop + Parquet): {n / psecs:12,.0f} lines/s; "
@@ -171,9 +196,10 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     results["load_average_1m_at_end"] = os.getloadavg()[0]  # other work on the machine skews wall times
     results["results"] = per
-    results["combined_speedup_vs_peer"] = round(
-        per["combined_peer_python_re"]["seconds"] / per["combined"]["seconds"], 2
-    )
+    if "combined" in per:
+        peer = per["combined_peer_python_re"]
+        results["combined_speedup_vs_peer"] = round(peer["seconds"] / per["combined"]["seconds"], 2)
+        results["combined_cpu_ratio_vs_peer"] = round(peer["cpu_seconds"] / per["combined"]["cpu_seconds"], 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {args.out}")

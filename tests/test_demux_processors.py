@@ -265,3 +265,60 @@ def test_syslog_batches_of_one_kind_only() -> None:
     assert [g["message"] for g in good] == ["x", "y"] and errors == []
     good, errors = run("syslog", b"<1>1 - h a - - - m\n")
     assert [(g["timestamp"], g["hostname"], g["message"]) for g in good] == [(None, "h", "m")] and errors == []
+
+
+def test_clf_time_rejects_impossible_dates_and_keeps_valid_ones() -> None:
+    import pyarrow as pa
+
+    from headrace.collectors._processors_combined import clf_time
+
+    cases = {
+        "[29/Feb/2024:12:00:00": True,  # leap year
+        "[29/Feb/2000:12:00:00": True,  # divisible by 400
+        "[29/Feb/2023:12:00:00": False,
+        "[29/Feb/1900:12:00:00": False,  # divisible by 100, not 400
+        "[31/Apr/2026:12:00:00": False,
+        "[00/Jan/2026:12:00:00": False,
+        "[01/Jan/0000:12:00:00": False,
+        "[01/Jan/2026:24:00:00": False,
+        "[01/Jan/2026:12:60:00": False,
+        "[01/jan/2026:12:00:00": False,
+    }
+    # many distinct values besides the cases, so nothing depends on a batch having few distinct times
+    filler = [f"[{d:02d}/Mar/2026:{h:02d}:{m:02d}:00" for d in range(1, 29) for h in range(24) for m in range(0, 60, 5)]
+    t1 = list(cases) + filler
+    ts, bad = clf_time(pa.array(t1), pa.array(["+0100]"] * len(t1)))
+    assert bad.to_pylist()[: len(cases)] == [not ok for ok in cases.values()]
+    oks = [*cases.values()] + [True] * len(filler)
+    want = [
+        dt.datetime.strptime(v + " +0100]", "[%d/%b/%Y:%H:%M:%S %z]").astimezone(UTC) if ok else None
+        for v, ok in zip(t1, oks, strict=True)
+    ]
+    assert ts.to_pylist() == want
+
+
+def test_record_origins_across_empty_and_unterminated_chunks() -> None:
+    pieces = [b"a1\na2\n", b"", b"b1\nb2", b"\n\nc2\n", b"d1"]
+    chunks, pos = [], 500
+    for i, p in enumerate(pieces):
+        chunks.append(chunk_to_record(Chunk(f"h{i % 2}", f"s{i}", "t", pos, pos + len(p), p), 1))
+        pos += len(p) + 7
+    batch = split_records("t", DAY, chunks)
+    want = []
+    pos = 500
+    for i, p in enumerate(pieces):
+        off = pos
+        for line in (p if p.endswith(b"\n") or not p else p + b"\n").split(b"\n")[:-1]:
+            want.append((line.decode(), f"h{i % 2}", f"s{i}", off))
+            off += len(line) + 1
+        pos += len(p) + 7
+    got = list(
+        zip(
+            batch.lines.to_pylist(),
+            batch.source.to_pylist(),
+            batch.stream.to_pylist(),
+            batch.offset.to_pylist(),
+            strict=True,
+        )
+    )
+    assert got == want

@@ -60,12 +60,16 @@ def demux_batch(processor: Processor, batch: LineBatch, name: str = "processor")
         )
     ok = pc.is_null(parsed.reason)
     bad = pc.invert(ok)
-    good = parsed.table.filter(ok) if parsed.table.num_columns else pa.table({})
-    origin = {
-        "_source": batch.source.filter(ok),
-        "_stream": batch.stream.filter(ok),
-        "_offset": batch.offset.filter(ok),
-    }
+    if parsed.reason.null_count == n:  # every record parsed: no copy through filter
+        good = parsed.table if parsed.table.num_columns else pa.table({})
+        origin = {"_source": batch.source, "_stream": batch.stream, "_offset": batch.offset}
+    else:
+        good = parsed.table.filter(ok) if parsed.table.num_columns else pa.table({})
+        origin = {
+            "_source": batch.source.filter(ok),
+            "_stream": batch.stream.filter(ok),
+            "_offset": batch.offset.filter(ok),
+        }
     for col, values in origin.items():
         if col in good.column_names:
             good = good.drop_columns([col])

@@ -4,10 +4,10 @@ Sans-io: chunk records in, a :class:`LineBatch` out. A record is one line (the c
 ``\\n``; the newline is not part of the record). A chunk whose data does not end in a newline (an
 unterminated last line the agent flushed after its timeout) ends a record anyway.
 
-Fast path: the joined chunk data is split by Arrow's multithreaded CSV reader run with one column and
-no quoting (C++, ~10× faster than ``bytes.split`` + ``pa.array``). Data that the fast path cannot split
-exactly (a ``\\r`` that the CSV reader would take for a line end, or a line containing the 0x1F
-delimiter) is split by ``bytes.split`` instead; a ``\r`` ending a line (CRLF) is dropped from the record.
+Fast path: the joined chunk data, viewed as one binary value, is split by ``pyarrow.compute.split_pattern``
+(C++, ~10× faster than ``bytes.split`` + ``pa.array``); each line's chunk comes from where the chunk
+ends fall among the line ends, all on arrays. Data with a ``\\r`` (CRLF line ends: the ``\\r`` ending a
+line is dropped from the record) or of 2 GiB or more is split by ``bytes.split`` instead.
 Lines that are not valid UTF-8 become errors with reason ``invalid_utf8``.
 """
 
@@ -19,7 +19,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 __all__ = ["LineBatch", "split_records"]
 
@@ -49,25 +48,16 @@ class LineBatch:
         return self._text
 
 
-def _csv_split(buf: bytes, expected: int) -> pa.Array | None:
-    if b"\r" in buf or b"\x1f" in buf:
-        return None
-    try:
-        table = pacsv.read_csv(
-            pa.py_buffer(buf),
-            # serial: demux already runs batches on parallel threads
-            read_options=pacsv.ReadOptions(column_names=["l"], block_size=4 << 20, use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter="\x1f", quote_char=False, escape_char=False, double_quote=False, ignore_empty_lines=False
-            ),
-            convert_options=pacsv.ConvertOptions(column_types={"l": pa.binary()}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid:
-        return None
-    if table.num_rows != expected:
-        return None
-    col = table.column(0)
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+def _split_lines(buf: bytes) -> pa.Array:
+    """The lines of ``buf`` (which ends with a newline) without their newlines, as one binary array.
+
+    One ``split_pattern`` call over ``buf`` viewed as a single binary value (C++, no Python per line,
+    ~2× faster than the CSV reader)."""
+    whole = pa.Array.from_buffers(
+        pa.binary(), 1, [None, pa.array([0, len(buf) - 1], pa.int32()).buffers()[1], pa.py_buffer(buf)]
+    )
+    lines: pa.Array = pc.split_pattern(whole, "\n").values
+    return lines
 
 
 def _dict_column(parent: pa.Array, per_chunk: list[str]) -> pa.Array:
@@ -109,34 +99,38 @@ def split_records(
     which suits regex-based processors, not the CSV/JSON readers.
     """
     datas: list[bytes] = []
-    counts: list[int] = []
     for c in chunks:
         d: bytes = c["data"]
         if d and not d.endswith(b"\n"):
             d += b"\n"
         datas.append(d)
-        counts.append(d.count(b"\n"))
     buf = b"".join(datas)
-    total = sum(counts)
-    lines = _csv_split(buf, total) if total else pa.array([], pa.binary())
-    fast = lines is not None
-    if lines is None:
+    fast = b"\r" not in buf and len(buf) < 1 << 31
+    if fast:
+        lines = _split_lines(buf) if buf else pa.array([], pa.binary())
+        lens = pc.add(pc.binary_length(lines).cast(pa.int64()), 1)
+    else:
         parts = buf.split(b"\n")[:-1]
         lens = pa.array([len(p) + 1 for p in parts], pa.int64())
         if b"\r" in buf:  # CRLF line ends: the \r is not part of the record
             parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
         lines = pa.array(parts, pa.binary())
-    else:
-        lens = pc.add(pc.binary_length(lines).cast(pa.int64()), 1)
-    list_offsets = [0]
+    total = len(lines)
+    ends = pc.cumulative_sum(lens)
+    pos_in_buf = pc.subtract(ends, lens)
+    # every chunk's data ends with a newline, so chunk ends are line ends: the chunk (parent) of each
+    # line is the number of chunk ends before the line's end
     starts = [0]
-    for d, n in zip(datas, counts, strict=True):
-        list_offsets.append(list_offsets[-1] + n)
+    for d in datas:
         starts.append(starts[-1] + len(d))
-    parent = pc.list_parent_indices(
-        pa.LargeListArray.from_arrays(pa.array(list_offsets, pa.int64()), pa.nulls(total, pa.int8()))
-    )
-    pos_in_buf = pc.subtract(pc.cumulative_sum(lens), lens)
+    nonempty = [i for i in range(len(datas)) if datas[i]]
+    if total:
+        chunk_end = pc.is_in(ends, value_set=pa.array(starts[1:], pa.int64()))
+        after = pc.cumulative_sum(chunk_end.cast(pa.int32()))
+        k = pc.subtract(after, chunk_end.cast(pa.int32()))  # ordinal of the non-empty chunk holding the line
+        parent = pc.take(pa.array(nonempty, pa.int32()), k)
+    else:
+        parent = pa.array([], pa.int32())
     base = pa.array([c["seq_start"] - s for c, s in zip(chunks, starts, strict=False)], pa.int64())
     offset = pc.add(pos_in_buf, pc.take(base, parent))
     source = _dict_column(parent, [c["source"] for c in chunks])

@@ -12,7 +12,6 @@ accepts is an error, with the reason.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pyarrow as pa
@@ -38,67 +37,30 @@ def _num(a: pa.Array, start: int, stop: int) -> pa.Array:
     return pc.cast(pc.utf8_slice_codeunits(a, start, stop), pa.int64())
 
 
-_MONTH_NO = {m: i + 1 for i, m in enumerate(_MONTHS.to_pylist())}
+_DAYS_IN_MONTH = pa.array([31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], pa.int64())
 
 
-def _clf_seconds(t1: str, t2: str) -> int | None:
-    """``[dd/Mon/yyyy:HH:MM:SS`` + ``+zzzz]`` → seconds since the epoch (None if not such a time).
-    Fixed-width slicing: ``datetime.strptime`` costs ~10× more. A leap second (``:60``) counts as
-    the next second."""
-    if len(t1) != 21 or len(t2) != 6 or t1[0] != "[" or t2[-1] != "]" or t2[0] not in "+-":
-        return None
-    try:
-        month = _MONTH_NO[t1[4:7]]
-        parts = (t1[1:3], t1[8:12], t1[13:15], t1[16:18], t1[19:21], t2[1:3], t2[3:5])
-        if not all(p.isdigit() and p.isascii() for p in parts) or t1[3] + t1[7] + t1[12] + t1[15] + t1[18] != "//:::":
-            return None
-        d, y, hh, mi, ss, zh, zm = (int(p) for p in parts)
-        base = dt.datetime(y, month, d, hh, mi, tzinfo=dt.UTC)
-    except (KeyError, ValueError):
-        return None
-    if ss > 60:
-        return None
-    zone = (zh * 3600 + zm * 60) * (-1 if t2[0] == "-" else 1)
-    return int(base.timestamp()) + ss - zone
-
-
-def clf_time(t1: pa.Array, t2: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """``[dd/Mon/yyyy:HH:MM:SS`` and ``+zzzz]`` → (UTC timestamps, bad mask).
-
-    Log lines of one batch share few distinct seconds, so the distinct (time, zone) pairs are parsed
-    once each and spread back with ``take``; when most values are distinct, the time is computed
-    arithmetically from its fixed-width parts on whole arrays (Arrow's ``strptime`` is far slower).
-    """
-    n = len(t1)
-    d1 = pc.dictionary_encode(t1)
-    d2 = pc.dictionary_encode(t2)
-    if isinstance(d1, pa.ChunkedArray):
-        d1, d2 = d1.combine_chunks(), d2.combine_chunks()
-    if len(d1.dictionary) * len(d2.dictionary) <= max(64, n // 16):
-        table = {
-            (i, j): _clf_seconds(a, b)
-            for i, a in enumerate(d1.dictionary.to_pylist())
-            for j, b in enumerate(d2.dictionary.to_pylist())
-        }
-        width = len(d2.dictionary)
-        secs = pa.array([table[(k // width, k % width)] for k in range(len(d1.dictionary) * width)], pa.int64())
-        key = pc.add(pc.multiply(d1.indices.cast(pa.int64()), width), d2.indices.cast(pa.int64()))
-        ts = pc.multiply(pc.take(secs, key), 1_000_000).cast(TS)
-        return ts, pc.fill_null(pc.and_(pc.is_valid(t1), pc.is_null(ts)), True)
-    return _clf_time_arith(t1, t2)
-
-
-def _clf_time_arith(t1: pa.Array, t2: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _local_seconds(t1: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``[dd/Mon/yyyy:HH:MM:SS`` → (seconds since the epoch of that wall time, ok mask), on whole arrays.
+    A leap second (``:60``) counts as the next second; an impossible date (31/Feb, year 0) is not ok."""
     month = pc.index_in(pc.utf8_slice_codeunits(t1, 4, 7), value_set=_MONTHS)
-    ok = pc.and_(pc.and_(pc.match_substring_regex(t1, _T1), pc.match_substring_regex(t2, _T2)), pc.is_valid(month))
-    ok = pc.fill_null(ok, False)
+    ok = pc.fill_null(pc.and_(pc.match_substring_regex(t1, _T1), pc.is_valid(month)), False)
     t1 = pc.if_else(ok, t1, "[01/Jan/1970:00:00:00")
-    t2 = pc.if_else(ok, t2, "+0000]")
     m = pc.add(pc.fill_null(month, 0).cast(pa.int64()), 1)
     d, y = _num(t1, 1, 3), _num(t1, 8, 12)
     hh, mi, ss = _num(t1, 13, 15), _num(t1, 16, 18), _num(t1, 19, 21)
-    ok = pc.and_(ok, pc.and_(pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, 31)), pc.less(hh, 24)))
-    ok = pc.and_(ok, pc.and_(pc.less(mi, 60), pc.less_equal(ss, 60)))
+    leap = pc.and_(
+        pc.equal(pc.bit_wise_and(y, 3), 0),
+        pc.or_(
+            pc.not_equal(pc.subtract(y, pc.multiply(pc.divide(y, 100), 100)), 0),
+            pc.equal(pc.subtract(y, pc.multiply(pc.divide(y, 400), 400)), 0),
+        ),
+    )
+    mdays = pc.subtract(
+        pc.take(_DAYS_IN_MONTH, pc.subtract(m, 1)), pc.and_(pc.equal(m, 2), pc.invert(leap)).cast(pa.int64())
+    )
+    ok = pc.and_(ok, pc.and_(pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, mdays)), pc.less(hh, 24)))
+    ok = pc.and_(ok, pc.and_(pc.and_(pc.less(mi, 60), pc.less_equal(ss, 60)), pc.greater_equal(y, 1)))
     # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil), for y >= 0
     y = pc.subtract(y, pc.cast(pc.less_equal(m, 2), pa.int64()))
     era = pc.divide(y, 400)
@@ -108,11 +70,53 @@ def _clf_time_arith(t1: pa.Array, t2: pa.Array) -> tuple[pa.Array, pa.Array]:
     doe = pc.add(pc.subtract(pc.add(pc.multiply(yoe, 365), pc.divide(yoe, 4)), pc.divide(yoe, 100)), doy)
     days = pc.subtract(pc.add(pc.multiply(era, 146097), doe), 719468)
     secs = pc.add(pc.multiply(days, 86400), pc.add(pc.add(pc.multiply(hh, 3600), pc.multiply(mi, 60)), ss))
+    return secs, ok
+
+
+def _zone_seconds(t2: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``+zzzz]`` → (offset from UTC in seconds, ok mask), on whole arrays."""
+    ok = pc.fill_null(pc.match_substring_regex(t2, _T2), False)
+    t2 = pc.if_else(ok, t2, "+0000]")
     zone = pc.add(pc.multiply(_num(t2, 1, 3), 3600), pc.multiply(_num(t2, 3, 5), 60))
-    zone = pc.if_else(pc.starts_with(t2, "-"), pc.negate(zone), zone)
-    micros = pc.multiply(pc.subtract(secs, zone), 1_000_000)
+    return pc.if_else(pc.starts_with(t2, "-"), pc.negate(zone), zone), ok
+
+
+def _encoded(a: pa.Array) -> pa.DictionaryArray:
+    d = pc.dictionary_encode(a)
+    return d.combine_chunks() if isinstance(d, pa.ChunkedArray) else d
+
+
+def clf_time(t1: pa.Array, t2: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``[dd/Mon/yyyy:HH:MM:SS`` and ``+zzzz]`` → (UTC timestamps, bad mask).
+
+    The time is computed arithmetically from its fixed-width parts (Arrow's ``strptime`` is ~10×
+    slower), once per distinct value: log lines of one batch share few distinct seconds and fewer
+    zones, so both are dictionary-encoded, converted, and spread back with ``take``.
+    """
+    d1, d2 = _encoded(t1), _encoded(t2)
+    local, ok1 = _local_seconds(d1.dictionary)
+    zone, ok2 = _zone_seconds(d2.dictionary)
+    ok = pc.and_(pc.take(ok1, d1.indices), pc.take(ok2, d2.indices))  # null where t1 or t2 is null
+    micros = pc.multiply(pc.subtract(pc.take(local, d1.indices), pc.take(zone, d2.indices)), 1_000_000)
     ts = pc.if_else(ok, micros, pa.scalar(None, pa.int64())).cast(TS)
-    return ts, pc.invert(ok)
+    return ts, pc.and_(pc.is_valid(t1), pc.invert(pc.fill_null(ok, False)))
+
+
+def _digits(a: pa.Array, max_len: int) -> pa.Array:
+    """ASCII digits only, 1 to ``max_len`` of them (cheaper than a regex; ``\\d`` would be the same)."""
+    n = pc.binary_length(a)
+    return pc.and_(pc.ascii_is_decimal(a), pc.and_(pc.greater_equal(n, 1), pc.less_equal(n, max_len)))
+
+
+def _element(lists: pa.Array, k: int) -> pa.Array:
+    """Element ``k`` of each list, null where the list is shorter (``list_element`` raises instead)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    offsets = pc.subtract(lists.offsets, lists.offsets[0])
+    start, end = offsets.slice(0, len(lists)), offsets.slice(1)
+    at = pc.add(start, k)
+    at = pc.if_else(pc.and_(pc.less(at, end), lists.is_valid()), at, pa.scalar(None, at.type))
+    return pc.take(lists.flatten(), at)
 
 
 def _dash_null(a: pa.Array) -> pa.Array:
@@ -139,7 +143,8 @@ class CombinedProcessor:
 
         table = pacsv.read_csv(
             pa.py_buffer(text),
-            read_options=pacsv.ReadOptions(column_names=_NAMES, use_threads=threads, block_size=4 << 20),
+            # 1 MiB blocks stay in cache (~15% faster than 4 MiB)
+            read_options=pacsv.ReadOptions(column_names=_NAMES, use_threads=threads, block_size=1 << 20),
             parse_options=pacsv.ParseOptions(
                 delimiter=" ",
                 quote_char='"',
@@ -152,6 +157,8 @@ class CombinedProcessor:
                 column_types=dict.fromkeys(_NAMES, pa.string()),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
+                # the batch text is valid UTF-8 (split_records checked it) and fields split at ASCII bytes are too
+                check_utf8=False,
             ),
         )
         return table, bad
@@ -200,14 +207,14 @@ class CombinedProcessor:
         f = self._fields(batch)
         matched = pc.is_valid(f["host"])
         ts, bad_time = clf_time(f["t1"], f["t2"])
-        status_ok = pc.match_substring_regex(f["status"], r"^\d{3}$")
+        status_ok = pc.and_(pc.ascii_is_decimal(f["status"]), pc.equal(pc.binary_length(f["status"]), 3))
         status = pc.cast(pc.if_else(status_ok, f["status"], pa.scalar(None, pa.string())), pa.int32())
-        size_ok = pc.match_substring_regex(f["size"], r"^(\d{1,18}|-)$")
-        size = pc.cast(pc.if_else(pc.and_(size_ok, pc.not_equal(f["size"], "-")), f["size"], None), pa.int64())
-        parts = pc.split_pattern(pc.binary_join_element_wise(f["request"], "  ", ""), " ", max_splits=2)
-        method = pc.list_element(parts, 0)
-        path = pc.list_element(parts, 1)
-        protocol = pc.utf8_rtrim(pc.list_element(parts, 2), characters=" ")
+        size_digits = _digits(f["size"], 18)
+        size_ok = pc.or_(size_digits, pc.equal(f["size"], "-"))
+        size = pc.cast(pc.if_else(size_digits, f["size"], None), pa.int64())
+        parts = pc.split_pattern(f["request"], " ", max_splits=2)
+        method, path = _element(parts, 0), _element(parts, 1)
+        protocol = pc.utf8_rtrim(_element(parts, 2), characters=" ")
         table = pa.table(
             {
                 "host": f["host"],
