@@ -20,13 +20,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
+from .errors import InvalidInput
 
-__all__ = ["bearer_ok", "error_response", "run_app", "standard_routes"]
+__all__ = ["bearer_ok", "error_response", "int_param", "run_app", "standard_routes"]
 
 
 def error_response(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
     """A JSON error body every client can parse: ``{"error": reason, "detail": …, **extra}``."""
     return JSONResponse({"error": reason, "detail": detail, **extra}, status_code=status)
+
+
+def int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """Query parameter ``name`` as an int in ``[lo, hi]`` (``default`` when absent); else :class:`InvalidInput`."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"bad_{name}", f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"bad_{name}", f"{name}={value} is out of range [{lo}, {hi}]")
+    return value
 
 
 def bearer_ok(request: Request, tokens: Sequence[str]) -> bool:

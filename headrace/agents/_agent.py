@@ -18,9 +18,7 @@ the spool and synced before the request is answered, so a 200 means durable on t
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,10 @@ from prometheus_client import Counter, Gauge
 
 from .._atomic import write_atomic
 from .._chunk import Chunk
+from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
-from ..errors import FatalError
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
 from ._discover import Watcher
@@ -49,15 +47,7 @@ API_PREFIX = "_api/"
 
 def lock_state_dir(state_dir: str) -> int:
     """Take ``state_dir/.lock`` (flock) for this process; raise :class:`FatalError` if another agent has it."""
-    folder = Path(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FatalError(f"another agent is using state_dir {folder}; give each agent its own state_dir") from None
-    return fd
+    return lock_dir(state_dir, "state_dir", "agent")
 
 
 class Agent:

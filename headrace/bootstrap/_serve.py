@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import bearer_ok, error_response, standard_routes
+from .._http import bearer_ok, error_response, int_param, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ..relay import EVENTS_CONTENT_TYPE, EncodedWindow, SchemaVersion, peek_header, with_window_end
@@ -96,19 +96,6 @@ def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse
     return error_response(status, reason, detail, **extra)
 
 
-def _int(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"bad_{name}", f"{name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"bad_{name}", f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
-
-
 def _sources(params: Any, known: frozenset[str]) -> frozenset[str] | None:
     if not params.get("sources"):
         return None
@@ -168,9 +155,9 @@ def build_app(st: BootstrapState) -> Starlette:
             known = await asyncio.to_thread(st.known_sources)
             sources = _sources(params, known)
             flt = parse_filter(params.get("filter"), sources)
-            limit = min(_int(params, "limit", cfg.max_snapshot_rows, 1, 1 << 31) or 1, cfg.max_snapshot_rows)
+            limit = min(int_param(params, "limit", cfg.max_snapshot_rows, 1, 1 << 31) or 1, cfg.max_snapshot_rows)
             after = decode_cursor(params["after"]) if params.get("after") else None
-            s0 = _int(params, "snapshot_scn", None, 0, (1 << 64) - 1)
+            s0 = int_param(params, "snapshot_scn", None, 0, (1 << 64) - 1)
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
         state = await asyncio.to_thread(store.state)
@@ -214,11 +201,11 @@ def build_app(st: BootstrapState) -> Starlette:
         if unknown:
             return _reject(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
         try:
-            since = _int(params, "since", None, 0, (1 << 64) - 1)
+            since = int_param(params, "since", None, 0, (1 << 64) - 1)
             if since is None:
                 raise InvalidInput("bad_since", "give since=SCN (the snapshot's X-Headrace-Snapshot-Scn)")
-            max_bytes = _int(params, "max_bytes", cfg.max_bytes, 1, cfg.max_bytes)
-            _int(params, "wait_ms", 0, 0, 3_600_000)
+            max_bytes = int_param(params, "max_bytes", cfg.max_bytes, 1, cfg.max_bytes)
+            int_param(params, "wait_ms", 0, 0, 3_600_000)
             known = await asyncio.to_thread(st.known_sources)
             sources = _sources(params, known)
             flt = parse_filter(params.get("filter"), sources)

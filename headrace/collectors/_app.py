@@ -86,13 +86,13 @@ def _sink_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callab
 
 
 def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
+    from .._dirlock import lock_dir, unlock_dir
     from .._ship import Shipper
     from .._spool import Spool
-    from ._dirlock import lock_dir, unlock_dir
     from ._forward import ForwardStore
 
     spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else Path(cfg.sink_dir) / "forward-spool"
-    fd = lock_dir(spool_dir, "spool_dir")
+    fd = lock_dir(spool_dir, "spool_dir", "collector")
     try:
         spool = Spool(spool_dir / "chunks", cap_bytes=cfg.spool_cap_bytes)
     except BaseException:

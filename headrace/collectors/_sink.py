@@ -35,10 +35,10 @@ from typing import Any
 
 from .._atomic import fsync_dir, move_atomic, write_atomic
 from .._chunk import SINK_SCHEMA
+from .._dirlock import lock_dir, unlock_dir
 from .._logging import get_logger
 from ._container import BlockEncoder, scan_container
 from ._dedupe import DedupeIndex, IndexCorrupt
-from ._dirlock import lock_dir, unlock_dir
 
 __all__ = ["RecoveryReport", "SinkFiles"]
 
@@ -89,7 +89,7 @@ class SinkFiles:
 
     def lock(self) -> None:
         """Create the folders and take the folder lock; refuse if another collector holds it."""
-        self._lock_fd = lock_dir(self.root, "sink_dir")
+        self._lock_fd = lock_dir(self.root, "sink_dir", "collector")
         for d in (self.open_dir, self.done_dir, self.torn_dir):
             d.mkdir(parents=True, exist_ok=True)
 

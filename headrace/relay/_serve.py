@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import bearer_ok, error_response, standard_routes
+from .._http import bearer_ok, error_response, int_param, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ._buffer import RingBuffer, TooOld
@@ -112,19 +112,6 @@ def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse
     return error_response(status, reason, detail, **extra)
 
 
-def _int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"bad_{name}", f"{name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"bad_{name}", f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
-
-
 def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     """The relay's Starlette app; its lifespan starts and stops the capture thread."""
     cfg = state.config
@@ -143,9 +130,9 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         if unknown:
             return _reject(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
         try:
-            since = _int_param(params, "since", None, 0, (1 << 64) - 1)
-            max_bytes = _int_param(params, "max_bytes", DEFAULT_MAX_BYTES, 1, cfg.max_response_bytes)
-            wait_ms = _int_param(params, "wait_ms", DEFAULT_WAIT_MS, 0, cfg.max_wait_ms)
+            since = int_param(params, "since", None, 0, (1 << 64) - 1)
+            max_bytes = int_param(params, "max_bytes", DEFAULT_MAX_BYTES, 1, cfg.max_response_bytes)
+            wait_ms = int_param(params, "wait_ms", DEFAULT_WAIT_MS, 0, cfg.max_wait_ms)
             sources: frozenset[str] | None = None
             if params.get("sources"):
                 sources = frozenset(s.strip() for s in params["sources"].split(",") if s.strip())

@@ -6,13 +6,13 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import FatalError
+from .errors import FatalError
 
 __all__ = ["lock_dir", "unlock_dir"]
 
 
-def lock_dir(path: str | os.PathLike[str], what: str) -> int:
-    """Create ``path`` and lock it; raise :class:`FatalError` naming ``what`` if another process holds it."""
+def lock_dir(path: str | os.PathLike[str], what: str, who: str) -> int:
+    """Create ``path`` and lock it; raise :class:`FatalError` naming ``what`` if another ``who`` holds it."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -20,7 +20,7 @@ def lock_dir(path: str | os.PathLike[str], what: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise FatalError(f"another collector is using {what} {folder}; give each collector its own {what}") from None
+        raise FatalError(f"another {who} is using {what} {folder}; give each {who} its own {what}") from None
     return fd
 
 
