@@ -34,8 +34,7 @@ from typing import Any
 
 from .._logging import get_logger
 from ..errors import ConfigError, UsageError
-from ..relay import Codecs, Event, Op, RowChange, SchemaRegistry, TableMeta, encode_event, encode_key
-from ..relay._config import RelayConfig
+from ..relay import Codecs, Event, Op, RelayConfig, RowChange, SchemaRegistry, TableMeta, encode_event, encode_key
 from ._apply import ReadFrame, merge
 from ._store import Store
 

@@ -48,8 +48,18 @@ from typing import Any
 
 from .._logging import get_logger
 from ..errors import UsageError
-from ..relay import Codecs, Event, Op, RowChange, SchemaRegistry, TableMeta, encode_event, encode_key
-from ..relay._config import PostgresSourceConfig, RelayConfig
+from ..relay import (
+    Codecs,
+    Event,
+    Op,
+    PostgresSourceConfig,
+    RelayConfig,
+    RowChange,
+    SchemaRegistry,
+    TableMeta,
+    encode_event,
+    encode_key,
+)
 from ._apply import ReadFrame, merge
 from ._store import Store
 
@@ -117,7 +127,7 @@ def _wait_for_relay(source: Any, relay_slot: str, publication: str, stop: thread
 
 def _parsers(source: Any, meta: TableMeta) -> list[Callable[[str], Any]]:
     """The relay's text parser of each column of ``meta`` (same resolution as the stream's)."""
-    from ..relay.sources._pgtypes import resolve_type
+    from ..relay.sources.postgres import resolve_type
 
     cols = source._query(
         "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
@@ -156,8 +166,7 @@ def seed_postgres(
 
     ``positions`` is set once the store's positions are those of this seed (the follower waits for it).
     """
-    from ..relay.sources._pgoutput import format_lsn
-    from ..relay.sources.postgres import PostgresSource, _connect
+    from ..relay.sources.postgres import PostgresSource, connect, format_lsn
 
     state: dict[str, Any] | None = store.state()["seed"]
     slot = seeding_slot_name(relay_slot)
@@ -188,7 +197,7 @@ def seed_postgres(
         store.reset()  # a restarted seed starts over: both stores empty
         store.put_schemas(v for t in registry.tables() for v in registry.versions(t))
 
-        conn = _connect(source.dsn)
+        conn = connect(source.dsn)
         try:
             conn.autocommit = False
             _raw_text(conn)

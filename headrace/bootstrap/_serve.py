@@ -30,9 +30,16 @@ from starlette.routing import Route
 from .._http import bearer_ok, error_response, int_param, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
-from ..relay import EVENTS_CONTENT_TYPE, EncodedWindow, SchemaVersion, peek_header, with_window_end
-from ..relay._buffer import RingBuffer
-from ..relay._filter import Filter, parse_filter
+from ..relay import (
+    EVENTS_CONTENT_TYPE,
+    EncodedWindow,
+    Filter,
+    RingBuffer,
+    SchemaVersion,
+    parse_filter,
+    peek_header,
+    with_window_end,
+)
 from ._applier import lag
 from ._config import BootstrapConfig
 from ._metrics import REJECTS, SERVED_EVENTS, SERVED_ROWS

@@ -5,7 +5,9 @@ Data flow: ``sources`` (committed windows of row changes) → ``_codec`` (encode
 subscriber library.
 """
 
+from ._buffer import RingBuffer
 from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
+from ._config import PostgresSourceConfig, RelayConfig
 from ._event import (
     EVENTS_CONTENT_TYPE,
     Event,
@@ -21,6 +23,7 @@ from ._event import (
     split_windows,
     with_window_end,
 )
+from ._filter import Filter, parse_filter
 from ._schema import (
     Column,
     ColumnType,
@@ -44,7 +47,11 @@ __all__ = [
     "EncodedWindow",
     "Event",
     "EventHeader",
+    "Filter",
     "Op",
+    "PostgresSourceConfig",
+    "RelayConfig",
+    "RingBuffer",
     "RowChange",
     "RowCodec",
     "SchemaRegistry",
@@ -60,6 +67,7 @@ __all__ = [
     "iter_frames",
     "key_partition",
     "make_source",
+    "parse_filter",
     "peek_header",
     "schema_fingerprint",
     "split_windows",

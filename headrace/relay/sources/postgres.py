@@ -59,7 +59,7 @@ from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, bui
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
 from ._retention import ReadMarks
 
-__all__ = ["PostgresSource", "SlotSnapshot", "export_snapshot", "libpq_dsn"]
+__all__ = ["PostgresSource", "SlotSnapshot", "connect", "export_snapshot", "format_lsn", "libpq_dsn", "resolve_type"]
 
 
 log = get_logger("relay.source.postgres")
@@ -77,7 +77,8 @@ def libpq_dsn(url: str) -> str:
     return f"postgresql://{rest}"
 
 
-def _connect(dsn: str, replication: bool = False) -> Any:
+def connect(dsn: str, replication: bool = False) -> Any:
+    """A psycopg2 connection with the relay's session settings (a replication connection when asked)."""
     import psycopg2
     import psycopg2.extras
 
@@ -174,7 +175,7 @@ class PostgresSource(ChangeSource):
     # -- setup --------------------------------------------------------------------------------
     def _meta(self) -> Any:
         if self._meta_conn is None or self._meta_conn.closed:
-            self._meta_conn = _connect(self.dsn)
+            self._meta_conn = connect(self.dsn)
         return self._meta_conn
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -197,7 +198,7 @@ class PostgresSource(ChangeSource):
         self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
         slot = self._slot_row()
         if slot is None:
-            conn = _connect(self.dsn, replication=True)
+            conn = connect(self.dsn, replication=True)
             try:
                 conn.cursor().create_replication_slot(self.slot, output_plugin="pgoutput")
                 log.info("slot_created", slot=self.slot)
@@ -243,7 +244,7 @@ class PostgresSource(ChangeSource):
         :func:`export_snapshot`). Fails if the slot exists: its position would not match a new snapshot."""
         self._check_server()
         self._ensure_publication()  # before the slot: pgoutput reads the publication as of each change
-        conn = _connect(self.dsn, replication=True)
+        conn = connect(self.dsn, replication=True)
         try:
             cur = conn.cursor()
             try:
@@ -436,7 +437,7 @@ class PostgresSource(ChangeSource):
     def _start(self) -> tuple[Any, Any]:
         import psycopg2
 
-        conn = _connect(self.dsn, replication=True)
+        conn = connect(self.dsn, replication=True)
         cur = conn.cursor()
         try:
             cur.start_replication(
