@@ -38,6 +38,7 @@ from ..relay import (
     SchemaVersion,
     parse_filter,
     peek_header,
+    source_listing,
     with_window_end,
 )
 from ._applier import lag
@@ -263,16 +264,7 @@ def build_app(st: BootstrapState) -> Starlette:
         by_table: dict[str, list[SchemaVersion]] = {}
         for sv in st.schemas.values():
             by_table.setdefault(sv.table, []).append(sv)
-        out = []
-        for name in sorted(st.known_sources()):
-            versions = sorted(by_table.get(name, []), key=lambda v: v.version)
-            out.append(
-                {
-                    "name": name,
-                    "versions": [{"version": v.version, "fingerprint": v.fingerprint} for v in versions],
-                    "fingerprint": versions[-1].fingerprint if versions else None,
-                }
-            )
+        out = source_listing(st.known_sources(), lambda name: sorted(by_table.get(name, []), key=lambda v: v.version))
         return JSONResponse({"sources": out})
 
     async def schema(request: Request) -> Response:

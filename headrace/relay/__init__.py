@@ -33,6 +33,7 @@ from ._schema import (
     avro_schema,
     column_type_from_sqlalchemy,
     schema_fingerprint,
+    source_listing,
     table_meta_from_sqlalchemy,
 )
 from .sources import ChangeSource, ChangeWindow, RowChange, make_source
@@ -70,6 +71,7 @@ __all__ = [
     "parse_filter",
     "peek_header",
     "schema_fingerprint",
+    "source_listing",
     "split_windows",
     "table_meta_from_sqlalchemy",
     "with_window_end",

@@ -63,6 +63,7 @@ __all__ = [
     "encode_event",
     "encode_key",
     "iter_frames",
+    "json_default",
     "key_partition",
     "peek_header",
     "split_windows",
@@ -118,7 +119,8 @@ class EventHeader:
     key: bytes
 
 
-def _key_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for the typed values rows carry: decimals as text, bytes as base64, times as ISO 8601."""
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -129,11 +131,11 @@ def _key_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
-    raise TypeError(f"a key value of type {type(value).__name__} is not supported")
+    raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 
 # one encoder object: json.dumps with non-default options builds a new one per call
-_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_key_default)
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def encode_key(values: Sequence[Any]) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "avro_schema",
     "column_type_from_sqlalchemy",
     "schema_fingerprint",
+    "source_listing",
     "table_meta_from_sqlalchemy",
 ]
 
@@ -307,3 +309,18 @@ class SchemaRegistry:
     def tables(self) -> list[str]:
         with self._lock:
             return sorted(self._by_table)
+
+
+def source_listing(names: Iterable[str], versions: Callable[[str], Sequence[SchemaVersion]]) -> list[dict[str, Any]]:
+    """The ``/v1/sources`` body: each source's schema versions (oldest first) and its newest fingerprint."""
+    out = []
+    for name in sorted(names):
+        vs = list(versions(name))
+        out.append(
+            {
+                "name": name,
+                "versions": [{"version": v.version, "fingerprint": v.fingerprint} for v in vs],
+                "fingerprint": vs[-1].fingerprint if vs else None,
+            }
+        )
+    return out

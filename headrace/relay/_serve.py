@@ -34,7 +34,7 @@ from ._codec import EncodedWindow
 from ._config import RelayConfig
 from ._event import EVENTS_CONTENT_TYPE
 from ._filter import parse_filter
-from ._schema import SchemaRegistry
+from ._schema import SchemaRegistry, source_listing
 from .sources._base import ChangeSource
 
 __all__ = ["RelayState", "build_app"]
@@ -183,16 +183,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     async def sources(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        out = []
-        for name in sorted(state.table_names):
-            versions = state.registry.versions(name)
-            out.append(
-                {
-                    "name": name,
-                    "versions": [{"version": v.version, "fingerprint": v.fingerprint} for v in versions],
-                    "fingerprint": versions[-1].fingerprint if versions else None,
-                }
-            )
+        out = source_listing(state.table_names, state.registry.versions)
         return JSONResponse({"sources": out})
 
     async def schema(request: Request) -> Response:

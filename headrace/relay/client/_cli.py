@@ -6,35 +6,17 @@ between, the subscriber prints that window again on restart (at-least-once, whol
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import json
 import os
 import signal
 import sys
-import uuid
-from typing import Any
 
+from .._event import json_default
 from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
 from ._subscriber import Consumer, Subscriber
 
 __all__ = ["event_json", "run_subscribe"]
-
-
-def _default(v: Any) -> Any:
-    if isinstance(v, decimal.Decimal):
-        return str(v)
-    if isinstance(v, bytes):
-        return base64.b64encode(v).decode("ascii")
-    if isinstance(v, dt.datetime | dt.date | dt.time):
-        return v.isoformat()
-    if isinstance(v, uuid.UUID):
-        return str(v)
-    if isinstance(v, dt.timedelta):
-        return v.total_seconds()
-    raise TypeError(f"cannot print a {type(v).__name__}")
 
 
 def event_json(e: ChangeEvent) -> str:
@@ -50,7 +32,7 @@ def event_json(e: ChangeEvent) -> str:
             "ts_ms": e.ts_ms,
             "window_end": e.window_end,
         },
-        default=_default,
+        default=json_default,
         ensure_ascii=False,
     )
 
