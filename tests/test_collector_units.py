@@ -146,7 +146,7 @@ def container(blocks: list[list[Chunk]], codec: str = "null") -> tuple[bytes, li
     return buf.getvalue(), ends
 
 
-@pytest.mark.parametrize("codec", ["null", "deflate"])
+@pytest.mark.parametrize("codec", ["null", "deflate", "zstandard"])
 def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) -> None:
     blocks = [[chunk(0, 10), chunk(10, 30)], [chunk(30, 35)], [chunk(35, 60), chunk(0, 5, stream="s2")]]
     data, ends = container(blocks, codec)
@@ -167,7 +167,7 @@ def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) ->
         assert [r["seq_end"] for r in records] == [c.seq_end for i in whole for c in blocks[i]]
 
 
-@pytest.mark.parametrize("codec", ["null", "deflate"])
+@pytest.mark.parametrize("codec", ["null", "deflate", "zstandard"])
 def test_block_encoder_writes_files_any_avro_reader_reads(codec: str) -> None:
     from headrace.collectors._container import BlockEncoder
 

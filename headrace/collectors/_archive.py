@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import io
 import os
 import posixpath
 import zlib
@@ -38,22 +37,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import fastavro
 import pyarrow.fs as pafs
 
 from .._chunk import SINK_SCHEMA
 from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import TransientError
+from ._archive_blocks import decode_block, iter_blocks
 from ._archive_config import ArchiveConfig
 from ._archive_manifest import MANIFEST, Manifest, Part
 from ._archive_merge import Coverage, Record, sort_key, trim_new
+from ._container import BlockEncoder
 from ._runreport import Summary, progress
 
 __all__ = ["ArchiveBusy", "day_dir", "read_manifest", "run_archive"]
 
 log = get_logger("archive")
-_PARSED_SCHEMA = fastavro.parse_schema(SINK_SCHEMA)
 
 
 class ArchiveBusy(TransientError):
@@ -78,17 +77,32 @@ def read_manifest(store: Store, data_type: str, date: str) -> Manifest | None:
 
 
 def read_chunks(raw: bytes) -> Iterator[Record]:
-    """The chunk records of an Avro sink or archive file."""
-    for rec in fastavro.reader(io.BytesIO(raw)):
-        if not isinstance(rec, dict):
-            raise ValueError("not a file of chunk records")
-        yield rec
+    """The chunk records of an Avro sink or archive file (any codec of ``_block_codecs``)."""
+    for block in iter_blocks(raw):
+        yield from decode_block(block)
+
+
+#: compression level of archive parts, per codec: they are kept, so worth more CPU than sink files
+PART_LEVEL = {"null": 0, "deflate": 6, "zstandard": 3}
+#: archive blocks hold about this much chunk data (demux inflates blocks on parallel threads)
+BLOCK_BYTES = 1 << 20
 
 
 def encode_part(records: list[Record], codec: str) -> bytes:
-    buf = io.BytesIO()
-    fastavro.writer(buf, _PARSED_SCHEMA, records, codec=codec, sync_interval=1 << 20)
-    return buf.getvalue()
+    """An Avro container file of ``records`` in blocks of about :data:`BLOCK_BYTES` of chunk data."""
+    enc = BlockEncoder(SINK_SCHEMA, codec, level=PART_LEVEL[codec])
+    out = [enc.header]
+    block: list[Record] = []
+    size = 0
+    for r in records:
+        block.append(r)
+        size += len(r["data"]) + 64
+        if size >= BLOCK_BYTES:
+            out.append(enc.block(block))
+            block, size = [], 0
+    if block:
+        out.append(enc.block(block))
+    return b"".join(out)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Sans-io: bytes in, raw blocks out; :func:`decode_block` inflates one block and decodes its records.
 ``fastavro.reader`` inflates every block on the calling thread; demux instead hands whole blocks to
-its worker threads (``zlib`` releases the GIL), so reading an archive part is not a serial step.
+its worker threads (zlib and Zstandard release the GIL), so reading an archive part is not a serial step.
 
 Container layout (Avro 1.x spec): ``Obj\\x01``, a metadata map (``avro.schema``, ``avro.codec``), a
 16-byte sync marker, then blocks of ``count:long, size:long, data[size], sync[16]``.
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+
+from ._block_codecs import check_codec, decompress_block
+from ._container import _read_long
 
 __all__ = ["Block", "decode_block", "iter_blocks"]
 
@@ -25,17 +27,11 @@ _MAGIC = b"Obj\x01"
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint long at ``pos``: (value, next position)."""
-    shift = result = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated Avro file")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
+    """A zig-zag varint long at ``pos``: (value, next position); ValueError if the data ends first."""
+    got = _read_long(buf, pos)
+    if got is None:
+        raise ValueError("truncated Avro file")
+    return got
 
 
 @dataclass(frozen=True)
@@ -69,8 +65,7 @@ def iter_blocks(raw: bytes) -> Iterator[Block]:
     sync = raw[pos : pos + 16]
     pos += 16
     codec = meta.get("avro.codec", b"null").decode()
-    if codec not in ("null", "deflate"):
-        raise ValueError(f"unsupported Avro codec {codec!r}")
+    check_codec(codec)
     schema = fastavro.parse_schema(json.loads(meta["avro.schema"]))
     while pos < len(raw):
         count, pos = _long(raw, pos)
@@ -85,8 +80,7 @@ def iter_blocks(raw: bytes) -> Iterator[Block]:
 
 def decode_block(block: Block) -> list[dict[str, Any]]:
     """Inflate ``block`` and decode its records."""
-    data = zlib.decompress(block.data, -15) if block.codec == "deflate" else block.data
-    fo = io.BytesIO(data)
+    fo = io.BytesIO(decompress_block(block.codec, block.data))
     out = []
     for _ in range(block.count):
         rec = fastavro.schemaless_reader(fo, block.schema)

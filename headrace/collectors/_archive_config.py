@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from .._config import Section
+from ._block_codecs import Codec
 
 __all__ = ["ArchiveConfig", "DemuxConfig", "DemuxType", "LoadConfig"]
 
@@ -18,7 +19,7 @@ class ArchiveConfig(Section):
     archive_dir: str = "./headrace-data/archive"  # local path, s3://…, hdfs://…
     part_bytes: int = Field(default=256 << 20, gt=0)  # an archive part grows up to this, then a new one starts
     run_bytes: int = Field(default=1 << 30, gt=0)  # sink bytes merged per batch (bounds memory)
-    codec: Literal["null", "deflate"] = "deflate"
+    codec: Codec = "zstandard"  # Avro block codec of new parts; every codec stays readable
     delete_sinks: bool = True  # remove a sink file once every chunk of it is durable in an archive
     lock_file: str | None = None  # default: sink_dir/.archive.lock (sink_dir must then be local)
 

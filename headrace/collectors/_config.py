@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
 from ..errors import InvalidInput
+from ._block_codecs import Codec
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -47,7 +48,7 @@ class CollectorConfig(Section):
     sink_dir: str = "./headrace-data/sink"
     roll_bytes: int = Field(default=64 << 20, gt=0)
     roll_seconds: float = Field(default=300.0, gt=0)
-    codec: Annotated[Literal["null", "deflate"], BeforeValidator(lambda v: "null" if v is None else v)] = Field(
+    codec: Annotated[Codec, BeforeValidator(lambda v: "null" if v is None else v)] = Field(
         default="null", description="Avro block codec of sink files (YAML null means the null codec)"
     )
     tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
