@@ -6,7 +6,7 @@ writing the same Parquet file. headrace's path is the real one: ``run_demux`` re
 (Avro, deflate) that ``run_archive`` built from sink files.
 
     PYTHONPATH=. python bench/bench_demux.py [--lines 1000000] [--repeat 3] [--only combined]
-        [--threads 2] [--out bench/results/demux.json]
+        [--threads N] [--batch-bytes N] [--out bench/results/demux.json]
 
 Wall-clock rates on a shared machine depend on what else runs: the load average before and after is
 recorded, CPU-seconds per line are reported next to wall time, and ``--repeat N`` keeps each
@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from headrace._chunk import SINK_SCHEMA, Chunk, chunk_to_record
 from headrace.collectors._archive import run_archive
 from headrace.collectors._archive_config import ArchiveConfig, DemuxConfig, DemuxType
+from headrace.collectors._block_codecs import Codec
 from headrace.collectors._demux import run_demux
 
 RECEIVED_MS = 1_795_000_000_000
@@ -64,7 +65,8 @@ def gen_lines(kind: str, n: int, rng: random.Random) -> list[bytes]:
     return out
 
 
-def make_archive(root: Path, kind: str, lines: list[bytes]) -> Path:
+def make_archive(root: Path, kind: str, lines: list[bytes], codec: Codec = "zstandard") -> tuple[Path, float, float]:
+    """Sink files of ``lines``, then the real archive builder over them: (archive dir, wall s, CPU s)."""
     done = root / "sink" / "done"
     done.mkdir(parents=True)
     schema = fastavro.parse_schema(SINK_SCHEMA)
@@ -77,8 +79,10 @@ def make_archive(root: Path, kind: str, lines: list[bytes]) -> Path:
             with open(done / f"sink-{file_no:04d}.avro", "wb") as f:
                 fastavro.writer(f, schema, recs)
             recs, file_no = [], file_no + 1
-    run_archive(ArchiveConfig(sink_dir=str(root / "sink"), archive_dir=str(root / "archive"), part_bytes=1 << 30))
-    return root / "archive"
+    cfg = ArchiveConfig(sink_dir=str(root / "sink"), archive_dir=str(root / "archive"), part_bytes=1 << 30, codec=codec)
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_archive(cfg)
+    return root / "archive", time.perf_counter() - t0, time.process_time() - c0
 
 
 COMBINED_RE = re.compile(
@@ -126,6 +130,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="demux runs per processor; the fastest is kept")
     ap.add_argument("--only", action="append", choices=list(SPECS), help="processors to run (default: all)")
     ap.add_argument("--threads", type=int, default=DemuxConfig().threads, help="demux.threads")
+    ap.add_argument("--batch-bytes", type=int, default=DemuxConfig().batch_bytes, help="demux.batch_bytes")
     ap.add_argument("--out", default="bench/results/demux.json")
     args = ap.parse_args()
     rng = random.Random(42)
@@ -142,7 +147,20 @@ def main() -> None:
         lines = gen_lines(kind, n, rng)
         root = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
         try:
-            archive = make_archive(root, kind, lines)
+            archive, asecs, acpu = make_archive(root, kind, lines)
+            mb = sum(map(len, lines)) / 1e6
+            archive_rates = {"zstandard": (mb / asecs, n / asecs, acpu)}
+            if kind == "combined":  # the archive builder with the previous default codec, for comparison
+                _, dsecs, dcpu = make_archive(root / "deflate", kind, lines, "deflate")
+                archive_rates["deflate"] = (mb / dsecs, n / dsecs, dcpu)
+            for codec, (mbs, lps, c) in archive_rates.items():
+                print(f"{kind:9s} archive build ({codec}): {mbs:8,.1f} MB/s, {lps:12,.0f} lines/s ({c:.2f} s CPU)")
+                per[f"{kind}_archive_{codec}"] = {
+                    "lines": n,
+                    "mb_per_s": round(mbs, 1),
+                    "lines_per_s": round(lps),
+                    "cpu_seconds": round(c, 3),
+                }
             secs = cpu = float("inf")
             for _ in range(args.repeat):
                 shutil.rmtree(root / "tables", ignore_errors=True)
@@ -151,6 +169,7 @@ def main() -> None:
                     output=str(root / "tables"),
                     types={kind: SPECS[kind]},
                     threads=args.threads,
+                    batch_bytes=args.batch_bytes,
                 )
                 t0, c0 = time.perf_counter(), time.process_time()
                 summary = run_demux(cfg)

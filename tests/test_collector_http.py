@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from collector_helpers import (
     HTTP,
     TOKEN,
@@ -179,8 +180,11 @@ def test_roll_by_size_and_by_age(daemons: Any, tmp_path: Path) -> None:
 # -- crash ----------------------------------------------------------------------------------------
 
 
-def test_kill9_and_sigterm_during_concurrent_posting_lose_and_duplicate_nothing(daemons: Any, tmp_path: Path) -> None:
-    d, url, sink = start_collector(daemons, tmp_path, roll_bytes=300_000, codec="deflate")
+@pytest.mark.parametrize("codec", ["deflate", "zstandard"])
+def test_kill9_and_sigterm_during_concurrent_posting_lose_and_duplicate_nothing(
+    daemons: Any, tmp_path: Path, codec: str
+) -> None:
+    d, url, sink = start_collector(daemons, tmp_path, roll_bytes=300_000, codec=codec)
     streams = [f"app/s{i}.log" for i in range(4)]
     acked_end = dict.fromkeys(streams, 0)  # what the "agent" may checkpoint
     stop = threading.Event()

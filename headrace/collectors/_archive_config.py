@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import ConfigDict, Field
@@ -40,9 +41,9 @@ class DemuxConfig(Section):
     output: str = "./headrace-data/tables"
     types: dict[str, DemuxType] = Field(default_factory=dict)
     default: DemuxType | None = Field(default_factory=DemuxType)  # for types not listed; null: skip them
-    batch_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30)
+    batch_bytes: int = Field(default=8 << 20, gt=0, le=1 << 30)  # smaller: more parallel; larger: fewer row groups
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
-    threads: int = Field(default=2, ge=1)
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)  # batches parsed at once
 
 
 class LoadConfig(Section):
