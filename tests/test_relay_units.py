@@ -199,6 +199,25 @@ def test_registry_versions_persist_and_old_rows_resolve_to_a_newer_reader(tmp_pa
     }
 
 
+def test_registry_maps_a_reannounced_equal_table_through_its_identity_fast_path() -> None:
+    compared: list[str] = []
+
+    class CountingMeta(TableMeta):  # counts the hash/eq work of the registry's slow path
+        def __hash__(self) -> int:
+            compared.append("hash")
+            return super().__hash__()
+
+    cols = (Column("id", ColumnType("long"), False), Column("n", ColumnType("string")))
+    reg = SchemaRegistry()
+    first = reg.register(CountingMeta("c", cols, ("id",)))
+    again = CountingMeta("c", cols, ("id",))  # equal, another object: a re-sent Relation message
+    assert reg.register(again) is first
+    compared.clear()
+    for _ in range(100):
+        assert reg.register(again) is first
+    assert compared == [], "every later change of the re-announced table takes the identity fast path"
+
+
 _TABLE_SETS: dict[str, frozenset[str]] = {}
 
 

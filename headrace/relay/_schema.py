@@ -257,7 +257,9 @@ class SchemaRegistry:
         self._by_fp: dict[str, SchemaVersion] = {}
         self._by_table: dict[str, list[SchemaVersion]] = {}
         self._by_meta: dict[TableMeta, SchemaVersion] = {}
-        self._by_id: dict[int, SchemaVersion] = {}  # fast path: the same TableMeta object again
+        # fast path: the same TableMeta object again (sources share one per table until it changes);
+        # the entry holds the object, so its id cannot be reused while the entry exists
+        self._by_id: dict[int, tuple[TableMeta, SchemaVersion]] = {}
         self._dir = Path(directory) if directory is not None else None
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
@@ -271,13 +273,15 @@ class SchemaRegistry:
 
     def register(self, meta: TableMeta) -> SchemaVersion:
         """The version for ``meta``'s current shape, registering a new version when it changed."""
-        known = self._by_id.get(id(meta))
-        if known is not None and known.meta is meta:
-            return known
+        hit = self._by_id.get(id(meta))
+        if hit is not None and hit[0] is meta:
+            return hit[1]
         with self._lock:
+            # an equal TableMeta announced again (PostgreSQL re-sends Relation messages after cache
+            # invalidations) maps to the version registered for the first one, through the fast path
             known = self._by_meta.get(meta)
             if known is not None:
-                self._by_id[id(meta)] = known
+                self._by_id[id(meta)] = (meta, known)
                 return known
             schema = avro_schema(meta)
             fp = schema_fingerprint(schema)
