@@ -33,6 +33,7 @@ from headrace.relay import (
     TableMeta,
     avro_schema,
     decode_event,
+    decode_key,
     encode_event,
     encode_key,
     encode_window,
@@ -197,6 +198,28 @@ def test_registry_versions_persist_and_old_rows_resolve_to_a_newer_reader(tmp_pa
         "n": "x",
         "level": None,
     }
+
+
+_JSON_SCALARS = st.one_of(st.integers(-(2**63), 2**63), st.text(max_size=8), st.booleans(), st.none())
+
+
+@given(values=st.lists(_JSON_SCALARS, min_size=1, max_size=3))
+def test_key_round_trip(values: list[Any]) -> None:
+    assert decode_key(encode_key(values)) == values
+
+
+@given(inner=st.text(alphabet="-+0123456789.e ", max_size=6))
+def test_decode_key_fast_path_agrees_with_json(inner: str) -> None:
+    import json
+
+    key = f"[{inner}]".encode()
+    try:
+        expected: Any = json.loads(key)
+    except ValueError:
+        with pytest.raises(ValueError):
+            decode_key(key)
+        return
+    assert decode_key(key) == expected and [type(v) for v in decode_key(key)] == [type(v) for v in expected]
 
 
 def test_registry_maps_a_reannounced_equal_table_through_its_identity_fast_path() -> None:
