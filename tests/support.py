@@ -135,3 +135,17 @@ def daemons(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield make
     for d in started:
         d.kill9()
+
+
+BATCH_JOB_PACKAGES = ("pyarrow", "sqlalchemy", "psycopg2")  # each has compiled modules, so shows in maps
+
+
+def mapped_packages(pid: int, packages: tuple[str, ...] = BATCH_JOB_PACKAGES) -> list[str]:
+    """Which of ``packages`` process ``pid`` has loaded (their shared objects are mapped: Linux /proc)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sorted(p for p in packages if f"/{p}/" in maps)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux /proc)."""
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from agent_testsink import TestSink
-from support import Daemon, free_port, wait_until, write_config
+from support import Daemon, free_port, mapped_packages, rss_mib, wait_until, write_config
 
 
 @pytest.fixture
@@ -359,6 +359,20 @@ def test_idle_agent_with_1000_files_uses_almost_no_cpu(
     used = cpu_seconds() - before
     print(f"idle agent with 1000 files: {used:.3f} s CPU in 6 s")
     assert used < 0.3, f"idle agent used {used:.2f}s CPU in 6s"
+
+
+def test_running_agent_loads_neither_pyarrow_nor_sqlalchemy(
+    tmp_path: Path, sink: TestSink, make_agent: Callable[..., Agent]
+) -> None:
+    """The agent runs on every host: it must not carry the batch jobs' libraries (half its memory)."""
+    log = tmp_path / "app.log"
+    append(log, lines("a", 0, 100))
+    agent = make_agent([sink.url], [{"path": str(log), "data_type": "app"}]).start()
+    wait_until(lambda: agent.caught_up(log), 30, "the lines acked")
+    assert agent.d.proc is not None
+    loaded = mapped_packages(agent.d.proc.pid)
+    assert not loaded, f"the agent process loaded {loaded}"
+    print(f"agent RSS after shipping: {rss_mib(agent.d.proc.pid):.0f} MiB")
 
 
 def test_misspelled_config_key_is_named_and_nothing_starts(tmp_path: Path, daemons: Callable[..., Daemon]) -> None:

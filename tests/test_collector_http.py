@@ -26,7 +26,7 @@ from collector_helpers import (
     start_collector,
     stream_bytes,
 )
-from support import free_port, wait_until, write_config
+from support import free_port, mapped_packages, rss_mib, wait_until, write_config
 
 from headrace._chunk import encode_batch
 
@@ -231,6 +231,16 @@ def test_kill9_and_sigterm_during_concurrent_posting_lose_and_duplicate_nothing(
 
 
 # -- configuration --------------------------------------------------------------------------------
+
+
+def test_running_collector_loads_neither_pyarrow_nor_sqlalchemy(daemons: Any, tmp_path: Path) -> None:
+    """The collector daemon needs neither: they belong to the batch jobs (archive, demux, load)."""
+    d, url, _ = start_collector(daemons, tmp_path, codec="deflate")
+    assert post(url, [make_chunk("app/a.log", 0, 10)]).status_code == 200
+    assert d.proc is not None
+    loaded = mapped_packages(d.proc.pid)
+    assert not loaded, f"the collector process loaded {loaded}"
+    print(f"collector RSS after a batch: {rss_mib(d.proc.pid):.0f} MiB")
 
 
 def test_misspelled_config_key_exits_2_naming_it(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ field is refused with a :class:`ValueError` rather than guessed at.
 from __future__ import annotations
 
 import zlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["CODECS", "Codec", "compress_block", "decompress_block", "zstd_content_size"]
 
@@ -31,6 +32,8 @@ _zstd: dict[int, pa.Codec] = {}
 def _zstd_codec(level: int) -> pa.Codec:
     codec = _zstd.get(level)
     if codec is None:
+        import pyarrow as pa  # here, not at the top: a collector writing other codecs never loads pyarrow
+
         codec = _zstd[level] = pa.Codec("zstd", compression_level=level)
     return codec
 
@@ -90,8 +93,11 @@ def decompress_block(codec: str, data: bytes) -> bytes:
                 "zstandard block without a content size in its frame header (a streaming encoder wrote it); "
                 "headrace reads one-shot frames only"
             )
+        zstd = _zstd_codec(3)
+        import pyarrow as pa
+
         try:
-            out: bytes = _zstd_codec(3).decompress(data, decompressed_size=size, asbytes=True)
+            out: bytes = zstd.decompress(data, decompressed_size=size, asbytes=True)
         except (OSError, pa.ArrowException) as exc:
             raise ValueError(f"corrupt zstandard block: {exc}") from None
         return out
