@@ -11,20 +11,15 @@ this DAG alone. Every step is idempotent, so a retry or a re-run is safe.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
-from airflow.sdk import Param, Variable, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
 
 def _config_path() -> str:
-    params = get_current_context()["params"]
-    path = params.get("config") or Variable.get("headrace_config", default=None) or os.environ.get("HEADRACE_CONFIG")
-    if not path:
-        raise ValueError(
-            "no headrace config: set the DAG param 'config', the Variable 'headrace_config' or HEADRACE_CONFIG"
-        )
-    return str(path)
+    from headrace.airflow_tasks import config_path
+
+    return config_path()
 
 
 @dag(

@@ -9,27 +9,21 @@ failure. Every step is idempotent (see docs/archive-demux-load.md), so a retry o
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
-from airflow.sdk import Param, Variable, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 
 
 def _config_path() -> str:
-    params = get_current_context()["params"]
-    path = params.get("config") or Variable.get("headrace_config", default=None) or os.environ.get("HEADRACE_CONFIG")
-    if not path:
-        raise ValueError(
-            "no headrace config: set the DAG param 'config', the Variable 'headrace_config' or HEADRACE_CONFIG"
-        )
-    return str(path)
+    from headrace.airflow_tasks import config_path
+
+    return config_path()
 
 
 def _check(summary: Any) -> dict[str, Any]:
-    print(summary.line())
-    if not summary.ok:
-        raise RuntimeError("; ".join(summary.failures[:5]))
-    return {"files": summary.files, "chunks": summary.chunks, "records": summary.records, "errors": summary.errors}
+    from headrace.airflow_tasks import summary_result
+
+    return summary_result(summary)
 
 
 @dag(

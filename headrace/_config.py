@@ -25,7 +25,7 @@ from .errors import ConfigError
 __all__ = ["ENV_PREFIX", "KNOWN_SECTIONS", "Listen", "Section", "load_section", "parse_listen"]
 
 ENV_PREFIX = "HEADRACE_"
-KNOWN_SECTIONS = ("agent", "collector", "archive", "demux", "load", "relay", "subscriber", "bootstrap")
+KNOWN_SECTIONS = ("agent", "collector", "archive", "demux", "load", "export", "relay", "subscriber", "bootstrap")
 
 
 class Section(BaseModel):

@@ -21,6 +21,7 @@ _COMMANDS = {
     "archive": "headrace.collectors._archive_cli:archive",  # the log path's batch jobs
     "demux": "headrace.collectors._archive_cli:demux",
     "load": "headrace.collectors._archive_cli:load",
+    "export": "headrace.collectors._archive_cli:export",  # database tables → Parquet
     "relay": "headrace.relay._cli:relay",
     "subscribe": "headrace.relay._cli:subscribe",
     "bootstrap": "headrace.bootstrap._cli:bootstrap",

@@ -1,3 +1,4 @@
+from airflow_support import airflow_env  # noqa: F401  (session fixture: a migrated Airflow home)
 from db_servers import mariadb_server, pg_server  # noqa: F401  (session fixtures: private database servers)
 from hypothesis import HealthCheck, settings
 from support import daemons  # noqa: F401  (fixture)

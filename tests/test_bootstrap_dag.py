@@ -9,55 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from airflow_support import run_dag
 from support import write_config
 
 from headrace.bootstrap import LogWindow, Store
 from headrace.relay import Event, Op, decode_event, encode_event, encode_key
 
 pytest.importorskip("airflow")
-DAGS = Path(__file__).resolve().parent.parent / "dags"
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("airflow_home_bootstrap")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": os.pathsep.join([str(DAGS.parent), os.environ.get("PYTHONPATH", "")]),
-    }
-    p = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
-    yield env
-
-
-SCRIPT = r"""
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-dag = bag.get_dag("headrace_bootstrap")
-out = {"dags": sorted(bag.dag_ids), "tasks": sorted(dag.task_ids)}
-if len(sys.argv) > 2:
-    run = dag.test(run_conf={"config": sys.argv[2]})
-    out["state"] = str(run.state)
-    out["tis"] = sorted(f"{ti.task_id}={ti.state}" for ti in run.get_task_instances())
-print("RESULT " + json.dumps(out))
-"""
 
 
 def _log(store: Store, rng: random.Random, windows: int) -> dict[tuple[str, int], bytes | None]:
@@ -92,13 +55,6 @@ def _log(store: Store, rng: random.Random, windows: int) -> dict[tuple[str, int]
     return final
 
 
-def run_script(env: dict[str, str], *args: str) -> dict[str, object]:
-    p = subprocess.run([sys.executable, "-c", SCRIPT, str(DAGS), *args], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
-    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT "))
-    return dict(json.loads(line.removeprefix("RESULT ")))
-
-
 def test_bootstrap_dag_applies_compacts_and_reports(tmp_path: Path, airflow_env: dict[str, str]) -> None:
     url = f"sqlite:///{tmp_path / 'boot.db'}"
     store = Store(url)
@@ -109,7 +65,7 @@ def test_bootstrap_dag_applies_compacts_and_reports(tmp_path: Path, airflow_env:
         tmp_path / "headrace.yaml",
         {"bootstrap": {"store": url, "apply_batch_windows": 64, "retention_seconds": 30, "apply_in_server": False}},
     )
-    result = run_script(airflow_env, str(cfg))
+    result = run_dag(airflow_env, "headrace_bootstrap", cfg)
     assert "headrace_bootstrap" in result["dags"]
     assert result["tasks"] == ["apply", "compact", "report_lag"]
     assert result["state"] == "success", result

@@ -3,7 +3,8 @@ then the log path's batch jobs: archive → demux → load.
 
 Public API: :class:`CollectorConfig` (the ``collector:`` section) and :func:`build_app` (the Starlette
 app that ``headrace collector`` serves), see ``docs/collector.md``; ``run_archive``, ``run_demux``,
-``run_load`` with their config models and the processor API, see ``docs/archive-demux-load.md``.
+``run_load`` with their config models and the processor API, see ``docs/archive-demux-load.md``;
+``run_export``/``read_export`` (database tables → Parquet), see ``docs/export.md``.
 """
 
 import importlib
@@ -18,6 +19,9 @@ _LAZY = {
     "run_archive": "._archive",
     "run_demux": "._demux",
     "run_load": "._load",
+    "run_export": "._export",
+    "read_export": "._export",
+    "ExportConfig": "._archive_config",
     "ArchiveConfig": "._archive_config",
     "DemuxConfig": "._archive_config",
     "LoadConfig": "._archive_config",

@@ -1,4 +1,4 @@
-"""The ``headrace archive``, ``headrace demux`` and ``headrace load`` commands (batch jobs of the log path)."""
+"""The batch jobs' commands: ``headrace archive``, ``demux``, ``load`` (the log path) and ``export``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 from .._cli import common_options
 from .._config import load_section
 from ..errors import FatalError
-from ._archive_config import ArchiveConfig, DemuxConfig, LoadConfig
+from ._archive_config import ArchiveConfig, DemuxConfig, ExportConfig, LoadConfig
 from ._runreport import Summary
 
 
@@ -47,3 +47,13 @@ def load(config_path: str | None, data_types: tuple[str, ...]) -> None:
     from ._load import run_load
 
     _finish(run_load(cfg, data_types=list(data_types) or None))
+
+
+@click.command()
+@common_options
+def export(config_path: str | None) -> None:
+    """Export database tables to Parquet: full snapshots, or increments past a watermark column."""
+    cfg = load_section(config_path, "export", ExportConfig)
+    from ._export import run_export
+
+    _finish(run_export(cfg))

@@ -1,4 +1,4 @@
-"""The ``archive:``, ``demux:`` and ``load:`` config sections (the log path's batch jobs)."""
+"""The batch jobs' config sections: ``archive:``, ``demux:``, ``load:`` (the log path) and ``export:``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 from .._config import Section
 from ._block_codecs import Codec
 
-__all__ = ["ArchiveConfig", "DemuxConfig", "DemuxType", "LoadConfig"]
+__all__ = ["ArchiveConfig", "DemuxConfig", "DemuxType", "ExportConfig", "LoadConfig"]
 
 
 class ArchiveConfig(Section):
@@ -55,3 +55,18 @@ class LoadConfig(Section):
     tables: dict[str, str] = Field(default_factory=dict)  # data type → table name (default: prefix + type)
     data_types: list[str] | None = None  # default: every data type found under input
     batch_rows: int = Field(default=20_000, gt=0)
+
+
+class ExportConfig(Section):
+    """Settings of ``headrace export``: database tables in, Parquet snapshots (or increments) out."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    url: str = "sqlite:///headrace-data/app.db"  # any SQLAlchemy URL the installed drivers reach
+    output: str = "./headrace-data/exports"  # local path, s3://…, hdfs://…
+    tables: list[str] | None = None  # default: every table of the database (schema)
+    db_schema: str | None = Field(default=None, alias="schema")  # PostgreSQL/MySQL schema; default: the default
+    incremental: dict[str, str] = Field(default_factory=dict)  # table → column: export only rows past its watermark
+    batch_rows: int = Field(default=50_000, gt=0)  # rows fetched and written per row group
+    part_rows: int = Field(default=2_000_000, gt=0)  # rows per Parquet file
+    compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"

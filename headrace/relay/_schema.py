@@ -187,6 +187,7 @@ def column_type_from_sqlalchemy(t: Any) -> ColumnType:
     Unknown types map to ``string`` (values travel as their text), with a log line.
     """
     from sqlalchemy import types as st
+    from sqlalchemy.sql import sqltypes
 
     if isinstance(t, st.Boolean):
         return ColumnType("boolean")
@@ -208,7 +209,7 @@ def column_type_from_sqlalchemy(t: Any) -> ColumnType:
         return ColumnType("date")
     if isinstance(t, st.Time):
         return ColumnType("time")
-    if isinstance(t, st.Interval):
+    if isinstance(t, st.Interval | sqltypes._AbstractInterval):  # PostgreSQL's reflected INTERVAL: only the latter
         return ColumnType("interval")
     if isinstance(t, st.ARRAY):
         return ColumnType("array", items=column_type_from_sqlalchemy(t.item_type))
