@@ -121,6 +121,33 @@ def test_sqlite_full_and_incremental_export_every_row_once_with_types(tmp_path: 
     assert export_dirs(tmp_path / "out", "events") == ["export=r1", "export=r2"]
 
 
+def test_rows_to_batch_converts_only_what_arrow_does_not_take_and_names_bad_columns() -> None:
+    from headrace.collectors._export_arrow import rows_to_batch
+    from headrace.relay import Column, ColumnType, TableMeta
+
+    meta = TableMeta(
+        "t",
+        (
+            Column("s", ColumnType("string")),
+            Column("d", ColumnType("decimal", precision=6, scale=2)),
+            Column("u", ColumnType("uuid")),
+            Column("j", ColumnType("json")),
+            Column("a", ColumnType("array", items=ColumnType("uuid"))),
+        ),
+    )
+    u = uuid.UUID(int=7)
+    rows = [("x", decimal.Decimal("1.50"), u, {"k": [1]}, [u, None]), (5, 2.25, None, "[1]", None)]
+    got = rows_to_batch(meta, rows).to_pylist()
+    assert got == [
+        {"s": "x", "d": decimal.Decimal("1.50"), "u": str(u), "j": '{"k":[1]}', "a": [str(u), None]},
+        {"s": "5", "d": decimal.Decimal("2.25"), "u": None, "j": "[1]", "a": None},
+    ]
+    assert rows_to_batch(meta, []).num_rows == 0
+    bad = TableMeta("t", (Column("n", ColumnType("long")),))
+    with pytest.raises(ValueError, match="column 'n' \\(long\\): a value does not fit int64"):
+        rows_to_batch(bad, [(1,), ("not a number",)])
+
+
 def test_bad_configuration_is_refused_naming_the_problem_and_writes_nothing(tmp_path: Path) -> None:
     _sqlite_db(tmp_path / "app.db", 10, 10)
     cases = [

@@ -121,16 +121,26 @@ def rows_to_batch(meta: TableMeta, rows: Sequence[Sequence[Any]]) -> pa.RecordBa
     """
     schema = arrow_schema(meta)
     arrays = []
-    for i, (col, fld) in enumerate(zip(meta.columns, schema, strict=True)):
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in meta.columns]
+    for values, col, fld in zip(columns, meta.columns, schema, strict=True):
         conv = _converter(col.type, fld.type)
-        values = [r[i] for r in rows]
-        if conv is not None:
-            values = [None if v is None else conv(v) for v in values]
         try:
+            if conv is not None and col.type.kind in _DIRECT_FIRST:
+                try:  # the driver's values usually fit as they are: convert only when they do not
+                    arrays.append(pa.array(values, type=fld.type))
+                    continue
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                    pass
+            if conv is not None:
+                values = tuple(None if v is None else conv(v) for v in values)
             arrays.append(pa.array(values, type=fld.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             raise ValueError(f"column {col.name!r} ({col.type.kind}): a value does not fit {fld.type}: {exc}") from exc
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+#: kinds whose driver values Arrow usually takes as they are (str, Decimal): tried before converting
+_DIRECT_FIRST = frozenset({"string", "enum", "decimal"})
 
 
 @dataclass
