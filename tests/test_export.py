@@ -121,6 +121,27 @@ def test_sqlite_full_and_incremental_export_every_row_once_with_types(tmp_path: 
     assert export_dirs(tmp_path / "out", "events") == ["export=r1", "export=r2"]
 
 
+def test_incremental_on_a_timestamp_column_keeps_its_watermark_typed(tmp_path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "app.db")) as con:
+        con.execute("CREATE TABLE hits (at DATETIME NOT NULL, path TEXT)")
+        con.executemany(
+            "INSERT INTO hits VALUES (?, ?)", [(f"2026-11-26 10:00:{s:02d}.000000", "/a") for s in range(30)]
+        )
+        con.commit()
+    c = cfg(tmp_path, incremental={"hits": "at"})
+    assert run_export(c, run_id="a").records == 30
+    man = json.loads((tmp_path / "out" / "table=hits" / "MANIFEST.json").read_text())
+    assert man["watermark"] == "2026-11-26T10:00:29"
+    with contextlib.closing(sqlite3.connect(tmp_path / "app.db")) as con:
+        con.executemany(
+            "INSERT INTO hits VALUES (?, ?)", [(f"2026-11-26 10:01:{s:02d}.000000", "/b") for s in range(5)]
+        )
+        con.commit()
+    assert run_export(c, run_id="b").records == 5
+    at = read_export(str(tmp_path / "out"), "hits").column("at").to_pylist()
+    assert at == sorted(at) and len(at) == len(set(at)) == 35
+
+
 def test_rows_to_batch_converts_only_what_arrow_does_not_take_and_names_bad_columns() -> None:
     from headrace.collectors._export_arrow import rows_to_batch
     from headrace.relay import Column, ColumnType, TableMeta
