@@ -60,6 +60,7 @@ class Stack:
         self.relay = daemons(["relay", "--config", str(self.config)], "relay")
         self.boot = daemons(["bootstrap", "--config", str(self.config)], "bootstrap")
         self.writers: list[subprocess.Popen[bytes]] = []
+        self.subs: list[Sub] = []  # killed by kill_all too, so a failed test leaves no subscriber running
         self.stop_file = tmp / "stop-writers"
 
     def start_relay(self) -> None:
@@ -110,6 +111,10 @@ class Stack:
     def kill_all(self) -> None:
         for w in self.writers:
             w.kill()
+        for sub in self.subs:
+            if sub.proc is not None and sub.proc.poll() is None:
+                sub.proc.kill()
+                sub.proc.wait()
 
 
 class Sub:
@@ -122,6 +127,7 @@ class Sub:
         self.extra = list(extra)
         self.runs: list[Path] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        stack.subs.append(self)
 
     def start(self, idle_exit: float = 10.0) -> None:
         out = self.stack.tmp / f"{self.name}.{len(self.runs)}.out"
