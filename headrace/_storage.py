@@ -92,6 +92,11 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(path)
 
+    def delete_dir(self, path: str) -> None:
+        """Delete the folder ``path`` and everything under it (on S3: the prefix and its marker)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_dir(path)
+
     def list_files(self, path: str, recursive: bool = False) -> list[str]:
         """Paths of the files under ``path`` (none if it does not exist), sorted."""
         sel = pafs.FileSelector(path, allow_not_found=True, recursive=recursive)

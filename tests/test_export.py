@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from db_servers import PgServer
 from support import wait_until, write_config
+from test_logpath_flow import s3  # noqa: F401  (fixture: a local S3 server)
 
 from headrace.collectors._archive_config import ExportConfig
 from headrace.collectors._export import read_export, run_export
@@ -361,3 +362,57 @@ def test_export_dag_runs_under_dag_test(tmp_path: Path, airflow_env: dict[str, s
     assert result["state"] == "success", result
     assert read_export(str(tmp_path / "out"), "users").to_pylist() == expected_users(200)
     assert read_export(str(tmp_path / "out"), "events").num_rows == 50
+
+
+def test_export_to_s3_full_and_incremental(tmp_path: Path, s3: str) -> None:  # noqa: F811  (the fixture)
+    from headrace._storage import resolve
+
+    _sqlite_db(tmp_path / "app.db", 500, 100)
+    output = f"s3://logs/exports?endpoint_override={s3}&scheme=http&region=us-east-1"
+    c = cfg(tmp_path, output=output, incremental={"events": "seq"}, part_rows=200)
+    assert run_export(c, run_id="one").ok
+    with contextlib.closing(sqlite3.connect(tmp_path / "app.db")) as con:
+        add_events(con, 100, 40)
+        con.commit()
+    assert run_export(c, run_id="two").ok
+    assert read_export(output, "users").to_pylist() == expected_users(500)
+    assert read_export(output, "events", ["seq"]).column("seq").to_pylist() == list(range(1, 141))
+    store = resolve(output)
+    assert store.list_dirs(store.path("table=users")) == ["export=two"], "the superseded snapshot is deleted"
+    assert store.list_dirs(store.path("table=events")) == ["export=one", "export=two"]
+
+
+@pytest.mark.mariadb
+def test_mariadb_types_in_one_repeatable_read_snapshot(tmp_path: Path, mariadb_server: Any) -> None:
+    db = mariadb_server.create_database("export_test")
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, name VARCHAR(40) NOT NULL, price DECIMAL(10, 2), "
+            "weight DOUBLE, made DATE, seen DATETIME(6), raw BLOB, size ENUM('s', 'm', 'l'), note TEXT)"
+        )
+        cur.executemany(
+            "INSERT INTO items VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    i,
+                    f"item {i}",
+                    decimal.Decimal(i) / 4,
+                    None if i % 5 == 0 else i * 1.5,
+                    dt.date(2020, 1, 1) + dt.timedelta(days=i),
+                    dt.datetime(2026, 11, 26, 12, 0, 0, i),
+                    bytes([i % 256, 0]),
+                    "sml"[i % 3],
+                    "é" * (i % 4),
+                )
+                for i in range(1, 2001)
+            ],
+        )
+    out = str(tmp_path / "out")
+    assert run_export(ExportConfig(url=mariadb_server.url(db), output=out, batch_rows=300)).ok
+    got = read_export(out, "items")
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM items ORDER BY id")
+        names = [d[0] for d in cur.description]
+        want = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    assert got.column_names == names and got.to_pylist() == want
+    assert str(got.schema.field("price").type) == "decimal128(10, 2)"

@@ -28,10 +28,8 @@ taken by a transaction that commits late) are not exported; use the relay for ex
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
-import os
 import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,11 +125,7 @@ class _Exporter:
         folder = self.out.path(f"table={name}")
         for d in self.out.list_dirs(folder):
             if d.startswith(EXPORT_PREFIX) and d not in named:
-                for f in self.out.list_files(posixpath.join(folder, d)):
-                    self.out.delete(f)
-                if self.out.is_local:
-                    with contextlib.suppress(OSError):
-                        os.rmdir(posixpath.join(folder, d))
+                self.out.delete_dir(posixpath.join(folder, d))
 
     def run(self) -> None:
         tables = self.reflect()

@@ -106,6 +106,8 @@ def _converter(t: ColumnType, at: pa.DataType) -> Convert | None:
         return _text  # a driver may hand back enums or other text-like objects
     if t.kind == "decimal":
         return lambda v: v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v))
+    if t.kind in ("float", "double"):
+        return float  # SQLAlchemy's MySQL DOUBLE hands back Decimal (asdecimal) by default
     if t.kind == "array":
         assert t.items is not None and pa.types.is_list(at)
         item = _converter(t.items, at.value_type)
@@ -139,8 +141,8 @@ def rows_to_batch(meta: TableMeta, rows: Sequence[Sequence[Any]]) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-#: kinds whose driver values Arrow usually takes as they are (str, Decimal): tried before converting
-_DIRECT_FIRST = frozenset({"string", "enum", "decimal"})
+#: kinds whose driver values Arrow usually takes as they are (str, Decimal, float): tried before converting
+_DIRECT_FIRST = frozenset({"string", "enum", "decimal", "float", "double"})
 
 
 @dataclass
