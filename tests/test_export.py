@@ -239,6 +239,7 @@ def test_kill9_at_random_moments_then_rerun_leaves_every_row_once(tmp_path: Path
     assert killed_mid_work >= 3, f"only {killed_mid_work} runs were killed while working"
     final = subprocess.run(cmd, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-2000:]
+    assert "headrace export: ok: " in final.stdout and "records" in final.stdout and "chunks" not in final.stdout
     assert read_export(str(out), "users", ["id"]).column("id").to_pylist() == list(range(1, 60_001))
     assert read_export(str(out), "events", ["seq"]).column("seq").to_pylist() == list(range(1, 63_001))
     assert export_dirs(out, "users") == [

@@ -239,7 +239,7 @@ def run_export(cfg: ExportConfig, run_id: str | None = None) -> Summary:
     Bad configuration (an unknown table or incremental column) raises :class:`~headrace.errors.UsageError`
     before anything is written.
     """
-    summary = Summary("export")
+    summary = Summary("export", counts_chunks=False)
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     exporter = _Exporter(cfg, summary, run_id)
     with _locked(exporter.out):

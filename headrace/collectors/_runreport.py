@@ -24,6 +24,7 @@ class Summary:
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
     failures: list[str] = field(default_factory=list)
+    counts_chunks: bool = True  # False for jobs that read no chunks (export): the line leaves them out
 
     @property
     def seconds(self) -> float:
@@ -36,8 +37,9 @@ class Summary:
     def line(self) -> str:
         mb = self.bytes / 1e6
         status = "ok" if self.ok else f"FAILED ({len(self.failures)} failures)"
+        chunks = f"{self.chunks} chunks, " if self.counts_chunks else ""
         return (
-            f"headrace {self.job}: {status}: {self.files} files, {self.chunks} chunks, {self.records} records, "
+            f"headrace {self.job}: {status}: {self.files} files, {chunks}{self.records} records, "
             f"{self.errors} errors, {mb:.1f} MB in {self.seconds:.2f} s ({mb / self.seconds:.1f} MB/s)"
         )
 
