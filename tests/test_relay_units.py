@@ -183,6 +183,17 @@ def test_row_codec_round_trips_every_kind(row: dict[str, Any]) -> None:
     assert all(type(back[k]) is type(v) for k, v in row.items() if v is not None)
 
 
+def test_row_codec_gives_sql_column_names_back_and_passes_plain_rows_through() -> None:
+    odd = TableMeta(
+        "t", (Column("order id", ColumnType("long"), False), Column("2nd", ColumnType("json"))), ("order id",)
+    )
+    codec = RowCodec(SchemaRegistry().register(odd))
+    assert codec.decode(codec.encode({"order id": 7, "2nd": {"a": [1]}})) == {"order id": 7, "2nd": {"a": [1]}}
+    plain = TableMeta("p", (Column("id", ColumnType("long"), False), Column("name", ColumnType("string"))), ("id",))
+    codec = RowCodec(SchemaRegistry().register(plain))
+    assert codec.decode(codec.encode({"id": 1})) == {"id": 1, "name": None}
+
+
 def test_registry_versions_persist_and_old_rows_resolve_to_a_newer_reader(tmp_path: Path) -> None:
     v1 = TableMeta("c", (Column("id", ColumnType("long"), False), Column("n", ColumnType("string"))), ("id",))
     v2 = TableMeta("c", (*v1.columns, Column("level", ColumnType("long"))), ("id",))

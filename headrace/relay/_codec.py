@@ -122,6 +122,8 @@ class RowCodec:
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
         ]
+        # most tables: Avro field names are the column names and fastavro's values need nothing more
+        self._passthrough = all(name == col and conv is None for name, col, conv in self._dec)
 
     def encode(self, row: Mapping[str, Any]) -> bytes:
         """Avro bytes of ``row`` ({SQL column: value}); a missing column encodes as null."""
@@ -139,6 +141,8 @@ class RowCodec:
         """``{SQL column: typed value}`` of an Avro row written with this version's schema."""
         rec = fastavro.schemaless_reader(io.BytesIO(data), self._writer, self._reader)
         assert isinstance(rec, dict)
+        if self._passthrough:
+            return rec
         out: dict[str, Any] = {}
         for name, col, conv in self._dec:
             v = rec.get(name)
