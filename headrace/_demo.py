@@ -250,6 +250,28 @@ def _run_change_path(base: Path, transactions: int, console: Console) -> bool:
     return seen == expected
 
 
+def _run_export(base: Path, console: Console) -> bool:
+    from .collectors._archive_config import ExportConfig
+    from .collectors._export import read_export, run_export
+
+    db = base / "shop.db"
+    out = base / "exports"
+    summary = run_export(ExportConfig(url=f"sqlite:///{db}", output=str(out), incremental={"orders": "id"}))
+    con = sqlite3.connect(db)
+    try:
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("customers", "orders")}
+    finally:
+        con.close()
+    table = Table(title=f"{db} → headrace export → Parquet in {out}")
+    for col in ("table", "rows in the database", "rows exported"):
+        table.add_column(col)
+    exported = {t: read_export(str(out), t).num_rows for t in counts}
+    for t, n in counts.items():
+        table.add_row(t, str(n), str(exported[t]))
+    console.print(table)
+    return summary.ok and exported == counts
+
+
 @click.command()
 @click.option("--lines", default=5000, show_default=True, help="How many log lines to generate.")
 @click.option("--transactions", default=300, show_default=True, help="How many transactions to commit.")
@@ -261,13 +283,14 @@ def _run_change_path(base: Path, transactions: int, console: Console) -> bool:
     help="Where to run (default: a new temporary directory, kept afterwards).",
 )
 def demo(lines: int, transactions: int, directory: str | None) -> None:
-    """Run both paths on embedded defaults: agent → collector, and SQLite → relay → subscriber."""
+    """Run both paths on embedded defaults: agent → collector, SQLite → relay → subscriber, and an export."""
     console = Console(stderr=False)
     base = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="headrace-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
         logs_ok = _run_log_path(base, lines, console)
         changes_ok = _run_change_path(base, transactions, console)
+        export_ok = _run_export(base, console)
     except FatalError as exc:
         console.print(f"[red]demo failed[/]: {exc}")
         sys.exit(1)
@@ -276,6 +299,11 @@ def demo(lines: int, transactions: int, directory: str | None) -> None:
         console.print("[red]some lines are missing or duplicated[/]")
     if not changes_ok:
         console.print("[red]the subscriber did not receive exactly the committed changes[/]")
-    if not (logs_ok and changes_ok):
+    if not export_ok:
+        console.print("[red]the export does not hold exactly the database's rows[/]")
+    if not (logs_ok and changes_ok and export_ok):
         sys.exit(1)
-    console.print("[green]every line arrived exactly once, and every committed change reached the subscriber[/]")
+    console.print(
+        "[green]every line arrived exactly once, every committed change reached the subscriber, "
+        "and the export holds every row[/]"
+    )

@@ -26,3 +26,14 @@ def test_demo_delivers_every_line_and_change(tmp_path: Path) -> None:
                 lines += bytes(rec["data"]).splitlines()  # type: ignore[index,call-overload]
     numbers = sorted(int(line.split()[3]) for line in lines)
     assert numbers == list(range(3000))
+    # and the export holds the shop database's rows, counted independently too
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    con = sqlite3.connect(tmp_path / "shop.db")
+    for table in ("customers", "orders"):
+        (want,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        files = list((tmp_path / "exports" / f"table={table}").rglob("*.parquet"))
+        assert sum(pq.read_metadata(f).num_rows for f in files) == want > 0
+    con.close()

@@ -34,6 +34,7 @@ def _sqlite_db(path: Path, users: int, events: int) -> None:
             "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL, balance NUMERIC(10, 2), "
             "born DATE, seen DATETIME, active BOOLEAN, avatar BLOB);"
             "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, doc JSON);"
+            "CREATE TABLE headrace_changes (scn INTEGER PRIMARY KEY);"  # headrace's own: not exported by default
         )
         c.executemany(
             "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -120,6 +121,7 @@ def test_sqlite_full_and_incremental_export_every_row_once_with_types(tmp_path: 
     # nothing new: the manifest stays as it is, and no empty export folder appears
     assert run_export(c, run_id="r3").ok
     assert export_dirs(tmp_path / "out", "events") == ["export=r1", "export=r2"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("table=*")) == ["table=events", "table=users"]
 
 
 def test_incremental_on_a_timestamp_column_keeps_its_watermark_typed(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ __all__ = ["read_export", "run_export"]
 
 log = get_logger("export")
 MANIFEST = "MANIFEST.json"
+HEADRACE_TABLE_PREFIXES = ("headrace_", "_headrace_")  # tables headrace itself keeps in a database
 EXPORT_PREFIX = "export="
 
 
@@ -91,7 +92,9 @@ class _Exporter:
             names = sa.inspect(self.engine).get_table_names(schema=self.cfg.db_schema)
         except sa.exc.OperationalError as exc:
             raise Unavailable(f"export.url: cannot reach the database: {exc.orig}") from exc
-        wanted = self.cfg.tables if self.cfg.tables is not None else sorted(names)
+        # by default headrace's own tables (the relay's change log, load's state) are left out
+        own = tuple(n for n in names if n.startswith(HEADRACE_TABLE_PREFIXES))
+        wanted = self.cfg.tables if self.cfg.tables is not None else sorted(set(names) - set(own))
         missing = sorted(set(wanted) - set(names))
         if missing:
             raise UsageError(f"export.tables: {missing} not in the database (it has {sorted(names)})")
