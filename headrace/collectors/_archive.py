@@ -84,25 +84,12 @@ def read_chunks(raw: bytes) -> Iterator[Record]:
 
 #: compression level of archive parts, per codec: they are kept, so worth more CPU than sink files
 PART_LEVEL = {"null": 0, "deflate": 6, "zstandard": 3}
-#: archive blocks hold about this much chunk data (demux inflates blocks on parallel threads)
-BLOCK_BYTES = 1 << 20
 
 
 def encode_part(records: list[Record], codec: str) -> bytes:
-    """An Avro container file of ``records`` in blocks of about :data:`BLOCK_BYTES` of chunk data."""
+    """An Avro container file of ``records`` in blocks of about 1 MiB of chunk data (``BlockEncoder.blocks``)."""
     enc = BlockEncoder(SINK_SCHEMA, codec, level=PART_LEVEL[codec])
-    out = [enc.header]
-    block: list[Record] = []
-    size = 0
-    for r in records:
-        block.append(r)
-        size += len(r["data"]) + 64
-        if size >= BLOCK_BYTES:
-            out.append(enc.block(block))
-            block, size = [], 0
-    if block:
-        out.append(enc.block(block))
-    return b"".join(out)
+    return b"".join([enc.header, *enc.blocks(records)])
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,12 @@ from fastavro.write import Writer
 
 from ._block_codecs import CODECS, check_codec, compress_block, decompress_block
 
-__all__ = ["BlockEncoder", "ContainerScan", "Span", "scan_container"]
+__all__ = ["BLOCK_BYTES", "BlockEncoder", "ContainerScan", "Span", "scan_container"]
 
 _MAGIC = b"Obj\x01"
 _SYNC = 16
+#: chunk data per block: big enough to amortise framing, small enough for demux to inflate in parallel
+BLOCK_BYTES = 1 << 20
 
 #: (source, stream, seq_start, seq_end, received_ms) of one record: what the dedupe index needs.
 Span = tuple[str, str, int, int, int]
@@ -80,6 +83,16 @@ class BlockEncoder:
         buf = io.BytesIO()
         Writer(buf, self.schema, codec=codec, metadata=dict(metadata or {}), sync_marker=self.sync)
         self.header = buf.getvalue()
+
+    def blocks(self, records: list[dict[str, Any]], block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+        """``records`` as whole blocks of about ``block_bytes`` of chunk data each (a record's ``data``
+        plus a little for its other fields), in order."""
+        start = size = 0
+        for i, r in enumerate(records):
+            size += len(r["data"]) + 100
+            if size >= block_bytes or i == len(records) - 1:
+                yield self.block(records[start : i + 1])
+                start, size = i + 1, 0
 
     def block(self, records: list[dict[str, Any]]) -> bytes:
         """One block holding ``records`` (at least one)."""

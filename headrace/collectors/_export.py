@@ -93,8 +93,9 @@ class _Exporter:
         except sa.exc.OperationalError as exc:
             raise Unavailable(f"export.url: cannot reach the database: {exc.orig}") from exc
         # by default headrace's own tables (the relay's change log, load's state) are left out
-        own = tuple(n for n in names if n.startswith(HEADRACE_TABLE_PREFIXES))
-        wanted = self.cfg.tables if self.cfg.tables is not None else sorted(set(names) - set(own))
+        wanted = self.cfg.tables
+        if wanted is None:
+            wanted = sorted(n for n in names if not n.startswith(HEADRACE_TABLE_PREFIXES))
         missing = sorted(set(wanted) - set(names))
         if missing:
             raise UsageError(f"export.tables: {missing} not in the database (it has {sorted(names)})")

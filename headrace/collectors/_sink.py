@@ -44,8 +44,6 @@ __all__ = ["RecoveryReport", "SinkFiles"]
 
 log = get_logger("collector.sink")
 _NAME = re.compile(r"^(\d{10})-(.+)\.avro$")
-#: Records are grouped into Avro blocks of about this many bytes (before compression).
-BLOCK_BYTES = 1 << 20
 
 
 def _seq_of(path: Path) -> int | None:
@@ -201,13 +199,8 @@ class SinkFiles:
         if new:
             self._open_new(now)
         assert self._fd is not None
-        start = 0
-        block_bytes = 0
-        for i, r in enumerate(records):
-            block_bytes += len(r["data"]) + 100
-            if block_bytes >= BLOCK_BYTES or i == len(records) - 1:
-                self._write(self._encoder.block(records[start : i + 1]))
-                start, block_bytes = i + 1, 0
+        for block in self._encoder.blocks(records):
+            self._write(block)
         t0 = time.perf_counter()
         # fdatasync also makes the new file size durable (it is needed to read the data back);
         # only timestamps are left out.
