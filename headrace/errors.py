@@ -21,6 +21,7 @@ __all__ = [
     "ScnTooOld",
     "TransientError",
     "Unavailable",
+    "UnrepresentableValue",
     "UsageError",
 ]
 
@@ -80,3 +81,20 @@ class ScnTooOld(HeadraceError):
             f"SCN {since} is older than the relay{where} holds (oldest: {oldest_scn}); "
             "configure a bootstrap server (--bootstrap) or start from a snapshot"
         )
+
+
+class UnrepresentableValue(FatalError):
+    """A captured value the relay cannot encode for its column (a bug to fix, never a silent loss).
+
+    Raised by the row encoder with the table and column; the capture loop adds the SCN. What happens
+    next is the relay's ``on_unrepresentable`` policy (see docs/relay.md): stop capture and report it
+    in ``/healthz``, or deliver the row with that column null and named in a marker column.
+    """
+
+    def __init__(self, table: str, column: str, reason: str, scn: int | None = None) -> None:
+        self.table = table
+        self.column = column
+        self.reason = reason
+        self.scn = scn
+        at = f" at SCN {scn}" if scn is not None else ""
+        super().__init__(f"table {table!r} column {column!r}{at}: value cannot be encoded: {reason}")
