@@ -13,7 +13,7 @@ sort key as binary, compared bytewise).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..relay import Event, Op, decode_key, encode_event
@@ -68,8 +68,16 @@ class RowOp:
     frame: bytes | None
 
 
-def merge(windows: Iterable[Iterable[Event | ReadFrame]]) -> dict[tuple[str, bytes], RowOp]:
-    """One operation per (source, sort key) for the events of ``windows`` in order (last wins)."""
+#: ``fill(event, sort_key, previous frame, previous known)`` → a frame with placeholders filled, or
+#: None when the event needs none (see :class:`._toast.ToastFiller`)
+Fill = Callable[[Event, bytes, "bytes | None", bool], "bytes | None"]
+
+
+def merge(windows: Iterable[Iterable[Event | ReadFrame]], fill: Fill | None = None) -> dict[tuple[str, bytes], RowOp]:
+    """One operation per (source, sort key) for the events of ``windows`` in order (last wins).
+
+    ``fill`` (optional) rewrites an after image that carries unchanged-TOAST placeholders, given the
+    key's previous image in this merge when there is one."""
     out: dict[tuple[str, bytes], RowOp] = {}
     for window in windows:
         for e in window:
@@ -80,5 +88,9 @@ def merge(windows: Iterable[Iterable[Event | ReadFrame]]) -> dict[tuple[str, byt
                 out[(e.source, sk)] = RowOp(e.source, sk, e.scn, None)
             else:
                 assert isinstance(e, Event)
-                out[(e.source, sk)] = RowOp(e.source, sk, e.scn, snapshot_frame(e))
+                frame = None
+                if fill is not None:
+                    prev = out.get((e.source, sk))
+                    frame = fill(e, sk, prev.frame if prev is not None else None, prev is not None)
+                out[(e.source, sk)] = RowOp(e.source, sk, e.scn, frame or snapshot_frame(e))
     return out

@@ -61,6 +61,7 @@ from ..relay import (
     encode_key,
 )
 from ._apply import ReadFrame, merge
+from ._seed import StopFlag
 from ._store import Store
 
 __all__ = ["seed_postgres", "seeding_slot_name"]
@@ -102,7 +103,7 @@ def _drop_slot(source: Any, slot: str, clock: Callable[[], float] = time.monoton
         time.sleep(0.2)
 
 
-def _wait_for_relay(source: Any, relay_slot: str, publication: str, stop: threading.Event | None) -> bool:
+def _wait_for_relay(source: Any, relay_slot: str, publication: str, stop: StopFlag | None) -> bool:
     """Wait until the relay's slot and publication exist; False when stopped first."""
     warned = False
     while stop is None or not stop.is_set():
@@ -156,29 +157,26 @@ def seed_postgres(
     url: str,
     tables: list[str] | None,
     page_rows: int,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     *,
     relay_slot: str = "headrace",
     publication: str = "headrace",
     positions: threading.Event | None = None,
+    reason: str = "initial",
 ) -> dict[str, Any]:
-    """Seed the snapshot store from the PostgreSQL database at ``url`` (see the module docstring).
+    """Seed a new store generation from the PostgreSQL database at ``url`` (see the module docstring).
 
-    ``positions`` is set once the store's positions are those of this seed (the follower waits for it).
+    ``positions`` is set once the new generation exists (the follower follows it from its start).
     """
     from ..relay.sources.postgres import PostgresSource, connect, format_lsn
 
-    state: dict[str, Any] | None = store.state()["seed"]
     slot = seeding_slot_name(relay_slot)
     source = PostgresSource(RelayConfig(source=url, postgres=PostgresSourceConfig(slot=slot, publication=publication)))
+    state: dict[str, Any] = {}
     try:
         _drop_slot(source, slot)  # a leftover of a crashed run
-        if state is not None and state.get("done"):
-            if positions is not None:
-                positions.set()
-            return state
         if not _wait_for_relay(source, relay_slot, publication, stop):
-            return state or {}
+            return state
         metas = {m.name: m for m in source.tables() if tables is None or m.name in tables}
         missing = sorted(set(tables or ()) - set(metas))
         if missing:
@@ -192,9 +190,12 @@ def seed_postgres(
         for m in metas.values():
             registry.register(m)
 
-        if state is not None:
-            log.warning("seed_restarting", previous=state, why="an exported snapshot does not survive a crash")
-        store.reset()  # a restarted seed starts over: both stores empty
+        if reason == "seed_interrupted":
+            log.warning(
+                "seed_restarting",
+                previous=store.state()["building"],
+                why="an exported snapshot does not survive a crash",
+            )
         store.put_schemas(v for t in registry.tables() for v in registry.versions(t))
 
         conn = connect(source.dsn)
@@ -218,21 +219,27 @@ def seed_postgres(
                 "rows": 0,
                 "done": False,
             }
-            store.init_positions(start)
-            store.set_seed(state)
+            gen = store.begin_generation(start, state, reason)
             if positions is not None:
                 positions.set()
-            log.info("seed_started", start_scn=start, snapshot_lsn=state["snapshot_lsn"], tables=state["tables"])
+            log.info(
+                "seed_started",
+                gen=gen,
+                reason=reason,
+                start_scn=start,
+                snapshot_lsn=state["snapshot_lsn"],
+                tables=state["tables"],
+            )
             for name in sorted(metas):
-                state = _read_table(store, conn, metas[name], parsers[name], codecs, state, page_rows, stop)
-                if stop is not None and stop.is_set():
+                state = _read_table(store, gen, conn, metas[name], parsers[name], codecs, state, page_rows, stop)
+                if (stop is not None and stop.is_set()) or state.get("abandoned"):
                     return state
             conn.rollback()
         finally:
             conn.close()
         state = {**state, "done": True, "table": None, "tables": []}
-        store.set_seed(state)
-        log.info("seed_done", start_scn=state["start_scn"], rows=state["rows"])
+        store.set_seed(state, gen=gen)
+        log.info("seed_done", gen=gen, start_scn=state["start_scn"], rows=state["rows"])
         return state
     finally:
         if positions is not None:
@@ -244,13 +251,14 @@ def seed_postgres(
 
 def _read_table(
     store: Store,
+    gen: int,
     conn: Any,
     meta: TableMeta,
     parsers: list[Callable[[str], Any]],
     codecs: Codecs,
     state: dict[str, Any],
     page_rows: int,
-    stop: threading.Event | None,
+    stop: StopFlag | None,
 ) -> dict[str, Any]:
     scn = int(state["start_scn"])
     codec = codecs.for_change(RowChange(scn, meta, Op.READ, (), None, {}))
@@ -274,8 +282,11 @@ def _read_table(
                 ev = Event(scn, meta.name, Op.READ, key, 0, codec.version.fingerprint, None, codec.encode(values))
                 frames.append(ReadFrame(scn, meta.name, key, encode_event(ev)))
             state = {**state, "rows": state["rows"] + len(rows)}
-            store.apply(merge([frames]).values(), scn, seed=state)
+            if not store.apply(merge([frames]).values(), scn, seed=state, gen=gen):
+                log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
+                return {**state, "abandoned": True}
     tables_left = [t for t in state["tables"] if t != meta.name]
     state = {**state, "tables": tables_left, "table": None}
-    store.set_seed(state)
+    if not store.set_seed(state, gen=gen):
+        return {**state, "abandoned": True}
     return state
