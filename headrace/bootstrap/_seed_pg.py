@@ -11,7 +11,8 @@ for them. Then:
    would be decoded from that slot. A relay SCN is a transaction's commit LSN (the start of its
    commit record), a global WAL position, so the same split holds for the relay's own slot: the
    snapshot holds every window with SCN < ``C`` and none with SCN ≥ ``C``. ``start_scn = high_scn =
-   C - 1`` and the follower asks the relay for ``since = C - 1`` (windows with SCN ≥ ``C``).
+   C - 1``; a new store generation starts there and the follower asks the relay for ``since = C - 1``
+   (windows with SCN ≥ ``C``) while the tables are read.
 2. One ``REPEATABLE READ READ ONLY`` transaction imports the snapshot (``SET TRANSACTION SNAPSHOT``);
    the seeding slot is dropped right after (the transaction keeps the snapshot, the slot is no longer
    needed and would only retain WAL). Every published table kept by the bootstrap server is read in
@@ -32,10 +33,13 @@ table, rows, done}`` is saved with each page, for status. An exported snapshot d
 that read it, so a seeding interrupted by a crash cannot continue inside it, and pages from another
 snapshot taken later would show rows newer than ``C - 1`` that the log would have to catch up past
 before the snapshot could be served (with no writes, it never would). So a restart finds ``done =
-false`` and **seeds again from scratch**: it empties both stores, drops a leftover seeding slot (and
-ends its session if it is still open), takes a new snapshot ``C' ≥ C`` and follows the relay from
-``C' - 1``. The daemon holds the follower back until the new position is set. Correctness first:
-the cost of a crash is one more full read of the tables.
+false`` and **seeds a new generation from scratch** (:mod:`._seeder`, reason ``seed_interrupted``):
+it drops a leftover seeding slot (and ends its session if it is still open), takes a new snapshot
+``C' ≥ C``, starts a new store generation at ``C' - 1`` (a generation already served stays served
+until this one is ready) and the follower follows it from there. The daemon holds the follower back
+until the new generation exists. Correctness first: the cost of a crash is one more full read of
+the tables. Pages for a generation that was replaced meanwhile are refused by the store and the
+seed stops.
 """
 
 from __future__ import annotations
