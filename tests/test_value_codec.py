@@ -166,9 +166,16 @@ def test_durations_span_mysql_time() -> None:
 
 def test_json_travels_as_its_text() -> None:
     c = codec(Column("j", ColumnType("json")))
-    text = '{"x": 1.0000000000000000001, "big": 123456789012345678901234567890, "n": null}'
+    text = '{"x": 1.0000000000000000001, "big": 123456789012345678901234567890, "n": null, "f": 0.1, "z": 1.50}'
     out = roundtrip(c, {"j": text})["j"]
-    assert out == {"x": decimal.Decimal("1.0000000000000000001"), "big": 123456789012345678901234567890, "n": None}
+    assert out == {
+        "x": decimal.Decimal("1.0000000000000000001"),  # a float would make it 1.0
+        "big": 123456789012345678901234567890,
+        "n": None,
+        "f": 0.1,  # a float that prints back as the same text stays a float
+        "z": decimal.Decimal("1.50"),
+    }
+    assert isinstance(out["f"], float) and str(out["z"]) == "1.50"
     assert roundtrip(c, {"j": "null"})["j"] is JSON_NULL  # a JSON null, not SQL NULL
     assert roundtrip(c, {"j": None})["j"] is None
     assert roundtrip(c, {"j": JSON_NULL})["j"] is JSON_NULL
