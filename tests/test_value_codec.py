@@ -91,7 +91,7 @@ def test_text_fallback_union_in_the_schema() -> None:
 def test_fixed_decimals_past_28_digits_are_exact(digits: int, scale: int, data: st.DataObject) -> None:
     precision = max(digits, scale, 1)
     unscaled = data.draw(st.integers(min_value=-(10**precision) + 1, max_value=10**precision - 1))
-    value = decimal.Decimal(unscaled).scaleb(-scale)
+    value = decimal.Decimal(unscaled).scaleb(-scale, context=decimal.Context(prec=100))
     c = codec(Column("n", ColumnType("decimal", precision=precision, scale=scale)))
     out = roundtrip(c, {"n": value})["n"]
     assert out == value and out.as_tuple().exponent == -scale
