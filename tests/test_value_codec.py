@@ -199,3 +199,19 @@ def test_uuid_and_bytes_with_trailing_zeros() -> None:
     c = codec(Column("u", ColumnType("uuid")), Column("b", ColumnType("bytes")))
     row = {"u": uuid.UUID(bytes=b"\x01" * 15 + b"\x00"), "b": b"a\x00\x00"}
     assert roundtrip(c, row) == row
+
+
+def test_subscribe_json_line_marks_a_schema_change_and_prints_new_values() -> None:
+    import json
+
+    from headrace.relay import Op
+    from headrace.relay.client import ChangeEvent
+    from headrace.relay.client._cli import event_json
+
+    after = {"iv": Interval(14, 3, 0), "j": JSON_NULL, "d": "infinity", "n": decimal.Decimal("NaN")}
+    e = ChangeEvent(7, "t", Op.INSERT, [1], None, after, 0, True, "ab" * 8, 2, schema_changed=True)
+    line = json.loads(event_json(e))
+    assert line["schema_changed"] is True and line["schema_version"] == 2
+    assert line["after"] == {"iv": "P1Y2M3D", "j": None, "d": "infinity", "n": "NaN"}
+    plain = json.loads(event_json(ChangeEvent(8, "t", Op.INSERT, [1], None, {}, 0, True, "ab" * 8, 2)))
+    assert "schema_changed" not in plain
