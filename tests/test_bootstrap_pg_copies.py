@@ -216,9 +216,13 @@ class Copy:
                 continue
             for e in w.events:
                 self.apply(e.table, e.op.value, e.key, e.after)
-            phase = sub.checkpoint.phase if sub.checkpoint else None
-            if phase is not None and (not self.phases or self.phases[-1] != phase):
-                self.phases.append(phase)
+            self._phase(sub)
+        self._phase(sub)
+
+    def _phase(self, sub: Subscriber) -> None:
+        phase = sub.checkpoint.phase if sub.checkpoint else None
+        if phase is not None and (not self.phases or self.phases[-1] != phase):
+            self.phases.append(phase)
 
 
 def _subscriber(stack: PgStack, name: str, snapshot_rows: int = 5_000) -> Subscriber:
