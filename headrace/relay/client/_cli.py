@@ -2,6 +2,9 @@
 
 A window's lines go out in a single ``write`` to stdout, then the checkpoint is saved; killed in
 between, the subscriber prints that window again on restart (at-least-once, whole windows).
+
+When ``--idle-exit`` ends the run while the relay reports its capture stopped, the report goes to
+stderr and the exit code is :data:`EXIT_CAPTURE_STOPPED`: "no more events" did not mean "caught up".
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
 from ._subscriber import Consumer, Subscriber
 
-__all__ = ["event_json", "run_subscribe"]
+__all__ = ["EXIT_CAPTURE_STOPPED", "event_json", "run_subscribe"]
+
+#: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
+EXIT_CAPTURE_STOPPED = 4
 
 
 def event_json(e: ChangeEvent) -> str:
@@ -69,5 +75,10 @@ def run_subscribe(
     sys.stdout.flush()
     try:
         sub.run(_Printer(), idle_exit=idle_exit)
+        stopped = sub.relay.capture_stopped
     finally:
         sub.close()
+    if stopped is not None and not sub.stop_event.is_set():
+        sys.stderr.write(f"headrace: the relay's capture is stopped: {stopped}\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_CAPTURE_STOPPED)
