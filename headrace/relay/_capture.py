@@ -46,7 +46,7 @@ from .._atomic import write_atomic
 from .._logging import get_logger
 from ..errors import InvalidInput, TransientError, UnrepresentableValue
 from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
-from ._schema import COLUMN_PROP, Column, ColumnType, SchemaRegistry, SchemaVersion, TableMeta
+from ._schema import COLUMN_PROP, Column, ColumnType, SchemaRegistry, SchemaVersion, TableMeta, avro_schema
 from .sources._base import ChangeSource, RowChange
 
 __all__ = ["UNREPRESENTABLE_COLUMN", "Acks", "Capture", "CaptureStop", "PolicyCodecs"]
@@ -170,6 +170,7 @@ class PolicyCodecs(Codecs):
         self.failed_change: RowChange | None = None
         self._relaxed: dict[TableMeta, frozenset[str]] = {}
         self._marked: dict[tuple[TableMeta, frozenset[str]], TableMeta] = {}
+        self._probes: dict[TableMeta, RowCodec] = {}
         self._lock = threading.Lock()
         #: (table, column) → [values nulled, last SCN]
         self.nulled: dict[tuple[str, str], list[int]] = {}
@@ -203,15 +204,28 @@ class PolicyCodecs(Codecs):
             m = self._marked[key] = TableMeta(meta.name, tuple(cols), meta.key, meta.namespace)
         return m
 
+    def _probe(self, meta: TableMeta) -> RowCodec:
+        """An encoder for ``meta`` that is not registered (a try, not yet a schema version)."""
+        codec = self._probes.get(meta)
+        if codec is None:
+            codec = self._probes[meta] = RowCodec(SchemaVersion(meta.name, 0, "", avro_schema(meta), meta))
+        return codec
+
     def _with_nulls(
         self, change: RowChange, version: SchemaVersion, first: UnrepresentableValue, side: str
     ) -> RowCodec:
-        """Encode ``change`` with each column the encoder refuses set to null and listed in the marker."""
+        """Encode ``change`` with each column the encoder refuses set to null and listed in the marker.
+
+        Columns are found one error at a time, with unregistered encoders; only the final shape is
+        registered, so a row with several bad columns makes at most one new schema version.
+        """
         images: dict[str, dict[str, Any] | None] = {
             "before": dict(change.before) if change.before is not None else None,
             "after": dict(change.after) if change.after is not None else None,
         }
-        marks: dict[str, list[str]] = {"before": [], "after": []}
+        marks: dict[str, set[str]] = {"before": set(), "after": set()}
+        order = {c.name: i for i, c in enumerate(change.table.columns)}
+        not_null = {c.name for c in change.table.columns if not c.nullable}
         # columns once relaxed for this table stay relaxed: one marked schema version, not one per row
         relaxed = set(self._relaxed.get(change.table, frozenset()))
         exc = first
@@ -222,14 +236,11 @@ class PolicyCodecs(Codecs):
             if col is None or col in marks[side]:
                 break  # nulling what it names does not help: stop
             row[col] = None
-            marks[side].append(col)
-            if col not in relaxed:
-                relaxed.add(col)
-                self._relaxed[change.table] = frozenset(relaxed)
-            self._count(change, col, exc)
-            codec = super().for_change(
-                dataclasses.replace(change, table=self._marked_meta(change.table, frozenset(relaxed)))
-            )
+            marks[side].add(col)
+            relaxed.add(col)
+            self._count(change, col, exc.reason)
+            meta = self._marked_meta(change.table, frozenset(relaxed))
+            codec = self._probe(meta)
             version = codec.version
             out: dict[str, bytes | None] = {"before": None, "after": None}
             failed: str | None = None
@@ -237,7 +248,11 @@ class PolicyCodecs(Codecs):
                 img = images[s]
                 if img is None:
                     continue
-                img[UNREPRESENTABLE_COLUMN] = list(marks[s]) or None
+                for c in relaxed & not_null:  # a null the table cannot hold travels only marked
+                    if img.get(c) is None and c not in marks[s]:
+                        marks[s].add(c)
+                        self._count(change, c, "null in a NOT NULL column")
+                img[UNREPRESENTABLE_COLUMN] = sorted(marks[s], key=order.__getitem__) or None
                 try:
                     out[s] = codec.encode(img)
                 except UnrepresentableValue as again:
@@ -249,12 +264,15 @@ class PolicyCodecs(Codecs):
                     self.failed_change = change
                     raise
             if failed is None:
-                return cast(RowCodec, _PreEncoded(version, change.before, change.after, out["before"], out["after"]))
+                self._relaxed[change.table] = frozenset(relaxed)
+                # the same schema registered: same bytes, and the event gets its fingerprint
+                sv = super().for_change(dataclasses.replace(change, table=meta)).version
+                return cast(RowCodec, _PreEncoded(sv, change.before, change.after, out["before"], out["after"]))
             side = failed
         self.failed_change = change
         raise exc
 
-    def _count(self, change: RowChange, column: str, exc: UnrepresentableValue) -> None:
+    def _count(self, change: RowChange, column: str, reason: str) -> None:
         UNREPRESENTABLE_VALUES.labels(change.table.name, column).inc()
         k = (change.table.name, column)
         with self._lock:
@@ -270,7 +288,7 @@ class PolicyCodecs(Codecs):
             table=change.table.name,
             column=column,
             scn=change.scn,
-            reason=exc.reason,
+            reason=reason,
             marker=UNREPRESENTABLE_COLUMN,
         )
 
