@@ -19,11 +19,14 @@ from typing import Any
 
 import httpx
 
+from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
 from .._schema import SchemaVersion
 
 __all__ = ["Batch", "CaptureStopped", "RelayClient"]
+
+log = get_logger("relay.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,10 @@ class RelayClient:
         except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
             raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
         h = r.headers
-        self.capture_stopped = CaptureStopped.from_headers(h)
+        stopped = CaptureStopped.from_headers(h)
+        if stopped is not None and self.capture_stopped is None:
+            log.warning("relay_capture_stopped", relay=self.url, report=str(stopped))
+        self.capture_stopped = stopped
         scanned = int(h.get("x-headrace-scn", since or 0))
         if windows:
             scanned = max(scanned, windows[-1][-1].scn)
