@@ -351,6 +351,11 @@ class Capture:
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
         self._thread.join(timeout)
+        if self.stopped is not None:  # the thread ended on the error without closing the source
+            try:
+                self.source.close()
+            except Exception as exc:  # closing is best effort at shutdown
+                log.warning("source_close_failed", error=str(exc))
 
     def _run(self) -> None:
         backoff = 0.1
