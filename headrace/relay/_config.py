@@ -30,13 +30,13 @@ class RelayConfig(Section):
     state_dir: str = "./headrace-data/relay"
     #: consumers (e.g. the bootstrap server) whose acknowledged SCN bounds pruning of the source's log
     durable_consumers: list[str] = Field(default_factory=list)
+    #: a captured value the relay cannot encode for its column: ``stop`` capture (and say where in
+    #: /healthz), or deliver the row with that column null and named in ``_headrace_unrepresentable``
+    on_unrepresentable: Literal["stop", "null_with_marker"] = "stop"
     #: longest long-poll a subscriber may ask for
     max_wait_ms: int = Field(default=60_000, ge=0)
     #: largest response a subscriber may ask for (a single larger window is still sent whole)
     max_response_bytes: int = Field(default=64 << 20, gt=0)
-    #: a captured value the relay cannot encode for its column: ``stop`` capture (and say where in
-    #: /healthz), or deliver the row with that column null and named in ``_headrace_unrepresentable``
-    on_unrepresentable: Literal["stop", "null_with_marker"] = "stop"
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())

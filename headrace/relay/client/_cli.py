@@ -2,9 +2,6 @@
 
 A window's lines go out in a single ``write`` to stdout, then the checkpoint is saved; killed in
 between, the subscriber prints that window again on restart (at-least-once, whole windows).
-
-When ``--idle-exit`` ends the run while the relay reports its capture stopped, the report goes to
-stderr and the exit code is :data:`EXIT_CAPTURE_STOPPED`: "no more events" did not mean "caught up".
 """
 
 from __future__ import annotations
@@ -19,10 +16,7 @@ from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
 from ._subscriber import Consumer, Subscriber
 
-__all__ = ["EXIT_CAPTURE_STOPPED", "event_json", "run_subscribe"]
-
-#: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
-EXIT_CAPTURE_STOPPED = 4
+__all__ = ["event_json", "run_subscribe"]
 
 
 def event_json(e: ChangeEvent) -> str:
@@ -59,6 +53,10 @@ class _Printer(Consumer):
             view = view[os.write(sys.stdout.fileno(), view) :]
 
 
+#: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
+EXIT_CAPTURE_STOPPED = 4
+
+
 def run_subscribe(
     relays: list[str],
     sources: list[str] | None,
@@ -69,6 +67,9 @@ def run_subscribe(
     bootstrap: list[str] | None = None,
     from_snapshot: bool = False,
 ) -> None:
+    """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
+    stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
+    more arrived" did not mean "caught up"."""
     sub = Subscriber(
         relays,
         sources,
