@@ -28,6 +28,7 @@ from relay_support import start_relay, status
 from support import rss_mib, wait_until
 
 from headrace.relay import EncodedWindow, Event, Op, encode_event, encode_key, iter_frames, peek_header, split_windows
+from headrace.relay import _buffer as buffer_mod
 from headrace.relay._buffer import WINDOW_OVERHEAD, RingBuffer, TooOld
 from headrace.relay._filter import Filter, parse_filter
 
@@ -67,7 +68,9 @@ def _reference(buf: RingBuffer, since: int, flt: Filter | None) -> list[tuple[in
     return out
 
 
-def test_pieces_are_the_whole_read_cut_at_the_asked_size() -> None:
+@pytest.mark.parametrize("masks", [buffer_mod.MAX_PLAN_MASKS, 7])
+def test_pieces_are_the_whole_read_cut_at_the_asked_size(masks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(buffer_mod, "MAX_PLAN_MASKS", masks)  # 7: most windows are filtered again while sent
     rng = random.Random(5)
     buf = RingBuffer(1 << 30)
     scn = 0

@@ -27,6 +27,7 @@ the response must be cut short (the subscriber retries and is told ``scn_too_old
 from __future__ import annotations
 
 import bisect
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ __all__ = ["WINDOW_OVERHEAD", "ReadPlan", "ReadResult", "RingBuffer", "TooOld"]
 
 #: Bytes charged per window for the objects around its data (window object, bytes header, index slot).
 WINDOW_OVERHEAD = 320
+#: A plan remembers the filter's verdicts for at most this many windows (≈ 8 bytes each, plus partial masks).
+MAX_PLAN_MASKS = 65_536
+_LEN = struct.Struct(">I")
 
 
 class TooOld(Exception):
@@ -70,6 +74,9 @@ class ReadPlan:
     events: int
     length: int  # bytes of the body
     flt: Filter | None
+    #: per window walked (in order, the first :data:`MAX_PLAN_MASKS`), which frames ``flt`` let through:
+    #: bit i for frame i, -1 all, 0 none; spares :meth:`RingBuffer.pieces` parsing the headers again
+    masks: tuple[int, ...] = ()
 
 
 class RingBuffer:
@@ -168,7 +175,7 @@ class RingBuffer:
         Raises :class:`TooOld` when ``since`` < :attr:`horizon`.
         """
         p = self.plan(since, max_bytes, flt)
-        data = b"".join(self.pieces(p, max(p.length, 1)))
+        data = b"".join(part for _w, part in self._walk(p))
         return ReadResult(data, p.scn, p.windows, p.events)
 
     def plan(self, since: int, max_bytes: int, flt: Filter | None = None) -> ReadPlan:
@@ -183,11 +190,17 @@ class RingBuffer:
         size = windows = events = 0
         scanned = since
         n = len(self._wins)
+        masks: list[int] = []
         while i < n:
             w = self._wins[i]
-            length, count = (len(w.data), w.count) if flt is None else _measure(w, flt)
+            if flt is None:
+                length, count = len(w.data), w.count
+            else:
+                length, count, mask = _measure(w, flt)
             if count and size and size + length > max_bytes:
                 break
+            if flt is not None and len(masks) < MAX_PLAN_MASKS:
+                masks.append(mask)
             if count:
                 size += length
                 windows += 1
@@ -196,7 +209,7 @@ class RingBuffer:
             i += 1
             if size >= max_bytes:
                 break
-        return ReadPlan(since, max(scanned, since), windows, events, size, flt)
+        return ReadPlan(since, max(scanned, since), windows, events, size, flt, tuple(masks))
 
     def pieces(self, plan: ReadPlan, piece_bytes: int) -> Iterator[bytes]:
         """The body ``plan`` describes, in pieces of exactly ``piece_bytes`` (the last one shorter).
@@ -207,11 +220,33 @@ class RingBuffer:
         """
         if piece_bytes <= 0:
             raise ValueError("piece_bytes must be positive")
-        out: list[memoryview] = []
+        out: list[bytes | memoryview] = []
         size = 0
+        for w, part in self._walk(plan):
+            if size + len(part) < piece_bytes:  # the common case: a whole part fits
+                out.append(part)
+                size += len(part)
+                continue
+            mv = memoryview(part)
+            while mv:
+                take = min(len(mv), piece_bytes - size)
+                out.append(mv[:take])
+                mv = mv[take:]
+                size += take
+                if size == piece_bytes:
+                    yield b"".join(out)
+                    out.clear()
+                    size = 0
+                    if self.horizon >= w.scn:  # evicted (or a gap) while the piece was being sent
+                        raise TooOld(w.scn, self.horizon)
+        if out:
+            yield b"".join(out)
+
+    def _walk(self, plan: ReadPlan) -> Iterator[tuple[EncodedWindow, bytes | memoryview]]:
+        """The windows ``plan`` covers, again, with the parts of each its filter lets through."""
         after = plan.since  # the last window walked in full
         epoch = -1
-        i = 0
+        i = walked = 0
         while after < plan.scn:
             if self.horizon > after:
                 raise TooOld(after, self.horizon)
@@ -220,65 +255,73 @@ class RingBuffer:
                 epoch = self._epoch
             w = self._wins[i]
             i += 1
-            for part in _parts(w, plan.flt):
-                mv = memoryview(part)
-                while mv:
-                    take = min(len(mv), piece_bytes - size)
-                    out.append(mv[:take])
-                    mv = mv[take:]
-                    size += take
-                    if size == piece_bytes:
-                        yield b"".join(out)
-                        out.clear()
-                        size = 0
-                        if self.horizon >= w.scn:  # evicted (or a gap) while the piece was being sent
-                            raise TooOld(after, self.horizon)
+            mask = plan.masks[walked] if walked < len(plan.masks) else None
+            walked += 1
+            for part in _parts(w, plan.flt, mask):
+                yield w, part
             after = w.scn
-        if out:
-            yield b"".join(out)
 
 
-def _measure(w: EncodedWindow, flt: Filter) -> tuple[int, int]:
-    """Length and event count of window ``w`` after ``flt`` (the window-end patch keeps lengths)."""
+def _measure(w: EncodedWindow, flt: Filter) -> tuple[int, int, int]:
+    """Length, event count and frame mask (bit i: frame i; -1 all, 0 none) of window ``w`` after ``flt``.
+
+    The window-end patch of the last frame keeps lengths, so the length is the matching frames' sum.
+    """
     whole = flt.wants_tables(w.tables)
     if whole is True:
-        return len(w.data), w.count
+        return len(w.data), w.count, -1
     if whole is False:
-        return 0, 0
+        return 0, 0, 0
     data = w.data
     view = memoryview(data)
-    off = size = count = 0
+    off = size = count = mask = 0
+    bit = 1
     while off < len(data):
         h = peek_header(view, off)
         if flt.matches(h):
             size += h.length
             count += 1
+            mask |= bit
         off += h.length
-    return size, count
+        bit <<= 1
+    return size, count, (-1 if count == w.count else mask)
 
 
-def _parts(w: EncodedWindow, flt: Filter | None) -> Iterator[bytes | memoryview]:
-    """Window ``w`` after ``flt``: runs of matching frames as views, the last frame marked as the window end."""
-    whole = True if flt is None else flt.wants_tables(w.tables)
-    if whole is True:
+def _parts(w: EncodedWindow, flt: Filter | None, mask: int | None) -> Iterator[bytes | memoryview]:
+    """Window ``w`` after ``flt`` (``mask`` from :func:`_measure` if known): runs of matching frames as
+    views, the last matching frame marked as the window end."""
+    if flt is None or mask == -1:
         yield w.data
         return
-    if whole is False or flt is None:
+    if mask is None:
+        whole = flt.wants_tables(w.tables)
+        if whole is True:
+            yield w.data
+            return
+        if whole is False:
+            return
+    elif mask == 0:
         return
     data = w.data
     view = memoryview(data)
     run_start = run_end = last_start = -1  # the run of matching frames held back (it may hold the last one)
     off = 0
+    bit = 1
     while off < len(data):
-        h = peek_header(view, off)
-        if flt.matches(h):
+        if mask is None:
+            h = peek_header(view, off)
+            length, match = h.length, flt.matches(h)
+        else:
+            length, match = 4 + _LEN.unpack_from(view, off)[0], bool(mask & bit)
+            bit <<= 1
+        if match:
             if off != run_end:
                 if run_start >= 0:
                     yield view[run_start:run_end]
                 run_start = off
             last_start = off
-            run_end = off + h.length
-        off += h.length
+            run_end = off + length
+        off += length
     if run_start < 0:
         return
     if last_start > run_start:
