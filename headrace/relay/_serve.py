@@ -1,8 +1,9 @@
 """The relay's HTTP API (Starlette): stream, sources, schemas, status, acknowledgements.
 
 ``GET /v1/stream`` answers from the ring buffer by copying the bytes of whole windows (filtered
-windows copy matching frames). When nothing new is there it long-polls: it waits on an
-``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
+windows copy matching frames), planned first and then written in bounded pieces (``_stream.py``:
+the request cap, the in-flight budget, the streamed body). When nothing new is there it long-polls:
+it waits on an ``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
 ``X-Headrace-Scn`` (how far the stream was scanned: the subscriber may checkpoint there even when a
 filter let nothing through), ``X-Headrace-Oldest-Scn`` and ``X-Headrace-Newest-Scn``.
 See ``docs/relay-api.md`` and ``docs/relay-openapi.yaml``.
