@@ -280,6 +280,15 @@ def test_inflight_budget_refuses_a_second_writer_then_serves_it(daemons: Any, tm
     assert hog.error is None
     r = httpx.get(url + "/v1/stream", params={"since": 0, "wait_ms": 0}, timeout=10)
     assert r.status_code == 200 and r.headers["x-headrace-windows"] != "0"
+    # a reader that goes away mid-body gives its budget back
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        _http_get(s, f"/v1/stream?since=0&max_bytes={64 * MIB}&wait_ms=0")
+        assert _read_head(s)[0] == 200
+        wait_until(lambda: _gauge(url, "headrace_relay_stream_inflight_bytes") > 0, 5, "the body to hold budget")
+    wait_until(lambda: _gauge(url, "headrace_relay_stream_inflight_bytes") == 0, 10, "the budget to come back")
+    assert _gauge(url, "headrace_relay_stream_requests") == 0
     assert 'headrace_relay_rejects_total{reason="inflight_bytes_limit"} 1.0' in httpx.get(url + "/metrics").text
 
 
@@ -364,9 +373,24 @@ def test_two_thousand_long_polls_cap_refuse_and_all_complete(daemons: Any, tmp_p
         assert all(c == 200 and b == b"" and h["x-headrace-scn"] == str(since2) for c, h, b, _ in ends)
         assert all(took >= 1.4 for *_, took in ends) and time.monotonic() - t0 < 20
 
+        # clients that give up free their slots at once, not at their wait_ms
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+        for _r, w in conns:
+            w.write(f"GET /v1/stream?since={since2}&wait_ms=25000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await _until(lambda: _gauge(url, "headrace_relay_stream_requests") == 200, 10)
+        for _r, w in conns:
+            w.close()
+        await _until(lambda: _gauge(url, "headrace_relay_stream_requests") == 0, 5)
+
     asyncio.run(run())
-    wait_until(lambda: _gauge(url, "headrace_relay_stream_requests") == 0, 10, "every stream slot to be free")
     assert _gauge(url, "headrace_relay_stream_inflight_bytes") == 0
+
+
+async def _until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        await asyncio.sleep(0.05)
 
 
 def _fill_one(db: Path) -> None:
