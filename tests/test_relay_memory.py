@@ -320,16 +320,22 @@ def _gauge(url: str, name: str) -> float:
 def test_two_thousand_long_polls_cap_refuse_and_all_complete(daemons: Any, tmp_path: Path) -> None:
     want = 4096
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        if hard != resource.RLIM_INFINITY and hard < want:
-            pytest.skip(f"the hard open-file limit ({hard}) is below the {want} this test needs")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the hard open-file limit ({hard}) is below the {want} this test needs")
     db = tmp_path / "app.db"
     _fill(db, 0, 0)
     cap, n_polls = 1500, 2000
-    relay, url = start_relay(daemons, tmp_path, db, max_stream_requests=cap)
+    # the relay starts with a soft limit of 1024 and must raise its own to hold 1,500 connections
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        relay, url = start_relay(daemons, tmp_path, db, max_stream_requests=cap)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
     assert relay.proc is not None
     pid, port = relay.proc.pid, int(url.rsplit(":", 1)[1])
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    relay_soft = re.search(r"^Max open files\s+(\S+)\s+(\S+)", limits, re.M)
+    assert relay_soft and relay_soft.group(1) == relay_soft.group(2), limits
     _fill(db, 1, 100)
     wait_until(lambda: status(url)["events"] >= 1, 30, "the first window")
     since = status(url)["newest_scn"]
