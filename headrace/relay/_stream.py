@@ -84,7 +84,7 @@ class StreamLimits:
 
     async def reserve(self, n: int, deadline: float) -> bool:
         """Take ``n`` bytes of the budget, waiting for others to give some back until ``deadline``."""
-        while self.inflight + n > self.max_inflight_bytes:
+        while n and self.inflight + n > self.max_inflight_bytes:  # an empty body (a poll's timeout) never waits
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
