@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 from prometheus_client import Counter, Gauge
 
@@ -128,39 +128,10 @@ class CaptureStop:
         }
 
 
-class _PreEncoded:
-    """What :func:`encode_window` needs of a codec (``version``, ``encode``) for one change whose
-    images are already encoded: ``encode`` hands back those bytes by identity of the image."""
-
-    __slots__ = ("_after", "_after_bytes", "_before", "_before_bytes", "version")
-
-    def __init__(
-        self,
-        version: SchemaVersion,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-        before_bytes: bytes | None,
-        after_bytes: bytes | None,
-    ) -> None:
-        self.version = version
-        self._before, self._after = before, after
-        self._before_bytes, self._after_bytes = before_bytes, after_bytes
-
-    def encode(self, row: Mapping[str, Any]) -> bytes:
-        if row is self._after and self._after_bytes is not None:
-            return self._after_bytes
-        if row is self._before and self._before_bytes is not None:
-            return self._before_bytes
-        raise AssertionError("a row image that is not the change's own")
-
-
 class PolicyCodecs(Codecs):
-    """:class:`Codecs` that encodes each change's images when its codec is asked for, so an error is
-    tied to its change (table, SCN) and, under ``null_with_marker``, the change can be encoded again
-    with the offending columns null and marked before its event (and fingerprint) is built.
-
-    Each image is still encoded exactly once on the normal path; :func:`encode_window` gets the bytes
-    through :class:`_PreEncoded`.
+    """:class:`Codecs` whose :meth:`encode_change` ties an error to its change (table, SCN) and, under
+    ``null_with_marker``, encodes the change again with the offending columns null and marked before
+    its event (and fingerprint) is built. Each image is still encoded exactly once on the normal path.
     """
 
     def __init__(self, registry: SchemaRegistry, policy: Policy = "stop") -> None:
@@ -175,8 +146,8 @@ class PolicyCodecs(Codecs):
         #: (table, column) → [values nulled, last SCN]
         self.nulled: dict[tuple[str, str], list[int]] = {}
 
-    def for_change(self, change: RowChange) -> RowCodec:
-        codec = super().for_change(change)
+    def encode_change(self, change: RowChange) -> tuple[SchemaVersion, bytes | None, bytes | None]:
+        codec = self.for_change(change)
         side = "before"
         try:
             bb = codec.encode(change.before) if change.before is not None else None
@@ -192,7 +163,7 @@ class PolicyCodecs(Codecs):
         except Exception:
             self.failed_change = change
             raise
-        return cast(RowCodec, _PreEncoded(codec.version, change.before, change.after, bb, ab))
+        return codec.version, bb, ab
 
     def _marked_meta(self, meta: TableMeta, relaxed: frozenset[str]) -> TableMeta:
         key = (meta, relaxed)
@@ -213,7 +184,7 @@ class PolicyCodecs(Codecs):
 
     def _with_nulls(
         self, change: RowChange, version: SchemaVersion, first: UnrepresentableValue, side: str
-    ) -> RowCodec:
+    ) -> tuple[SchemaVersion, bytes | None, bytes | None]:
         """Encode ``change`` with each column the encoder refuses set to null and listed in the marker.
 
         Columns are found one error at a time, with unregistered encoders; only the final shape is
@@ -266,8 +237,8 @@ class PolicyCodecs(Codecs):
             if failed is None:
                 self._relaxed[change.table] = frozenset(relaxed)
                 # the same schema registered: same bytes, and the event gets its fingerprint
-                sv = super().for_change(dataclasses.replace(change, table=meta)).version
-                return cast(RowCodec, _PreEncoded(sv, change.before, change.after, out["before"], out["after"]))
+                sv = self.for_change(dataclasses.replace(change, table=meta)).version
+                return sv, out["before"], out["after"]
             side = failed
         self.failed_change = change
         raise exc
