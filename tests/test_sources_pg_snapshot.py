@@ -91,9 +91,9 @@ def _payloads(codecs: Codecs, changes: list[RowChange]) -> dict[tuple[str, tuple
     """(table, key) → (fingerprint, Avro bytes of the row) as the relay encodes them."""
     out = {}
     for c in changes:
-        assert c.after is not None
-        codec = codecs.for_change(c)
-        out[(c.table.name, tuple(str(k) for k in c.key))] = (codec.version.fingerprint, codec.encode(c.after))
+        version, _before, after = codecs.encode_change(c)
+        assert after is not None
+        out[(c.table.name, tuple(str(k) for k in c.key))] = (version.fingerprint, after)
     return out
 
 

@@ -153,10 +153,9 @@ def _read_table(
             return state
         frames = []
         for change in page.rows:
-            codec = codecs.for_change(change)
-            assert change.after is not None
+            version, _before, after = codecs.encode_change(change)  # the relay's one encode step
             key = encode_key(list(change.key))
-            ev = Event(page.scn, table, Op.READ, key, 0, codec.version.fingerprint, None, codec.encode(change.after))
+            ev = Event(page.scn, table, Op.READ, key, 0, version.fingerprint, None, after)
             frames.append(ReadFrame(page.scn, table, key, encode_event(ev)))
         state = {**state, "rows": state["rows"] + len(page.rows)}
         if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
