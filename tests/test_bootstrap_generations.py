@@ -219,3 +219,53 @@ def test_unchanged_toast_values_are_filled_from_the_batch_or_the_store() -> None
     assert got[1] == {"id": 1, "big": "stored-1", UNCHANGED_COLUMN: None}
     assert got[2] == {"id": 2, "big": "inserted-2", UNCHANGED_COLUMN: None}
     assert got[3] == {"id": 3, "big": None, UNCHANGED_COLUMN: ["big"]}
+
+
+class _StopAfter:
+    """A stop flag that turns set after ``n`` checks (a seed cut short, as by kill -9)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.is_set()
+
+
+def test_sqlite_seed_resumes_its_generation_and_a_reseed_builds_a_new_one_while_the_old_is_served(
+    tmp_path: Path,
+) -> None:
+    import bootstrap_workload as wl
+
+    from headrace.bootstrap import seed
+
+    db = tmp_path / "src.db"
+    wl.create(db, 1_000)
+    url = f"sqlite:///{db}"
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    first = seed(store, url, None, 100, _StopAfter(3))  # cut after a few pages
+    st = store.state()
+    assert st["gen"] is None and not st["building"]["seed"]["done"] and 0 < store.row_count(gen=1) < 1_100
+    done = seed(store, url, None, 100)  # the restart: resumes the same generation, not counted as a re-seed
+    st = store.state()
+    assert done["done"] and done["start_scn"] == first["start_scn"] and st["building"]["gen"] == 1
+    apply_once(store, 10)
+    st = store.state()
+    assert (st["gen"], st["building"], st["reseeds"]["count"], store.row_count()) == (1, None, 0, 1_100)
+    assert seed(store, url, None, 100) == done  # nothing to do
+
+    with wl.connect(db) as conn:
+        conn.execute("DELETE FROM accounts WHERE id <= 10")
+    reseeded = seed(store, url, None, 300, reason="relay_no_longer_has_log_scn")
+    st = store.state()
+    assert reseeded["done"] and st["gen"] == 1 and st["building"]["gen"] == 2  # generation 1 still served
+    assert store.row_count() == 1_100 and store.row_count(gen=2) == 1_090
+    store.append([], reseeded["high_scn"], gen=2)  # the follower reached the seed's newest page
+    apply_once(store, 10)
+    st = store.state()
+    assert (st["gen"], st["reseeds"]["count"], st["reseeds"]["last_reason"]) == (2, 1, "relay_no_longer_has_log_scn")
+    assert store.row_count() == 1_090
+    store.close()
