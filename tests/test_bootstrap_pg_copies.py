@@ -30,7 +30,7 @@ import httpx
 from db_servers import PgServer
 from support import free_port, wait_until, write_config
 
-from headrace.relay.client import MemoryCheckpointStore, SnapshotRestarted, Subscriber
+from headrace.relay.client import BootstrapClient, MemoryCheckpointStore, RelayClient, SnapshotRestarted, Subscriber
 
 UNCHANGED = "_headrace_unchanged"
 BIG = 3_200  # hex characters: > 2 kB and incompressible, so stored out of line (TOAST)
@@ -262,7 +262,15 @@ def test_snapshot_rows_carry_toasted_values_that_updates_left_unchanged(
 ) -> None:
     rows = 1_200
     stack = PgStack(pg_server, tmp_path, daemons, "boottoast", rows, 64 << 20, 1_000)
-    stack.start()
+    stack.relay.start()
+    stack.relay.wait_http(stack.relay_url + "/healthz", timeout=30)
+    # rows the relay streams (inserts) and the seed reads too, never changed afterwards
+    pg_server.execute(
+        "INSERT INTO docs SELECT g, g, repeat(md5(g::text), 100), decode(repeat(md5(g::text), 50), 'hex'), NULL "
+        "FROM generate_series(5000, 5019) g",
+        stack.db,
+    )
+    stack.start_bootstrap()
     stack.wait_ready()
     # changes after the seed: most leave `big` and `blob` as they were (placeholders on the wire)
     writers = Writers(pg_server, stack.db, rows, 0.0).start()
@@ -292,6 +300,26 @@ def test_snapshot_rows_carry_toasted_values_that_updates_left_unchanged(
     served = sum(1 for r in copy.snapshot_rows if r["big"] is not None)
     assert served == toasted > rows // 8, (served, toasted)
     _assert_copy(table, copy)
+    # the same rows seeded (snapshot) and streamed (the relay's inserts): identical events
+    streamed = {
+        e.key: (e.fingerprint, e.after)
+        for w in RelayClient(stack.relay_url)
+        .stream(stack.relay_status()["oldest_scn"], ["docs"], None, 8 << 20, 0)
+        .windows
+        for e in w
+        if e.op.value == "c" and 5000 <= json.loads(e.key)[0] < 5020
+    }
+    bs = BootstrapClient(stack.boot_url)
+    seeded: dict[bytes, tuple[str, bytes | None]] = {}
+    page_after = None
+    while True:
+        page = bs.snapshot(["docs"], None, page_after, 5_000)
+        seeded.update((e.key, (e.fingerprint, e.after)) for e in page.events if 5000 <= json.loads(e.key)[0] < 5020)
+        page_after = page.cursor
+        if page.done:
+            break
+    bs.close()
+    assert len(streamed) == 20 and seeded == streamed
     # the relay really sent placeholders for these updates (so the store had to fill them in)
     metrics = httpx.get(stack.boot_url + "/metrics", timeout=10).text
     filled = [ln for ln in metrics.splitlines() if ln.startswith("headrace_bootstrap_toast_filled_total")]
