@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from db_servers import PgServer
 from support import free_port, wait_until
 
 from headrace.bootstrap import LogWindow, Store, apply_once, merge, sort_key
@@ -82,8 +83,15 @@ def _rows(store: Store) -> dict[int, dict[str, Any]]:
 
 
 def test_reseed_builds_a_new_generation_while_the_old_one_is_served(tmp_path: Path) -> None:
+    _generations(Store(f"sqlite:///{tmp_path / 'b.db'}"))
+
+
+def test_generations_in_a_postgresql_store(pg_server: PgServer) -> None:
+    _generations(Store(pg_server.url(pg_server.create_database("bootstore"))))
+
+
+def _generations(store: Store) -> None:
     rows = Rows()
-    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
     seed = {"start_scn": 10, "high_scn": 10, "done": False}
     g1 = store.begin_generation(10, seed, "initial")
     store.put_schemas(rows.versions() or [rows.registry.register(META)])
