@@ -65,7 +65,7 @@ __all__ = ["PostgresSource", "SlotSnapshot", "connect", "export_snapshot", "form
 log = get_logger("relay.source.postgres")
 
 RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
-TRUNCATES = Counter("headrace_relay_pg_truncates_total", "TRUNCATE statements seen (not turned into events)")
+TRUNCATES = Counter("headrace_relay_pg_truncates_total", "truncate events (one per table of a TRUNCATE)")
 RECONNECTS = Counter("headrace_relay_pg_stream_starts_total", "START_REPLICATION calls (first start and resumes)")
 
 
@@ -329,15 +329,25 @@ class PostgresSource(ChangeSource):
             self._meta_conn = None
 
     # -- catalog ------------------------------------------------------------------------------
-    def _relation_catalog(self, relid: int) -> RelationCatalog:
+    def _relation_catalog(self, relid: int) -> RelationCatalog | None:
+        """Primary key and replica identity index columns (index order) and NOT NULL columns of a
+        relation as the catalog has it now; None when the relation no longer exists."""
         rows = self._query(
-            "SELECT a.attname, a.attnotnull, array_position(i.indkey::int2[], a.attnum) FROM pg_attribute a "
-            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
-            "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            "SELECT a.attname, a.attnotnull, "
+            "(SELECT array_position(i.indkey::int2[], a.attnum) FROM pg_index i "
+            " WHERE i.indrelid = a.attrelid AND i.indisprimary), "
+            "(SELECT array_position(i.indkey::int2[], a.attnum) FROM pg_index i "
+            " WHERE i.indrelid = a.attrelid AND i.indisreplident) "
+            "FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
             (relid,),
         )
-        pk = tuple(name for name, _nn, pos in sorted((r for r in rows if r[2] is not None), key=lambda r: r[2]))
-        return RelationCatalog(pk, frozenset(name for name, nn, _ in rows if nn))
+        if not rows:
+            return None
+
+        def ordered(col: int) -> tuple[str, ...]:
+            return tuple(r[0] for r in sorted((r for r in rows if r[col] is not None), key=lambda r: r[col]))
+
+        return RelationCatalog(ordered(2), frozenset(r[0] for r in rows if r[1]), ordered(3))
 
     def _type_catalog(self, oid: int) -> CatalogType | None:
         if oid not in self._types:
@@ -374,8 +384,13 @@ class PostgresSource(ChangeSource):
                 (relid,),
             )
             resolved = [(name, resolve_type(int(typ), int(mod), self._type_catalog)) for name, typ, mod in cols]
-            meta = build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), (), ident == "f")
-            out.append(meta)
+            cat = self._relation_catalog(relid)
+            if cat is None:
+                continue  # dropped meanwhile
+            # the columns a Relation message would flag as replica identity, in column order
+            ident_cols = set(cat.primary_key if ident == "d" else cat.identity_index if ident == "i" else ())
+            identity = tuple(name for name, _t in resolved if name in ident_cols)
+            out.append(build_meta(table_name(nsp, rel), resolved, identity, ident, cat))
         self._tables_cache = (now, out)
         return out
 
@@ -517,6 +532,9 @@ class PostgresSource(ChangeSource):
                     item = feed(decode(msg.payload))
                     if type(item) is RowChange:
                         yield item
+                    elif type(item) is list:  # a TRUNCATE: one change per table
+                        TRUNCATES.inc(len(item))
+                        yield from item
                     elif isinstance(item, TxnEnd):
                         self._received_lsn = max(self._received_lsn, msg.data_start)
                         self._last_scn = item.scn
@@ -531,6 +549,9 @@ class PostgresSource(ChangeSource):
                 self._maintain(cur)
             elif isinstance(item, RowChange):
                 yield item
+            elif isinstance(item, list):
+                TRUNCATES.inc(len(item))
+                yield from item
             elif isinstance(item, TxnEnd):
                 self._last_scn = item.scn
                 self._marks.read(self._clock(), item.scn)
@@ -539,7 +560,6 @@ class PostgresSource(ChangeSource):
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         self._assembler.reset()
         self._assembler.skip_through = -1 if after_scn is None else after_scn
-        self._assembler.truncates = 0
         if after_scn is not None:
             self._last_scn = max(self._last_scn, after_scn)
         conn, cur = self._start()
@@ -556,10 +576,6 @@ class PostgresSource(ChangeSource):
                     yield ChangeWindow(item.scn, item.ts_ms, self._changes(conn, cur, stop, item))
                     if self._assembler.in_transaction:
                         raise TransientError(f"the window of SCN {item.scn} was not read to its end")
-                if self._assembler.truncates:
-                    TRUNCATES.inc(self._assembler.truncates)
-                    log.warning("truncate_ignored", count=self._assembler.truncates)
-                    self._assembler.truncates = 0
         finally:
             with contextlib.suppress(Exception):
                 self._feedback(cur, force=True)
