@@ -292,3 +292,62 @@ def test_keyless_tables_do_not_break_the_applications_writes(pg_server: PgServer
     assert got[3] == [("c", "fresh", [2], None, {"id": 2})]  # withpk left the publication with its key
     src.uninstall()
     src.close()
+
+
+def test_listed_tables_without_superuser_follow_by_polling(pg_server: PgServer) -> None:
+    """``relay.tables`` as a table owner without superuser rights: no event trigger; a listed keyless table
+    is left out (its writes work); a listed table created later joins the publication at the next poll."""
+    db = pg_server.create_database("shown")
+    pg_server.execute("DROP ROLE IF EXISTS shown; CREATE ROLE shown LOGIN REPLICATION")
+    pg_server.execute("GRANT CREATE ON SCHEMA public TO shown; GRANT CREATE ON DATABASE shown TO shown", db)
+    with contextlib.closing(pg_server.connect(db, user="shown")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE nokey (a int); INSERT INTO nokey VALUES (1); CREATE TABLE keyed (id int PRIMARY KEY)")
+    cfg = RelayConfig(
+        source=pg_server.url(db, user="shown"),
+        tables=["nokey", "keyed", "later"],
+        postgres={"slot": "shown", "publication": "shown", "status_interval": 1},
+    )
+    src = PostgresSource(cfg)
+    src.open()
+    after = src.start_scn()
+    info = src.describe()
+    assert info["publication_trigger"] is False and info["unpublished_tables"] == ["nokey"]
+    with contextlib.closing(pg_server.connect(db, user="shown")) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE nokey SET a = 2")  # not refused
+        cur.execute("INSERT INTO keyed VALUES (1)")
+        cur.execute("CREATE TABLE later (id int PRIMARY KEY)")
+    published = "SELECT tablename FROM pg_publication_tables WHERE pubname = 'shown' ORDER BY 1"
+    got = read_wire(src, after, 1)  # reading polls the slot, and the poll updates the publication
+    assert got == [[("c", "keyed", [1], None, {"id": 1})]]
+    assert pg_server.execute(published, db) == [("keyed",), ("later",)]
+    pg_server.execute("INSERT INTO later VALUES (5)", db)
+    assert read_wire(src, None, 2)[1] == [("c", "later", [5], None, {"id": 5})]
+    src.uninstall()
+    src.close()
+
+
+def test_an_all_tables_publication_handed_to_the_relay_is_replaced_without_a_gap(pg_server: PgServer) -> None:
+    """A FOR ALL TABLES publication the relay did not create is left alone (with a warning); once the
+    operator marks it as the relay's, the relay replaces it by its FOR TABLE publication in one
+    transaction: changes before and after the swap are all delivered."""
+    db = pg_server.create_database("shmig")
+    pg_server.execute(
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE nokey (a int); CREATE PUBLICATION shmig FOR ALL TABLES", db
+    )
+    src = source_for(pg_server, db, None, slot="shmig")
+    src.open()
+    after = src.start_scn()
+    assert pg_server.execute("SELECT puballtables FROM pg_publication WHERE pubname = 'shmig'", db) == [(True,)]
+    pg_server.execute("INSERT INTO t VALUES (1)", db)
+    src.close()
+    from headrace.relay.sources.postgres import PUB_MARKER
+
+    pg_server.execute(f"COMMENT ON PUBLICATION shmig IS '{PUB_MARKER}'", db)
+    src = source_for(pg_server, db, None, slot="shmig")
+    src.open()
+    assert pg_server.execute("SELECT puballtables FROM pg_publication WHERE pubname = 'shmig'", db) == [(False,)]
+    run(pg_server, db, "INSERT INTO nokey VALUES (1); UPDATE nokey SET a = 2", "INSERT INTO t VALUES (2)")
+    got = read_wire(src, after, 2)
+    assert got == [[("c", "t", [1], None, {"id": 1})], [("c", "t", [2], None, {"id": 2})]]
+    src.uninstall()
+    src.close()

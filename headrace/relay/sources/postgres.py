@@ -133,6 +133,13 @@ _CANDIDATES = (
 _TRIGGER_TAGS = "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX'"
 
 
+_Rel = tuple[str, str]  # (schema, table)
+
+
+def _rel_ident(rel: _Rel) -> str:
+    return f"{_quote_ident(rel[0])}.{_quote_ident(rel[1])}"
+
+
 def _qualified(table: str) -> str:
     schema, dot, name = table.rpartition(".")
     return f"{_quote_ident(schema)}.{_quote_ident(name)}" if dot else _quote_ident(name)
@@ -311,25 +318,25 @@ class PostgresSource(ChangeSource):
             # new, or an all-tables publication the operator handed over: (re)create it FOR TABLE the
             # safe tables in one transaction, so no change falls between two publications
             wanted = self._publication_plan()[0]
-            target = f" FOR TABLE {', '.join(_qualified(t) for t in wanted)}" if wanted else ""
+            target = f" FOR TABLE {', '.join(_rel_ident(t) for t in wanted)}" if wanted else ""
             drop = f"DROP PUBLICATION {pub}; " if rows else ""
             try:
                 self._query(
-                    f"BEGIN; {drop}CREATE PUBLICATION {pub}{target}; COMMENT ON PUBLICATION {pub} IS %s; COMMIT",
-                    (PUB_MARKER,),
+                    f"BEGIN; {drop}CREATE PUBLICATION {pub}{target}; "
+                    f"COMMENT ON PUBLICATION {pub} IS {_sql_text(PUB_MARKER)}; COMMIT"
                 )
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     self._query("ROLLBACK")
                 raise UsageError(
-                    f"cannot create the publication {self.publication!r} ({str(exc).strip()}): the relay's role must "
-                    "own the tables it publishes (or be a superuser); or list the tables in relay.tables"
+                    f"cannot create the publication {self.publication!r} ({str(exc).strip()}): the relay's role needs "
+                    "CREATE on the database and must own the tables it publishes (or be a superuser)"
                 ) from exc
-            log.info("publication_created", publication=self.publication, tables=wanted)
+            log.info("publication_created", publication=self.publication, tables=[table_name(*t) for t in wanted])
             self._managed = True
         elif rows[0][1] == PUB_MARKER or (self.only_tables and not rows[0][0]):
             if rows[0][1] != PUB_MARKER:
-                self._query(f"COMMENT ON PUBLICATION {pub} IS %s", (PUB_MARKER,))
+                self._query(f"COMMENT ON PUBLICATION {pub} IS {_sql_text(PUB_MARKER)}")
             self._managed = True
         else:
             self._managed = False
@@ -355,41 +362,52 @@ class PostgresSource(ChangeSource):
             self._sync_publication()
             self._install_publication_trigger()
 
-    def _publication_plan(self) -> tuple[list[str], list[str], list[str], list[str]]:
-        """Tables to publish, published ones to add, published ones to drop, and the ones left out for
-        lack of a replica identity (names as :func:`table_name` gives them)."""
+    def _publication_plan(self) -> tuple[list[_Rel], list[_Rel], list[_Rel], list[str]]:
+        """Tables to publish, unpublished ones to add, published ones to drop (as (schema, name)), and the
+        names (as :func:`table_name` gives them) of the wanted ones left out for lack of a replica identity."""
         rows = self._query(_CANDIDATES, (self.publication,))
         listed = None if not self.only_tables else {t.removeprefix("public.") for t in self.only_tables}
-        wanted, add, drop, keyless = [], [], [], []
+        wanted: list[_Rel] = []
+        add: list[_Rel] = []
+        drop: list[_Rel] = []
+        keyless: list[str] = []
         for nsp, rel, safe, published in rows:
             name = table_name(nsp, rel)
             want = listed is None or name in listed
             if want and safe:
-                wanted.append(name)
+                wanted.append((nsp, rel))
                 if not published:
-                    add.append(name)
+                    add.append((nsp, rel))
             elif published:
-                drop.append(name)
+                drop.append((nsp, rel))
             if want and not safe:
                 keyless.append(name)
         return wanted, add, drop, keyless
 
     def _sync_publication(self) -> None:
-        """Add the tables that gained a replica identity, drop the ones that lost it (each ALTER in its own
-        statement: one table the role does not own is skipped with a warning, not fatal)."""
+        """Add the tables that gained a replica identity, drop the ones that lost it. Each ALTER is its own
+        transaction with a short lock timeout: a table the role does not own, or one locked by a long
+        transaction, is skipped with a warning (and tried again at the next poll), never fatal."""
         wanted, add, drop, keyless = self._publication_plan()
         pub = _quote_ident(self.publication)
-        for verb, names in (("ADD", add), ("DROP", drop)):
-            for name in names:
+        for verb, rels in (("ADD", add), ("DROP", drop)):
+            for rel in rels:
+                name = table_name(*rel)
                 try:
-                    self._query(f"ALTER PUBLICATION {pub} {verb} TABLE {_qualified(name)}")
+                    self._query(
+                        f"BEGIN; SET LOCAL lock_timeout = '2s'; "
+                        f"ALTER PUBLICATION {pub} {verb} TABLE {_rel_ident(rel)}; COMMIT"
+                    )
                     log.info("publication_updated", publication=self.publication, action=verb.lower(), table=name)
                 except Unavailable:
                     raise
                 except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        self._query("ROLLBACK")
                     log.warning("publication_update_failed", publication=self.publication, table=name, error=str(exc))
         if self.only_tables:
-            missing = sorted({t.removeprefix("public.") for t in self.only_tables} - set(wanted) - set(keyless))
+            have = {table_name(*t) for t in wanted} | set(keyless)
+            missing = sorted({t.removeprefix("public.") for t in self.only_tables} - have)
             if missing and missing != self._missing_warned:
                 log.warning("tables_not_found", tables=missing, hint="they are published once they exist")
             self._missing_warned = missing
