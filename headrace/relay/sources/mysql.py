@@ -30,12 +30,18 @@ window read at least ``retention_seconds`` ago. On first start it is the server'
 position, so a restarted relay re-reads from there into its buffer. If the server purged the
 binlog file it points into, :meth:`read` raises :class:`~headrace.errors.FatalError` explaining how
 to re-seed. The GTID of the last transaction read is recorded there and in ``describe()``.
+
+TRUNCATE. The server always logs ``TRUNCATE TABLE`` as a statement (a QUERY event, its own
+transaction), never as row deletions. A TRUNCATE of a captured table becomes a window of one
+:data:`~headrace.relay.Op.TRUNCATE` event (key ``()``, no row images) whose SCN is the position
+after the statement.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +55,7 @@ from ..._logging import get_logger
 from ...errors import FatalError, Unavailable, UsageError
 from .._event import Op
 from .._schema import TableMeta
-from ._base import ChangeSource, ChangeWindow
+from ._base import ChangeSource, ChangeWindow, RowChange
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
@@ -63,6 +69,25 @@ STALLS = Counter("headrace_relay_mysql_stream_breaks_total", "binlog stream stal
 
 class StreamBroken(Exception):
     """The binlog connection failed or timed out (raised instead of the library's silent reconnect)."""
+
+
+_TRUNCATE = re.compile(
+    r"\s*TRUNCATE\s+(?:TABLE\s+)?(?:(?P<db>`(?:[^`]|``)+`|[\w$]+)\s*\.\s*)?(?P<t>`(?:[^`]|``)+`|[\w$]+)\s*;?\s*",
+    re.IGNORECASE,
+)
+
+
+def truncated_table(query: str, default_db: str | None) -> tuple[str | None, str] | None:
+    """``(database, table)`` of a ``TRUNCATE [TABLE] [db.]t`` statement, else None."""
+    m = _TRUNCATE.fullmatch(query)
+    if m is None:
+        return None
+
+    def unquote(name: str) -> str:
+        return name[1:-1].replace("``", "`") if name.startswith("`") else name
+
+    db = m.group("db")
+    return (unquote(db) if db else default_db), unquote(m.group("t"))
 
 
 def _stream_connection_class() -> type:
@@ -354,6 +379,24 @@ class MysqlSource(ChangeSource):
             enable_logging=False,
         )
 
+    def _truncate_window(self, ev: Any, schema: str | None, asm: BinlogAssembler) -> ChangeWindow | None:
+        """The window of a ``TRUNCATE`` QUERY event of a captured table (None for any other statement)."""
+        target = truncated_table(ev.query, schema)
+        if target is None or target[0] != self.schema:
+            return None
+        table = target[1]
+        if self.only_tables is not None and table not in self.only_tables:
+            return None
+        scn = pack_scn(asm.file_index, ev.packet.log_pos)
+        info = self._table_info(table)
+        if scn <= asm.skip_through or info is None:
+            return None
+        asm.skip_through = scn
+        meta = TableMeta(name=table, columns=tuple(c.column for c in info.columns.values()), key=info.key)
+        self._last_scn, self._last_gtid = scn, None
+        self._marks.read(self._clock(), scn)
+        return ChangeWindow(scn, ev.timestamp * 1000, [RowChange(scn, meta, Op.TRUNCATE, (), None, None)])
+
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         import pymysql
         from pymysqlreplication.event import (
@@ -420,9 +463,14 @@ class MysqlSource(ChangeSource):
                             yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
                             last_yield = self._clock()
                     else:  # DDL (its own transaction): reload column metadata
+                        schema = ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema
                         asm.ddl()
                         self._tables.clear()
-                        log.info("ddl_seen", schema=ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema)
+                        log.info("ddl_seen", schema=schema)
+                        window = self._truncate_window(ev, schema, asm)
+                        if window is not None:
+                            yield window
+                            last_yield = self._clock()
                 elif isinstance(ev, HeartbeatLogEvent):
                     pass
                 if self._clock() - last_yield >= self.idle_seconds:

@@ -434,7 +434,7 @@ class PostgresSource(ChangeSource):
         pubname = _sql_text(self.publication)
         body = f"""
 CREATE OR REPLACE FUNCTION public.{fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $headrace$
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $headrace$
 DECLARE
   r record;
   listed text[] := {listed};
