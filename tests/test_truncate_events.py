@@ -62,3 +62,32 @@ def test_bootstrap_store_applies_a_truncate_in_window_order(tmp_path: Path) -> N
     assert store.apply(ops.values(), 5, expect=2)
     assert _rows(store, "b") == [b"b3"] and _rows(store, "a") == [b"a4"]
     store.close()
+
+
+def test_sqlite_delete_without_where_arrives_row_by_row(tmp_path: Path) -> None:
+    """SQLite has no TRUNCATE; its "truncate optimisation" of ``DELETE FROM t`` is off while the
+    capture triggers exist, so every row arrives as its own delete event (no ``t`` event)."""
+    import sqlite3
+    import threading
+    import time
+
+    from headrace.relay._config import RelayConfig
+    from headrace.relay.sources.sqlite import SqliteSource
+
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    src = SqliteSource(RelayConfig(source=f"sqlite:///{db}", sqlite={"poll_ms": 5}))
+    src.open()
+    conn.executemany("INSERT INTO t VALUES (?, 'x')", [(i,) for i in range(3)])
+    conn.execute("DELETE FROM t")
+    changes = []
+    deadline = time.monotonic() + 20
+    for w in src.read(None, threading.Event()):
+        if w is not None:
+            changes += list(w.changes)
+        if len(changes) >= 6 or time.monotonic() > deadline:
+            break
+    assert [(c.op, c.key) for c in changes[3:]] == [(Op.DELETE, (0,)), (Op.DELETE, (1,)), (Op.DELETE, (2,))]
+    src.close()
+    conn.close()
