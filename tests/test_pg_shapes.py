@@ -302,9 +302,10 @@ def test_listed_tables_without_superuser_follow_by_polling(pg_server: PgServer) 
     pg_server.execute("GRANT CREATE ON SCHEMA public TO shown; GRANT CREATE ON DATABASE shown TO shown", db)
     with contextlib.closing(pg_server.connect(db, user="shown")) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE nokey (a int); INSERT INTO nokey VALUES (1); CREATE TABLE keyed (id int PRIMARY KEY)")
+    pg_server.execute("CREATE TABLE theirs (id int PRIMARY KEY)", db)  # owned by another role: left out, named
     cfg = RelayConfig(
         source=pg_server.url(db, user="shown"),
-        tables=["nokey", "keyed", "later"],
+        tables=["nokey", "keyed", "later", "theirs"],
         postgres={"slot": "shown", "publication": "shown", "status_interval": 1},
     )
     src = PostgresSource(cfg)

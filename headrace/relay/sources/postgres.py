@@ -120,11 +120,12 @@ _HAS_IDENTITY = (
     "OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
     "OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))"
 )
-#: every table FOR ALL TABLES would publish: (schema, name, has a replica identity, in the publication %s)
+#: every table FOR ALL TABLES would publish: (schema, name, has a replica identity, in the publication %s,
+#: the current role may add it to a publication)
 _CANDIDATES = (
     f"SELECT n.nspname::text AS nspname, c.relname::text AS relname, ({_HAS_IDENTITY}) AS safe, "
     "EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
-    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published "
+    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
@@ -210,6 +211,7 @@ class PostgresSource(ChangeSource):
         self._managed = False  # the publication is the relay's: it keeps the table list
         self._keyless_warned: list[str] = []
         self._missing_warned: list[str] = []
+        self._not_owned_warned: list[str] = []
 
     # -- setup --------------------------------------------------------------------------------
     def _meta(self) -> Any:
@@ -371,10 +373,13 @@ class PostgresSource(ChangeSource):
         add: list[_Rel] = []
         drop: list[_Rel] = []
         keyless: list[str] = []
-        for nsp, rel, safe, published in rows:
+        not_owned: list[str] = []
+        for nsp, rel, safe, published, owned in rows:
             name = table_name(nsp, rel)
             want = listed is None or name in listed
-            if want and safe:
+            if want and safe and not owned and not published:
+                not_owned.append(name)
+            elif want and safe:
                 wanted.append((nsp, rel))
                 if not published:
                     add.append((nsp, rel))
@@ -382,6 +387,13 @@ class PostgresSource(ChangeSource):
                 drop.append((nsp, rel))
             if want and not safe:
                 keyless.append(name)
+        if not_owned != self._not_owned_warned and not_owned:
+            log.warning(
+                "tables_not_owned",
+                tables=not_owned,
+                hint="the relay's role may publish only tables it owns: run the relay as their owner or a superuser",
+            )
+        self._not_owned_warned = not_owned
         return wanted, add, drop, keyless
 
     def _sync_publication(self) -> None:
@@ -406,7 +418,7 @@ class PostgresSource(ChangeSource):
                         self._query("ROLLBACK")
                     log.warning("publication_update_failed", publication=self.publication, table=name, error=str(exc))
         if self.only_tables:
-            have = {table_name(*t) for t in wanted} | set(keyless)
+            have = {table_name(*t) for t in wanted} | set(keyless) | set(self._not_owned_warned)
             missing = sorted({t.removeprefix("public.") for t in self.only_tables} - have)
             if missing and missing != self._missing_warned:
                 log.warning("tables_not_found", tables=missing, hint="they are published once they exist")
