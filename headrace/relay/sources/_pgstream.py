@@ -294,7 +294,9 @@ class PgChangeAssembler:
         return old if kind == "O" else {n: old[n] for n in rel.names if n in rel.identity and n in old}
 
     def _change(self, msg: Insert | Update | Delete) -> RowChange:
-        rel = self._rel(msg.relid)
+        rel = self._rels.get(msg.relid)  # inline: the hot path
+        if rel is None:
+            rel = self._rel(msg.relid)  # raises
         assert self._txn is not None
         self._rows += 1
         scn = self._txn.final_lsn
