@@ -2,8 +2,10 @@
 
 Theory of operation. :meth:`PostgresSource.open` checks ``wal_level = logical`` and the role's
 REPLICATION right (refusing with a message naming the setting), then creates — idempotently — the
-publication (``relay.postgres.publication``, for ``relay.tables`` or all tables) and the logical
-replication slot (``relay.postgres.slot``). :meth:`read` opens a replication connection, runs
+publication (``relay.postgres.publication``: ``FOR TABLE`` the tables, of ``relay.tables`` or all,
+that have a replica identity, so the application's UPDATE/DELETE on keyless tables are never
+refused; kept current by an event trigger and on every slot poll, see :meth:`_ensure_publication`)
+and the logical replication slot (``relay.postgres.slot``). :meth:`read` opens a replication connection, runs
 ``START_REPLICATION SLOT … LOGICAL 0/0 (proto_version '1', publication_names …)`` and feeds every
 message through :mod:`._pgoutput` (bytes → messages) and :mod:`._pgstream` (messages → row
 changes). With protocol version 1 the server decodes a transaction only after its commit and sends
