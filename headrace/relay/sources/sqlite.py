@@ -48,6 +48,7 @@ Saving marks and pruning are the relay's only writes; both give way to the appli
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -72,6 +73,8 @@ log = get_logger("relay.sqlite")
 CHANGES_TABLE = "headrace_changes"
 MARKS_TABLE = "headrace_marks"
 STATE_TABLE = "headrace_state"
+REALS_TABLE = "headrace_reals"
+TABLES_TABLE = "headrace_tables"
 ROWID_COLUMN = "__rowid__"
 _PREFIX = "headrace_"
 HOUSEKEEPING_BUSY_MS = 50
@@ -115,20 +118,37 @@ def _image(meta: TableMeta, ref: str) -> str:
     return f"json_object({', '.join(args)})"
 
 
+def _real_columns(meta: TableMeta) -> list[str]:
+    return [c.name for c in meta.columns if c.name != ROWID_COLUMN]
+
+
+def _reals(meta: TableMeta, sides: tuple[tuple[str, str], ...]) -> str:
+    """The statement copying the REAL values of a change into ``headrace_reals``."""
+    parts = [
+        f"SELECT {_lit(side)} AS s, {_lit(name)} AS c, {ref}.{_q(name)} AS v"
+        for side, ref in sides
+        for name in _real_columns(meta)
+    ]
+    return (
+        f" INSERT INTO {REALS_TABLE}(scn, side, col, v) SELECT (SELECT max(scn) FROM {CHANGES_TABLE}), s, c, v "
+        f"FROM ({' UNION ALL '.join(parts)}) WHERE typeof(v) = 'real';"
+    )
+
+
 def trigger_sql(meta: TableMeta) -> dict[str, str]:
     """The three trigger statements for ``meta`` by trigger name."""
     t = meta.name
     ins = f"INSERT INTO {CHANGES_TABLE}(tbl, op, ts_ms, before, after) VALUES ({_lit(t)}, "
     new, old = _image(meta, "NEW"), _image(meta, "OLD")
-    body = {
-        "ai": ("INSERT", f"{ins}'c', {_NOW_MS}, NULL, {new})"),
-        "au": ("UPDATE", f"{ins}'u', {_NOW_MS}, {old}, {new})"),
-        "ad": ("DELETE", f"{ins}'d', {_NOW_MS}, {old}, NULL)"),
+    ops = {
+        "ai": ("INSERT", f"{ins}'c', {_NOW_MS}, NULL, {new})", (("a", "NEW"),)),
+        "au": ("UPDATE", f"{ins}'u', {_NOW_MS}, {old}, {new})", (("b", "OLD"), ("a", "NEW"))),
+        "ad": ("DELETE", f"{ins}'d', {_NOW_MS}, {old}, NULL)", (("b", "OLD"),)),
     }
     return {
         f"{_PREFIX}{t}_{suffix}": f"CREATE TRIGGER {_q(f'{_PREFIX}{t}_{suffix}')} AFTER {event} ON {_q(t)} "
-        f"FOR EACH ROW BEGIN {stmt}; END"
-        for suffix, (event, stmt) in body.items()
+        f"FOR EACH ROW BEGIN {stmt};{_reals(meta, sides) if _real_columns(meta) else ''} END"
+        for suffix, (event, stmt, sides) in ops.items()
     }
 
 
@@ -206,6 +226,65 @@ def _conv(t: ColumnType) -> Callable[[Any], Any]:
 
 _NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
 
+
+def _read_reals(conn: sqlite3.Connection, lo: int, hi: int) -> dict[int, dict[tuple[str, str], float]]:
+    """The exact REAL values of changes ``lo < scn <= hi``: ``{scn: {(side, column): value}}``."""
+    out: dict[int, dict[tuple[str, str], float]] = {}
+    for scn, side, col, v in conn.execute(
+        f"SELECT scn, side, col, v FROM {REALS_TABLE} WHERE scn > ? AND scn <= ?", (lo, hi)
+    ).fetchall():
+        out.setdefault(scn, {})[(side, col)] = v
+    return out
+
+
+def _type_to_dict(t: ColumnType) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(t):
+        v = getattr(t, f.name)
+        if v == f.default:
+            continue
+        out[f.name] = _type_to_dict(v) if isinstance(v, ColumnType) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _type_from_dict(d: dict[str, Any]) -> ColumnType:
+    names = {f.name for f in dataclasses.fields(ColumnType)}
+    kw = {k: v for k, v in d.items() if k in names}
+    if kw.get("items") is not None:
+        kw["items"] = _type_from_dict(kw["items"])
+    if "symbols" in kw:
+        kw["symbols"] = tuple(kw["symbols"])
+    return ColumnType(**kw)
+
+
+def meta_to_json(meta: TableMeta) -> str:
+    """A :class:`TableMeta` as JSON (as ``headrace_tables`` keeps it)."""
+    return json.dumps(
+        {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "key": list(meta.key),
+            "columns": [{"name": c.name, "type": _type_to_dict(c.type), "nullable": c.nullable} for c in meta.columns],
+        },
+        sort_keys=True,
+    )
+
+
+def meta_from_json(text: str) -> TableMeta:
+    """The :class:`TableMeta` of :func:`meta_to_json`'s text."""
+    d = json.loads(text)
+    cols = tuple(Column(c["name"], _type_from_dict(c["type"]), bool(c["nullable"])) for c in d["columns"])
+    return TableMeta(d["name"], cols, tuple(d["key"]), d["namespace"])
+
+
+def _guess_meta(tbl: str, image: dict[str, Any]) -> TableMeta:
+    """A last-resort shape from a change's own image: every column nullable text (values as text)."""
+    cols = tuple(Column(name, ColumnType("string"), name != ROWID_COLUMN) for name in image)
+    key = (ROWID_COLUMN,) if ROWID_COLUMN in image else ()
+    if key:
+        cols = tuple(Column(c.name, ColumnType("long"), False) if c.name == ROWID_COLUMN else c for c in cols)
+    return TableMeta(tbl, cols, key)
+
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
 
 
@@ -218,10 +297,10 @@ class _Table:
         self.warned: set[tuple[str, type]] = set()
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
-        self._names = frozenset(c.name for c in meta.columns)
+        self.names = frozenset(c.name for c in meta.columns)
 
     def meta_for(self, image: dict[str, Any]) -> TableMeta:
-        if image.keys() == self._names:
+        if image.keys() == self.names:
             return self.meta
         image_keys = frozenset(image)
         m = self._projections.get(image_keys)
@@ -268,6 +347,9 @@ class SqliteSource(ChangeSource):
         self._conn: sqlite3.Connection | None = None
         self._engine: Any = None
         self._tables: dict[str, _Table] = {}
+        # each table's shapes, oldest first, with the change-log SCN after which each one applies
+        self._history: dict[str, list[tuple[int, _Table]]] = {}
+        self._guessed: dict[str, _Table] = {}
         self._schema_version = -1
         self._wake = threading.Event()
         self._cuts: list[int] = []  # transaction boundaries seen by the cutter, not yet read
@@ -308,6 +390,15 @@ class SqliteSource(ChangeSource):
             )
             c.execute(f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (scn INTEGER PRIMARY KEY)")
             c.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (k TEXT PRIMARY KEY, v)")
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {REALS_TABLE} (scn INTEGER NOT NULL, side TEXT NOT NULL, "
+                "col TEXT NOT NULL, v, PRIMARY KEY (scn, side, col)) WITHOUT ROWID"
+            )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (tbl TEXT NOT NULL, since_scn INTEGER NOT NULL, "
+                "meta TEXT NOT NULL, PRIMARY KEY (tbl, since_scn))"
+            )
+            self._load_history()
             self._refresh_locked()
             c.execute("COMMIT")
         except BaseException:
@@ -352,15 +443,39 @@ class SqliteSource(ChangeSource):
                 )
         return meta
 
+    def _load_history(self) -> None:
+        history: dict[str, list[tuple[int, _Table]]] = {}
+        for tbl, since, text in self.conn.execute(
+            f"SELECT tbl, since_scn, meta FROM {TABLES_TABLE} ORDER BY tbl, since_scn"
+        ).fetchall():
+            history.setdefault(tbl, []).append((int(since), _Table(meta_from_json(text))))
+        self._history = history
+
     def _refresh_locked(self) -> None:
-        """Reflect captured tables and (re)create triggers that differ; inside a write transaction."""
+        """Reflect captured tables, record changed shapes and (re)create triggers that differ; inside a
+        write transaction."""
         c = self.conn
         existing = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+        seq_rows = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES_TABLE,)).fetchall()
+        seq = int(seq_rows[0][0]) if seq_rows else 0
         tables: dict[str, _Table] = {}
+        history = dict(self._history)
         for name in self._table_names():
             meta = self._reflect(name)
-            old = self._tables.get(name)
-            tables[name] = old if old is not None and old.meta == meta else _Table(meta)
+            hist = history[name] = list(history.get(name, ()))
+            if hist and hist[-1][1].meta == meta:
+                tables[name] = hist[-1][1]
+            else:
+                # every change-log row after ``seq`` is written by the triggers installed below (this
+                # transaction holds the write lock): it is decoded with this shape
+                tables[name] = _Table(meta)
+                c.execute(
+                    f"INSERT OR REPLACE INTO {TABLES_TABLE}(tbl, since_scn, meta) VALUES (?, ?, ?)",
+                    (name, seq, meta_to_json(meta)),
+                )
+                if hist and hist[-1][0] == seq:
+                    hist.pop()
+                hist.append((seq, tables[name]))
             for tname, sql in trigger_sql(meta).items():
                 if existing.get(tname) != sql:
                     if tname in existing:
@@ -368,6 +483,7 @@ class SqliteSource(ChangeSource):
                     c.execute(sql)
                     log.info("trigger_installed", table=name, trigger=tname)
         self._tables = tables
+        self._history = history
         self._schema_version = c.execute("PRAGMA schema_version").fetchall()[0][0]
 
     def _refresh(self) -> None:
@@ -433,6 +549,7 @@ class SqliteSource(ChangeSource):
                 if marks
                 else []
             )
+            reals = _read_reals(c, after, marks[-1]) if marks else {}
         finally:
             c.execute("COMMIT")
         if sv != self._schema_version:
@@ -444,7 +561,7 @@ class SqliteSource(ChangeSource):
         current: list[RowChange] = []
         mi = 0
         for scn, tbl, op, ts_ms, before, after_img in rows:
-            current.append(self._change(scn, tbl, op, before, after_img, ts_ms))
+            current.append(self._change(scn, tbl, op, before, after_img, ts_ms, reals.get(scn)))
             while marks[mi] < scn:
                 mi += 1
             if marks[mi] == scn:
@@ -468,26 +585,54 @@ class SqliteSource(ChangeSource):
                     (lo, hi),
                 )
                 while rows := cur.fetchmany(1000):
+                    # committed change-log rows never change: another statement may read their REALs
+                    reals = _read_reals(conn, rows[0][0] - 1, rows[-1][0])
                     for scn, tbl, op, before, after_img, ts_ms in rows:
-                        yield self._change(scn, tbl, op, before, after_img, ts_ms)
+                        yield self._change(scn, tbl, op, before, after_img, ts_ms, reals.get(scn))
             finally:
                 conn.close()
 
         return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
 
-    def _change(
-        self, scn: int, tbl: str, op: str, before: str | None, after: str | None, ts_ms: int | None = None
-    ) -> RowChange:
-        table = self._tables.get(tbl)
-        if table is None:  # a table no longer captured (or dropped): reflect what we can
+    def _table_for(self, tbl: str, scn: int, image: dict[str, Any]) -> _Table:
+        """The table's shape as of change ``scn`` (recorded when its triggers were installed)."""
+        hist = self._history.get(tbl)
+        if hist:
+            for since, t in reversed(hist):
+                if since < scn:
+                    return t
+            return hist[0][1]
+        # a change logged by a relay version that recorded no shapes, of a table not captured now
+        table = self._guessed.get(tbl)
+        if table is None or not image.keys() <= table.names:
             try:
-                self._tables[tbl] = table = _Table(self._reflect(tbl))
+                table = _Table(self._reflect(tbl))
             except Exception:
-                table = _Table(TableMeta(tbl, (), ()))
+                table = _Table(_guess_meta(tbl, image))
+                log.warning("table_shape_unknown", table=tbl, scn=scn, columns=sorted(image))
+            self._guessed[tbl] = table
+        return table
+
+    def _change(
+        self,
+        scn: int,
+        tbl: str,
+        op: str,
+        before: str | None,
+        after: str | None,
+        ts_ms: int | None = None,
+        reals: dict[tuple[str, str], float] | None = None,
+    ) -> RowChange:
         b = json.loads(before) if before is not None else None
         a = json.loads(after) if after is not None else None
+        if reals:
+            for (side, col), v in reals.items():
+                img = a if side == "a" else b
+                if img is not None and col in img:
+                    img[col] = v
         image = a if a is not None else b
         assert image is not None
+        table = self._table_for(tbl, scn, image)
         meta = table.meta_for(image)
         bv = table.convert(b) if b is not None else None
         av = table.convert(a) if a is not None else None
@@ -617,6 +762,7 @@ class SqliteSource(ChangeSource):
                 pruned = self.start_scn()
                 if mark is not None and mark > pruned:
                     n = c.execute(f"DELETE FROM {CHANGES_TABLE} WHERE scn <= ?", (mark,)).rowcount
+                    c.execute(f"DELETE FROM {REALS_TABLE} WHERE scn <= ?", (mark,))
                     c.execute(f"DELETE FROM {MARKS_TABLE} WHERE scn <= ?", (mark,))
                     c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE}(k, v) VALUES ('pruned_scn', ?)", (mark,))
                     log.info("change_log_pruned", upto_scn=mark, rows=n)
@@ -641,7 +787,7 @@ class SqliteSource(ChangeSource):
                 f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '{_PREFIX}%'"
             ).fetchall():
                 c.execute(f"DROP TRIGGER {_q(name)}")
-            for t in (CHANGES_TABLE, MARKS_TABLE, STATE_TABLE):
+            for t in (CHANGES_TABLE, MARKS_TABLE, STATE_TABLE, REALS_TABLE, TABLES_TABLE):
                 c.execute(f"DROP TABLE IF EXISTS {t}")
             c.execute("COMMIT")
         except BaseException:
