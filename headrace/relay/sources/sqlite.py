@@ -52,6 +52,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -66,7 +67,16 @@ from .._event import Op
 from .._schema import Column, ColumnType, TableMeta, table_meta_from_sqlalchemy
 from ._base import ChangeSource, ChangeWindow, RowChange
 
-__all__ = ["CHANGES_TABLE", "SqliteSource", "sqlite_path"]
+__all__ = [
+    "CHANGES_TABLE",
+    "SqliteSource",
+    "meta_from_json",
+    "meta_to_json",
+    "sqlite_column",
+    "sqlite_path",
+    "trigger_sql",
+    "value_text",
+]
 
 log = get_logger("relay.sqlite")
 
@@ -153,7 +163,8 @@ def trigger_sql(meta: TableMeta) -> dict[str, str]:
 
 
 def _unwrap(v: Any) -> Any:
-    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL printed exactly."""
+    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL (whose exact value
+    ``headrace_reals`` gives; the text is for rows logged before it existed)."""
     if isinstance(v, list) and len(v) == 2:
         if v[0] == "x":
             return bytes.fromhex(v[1])
@@ -162,69 +173,197 @@ def _unwrap(v: Any) -> Any:
     return v
 
 
-def _to_str(v: Any) -> str:
+class _NoFit(Exception):
+    """The stored value is not a value of the column's kind: it travels as its text."""
+
+
+def value_text(v: Any) -> str:
+    """A SQLite value's text, lossless: TEXT as it is, INTEGER in decimal, REAL as the shortest text that
+    reads back as the same double (``repr``; SQLite's own ``CAST(… AS TEXT)`` keeps 15 digits), BLOB as
+    SQLite's literal ``X'HEX'``."""
     if isinstance(v, str):
         return v
     if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
+        return "X'" + v.hex().upper() + "'"
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _to_bool(v: Any) -> bool:
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_RE = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?")
+_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?")
+_TSTZ_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
+_NUMBER_RE = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[Ii]nf(?:inity)?)")
+_BIG = decimal.Context(prec=100_000, traps=[decimal.InvalidOperation])
+
+
+def _int_kind(lo: int, hi: int) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        if type(v) is int and lo <= v <= hi:
+            return v
+        raise _NoFit
+
+    return conv
+
+
+def _double(v: Any) -> float:
+    if isinstance(v, float):
+        return v
+    if type(v) is int and float(v) == v and int(float(v)) == v:
+        return float(v)
+    raise _NoFit
+
+
+def _boolean(v: Any) -> bool:
+    if type(v) is int and v in (0, 1):
+        return v == 1
+    raise _NoFit
+
+
+def _number(v: Any) -> decimal.Decimal:
+    """A stored number (or number text) as an exact Decimal (a REAL: its shortest text)."""
+    if type(v) is int:
+        return decimal.Decimal(v)
+    if isinstance(v, float):
+        return decimal.Decimal(repr(v))
+    if isinstance(v, str) and _NUMBER_RE.fullmatch(v):
+        return decimal.Decimal(v)
+    raise _NoFit
+
+
+def _decimal_kind(t: ColumnType) -> Callable[[Any], Any]:
+    if t.precision is None or t.scale is None:
+        return _number
+    p, sc = t.precision, t.scale
+    q = decimal.Decimal(1).scaleb(-sc)
+
+    def fixed(v: Any) -> Any:
+        d = _number(v)
+        if d.is_finite():
+            exact = d.quantize(q, context=_BIG)
+            if exact == d and len(exact.as_tuple().digits) <= p:
+                return exact
+        # more digits than NUMERIC(p,s) declares (SQLite does not enforce it), or ±Infinity: the exact
+        # text, which the client reads back as Decimal(text)
+        return value_text(v)
+
+    return fixed
+
+
+def _text_only(kind: Callable[[str], Any], pattern: re.Pattern[str]) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, str) and pattern.fullmatch(v):
+            try:
+                return kind(v)
+            except ValueError:
+                pass  # e.g. 2024-02-30
+        raise _NoFit
+
+    return conv
+
+
+def _timestamp(v: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(v)
+
+
+def _timestamptz(v: str) -> dt.datetime:
+    d = dt.datetime.fromisoformat(v)
+    return d.replace(tzinfo=dt.UTC) if d.tzinfo is None else d.astimezone(dt.UTC)
+
+
+def _uuid(v: Any) -> uuid.UUID:
+    try:
+        if isinstance(v, bytes) and len(v) == 16:
+            return uuid.UUID(bytes=v)
+        if isinstance(v, str):
+            return uuid.UUID(v)
+    except ValueError:
+        pass
+    raise _NoFit
+
+
+def _json_text(v: Any) -> str:
+    """JSON column: the JSON text as stored (an INTEGER or REAL: the number's text, since SQLite's
+    NUMERIC affinity stores ``5`` as a number)."""
     if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "t", "yes", "y")
-    return bool(v)
+        try:
+            json.loads(v)
+        except ValueError:
+            raise _NoFit from None
+        return v
+    if type(v) is int:
+        return str(v)
+    if isinstance(v, float):
+        return json.dumps(v)  # Infinity as Python's JSON spells it
+    raise _NoFit
 
 
-def _to_bytes(v: Any) -> bytes:
-    return v if isinstance(v, bytes) else _to_str(v).encode()
+def _string(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise _NoFit
 
 
-def _to_decimal(v: Any) -> decimal.Decimal:
-    return decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
-
-
-def _to_uuid(v: Any) -> uuid.UUID:
-    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
-
-
-def _to_tstz(v: Any) -> dt.datetime:
-    d = dt.datetime.fromisoformat(str(v))
-    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-
-
-def _to_json(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str) else v
+def _bytes(v: Any) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    raise _NoFit
 
 
 _KIND_CONV: dict[str, Callable[[Any], Any]] = {
-    "int": int,
-    "long": int,
-    "float": float,
-    "double": float,
-    "boolean": _to_bool,
-    "decimal": _to_decimal,
-    "bytes": _to_bytes,
-    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
-    "time": lambda v: dt.time.fromisoformat(str(v)),
-    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
-    "timestamptz": _to_tstz,
-    "uuid": _to_uuid,
-    "json": _to_json,
-    "string": _to_str,
-    "enum": _to_str,
+    "int": _int_kind(*_INT32),
+    "long": _int_kind(*_INT64),
+    "float": _double,
+    "double": _double,
+    "boolean": _boolean,
+    "bytes": _bytes,
+    "date": _text_only(dt.date.fromisoformat, _DATE_RE),
+    "time": _text_only(dt.time.fromisoformat, _TIME_RE),
+    "timestamp": _text_only(_timestamp, _TS_RE),
+    "timestamptz": _text_only(_timestamptz, _TSTZ_RE),
+    "uuid": _uuid,
+    "json": _json_text,
+    "string": _string,
+    "enum": _string,
 }
+
+#: kinds whose text cannot travel beside a normal value (the client reads a decimal's text as a number,
+#: and a UUID's Avro type is a string already): a value that does not fit travels as null (these
+#: columns are nullable in the schema), with a warning
+NULL_IF_NO_FIT = frozenset({"decimal", "uuid"})
 
 
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
-    """Raw JSON image value (as the trigger wrote it) → the Python value of the column's kind."""
-    kind = _KIND_CONV.get(t.kind)
-    if kind is None:
-        return _unwrap
-    return lambda v: kind(_unwrap(v))
+    """Stored value (unwrapped) → the Python value of the column's kind; raises _NoFit if it is not one."""
+    if t.kind == "decimal":
+        return _decimal_kind(t)
+    return _KIND_CONV.get(t.kind, value_text)
 
 
-_NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
+def _no_fit(t: ColumnType) -> Callable[[Any], Any]:
+    """What a value that is not one of the kind's travels as."""
+    if t.kind in NULL_IF_NO_FIT:
+        return lambda v: None
+    if t.kind == "json":
+        return lambda v: json.dumps(value_text(v), ensure_ascii=False)  # a JSON string holding the text
+    return value_text
+
+
+def sqlite_column(c: Column) -> Column:
+    """A reflected column as the SQLite source describes it: SQLite lets any column hold any value, so
+    every column has a text fallback (columns of :data:`NULL_IF_NO_FIT` kinds are nullable instead)."""
+    if c.name == ROWID_COLUMN:
+        return c
+    if c.type.kind == "uuid":
+        return Column(c.name, c.type, True)
+    # a decimal's text branch carries numbers Decimal holds but NUMERIC(p,s) does not (SQLite does not
+    # enforce p and s); only non-numbers need the null
+    return Column(c.name, dataclasses.replace(c.type, text_fallback=True), c.nullable or c.type.kind == "decimal")
+
+
+#: kinds whose Python value is the stored value itself, when it has this exact type
+_NATIVE: dict[str, type] = {"long": int, "string": str, "enum": str, "double": float, "float": float}
 
 
 def _read_reals(conn: sqlite3.Connection, lo: int, hi: int) -> dict[int, dict[tuple[str, str], float]]:
@@ -285,6 +424,7 @@ def _guess_meta(tbl: str, image: dict[str, Any]) -> TableMeta:
         cols = tuple(Column(c.name, ColumnType("long"), False) if c.name == ROWID_COLUMN else c for c in cols)
     return TableMeta(tbl, cols, key)
 
+
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
 
 
@@ -294,6 +434,7 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.no_fit = {c.name: _no_fit(c.type) for c in meta.columns}
         self.warned: set[tuple[str, type]] = set()
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
@@ -320,15 +461,26 @@ class _Table:
             if v is None or type(v) is natives.get(name):
                 out[name] = v
                 continue
+            v = _unwrap(v)
             try:
                 out[name] = c(v)
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                # SQLite lets any column hold any value; one that does not fit the declared type
-                # travels as null rather than stopping capture for everyone
-                out[name] = None
-                if (name, type(v)) not in self.warned:
-                    self.warned.add((name, type(v)))
-                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
+                continue
+            except _NoFit:
+                pass
+            except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
+                log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
+            # SQLite lets any column hold any value: one that is not a value of the column's kind
+            # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
+            out[name] = self.no_fit[name](v)
+            if (name, type(v)) not in self.warned:
+                self.warned.add((name, type(v)))
+                log.warning(
+                    "value_does_not_fit_column",
+                    table=self.meta.name,
+                    column=name,
+                    stored_type=type(v).__name__,
+                    delivered="null" if out[name] is None else "text",
+                )
         return out
 
 
@@ -435,6 +587,7 @@ class SqliteSource(ChangeSource):
             if d.split("(")[0].strip() in _DECL_OVERRIDES
         }
         meta = table_meta_from_sqlalchemy(table, overrides)
+        meta = TableMeta(meta.name, tuple(sqlite_column(c) for c in meta.columns), meta.key, meta.namespace)
         if not meta.key:
             ddl = self.conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchall()
             if ddl and "WITHOUT ROWID" not in str(ddl[0][0]).upper():
