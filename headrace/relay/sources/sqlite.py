@@ -366,6 +366,29 @@ def sqlite_column(c: Column) -> Column:
 _NATIVE: dict[str, type] = {"long": int, "string": str, "enum": str, "double": float, "float": float}
 
 
+# images as bytes: SQLite does not check that TEXT is UTF-8, and a str fetch of such text would fail
+_IMAGES = "CAST(before AS BLOB), CAST(after AS BLOB)"
+
+
+def _load_image(raw: bytes) -> dict[str, Any]:
+    """A change-log image; TEXT values that are not UTF-8 come back as their bytes."""
+    # (json.loads(bytes) lets UTF-8-encoded surrogates, ED A0..BF .., through: those take the slow path)
+    if b"\xed" not in raw:
+        try:
+            image: dict[str, Any] = json.loads(raw)
+            return image
+        except UnicodeDecodeError:
+            pass
+    image = json.loads(raw.decode("utf-8", "surrogateescape"))
+    for k, v in image.items():
+        if isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                image[k] = v.encode("utf-8", "surrogateescape")
+    return image
+
+
 def _read_reals(conn: sqlite3.Connection, lo: int, hi: int) -> dict[int, dict[tuple[str, str], float]]:
     """The exact REAL values of changes ``lo < scn <= hi``: ``{scn: {(side, column): value}}``."""
     out: dict[int, dict[tuple[str, str], float]] = {}
@@ -695,7 +718,7 @@ class SqliteSource(ChangeSource):
             marks = keep
             rows = (
                 c.execute(
-                    f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} "
+                    f"SELECT scn, tbl, op, ts_ms, {_IMAGES} FROM {CHANGES_TABLE} "
                     "WHERE scn > ? AND scn <= ? ORDER BY scn",
                     (after, marks[-1]),
                 ).fetchall()
@@ -733,7 +756,7 @@ class SqliteSource(ChangeSource):
             conn = sqlite3.connect(self.path, timeout=30.0)
             try:
                 cur = conn.execute(
-                    f"SELECT scn, tbl, op, before, after, ts_ms FROM {CHANGES_TABLE} "
+                    f"SELECT scn, tbl, op, {_IMAGES}, ts_ms FROM {CHANGES_TABLE} "
                     "WHERE scn > ? AND scn <= ? ORDER BY scn",
                     (lo, hi),
                 )
@@ -771,13 +794,13 @@ class SqliteSource(ChangeSource):
         scn: int,
         tbl: str,
         op: str,
-        before: str | None,
-        after: str | None,
+        before: bytes | None,
+        after: bytes | None,
         ts_ms: int | None = None,
         reals: dict[tuple[str, str], float] | None = None,
     ) -> RowChange:
-        b = json.loads(before) if before is not None else None
-        a = json.loads(after) if after is not None else None
+        b = _load_image(before) if before is not None else None
+        a = _load_image(after) if after is not None else None
         if reals:
             for (side, col), v in reals.items():
                 img = a if side == "a" else b
