@@ -9,10 +9,15 @@ Theory of operation
   from ever being reused, so the SCN (= the row id) only grows, even after pruning.
 * ``headrace_marks(scn)`` — SCNs known to end a transaction (written by the relay, see below).
 * ``headrace_state(k, v)`` — ``pruned_scn``: everything ≤ it has been deleted.
+* ``headrace_reals(scn, side, col, v)`` — the exact value of each REAL in a change (``side`` ``b`` or
+  ``a``): no text form SQLite prints is exact for every double, a REAL stored as a REAL is.
+* ``headrace_tables(tbl, since_scn, meta)`` — each shape (:class:`TableMeta` as JSON) a captured table
+  has had, recorded in the transaction that (re)creates its triggers: change-log rows after
+  ``since_scn`` (and up to the next shape's) were written by triggers of that shape.
 * per captured table, triggers ``headrace_<table>_{ai,au,ad}`` (AFTER INSERT/UPDATE/DELETE) that
-  insert into ``headrace_changes``. BLOB values are written as ``["x", "HEX"]`` so JSON can carry them,
-  REAL values as ``["r", "%!.17g text"]`` (SQLite's JSON prints
-  only 15 digits). A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
+  insert into ``headrace_changes`` (and the row's REALs into ``headrace_reals``). BLOB values are
+  written as ``["x", "HEX"]`` so JSON can carry them, REAL values as ``["r", "%!.17g text"]``. A trigger
+  whose SQL differs from what the table's current columns need is dropped and re-created.
 
 SQLite serializes writers: a transaction's change-log rows get consecutive row ids and become
 visible all at once, at commit, so a read snapshot always ends on a transaction boundary. SQLite
@@ -34,14 +39,20 @@ same windows; changes committed while no relay ran form one window per cut of th
 
 Schema changes: ``PRAGMA schema_version`` is checked on every poll; when it moves, the captured
 tables are reflected again, triggers whose column lists changed are re-created, and new
-:class:`TableMeta` objects (so new schema versions) are used from then on. A change-log row written
-by an older trigger carries only the columns that trigger knew: it is encoded with the schema of
-exactly those columns (the older version, when it is the same shape).
+:class:`TableMeta` objects (so new schema versions) are recorded and used for the rows the new
+triggers write. Every change-log row is decoded with the shape recorded for it in
+``headrace_tables`` (so changes of a table dropped since are still delivered); one that carries only
+some of those columns is encoded with the schema of exactly those columns.
 
-Resume-state contract: the change log itself is the state. ``read(after_scn)`` re-reads every
-change with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes
-≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
-``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction.
+Values: SQLite lets any column hold any value. A stored value that is a value of the column's kind
+becomes that Python value; any other travels as its text (``value_text``) in the column's
+text-fallback branch, with a warning (decimal and UUID columns: null). See docs/type-mapping.md.
+
+Resume-state contract: the change log itself is the state (``headrace_changes`` with its
+``headrace_reals``, and the shapes in ``headrace_tables``). ``read(after_scn)`` re-reads every change
+with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes (and their
+REALs) ≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
+``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction. Shapes are kept.
 Saving marks and pruning are the relay's only writes; both give way to the application's writers.
 """
 
