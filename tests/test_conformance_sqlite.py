@@ -383,6 +383,22 @@ def test_text_that_is_not_utf8_does_not_stop_capture(tmp_path: Path) -> None:
     assert got[0][3] is not None and got[0][3]["b"] == b"\xc0" and got[0][3]["x"] == "ok"
 
 
+def test_a_second_relay_on_the_same_file_decodes_with_the_shapes_the_first_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "two.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT)")
+    with source_on(db) as first, source_on(db) as second:
+        codecs = Codecs(SchemaRegistry())
+        conn.execute("INSERT INTO t VALUES (1, 'x')")
+        _, last = read_decoded(second, 0, 1, codecs)
+        conn.execute("ALTER TABLE t ADD COLUMN b INTEGER")
+        read_decoded(first, last, 0, Codecs(SchemaRegistry()))  # one poll: the first relay re-creates the triggers
+        conn.execute("INSERT INTO t VALUES (2, 'y', 5)")
+        got, _ = read_decoded(second, last, 1, codecs)
+    assert [e[3] for e in got] == [{"id": 2, "a": "y", "b": 5}]
+
+
 _values = st.one_of(
     st.none(),
     st.integers(-(2**63), 2**63 - 1),

@@ -584,7 +584,6 @@ class SqliteSource(ChangeSource):
                 f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (tbl TEXT NOT NULL, since_scn INTEGER NOT NULL, "
                 "meta TEXT NOT NULL, PRIMARY KEY (tbl, since_scn))"
             )
-            self._load_history()
             self._refresh_locked()
             c.execute("COMMIT")
         except BaseException:
@@ -631,17 +630,23 @@ class SqliteSource(ChangeSource):
         return meta
 
     def _load_history(self) -> None:
+        """Read the recorded shapes (another relay on the same file may have added some), keeping the
+        objects of shapes already known so their schema versions stay the same objects."""
+        known = {(tbl, since): t for tbl, hist in self._history.items() for since, t in hist}
         history: dict[str, list[tuple[int, _Table]]] = {}
         for tbl, since, text in self.conn.execute(
             f"SELECT tbl, since_scn, meta FROM {TABLES_TABLE} ORDER BY tbl, since_scn"
         ).fetchall():
-            history.setdefault(tbl, []).append((int(since), _Table(meta_from_json(text))))
+            meta = meta_from_json(text)
+            t = known.get((tbl, int(since)))
+            history.setdefault(tbl, []).append((int(since), t if t is not None and t.meta == meta else _Table(meta)))
         self._history = history
 
     def _refresh_locked(self) -> None:
         """Reflect captured tables, record changed shapes and (re)create triggers that differ; inside a
         write transaction."""
         c = self.conn
+        self._load_history()
         existing = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
         seq_rows = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES_TABLE,)).fetchall()
         seq = int(seq_rows[0][0]) if seq_rows else 0
