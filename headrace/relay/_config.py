@@ -32,6 +32,12 @@ class RelayConfig(Section):
     max_wait_ms: int = Field(default=60_000, ge=0)
     #: largest response a subscriber may ask for (a single larger window is still sent whole)
     max_response_bytes: int = Field(default=64 << 20, gt=0)
+    #: concurrent ``/v1/stream`` requests (long-polls waiting for data count); past it: 503 ``too_many_streams``
+    max_stream_requests: int = Field(default=1000, ge=1)
+    #: bytes that stream responses being written may hold outside the buffer (each reserves two pieces)
+    max_inflight_bytes: int = Field(default=64 << 20, gt=0)
+    #: a response body is copied out of the buffer and written in pieces of this size
+    stream_batch_bytes: int = Field(default=256 << 10, ge=4096, le=64 << 20)
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())

@@ -1,8 +1,9 @@
 """The relay's HTTP API (Starlette): stream, sources, schemas, status, acknowledgements.
 
 ``GET /v1/stream`` answers from the ring buffer by copying the bytes of whole windows (filtered
-windows copy matching frames). When nothing new is there it long-polls: it waits on an
-``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
+windows copy matching frames), planned first and then written in bounded pieces (``_stream.py``:
+the request cap, the in-flight budget, the streamed body). When nothing new is there it long-polls:
+it waits on an ``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
 ``X-Headrace-Scn`` (how far the stream was scanned: the subscriber may checkpoint there even when a
 filter let nothing through), ``X-Headrace-Oldest-Scn`` and ``X-Headrace-Newest-Scn``.
 See ``docs/relay-api.md`` and ``docs/relay-openapi.yaml``.
@@ -33,8 +34,9 @@ from ._capture import Acks, Capture
 from ._codec import EncodedWindow
 from ._config import RelayConfig
 from ._event import EVENTS_CONTENT_TYPE
-from ._filter import parse_filter
+from ._filter import Filter, parse_filter
 from ._schema import SchemaRegistry, source_listing
+from ._stream import MIN_RESERVE_WAIT, StreamLimits, WindowsResponse, busy_response, until_disconnect
 from .sources._base import ChangeSource
 
 __all__ = ["RelayState", "build_app"]
@@ -119,6 +121,8 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     def authorized(request: Request) -> bool:
         return bearer_ok(request, cfg.tokens)
 
+    limits = StreamLimits(cfg.max_stream_requests, cfg.max_inflight_bytes)
+
     def unauthorized() -> JSONResponse:
         return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of relay.tokens")
 
@@ -146,39 +150,97 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
         assert max_bytes is not None and wait_ms is not None
+        refused = limits.admit()
+        if refused is not None:
+            return busy_response(
+                refused,
+                f"{limits.active} of relay.max_stream_requests={limits.max_requests} stream requests are open"
+                if refused == "too_many_streams"
+                else f"relay.max_inflight_bytes={limits.max_inflight_bytes} is taken by responses being written",
+                _reject,
+            )
+        handed_off = False
+        try:
+            resp = await _serve_stream(request, since, max_bytes, wait_ms, flt)
+            handed_off = isinstance(resp, WindowsResponse)  # it gives the slot back when its body is done
+            return resp
+        finally:
+            if not handed_off:
+                limits.leave()
+
+    async def _serve_stream(request: Request, since: int | None, max_bytes: int, wait_ms: int, flt: Filter) -> Response:
+        """The admitted part of ``/v1/stream``: wait for data, reserve in-flight budget, hand the body over."""
         buf = state.buffer
         if since is None:
             since = buf.oldest_scn
         deadline = time.monotonic() + wait_ms / 1000.0
+        params = request.query_params
         sub_id = params.get("subscriber") or (f"{request.client.host}:{request.client.port}" if request.client else "?")
-        while True:
-            try:
-                res = buf.read(since, max_bytes, None if flt.sources is None and not flt.per_event else flt)
-            except TooOld as exc:
-                return _reject(
-                    410,
-                    "scn_too_old",
-                    f"since={since} is older than the oldest SCN this relay holds ({exc.oldest_scn}); "
-                    "use a bootstrap server or start again from a snapshot",
-                    oldest_scn=exc.oldest_scn,
+        use = None if flt.sources is None and not flt.per_event else flt
+        watcher: asyncio.Future[None] | None = None
+        handed_off = False
+        try:
+            while True:
+                try:
+                    plan = buf.plan(since, max_bytes, use)
+                except TooOld as exc:
+                    return _reject(
+                        410,
+                        "scn_too_old",
+                        f"since={since} is older than the oldest SCN this relay holds ({exc.oldest_scn}); "
+                        "use a bootstrap server or start again from a snapshot",
+                        oldest_scn=exc.oldest_scn,
+                    )
+                remaining = deadline - time.monotonic()
+                if plan.windows or remaining <= 0:
+                    break
+                # Waiting holds no window data: only this request's objects, its socket and this task.
+                if watcher is None:
+                    watcher = asyncio.ensure_future(until_disconnect(request.receive))
+                data_waiter = asyncio.ensure_future(state.new_data.wait())
+                try:
+                    await asyncio.wait((data_waiter, watcher), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    data_waiter.cancel()
+                if watcher.done():  # the client went away: free the slot now, not at the deadline
+                    return Response(status_code=499)
+            piece_bytes = cfg.stream_batch_bytes
+            charge = limits.charge(plan.length, piece_bytes)
+            if not await limits.reserve(charge, max(deadline, time.monotonic() + MIN_RESERVE_WAIT)):
+                return busy_response(
+                    "inflight_bytes_limit",
+                    f"relay.max_inflight_bytes={limits.max_inflight_bytes} stayed taken by responses being written",
+                    _reject,
                 )
-            remaining = deadline - time.monotonic()
-            if res.windows or remaining <= 0:
-                break
-            waiter = state.new_data
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), remaining)
-        state.subscribers[sub_id] = SubscriberInfo(sub_id, res.scn, flt.describe(), time.time())
-        SERVED_BYTES.inc(len(res.data))
-        SERVED_EVENTS.inc(res.events)
-        headers = {
-            "X-Headrace-Scn": str(res.scn),
-            "X-Headrace-Oldest-Scn": str(buf.oldest_scn),
-            "X-Headrace-Newest-Scn": str(buf.newest_scn),
-            "X-Headrace-Windows": str(res.windows),
-            "X-Headrace-Events": str(res.events),
-        }
-        return Response(res.data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
+            state.subscribers[sub_id] = SubscriberInfo(sub_id, plan.scn, flt.describe(), time.time())
+            SERVED_BYTES.inc(plan.length)
+            SERVED_EVENTS.inc(plan.events)
+            headers = {
+                "X-Headrace-Scn": str(plan.scn),
+                "X-Headrace-Oldest-Scn": str(buf.oldest_scn),
+                "X-Headrace-Newest-Scn": str(buf.newest_scn),
+                "X-Headrace-Windows": str(plan.windows),
+                "X-Headrace-Events": str(plan.events),
+            }
+
+            def done() -> None:
+                limits.release(charge)
+                limits.leave()
+
+            resp = WindowsResponse(
+                buf.pieces(plan, piece_bytes),
+                plan.length,
+                headers,
+                EVENTS_CONTENT_TYPE,
+                done,
+                watcher,
+                single_piece=plan.length <= piece_bytes,
+            )
+            handed_off = True
+            return resp
+        finally:
+            if watcher is not None and not handed_off:
+                watcher.cancel()
 
     async def sources(request: Request) -> Response:
         if not authorized(request):

@@ -59,8 +59,12 @@ class RelayClient:
     def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
         if r.status_code < 400:
             return r
-        if r.status_code >= 500:
-            raise Unavailable(f"{self.url}: HTTP {r.status_code}")
+        if r.status_code >= 500:  # e.g. 503 too_many_streams: retried with backoff, maybe on another relay
+            try:
+                reason = str(r.json().get("error", ""))
+            except (ValueError, AttributeError):
+                reason = ""
+            raise Unavailable(f"{self.url}: HTTP {r.status_code} {reason}".rstrip())
         try:
             body = r.json()
         except ValueError:
