@@ -495,7 +495,8 @@ class _Table:
             if v is None or type(v) is natives.get(name):
                 out[name] = v
                 continue
-            v = _unwrap(v)
+            if type(v) is list:
+                v = _unwrap(v)
             try:
                 out[name] = c(v)
                 continue
