@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .._config import Listen, Section
@@ -28,6 +30,9 @@ class RelayConfig(Section):
     state_dir: str = "./headrace-data/relay"
     #: consumers (e.g. the bootstrap server) whose acknowledged SCN bounds pruning of the source's log
     durable_consumers: list[str] = Field(default_factory=list)
+    #: a captured value the relay cannot encode for its column: ``stop`` capture (and say where in
+    #: /healthz), or deliver the row with that column null and named in ``_headrace_unrepresentable``
+    on_unrepresentable: Literal["stop", "null_with_marker"] = "stop"
     #: longest long-poll a subscriber may ask for
     max_wait_ms: int = Field(default=60_000, ge=0)
     #: largest response a subscriber may ask for (a single larger window is still sent whole)

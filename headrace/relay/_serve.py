@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from ._schema import SchemaRegistry, source_listing
 from ._stream import MIN_RESERVE_WAIT, StreamLimits, WindowsResponse, busy_response, until_disconnect
 from .sources._base import ChangeSource
 
-__all__ = ["RelayState", "build_app"]
+__all__ = ["RelayState", "build_app", "capture_headers"]
 
 log = get_logger("relay.serve")
 
@@ -106,6 +107,22 @@ class RelayState:
         now = time.monotonic()
         recent = [(t, n) for t, n in self.rate if t >= now - 10]
         return sum(n for _, n in recent) / 10.0
+
+
+def capture_headers(capture: Capture | None) -> dict[str, str]:
+    """``X-Headrace-Capture: running|stopped`` and, when stopped, ``X-Headrace-Capture-Error``: the
+    reason, error, table, column, SCN and since as ASCII JSON (see docs/relay-api.md)."""
+    if capture is None:
+        return {}
+    stop = capture.stopped
+    if stop is None:
+        return {"X-Headrace-Capture": "running"}
+    info = stop.to_json()
+    info["error"] = info["error"][:500]
+    return {
+        "X-Headrace-Capture": "stopped",
+        "X-Headrace-Capture-Error": json.dumps(info, ensure_ascii=True, separators=(",", ":")),
+    }
 
 
 def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
@@ -292,25 +309,63 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     async def ack(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
+        usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
             body = await request.json()
         except ValueError:
-            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("consumer"), str)
-            or not isinstance(body.get("scn"), int)
-        ):
-            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
+            return _reject(400, "bad_body", usage)
+        if not isinstance(body, dict) or not isinstance(body.get("consumer"), str) or "scn" not in body:
+            return _reject(400, "bad_body", usage)
+        consumer, scn = body["consumer"], body["scn"]
+        if consumer not in state.acks.consumers:
+            return _reject(
+                400,
+                "unknown_consumer",
+                f"{consumer!r} is not in relay.durable_consumers ({', '.join(state.acks.consumers)})",
+            )
+        if isinstance(scn, bool) or not isinstance(scn, int) or not 0 <= scn < 1 << 64:
+            return _reject(400, "bad_scn", f"scn must be an integer in [0, 2^64): got {json.dumps(scn)[:80]}")
+        # An acknowledgement lets the source discard its log up to there: never past what this relay has
+        # taken in (a typo or a consumer of another database would lose every change in between).
+        # Repeating an SCN already recorded changes nothing and is fine (e.g. after a relay restart).
+        newest = state.buffer.newest_scn
+        if scn > newest and scn > state.acks.snapshot().get(consumer, -1):
+            return _reject(
+                400,
+                "scn_not_served",
+                f"scn={scn} is past the newest SCN this relay has taken in ({newest}); acknowledge only what you "
+                "received from it",
+                newest_scn=newest,
+            )
         try:
-            scn = state.acks.ack(body["consumer"], body["scn"])
+            recorded = state.acks.ack(consumer, scn)
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
-        return JSONResponse({"consumer": body["consumer"], "scn": scn})
+        return JSONResponse({"consumer": consumer, "scn": recorded})
 
     def health() -> dict[str, Any]:
-        failed = state.capture.failed if state.capture else None
-        return {"ok": failed is None, "capture_error": failed, "newest_scn": state.buffer.newest_scn}
+        stop = state.capture.stopped if state.capture else None
+        out: dict[str, Any] = {
+            "ok": stop is None,
+            "capture_error": stop.error if stop else None,
+            "newest_scn": state.buffer.newest_scn,
+        }
+        if stop is not None:
+            out["reason"] = "capture_stopped"
+            out["capture"] = {"state": "stopped", **stop.to_json()}
+        return out
+
+    def with_capture_headers(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Stream responses say whether capture runs (``X-Headrace-Capture``) and, when stopped, why."""
+
+        async def wrapped(request: Request) -> Response:
+            response = await handler(request)
+            response.headers.update(capture_headers(state.capture))
+            return response
+
+        return wrapped
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -324,6 +379,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
                 state.buffer.newest_scn,
                 asyncio.get_running_loop(),
                 state.deliver,
+                policy=cfg.on_unrepresentable,
             )
             state.capture.start()
         try:
@@ -335,7 +391,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
 
     routes = [
         *standard_routes(health),
-        Route("/v1/stream", stream),
+        Route("/v1/stream", with_capture_headers(stream)),
         Route("/v1/sources", sources),
         Route("/v1/schemas/{fingerprint}", schema),
         Route("/v1/status", status),
