@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sources_harness import collect, start_relay
 
-from headrace.relay import JSON_NULL, Codecs, SchemaRegistry, decode_key, encode_key
+from headrace.relay import JSON_NULL, Codecs, Op, SchemaRegistry, decode_key, encode_key
 from headrace.relay._config import RelayConfig
 from headrace.relay.sources._base import RowChange
-from headrace.relay.sources.sqlite import SqliteSource
+from headrace.relay.sources.sqlite import SqliteSource, text_or_bytes
 
 # one column per declared type the source maps (and an untyped one), NOT NULL where a wrong value used
 # to stop capture
@@ -381,6 +381,44 @@ def test_text_that_is_not_utf8_does_not_stop_capture(tmp_path: Path) -> None:
         got, _ = read_decoded(src, 0, 3, Codecs(SchemaRegistry()))
     assert [e[3]["t"] for e in got if e[3]] == ["X'61FF62'", "X'EDA080'", "한국어"]
     assert got[0][3] is not None and got[0][3]["b"] == b"\xc0" and got[0][3]["x"] == "ok"
+
+
+def test_a_row_read_by_select_converts_to_the_same_bytes_as_its_logged_change(tmp_path: Path) -> None:
+    """SqliteSource.convert_row (for a snapshot/seed) and the change log agree byte for byte."""
+    db = tmp_path / "s.db"
+    conn = _fresh_db(db)
+    conn.execute("CREATE TABLE k (a TEXT, b)")  # a rowid table: key __rowid__
+    with source_on(db) as src:
+        for i, v in enumerate(EDGE_VALUES[1:], 1):  # not None: some columns are NOT NULL
+            conn.execute(
+                f"INSERT INTO v (id, {', '.join(COLUMNS)}) VALUES ({i}{', ?' * len(COLUMNS)})", [v] * len(COLUMNS)
+            )
+            conn.execute("INSERT INTO k VALUES (?, ?)", (v, v))
+        conn.execute("INSERT INTO k VALUES (NULL, NULL)")
+        conn.execute("INSERT INTO v (id, t) VALUES (1000, CAST(X'61FF' AS TEXT))")
+        codecs = Codecs(SchemaRegistry())
+        stop = threading.Event()
+        logged: dict[tuple[str, Any], tuple[Any, bytes]] = {}
+        reader = src.read(0, stop)
+        for w in reader:
+            if w is None:
+                if len(logged) == 2 * len(EDGE_VALUES):
+                    break
+                continue
+            for c in w.changes:
+                assert c.after is not None
+                logged[(c.table.name, c.key[0])] = (c.table, codecs.for_change(c).encode(c.after))
+        reader.close()
+        sel = sqlite3.connect(db)
+        sel.text_factory = text_or_bytes
+        cur = sel.execute("SELECT * FROM v")
+        names = [d[0] for d in cur.description]
+        rows = [("v", dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+        rows += [("k", {"__rowid__": r[0], "a": r[1], "b": r[2]}) for r in sel.execute("SELECT rowid, a, b FROM k")]
+        for table, row in rows:
+            meta, want = logged[(table, row["id"] if table == "v" else row["__rowid__"])]
+            change = RowChange(0, meta, Op.READ, (), None, src.convert_row(meta, row))
+            assert codecs.for_change(change).encode(change.after) == want, (table, row)
 
 
 def test_a_second_relay_on_the_same_file_decodes_with_the_shapes_the_first_recorded(tmp_path: Path) -> None:

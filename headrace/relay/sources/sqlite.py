@@ -68,7 +68,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ __all__ = [
     "meta_to_json",
     "sqlite_column",
     "sqlite_path",
+    "text_or_bytes",
     "trigger_sql",
     "value_text",
 ]
@@ -381,6 +382,15 @@ _NATIVE: dict[str, type] = {"long": int, "string": str, "enum": str, "double": f
 _IMAGES = "CAST(before AS BLOB), CAST(after AS BLOB)"
 
 
+def text_or_bytes(raw: bytes) -> str | bytes:
+    """A ``sqlite3`` ``text_factory``: TEXT as ``str``, or as its bytes when it is not UTF-8 (as the
+    change log delivers it), instead of failing the fetch."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
 def _load_image(raw: bytes) -> dict[str, Any]:
     """A change-log image; TEXT values that are not UTF-8 come back as their bytes."""
     # (json.loads(bytes) lets UTF-8-encoded surrogates, ED A0..BF .., through: those take the slow path)
@@ -537,6 +547,7 @@ class SqliteSource(ChangeSource):
         # each table's shapes, oldest first, with the change-log SCN after which each one applies
         self._history: dict[str, list[tuple[int, _Table]]] = {}
         self._guessed: dict[str, _Table] = {}
+        self._by_meta: dict[TableMeta, _Table] = {}
         self._schema_version = -1
         self._wake = threading.Event()
         self._cuts: list[int] = []  # transaction boundaries seen by the cutter, not yet read
@@ -691,6 +702,16 @@ class SqliteSource(ChangeSource):
 
     def tables(self) -> list[TableMeta]:
         return [t.meta for t in self._tables.values()]
+
+    def convert_row(self, meta: TableMeta, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row`` as ``SELECT`` returns it (a connection with :func:`text_or_bytes` as its
+        ``text_factory``; the rowid under ``__rowid__``) → the values the stream delivers for the same
+        stored row: one conversion for the change log and for a snapshot (seeding)."""
+        table = self._by_meta.get(meta)
+        if table is None:
+            known = (t for hist in self._history.values() for _s, t in hist if t.meta == meta)
+            table = self._by_meta[meta] = next(known, None) or _Table(meta)
+        return table.convert(dict(row))
 
     def start_scn(self) -> int:
         # fetchall, never fetchone: a statement left un-stepped keeps its read snapshot open (WAL)
