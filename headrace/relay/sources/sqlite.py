@@ -252,7 +252,7 @@ def _decimal_kind(t: ColumnType) -> Callable[[Any], Any]:
 
     def fixed(v: Any) -> Any:
         d = _number(v)
-        if d.is_finite():
+        if d.is_finite() and (d.is_zero() or d.adjusted() < p - sc):
             exact = d.quantize(q, context=_BIG)
             if exact == d and len(exact.as_tuple().digits) <= p:
                 return exact
