@@ -43,7 +43,7 @@ from headrace.relay.sources.sqlite import SqliteSource, text_or_bytes
 DDL = (
     "CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER NOT NULL DEFAULT 0, sm SMALLINT, r REAL NOT NULL DEFAULT 0, "
     "n NUMERIC(10,2), nu NUMERIC, t TEXT NOT NULL DEFAULT '', b BLOB, bo BOOLEAN NOT NULL DEFAULT 0, d DATE, "
-    "ts TIMESTAMP, tz TIMESTAMPTZ, tm TIME, j JSON, g UUID, x)"
+    "ts TIMESTAMP, tz TIMESTAMPTZ, tm TIME, j JSON, g UUID, x, m MONEY)"
 )
 KINDS = {
     "id": "long",
@@ -62,6 +62,7 @@ KINDS = {
     "j": "json",
     "g": "uuid",
     "x": "string",
+    "m": "string",  # a type SQLAlchemy does not know: NUMERIC affinity, delivered as text
 }
 COLUMNS = [c for c in KINDS if c != "id"]
 

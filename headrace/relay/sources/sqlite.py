@@ -470,6 +470,8 @@ def _guess_meta(tbl: str, image: dict[str, Any]) -> TableMeta:
 
 
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
+#: declared types that mean a decimal (SQLAlchemy maps every unknown type to NUMERIC, by affinity)
+_NUMERIC_NAMES = frozenset({"NUMERIC", "DECIMAL"})
 
 
 class _Table:
@@ -625,12 +627,17 @@ class SqliteSource(ChangeSource):
                 "sqlite://", creator=lambda: sqlite3.connect(path, timeout=30.0), poolclass=sa.pool.NullPool
             )
         table = sa.Table(name, sa.MetaData(), autoload_with=self._engine)
-        decl = {r[1]: str(r[2]).upper() for r in self.conn.execute(f"PRAGMA table_info({_q(name)})")}
-        overrides = {
-            col: _DECL_OVERRIDES[d.split("(")[0].strip()]
-            for col, d in decl.items()
-            if d.split("(")[0].strip() in _DECL_OVERRIDES
-        }
+        decl = {r[1]: str(r[2]).upper() for r in self.conn.execute(f"PRAGMA table_xinfo({_q(name)})")}
+        overrides = {}
+        for col, d in decl.items():
+            base = d.split("(")[0].strip()
+            if base in _DECL_OVERRIDES:
+                overrides[col] = _DECL_OVERRIDES[base]
+            elif base not in _NUMERIC_NAMES and col in table.c and isinstance(table.c[col].type, sa.Numeric):
+                # SQLAlchemy gives a type it does not know SQLite's NUMERIC affinity (``ANY``, ``STRING``,
+                # ``MONEY``): such a column holds whatever is written to it, so it travels as text
+                overrides[col] = ColumnType("string")
+                log.warning("unmapped_sql_type", table=name, column=col, sql_type=d, mapped_to="string")
         meta = table_meta_from_sqlalchemy(table, overrides)
         meta = TableMeta(meta.name, tuple(sqlite_column(c) for c in meta.columns), meta.key, meta.namespace)
         if not meta.key:
