@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sources_harness import collect, start_relay
 
-from headrace.relay import JSON_NULL, Codecs, Op, SchemaRegistry, decode_key, encode_key
+from headrace.relay import JSON_NULL, Codecs, Op, SchemaRegistry, decode_event, decode_key, encode_key
 from headrace.relay._config import RelayConfig
 from headrace.relay.sources._base import RowChange
 from headrace.relay.sources.sqlite import SqliteSource, text_or_bytes
@@ -420,6 +420,43 @@ def test_a_row_read_by_select_converts_to_the_same_bytes_as_its_logged_change(tm
             meta, want = logged[(table, row["id"] if table == "v" else row["__rowid__"])]
             change = RowChange(0, meta, Op.READ, (), None, src.convert_row(meta, row))
             assert codecs.for_change(change).encode(change.after) == want, (table, row)
+
+
+def test_a_seeded_row_is_the_same_bytes_as_its_logged_change(tmp_path: Path) -> None:
+    """The bootstrap seed of a SQLite table converts with the stream's conversion (SqliteSource.convert_row)."""
+    from headrace.bootstrap import Store, seed_sqlite
+
+    db = tmp_path / "seed.db"
+    conn = _fresh_db(db)
+    conn.execute("CREATE TABLE k (a TEXT, b)")  # a rowid table
+    with source_on(db) as src:
+        for i, v in enumerate(EDGE_VALUES[1:], 1):
+            conn.execute(
+                f"INSERT INTO v (id, {', '.join(COLUMNS)}) VALUES ({i}{', ?' * len(COLUMNS)})", [v] * len(COLUMNS)
+            )
+            conn.execute("INSERT INTO k VALUES (?, ?)", (v, v))
+        conn.execute("INSERT INTO k VALUES (CAST(X'61FF' AS TEXT), NULL)")
+        codecs = Codecs(SchemaRegistry())
+        stop = threading.Event()
+        logged: dict[tuple[str, bytes], bytes] = {}
+        reader = src.read(0, stop)
+        for w in reader:
+            if w is None:
+                if len(logged) == 2 * len(EDGE_VALUES) - 1:
+                    break
+                continue
+            for c in w.changes:
+                assert c.after is not None
+                logged[(c.table.name, encode_key(c.key))] = codecs.for_change(c).encode(c.after)
+        reader.close()
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        seed_sqlite(store, f"sqlite:///{db}", ["v", "k"], page_rows=7)
+        rows, _ = store.snapshot_page(["k", "v"], None, 10_000)
+        seeded = {(t, decode_event(f)[0].key): decode_event(f)[0].after for t, _k, f in rows}
+    finally:
+        store.close()
+    assert seeded == logged
 
 
 def test_delete_without_where_arrives_row_by_row(tmp_path: Path) -> None:
