@@ -50,6 +50,7 @@ from ...errors import FatalError, Unavailable, UsageError
 from .._event import Op
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow
+from ._mysqlrows import BinlogColumn, binlog_column, decode_rows
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
@@ -114,6 +115,7 @@ class MysqlSource(ChangeSource):
         self._saved: int | None = None
         self._last_scn = -1
         self._last_gtid: str | None = None
+        self._binlog_columns: dict[int, tuple[Any, list[BinlogColumn]]] = {}
 
     # -- control connection --------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -148,7 +150,7 @@ class MysqlSource(ChangeSource):
         rows = self._query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
             "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', 'log_bin_basename', "
-            "'gtid_mode', 'version')"
+            "'gtid_mode', 'version', 'log_bin_compress', 'binlog_row_value_options')"
         )
         return {str(k).lower(): str(v) for k, v in rows}
 
@@ -167,6 +169,16 @@ class MysqlSource(ChangeSource):
                     f"Set it in the server's configuration ({name.replace('_', '-')}={want}) or run "
                     f"SET GLOBAL {name} = '{want}' (then reconnect clients), and start the relay again."
                 )
+        if v.get("log_bin_compress", "OFF").upper() == "ON":  # compressed row events: not decodable here
+            raise UsageError(
+                "MariaDB has log_bin_compress = ON; the relay cannot read compressed row events. "
+                "Set log_bin_compress=OFF (SET GLOBAL log_bin_compress = OFF) and start the relay again."
+            )
+        if "PARTIAL_JSON" in v.get("binlog_row_value_options", "").upper():  # MySQL 8: JSON diffs, not values
+            raise UsageError(
+                "MySQL has binlog_row_value_options = PARTIAL_JSON; the relay needs whole JSON values. "
+                "Set binlog_row_value_options='' and start the relay again."
+            )
         self._basename = Path(v.get("log_bin_basename", "binlog")).name
         saved = self._load_position()
         if saved is None:
@@ -235,7 +247,8 @@ class MysqlSource(ChangeSource):
         if table in self._tables:
             return self._tables[table]
         cols = self._query(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE "
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
+            "CHARACTER_OCTET_LENGTH "
             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             (self.schema, table),
             as_dict=True,
@@ -354,6 +367,19 @@ class MysqlSource(ChangeSource):
             enable_logging=False,
         )
 
+    def _rows(self, ev: Any) -> list[dict[str, Any]]:
+        """The rows of a rows event, decoded by :mod:`._mysqlrows` (not the library: see there why)."""
+        cols = ev.columns
+        cached = self._binlog_columns.get(ev.table_id)
+        if cached is not None and cached[0] is cols:
+            bcols = cached[1]
+        else:
+            bcols = [binlog_column(c, i) for i, c in enumerate(cols)]
+            self._binlog_columns[ev.table_id] = (cols, bcols)
+        data = ev.packet.read(ev.event_size - ev.packet.read_bytes)
+        after = getattr(ev, "columns_present_bitmap2", None)
+        return decode_rows(bcols, data, ev.columns_present_bitmap, after)
+
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         import pymysql
         from pymysqlreplication.event import (
@@ -403,7 +429,7 @@ class MysqlSource(ChangeSource):
                     op = Op.INSERT if isinstance(ev, WriteRowsEvent) else (
                         Op.UPDATE if isinstance(ev, UpdateRowsEvent) else Op.DELETE
                     )  # fmt: skip
-                    asm.rows(op, ev.table, ev.rows)
+                    asm.rows(op, ev.table, self._rows(ev))
                 elif isinstance(ev, RotateEvent):
                     asm.rotate(ev.next_binlog)
                 elif isinstance(ev, MariadbGtidEvent | GtidEvent):
