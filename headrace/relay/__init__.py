@@ -36,10 +36,12 @@ from ._schema import (
     source_listing,
     table_meta_from_sqlalchemy,
 )
+from ._values import JSON_NULL, Interval, JsonNull
 from .sources import ChangeSource, ChangeWindow, RowChange, make_source
 
 __all__ = [
     "EVENTS_CONTENT_TYPE",
+    "JSON_NULL",
     "ChangeSource",
     "ChangeWindow",
     "Codecs",
@@ -49,6 +51,8 @@ __all__ = [
     "Event",
     "EventHeader",
     "Filter",
+    "Interval",
+    "JsonNull",
     "Op",
     "PostgresSourceConfig",
     "RelayConfig",

@@ -22,8 +22,10 @@ from typing import Any
 
 import fastavro
 
+from ..errors import UnrepresentableValue
 from ._event import Event, encode_event, encode_key
 from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion
+from ._values import JSON_NULL, Interval
 from .sources._base import ChangeWindow, RowChange
 
 __all__ = ["Codecs", "EncodedWindow", "RowCodec", "encode_window"]
@@ -35,24 +37,70 @@ def _identity(v: Any) -> Any:
     return v
 
 
-def _to_decimal(v: Any) -> decimal.Decimal:
-    return v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v))
-
-
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_TEXT = "string"  # the union branch of text-fallback values (fastavro's tuple notation picks it)
 
 
-def _encoder(t: ColumnType) -> Convert:
+def _decimal_encoder(t: ColumnType) -> Convert:
+    if t.unscaled_decimal:
+
+        def exact_text(v: Any) -> str:
+            if isinstance(v, str):
+                decimal.Decimal(v)  # checks it is a number; the database's own text travels as it is
+                return v
+            return str(v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v)))
+
+        return exact_text
+    assert t.precision is not None and t.scale is not None
+    q = decimal.Decimal(1).scaleb(-t.scale)
+    # a local context: the default one has 28 digits, DECIMAL(65,30) and numeric(1000,0) need more
+    ctx = decimal.Context(prec=max(t.precision, 1), rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
+    fallback = t.has_text_branch
+
+    def fixed(v: Any) -> Any:
+        d = v if isinstance(v, decimal.Decimal) else decimal.Decimal(v if isinstance(v, str) else str(v))
+        if not d.is_finite():
+            if fallback:
+                return (_TEXT, str(d))
+            raise ValueError(f"{d} has no fixed-point form (decimal({t.precision},{t.scale}))")
+        return d.quantize(q, context=ctx)
+
+    return fixed
+
+
+def _interval_text(v: Any) -> str:
+    if isinstance(v, str):
+        Interval.from_iso(v)  # checks the form; the database's text travels as it is
+        return v
+    if isinstance(v, dt.timedelta):
+        return str(Interval.from_timedelta(v))
+    if isinstance(v, Interval):
+        return str(v)
+    raise TypeError(f"not an interval: {v!r}")
+
+
+def _duration_micros(v: Any) -> int:
+    return v // dt.timedelta(microseconds=1) if isinstance(v, dt.timedelta) else int(v)
+
+
+def _json_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v  # the JSON text as the database gave it (exact numbers, key order, null)
+    if v is JSON_NULL:
+        return "null"
+    return _JSON_ENCODER.encode(v)
+
+
+def _base_encoder(t: ColumnType) -> Convert:
     k = t.kind
     if k == "decimal":
-        if t.scale is not None and t.precision is not None:
-            q = decimal.Decimal(1).scaleb(-t.scale)
-            return lambda v: _to_decimal(v).quantize(q)
-        return lambda v: str(_to_decimal(v))
+        return _decimal_encoder(t)
     if k == "json":
-        return _JSON_ENCODER.encode
+        return _json_text
     if k == "interval":
-        return lambda v: v // dt.timedelta(microseconds=1) if isinstance(v, dt.timedelta) else int(v)
+        return _interval_text
+    if k == "duration":
+        return _duration_micros
     if k == "boolean":
         return bool
     if k in ("int", "long"):
@@ -68,8 +116,17 @@ def _encoder(t: ColumnType) -> Convert:
     if k == "array":
         assert t.items is not None
         item = _encoder(t.items)
-        return lambda v: [None if x is None else item(x) for x in v]
+        native = _NATIVE.get(t.items.kind)
+        return lambda v: [x if x is None or type(x) is native else item(x) for x in v]
     return _identity
+
+
+def _encoder(t: ColumnType) -> Convert:
+    """Python value → what fastavro writes for the column (a text-fallback ``str`` → the string branch)."""
+    conv = _base_encoder(t)
+    if not t.has_text_branch:
+        return conv
+    return lambda v: (_TEXT, v) if isinstance(v, str) else conv(v)
 
 
 #: kinds whose Python value needs no conversion when it already has this exact type
@@ -80,30 +137,53 @@ _NATIVE: dict[str, type] = {
     "float": float,
     "string": str,
     "enum": str,
+    "json": str,
     "bytes": bytes,
     "boolean": bool,
     "uuid": uuid.UUID,
 }
 
 
+def _native(t: ColumnType) -> type | None:
+    # a str in a text-fallback column is a fallback value: it needs its union branch
+    return None if t.has_text_branch else _NATIVE.get(t.kind)
+
+
+def _json_value(text: str) -> Any:
+    v = json.loads(text, parse_float=decimal.Decimal)
+    return JSON_NULL if v is None else v
+
+
+def _str_or(conv: Convert) -> Convert:
+    return lambda v: v if isinstance(v, str) else conv(v)
+
+
 def _decoder_for(avro_type: Any) -> Convert | None:
-    """Post-decoding conversion for an Avro field type carrying a ``headrace.type`` annotation."""
+    """Post-decoding conversion for an Avro field type (annotated kinds, text fallbacks)."""
     if isinstance(avro_type, list):
         inner = [t for t in avro_type if t != "null"]
+        if len(inner) == 2 and inner[1] == "string":  # a text fallback: the string branch is a value already
+            base = inner[0]
+            if isinstance(base, dict) and base.get("logicalType") == "decimal":
+                return lambda v: decimal.Decimal(v) if isinstance(v, str) else v
+            conv = _decoder_for(base)
+            return _str_or(conv) if conv is not None else None
         return _decoder_for(inner[0]) if len(inner) == 1 else None
     if not isinstance(avro_type, dict):
         return None
     kind = avro_type.get(KIND_PROP)
     if kind == "json":
-        return json.loads
+        return _json_value
     if kind == "decimal":
         return decimal.Decimal
-    if kind == "interval-micros":
+    if kind == "interval":
+        return Interval.from_iso
+    if kind in ("duration-micros", "interval-micros"):  # interval-micros: schemas written before 0.x
         return lambda v: dt.timedelta(microseconds=v)
     if avro_type.get("type") == "array":
         item = _decoder_for(avro_type.get("items"))
         if item is not None:
-            return lambda v: [None if x is None else item(x) for x in v]
+            return lambda v: v if isinstance(v, str) else [None if x is None else item(x) for x in v]
     return None
 
 
@@ -117,7 +197,7 @@ class RowCodec:
         self._enc: list[tuple[str, str, Convert, type | None]] = []
         if version.meta is not None:
             for col, field in zip(version.meta.columns, version.schema["fields"], strict=True):
-                self._enc.append((col.name, field["name"], _encoder(col.type), _NATIVE.get(col.type.kind)))
+                self._enc.append((col.name, field["name"], _encoder(col.type), _native(col.type)))
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
@@ -132,10 +212,30 @@ class RowCodec:
         rec: dict[str, Any] = {}
         for col, name, conv, native in self._enc:
             v = row.get(col)
-            rec[name] = v if v is None or type(v) is native else conv(v)
+            if v is None or type(v) is native:
+                rec[name] = v
+                continue
+            try:
+                rec[name] = conv(v)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise UnrepresentableValue(self.version.table, col, f"{type(v).__name__} {_short(v)}: {exc}") from exc
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, self._writer, rec)
+        try:
+            fastavro.schemaless_writer(buf, self._writer, rec)
+        except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
+            raise UnrepresentableValue(self.version.table, self._culprit(rec), str(exc)) from exc
         return buf.getvalue()
+
+    def _culprit(self, rec: dict[str, Any]) -> str:
+        """The first column whose value alone does not encode (for the error message)."""
+        for col, name, _conv, _native in self._enc:
+            field = next(f for f in self.version.schema["fields"] if f["name"] == name)
+            one = fastavro.parse_schema({"type": "record", "name": "one", "fields": [{**field, "name": "v"}]})
+            try:
+                fastavro.schemaless_writer(io.BytesIO(), one, {"v": rec.get(name)})
+            except (ValueError, TypeError, ArithmeticError, OverflowError):
+                return col
+        return "?"
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """``{SQL column: typed value}`` of an Avro row written with this version's schema."""
@@ -148,6 +248,11 @@ class RowCodec:
             v = rec.get(name)
             out[col] = conv(v) if conv is not None and v is not None else v
         return out
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 @dataclass(frozen=True, slots=True)

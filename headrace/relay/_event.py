@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput
+from ._values import JSON_NULL, Interval
 
 __all__ = [
     "EVENTS_CONTENT_TYPE",
@@ -121,7 +122,8 @@ class EventHeader:
 
 
 def json_default(value: Any) -> Any:
-    """JSON for the typed values rows carry: decimals as text, bytes as base64, times as ISO 8601."""
+    """JSON for the typed values rows carry: decimals as text, bytes as base64, times and intervals as ISO
+    8601, durations as seconds, a JSON null as null."""
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -132,6 +134,10 @@ def json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
+    if isinstance(value, Interval):
+        return str(value)
+    if value is JSON_NULL:
+        return None
     raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 

@@ -67,10 +67,14 @@ KINDS = frozenset(
         "uuid",
         "json",
         "interval",
+        "duration",
         "enum",
         "array",
     }
 )
+
+#: kinds whose Avro type is already ``string`` (a text fallback adds nothing to them)
+_TEXT_KINDS = frozenset({"string", "json", "interval", "enum"})
 
 #: Avro property naming the headrace kind where Avro has no logical type for it.
 KIND_PROP = "headrace.type"
@@ -87,12 +91,25 @@ class ColumnType:
     scale: int | None = None  # decimal
     items: ColumnType | None = None  # array element type
     symbols: tuple[str, ...] = ()  # enum labels (informational; enums travel as strings)
+    #: values the kind's Python type cannot hold travel as the database's own text (a ``string``
+    #: branch in the Avro union); see docs/type-mapping.md
+    text_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown column kind {self.kind!r}")
         if self.kind == "array" and self.items is None:
             raise ValueError("an array column needs an item type")
+
+    @property
+    def has_text_branch(self) -> bool:
+        """Whether the Avro type has a separate ``string`` branch for text-fallback values."""
+        return self.text_fallback and self.kind not in _TEXT_KINDS and not self.unscaled_decimal
+
+    @property
+    def unscaled_decimal(self) -> bool:
+        """A decimal without fixed precision and scale: it travels as its exact text."""
+        return self.kind == "decimal" and (self.precision is None or self.scale is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +155,7 @@ def _avro_type(t: ColumnType) -> Any:
     if k in ("boolean", "int", "long", "float", "double", "string", "bytes"):
         return k
     if k == "decimal":
-        if t.precision is not None and t.scale is not None:
+        if not t.unscaled_decimal:
             return {"type": "bytes", "logicalType": "decimal", "precision": t.precision, "scale": t.scale}
         return {"type": "string", KIND_PROP: "decimal"}
     if k == "date":
@@ -154,22 +171,50 @@ def _avro_type(t: ColumnType) -> Any:
     if k == "json":
         return {"type": "string", KIND_PROP: "json"}
     if k == "interval":
-        return {"type": "long", KIND_PROP: "interval-micros"}
+        return {"type": "string", KIND_PROP: "interval"}
+    if k == "duration":
+        return {"type": "long", KIND_PROP: "duration-micros"}
     if k == "enum":
         return {"type": "string", KIND_PROP: "enum"}
     assert t.items is not None
-    return {"type": "array", "items": ["null", _avro_type(t.items)]}
+    return {"type": "array", "items": _field_type(t.items, nullable=True)}
+
+
+def _field_type(t: ColumnType, nullable: bool) -> Any:
+    """``T``, ``["null", T]``, or with a text fallback ``[T, "string"]`` / ``["null", T, "string"]``."""
+    branches = ["null"] if nullable else []
+    branches.append(_avro_type(t))
+    if t.has_text_branch:
+        branches.append("string")
+    return branches[0] if len(branches) == 1 else branches
+
+
+def _unique_names(columns: Sequence[str]) -> list[str]:
+    """Avro field names for SQL column names: sanitised, then made unique (``a_b``, ``a_b_2`` …)."""
+    names = [avro_name(c) for c in columns]
+    taken = set()
+    exact = set(names) & set(columns)  # a column already named validly keeps its name
+    out = []
+    for col, name in zip(columns, names, strict=True):
+        if name in taken or (name != col and name in exact):
+            i = 2
+            while f"{name}_{i}" in taken or f"{name}_{i}" in exact:
+                i += 1
+            name = f"{name}_{i}"
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def avro_schema(meta: TableMeta) -> dict[str, Any]:
     """The Avro record schema of a table's rows (nullable columns are ``["null", T]`` with default null)."""
     fields: list[dict[str, Any]] = []
-    for c in meta.columns:
-        t = _avro_type(c.type)
-        f: dict[str, Any] = {"name": avro_name(c.name), "type": ["null", t] if c.nullable else t}
+    names = _unique_names([c.name for c in meta.columns])
+    for c, name in zip(meta.columns, names, strict=True):
+        f: dict[str, Any] = {"name": name, "type": _field_type(c.type, c.nullable)}
         if c.nullable:
             f["default"] = None
-        if f["name"] != c.name:
+        if name != c.name:
             f[COLUMN_PROP] = c.name
         fields.append(f)
     return {"type": "record", "name": avro_name(meta.name), "namespace": meta.namespace, "fields": fields}

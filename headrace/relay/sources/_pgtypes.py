@@ -6,39 +6,38 @@ bytes of a tuple column into the Python value the Avro encoder takes. The replic
 with ``DateStyle=ISO``, ``IntervalStyle=iso_8601``, ``TimeZone=UTC``, ``bytea_output=hex`` and
 ``extra_float_digits=3`` (see :data:`SESSION_OPTIONS`), so every text form below is fixed.
 
-========================  ==================  ========================================================
-PostgreSQL                relay column kind   Python value
-========================  ==================  ========================================================
-smallint, integer         ``int``             ``int``
-bigint, oid               ``long``            ``int``
-real / double precision   ``float``/``double`` ``float`` (NaN, ±Infinity kept)
-numeric(p, s)             ``decimal`` (p, s)  ``decimal.Decimal``
-numeric (no precision)    ``decimal``         ``decimal.Decimal`` (travels as exact text)
-text, varchar, char, name ``string``          ``str``
-bytea                     ``bytes``           ``bytes``
-boolean                   ``boolean``         ``bool``
-date                      ``date``            ``datetime.date``
-time                      ``time``            ``datetime.time``
-timestamp                 ``timestamp``       naive ``datetime.datetime``
-timestamptz               ``timestamptz``     aware ``datetime.datetime`` (UTC)
-interval                  ``interval``        ``datetime.timedelta`` (month = 30 days, year = 365.25 days)
-uuid                      ``uuid``            ``uuid.UUID``
-json, jsonb               ``json``            the parsed JSON value (dict, list, str, …)
-enum types                ``enum``            ``str`` (the label)
-domains                   the base type's     as the base type
-one-dimensional arrays    ``array``           ``list`` (elements nullable)
-anything else             ``string``          ``str`` (PostgreSQL's text form)
-========================  ==================  ========================================================
+========================  ===================  =======================================================
+PostgreSQL                relay column kind    Python value (text = PostgreSQL's own text, a ``str``)
+========================  ===================  =======================================================
+smallint, integer         ``int``              ``int``
+bigint, oid               ``long``             ``int``
+real / double precision   ``float``/``double`` ``float`` (bit for bit; NaN, ±Infinity kept)
+numeric(p, s)             ``decimal`` (p, s) † ``decimal.Decimal``; ``NaN`` → text → ``Decimal('NaN')``
+numeric (no precision)    ``decimal``          ``decimal.Decimal`` (travels as PostgreSQL's exact text)
+text, varchar, char, name ``string``           ``str``
+bytea                     ``bytes``            ``bytes``
+boolean                   ``boolean``          ``bool``
+date                      ``date`` †           ``datetime.date``; ±infinity, BC, year ≥ 10000 → text
+time                      ``time`` †           ``datetime.time``; ``24:00:00`` → text
+timestamp                 ``timestamp`` †      naive ``datetime.datetime``; as date → text
+timestamptz               ``timestamptz`` †    aware ``datetime.datetime`` (UTC); as date → text
+interval                  ``interval``         :class:`~headrace.relay.Interval` (travels as ISO 8601 text)
+uuid                      ``uuid``             ``uuid.UUID``
+json, jsonb               ``json``             the JSON text, exactly as PostgreSQL sends it
+enum types                ``enum``             ``str`` (the label)
+domains                   the base type's      as the base type
+arrays                    ``array`` †          ``list``; not one-dimensional or lower bound ≠ 1 → text
+anything else             ``string``           ``str`` (PostgreSQL's text form)
+========================  ===================  =======================================================
 
-Infinite dates and timestamps (``infinity``) are clamped to the largest/smallest Python value.
-Multi-dimensional arrays decode to nested lists but have no Avro type; such columns are rejected.
+† ``text_fallback``: a value the Python type cannot hold travels as PostgreSQL's own text in the
+Avro union's ``string`` branch, so nothing is clamped, rounded or refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +87,7 @@ class PgType:
     scale: int | None = None
     items: PgType | None = None
     symbols: tuple[str, ...] = ()
+    text_fallback: bool = False
 
 
 def _bool(s: str) -> bool:
@@ -104,32 +104,32 @@ def _float(s: str) -> float:
     return float(s)  # float() reads NaN, Infinity, -Infinity
 
 
-def _date(s: str) -> dt.date:
-    if s == "infinity":
-        return dt.date.max
-    if s == "-infinity":
-        return dt.date.min
-    return dt.date.fromisoformat(s)
+def _date(s: str) -> dt.date | str:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:  # infinity, BC, year ≥ 10000: PostgreSQL's text travels as it is
+        return s
 
 
-def _time(s: str) -> dt.time:
-    return dt.time.fromisoformat(s)
+def _time(s: str) -> dt.time | str:
+    try:
+        return dt.time.fromisoformat(s)
+    except ValueError:  # 24:00:00
+        return s
 
 
-def _timestamp(s: str) -> dt.datetime:
-    if s == "infinity":
-        return dt.datetime.max
-    if s == "-infinity":
-        return dt.datetime.min
-    return dt.datetime.fromisoformat(s)
+def _timestamp(s: str) -> dt.datetime | str:
+    try:
+        return dt.datetime.fromisoformat(s)
+    except ValueError:
+        return s
 
 
-def _timestamptz(s: str) -> dt.datetime:
-    if s == "infinity":
-        return dt.datetime.max.replace(tzinfo=dt.UTC)
-    if s == "-infinity":
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(s).astimezone(dt.UTC)
+def _timestamptz(s: str) -> dt.datetime | str:
+    try:
+        return dt.datetime.fromisoformat(s).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return s
 
 
 def _str(s: str) -> str:
@@ -138,33 +138,13 @@ def _str(s: str) -> str:
 
 def _numeric(typmod: int) -> PgType:
     if typmod < 4:  # numeric without (precision, scale): no Avro decimal can hold every value
-        return PgType("numeric", "decimal", Decimal)
+        return PgType("numeric", "decimal", _str)
     precision = ((typmod - 4) >> 16) & 0xFFFF
     scale = (typmod - 4) & 0xFFFF
     if scale > precision:  # PostgreSQL 15 allows negative/oversized scales; keep those exact as text
-        return PgType("numeric", "decimal", Decimal)
-    return PgType(f"numeric({precision},{scale})", "decimal", Decimal, precision=precision, scale=scale)
-
-
-_INTERVAL = re.compile(
-    r"^(-)?P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?[\d.]+)S)?)?$"
-)
-_DAY_US: Final = 86_400_000_000
-
-
-def _interval(s: str) -> dt.timedelta:
-    """ISO 8601 interval (``IntervalStyle=iso_8601``) → timedelta, a month as 30 days, a year as 365.25
-    days (PostgreSQL's own rule in ``EXTRACT(EPOCH FROM interval)``)."""
-    m = _INTERVAL.match(s)
-    if m is None:
-        raise ValueError(f"not an ISO 8601 interval: {s!r}")
-    neg, y, mo, d, h, mi, sec = m.groups()
-    months = int(y or 0) * 12 + int(mo or 0)
-    sign = -1 if months < 0 else 1
-    us = sign * ((abs(months) // 12) * 36525 * _DAY_US // 100 + (abs(months) % 12) * 30 * _DAY_US)
-    us += int(d or 0) * _DAY_US + int(h or 0) * 3_600_000_000 + int(mi or 0) * 60_000_000
-    us += int(Decimal(sec or 0) * 1_000_000)
-    return dt.timedelta(microseconds=-us if neg else us)
+        return PgType("numeric", "decimal", _str)
+    # NaN is legal in a numeric(p, s) column and has no Avro decimal form: it takes the text branch
+    return PgType(f"numeric({precision},{scale})", "decimal", Decimal, precision, scale, text_fallback=True)
 
 
 _BUILTIN: Final[dict[int, PgType]] = {
@@ -177,18 +157,18 @@ _BUILTIN: Final[dict[int, PgType]] = {
     23: PgType("integer", "int", int),
     25: PgType("text", "string", _str),
     26: PgType("oid", "long", int),
-    114: PgType("json", "json", json.loads),
+    114: PgType("json", "json", _str),
     700: PgType("real", "float", _float),
     701: PgType("double precision", "double", _float),
     1042: PgType("character", "string", _str),
     1043: PgType("character varying", "string", _str),
-    1082: PgType("date", "date", _date),
-    1083: PgType("time", "time", _time),
-    1114: PgType("timestamp", "timestamp", _timestamp),
-    1184: PgType("timestamptz", "timestamptz", _timestamptz),
-    1186: PgType("interval", "interval", _interval),
+    1082: PgType("date", "date", _date, text_fallback=True),
+    1083: PgType("time", "time", _time, text_fallback=True),
+    1114: PgType("timestamp", "timestamp", _timestamp, text_fallback=True),
+    1184: PgType("timestamptz", "timestamptz", _timestamptz, text_fallback=True),
+    1186: PgType("interval", "interval", _str),
     2950: PgType("uuid", "uuid", uuid.UUID),
-    3802: PgType("jsonb", "json", json.loads),
+    3802: PgType("jsonb", "json", _str),
 }
 
 # Array type OID → element type OID, for the built-in element types above.
@@ -217,19 +197,21 @@ def resolve_type(type_oid: int, typmod: int, lookup: Callable[[int], CatalogType
     if elem_oid is not None:
         # typmod of an array column applies to its elements (numeric(10,2)[] has typmod of numeric(10,2))
         elem = resolve_type(elem_oid, typmod, lookup)
-        return PgType(f"{elem.name}[]", "array", _array_parser(elem.parse), items=elem)
+        return PgType(f"{elem.name}[]", "array", _array_parser(elem.parse), items=elem, text_fallback=True)
     if cat is not None:
         if cat.typtype == "e":
             return PgType(cat.name, "enum", _str, symbols=cat.labels)
         if cat.typtype == "d" and cat.base_oid:
             base = resolve_type(cat.base_oid, typmod, lookup)
-            return PgType(cat.name, base.kind, base.parse, base.precision, base.scale, base.items, base.symbols)
+            return dataclasses.replace(base, name=cat.name)
         return PgType(cat.name, "string", _str)
     return PgType(f"oid {type_oid}", "string", _str)
 
 
 def _array_parser(elem: Parser) -> Parser:
-    def parse(s: str) -> list[Any]:
+    def parse(s: str) -> list[Any] | str:
+        if s.startswith("[") or s.startswith("{{"):
+            return s  # explicit lower bounds or more than one dimension: PostgreSQL's text travels as it is
         return parse_array(s, elem)
 
     return parse
@@ -304,4 +286,5 @@ def column_type(t: PgType) -> ColumnType:
         scale=t.scale,
         items=column_type(t.items) if t.items is not None else None,
         symbols=t.symbols,
+        text_fallback=t.text_fallback,
     )
