@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["BinlogColumn", "RowDecodeError", "decode_rows", "binlog_column", "date_text", "datetime_text"]
+__all__ = ["BinlogColumn", "RowDecodeError", "binlog_column", "date_text", "datetime_text", "decode_rows"]
 
 # binlog column types (include/mysql_com.h enum_field_types)
 T_DECIMAL, T_TINY, T_SHORT, T_LONG, T_FLOAT, T_DOUBLE, T_NULL, T_TIMESTAMP = 0, 1, 2, 3, 4, 5, 6, 7
@@ -306,7 +306,7 @@ class _RawNumber(float):
         return self._text  # type: ignore[attr-defined,no-any-return]
 
 
-def _value(c: BinlogColumn, data: bytes | memoryview, pos: int) -> tuple[Any, int]:  # noqa: C901, PLR0911, PLR0912
+def _value(c: BinlogColumn, data: bytes | memoryview, pos: int) -> tuple[Any, int]:
     t = c.type
     if t == T_LONG:
         return int.from_bytes(data[pos : pos + 4], "little", signed=not c.unsigned), pos + 4

@@ -158,7 +158,8 @@ def _datetime(v: Any) -> dt.datetime | str:
     m = _DATETIME_RE.match(text)
     if m:
         try:
-            return dt.datetime(*(int(m[i]) for i in range(1, 7)), _micros(m[7]))
+            y, mo, d, h, mi, sec = (int(m[i]) for i in range(1, 7))
+            return dt.datetime(y, mo, d, h, mi, sec, _micros(m[7]))
         except ValueError:
             pass
     return text
