@@ -60,6 +60,7 @@ class Col:
     ddl: str
     family: str  # how the database's text is selected and compared (module docstring)
     fsp: int = 0
+    expr: str = ""  # the SELECT expression, when not the family's
 
 
 NUMS = [
@@ -77,6 +78,7 @@ NUMS = [
     Col("d65", "DECIMAL(65,30)", "dec"),
     Col("d10", "DECIMAL(10,0)", "dec"),
     Col("d5", "DECIMAL(5,5)", "dec"),
+    Col("d12", "DECIMAL(12,3)", "dec"),
     Col("f", "FLOAT", "float"),
     Col("dbl", "DOUBLE", "float"),
     Col("b1", "BIT(1)", "bit"),
@@ -91,6 +93,7 @@ STRS = [
     Col("c", "CHAR(10)", "text"),
     Col("vc", "VARCHAR(300)", "text"),
     Col("tx", "TEXT", "text"),
+    Col("l1", "VARCHAR(20) CHARACTER SET latin1", "text", expr="HEX(CONVERT(`l1` USING utf8mb4))"),
     Col("bn", "BINARY(8)", "bin"),
     Col("vb", "VARBINARY(20)", "bin"),
     Col("bl", "BLOB", "bin"),
@@ -106,9 +109,11 @@ TIMES = [
     Col("dt3", "DATETIME(3)", "datetime", 3),
     Col("dt6", "DATETIME(6)", "datetime", 6),
     Col("ts0", "TIMESTAMP NULL", "timestamp", 0),
+    Col("ts3", "TIMESTAMP(3) NULL", "timestamp", 3),
     Col("ts6", "TIMESTAMP(6) NULL", "timestamp", 6),
     Col("tm", "TIME", "time", 0),
     Col("tm1", "TIME(1)", "time", 1),
+    Col("tm3", "TIME(3)", "time", 3),
     Col("tm6", "TIME(6)", "time", 6),
 ]
 ID = Col("id", "INT", "int")
@@ -136,6 +141,7 @@ EDGES: dict[str, list[Any]] = {
     "d65": [D65_MAX, -D65_MAX, Decimal("1e-30"), Decimal("-1e-30"), Decimal(0), Decimal("1.0000000000000000001")],
     "d10": [9999999999, -9999999999, 0],
     "d5": [Decimal("0.99999"), Decimal("-0.99999"), Decimal("0.00001")],
+    "d12": [Decimal("999999999.999"), Decimal("-999999999.999"), Decimal("-0.001"), Decimal("-1")],
     "f": [3.4028234663852886e38, -3.4028234663852886e38, 1.401298464324817e-45, 1.1754943508222875e-38, 0.0, -0.0],
     "dbl": [1.7976931348623157e308, -1.7976931348623157e308, 5e-324, 2.2250738585072014e-308,
             2.225073858507201e-308, -0.0, 0.1],
@@ -146,6 +152,7 @@ EDGES: dict[str, list[Any]] = {
     "yr": [0, 1901, 2155, 2024],
     "c": ["a  ", "", "ünïcødé😀", " x", "1234567890"],
     "vc": ["\x01", "é中😀\U00020000\U00030000\U000e0001\U000f0000\U0010fffd", "trailing   ", "\x00nul\x00", "'\"\\"],
+    "l1": ["\x81\x8d\x8f\x90\x9d", "àéîõü ÿ", "€‚ƒ„…†‡ˆ‰Š‹ŒŽ", "", "trailing  "],
     "tx": ["trailing  ", "x\x00\x00", "", "\U0010ffff" * 3],
     "bn": [b"\x01\x00\x00", b"", b"\x00" * 8, b"\xff" * 8, b"ab", b"\x00\x01"],
     "vb": [b"\x00", b"\x01\x00", b"", b"a  "],
@@ -164,9 +171,11 @@ EDGES: dict[str, list[Any]] = {
     "dt3": ["0000-00-00 00:00:00.000", "2024-01-01 10:00:00.123", "2024-13-01 00:00:00"],
     "dt6": ["9999-12-31 23:59:59.999999", "1000-01-01 00:00:00.000001", "2024-00-00 00:00:00.5"],
     "ts0": ["0000-00-00 00:00:00", "1970-01-01 00:00:01", "2038-01-19 03:14:07"],
+    "ts3": ["2038-01-19 03:14:07.999", "1970-01-01 00:00:01.001", "0000-00-00 00:00:00.000"],
     "ts6": ["2038-01-19 03:14:07.999999", "1970-01-01 00:00:01.000001", "0000-00-00 00:00:00"],
     "tm": ["-838:59:59", "838:59:59", "00:00:00", "-00:00:01", "24:00:00", "100:00:00"],
     "tm1": ["-00:00:00.5", "-838:59:58.9", "12:34:56.7"],
+    "tm3": ["-838:59:59.999", "-00:00:00.001", "-00:00:01.5", "838:59:59.999", "00:00:00.000"],
     "tm6": ["-838:59:59.999999", "838:59:59.999999", "-00:00:00.000001", "-01:00:00.5"],
 }  # fmt: skip
 
@@ -176,6 +185,8 @@ EDGES: dict[str, list[Any]] = {
 
 def select_expr(c: Col) -> str:
     q = f"`{c.name}`"
+    if c.expr:
+        return c.expr
     if c.family in ("text", "bin", "json"):
         return f"HEX({q})"
     if c.family == "float":
@@ -433,6 +444,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "bu": st.integers(0, 2**64 - 1),
     "d65": _D65,
     "d10": st.integers(-(10**10) + 1, 10**10 - 1),
+    "d12": st.decimals(min_value=Decimal("-999999999.999"), max_value=Decimal("999999999.999"), places=3),
     "d5": st.decimals(min_value=Decimal("-0.99999"), max_value=Decimal("0.99999"), places=5),
     "f": st.floats(width=32, allow_nan=False, allow_infinity=False),
     "dbl": st.floats(allow_nan=False, allow_infinity=False),
@@ -443,6 +455,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "yr": st.sampled_from([0]) | st.integers(1901, 2155),
     "c": st.text(st.characters(exclude_categories=("Cs",)), max_size=10),
     "vc": st.text(st.characters(exclude_categories=("Cs",)), max_size=60),
+    "l1": st.text(st.characters(max_codepoint=0x2122, exclude_categories=("Cs",)), max_size=20),
     "tx": st.text(st.characters(exclude_categories=("Cs",)), max_size=60),
     "bn": st.binary(max_size=8),
     "vb": st.binary(max_size=20),
@@ -460,6 +473,8 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "ts6": st.datetimes(_TS_MIN, _TS_MAX.replace(microsecond=999999)).map(lambda v: _dt_text(v, 6)),
     "tm": st.integers(-_TIME_MAX // 10**6, _TIME_MAX // 10**6).map(lambda s: _time_str(s * 10**6, 0)),
     "tm1": st.integers(-_TIME_MAX // 10**5 - 9, _TIME_MAX // 10**5 + 9).map(lambda t: _time_str(t * 10**5, 1)),
+    "tm3": st.integers(-_TIME_MAX // 10**3 - 999, _TIME_MAX // 10**3 + 999).map(lambda t: _time_str(t * 10**3, 3)),
+    "ts3": st.datetimes(_TS_MIN, _TS_MAX.replace(microsecond=999000)).map(lambda v: _dt_text(v, 3)),
     "tm6": st.integers(-_TIME_MAX - 999_999, _TIME_MAX + 999_999).map(lambda m: _time_str(m, 6)),
 }  # fmt: skip
 

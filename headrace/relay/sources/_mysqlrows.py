@@ -272,38 +272,36 @@ def _text(raw: bytes | memoryview, encoding: str) -> str:
 
 
 def _json_text(v: Any) -> str:
-    """MySQL 8 binary JSON, decoded by mysql-replication, as JSON text with exact numbers."""
+    """MySQL 8 binary JSON, as decoded by mysql-replication, serialised as JSON text with exact numbers.
 
-    def conv(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {(k.decode() if isinstance(k, bytes) else str(k)): conv(y) for k, y in x.items()}
-        if isinstance(x, list):
-            return [conv(y) for y in x]
-        if isinstance(x, bytes):
-            return x.decode("utf-8", "surrogateescape")
-        if isinstance(x, dt.datetime | dt.date | dt.time | dt.timedelta):
-            return str(x)
-        return x
+    The separators are MySQL's own (``{"a": 1, "b": [1, 2]}``); doubles print in shortest round-trip
+    form, decimals with all their digits, keys in the stored order.
+    """
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_json_text(_key(k))}: {_json_text(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_json_text(x) for x in v) + "]"
+    if isinstance(v, bytes | bytearray):
+        v = bytes(v).decode("utf-8", "replace")
+    elif not isinstance(v, str):  # opaque values: dates, times
+        v = str(v)
+    return json.dumps(v, ensure_ascii=False)
 
-    class _Enc(json.JSONEncoder):
-        def default(self, o: Any) -> Any:
-            if isinstance(o, Decimal):
-                return _RawNumber(o)
-            return super().default(o)
 
-    text = json.dumps(conv(v), ensure_ascii=False, separators=(", ", ": "), cls=_Enc)
-    return text
-
-
-class _RawNumber(float):
-    # json.dumps has no hook for exact decimals; a float subclass whose repr is the decimal's text works
-    def __new__(cls, d: Decimal) -> _RawNumber:
-        obj = super().__new__(cls, float(d))
-        obj._text = f"{d:f}"  # type: ignore[attr-defined]
-        return obj
-
-    def __repr__(self) -> str:
-        return self._text  # type: ignore[attr-defined,no-any-return]
+def _key(k: Any) -> str:
+    return bytes(k).decode("utf-8", "replace") if isinstance(k, bytes | bytearray) else str(k)
 
 
 def _value(c: BinlogColumn, data: bytes | memoryview, pos: int) -> tuple[Any, int]:
