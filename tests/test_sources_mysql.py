@@ -23,7 +23,7 @@ from sources_workload import TABLES, apply, create_tables, expected, transaction
 from support import wait_until, write_config
 
 from headrace.errors import FatalError
-from headrace.relay import Codecs, RowCodec, SchemaRegistry
+from headrace.relay import JSON_NULL, Codecs, RowCodec, SchemaRegistry
 from headrace.relay._config import RelayConfig
 from headrace.relay.sources import ChangeWindow, RowChange
 from headrace.relay.sources._mysqltypes import unpack_scn
@@ -238,3 +238,53 @@ def test_rotation_stall_restart_and_relay_kill9_mid_stream(
     out = relay.output() if relay.starts == 1 else (tmp_path / "relay.1.log").read_text()
     assert "binlog_stream_stalled" in out, "the watchdog noticed the stalled stream"
     assert relay.alive() and relay.starts == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "ddl", "literal", "want"),
+    [
+        ("uuid_last_byte_zero", "UUID", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a00'",
+         uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a00")),
+        ("binary_trailing_zeros", "BINARY(4)", "x'0100'", b"\x01\x00\x00\x00"),
+        ("decimal_65_30", "DECIMAL(65,30)", "-99999999999999999999999999999999999.999999999999999999999999999999",
+         Decimal("-99999999999999999999999999999999999.999999999999999999999999999999")),
+        ("time_beyond_a_day", "TIME(6)", "'-838:59:59.999999'",
+         -dt.timedelta(hours=838, minutes=59, seconds=59, microseconds=999999)),
+        ("zero_date", "DATE", "'0000-00-00'", "0000-00-00"),
+        ("partial_date", "DATE", "'2024-00-10'", "2024-00-10"),
+        ("zero_datetime", "DATETIME(3)", "'0000-00-00 00:00:00'", "0000-00-00 00:00:00.000"),
+        ("zero_timestamp", "TIMESTAMP NULL", "'0000-00-00 00:00:00'", "0000-00-00 00:00:00"),
+        ("empty_set", "SET('a','b')", "''", ""),
+        ("json_exact_number", "JSON", "'1.0000000000000000001'", Decimal("1.0000000000000000001")),
+        ("json_null", "JSON", "'null'", JSON_NULL),
+    ],
+)  # fmt: skip
+def test_values_that_stopped_capture_or_came_out_wrong(
+    mariadb_server: MariaDbServer, tmp_path: Path, case: str, ddl: str, literal: str, want: Any
+) -> None:
+    """Issue 10's MariaDB cases, each on its own: the value arrives exactly, also as a primary key."""
+    db = mariadb_server.create_database(f"my_{case}")
+    mariadb_server.execute(f"CREATE TABLE t (id INT NOT NULL, v {ddl}, PRIMARY KEY (id))", db)
+    keyed = ddl.split("(")[0] in ("UUID", "BINARY", "DECIMAL", "TIME", "DATE", "DATETIME")
+    if keyed:
+        mariadb_server.execute(f"CREATE TABLE k (v {ddl} NOT NULL PRIMARY KEY)", db)
+    src = source_for(mariadb_server, db, tmp_path)
+    src.open()
+    after = src.start_scn()
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("SET SESSION time_zone = '+00:00'")
+        cur.execute("BEGIN")
+        cur.execute(f"INSERT INTO t VALUES (1, {literal})")
+        if keyed:
+            cur.execute(f"INSERT INTO k VALUES ({literal})")
+        cur.execute("COMMIT")
+    [(_scn, changes)] = drain(src, after, 1)
+    codecs = Codecs(SchemaRegistry())
+    for c in changes:
+        codec = codecs.for_change(c)
+        got = RowCodec(codec.version).decode(codec.encode(c.after))["v"]  # type: ignore[arg-type]
+        assert type(got) is type(want) and got == want, (c.table.name, got)
+        if c.table.name == "k":
+            assert c.key == (want,)
+    src.close()
