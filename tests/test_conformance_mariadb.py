@@ -15,8 +15,10 @@ Comparison rule (delivered Python value → the database's text), per column fam
   (MariaDB prints doubles in shortest round-trip form; FLOAT widens to DOUBLE exactly);
 * CHAR/VARCHAR/TEXT, ENUM, SET → ``v.encode('utf-8').hex()`` = ``HEX(c)`` (utf8mb4 columns);
 * BINARY/VARBINARY/BLOB → ``v.hex()`` = ``HEX(c)`` (so BINARY(n) must carry all n bytes);
-* JSON → ``v`` equals ``json.loads(HEX-decoded text, parse_float=Decimal)`` with a top-level
-  ``null`` as ``JSON_NULL``, compared with types (``1`` ≠ ``1.0``, ``Decimal('1.0')`` keeps its digits);
+* JSON → ``v`` equals the stored text parsed by the client's documented rule (docs/type-mapping.md:
+  a number with a fraction or exponent is a ``float`` when it prints back as the same text, else a
+  ``Decimal``; a top-level ``null`` is ``JSON_NULL``), compared with types (``1`` ≠ ``1.0``, a
+  ``Decimal`` keeps its digits);
 * UUID → ``str(v)``; INET6 → ``v`` = ``CAST(c AS CHAR)``;
 * DATE → ``v.isoformat()`` (or ``v`` itself when it is the server's text, e.g. ``0000-00-00``);
   DATETIME(n) / TIMESTAMP(n) → ``YYYY-MM-DD hh:mm:ss`` plus n fractional digits (TIMESTAMP in UTC,
@@ -222,6 +224,11 @@ def _strict_same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _json_number(text: str) -> float | Decimal:
+    f = float(text)
+    return f if repr(f) == text else Decimal(text)
+
+
 def _dt_text(v: dt.datetime, fsp: int) -> str:
     s = f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}"
     return s + "." + f"{v.microsecond:06d}"[:fsp] if fsp else s
@@ -243,7 +250,7 @@ def mismatch(c: Col, v: Any, text: str | None) -> str | None:
         return None if text is None and v is None else f"{c.name}: delivered {v!r}, database {text!r}"
     f = c.family
     if f == "json":
-        want = json.loads(bytes.fromhex(text).decode(), parse_float=Decimal)
+        want = json.loads(bytes.fromhex(text).decode(), parse_float=_json_number)
         ok = (v is JSON_NULL) if want is None else _strict_same(v, want)
         return None if ok else f"{c.name}: delivered {v!r}, database {bytes.fromhex(text).decode()!r}"
     if f == "float":

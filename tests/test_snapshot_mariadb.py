@@ -164,7 +164,9 @@ def test_snapshot_resumes_after_a_key_and_reads_keyless_tables(mariadb_server: M
     db = mariadb_server.create_database("mysnapresume")
     mariadb_server.execute("CREATE TABLE comp (a VARCHAR(10), b TIME(1), c INT, PRIMARY KEY (a, b))", db)
     mariadb_server.execute(
-        "INSERT INTO comp SELECT CHAR(65 + seq % 5), SEC_TO_TIME((CAST(seq AS SIGNED) - 500) * 7.3), seq FROM seq_1_to_1000", db
+        "INSERT INTO comp SELECT CHAR(65 + seq % 5), SEC_TO_TIME((CAST(seq AS SIGNED) - 500) * 7.3), seq "
+        "FROM seq_1_to_1000",
+        db,
     )
     mariadb_server.execute("CREATE TABLE nokey (x INT, y VARCHAR(5))", db)
     mariadb_server.execute("INSERT INTO nokey SELECT seq % 7, 'y' FROM seq_1_to_130", db)

@@ -288,3 +288,31 @@ def test_values_that_stopped_capture_or_came_out_wrong(
         if c.table.name == "k":
             assert c.key == (want,)
     src.close()
+
+
+def test_events_from_before_an_alter_keep_their_own_types(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    """The relay reads old events after the table changed: values decode with the table map's types."""
+    db = mariadb_server.create_database("myalter")
+    mariadb_server.execute("CREATE TABLE d (id INT PRIMARY KEY, v VARCHAR(10), n DECIMAL(5,2), gone DATE)", db)
+    src = source_for(mariadb_server, db, tmp_path)
+    src.open()
+    after = src.start_scn()
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("INSERT INTO d VALUES (1, 'abc', 1.5, '2024-02-29')")
+        cur.execute("ALTER TABLE d MODIFY v BIGINT, MODIFY n DECIMAL(10,4), DROP COLUMN gone")
+        cur.execute("INSERT INTO d VALUES (2, 7, 2.25)")
+    got = drain(src, after, 2)  # read only now, with information_schema already changed
+    codecs = Codecs(SchemaRegistry())
+
+    def rt(c: RowChange) -> tuple[dict[str, Any], dict[str, str]]:
+        codec = codecs.for_change(c)
+        kinds = {col.name: col.type.kind for col in c.table.columns}
+        return RowCodec(codec.version).decode(codec.encode(c.after)), kinds  # type: ignore[arg-type]
+
+    (old, old_kinds), (new, new_kinds) = rt(got[0][1][0]), rt(got[1][1][0])
+    assert old == {"id": 1, "v": "abc", "n": Decimal("1.50"), "gone": dt.date(2024, 2, 29)}
+    assert old_kinds == {"id": "int", "v": "string", "n": "decimal", "gone": "date"}
+    assert new == {"id": 2, "v": 7, "n": Decimal("2.2500")} and new_kinds["v"] == "long"
+    assert got[0][1][0].table.column("n").type.scale == 2 and got[1][1][0].table.column("n").type.scale == 4
+    src.close()

@@ -103,6 +103,10 @@ class BinlogColumn:
         self.enum_values = tuple(enum_values) if enum_values is not None else None
         self.set_values = tuple(set_values) if set_values is not None else None
 
+    def signature(self) -> tuple[Any, ...]:
+        """Everything that decides how a value decodes (equal signatures decode alike)."""
+        return tuple(getattr(self, k) for k in self.__slots__)
+
 
 def _python_encoding(charset: str | None) -> str | None:
     if charset is None or charset == "binary":

@@ -50,14 +50,23 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from .._schema import Column, ColumnType
+from ._mysqlrows import BinlogColumn
 
-__all__ = ["MysqlColumn", "inet6_text", "mysql_column", "pack_scn", "unpack_scn"]
+__all__ = [
+    "MysqlColumn",
+    "binlog_only_column",
+    "inet6_text",
+    "matches_binlog",
+    "mysql_column",
+    "pack_scn",
+    "unpack_scn",
+]
 
 Convert = Callable[[Any], Any]
 
@@ -83,6 +92,8 @@ class MysqlColumn:
 
     column: Column
     convert: Convert
+    #: the ``information_schema.COLUMNS`` row it was made from (None: made from a binlog table map)
+    row: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 def _text(v: Any) -> str:
@@ -348,4 +359,116 @@ def mysql_column(row: dict[str, Any], json_columns: frozenset[str] = frozenset()
         ctype, conv = ColumnType("string"), _inet4
     else:
         ctype, conv = ColumnType("string"), _string
-    return MysqlColumn(Column(name, ctype, nullable), conv)
+    return MysqlColumn(Column(name, ctype, nullable), conv, row)
+
+
+# -- the table map's own column types, for events written before an ALTER TABLE ----------------------
+
+# information_schema DATA_TYPE → the binlog column types a value of it is logged as
+_BINLOG_TYPES: dict[str, frozenset[int]] = {
+    "tinyint": frozenset({1}),
+    "smallint": frozenset({2}),
+    "mediumint": frozenset({9}),
+    "int": frozenset({3}),
+    "bigint": frozenset({8}),
+    "decimal": frozenset({246}),
+    "numeric": frozenset({246}),
+    "float": frozenset({4}),
+    "double": frozenset({5}),
+    "real": frozenset({5}),
+    "char": frozenset({254}),
+    "binary": frozenset({254}),
+    "varchar": frozenset({15, 253}),
+    "varbinary": frozenset({15, 253}),
+    "tinytext": frozenset({252}),
+    "text": frozenset({252}),
+    "mediumtext": frozenset({252}),
+    "longtext": frozenset({252}),
+    "tinyblob": frozenset({252}),
+    "blob": frozenset({252}),
+    "mediumblob": frozenset({252}),
+    "longblob": frozenset({252}),
+    "json": frozenset({245, 252}),
+    "date": frozenset({10, 14}),
+    "time": frozenset({11, 19}),
+    "datetime": frozenset({12, 18}),
+    "timestamp": frozenset({7, 17}),
+    "year": frozenset({13}),
+    "enum": frozenset({247, 254}),
+    "set": frozenset({248, 254}),
+    "bit": frozenset({16}),
+    "uuid": frozenset({254}),
+    "inet6": frozenset({254}),
+    "geometry": frozenset({255}),
+}
+_TEXT_TYPES = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"})
+_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "uuid", "inet6"})
+
+
+def matches_binlog(row: Mapping[str, Any], col: BinlogColumn) -> bool:
+    """Whether a value logged as table-map column ``col`` (a :class:`~._mysqlrows.BinlogColumn`) is of
+    the column ``information_schema`` describes now (``row``): same binlog type, signedness, decimal
+    precision and scale, text vs binary. False means the table changed since the event was written."""
+    data_type = str(row["DATA_TYPE"]).lower()
+    types = _BINLOG_TYPES.get("geometry" if data_type in _GEOMETRY else data_type)
+    if types is None:
+        return True  # a type this table does not know: trust information_schema
+    if col.type not in types:
+        return False
+    if data_type in ("tinyint", "smallint", "mediumint", "int", "bigint"):
+        return bool(col.unsigned) == ("unsigned" in str(row["COLUMN_TYPE"]).lower())
+    if data_type in ("decimal", "numeric"):
+        return col.meta == (int(row["NUMERIC_PRECISION"]), int(row["NUMERIC_SCALE"] or 0))
+    if data_type in _TEXT_TYPES and col.type not in (247, 248):
+        return col.encoding is not None
+    if data_type in _BINARY_TYPES:
+        return col.encoding is None
+    if data_type == "bit":
+        return (col.bits > 63) == (int(row.get("NUMERIC_PRECISION") or 64) > 63)
+    return True
+
+
+def binlog_only_column(col: BinlogColumn) -> MysqlColumn:
+    """The column as the table map alone describes it (a :class:`~._mysqlrows.BinlogColumn`): for events
+    written before an ``ALTER TABLE`` changed the column's type, so their values keep their own kind."""
+    t = col.type
+    ctype: ColumnType
+    conv: Convert
+    if t in (1, 2, 9) or (t == 3 and not col.unsigned):
+        ctype, conv = ColumnType("int"), _int
+    elif t in (3, 13) or (t == 8 and not col.unsigned):
+        ctype, conv = ColumnType("long"), _int
+    elif t == 8:
+        ctype, conv = ColumnType("decimal", precision=20, scale=0), _decimal
+    elif t == 246:
+        ctype, conv = ColumnType("decimal", precision=col.meta[0], scale=col.meta[1]), _decimal
+    elif t == 4:
+        ctype, conv = ColumnType("float"), _float
+    elif t == 5:
+        ctype, conv = ColumnType("double"), _float
+    elif t == 245:
+        ctype, conv = ColumnType("json"), _json
+    elif t in (10, 14):
+        ctype, conv = ColumnType("date", text_fallback=True), _date
+    elif t in (11, 19):
+        ctype, conv = ColumnType("duration"), _duration
+    elif t in (12, 18):
+        ctype, conv = ColumnType("timestamp", text_fallback=True), _datetime
+    elif t in (7, 17):
+        ctype, conv = ColumnType("timestamptz", text_fallback=True), _timestamptz
+    elif t == 247:
+        labels = tuple(col.enum_values[1:]) if col.enum_values else ()
+        ctype, conv = ColumnType("enum", symbols=labels), _enum_converter(labels)
+    elif t == 248:
+        ctype, conv = ColumnType("string"), _set_converter(tuple(col.set_values or ()))
+    elif t == 16:
+        ctype, conv = (
+            (ColumnType("decimal", precision=20, scale=0), _bit64) if col.bits > 63 else (ColumnType("long"), _bit)
+        )
+    elif t in (15, 253, 254, 252, 249, 250, 251) and col.encoding is not None:
+        ctype, conv = ColumnType("string"), _string
+    elif t in (15, 253, 254, 252, 249, 250, 251, 255):
+        ctype, conv = ColumnType("bytes"), _bytes
+    else:
+        ctype, conv = ColumnType("string"), _string
+    return MysqlColumn(Column(col.name, ctype, True), conv)

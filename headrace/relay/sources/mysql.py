@@ -117,6 +117,7 @@ class MysqlSource(ChangeSource):
         self._last_scn = -1
         self._last_gtid: str | None = None
         self._binlog_columns: dict[int, tuple[Any, list[BinlogColumn]]] = {}
+        self._shapes: dict[tuple[Any, ...], list[BinlogColumn]] = {}
 
     # -- control connection --------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -391,18 +392,23 @@ class MysqlSource(ChangeSource):
             enable_logging=False,
         )
 
-    def _rows(self, ev: Any) -> list[dict[str, Any]]:
-        """The rows of a rows event, decoded by :mod:`._mysqlrows` (not the library: see there why)."""
+    def _rows(self, ev: Any) -> tuple[list[BinlogColumn], list[dict[str, Any]]]:
+        """The table-map columns and rows of a rows event, decoded by :mod:`._mysqlrows` (see there why)."""
         cols = ev.columns
         cached = self._binlog_columns.get(ev.table_id)
         if cached is not None and cached[0] is cols:
             bcols = cached[1]
         else:
-            bcols = [binlog_column(c, i) for i, c in enumerate(cols)]
+            fresh = [binlog_column(c, i) for i, c in enumerate(cols)]
+            # MariaDB logs a table map per statement: one list object per table shape keeps the
+            # assembler's converted metadata (and the registry's fast path) reusable
+            if len(self._shapes) > 4096:
+                self._shapes.clear()
+            bcols = self._shapes.setdefault(tuple(c.signature() for c in fresh), fresh)
             self._binlog_columns[ev.table_id] = (cols, bcols)
         data = ev.packet.read(ev.event_size - ev.packet.read_bytes)
         after = getattr(ev, "columns_present_bitmap2", None)
-        return decode_rows(bcols, data, ev.columns_present_bitmap, after)
+        return bcols, decode_rows(bcols, data, ev.columns_present_bitmap, after)
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         import pymysql
@@ -453,7 +459,8 @@ class MysqlSource(ChangeSource):
                     op = Op.INSERT if isinstance(ev, WriteRowsEvent) else (
                         Op.UPDATE if isinstance(ev, UpdateRowsEvent) else Op.DELETE
                     )  # fmt: skip
-                    asm.rows(op, ev.table, self._rows(ev))
+                    bcols, rows = self._rows(ev)
+                    asm.rows(op, ev.table, rows, bcols)
                 elif isinstance(ev, RotateEvent):
                     asm.rotate(ev.next_binlog)
                 elif isinstance(ev, MariadbGtidEvent | GtidEvent):
