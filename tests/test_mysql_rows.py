@@ -151,3 +151,21 @@ def test_converters_accept_binlog_and_select_forms() -> None:
     assert e.column.type.symbols == ("a", "it's") and e.convert(2) == "it's" and e.convert(0) == ""
     bit = conv(DATA_TYPE="bit", COLUMN_TYPE="bit(64)", NUMERIC_PRECISION=64)
     assert bit.convert(b"\xff" * 8) == Decimal(2**64 - 1) and bit.column.type.kind == "decimal"
+
+
+def test_a_value_no_converter_takes_names_table_and_column() -> None:
+    import pytest
+
+    from headrace.errors import UnrepresentableValue
+    from headrace.relay._event import Op
+    from headrace.relay.sources._mysqlstream import BinlogAssembler, TableInfo
+
+    def boom(v: object) -> object:
+        raise ValueError("no")
+
+    good = mysql_column({"COLUMN_NAME": "id", "DATA_TYPE": "int", "COLUMN_TYPE": "int", "IS_NULLABLE": "NO"})
+    bad = mysql_column({"COLUMN_NAME": "v", "DATA_TYPE": "int", "COLUMN_TYPE": "int", "IS_NULLABLE": "YES"})
+    bad = type(bad)(bad.column, boom, bad.row)
+    asm = BinlogAssembler(lambda t: TableInfo(t, {"id": good, "v": bad}, ("id",)), "db")
+    with pytest.raises(UnrepresentableValue, match=r"table 't' column 'v'.*no"):
+        asm.rows(Op.INSERT, "t", [{"values": {"id": 1, "v": 2}}])

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ...errors import UnrepresentableValue
 from .._event import Op
 from .._schema import Column, ColumnType, TableMeta
 from ._base import RowChange
@@ -187,7 +188,16 @@ class BinlogAssembler:
     ) -> tuple[TableMeta, dict[str, Any]]:
         names = tuple(values)
         meta, convs = self._meta(table, names, bcols)
-        row = {n: (None if v is None else c(v)) for (n, v), c in zip(values.items(), convs, strict=True)}
+        try:
+            row = {n: (None if v is None else c(v)) for (n, v), c in zip(values.items(), convs, strict=True)}
+        except (ValueError, TypeError, ArithmeticError):
+            for (n, v), c in zip(values.items(), convs, strict=True):  # name the column
+                try:
+                    if v is not None:
+                        c(v)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    raise UnrepresentableValue(table, n, f"{type(v).__name__} {v!r:.200}: {exc}") from exc
+            raise
         return meta, row
 
     def rows(
