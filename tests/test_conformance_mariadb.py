@@ -8,6 +8,7 @@ events of that transaction (one window) are compared with those images, in order
 
 Comparison rule (delivered Python value → the database's text), per column family:
 
+* BOOLEAN (TINYINT(1)) → ``'1'``/``'0'`` for ``True``/``False``, else ``v`` itself (the text of −128…127);
 * integers, YEAR, BIT → ``str(int(v))`` (YEAR as 4 digits: 0 → ``0000``) = ``CAST(c AS CHAR)``
   (BIT: ``CAST(CAST(c AS UNSIGNED) AS CHAR)``);
 * DECIMAL, BIGINT UNSIGNED → ``format(v, 'f')`` = ``CAST(c AS CHAR)`` (every digit, the column's scale);
@@ -68,7 +69,7 @@ class Col:
 NUMS = [
     Col("ti", "TINYINT", "int"),
     Col("tu", "TINYINT UNSIGNED", "int"),
-    Col("bo", "BOOLEAN", "int"),
+    Col("bo", "BOOLEAN", "bool"),
     Col("si", "SMALLINT", "int"),
     Col("su", "SMALLINT UNSIGNED", "int"),
     Col("mi", "MEDIUMINT", "int"),
@@ -261,6 +262,8 @@ def mismatch(c: Col, v: Any, text: str | None) -> str | None:
     got: str
     if f in ("int", "bit"):
         got = str(int(v)) if isinstance(v, int | Decimal) and not isinstance(v, bool) else repr(v)
+    elif f == "bool":  # 0/1 as bool, other TINYINT(1) values as their text
+        got = str(int(v)) if isinstance(v, bool) else v if isinstance(v, str) and v not in ("0", "1") else repr(v)
     elif f == "year":
         got = f"{v:04d}" if isinstance(v, int) else repr(v)
     elif f == "dec":

@@ -105,7 +105,7 @@ def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_pa
         "e": "very happy", "s": "a,c", "bi": 5, "uu": uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
     }  # fmt: skip
     kinds = {c.name: c.type.kind for c in ins.table.columns}
-    assert kinds["ubi"] == "decimal" and kinds["e"] == "enum" and kinds["j"] == "json" and kinds["b"] == "int"
+    assert kinds["ubi"] == "decimal" and kinds["e"] == "enum" and kinds["j"] == "json" and kinds["b"] == "boolean"
     assert ins.table.column("e").type.symbols == ("sad", "very happy")
     assert upd.before is not None and rt(upd, "before")["ti"] == -128 and rt(upd)["ti"] == 6
     assert rt(upd)["s"] == ""  # the empty SET is not NULL

@@ -10,8 +10,9 @@ bytes. Every legal value is delivered exactly (docs/type-mapping.md, "MySQL / Ma
 =================================  ====================  ============================================
 MySQL / MariaDB                    relay column kind     Python value
 =================================  ====================  ============================================
-TINYINT (also TINYINT(1)/BOOLEAN)  ``int``               ``int`` (a BOOLEAN column holds −128…127)
-SMALLINT, MEDIUMINT, INT           ``int``               ``int``
+TINYINT(1), BOOLEAN                ``boolean`` + text    ``bool`` for 0/1; any other value (the column
+                                                         holds −128…127) as its text, e.g. ``'2'``
+TINYINT, SMALLINT, MEDIUMINT, INT  ``int``               ``int``
 INT UNSIGNED, BIGINT, YEAR         ``long``              ``int`` (YEAR 0000 → 0)
 BIGINT UNSIGNED, BIT(64)           ``decimal`` (20, 0)   ``decimal.Decimal`` (Avro long stops at 2^63−1)
 DECIMAL(p, s), NUMERIC             ``decimal`` (p, s)    ``decimal.Decimal``, all 65 digits
@@ -126,6 +127,12 @@ def _json(v: Any) -> str:
 
 def _int(v: Any) -> int:
     return int(v) if not isinstance(v, bytes) else int(v.decode())
+
+
+def _boolean(v: Any) -> bool | str:
+    # BOOLEAN is TINYINT(1): 0 and 1 are booleans, any other value (-128…127) travels as its text
+    i = _int(v)
+    return bool(i) if i in (0, 1) else str(i)
 
 
 def _decimal(v: Any) -> Decimal:
@@ -310,7 +317,9 @@ def mysql_column(row: dict[str, Any], json_columns: frozenset[str] = frozenset()
     unsigned = "unsigned" in column_type
     ctype: ColumnType
     conv: Convert
-    if data_type in ("tinyint", "smallint", "mediumint") or (data_type == "int" and not unsigned):
+    if data_type == "tinyint" and column_type.startswith("tinyint(1)") and not unsigned:
+        ctype, conv = ColumnType("boolean", text_fallback=True), _boolean
+    elif data_type in ("tinyint", "smallint", "mediumint") or (data_type == "int" and not unsigned):
         ctype, conv = ColumnType("int"), _int
     elif data_type in ("int", "year") or (data_type == "bigint" and not unsigned):
         ctype, conv = ColumnType("long"), _int
