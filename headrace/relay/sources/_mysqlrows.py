@@ -108,17 +108,31 @@ class BinlogColumn:
         return tuple(getattr(self, k) for k in self.__slots__)
 
 
+# MySQL character sets whose Python codec has another name (the UTF-16/32 ones are big-endian, no BOM)
+_ENCODINGS = {
+    "utf16": "utf-16-be",
+    "ucs2": "utf-16-be",
+    "utf32": "utf-32-be",
+    "utf16le": "utf-16-le",
+    "macce": "mac_latin2",
+    "eucjpms": "euc_jp",
+}
+
+
 def _python_encoding(charset: str | None) -> str | None:
+    """The Python codec for a column's character set name as mysql-replication gives it (None: binary).
+
+    A character set Python has no codec for (``dec8``, ``hp8``, ``swe7``, ``keybcs2``, ``armscii8``,
+    ``geostd8``) is read as ``latin-1``: not the right characters, but every byte kept (a consumer can
+    recover them with ``text.encode('latin-1')``), never replaced.
+    """
     if charset is None or charset == "binary":
         return None
-    from pymysql.charset import charset_by_name
-
-    c = charset_by_name(charset)
-    enc = c.encoding if c is not None else charset
+    enc = _ENCODINGS.get(charset, charset)
     try:
         codecs.lookup(enc)
     except LookupError:
-        return None
+        return "latin-1"
     return enc
 
 
