@@ -316,3 +316,35 @@ def test_events_from_before_an_alter_keep_their_own_types(mariadb_server: MariaD
     assert new == {"id": 2, "v": 7, "n": Decimal("2.2500")} and new_kinds["v"] == "long"
     assert got[0][1][0].table.column("n").type.scale == 2 and got[1][1][0].table.column("n").type.scale == 4
     src.close()
+
+
+def test_savepoints_and_xa_transactions(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    """A SAVEPOINT inside a transaction is not DDL (it used to drop the rows before it); XA transactions
+    are delivered at their XA COMMIT, and a rolled-back one never."""
+    db = mariadb_server.create_database("myxa")
+    mariadb_server.execute("CREATE TABLE t (id INT PRIMARY KEY)", db)
+    src = source_for(mariadb_server, db, tmp_path)
+    src.open()
+    after = src.start_scn()
+    with contextlib.closing(mariadb_server.connect(db)) as conn, conn.cursor() as cur:
+        other = mariadb_server.connect(db)
+        for sql in [
+            "BEGIN", "INSERT INTO t VALUES (1)", "SAVEPOINT a", "INSERT INTO t VALUES (2)", "ROLLBACK TO SAVEPOINT a",
+            "INSERT INTO t VALUES (3)", "RELEASE SAVEPOINT a", "COMMIT",
+            "XA START 'x1'", "INSERT INTO t VALUES (10)", "XA END 'x1'", "XA PREPARE 'x1'",
+            "other: INSERT INTO t VALUES (11)",  # committed between the prepare and the commit of x1
+            "XA COMMIT 'x1'",
+            "XA START 'x2'", "INSERT INTO t VALUES (20)", "XA END 'x2'", "XA COMMIT 'x2' ONE PHASE",
+            "XA START 'x3'", "INSERT INTO t VALUES (30)", "XA END 'x3'", "XA PREPARE 'x3'", "XA ROLLBACK 'x3'",
+            "INSERT INTO t VALUES (99)",
+        ]:  # fmt: skip
+            if sql.startswith("other: "):
+                with other.cursor() as c2:
+                    c2.execute(sql.removeprefix("other: "))
+            else:
+                cur.execute(sql)
+        other.close()
+    got = drain(src, after, 5)
+    assert [[c.key[0] for c in changes] for _scn, changes in got] == [[1, 3], [11], [10], [20], [99]]
+    assert [scn for scn, _ in got] == sorted(scn for scn, _ in got)
+    src.close()

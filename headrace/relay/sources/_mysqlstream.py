@@ -127,10 +127,16 @@ class BinlogAssembler:
     _buf: SpillBuffer | None = None
     _gtid: str | None = None
     _metas: dict[tuple[str, tuple[str, ...]], tuple[TableMeta, list[Any], Any]] = field(default_factory=dict)
+    _prepared: dict[str, tuple[SpillBuffer, str | None]] = field(default_factory=dict)
 
     @property
     def in_transaction(self) -> bool:
         return self._buf is not None
+
+    @property
+    def open_rows(self) -> int:
+        """Rows buffered for the open transaction."""
+        return self._buf.count if self._buf is not None else 0
 
     def rotate(self, next_file: str) -> None:
         self.file_index = binlog_index(next_file)
@@ -224,6 +230,31 @@ class BinlogAssembler:
                     self._buf.append(RowChange(-1, meta, op, key, None, row))
                 else:
                     self._buf.append(RowChange(-1, meta, op, key, row, None))
+
+    def xa_prepare(self, xid: str) -> None:
+        """``XA PREPARE``: the open transaction waits, under its XID, for ``XA COMMIT``/``XA ROLLBACK``."""
+        if self._buf is not None:
+            old = self._prepared.pop(xid, None)
+            if old is not None:
+                old[0].close()
+            self._prepared[xid] = (self._buf, self._gtid)
+        self._buf, self._gtid = None, None
+
+    def xa_commit(self, xid: str, end_position: int, timestamp: int) -> BinlogTxn | None:
+        """``XA COMMIT`` of a prepared transaction (its own event group): delivered at this position."""
+        commit_gtid = self._gtid
+        if self._buf is not None:  # the commit's own group (GTID, query) holds no rows
+            self._buf.close()
+        self._buf, gtid = self._prepared.pop(xid, (None, None))
+        self._gtid = commit_gtid or gtid
+        return self.commit(end_position, timestamp)
+
+    def xa_rollback(self, xid: str) -> None:
+        """``XA ROLLBACK`` of a prepared transaction: its rows never happened."""
+        old = self._prepared.pop(xid, None)
+        if old is not None:
+            old[0].close()
+        self.reset()
 
     def commit(self, end_position: int, timestamp: int) -> BinlogTxn | None:
         """The commit event ending at ``end_position``; returns the transaction unless already delivered."""

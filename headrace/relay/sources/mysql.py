@@ -350,6 +350,7 @@ class MysqlSource(ChangeSource):
             MariadbGtidEvent,
             QueryEvent,
             RotateEvent,
+            XAPrepareEvent,
             XidEvent,
         )
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -383,6 +384,7 @@ class MysqlSource(ChangeSource):
                 MariadbGtidEvent,
                 QueryEvent,
                 XidEvent,
+                XAPrepareEvent,
                 HeartbeatLogEvent,
                 WriteRowsEvent,
                 UpdateRowsEvent,
@@ -418,6 +420,7 @@ class MysqlSource(ChangeSource):
             MariadbGtidEvent,
             QueryEvent,
             RotateEvent,
+            XAPrepareEvent,
             XidEvent,
         )
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -429,6 +432,7 @@ class MysqlSource(ChangeSource):
         stream = self._stream(start)
         log.info("stream_started", file=self._file_name(asm.file_index), position=unpack_scn(start)[1], scn=start)
         last_yield = self._clock()
+        xa_id = ""
         try:
             while not stop.is_set():
                 try:
@@ -465,21 +469,39 @@ class MysqlSource(ChangeSource):
                     asm.rotate(ev.next_binlog)
                 elif isinstance(ev, MariadbGtidEvent | GtidEvent):
                     asm.begin(str(ev.gtid))
+                elif isinstance(ev, XAPrepareEvent):
+                    asm.xa_prepare(xa_id)
                 elif isinstance(ev, QueryEvent):
-                    query = ev.query.strip().upper()
-                    if query == "BEGIN":
+                    query = ev.query.strip()
+                    word = query.split(None, 1)[0].upper() if query else ""
+                    txn = None
+                    if word == "BEGIN":
                         asm.begin()
-                    elif query == "COMMIT":
+                    elif word == "COMMIT":
                         txn = asm.commit(ev.packet.log_pos, ev.timestamp)
-                        if txn is not None:
-                            self._last_scn, self._last_gtid = txn.scn, txn.gtid
-                            self._marks.read(self._clock(), txn.scn)
-                            yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
-                            last_yield = self._clock()
+                    elif word in ("SAVEPOINT", "RELEASE") or query.upper().startswith("ROLLBACK TO"):
+                        pass  # inside a transaction; a rolled-back part is already gone from the binlog
+                    elif word == "XA":
+                        verb, _, xid = query[3:].strip().partition(" ")
+                        verb = verb.upper()
+                        if verb == "END":
+                            xa_id = xid.strip()
+                        elif verb == "COMMIT":
+                            txn = asm.xa_commit(xid.strip(), ev.packet.log_pos, ev.timestamp)
+                        elif verb == "ROLLBACK":
+                            asm.xa_rollback(xid.strip())
+                    elif word == "ROLLBACK":  # a rolled-back transaction that touched non-transactional tables
+                        log.warning("binlog_rollback_seen", rows=asm.open_rows, hint="its rows are not delivered")
+                        asm.reset()
                     else:  # DDL (its own transaction): reload column metadata
                         asm.ddl()
                         self._tables.clear()
                         log.info("ddl_seen", schema=ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema)
+                    if txn is not None:
+                        self._last_scn, self._last_gtid = txn.scn, txn.gtid
+                        self._marks.read(self._clock(), txn.scn)
+                        yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
+                        last_yield = self._clock()
                 elif isinstance(ev, HeartbeatLogEvent):
                     pass
                 if self._clock() - last_yield >= self.idle_seconds:
