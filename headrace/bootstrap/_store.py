@@ -406,6 +406,7 @@ class Store:
         False too when ``gen`` is neither served nor being built (abandoned).
         """
         ops = list(ops)
+        truncated = [o.source for o in ops if o.truncate]
         with self.writer.begin() as conn:
             g = gen if gen is not None else self._serving(conn)
             if not self._live(conn, g):
@@ -417,12 +418,14 @@ class Store:
                 cur_v = conn.execute(q).scalar()
                 if cur_v is None or int(cur_v) != expect:
                     return False
-            dels = [{"g": g, "s": o.source, "k": o.sort_key} for o in ops if o.frame is None]
+            dels = [{"g": g, "s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
             ups = [
                 {"gen": g, "source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame}
                 for o in ops
                 if o.frame
             ]
+            if truncated:  # merge() kept only the operations after each table's truncate
+                conn.execute(ROWS.delete().where(ROWS.c.gen == g, ROWS.c.source.in_(truncated)))
             upsert = self._upsert(conn)
             if dels or (ups and upsert is None):
                 keys = (

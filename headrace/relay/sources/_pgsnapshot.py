@@ -206,19 +206,20 @@ def _tables(
             (int(relid),),
         )
         pk = tuple(str(r[0]) for r in q(_KEY_COLUMNS.format(which="i.indisprimary"), (int(relid),)))
-        # the replica identity's columns, as pgoutput flags them
+        # the replica identity's columns, as pgoutput flags them (in column order)
+        index_cols: tuple[str, ...] = ()
         if ident == "f":
             identity = tuple(str(c[0]) for c in cols)
         elif ident == "i":
-            index_cols = {str(r[0]) for r in q(_KEY_COLUMNS.format(which="i.indisreplident"), (int(relid),))}
+            index_cols = tuple(str(r[0]) for r in q(_KEY_COLUMNS.format(which="i.indisreplident"), (int(relid),)))
             identity = tuple(str(c[0]) for c in cols if c[0] in index_cols)
         elif ident == "d":
             identity = tuple(str(c[0]) for c in cols if c[0] in pk)
         else:
             identity = ()
         resolved = [(str(n), resolve_type(int(t), int(m), type_catalog)) for n, t, m, _nn in cols]
-        catalog = RelationCatalog(pk, frozenset(str(n) for n, _t, _m, nn in cols if nn))
-        metas.append(build_meta(name, resolved, catalog, identity, full_identity=ident == "f"))
+        catalog = RelationCatalog(pk, frozenset(str(n) for n, _t, _m, nn in cols if nn), index_cols)
+        metas.append(build_meta(name, resolved, identity, ident, catalog))
         parsers[name] = [t.parse for _n, t in resolved]
     missing = sorted(set(wanted or ()) - {m.name for m in metas})
     if missing:
