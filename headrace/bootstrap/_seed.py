@@ -215,7 +215,32 @@ def seed(
                 positions=positions,
                 reason=reason,
             )
+        if scheme in ("mysql", "mariadb"):
+            from ..relay.sources.mysql import MysqlSource
+            from ._seed_source import seed_from_source
+
+            source = MysqlSource(RelayConfig(source=url, tables=tables))
+            return seed_from_source(
+                store,
+                source,
+                tables,
+                page_rows,
+                stop,
+                positions=positions,
+                reason=reason,
+                method="mysql_consistent_snapshot",
+                describe=lambda start: {"binlog_position": _binlog_position(start)},
+            )
     finally:
         if positions is not None:
             positions.set()
-    raise ConfigError([f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///… or postgresql://…"])
+    raise ConfigError(
+        [f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///…, postgresql://… or mysql://…"]
+    )
+
+
+def _binlog_position(scn: int) -> str:
+    from ..relay.sources._mysqltypes import unpack_scn
+
+    index, pos = unpack_scn(scn)
+    return f"{index}:{pos}"

@@ -37,18 +37,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._logging import get_logger
-from ..errors import UsageError
-from ..relay import Codecs, Event, Op, PostgresSourceConfig, RelayConfig, SchemaRegistry, encode_event, encode_key
-from ..relay.sources._base import SourceSnapshot
+from ..relay import PostgresSourceConfig, RelayConfig
 from ..relay.sources._pgsnapshot import snapshot_slot_name
-from ._apply import ReadFrame, merge
 from ._seed import StopFlag
+from ._seed_source import seed_from_source
 from ._store import Store
 
 __all__ = ["seed_postgres", "seeding_slot_name"]
-
-log = get_logger("bootstrap.seed.postgres")
 
 
 def seeding_slot_name(relay_slot: str) -> str:
@@ -72,97 +67,19 @@ def seed_postgres(
 
     ``positions`` is set once the new generation exists (the follower follows it from its start).
     """
-    from ..errors import TransientError
     from ..relay.sources.postgres import PostgresSource, format_lsn
 
     source = PostgresSource(
         RelayConfig(source=url, postgres=PostgresSourceConfig(slot=relay_slot, publication=publication))
     )
-    state: dict[str, Any] = {}
-    try:
-        if reason == "seed_interrupted":
-            log.warning(
-                "seed_restarting",
-                previous=store.state()["building"],
-                why="an exported snapshot does not survive a crash",
-            )
-        try:
-            snap = source.snapshot(tables, stop=stop)
-        except TransientError:
-            if stop is not None and stop.is_set():
-                return state
-            raise
-        with snap:
-            for m in snap.tables:
-                if not m.key:
-                    raise UsageError(f"table {m.name!r} has no key (no primary key or replica identity) to seed it by")
-            registry = SchemaRegistry()
-            codecs = Codecs(registry)
-            for m in snap.tables:
-                registry.register(m)
-            store.put_schemas(v for t in registry.tables() for v in registry.versions(t))
-            start = snap.start_scn
-            state = {
-                "method": "postgresql_exported_snapshot",
-                "start_scn": start,
-                "high_scn": start,
-                "snapshot_lsn": format_lsn(start + 1),
-                "tables": sorted(m.name for m in snap.tables),
-                "table": None,
-                "rows": 0,
-                "done": False,
-            }
-            gen = store.begin_generation(start, state, reason)
-            if positions is not None:
-                positions.set()
-            log.info(
-                "seed_started",
-                gen=gen,
-                reason=reason,
-                start_scn=start,
-                snapshot_lsn=state["snapshot_lsn"],
-                tables=state["tables"],
-            )
-            for name in sorted(m.name for m in snap.tables):
-                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop)
-                if (stop is not None and stop.is_set()) or state.get("abandoned"):
-                    return state
-        state = {**state, "done": True, "table": None, "tables": []}
-        if store.set_seed(state, gen=gen):
-            log.info("seed_done", gen=gen, start_scn=state["start_scn"], rows=state["rows"])
-        return state
-    finally:
-        if positions is not None:
-            positions.set()
-        source.close()
-
-
-def _read_table(
-    store: Store,
-    gen: int,
-    snap: SourceSnapshot,
-    table: str,
-    codecs: Codecs,
-    state: dict[str, Any],
-    page_rows: int,
-    stop: StopFlag | None,
-) -> dict[str, Any]:
-    state = {**state, "table": table}
-    for page in snap.pages(table, page_rows):
-        if stop is not None and stop.is_set():
-            return state
-        frames = []
-        for change in page.rows:
-            version, _before, after = codecs.encode_change(change)  # the relay's one encode step
-            key = encode_key(list(change.key))
-            ev = Event(page.scn, table, Op.READ, key, 0, version.fingerprint, None, after)
-            frames.append(ReadFrame(page.scn, table, key, encode_event(ev)))
-        state = {**state, "rows": state["rows"] + len(page.rows)}
-        if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
-            log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
-            return {**state, "abandoned": True}
-    tables_left = [t for t in state["tables"] if t != table]
-    state = {**state, "tables": tables_left, "table": None}
-    if not store.set_seed(state, gen=gen):
-        return {**state, "abandoned": True}
-    return state
+    return seed_from_source(
+        store,
+        source,
+        tables,
+        page_rows,
+        stop,
+        positions=positions,
+        reason=reason,
+        method="postgresql_exported_snapshot",
+        describe=lambda start: {"snapshot_lsn": format_lsn(start + 1)},
+    )
