@@ -181,6 +181,8 @@ def test_table_altered_mid_stream_keeps_decoding_and_uninstall(daemons: Any, tmp
     old, new = [e for e in cust if e.key[0] < 100_000], [e for e in cust if e.key[0] >= 100_000]
     assert old and len(new) == 20
     assert {e.schema_version for e in old} == {1} and {e.schema_version for e in new} == {2}
+    # the schema change is visible: exactly the first customers event in the new schema says so
+    assert [e.schema_changed for e in cust] == [False] * len(old) + [True] + [False] * 19
     assert all("level" not in (e.after or e.before or {}) for e in old)
     assert [e.after["level"] for e in new if e.after] == list(range(20))
     assert new[0].after is not None and new[0].after["since_ts"].isoformat() == "2024-05-01T10:00:00"

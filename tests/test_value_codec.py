@@ -91,7 +91,7 @@ def test_text_fallback_union_in_the_schema() -> None:
 def test_fixed_decimals_past_28_digits_are_exact(digits: int, scale: int, data: st.DataObject) -> None:
     precision = max(digits, scale, 1)
     unscaled = data.draw(st.integers(min_value=-(10**precision) + 1, max_value=10**precision - 1))
-    value = decimal.Decimal(unscaled).scaleb(-scale)
+    value = decimal.Decimal(unscaled).scaleb(-scale, context=decimal.Context(prec=100))
     c = codec(Column("n", ColumnType("decimal", precision=precision, scale=scale)))
     out = roundtrip(c, {"n": value})["n"]
     assert out == value and out.as_tuple().exponent == -scale
@@ -166,9 +166,16 @@ def test_durations_span_mysql_time() -> None:
 
 def test_json_travels_as_its_text() -> None:
     c = codec(Column("j", ColumnType("json")))
-    text = '{"x": 1.0000000000000000001, "big": 123456789012345678901234567890, "n": null}'
+    text = '{"x": 1.0000000000000000001, "big": 123456789012345678901234567890, "n": null, "f": 0.1, "z": 1.50}'
     out = roundtrip(c, {"j": text})["j"]
-    assert out == {"x": decimal.Decimal("1.0000000000000000001"), "big": 123456789012345678901234567890, "n": None}
+    assert out == {
+        "x": decimal.Decimal("1.0000000000000000001"),  # a float would make it 1.0
+        "big": 123456789012345678901234567890,
+        "n": None,
+        "f": 0.1,  # a float that prints back as the same text stays a float
+        "z": decimal.Decimal("1.50"),
+    }
+    assert isinstance(out["f"], float) and str(out["z"]) == "1.50"
     assert roundtrip(c, {"j": "null"})["j"] is JSON_NULL  # a JSON null, not SQL NULL
     assert roundtrip(c, {"j": None})["j"] is None
     assert roundtrip(c, {"j": JSON_NULL})["j"] is JSON_NULL
@@ -192,3 +199,19 @@ def test_uuid_and_bytes_with_trailing_zeros() -> None:
     c = codec(Column("u", ColumnType("uuid")), Column("b", ColumnType("bytes")))
     row = {"u": uuid.UUID(bytes=b"\x01" * 15 + b"\x00"), "b": b"a\x00\x00"}
     assert roundtrip(c, row) == row
+
+
+def test_subscribe_json_line_marks_a_schema_change_and_prints_new_values() -> None:
+    import json
+
+    from headrace.relay import Op
+    from headrace.relay.client import ChangeEvent
+    from headrace.relay.client._cli import event_json
+
+    after = {"iv": Interval(14, 3, 0), "j": JSON_NULL, "d": "infinity", "n": decimal.Decimal("NaN")}
+    e = ChangeEvent(7, "t", Op.INSERT, [1], None, after, 0, True, "ab" * 8, 2, schema_changed=True)
+    line = json.loads(event_json(e))
+    assert line["schema_changed"] is True and line["schema_version"] == 2
+    assert line["after"] == {"iv": "P1Y2M3D", "j": None, "d": "infinity", "n": "NaN"}
+    plain = json.loads(event_json(ChangeEvent(8, "t", Op.INSERT, [1], None, {}, 0, True, "ab" * 8, 2)))
+    assert "schema_changed" not in plain

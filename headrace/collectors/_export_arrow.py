@@ -75,7 +75,7 @@ def arrow_type(t: ColumnType) -> pa.DataType:
         return pa.timestamp("us")
     if k == "timestamptz":
         return pa.timestamp("us", tz="UTC")
-    if k == "interval":
+    if k in ("interval", "duration"):
         return pa.duration("us")
     if k == "array":
         assert t.items is not None

@@ -149,8 +149,15 @@ def _native(t: ColumnType) -> type | None:
     return None if t.has_text_branch else _NATIVE.get(t.kind)
 
 
+def _json_number(text: str) -> float | decimal.Decimal:
+    """A JSON number with a fraction or exponent: a float when the float prints back as the same text,
+    else a Decimal (``1.0000000000000000001`` and ``1.50`` stay exact)."""
+    f = float(text)
+    return f if repr(f) == text else decimal.Decimal(text)
+
+
 def _json_value(text: str) -> Any:
-    v = json.loads(text, parse_float=decimal.Decimal)
+    v = json.loads(text, parse_float=_json_number)
     return JSON_NULL if v is None else v
 
 

@@ -20,18 +20,26 @@ __all__ = ["event_json", "run_subscribe"]
 
 
 def event_json(e: ChangeEvent) -> str:
-    """The JSON line of one event (decimals as text, bytes as base64, times as ISO 8601)."""
+    """The JSON line of one event (decimals as text, bytes as base64, times as ISO 8601).
+
+    The first event of a table in a new schema also carries ``"schema_changed": true`` and
+    ``"schema_version"``.
+    """
+    line = {
+        "scn": e.scn,
+        "table": e.table,
+        "op": e.op.value,
+        "key": e.key,
+        "before": e.before,
+        "after": e.after,
+        "ts_ms": e.ts_ms,
+        "window_end": e.window_end,
+    }
+    if e.schema_changed:
+        line["schema_changed"] = True
+        line["schema_version"] = e.schema_version
     return json.dumps(
-        {
-            "scn": e.scn,
-            "table": e.table,
-            "op": e.op.value,
-            "key": e.key,
-            "before": e.before,
-            "after": e.after,
-            "ts_ms": e.ts_ms,
-            "window_end": e.window_end,
-        },
+        line,
         default=json_default,
         ensure_ascii=False,
     )

@@ -32,6 +32,9 @@ class ChangeEvent:
     window_end: bool
     fingerprint: str
     schema_version: int
+    #: the first event of a table in a schema other than the one this decoder saw for it last: the
+    #: table's columns changed (compare ``schema_version``); never set on a table's first event
+    schema_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class EventDecoder:
         self.fetch_schema = fetch_schema
         self.reader_schemas = dict(reader_schemas or {})
         self._codecs: dict[str, RowCodec] = {}
+        self._last_fp: dict[str, str] = {}
 
     def codec(self, fingerprint: str, table: str) -> RowCodec:
         c = self._codecs.get(fingerprint)
@@ -63,6 +67,9 @@ class EventDecoder:
 
     def decode(self, e: Event) -> ChangeEvent:
         c = self.codec(e.fingerprint, e.source)
+        last = self._last_fp.get(e.source)
+        if last != e.fingerprint:
+            self._last_fp[e.source] = e.fingerprint
         return ChangeEvent(
             scn=e.scn,
             table=e.source,
@@ -74,4 +81,5 @@ class EventDecoder:
             window_end=e.window_end,
             fingerprint=e.fingerprint,
             schema_version=c.version.version,
+            schema_changed=last is not None and last != e.fingerprint,
         )
