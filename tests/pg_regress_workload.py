@@ -70,14 +70,6 @@ def ddl_steps() -> list[Step]:
            INSERT INTO rx (somedata, somenum, z2) VALUES ('eight', 4, 8);
            COMMIT;""",
         "UPDATE rx SET id = -id WHERE id = 3;",  # primary key update
-        # a table renamed and given a primary key later (a table rewrite)
-        "CREATE TABLE tr_unique (id2 serial UNIQUE NOT NULL, data int);",
-        "ALTER TABLE tr_unique REPLICA IDENTITY USING INDEX tr_unique_id2_key;",
-        "INSERT INTO tr_unique (data) VALUES (10);",
-        "ALTER TABLE tr_unique RENAME TO tr_pkey;",
-        "ALTER TABLE tr_pkey ADD COLUMN id serial PRIMARY KEY;",
-        "INSERT INTO tr_pkey (data) VALUES (1);",
-        "DELETE FROM tr_pkey;",
         # tables created and filled inside a transaction, a text primary key, key updates
         """BEGIN;
            CREATE TABLE tr_many (id serial PRIMARY KEY, data int);
@@ -89,6 +81,7 @@ def ddl_steps() -> list[Step]:
            COMMIT;""",
         """BEGIN;
            CREATE TABLE spoolme AS SELECT g AS i FROM generate_series(1, 500) g;
+           ALTER TABLE spoolme REPLICA IDENTITY FULL;
            UPDATE tr_many SET id = -id WHERE id = 2500;
            UPDATE tr_oddlength SET id = 'x', data = 'quux';
            UPDATE tr_oddlength SET id = 'yy', data = 'a';
@@ -110,7 +103,7 @@ def ddl_steps() -> list[Step]:
     ]
 
 
-def subxact_steps(prepared: bool) -> list[Step]:
+def subxact_steps() -> list[Step]:
     steps: list[Step] = [
         "CREATE TABLE tr_sub (id serial PRIMARY KEY, path text);",
         """BEGIN;
@@ -152,11 +145,18 @@ def subxact_steps(prepared: bool) -> list[Step]:
         "SELECT pg_logical_emit_message(true, 'headrace', 'transactional'); COMMIT;",
         "SELECT pg_logical_emit_message(false, 'headrace', 'not transactional');",
     ]
+    return steps
+
+
+def prepared_steps(prepared: bool) -> list[Step]:
+    steps: list[Step] = []
     if prepared:
         steps += [
             "CREATE TABLE tp1 (id int); ALTER TABLE tp1 REPLICA IDENTITY FULL; CREATE TABLE tp2 (id int PRIMARY KEY);",
-            "BEGIN; INSERT INTO tp1 VALUES (1); PREPARE TRANSACTION 'hr_p1'; COMMIT PREPARED 'hr_p1';",
-            "BEGIN; INSERT INTO tp1 VALUES (3); PREPARE TRANSACTION 'hr_p2'; ROLLBACK PREPARED 'hr_p2';",
+            "BEGIN; INSERT INTO tp1 VALUES (1); PREPARE TRANSACTION 'hr_p1';",
+            "COMMIT PREPARED 'hr_p1';",
+            "BEGIN; INSERT INTO tp1 VALUES (3); PREPARE TRANSACTION 'hr_p2';",
+            "ROLLBACK PREPARED 'hr_p2';",
             "INSERT INTO tp1 VALUES (4);",
             "BEGIN; INSERT INTO tp1 VALUES (5); ALTER TABLE tp1 ADD COLUMN data text; "
             "INSERT INTO tp1 VALUES (6, 'with ddl'); PREPARE TRANSACTION 'hr_p3';",
@@ -168,7 +168,7 @@ def subxact_steps(prepared: bool) -> list[Step]:
     return steps
 
 
-def identity_steps() -> list[Step]:
+def identity_full_steps() -> list[Step]:
     return [
         # no primary key, REPLICA IDENTITY FULL, NULLs in the old rows
         "CREATE TABLE nokey_full (id serial, data int, note text); ALTER TABLE nokey_full REPLICA IDENTITY FULL;",
@@ -180,6 +180,11 @@ def identity_steps() -> list[Step]:
         "ALTER TABLE nokey_full ADD COLUMN new_column text;",
         "UPDATE nokey_full SET id = -id, new_column = 'someval';",
         "DELETE FROM nokey_full WHERE data = 3;",
+    ]
+
+
+def identity_pk_steps() -> list[Step]:
+    return [
         # primary key, then FULL
         "CREATE TABLE with_pkey (id serial PRIMARY KEY, data int, note text);",
         "INSERT INTO with_pkey (data) VALUES (1), (2);",
@@ -190,6 +195,16 @@ def identity_steps() -> list[Step]:
         "UPDATE with_pkey SET id = -id, note = NULL;",
         "UPDATE with_pkey SET note = 'n';",
         "DELETE FROM with_pkey WHERE data = 3;",
+        # composite primary key
+        "CREATE TABLE composite_pk (a int, b text, c date, v text, PRIMARY KEY (a, b, c));",
+        "INSERT INTO composite_pk VALUES (1, 'x', '2024-01-01', 'v1'), (1, 'y', '2024-01-01', NULL);",
+        "UPDATE composite_pk SET b = 'z', v = 'moved' WHERE b = 'x';",
+        "DELETE FROM composite_pk WHERE b = 'y';",
+    ]
+
+
+def identity_index_steps() -> list[Step]:
+    return [
         # unique not-null index as the replica identity, no primary key
         "CREATE TABLE uniq_nn (id serial UNIQUE NOT NULL, data int);",
         "ALTER TABLE uniq_nn REPLICA IDENTITY USING INDEX uniq_nn_id_key;",
@@ -206,24 +221,19 @@ def identity_steps() -> list[Step]:
         "UPDATE pk_and_ident SET code = 'uno' WHERE id = 1;",
         "UPDATE pk_and_ident SET id = 20 WHERE id = 2;",
         "DELETE FROM pk_and_ident WHERE id = 1;",
-        # composite primary key
-        "CREATE TABLE composite_pk (a int, b text, c date, v text, PRIMARY KEY (a, b, c));",
-        "INSERT INTO composite_pk VALUES (1, 'x', '2024-01-01', 'v1'), (1, 'y', '2024-01-01', NULL);",
-        "UPDATE composite_pk SET b = 'z', v = 'moved' WHERE b = 'x';",
-        "DELETE FROM composite_pk WHERE b = 'y';",
+        # a table renamed and given a primary key later (a table rewrite), the identity index kept
+        "CREATE TABLE tr_unique (id2 serial UNIQUE NOT NULL, data int);",
+        "ALTER TABLE tr_unique REPLICA IDENTITY USING INDEX tr_unique_id2_key;",
+        "INSERT INTO tr_unique (data) VALUES (10);",
+        "ALTER TABLE tr_unique RENAME TO tr_pkey;",
+        "ALTER TABLE tr_pkey ADD COLUMN id serial PRIMARY KEY;",
+        "INSERT INTO tr_pkey (data) VALUES (1);",
+        "DELETE FROM tr_pkey;",
     ]
 
 
 def toast_steps(rng: random.Random) -> list[Step]:
-    big1, big2, big3 = noise(rng, 12000), noise(rng, 9000), noise(rng, 100_000)
-    key1 = noise(rng, 4000)
-
-    def copy_rows(cur: Any) -> None:
-        import io
-
-        lines = [f"{i}\t{'toasted-' + noise(rng, 3000) if i % 50 == 2 else f'small{i}'}" for i in range(1, 204)]
-        cur.copy_expert("COPY toasted_copy FROM STDIN", io.StringIO("\n".join(lines) + "\n"))
-
+    big1, big2 = noise(rng, 12000), noise(rng, 9000)
     return [
         """CREATE SEQUENCE xpto_rand_seq START 79 INCREMENT 1499;
            CREATE TABLE xpto (id serial PRIMARY KEY, toasted_col1 text,
@@ -237,6 +247,15 @@ def toast_steps(rng: random.Random) -> list[Step]:
         "INSERT INTO xpto (id, toasted_col2) VALUES (2, 'toasted2-upsert') ON CONFLICT (id) "
         "DO UPDATE SET toasted_col2 = EXCLUDED.toasted_col2 || xpto.toasted_col2;",
         "DELETE FROM xpto WHERE id = 1;",
+        *toast_more_steps(rng, big1, big2),
+    ]
+
+
+def toast_key_steps(rng: random.Random) -> list[Step]:
+    big1 = noise(rng, 12000)
+    # a key repeats a short random text: the index entry must stay below 2.7 kB (compressed)
+    key1 = noise(rng, 20) * 100
+    return [
         # a TOASTed primary key
         """CREATE TABLE toasted_key (id serial, toasted_key text PRIMARY KEY, toasted_col1 text, toasted_col2 text);
            ALTER TABLE toasted_key ALTER COLUMN toasted_key SET STORAGE EXTERNAL;
@@ -245,6 +264,19 @@ def toast_steps(rng: random.Random) -> list[Step]:
         "UPDATE toasted_key SET toasted_col2 = toasted_col1;",  # key unchanged (and TOASTed)
         "UPDATE toasted_key SET toasted_key = toasted_key || '1';",
         "DELETE FROM toasted_key;",
+    ]
+
+
+def toast_more_steps(rng: random.Random, big1: str, big2: str) -> list[Step]:
+    big3 = noise(rng, 10) * 10_000
+
+    def copy_rows(cur: Any) -> None:
+        import io
+
+        lines = [f"{i}\t{'toasted-' + noise(rng, 3000) if i % 50 == 2 else f'small{i}'}" for i in range(1, 204)]
+        cur.copy_expert("COPY toasted_copy FROM STDIN", io.StringIO("\n".join(lines) + "\n"))
+
+    return [
         # COPY (multi-insert) with and without TOASTed values
         "CREATE TABLE toasted_copy (id int PRIMARY KEY, data text); "
         "ALTER TABLE toasted_copy ALTER COLUMN data SET STORAGE EXTERNAL;",
@@ -253,7 +285,6 @@ def toast_steps(rng: random.Random) -> list[Step]:
         """CREATE TABLE toasted_several (id serial UNIQUE NOT NULL, toasted_key text PRIMARY KEY,
                toasted_col1 text, toasted_col2 text);
            ALTER TABLE toasted_several REPLICA IDENTITY FULL;
-           ALTER TABLE toasted_several ALTER COLUMN toasted_key SET STORAGE EXTERNAL;
            ALTER TABLE toasted_several ALTER COLUMN toasted_col1 SET STORAGE EXTERNAL;
            ALTER TABLE toasted_several ALTER COLUMN toasted_col2 SET STORAGE EXTERNAL;""",
         f"INSERT INTO toasted_several (toasted_key) VALUES ('{big3}');",
@@ -319,25 +350,30 @@ def large_steps() -> list[Step]:
     return [
         "CREATE TABLE big (id int PRIMARY KEY, v text, n numeric);",
         """BEGIN;
-           INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 20000) g;
+           INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 8000) g;
            UPDATE big SET v = v || '!' WHERE id % 3 = 0;
            DELETE FROM big WHERE id % 5 = 0;
            COMMIT;""",
     ]
 
 
-def steps(seed: int, prepared: bool) -> list[Step]:
-    """The whole workload in order."""
+SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
+    "ddl": lambda _rng, _prepared: ddl_steps(),
+    "transactions": lambda _rng, _prepared: [*subxact_steps(), *origin_steps(), *large_steps()],
+    "prepared": lambda _rng, prepared: prepared_steps(prepared),
+    "identity_full": lambda _rng, _prepared: identity_full_steps(),
+    "identity_pk": lambda _rng, _prepared: identity_pk_steps(),
+    "identity_index": lambda _rng, _prepared: identity_index_steps(),
+    "toast": lambda rng, _prepared: toast_steps(rng),
+    "toast_key": lambda rng, _prepared: toast_key_steps(rng),
+    "truncate": lambda _rng, _prepared: truncate_steps(),
+}
+
+
+def steps(seed: int, prepared: bool, sections: list[str] | None = None) -> list[Step]:
+    """The workload's steps in order: every section, or the ones named."""
     rng = random.Random(seed)
-    return [
-        *ddl_steps(),
-        *subxact_steps(prepared),
-        *identity_steps(),
-        *toast_steps(rng),
-        *truncate_steps(),
-        *origin_steps(),
-        *large_steps(),
-    ]
+    return [step for name in sections or list(SECTIONS) for step in SECTIONS[name](rng, prepared)]
 
 
 #: Tables whose primary key never changes, with its columns: event keys and final rows are checked.
