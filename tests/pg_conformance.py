@@ -32,6 +32,7 @@ import datetime as dt
 import difflib
 import json
 import os
+import re
 import struct
 import time
 import uuid
@@ -506,10 +507,19 @@ class Comparison:
     def add(self, where: str, what: str) -> None:
         self.mismatches.append(f"{where}: {what}")
 
-    def summary(self, limit: int = 40) -> str:
-        head = "\n".join(m[:600] for m in self.mismatches[:limit])
-        more = len(self.mismatches) - limit
-        return head + (f"\n… and {more} more" if more > 0 else "")
+    def summary(self, per_table: int = 4) -> str:
+        """Capture stops first, then per table the count and the first few of its mismatches."""
+        out = [m[:800] for m in self.mismatches if m.startswith("relay:")]
+        by_table: dict[str, list[str]] = {}
+        for m in self.mismatches:
+            if not m.startswith("relay:"):
+                found = re.search(r"table ([\w.\"]+(?:, [\w.\"]+)*):|^([\w.]+) final|'[a-z]:([\w.]+)'", m)
+                table = next((g for g in found.groups() if g), "?") if found else "?"
+                by_table.setdefault(table, []).append(m)
+        for table, ms in by_table.items():
+            out.append(f"-- {table}: {len(ms)} mismatches")
+            out += [m[:500] for m in ms[:per_table]]
+        return "\n".join(out)
 
 
 class Comparer:

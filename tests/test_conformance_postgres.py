@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import math
 import random
+import re
 import struct
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +36,7 @@ import pytest
 from db_servers import PgServer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pg_conformance import Run, _json_text, interval_text, pg_text, session, start_run
+from pg_conformance import UNCHANGED_TOAST, Run, _json_text, interval_text, pg_text, session, start_run
 from pg_edge_values import GROUPS, create, tables, workload
 from pg_regress_workload import KEYS, SECTIONS, steps
 
@@ -211,7 +212,7 @@ def _generated_rows_case(rows: int, pg: PgServer, daemons: Any, tmp_path: Path) 
     fresh, replacements = generated[:rows], generated[rows:]
     run = start_run(pg, db, daemons, tmp_path, f"conf_hyp_{rows}", ["hyp"])
     cols = ", ".join(c for c, _, _ in HYP_COLUMNS)
-    marks = ", ".join(f"%s::{t}" for _, t, _ in HYP_COLUMNS)
+    marks = ", ".join(f"(%s)::{t}" for _, t, _ in HYP_COLUMNS)  # (-32768)::smallint, not -(32768::smallint)
 
     def adapt(row: tuple[Any, ...]) -> list[Any]:
         return [psycopg2.Binary(v) if isinstance(v, bytes) else v for v in row]
@@ -304,7 +305,8 @@ def test_regression_shapes(
     """Sections of the workload with the relay reading while they run."""
     result, td = _regression_case(SECTION_GROUPS[group], False, pg_server, daemons, tmp_path)
     assert td, "test_decoding saw no change"
-    _check(result, at_least_values=sum(len(c.new or {}) + len(c.old or {}) for t in td for c in t))
+    values = [v for t in td for c in t for v in [*(c.new or {}).values(), *(c.old or {}).values()]]
+    _check(result, at_least_values=sum(1 for v in values if v != UNCHANGED_TOAST))
 
 
 def test_regression_shapes_relay_down(
@@ -346,8 +348,9 @@ def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: An
             "DELETE FROM nothing_ident WHERE id = 1",
             "CREATE TABLE nokey_later (v text); INSERT INTO nokey_later VALUES ('a')",
             "UPDATE nokey_later SET v = 'b'",
-            "BEGIN; CREATE TABLE spoolme AS SELECT g AS i FROM generate_series(1, 50) g; DELETE FROM spoolme; "
-            "DROP TABLE spoolme; COMMIT;",
+            # created and filled keyless, given an identity in the same transaction, then emptied
+            "BEGIN; CREATE TABLE spoolme AS SELECT g AS i FROM generate_series(1, 50) g; "
+            "ALTER TABLE spoolme REPLICA IDENTITY FULL; DELETE FROM spoolme; DROP TABLE spoolme; COMMIT;",
             "INSERT INTO normal VALUES (1, 1)",
         ]:
             try:
@@ -359,9 +362,10 @@ def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: An
         delivered = {e.table for w in windows for e in w.events}
         left_out = {"nokey", "nothing_ident", "nokey_later", "spoolme"} - delivered
         log = run.relay.output()
-        for table in left_out:  # a table the relay does not capture must be named in a warning
-            assert table in log, f"{table} is not captured and the relay did not say so"
-            result.mismatches = [m for m in result.mismatches if f" on {table}" not in m and f"public.{table}" not in m]
+        for table in sorted(left_out):  # a table the relay does not capture must be named in a warning
+            if not re.search(rf"warn.*\b{table}\b|\b{table}\b.*warn", log, re.IGNORECASE):
+                result.mismatches.append(f"relay: {table} is not captured and no warning names it")
+            result.mismatches = [m for m in result.mismatches if not re.search(rf"(public\.| on ){table}\b", m)]
     finally:
         run.close()
     assert "normal" in delivered
