@@ -11,11 +11,17 @@ TOASTed primary key, an old row larger than a heap tuple, updates that leave TOA
 mixed transaction), savepoints released and rolled back (80 nested), two-phase transactions
 committed and rolled back (also one holding DDL, committed after a later transaction), a
 replication origin, logical messages, a row lock before the first change, a transaction large enough
-to spill to disk, a table in another schema, columns whose names collide after Avro sanitising.
+to spill to disk, a table in another schema, columns whose names collide after Avro sanitising,
+a FULL-identity table whose primary key changes and which is dropped, a partitioned table (a row
+moving between partitions, a partition attached later), stored generated and identity columns.
+
+The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
+capture stop in one shape does not hide the others.
 
 Every step is one SQL string run on an autocommit connection (``BEGIN … COMMIT`` inside when the
 step is a transaction), or a callable given the cursor. :data:`KEYS` lists tables whose primary key
-never changes, with its columns (their event keys and final rows are checked).
+never changes, with its key columns — the primary key, or the replica identity index where there is
+one (their event keys and final rows are checked).
 """
 
 from __future__ import annotations
@@ -180,6 +186,13 @@ def identity_full_steps() -> list[Step]:
         "ALTER TABLE nokey_full ADD COLUMN new_column text;",
         "UPDATE nokey_full SET id = -id, new_column = 'someval';",
         "DELETE FROM nokey_full WHERE data = 3;",
+        # FULL with a primary key: the key changes, then the table goes (before the relay may read it)
+        "CREATE TABLE full_gone (id int PRIMARY KEY, v text NOT NULL); ALTER TABLE full_gone REPLICA IDENTITY FULL;",
+        "INSERT INTO full_gone VALUES (1, 'a'), (2, 'b');",
+        "UPDATE full_gone SET v = 'c' WHERE id = 1;",
+        "ALTER TABLE full_gone DROP CONSTRAINT full_gone_pkey; ALTER TABLE full_gone ADD PRIMARY KEY (v);",
+        "UPDATE full_gone SET id = 3 WHERE v = 'c'; DELETE FROM full_gone WHERE id = 2;",
+        "DROP TABLE full_gone;",
     ]
 
 
@@ -312,6 +325,32 @@ def toast_more_steps(rng: random.Random, big1: str, big2: str) -> list[Step]:
     ]
 
 
+def partition_steps() -> list[Step]:
+    return [
+        # a partitioned table: changes arrive on the partitions; an update that moves a row between them
+        """CREATE TABLE parted (id int, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+           CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+           CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (100) TO (200);""",
+        "INSERT INTO parted VALUES (1, 'one'), (150, 'one fifty');",
+        "UPDATE parted SET v = 'uno' WHERE id = 1;",
+        "UPDATE parted SET id = 101 WHERE id = 1;",  # moves to the other partition: a delete and an insert
+        "DELETE FROM parted WHERE id = 150;",
+        "CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (200) TO (300); "
+        "INSERT INTO parted VALUES (250, 'new');",
+    ]
+
+
+def generated_steps() -> list[Step]:
+    return [
+        # a stored generated column and an identity column
+        """CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, a int,
+               doubled int GENERATED ALWAYS AS (a * 2) STORED);""",
+        "INSERT INTO gen (a) VALUES (1), (NULL);",
+        "UPDATE gen SET a = 5 WHERE id = 1;",
+        "DELETE FROM gen WHERE id = 2;",
+    ]
+
+
 def truncate_steps() -> list[Step]:
     return [
         "CREATE TABLE tab1 (id serial UNIQUE, data int); ALTER TABLE tab1 REPLICA IDENTITY USING INDEX tab1_id_key;",
@@ -367,6 +406,8 @@ SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
     "toast": lambda rng, _prepared: toast_steps(rng),
     "toast_key": lambda rng, _prepared: toast_key_steps(rng),
     "truncate": lambda _rng, _prepared: truncate_steps(),
+    "partitions": lambda _rng, _prepared: partition_steps(),
+    "generated": lambda _rng, _prepared: generated_steps(),
 }
 
 
@@ -387,6 +428,7 @@ KEYS: dict[str, list[str]] = {
     "tab2": ["a"],
     "origin_tbl": ["id"],
     "big": ["id"],
+    "gen": ["id"],
     "tr_many": ["id"],
     "tr_oddlength": ["id"],
     "pk_and_ident": ["code"],  # the event key is the replica identity (docs/sources-postgres.md)

@@ -292,6 +292,8 @@ SECTION_GROUPS = {
     "identity_pk+identity_index": ["identity_pk", "identity_index"],
     "toast_key": ["toast_key"],
     "truncate": ["truncate"],
+    "partitions": ["partitions"],
+    "generated": ["generated"],
 }
 
 
