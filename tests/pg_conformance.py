@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
 import difflib
 import json
 import os
@@ -91,17 +92,21 @@ def session(pg: PgServer, db: str, raw: bool = False) -> Any:
 
 
 def _shortest(v: float, real: bool) -> Decimal:
-    """The shortest decimal strictly closer to ``v`` (> 0) than to either neighbouring float (Ryu, as
-    PostgreSQL uses it: a decimal exactly halfway to a neighbour is not taken, unlike Python's repr)."""
+    """The shortest decimal strictly closer to ``v`` (> 0) than to either neighbouring float, the
+    closest one if several (Ryu, as PostgreSQL uses it: a decimal exactly halfway to a neighbour is
+    not taken, unlike in Python's repr)."""
     fmt, ifmt, top = ("<f", "<I", 9) if real else ("<d", "<Q", 17)
     bits = struct.unpack(ifmt, struct.pack(fmt, v))[0]
     exact = Decimal(struct.unpack(fmt, struct.pack(ifmt, bits))[0])
     lo, hi = (Decimal(struct.unpack(fmt, struct.pack(ifmt, b))[0]) for b in (bits - 1, bits + 1))
-    nbs = [lo, hi if hi.is_finite() else 2 * exact - lo]  # past the largest float: one more step up
-    for p in range(top):
-        d = Decimal(f"{exact:.{p}e}")
-        if all(abs(d - exact) < abs(d - nb) for nb in nbs):
-            return d
+    hi = hi if hi.is_finite() else 2 * exact - lo  # past the largest float: one more step up
+    ctx = decimal.Context(prec=1000)
+    for digits in range(1, top + 1):
+        unit = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        cands = {exact.quantize(unit, rounding=r, context=ctx) for r in (decimal.ROUND_FLOOR, decimal.ROUND_CEILING)}
+        inside = [d for d in cands if abs(d - exact) < abs(d - lo) and abs(d - exact) < abs(d - hi)]
+        if inside:
+            return min(inside, key=lambda d: (abs(d - exact), d))
     return exact
 
 

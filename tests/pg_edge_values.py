@@ -288,6 +288,9 @@ GROUPS: dict[str, list[Column]] = {
                 '{"a b","c,d",NULL,"NULL","","q\\"x","back\\\\slash","{}"," "}',
                 "{{a,b},{c,NULL}}",
                 '{"\U0001f600","\U0010ffff"}',
+                # Unicode spaces and separators next to unquoted elements: PostgreSQL quotes (and trims)
+                # only ASCII whitespace, so these are part of the element
+                "{\xa0,\xa0x\xa0,\x1c\x1d\x1e\x1f,\x85y,\u2028z\u2029,\u3000,\ufeff}",
                 "{}",
             ),
         ),

@@ -76,6 +76,9 @@ def test_pg_text_matches_postgres(pg_server: PgServer) -> None:
     for s in ["1e23", "9007199254740993", "1e15", "1e16", "123456", "1234567", "0.0001", "0.00001", "-0", "0.1"]:
         exprs += [(f"'{s}'", "double precision"), (f"'{s}'", "real")]
     exprs += [("'5e-324'", "double precision"), ("'1.7976931348623157e308'", "double precision")]
+    for e in range(-140, 128, 3):  # powers of two: the gap below is half the gap above
+        exprs += [(f"'{2.0**e!r}'", "double precision"), (f"'{2.0**e!r}'", "real")]
+    exprs += [(f"'{2.0**e!r}'", "double precision") for e in range(-1074, 1024, 7)]
     exprs += [("'3.4028235e38'", "real"), ("'1e-45'", "real"), ("'NaN'", "real"), ("'-Infinity'", "double precision")]
     for ts in ["2024-02-29 23:59:59.5", "0001-01-01 00:00:00.000001", "9999-12-31 23:59:59.999999", "0099-05-06 01:02"]:
         exprs += [(f"'{ts}'", "timestamp without time zone"), (f"'{ts}'", "timestamp with time zone")]
@@ -143,7 +146,7 @@ def test_edge_values(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
 # -- hypothesis-generated rows ---------------------------------------------------------------------
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
-_DECIMAL = st.builds(lambda i, s: Decimal(i).scaleb(-s), st.integers(-(10**40), 10**40), st.integers(0, 40))
+_DECIMAL = st.builds(lambda i, s: Decimal(f"{i}E-{s}"), st.integers(-(10**40), 10**40), st.integers(0, 40))
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**30), 10**30) | _DECIMAL | _TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
@@ -159,7 +162,7 @@ HYP_COLUMNS: list[tuple[str, str, Any]] = [
     ("i4", "integer", st.integers(-(2**31), 2**31 - 1)),
     ("i8", "bigint", st.integers(-(2**63), 2**63 - 1)),
     ("n", "numeric", _DECIMAL.map(str) | st.sampled_from(["NaN", "Infinity", "-Infinity"])),
-    ("n2", "numeric(30,6)", st.builds(lambda i: str(Decimal(i).scaleb(-6)), st.integers(-(10**30) + 1, 10**30 - 1))),
+    ("n2", "numeric(30,6)", st.builds(lambda i: str(Decimal(f"{i}E-6")), st.integers(-(10**30) + 1, 10**30 - 1))),
     ("f4", "real", st.floats(width=32).map(repr)),
     ("f8", "double precision", st.floats().map(repr)),
     ("t", "text", _TEXT),
