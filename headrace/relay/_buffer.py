@@ -14,22 +14,35 @@ any SCN is a bisection, O(log n); the list is compacted once half of it is evict
 
 Accounting counts each window's bytes plus :data:`WINDOW_OVERHEAD` for its Python objects, so the
 memory the buffer holds stays within its bound.
+
+Reading is two steps so a response can be streamed without assembling it: :meth:`RingBuffer.plan`
+decides which windows (after ``since``, up to ``max_bytes``, filtered) a response holds and how long
+it is, keeping no reference to any window; :meth:`RingBuffer.pieces` then walks the same windows
+again and yields the body in pieces of a bounded size, each copied from the windows' bytes just
+before it is needed. Windows are immutable and SCN-ordered, so the walk yields exactly what the plan
+measured, unless a window still to be sent is evicted meanwhile: then it raises :class:`TooOld` and
+the response must be cut short (the subscriber retries and is told ``scn_too_old``).
 """
 
 from __future__ import annotations
 
 import bisect
+import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._codec import EncodedWindow
 from ._event import peek_header, with_window_end
 from ._filter import Filter
 
-__all__ = ["WINDOW_OVERHEAD", "ReadResult", "RingBuffer", "TooOld"]
+__all__ = ["WINDOW_OVERHEAD", "ReadPlan", "ReadResult", "RingBuffer", "TooOld"]
 
 #: Bytes charged per window for the objects around its data (window object, bytes header, index slot).
 WINDOW_OVERHEAD = 320
+#: A plan remembers the filter's verdicts for at most this many windows (≈ 8 bytes each, plus partial masks).
+MAX_PLAN_MASKS = 65_536
+_LEN = struct.Struct(">I")
 
 
 class TooOld(Exception):
@@ -51,6 +64,21 @@ class ReadResult:
     events: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What a response after ``since`` holds (no window data: :meth:`RingBuffer.pieces` yields that)."""
+
+    since: int
+    scn: int  # the SCN up to which the stream is scanned (a window end, or ``since``)
+    windows: int
+    events: int
+    length: int  # bytes of the body
+    flt: Filter | None
+    #: per window walked (in order, the first :data:`MAX_PLAN_MASKS`), which frames ``flt`` let through:
+    #: bit i for frame i, -1 all, 0 none; spares :meth:`RingBuffer.pieces` parsing the headers again
+    masks: tuple[int, ...] = ()
+
+
 class RingBuffer:
     """Whole windows in SCN order within ``capacity`` bytes."""
 
@@ -62,6 +90,7 @@ class RingBuffer:
         self._wins: list[EncodedWindow] = []
         self._scns: list[int] = []
         self._head = 0
+        self._epoch = 0  # moves whenever list indices shift (compaction, a gap): readers bisect again
         self.bytes = 0
         self.events = 0
         self.evicted_windows = 0
@@ -113,12 +142,14 @@ class RingBuffer:
             del self._wins[: self._head]
             del self._scns[: self._head]
             self._head = 0
+            self._epoch += 1
 
     def _evict_all(self, scn: int) -> None:
         self.evicted_windows += len(self)
         self._wins.clear()
         self._scns.clear()
         self._head = 0
+        self._epoch += 1
         self.bytes = 0
         self.events = 0
         self.horizon = scn
@@ -138,57 +169,161 @@ class RingBuffer:
         return bisect.bisect_right(self._scns, since, lo=self._head) - self._head
 
     def read(self, since: int, max_bytes: int, flt: Filter | None = None) -> ReadResult:
-        """Whole windows after ``since``, up to ``max_bytes`` (at least one window if any matches).
+        """Whole windows after ``since``, up to ``max_bytes`` (at least one window if any matches), in one
+        ``bytes``; :meth:`plan` + :meth:`pieces` serve the same without assembling it.
+
+        Raises :class:`TooOld` when ``since`` < :attr:`horizon`.
+        """
+        p = self.plan(since, max_bytes, flt)
+        data = b"".join(part for _w, part in self._walk(p))
+        return ReadResult(data, p.scn, p.windows, p.events)
+
+    def plan(self, since: int, max_bytes: int, flt: Filter | None = None) -> ReadPlan:
+        """Which windows after ``since`` a response of up to ``max_bytes`` holds (at least one window if
+        any matches), their count, events and length; no data is copied.
 
         Raises :class:`TooOld` when ``since`` < :attr:`horizon`.
         """
         if since < self.horizon:
             raise TooOld(since, self.horizon)
         i = self._head + self.first_after(since)
-        parts: list[bytes] = []
         size = windows = events = 0
         scanned = since
         n = len(self._wins)
+        masks: list[int] = []
         while i < n:
             w = self._wins[i]
             if flt is None:
-                chunk, count = w.data, w.count
+                length, count = len(w.data), w.count
             else:
-                chunk, count = _filtered(w, flt)
-            if count and size and size + len(chunk) > max_bytes:
+                length, count, mask = _measure(w, flt)
+            if count and size and size + length > max_bytes:
                 break
+            if flt is not None and len(masks) < MAX_PLAN_MASKS:
+                masks.append(mask)
             if count:
-                parts.append(chunk)
-                size += len(chunk)
+                size += length
                 windows += 1
                 events += count
             scanned = w.scn
             i += 1
             if size >= max_bytes:
                 break
-        return ReadResult(b"".join(parts), max(scanned, since), windows, events)
+        return ReadPlan(since, max(scanned, since), windows, events, size, flt, tuple(masks))
+
+    def pieces(self, plan: ReadPlan, piece_bytes: int) -> Iterator[bytes]:
+        """The body ``plan`` describes, in pieces of exactly ``piece_bytes`` (the last one shorter).
+
+        Each piece is copied from the windows when it is asked for; between pieces the generator holds
+        only the window it is in. Raises :class:`TooOld` when a window still to be sent was evicted
+        since the previous piece (the body is then incomplete and must not be completed).
+        """
+        if piece_bytes <= 0:
+            raise ValueError("piece_bytes must be positive")
+        out: list[bytes | memoryview] = []
+        size = 0
+        for w, part in self._walk(plan):
+            if size + len(part) < piece_bytes:  # the common case: a whole part fits
+                out.append(part)
+                size += len(part)
+                continue
+            mv = memoryview(part)
+            while mv:
+                take = min(len(mv), piece_bytes - size)
+                out.append(mv[:take])
+                mv = mv[take:]
+                size += take
+                if size == piece_bytes:
+                    yield b"".join(out)
+                    out.clear()
+                    size = 0
+                    if self.horizon >= w.scn:  # evicted (or a gap) while the piece was being sent
+                        raise TooOld(w.scn, self.horizon)
+        if out:
+            yield b"".join(out)
+
+    def _walk(self, plan: ReadPlan) -> Iterator[tuple[EncodedWindow, bytes | memoryview]]:
+        """The windows ``plan`` covers, again, with the parts of each its filter lets through."""
+        after = plan.since  # the last window walked in full
+        epoch = -1
+        i = walked = 0
+        while after < plan.scn:
+            if self.horizon > after:
+                raise TooOld(after, self.horizon)
+            if epoch != self._epoch:
+                i = self._head + self.first_after(after)
+                epoch = self._epoch
+            w = self._wins[i]
+            i += 1
+            mask = plan.masks[walked] if walked < len(plan.masks) else None
+            walked += 1
+            for part in _parts(w, plan.flt, mask):
+                yield w, part
+            after = w.scn
 
 
-def _filtered(w: EncodedWindow, flt: Filter) -> tuple[bytes, int]:
+def _measure(w: EncodedWindow, flt: Filter) -> tuple[int, int, int]:
+    """Length, event count and frame mask (bit i: frame i; -1 all, 0 none) of window ``w`` after ``flt``.
+
+    The window-end patch of the last frame keeps lengths, so the length is the matching frames' sum.
+    """
     whole = flt.wants_tables(w.tables)
     if whole is True:
-        return w.data, w.count
+        return len(w.data), w.count, -1
     if whole is False:
-        return b"", 0
+        return 0, 0, 0
     data = w.data
     view = memoryview(data)
-    spans: list[tuple[int, int]] = []
-    off = 0
+    off = size = count = mask = 0
+    bit = 1
     while off < len(data):
         h = peek_header(view, off)
         if flt.matches(h):
-            spans.append((off, off + h.length))
+            size += h.length
+            count += 1
+            mask |= bit
         off += h.length
-    if not spans:
-        return b"", 0
-    if len(spans) == w.count:
-        return data, w.count
-    last_start, last_end = spans[-1]
-    out = [data[a:b] for a, b in spans[:-1]]
-    out.append(with_window_end(view[last_start:last_end]))
-    return b"".join(out), len(spans)
+        bit <<= 1
+    return size, count, (-1 if count == w.count else mask)
+
+
+def _parts(w: EncodedWindow, flt: Filter | None, mask: int | None) -> Iterator[bytes | memoryview]:
+    """Window ``w`` after ``flt`` (``mask`` from :func:`_measure` if known): runs of matching frames as
+    views, the last matching frame marked as the window end."""
+    if flt is None or mask == -1:
+        yield w.data
+        return
+    if mask is None:
+        whole = flt.wants_tables(w.tables)
+        if whole is True:
+            yield w.data
+            return
+        if whole is False:
+            return
+    elif mask == 0:
+        return
+    data = w.data
+    view = memoryview(data)
+    run_start = run_end = last_start = -1  # the run of matching frames held back (it may hold the last one)
+    off = 0
+    bit = 1
+    while off < len(data):
+        if mask is None:
+            h = peek_header(view, off)
+            length, match = h.length, flt.matches(h)
+        else:
+            length, match = 4 + _LEN.unpack_from(view, off)[0], bool(mask & bit)
+            bit <<= 1
+        if match:
+            if off != run_end:
+                if run_start >= 0:
+                    yield view[run_start:run_end]
+                run_start = off
+            last_start = off
+            run_end = off + length
+        off += length
+    if run_start < 0:
+        return
+    if last_start > run_start:
+        yield view[run_start:last_start]
+    yield with_window_end(view[last_start:run_end])

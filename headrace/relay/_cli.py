@@ -67,7 +67,8 @@ def subscribe(
     Keys: scn, table, op (c/u/d/r), key, before, after, ts_ms, window_end. A window's lines are
     written with one write; the checkpoint is saved after it, so a restart replays whole windows.
     Exit codes: 0 (idle exit or SIGTERM), 1 failure, 2 bad usage, 3 the checkpoint is older than
-    the relay holds (scn_too_old: bootstrap or start over).
+    the relay holds (scn_too_old: bootstrap or start over), 4 idle exit while the relay's capture is
+    stopped (the reason is on stderr).
     """
     from ..errors import ScnTooOld
     from .client._cli import run_subscribe

@@ -293,22 +293,33 @@ class Codecs:
             codec = self._by_fp[sv.fingerprint] = RowCodec(sv)
         return codec
 
+    def encode_change(self, change: RowChange) -> tuple[SchemaVersion, bytes | None, bytes | None]:
+        """The schema version of ``change`` and its before/after images encoded with it.
+
+        The one place a change's images are encoded; a subclass may override it to decide what an
+        unencodable value does (the relay's ``on_unrepresentable`` policy).
+        """
+        codec = self.for_change(change)
+        before = codec.encode(change.before) if change.before is not None else None
+        after = codec.encode(change.after) if change.after is not None else None
+        return codec.version, before, after
+
 
 def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, bytes]]:
     it = iter(window.changes)
     prev = next(it, None)
     while prev is not None:
         nxt = next(it, None)
-        codec = codecs.for_change(prev)
+        version, before, after = codecs.encode_change(prev)
         ev = Event(
             scn=prev.scn,
             source=prev.table.name,
             op=prev.op,
             key=encode_key(prev.key),
             ts_ms=window.ts_ms if prev.ts_ms is None else prev.ts_ms,
-            fingerprint=codec.version.fingerprint,
-            before=codec.encode(prev.before) if prev.before is not None else None,
-            after=codec.encode(prev.after) if prev.after is not None else None,
+            fingerprint=version.fingerprint,
+            before=before,
+            after=after,
             window_end=nxt is None,
         )
         yield prev, encode_event(ev)

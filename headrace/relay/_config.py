@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .._config import Listen, Section
@@ -28,10 +30,19 @@ class RelayConfig(Section):
     state_dir: str = "./headrace-data/relay"
     #: consumers (e.g. the bootstrap server) whose acknowledged SCN bounds pruning of the source's log
     durable_consumers: list[str] = Field(default_factory=list)
+    #: a captured value the relay cannot encode for its column: ``stop`` capture (and say where in
+    #: /healthz), or deliver the row with that column null and named in ``_headrace_unrepresentable``
+    on_unrepresentable: Literal["stop", "null_with_marker"] = "stop"
     #: longest long-poll a subscriber may ask for
     max_wait_ms: int = Field(default=60_000, ge=0)
     #: largest response a subscriber may ask for (a single larger window is still sent whole)
     max_response_bytes: int = Field(default=64 << 20, gt=0)
+    #: concurrent ``/v1/stream`` requests (long-polls waiting for data count); past it: 503 ``too_many_streams``
+    max_stream_requests: int = Field(default=1000, ge=1)
+    #: bytes that stream responses being written may hold outside the buffer (each reserves two pieces)
+    max_inflight_bytes: int = Field(default=64 << 20, gt=0)
+    #: a response body is copied out of the buffer and written in pieces of this size
+    stream_batch_bytes: int = Field(default=256 << 10, ge=4096, le=64 << 20)
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())

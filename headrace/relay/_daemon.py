@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from .._http import run_app
@@ -18,8 +19,34 @@ __all__ = ["run_relay", "uninstall_relay"]
 log = get_logger("relay")
 
 
+def raise_fd_limit(config: RelayConfig) -> int:
+    """Raise the soft open-file limit to the hard one (each open connection is one descriptor); returns it.
+
+    Logs a warning when the limit leaves too little room for ``max_stream_requests`` connections.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("fd_limit_not_raised", soft=soft, hard=hard, error=str(exc))
+    needed = config.max_stream_requests + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "fd_limit_low",
+            limit=soft,
+            needed=needed,
+            detail="each stream request holds one descriptor; raise the hard limit (ulimit -Hn, LimitNOFILE=) "
+            "or lower relay.max_stream_requests",
+        )
+    return soft
+
+
 def run_relay(config: RelayConfig) -> None:
     """Open the source (installing capture), then serve until SIGTERM."""
+    fd_limit = raise_fd_limit(config)
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     source = make_source(config)
@@ -37,7 +64,12 @@ def run_relay(config: RelayConfig) -> None:
         buffer=RingBuffer(config.buffer_bytes, start_scn=start),
     )
     log.info(
-        "relay_starting", listen=config.listen, source=source.kind, tables=sorted(state.table_names), start_scn=start
+        "relay_starting",
+        listen=config.listen,
+        source=source.kind,
+        tables=sorted(state.table_names),
+        start_scn=start,
+        fd_limit=fd_limit,
     )
     run_app(build_app(state), config.listen)
 

@@ -1,8 +1,9 @@
 """The relay's HTTP API (Starlette): stream, sources, schemas, status, acknowledgements.
 
 ``GET /v1/stream`` answers from the ring buffer by copying the bytes of whole windows (filtered
-windows copy matching frames). When nothing new is there it long-polls: it waits on an
-``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
+windows copy matching frames), planned first and then written in bounded pieces (``_stream.py``:
+the request cap, the in-flight budget, the streamed body). When nothing new is there it long-polls:
+it waits on an ``asyncio.Event`` that the capture thread's deliveries set, up to ``wait_ms``. Every answer carries
 ``X-Headrace-Scn`` (how far the stream was scanned: the subscriber may checkpoint there even when a
 filter let nothing through), ``X-Headrace-Oldest-Scn`` and ``X-Headrace-Newest-Scn``.
 See ``docs/relay-api.md`` and ``docs/relay-openapi.yaml``.
@@ -13,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +35,12 @@ from ._capture import Acks, Capture
 from ._codec import EncodedWindow
 from ._config import RelayConfig
 from ._event import EVENTS_CONTENT_TYPE
-from ._filter import parse_filter
+from ._filter import Filter, parse_filter
 from ._schema import SchemaRegistry, source_listing
+from ._stream import MIN_RESERVE_WAIT, StreamLimits, WindowsResponse, busy_response, until_disconnect
 from .sources._base import ChangeSource
 
-__all__ = ["RelayState", "build_app"]
+__all__ = ["RelayState", "build_app", "capture_headers"]
 
 log = get_logger("relay.serve")
 
@@ -106,6 +109,22 @@ class RelayState:
         return sum(n for _, n in recent) / 10.0
 
 
+def capture_headers(capture: Capture | None) -> dict[str, str]:
+    """``X-Headrace-Capture: running|stopped`` and, when stopped, ``X-Headrace-Capture-Error``: the
+    reason, error, table, column, SCN and since as ASCII JSON (see docs/relay-api.md)."""
+    if capture is None:
+        return {}
+    stop = capture.stopped
+    if stop is None:
+        return {"X-Headrace-Capture": "running"}
+    info = stop.to_json()
+    info["error"] = info["error"][:500]
+    return {
+        "X-Headrace-Capture": "stopped",
+        "X-Headrace-Capture-Error": json.dumps(info, ensure_ascii=True, separators=(",", ":")),
+    }
+
+
 def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
     REJECTS.labels(reason).inc()
     log.info("request_rejected", status=status, reason=reason, detail=detail)
@@ -118,6 +137,8 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
 
     def authorized(request: Request) -> bool:
         return bearer_ok(request, cfg.tokens)
+
+    limits = StreamLimits(cfg.max_stream_requests, cfg.max_inflight_bytes)
 
     def unauthorized() -> JSONResponse:
         return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of relay.tokens")
@@ -146,39 +167,97 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
         assert max_bytes is not None and wait_ms is not None
+        refused = limits.admit()
+        if refused is not None:
+            return busy_response(
+                refused,
+                f"{limits.active} of relay.max_stream_requests={limits.max_requests} stream requests are open"
+                if refused == "too_many_streams"
+                else f"relay.max_inflight_bytes={limits.max_inflight_bytes} is taken by responses being written",
+                _reject,
+            )
+        handed_off = False
+        try:
+            resp = await _serve_stream(request, since, max_bytes, wait_ms, flt)
+            handed_off = isinstance(resp, WindowsResponse)  # it gives the slot back when its body is done
+            return resp
+        finally:
+            if not handed_off:
+                limits.leave()
+
+    async def _serve_stream(request: Request, since: int | None, max_bytes: int, wait_ms: int, flt: Filter) -> Response:
+        """The admitted part of ``/v1/stream``: wait for data, reserve in-flight budget, hand the body over."""
         buf = state.buffer
         if since is None:
             since = buf.oldest_scn
         deadline = time.monotonic() + wait_ms / 1000.0
+        params = request.query_params
         sub_id = params.get("subscriber") or (f"{request.client.host}:{request.client.port}" if request.client else "?")
-        while True:
-            try:
-                res = buf.read(since, max_bytes, None if flt.sources is None and not flt.per_event else flt)
-            except TooOld as exc:
-                return _reject(
-                    410,
-                    "scn_too_old",
-                    f"since={since} is older than the oldest SCN this relay holds ({exc.oldest_scn}); "
-                    "use a bootstrap server or start again from a snapshot",
-                    oldest_scn=exc.oldest_scn,
+        use = None if flt.sources is None and not flt.per_event else flt
+        watcher: asyncio.Future[None] | None = None
+        handed_off = False
+        try:
+            while True:
+                try:
+                    plan = buf.plan(since, max_bytes, use)
+                except TooOld as exc:
+                    return _reject(
+                        410,
+                        "scn_too_old",
+                        f"since={since} is older than the oldest SCN this relay holds ({exc.oldest_scn}); "
+                        "use a bootstrap server or start again from a snapshot",
+                        oldest_scn=exc.oldest_scn,
+                    )
+                remaining = deadline - time.monotonic()
+                if plan.windows or remaining <= 0:
+                    break
+                # Waiting holds no window data: only this request's objects, its socket and this task.
+                if watcher is None:
+                    watcher = asyncio.ensure_future(until_disconnect(request.receive))
+                data_waiter = asyncio.ensure_future(state.new_data.wait())
+                try:
+                    await asyncio.wait((data_waiter, watcher), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    data_waiter.cancel()
+                if watcher.done():  # the client went away: free the slot now, not at the deadline
+                    return Response(status_code=499)
+            piece_bytes = cfg.stream_batch_bytes
+            charge = limits.charge(plan.length, piece_bytes)
+            if not await limits.reserve(charge, max(deadline, time.monotonic() + MIN_RESERVE_WAIT)):
+                return busy_response(
+                    "inflight_bytes_limit",
+                    f"relay.max_inflight_bytes={limits.max_inflight_bytes} stayed taken by responses being written",
+                    _reject,
                 )
-            remaining = deadline - time.monotonic()
-            if res.windows or remaining <= 0:
-                break
-            waiter = state.new_data
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), remaining)
-        state.subscribers[sub_id] = SubscriberInfo(sub_id, res.scn, flt.describe(), time.time())
-        SERVED_BYTES.inc(len(res.data))
-        SERVED_EVENTS.inc(res.events)
-        headers = {
-            "X-Headrace-Scn": str(res.scn),
-            "X-Headrace-Oldest-Scn": str(buf.oldest_scn),
-            "X-Headrace-Newest-Scn": str(buf.newest_scn),
-            "X-Headrace-Windows": str(res.windows),
-            "X-Headrace-Events": str(res.events),
-        }
-        return Response(res.data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
+            state.subscribers[sub_id] = SubscriberInfo(sub_id, plan.scn, flt.describe(), time.time())
+            SERVED_BYTES.inc(plan.length)
+            SERVED_EVENTS.inc(plan.events)
+            headers = {
+                "X-Headrace-Scn": str(plan.scn),
+                "X-Headrace-Oldest-Scn": str(buf.oldest_scn),
+                "X-Headrace-Newest-Scn": str(buf.newest_scn),
+                "X-Headrace-Windows": str(plan.windows),
+                "X-Headrace-Events": str(plan.events),
+            }
+
+            def done() -> None:
+                limits.release(charge)
+                limits.leave()
+
+            resp = WindowsResponse(
+                buf.pieces(plan, piece_bytes),
+                plan.length,
+                headers,
+                EVENTS_CONTENT_TYPE,
+                done,
+                watcher,
+                single_piece=plan.length <= piece_bytes,
+            )
+            handed_off = True
+            return resp
+        finally:
+            if watcher is not None and not handed_off:
+                watcher.cancel()
 
     async def sources(request: Request) -> Response:
         if not authorized(request):
@@ -230,25 +309,63 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     async def ack(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
+        usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
             body = await request.json()
         except ValueError:
-            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("consumer"), str)
-            or not isinstance(body.get("scn"), int)
-        ):
-            return _reject(400, "bad_body", 'send JSON {"consumer": NAME, "scn": N}')
+            return _reject(400, "bad_body", usage)
+        if not isinstance(body, dict) or not isinstance(body.get("consumer"), str) or "scn" not in body:
+            return _reject(400, "bad_body", usage)
+        consumer, scn = body["consumer"], body["scn"]
+        if consumer not in state.acks.consumers:
+            return _reject(
+                400,
+                "unknown_consumer",
+                f"{consumer!r} is not in relay.durable_consumers ({', '.join(state.acks.consumers)})",
+            )
+        if isinstance(scn, bool) or not isinstance(scn, int) or not 0 <= scn < 1 << 64:
+            return _reject(400, "bad_scn", f"scn must be an integer in [0, 2^64): got {json.dumps(scn)[:80]}")
+        # An acknowledgement lets the source discard its log up to there: never past what this relay has
+        # taken in (a typo or a consumer of another database would lose every change in between).
+        # Repeating an SCN already recorded changes nothing and is fine (e.g. after a relay restart).
+        newest = state.buffer.newest_scn
+        if scn > newest and scn > state.acks.snapshot().get(consumer, -1):
+            return _reject(
+                400,
+                "scn_not_served",
+                f"scn={scn} is past the newest SCN this relay has taken in ({newest}); acknowledge only what you "
+                "received from it",
+                newest_scn=newest,
+            )
         try:
-            scn = state.acks.ack(body["consumer"], body["scn"])
+            recorded = state.acks.ack(consumer, scn)
         except InvalidInput as exc:
             return _reject(400, exc.reason, exc.detail)
-        return JSONResponse({"consumer": body["consumer"], "scn": scn})
+        return JSONResponse({"consumer": consumer, "scn": recorded})
 
     def health() -> dict[str, Any]:
-        failed = state.capture.failed if state.capture else None
-        return {"ok": failed is None, "capture_error": failed, "newest_scn": state.buffer.newest_scn}
+        stop = state.capture.stopped if state.capture else None
+        out: dict[str, Any] = {
+            "ok": stop is None,
+            "capture_error": stop.error if stop else None,
+            "newest_scn": state.buffer.newest_scn,
+        }
+        if stop is not None:
+            out["reason"] = "capture_stopped"
+            out["capture"] = {"state": "stopped", **stop.to_json()}
+        return out
+
+    def with_capture_headers(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Stream responses say whether capture runs (``X-Headrace-Capture``) and, when stopped, why."""
+
+        async def wrapped(request: Request) -> Response:
+            response = await handler(request)
+            response.headers.update(capture_headers(state.capture))
+            return response
+
+        return wrapped
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -262,6 +379,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
                 state.buffer.newest_scn,
                 asyncio.get_running_loop(),
                 state.deliver,
+                policy=cfg.on_unrepresentable,
             )
             state.capture.start()
         try:
@@ -273,7 +391,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
 
     routes = [
         *standard_routes(health),
-        Route("/v1/stream", stream),
+        Route("/v1/stream", with_capture_headers(stream)),
         Route("/v1/sources", sources),
         Route("/v1/schemas/{fingerprint}", schema),
         Route("/v1/status", status),

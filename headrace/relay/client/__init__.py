@@ -2,13 +2,14 @@
 
 from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, SqlCheckpointStore
 from ._decode import ChangeEvent, EventDecoder, Window
-from ._relay_client import Batch, RelayClient
+from ._relay_client import Batch, CaptureStopped, RelayClient
 from ._subscriber import Consumer, Subscriber
 from ._switchover import BootstrapClient, SnapshotPage
 
 __all__ = [
     "Batch",
     "BootstrapClient",
+    "CaptureStopped",
     "ChangeEvent",
     "Checkpoint",
     "CheckpointStore",

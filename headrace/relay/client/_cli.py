@@ -53,6 +53,10 @@ class _Printer(Consumer):
             view = view[os.write(sys.stdout.fileno(), view) :]
 
 
+#: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
+EXIT_CAPTURE_STOPPED = 4
+
+
 def run_subscribe(
     relays: list[str],
     sources: list[str] | None,
@@ -63,6 +67,9 @@ def run_subscribe(
     bootstrap: list[str] | None = None,
     from_snapshot: bool = False,
 ) -> None:
+    """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
+    stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
+    more arrived" did not mean "caught up"."""
     sub = Subscriber(
         relays,
         sources,
@@ -77,5 +84,10 @@ def run_subscribe(
     sys.stdout.flush()
     try:
         sub.run(_Printer(), idle_exit=idle_exit)
+        stopped = sub.relay.capture_stopped
     finally:
         sub.close()
+    if stopped is not None and not sub.stop_event.is_set():
+        sys.stderr.write(f"headrace: the relay's capture is stopped: {stopped}\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_CAPTURE_STOPPED)

@@ -4,21 +4,76 @@ Errors map onto the headrace tree so retry loops key off classes: a connection f
 5xx is :class:`~headrace.errors.Unavailable`; 410 ``scn_too_old`` is
 :class:`~headrace.errors.ScnTooOld`; other 4xx are :class:`~headrace.errors.InvalidInput` carrying
 the server's reason.
+
+A relay whose capture stopped (a change it cannot take in; see docs/relay.md) still serves what it
+holds and says so on every stream response; :attr:`Batch.capture_stopped` and
+:attr:`RelayClient.capture_stopped` carry that report (:class:`CaptureStopped`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
 from .._schema import SchemaVersion
 
-__all__ = ["Batch", "RelayClient"]
+__all__ = ["Batch", "CaptureStopped", "RelayClient"]
+
+log = get_logger("relay.client")
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStopped:
+    """The relay's report that its capture stopped: no change past its newest SCN arrives until an
+    operator acts (``X-Headrace-Capture: stopped`` and ``X-Headrace-Capture-Error``)."""
+
+    #: ``unrepresentable_value`` or ``capture_failed``
+    reason: str
+    error: str
+    table: str | None = None
+    column: str | None = None
+    scn: int | None = None
+    since: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> CaptureStopped | None:
+        """The report in a stream response's headers; None while capture runs (or the server does not say)."""
+        if headers.get("x-headrace-capture") != "stopped":
+            return None
+        try:
+            info = json.loads(headers.get("x-headrace-capture-error", "{}"))
+        except ValueError:
+            info = {}
+        if not isinstance(info, dict):
+            info = {}
+        scn = info.get("scn")
+        return cls(
+            reason=str(info.get("reason") or "capture_failed"),
+            error=str(info.get("error") or "capture stopped"),
+            table=info.get("table"),
+            column=info.get("column"),
+            scn=scn if isinstance(scn, int) else None,
+            since=info.get("since"),
+        )
+
+    def __str__(self) -> str:
+        parts = [self.reason]
+        if self.table is not None:
+            parts.append(f"table={self.table}")
+        if self.column is not None:
+            parts.append(f"column={self.column}")
+        if self.scn is not None:
+            parts.append(f"scn={self.scn}")
+        if self.since is not None:
+            parts.append(f"since={self.since}")
+        return f"{' '.join(parts)}: {self.error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +84,8 @@ class Batch:
     scanned_scn: int
     oldest_scn: int | None
     newest_scn: int | None
+    #: the server's capture stopped (it still served what it holds); None while it runs
+    capture_stopped: CaptureStopped | None = None
 
 
 class RelayClient:
@@ -45,6 +102,8 @@ class RelayClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        #: what the last stream response said about the relay's capture (None: running, or not said)
+        self.capture_stopped: CaptureStopped | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -59,8 +118,12 @@ class RelayClient:
     def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
         if r.status_code < 400:
             return r
-        if r.status_code >= 500:
-            raise Unavailable(f"{self.url}: HTTP {r.status_code}")
+        if r.status_code >= 500:  # e.g. 503 too_many_streams: retried with backoff, maybe on another relay
+            try:
+                reason = str(r.json().get("error", ""))
+            except (ValueError, AttributeError):
+                reason = ""
+            raise Unavailable(f"{self.url}: HTTP {r.status_code} {reason}".rstrip())
         try:
             body = r.json()
         except ValueError:
@@ -99,6 +162,10 @@ class RelayClient:
         except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
             raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
         h = r.headers
+        stopped = CaptureStopped.from_headers(h)
+        if stopped is not None and self.capture_stopped is None:
+            log.warning("relay_capture_stopped", relay=self.url, report=str(stopped))
+        self.capture_stopped = stopped
         scanned = int(h.get("x-headrace-scn", since or 0))
         if windows:
             scanned = max(scanned, windows[-1][-1].scn)
@@ -107,6 +174,7 @@ class RelayClient:
             scanned,
             int(h["x-headrace-oldest-scn"]) if "x-headrace-oldest-scn" in h else None,
             int(h["x-headrace-newest-scn"]) if "x-headrace-newest-scn" in h else None,
+            self.capture_stopped,
         )
 
     def schema(self, fingerprint: str) -> SchemaVersion:
