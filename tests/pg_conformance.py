@@ -464,7 +464,9 @@ def healthy(url: str) -> tuple[bool, str]:
         st = httpx.get(url + "/v1/status", timeout=5).json().get("capture")
     except httpx.HTTPError as exc:
         return False, f"relay unreachable: {exc!r}"
-    ok = h.status_code == 200 and h.json().get("ok", True) is not False and not (st or {}).get("failed")
+    st = st or {}
+    stopped = st.get("state") == "stopped" or st.get("failed") or st.get("error")
+    ok = h.status_code == 200 and h.json().get("ok", True) is not False and not stopped
     return ok, f"/healthz {h.status_code} {h.text[:500]}; capture {st}"
 
 
@@ -624,6 +626,9 @@ class Comparer:
 
     def transactions(self, td_txns: list[list[TdChange]], windows: list[Window], only: Callable[[str], bool]) -> None:
         """Align ``td_txns`` (restricted to tables where ``only(table)``) with ``windows`` by commit order."""
+        scns = [w.scn for w in windows]
+        if scns != sorted(set(scns)):
+            self.result.add("windows", f"window SCNs do not strictly increase: {scns[:50]}")
         want = [[c for c in t if only(c.table)] for t in td_txns]
         want = [t for t in want if t]
         got = [w.events for w in windows]

