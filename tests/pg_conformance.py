@@ -782,6 +782,9 @@ class Run:
 
     def close(self) -> None:
         self.relay.kill9()
+        for (gid,) in self.pg.execute(f"SELECT gid FROM pg_prepared_xacts WHERE database = '{self.db}'"):
+            with contextlib.suppress(Exception):  # a workload that failed between PREPARE and COMMIT PREPARED
+                self.pg.execute(f"ROLLBACK PREPARED '{gid}'", self.db)
         for (slot,) in self.pg.execute(f"SELECT slot_name FROM pg_replication_slots WHERE database = '{self.db}'"):
             with contextlib.suppress(Exception):
                 self.pg.execute(f"SELECT pg_drop_replication_slot('{slot}')")
