@@ -537,6 +537,8 @@ class Comparer:
         self.types = types or {}
         self.keys = {t: list(k) for t, k in (keys or {}).items()}
         self.result = Comparison()
+        self._shape: dict[str, tuple[tuple[str, str], ...]] = {}  # table → columns and types last seen
+        self._flagged: set[str] = set()  # tables with a schema_changed event since their shape was seen
 
     def _base(self, typ: str) -> str:
         return self.types.get(typ, typ)
@@ -570,12 +572,20 @@ class Comparer:
         if ev.table != td.table or ev.op.value != td.op:
             self.result.add(where, f"delivered {ev.op.value} on {ev.table}, PostgreSQL {td.op} on {td.table}")
             return
+        if getattr(ev, "schema_changed", True):
+            self._flagged.add(td.table)
         if td.op == "t":
             if ev.before is not None or ev.after is not None or ev.key not in ([], None):
                 self.result.add(where, f"truncate event carries data: key {ev.key} {ev.before} {ev.after}")
             return
         after = _cols(ev.after)
-        if td.new is not None:
+        if td.new is not None:  # a schema change must reach the subscriber (on the first event in it)
+            shape = tuple((col, td.types.get(col, "?")) for col in td.new)
+            seen = self._shape.get(td.table)
+            if seen is not None and seen != shape and td.table not in self._flagged:
+                self.result.add(where, f"the table's columns changed ({seen} → {shape}), no event said schema_changed")
+            self._shape[td.table] = shape
+            self._flagged.discard(td.table)
             unchanged = set((ev.after or {}).get(UNCHANGED_COLUMN) or [])
             extra = set(after) - set(td.new)
             if extra:
