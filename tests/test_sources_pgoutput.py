@@ -177,3 +177,8 @@ def test_text_formats() -> None:
     assert resolve_type(600, -1).kind == "string"  # point: unknown types travel as their text form
     assert resolve_type(1186, -1).parse("P178000000Y") == "P178000000Y"  # interval: the ISO text travels
     assert resolve_type(3802, -1).parse('{"a": 1.0000000000000000001}') == '{"a": 1.0000000000000000001}'
+
+
+def test_array_elements_keep_unicode_spaces_postgresql_leaves_unquoted() -> None:
+    # array_out quotes an element only for ASCII whitespace; U+00A0 and U+3000 arrive bare
+    assert parse_array("{\u00a0a\u3000,b}", str) == ["\u00a0a\u3000", "b"]

@@ -251,7 +251,7 @@ def parse_array(text: str, elem: Parser) -> list[Any]:
                 start = pos
                 while text[pos] not in ",}":
                     pos += 1
-                raw = text[start:pos].strip()
+                raw = text[start:pos].strip(" \t\n\r\v\f")  # PostgreSQL quotes only ASCII whitespace
                 items.append(None if raw == "NULL" else elem(raw))
             c = text[pos]
             pos += 1
