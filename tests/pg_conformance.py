@@ -764,9 +764,15 @@ class Run:
         return f"{self.slot}_td"
 
     def finish(
-        self, keys: dict[str, Sequence[str]], tables: Iterable[str] | None = None, timeout: float = 60.0
+        self,
+        keys: dict[str, Sequence[str]],
+        tables: Iterable[str] | None = None,
+        timeout: float = 60.0,
+        event_keys: dict[str, Sequence[str]] | None = None,
     ) -> tuple[Comparison, list[Window], list[list[TdChange]]]:
-        """Read both witnesses and compare; asserts nothing (the caller does)."""
+        """Read both witnesses and compare; asserts nothing (the caller does). ``keys``: tables whose
+        final rows are compared, keyed by these columns; ``event_keys`` (default ``keys``): tables
+        whose event keys must be these columns' values; ``tables``: compare only these (default all)."""
         [(marker_id,)] = self.pg.execute(
             f"INSERT INTO {MARKER} SELECT count(*) + 1 FROM {MARKER} RETURNING id", self.db
         )
@@ -777,7 +783,7 @@ class Run:
             return only is None or t in only
 
         windows = relay_windows(self.url, marker_id, timeout)
-        comparer = Comparer(base_types(self.pg, self.db), keys)
+        comparer = Comparer(base_types(self.pg, self.db), keys if event_keys is None else event_keys)
         comparer.transactions(td, windows, wanted)
         compare_tables(self.pg, self.db, windows, {t: k for t, k in keys.items() if self._exists(t)}, comparer)
         ok, health = healthy(self.url)

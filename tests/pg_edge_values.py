@@ -358,12 +358,17 @@ def tables(group: str) -> list[str]:
     return [c.table for c in GROUPS[group]]
 
 
-def create(group: str) -> str:
-    """DDL of a group's tables (and types)."""
+def create(group: str, identity: str = "default") -> str:
+    """DDL of a group's tables (and types). ``identity``: ``default`` (a primary key), ``full`` (and
+    ``REPLICA IDENTITY FULL``, so every UPDATE and DELETE also carries each value in its old row), or
+    ``full_nopk`` (FULL without a primary key: every column, each edge value, is part of the key)."""
     ddl = [SETUP.get(group, "")]
+    pk = "" if identity == "full_nopk" else " PRIMARY KEY"
     for c in GROUPS[group]:
         null_ok = c.type != "label"
-        ddl.append(f"CREATE TABLE {c.table} (id int PRIMARY KEY, v {c.type}{'' if null_ok else ' NOT NULL'});")
+        ddl.append(f"CREATE TABLE {c.table} (id int{pk}, v {c.type}{'' if null_ok else ' NOT NULL'});")
+        if identity != "default":
+            ddl.append(f"ALTER TABLE {c.table} REPLICA IDENTITY FULL;")
     return "\n".join(ddl)
 
 

@@ -186,6 +186,13 @@ def identity_full_steps() -> list[Step]:
         "ALTER TABLE nokey_full ADD COLUMN new_column text;",
         "UPDATE nokey_full SET id = -id, new_column = 'someval';",
         "DELETE FROM nokey_full WHERE data = 3;",
+        # FULL on columns without an equality operator (json, point, xml), TOASTed and NULL values
+        "CREATE TABLE full_types (id int, j json, p point, x xml, big text); "
+        "ALTER TABLE full_types REPLICA IDENTITY FULL; ALTER TABLE full_types ALTER big SET STORAGE EXTERNAL;",
+        "INSERT INTO full_types VALUES (1, '{\"a\": 1.10}', '(1,2)', '<a/>', repeat(md5('x'), 200)), "
+        "(2, NULL, NULL, NULL, NULL);",
+        "UPDATE full_types SET p = '(3,4)';",
+        "UPDATE full_types SET big = NULL WHERE id = 1; DELETE FROM full_types WHERE id = 2;",
         # FULL with a primary key: the key changes, then the table goes (before the relay may read it)
         "CREATE TABLE full_gone (id int PRIMARY KEY, v text NOT NULL); ALTER TABLE full_gone REPLICA IDENTITY FULL;",
         "INSERT INTO full_gone VALUES (1, 'a'), (2, 'b');",
