@@ -142,7 +142,13 @@ GROUPS: dict[str, list[Column]] = {
         Column("name", _lits("a name", "x" * 63)),
     ],
     "binary_bool_uuid": [
-        Column("bytea", _lits("\\x", "\\x00", "\\x0000", "\\x6100", "\\xff00", "\\x" + "00ff" * 500 + "00")),
+        Column(
+            "bytea",
+            (
+                *_lits("\\x", "\\x00", "\\x0000", "\\x6100", "\\xff00", "\\x" + "00ff" * 500 + "00"),
+                "decode(repeat('00ff17', 349525) || '0000', 'hex')",  # 1 MiB, trailing zeros
+            ),
+        ),
         Column("boolean", ("true", "false")),
         Column(
             "uuid",
@@ -310,7 +316,14 @@ GROUPS: dict[str, list[Column]] = {
     ],
     "other": [
         Column("mood", _lits("sad", "very happy", "naïve ' \" \\", "\U0001f600")),
-        Column("mood[]", _lits('{sad,"very happy"}', "{}")),
+        Column("mood[]", _lits('{sad,"very happy"}', "{}", '{"NULL",NULL,"naïve \' \\" \\\\"}')),
+        Column("posint[]", _lits("{1,NULL,2147483647}", "{{1,2},{3,4}}"), name="posint_arr"),
+        Column("intarr", _lits("{1,NULL}", "[2:3]={5,6}")),
+        Column("hstore", _lits('a=>1, "b c"=>NULL, "q\\"x"=>"\U0001f600"', "")),
+        Column("citext", _lits("MiXeD Case", "")),
+        Column("ltree", _lits("top.science.astronomy", "")),
+        Column("cube", _lits("(1, 2, 3)", "(1e-300),(1e300)")),
+        Column("isbn13", _lits("978-0-393-04002-9")),
         Column("posint", ("1", "2147483647")),
         Column("label", _lits("domain text")),
         Column("money2", _lits("12345678.91", "-0.01")),
@@ -345,7 +358,10 @@ GROUPS: dict[str, list[Column]] = {
 #: Types a group needs created first.
 SETUP: dict[str, str] = {
     "other": """
-        CREATE TYPE mood AS ENUM ('sad', 'ok', 'very happy', 'naïve '' " \\', '\U0001f600');
+        CREATE TYPE mood AS ENUM ('sad', 'ok', 'very happy', 'naïve '' " \\', '\U0001f600', 'NULL');
+        CREATE DOMAIN intarr AS int[];
+        CREATE EXTENSION hstore; CREATE EXTENSION citext; CREATE EXTENSION ltree; CREATE EXTENSION cube;
+        CREATE EXTENSION isn;
         CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
         CREATE DOMAIN label AS text NOT NULL DEFAULT 'x';
         CREATE DOMAIN money2 AS numeric(10,2);
