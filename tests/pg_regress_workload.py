@@ -12,7 +12,8 @@ mixed transaction), savepoints released and rolled back (80 nested), two-phase t
 committed and rolled back (also one holding DDL, committed after a later transaction), a
 replication origin, logical messages, a row lock before the first change, a transaction large enough
 to spill to disk, a table in another schema, columns whose names collide after Avro sanitising,
-a FULL-identity table whose primary key changes and which is dropped, a partitioned table (a row
+catalog and table rewrites (VACUUM FULL, CLUSTER, REINDEX) between changes, a FULL-identity table
+whose primary key changes and which is dropped, a partitioned table (a row
 moving between partitions, a partition attached later), stored generated and identity columns.
 
 The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
@@ -106,6 +107,29 @@ def ddl_steps() -> list[Step]:
         'CREATE TABLE "Odd Table" ("a-b" int PRIMARY KEY, a_b text, "A_B" text, "1x" int);',
         """INSERT INTO "Odd Table" VALUES (1, 'a_b', 'A_B', 7);""",
         """UPDATE "Odd Table" SET a_b = 'changed', "A_B" = NULL;""",
+    ]
+
+
+def rewrite_steps() -> list[Step]:
+    """Catalog and table rewrites (VACUUM FULL, CLUSTER) between changes and around DDL."""
+    return [
+        "CREATE TABLE rw (id serial PRIMARY KEY, somedata int, big text);",
+        "INSERT INTO rw (somedata, big) VALUES (1, repeat(md5('rw'), 300));",
+        "BEGIN; INSERT INTO rw (somedata) VALUES (2); ALTER TABLE rw ADD COLUMN c1 int; "
+        "INSERT INTO rw (somedata, c1) VALUES (3, 1); COMMIT;",
+        "VACUUM FULL pg_class;",
+        "VACUUM FULL pg_attribute;",
+        "VACUUM FULL pg_type;",
+        "BEGIN; CLUSTER pg_class USING pg_class_oid_index; CLUSTER pg_class USING pg_class_oid_index; ROLLBACK;",
+        "BEGIN; CLUSTER pg_class USING pg_class_oid_index; COMMIT;",
+        "REINDEX TABLE pg_class;",
+        "INSERT INTO rw (somedata, c1) VALUES (4, 2);",
+        "VACUUM FULL rw;",
+        "UPDATE rw SET somedata = -somedata;",
+        "BEGIN; INSERT INTO rw (somedata, c1) VALUES (5, 3); ALTER TABLE rw ADD COLUMN c2 int; "
+        "INSERT INTO rw (somedata, c1, c2) VALUES (6, 4, 1); COMMIT;",
+        "CLUSTER rw USING rw_pkey;",
+        "DELETE FROM rw WHERE somedata = -1;",
     ]
 
 
@@ -404,7 +428,7 @@ def large_steps() -> list[Step]:
 
 
 SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
-    "ddl": lambda _rng, _prepared: ddl_steps(),
+    "ddl": lambda _rng, _prepared: [*ddl_steps(), *rewrite_steps()],
     "transactions": lambda _rng, _prepared: [*subxact_steps(), *origin_steps(), *large_steps()],
     "prepared": lambda _rng, prepared: prepared_steps(prepared),
     "identity_full": lambda _rng, _prepared: identity_full_steps(),
@@ -435,6 +459,7 @@ KEYS: dict[str, list[str]] = {
     "tab2": ["a"],
     "origin_tbl": ["id"],
     "big": ["id"],
+    "rw": ["id"],
     "gen": ["id"],
     "tr_many": ["id"],
     "tr_oddlength": ["id"],
