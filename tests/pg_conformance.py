@@ -531,7 +531,7 @@ class Comparison:
 
 class Comparer:
     """Compares relay events with test_decoding changes; ``types`` maps domain names to base types,
-    ``keys`` gives the primary-key columns of tables whose event keys are checked."""
+    ``keys`` gives the key columns of tables whose event keys are checked."""
 
     def __init__(self, types: dict[str, str] | None = None, keys: dict[str, Sequence[str]] | None = None) -> None:
         self.types = types or {}
@@ -554,18 +554,6 @@ class Comparer:
             except TypeError as exc:
                 shown = f"<{exc}>"
             self.result.add(where, f"column {col} [{typ}]: delivered {got!r} (as text {shown!r}), PostgreSQL {want!r}")
-
-    def _row(
-        self, where: str, what: str, td: dict[str, str | None], types: dict[str, str], got: dict[str, Any] | None
-    ) -> None:
-        if got is None:
-            self.result.add(where, f"{what} image missing; PostgreSQL has {td}")
-            return
-        for col, want in td.items():
-            if col not in got:
-                self.result.add(where, f"{what}: column {col} missing (delivered columns {sorted(got)})")
-                continue
-            self._value(where, f"{what}.{col}", types.get(col, "?"), got[col], want)
 
     def change(self, where: str, td: TdChange, ev: ChangeEvent) -> None:
         self.result.compared_changes += 1
