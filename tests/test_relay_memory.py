@@ -244,12 +244,13 @@ def test_slow_readers_cost_a_bounded_batch_each_and_still_get_every_byte(daemons
 
     normal = httpx.get(url + "/v1/stream", params={"since": 0, "max_bytes": 64 * MIB, "wait_ms": 0}, timeout=30)
     windows = list(split_windows(iter_frames(normal.content)))
-    assert len(windows) == n_windows and [len(w) for w in windows] == [1] * n_windows
+    # SQLite may group transactions committed within one cut interval into one window: count events
+    assert sum(len(w) for w in windows) == n_windows
     assert [w[0].scn for w in windows] == sorted({w[0].scn for w in windows})
     digest = hashlib.sha256(normal.content).hexdigest()
     for r in readers:  # every reader got every window, byte for byte
         assert r.length == len(normal.content) and r.sha.hexdigest() == digest
-        assert r.headers["x-headrace-windows"] == str(n_windows)
+        assert r.headers["x-headrace-windows"] == str(len(windows))
     # Bound (docs/relay.md "Memory and connections"): a body being written holds at most the piece the
     # transport still has plus the one being copied, plus asyncio's 16 KiB low-water rest: < 3 pieces.
     bound = 8 * 3 * batch / MIB + 16  # + 16 MiB for the allocator and the per-connection objects

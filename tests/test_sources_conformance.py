@@ -83,9 +83,8 @@ def test_same_workload_same_events(kind: str, request: pytest.FixtureRequest, tm
 
     got = events_of(windows)
     assert len(got) == total
-    # SQLite's trigger-side JSON keeps 15 significant digits of a REAL (reported to the relay branch);
-    # PostgreSQL and MariaDB must round-trip doubles exactly.
-    rel = 1e-14 if kind == "sqlite" else 0.0
+    # every source must round-trip doubles exactly (SQLite: captured through headrace_reals)
+    rel = 0.0
     for i, (g, w) in enumerate(zip(got, [e for t in want for e in t], strict=True)):
         assert same(g, w, rel), f"event {i} differs: got {g!r}, wrote {w!r}"
 

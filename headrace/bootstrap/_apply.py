@@ -3,7 +3,9 @@
 The snapshot store holds, per source table and key, the row as of the newest change applied, as a
 ready-to-serve ``r`` event frame (encoded once here, served by copying bytes). A delete removes the
 key. :func:`merge` folds any number of consecutive windows into one operation per key — the last
-change wins — so an apply transaction writes each key at most once.
+change wins — so an apply transaction writes each key at most once. A truncate event (op ``t``)
+drops what came before it for its table and becomes a table-wide delete (:data:`TRUNCATE_KEY`),
+which the store runs first, in the same transaction, before the table's later operations.
 
 Keys sort in :func:`sort_key` order: the bytes compare like the key values (integers numerically,
 text by code point), so snapshot pages come in key order on any SQL database (the store keeps the
@@ -18,9 +20,11 @@ from dataclasses import dataclass
 
 from ..relay import Event, Op, decode_key, encode_event
 
-__all__ = ["ReadFrame", "RowOp", "merge", "snapshot_frame", "sort_key"]
+__all__ = ["TRUNCATE_KEY", "ReadFrame", "RowOp", "merge", "snapshot_frame", "sort_key"]
 
 _I64 = 1 << 63
+#: the sort key of a truncate operation (no row's sort key starts with 0x00)
+TRUNCATE_KEY = b"\x00"
 
 
 def _component(value: object) -> bytes:
@@ -60,12 +64,17 @@ class ReadFrame:
 
 @dataclass(frozen=True, slots=True)
 class RowOp:
-    """What to do to one key: store ``frame`` (an upsert) or, when it is None, delete the row."""
+    """What to do to one key: store ``frame`` (an upsert) or, when it is None, delete the row; with
+    :attr:`truncate`, delete every row of ``source`` (before the other operations of the batch)."""
 
     source: str
     sort_key: bytes
     scn: int
     frame: bytes | None
+
+    @property
+    def truncate(self) -> bool:
+        return self.sort_key == TRUNCATE_KEY
 
 
 def merge(windows: Iterable[Iterable[Event | ReadFrame]]) -> dict[tuple[str, bytes], RowOp]:
@@ -73,6 +82,11 @@ def merge(windows: Iterable[Iterable[Event | ReadFrame]]) -> dict[tuple[str, byt
     out: dict[tuple[str, bytes], RowOp] = {}
     for window in windows:
         for e in window:
+            if e.op is Op.TRUNCATE:
+                for k in [k for k in out if k[0] == e.source]:
+                    del out[k]
+                out[(e.source, TRUNCATE_KEY)] = RowOp(e.source, TRUNCATE_KEY, e.scn, None)
+                continue
             sk = sort_key(e.key)
             if e.op is Op.READ and isinstance(e, ReadFrame):
                 out[(e.source, sk)] = RowOp(e.source, sk, e.scn, e.frame)

@@ -23,13 +23,8 @@ read again. PostgreSQL seeding (an exported snapshot from a temporary seeding sl
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import json
 import sqlite3
 import threading
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 from .._logging import get_logger
@@ -47,34 +42,6 @@ ROWID_COLUMN = "__rowid__"
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _tstz(v: Any) -> dt.datetime:
-    d = dt.datetime.fromisoformat(str(v))
-    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-
-
-_NATIVE: dict[str, Callable[[Any], Any]] = {
-    "int": int,
-    "long": int,
-    "float": float,
-    "double": float,
-    "boolean": lambda v: v.strip().lower() in ("1", "true", "t", "yes", "y") if isinstance(v, str) else bool(v),
-    "decimal": lambda v: decimal.Decimal(repr(v) if isinstance(v, float) else str(v)),
-    "string": lambda v: v if isinstance(v, str) else (v.decode() if isinstance(v, bytes) else str(v)),
-    "enum": lambda v: v if isinstance(v, str) else str(v),
-    "bytes": lambda v: v if isinstance(v, bytes) else str(v).encode(),
-    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
-    "time": lambda v: dt.time.fromisoformat(str(v)),
-    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
-    "timestamptz": _tstz,
-    "uuid": lambda v: uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v)),
-    "json": lambda v: json.loads(v) if isinstance(v, str) else v,
-}
-
-
-def _converters(meta: TableMeta) -> list[tuple[str, Callable[[Any], Any]]]:
-    return [(c.name, _NATIVE.get(c.type.kind, lambda v: v)) for c in meta.columns]
 
 
 def _page_sql(meta: TableMeta, with_after: bool, limit: int) -> str:
@@ -101,7 +68,7 @@ def seed_sqlite(
     positions: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Seed (or resume seeding) the snapshot store from the SQLite file at ``url``; returns the seed state."""
-    from ..relay.sources.sqlite import SqliteSource, sqlite_path
+    from ..relay.sources.sqlite import SqliteSource, sqlite_path, text_or_bytes
 
     source = SqliteSource(RelayConfig(source=url, tables=tables))
     source.open()  # installs capture (idempotent): every change after the first page is logged
@@ -119,6 +86,7 @@ def seed_sqlite(
     state: dict[str, Any] | None = store.state()["seed"]
     conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=60.0)
     conn.execute("PRAGMA busy_timeout=60000")
+    conn.text_factory = text_or_bytes  # TEXT that is not UTF-8 (SQLite does not check) as its bytes
     try:
         if state is None:
             start = _read_scn(conn)
@@ -147,13 +115,14 @@ def seed_sqlite(
                 rows = conn.execute(_page_sql(meta, after is not None, page_rows), after or ()).fetchall()
             finally:
                 conn.execute("COMMIT")
-            convs = _converters(meta)
+            names = [c.name for c in meta.columns]
             key_idx = [i for i, c in enumerate(meta.columns) if c.name in meta.key]
             frames = []
             codec = codecs.for_change(RowChange(scn, meta, Op.READ, (), None, {})) if rows else None
             for raw in rows:
                 assert codec is not None
-                values = {name: None if v is None else conv(v) for (name, conv), v in zip(convs, raw, strict=True)}
+                # the stream's own conversion, so a seeded row and its logged change are the same bytes
+                values = source.convert_row(meta, dict(zip(names, raw, strict=True)))
                 key = encode_key([values[k] for k in meta.key])
                 ev = Event(scn, meta.name, Op.READ, key, 0, codec.version.fingerprint, None, codec.encode(values))
                 frames.append(ReadFrame(scn, meta.name, key, encode_event(ev)))

@@ -226,7 +226,8 @@ class Store:
         ``expect`` — two appliers (the server's and a DAG's) never write a stale merge over a newer one.
         """
         ops = list(ops)
-        dels = [{"s": o.source, "k": o.sort_key} for o in ops if o.frame is None]
+        truncated = [o.source for o in ops if o.truncate]
+        dels = [{"s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
         ups = [{"source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame} for o in ops if o.frame]
         with self.writer.begin() as conn:
             if expect is not None:
@@ -236,6 +237,8 @@ class Store:
                 cur_v = conn.execute(q).scalar()
                 if cur_v is None or int(cur_v) != expect:
                     return False
+            if truncated:  # merge() kept only the operations after each table's truncate
+                conn.execute(ROWS.delete().where(ROWS.c.source.in_(truncated)))
             upsert = self._upsert(conn)
             if dels or (ups and upsert is None):
                 keys = dels if upsert is not None else dels + [{"s": u["source"], "k": u["sort_key"]} for u in ups]

@@ -11,7 +11,7 @@ Frame layout (all integers big-endian; see ``docs/relay-wire-format.md``)::
     offset size  field
     0      4     frame_len     bytes that follow this field, CRC included
     4      1     version       1
-    5      1     op            ASCII 'c' insert, 'u' update, 'd' delete, 'r' snapshot read
+    5      1     op            ASCII 'c' insert, 'u' update, 'd' delete, 'r' snapshot read, 't' truncate
     6      1     flags         1 = window end, 2 = has before, 4 = has after
     7      1     reserved      0
     8      8     scn           u64
@@ -91,6 +91,8 @@ class Op(enum.StrEnum):
     UPDATE = "u"
     DELETE = "d"
     READ = "r"
+    #: every row of the table was deleted (``TRUNCATE``): key ``[]``, no before/after, one event per table
+    TRUNCATE = "t"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@ Syntax of the ``filter`` parameter (one of):
   Integer keys compare as integers when both bounds are integers, anything else as text.
 
 ``sources`` is a separate parameter (a comma-separated list of table names).
+
+A truncate event (op ``t``, key ``[]``) concerns every row of its table, so the key filters pass it
+to every partition; only ``sources`` can leave it out.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput
-from ._event import EventHeader, key_partition
+from ._event import EventHeader, Op, key_partition
 
 __all__ = ["Filter", "parse_filter"]
 
@@ -47,6 +50,8 @@ class Filter:
     def matches(self, h: EventHeader) -> bool:
         if self.sources is not None and h.source not in self.sources:
             return False
+        if h.op is Op.TRUNCATE:  # every partition holds rows of the table
+            return True
         if self.mod is not None and key_partition(h.key, self.mod[0]) != self.mod[1]:
             return False
         return not (self.range is not None and not _in_range(h.key, *self.range))

@@ -7,9 +7,11 @@ between, the subscriber prints that window again on restart (at-least-once, whol
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
+from typing import Any
 
 from .._event import json_default
 from ._checkpoint import FileCheckpointStore
@@ -20,7 +22,8 @@ __all__ = ["event_json", "run_subscribe"]
 
 
 def event_json(e: ChangeEvent) -> str:
-    """The JSON line of one event (decimals as text, bytes as base64, times as ISO 8601).
+    """The JSON line of one event (decimals as text, bytes as base64, times as ISO 8601; strict JSON:
+    a NaN or infinite float is the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``).
 
     The first event of a table in a new schema also carries ``"schema_changed": true`` and
     ``"schema_version"``.
@@ -38,11 +41,26 @@ def event_json(e: ChangeEvent) -> str:
     if e.schema_changed:
         line["schema_changed"] = True
         line["schema_version"] = e.schema_version
-    return json.dumps(
-        line,
-        default=json_default,
-        ensure_ascii=False,
-    )
+    try:
+        return _STRICT.encode(line)
+    except ValueError:  # a NaN or ±Infinity somewhere: rare, so only then walk the values
+        return _STRICT.encode(_finite(line))
+
+
+# strict JSON: json.dumps would print bare NaN/Infinity, which JSON parsers refuse
+_STRICT = json.JSONEncoder(default=json_default, ensure_ascii=False, allow_nan=False)
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _finite(v: Any) -> Any:
+    """``v`` with each non-finite float replaced by the JSON string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else _NON_FINITE[repr(v)]
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
 
 
 class _Printer(Consumer):

@@ -20,7 +20,12 @@ __all__ = ["ChangeEvent", "EventDecoder", "Window"]
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One row change with decoded, typed values."""
+    """One row change with decoded, typed values.
+
+    ``op`` is :attr:`Op.TRUNCATE <headrace.relay.Op.TRUNCATE>` when every row of ``table`` was deleted
+    (``TRUNCATE``): then ``key`` is ``[]`` and ``before``/``after`` are None; a consumer keeping a copy
+    empties that table, in the window's order.
+    """
 
     scn: int
     table: str

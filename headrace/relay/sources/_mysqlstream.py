@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ...errors import UnrepresentableValue
 from .._event import Op
 from .._schema import Column, ColumnType, TableMeta
 from ._base import RowChange
-from ._mysqltypes import MysqlColumn, pack_scn
+from ._mysqlrows import BinlogColumn
+from ._mysqltypes import MysqlColumn, binlog_only_column, matches_binlog, pack_scn
 
 __all__ = ["BinlogAssembler", "BinlogTxn", "SpillBuffer", "StampedChanges", "TableInfo", "binlog_index"]
+
+
+def _any_text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else str(v)
 
 
 def binlog_index(file_name: str) -> int:
@@ -120,11 +126,17 @@ class BinlogAssembler:
     ddl_seen: int = 0
     _buf: SpillBuffer | None = None
     _gtid: str | None = None
-    _metas: dict[tuple[str, tuple[str, ...]], tuple[TableMeta, list[Any]]] = field(default_factory=dict)
+    _metas: dict[tuple[str, tuple[str, ...]], tuple[TableMeta, list[Any], Any]] = field(default_factory=dict)
+    _prepared: dict[str, tuple[SpillBuffer, str | None]] = field(default_factory=dict)
 
     @property
     def in_transaction(self) -> bool:
         return self._buf is not None
+
+    @property
+    def open_rows(self) -> int:
+        """Rows buffered for the open transaction."""
+        return self._buf.count if self._buf is not None else 0
 
     def rotate(self, next_file: str) -> None:
         self.file_index = binlog_index(next_file)
@@ -150,50 +162,99 @@ class BinlogAssembler:
         self._metas.clear()
         self.reset()
 
-    def _meta(self, table: str, names: tuple[str, ...]) -> tuple[TableMeta, list[Any]]:
+    def _meta(
+        self, table: str, names: tuple[str, ...], bcols: Sequence[BinlogColumn] | None
+    ) -> tuple[TableMeta, list[Any]]:
         cached = self._metas.get((table, names))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[2] is bcols:
+            return cached[0], cached[1]
         info = self.table_info(table)
+        by_name = {c.name: c for c in bcols} if bcols is not None else {}
         cols: list[Column] = []
         convs: list[Any] = []
         for n in names:
             mc = info.columns.get(n) if info is not None else None
+            bc = by_name.get(n)
+            if bc is not None and (mc is None or (mc.row is not None and not matches_binlog(mc.row, bc))):
+                # the column is gone or changed type since the event was written: the event's own type
+                mc = binlog_only_column(bc)
             if mc is None:
                 cols.append(Column(n, ColumnType("string"), True))
-                convs.append(str)
+                convs.append(_any_text)
             else:
                 cols.append(mc.column)
                 convs.append(mc.convert)
         key = tuple(k for k in (info.key if info else ()) if k in names)
         meta = TableMeta(name=table, columns=tuple(cols), key=key)
-        self._metas[(table, names)] = (meta, convs)
+        self._metas[(table, names)] = (meta, convs, bcols)
         return meta, convs
 
-    def _convert(self, table: str, values: dict[str, Any]) -> tuple[TableMeta, dict[str, Any]]:
+    def _convert(
+        self, table: str, values: dict[str, Any], bcols: Sequence[BinlogColumn] | None
+    ) -> tuple[TableMeta, dict[str, Any]]:
         names = tuple(values)
-        meta, convs = self._meta(table, names)
-        row = {n: (None if v is None else c(v)) for (n, v), c in zip(values.items(), convs, strict=True)}
+        meta, convs = self._meta(table, names, bcols)
+        try:
+            row = {n: (None if v is None else c(v)) for (n, v), c in zip(values.items(), convs, strict=True)}
+        except (ValueError, TypeError, ArithmeticError):
+            for (n, v), c in zip(values.items(), convs, strict=True):  # name the column
+                try:
+                    if v is not None:
+                        c(v)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    raise UnrepresentableValue(table, n, f"{type(v).__name__} {v!r:.200}: {exc}") from exc
+            raise
         return meta, row
 
-    def rows(self, op: Op, table: str, rows: list[dict[str, Any]]) -> None:
-        """One row event's rows (``values``, or ``before_values``/``after_values`` for updates)."""
+    def rows(
+        self, op: Op, table: str, rows: list[dict[str, Any]], columns: Sequence[BinlogColumn] | None = None
+    ) -> None:
+        """One row event's rows (``values``, or ``before_values``/``after_values`` for updates).
+
+        ``columns`` are the event's table-map columns (:func:`._mysqlrows.binlog_column`); pass the same
+        list object for the same table shape, so the converted table metadata is reused.
+        """
         if self._buf is None:
             self.begin()
         assert self._buf is not None
         for r in rows:
             if op is Op.UPDATE:
-                meta, before = self._convert(table, r["before_values"])
-                _, after = self._convert(table, r["after_values"])
+                meta, before = self._convert(table, r["before_values"], columns)
+                _, after = self._convert(table, r["after_values"], columns)
                 key = tuple(after[k] for k in meta.key)
                 self._buf.append(RowChange(-1, meta, op, key, before, after))
             else:
-                meta, row = self._convert(table, r["values"])
+                meta, row = self._convert(table, r["values"], columns)
                 key = tuple(row[k] for k in meta.key)
                 if op is Op.INSERT:
                     self._buf.append(RowChange(-1, meta, op, key, None, row))
                 else:
                     self._buf.append(RowChange(-1, meta, op, key, row, None))
+
+    def xa_prepare(self, xid: str) -> None:
+        """``XA PREPARE``: the open transaction waits, under its XID, for ``XA COMMIT``/``XA ROLLBACK``."""
+        if self._buf is not None:
+            old = self._prepared.pop(xid, None)
+            if old is not None:
+                old[0].close()
+            self._prepared[xid] = (self._buf, self._gtid)
+        self._buf, self._gtid = None, None
+
+    def xa_commit(self, xid: str, end_position: int, timestamp: int) -> BinlogTxn | None:
+        """``XA COMMIT`` of a prepared transaction (its own event group): delivered at this position."""
+        commit_gtid = self._gtid
+        if self._buf is not None:  # the commit's own group (GTID, query) holds no rows
+            self._buf.close()
+        self._buf, gtid = self._prepared.pop(xid, (None, None))
+        self._gtid = commit_gtid or gtid
+        return self.commit(end_position, timestamp)
+
+    def xa_rollback(self, xid: str) -> None:
+        """``XA ROLLBACK`` of a prepared transaction: its rows never happened."""
+        old = self._prepared.pop(xid, None)
+        if old is not None:
+            old[0].close()
+        self.reset()
 
     def commit(self, end_position: int, timestamp: int) -> BinlogTxn | None:
         """The commit event ending at ``end_position``; returns the transaction unless already delivered."""

@@ -1,13 +1,22 @@
 """pgoutput messages → committed transactions of row changes (sans-io).
 
 :class:`PgChangeAssembler` is fed decoded pgoutput messages in stream order and returns
-:class:`TxnBegin`, :class:`~headrace.relay.sources.RowChange` and :class:`TxnEnd` items. It keeps
-the relation cache (a Relation message defines a table's columns; a new one for a known relation
-id is how PostgreSQL announces a schema change, which becomes a new :class:`TableMeta` and so a new
-schema version) and resolves column types through injected catalog lookups: enums, domains and
-arrays of those are not built in, and primary keys and NOT NULL flags are not in the Relation
-message. With ``REPLICA IDENTITY FULL`` every column is flagged as identity, so the event key comes
-from the table's primary key instead.
+:class:`TxnBegin`, :class:`~headrace.relay.sources.RowChange` (a list of them for a TRUNCATE) and
+:class:`TxnEnd` items. It keeps the relation cache (a Relation message defines a table's columns; a
+new one for a known relation id is how PostgreSQL announces a schema change, which becomes a new
+:class:`TableMeta` and so a new schema version) and resolves column types through injected catalog
+lookups: enums, domains and arrays of those are not built in.
+
+Keys (see :func:`build_meta`). A table is decoded with the Relation message that arrived with its
+changes — the table as of the change — never with today's catalog alone. The event key is the
+*replica identity*, because that is what PostgreSQL puts in the old tuple of every DELETE and of
+every UPDATE that changes it: the primary key (``DEFAULT``), the index's columns (``USING INDEX``,
+even when the table also has a primary key). Only ``REPLICA IDENTITY FULL`` flags every column, and
+there the key is the primary key as the catalog gave it when the Relation message was first seen
+(cached per relation id and message), or every column when the catalog has no usable answer (the
+table was dropped, or its key changed, before the relay read the change). A table with no identity
+at all (``NOTHING``, or ``DEFAULT`` without a primary key; PostgreSQL then only lets it publish
+inserts) is keyed by every column.
 
 State machine: ``idle`` —Begin→ ``in transaction`` —Commit→ ``idle``. A transaction whose commit
 LSN is at or below :attr:`PgChangeAssembler.skip_through` (already delivered before a reconnect)
@@ -15,12 +24,17 @@ is dropped whole. Nothing is buffered: a change comes out as soon as its message
 transaction of any size passes in constant memory (with protocol version 1 the server sends each
 transaction after its commit, whole and in commit order, spilling big ones to its own disk).
 
+TRUNCATE. A Truncate message becomes one :data:`~headrace.relay.Op.TRUNCATE` change per truncated
+relation (key ``()``, no before/after image), in its place among the transaction's changes.
+
 Unchanged TOAST values. An UPDATE that leaves a TOASTed value (a large text, bytea, json, array …)
-as it was does not send it (``'u'`` in the tuple). With ``REPLICA IDENTITY FULL`` the old row has
-it and it is filled in. Otherwise it is *marked*: the value is ``None`` and the column's name is
-listed in the extra column :data:`UNCHANGED_COLUMN` (an array of strings). That column is added to
-a table's schema (a new schema version) the first time the table has such an update, so tables that
-never do keep exactly the columns of the database.
+as it was does not send it (``'u'`` in the tuple). When the old tuple has it — the whole old row
+with ``REPLICA IDENTITY FULL``, and the old key (which PostgreSQL sends whenever a key value is
+stored out of line) for identity columns — it is filled in, so a TOASTed key is always known.
+Otherwise it is *marked*: the value is ``None`` and the column's name is listed in the extra column
+:data:`UNCHANGED_COLUMN` (an array of strings). That column is added to a table's schema (a new
+schema version) the first time the table has such an update, so tables that never do keep exactly
+the columns of the database.
 """
 
 from __future__ import annotations
@@ -57,10 +71,15 @@ UNCHANGED_COLUMN: Final = "_headrace_unchanged"
 
 @dataclass(frozen=True, slots=True)
 class RelationCatalog:
-    """What the catalog says about a relation that pgoutput does not: primary key and NOT NULL columns."""
+    """What the catalog says about a relation that pgoutput does not: the order of its key columns.
+
+    ``primary_key`` and ``identity_index`` (the ``REPLICA IDENTITY USING INDEX`` index) list columns
+    in index order; ``not_null`` is kept for callers that show the table as it is now.
+    """
 
     primary_key: tuple[str, ...]
     not_null: frozenset[str]
+    identity_index: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,7 @@ class _Rel:
     meta: TableMeta
     types: tuple[PgType, ...]
     names: tuple[str, ...]
+    identity: frozenset[str]  # columns the old tuple of a 'K' update/delete carries
     parsers: tuple[Callable[[bytes], Any], ...] = ()
     marked: TableMeta | None = None  # meta + UNCHANGED_COLUMN, once needed
 
@@ -99,34 +119,65 @@ def table_name(namespace: str, name: str) -> str:
     return name if namespace == "public" else f"{namespace}.{name}"
 
 
+def _in_order(cols: tuple[str, ...], preferred: tuple[str, ...]) -> tuple[str, ...]:
+    """``cols`` in the catalog's index order when the catalog names exactly those columns."""
+    return preferred if preferred and sorted(preferred) == sorted(cols) else cols
+
+
+def event_key(
+    names: tuple[str, ...], identity: tuple[str, ...], replica_identity: str, catalog: RelationCatalog | None
+) -> tuple[str, ...]:
+    """The key columns of a table's events (see the module docstring).
+
+    ``identity`` are the columns the Relation message flags as replica identity, in column order;
+    ``replica_identity`` is its ``d``/``n``/``f``/``i`` letter; ``catalog`` is None when the relation
+    no longer exists.
+    """
+    cat = catalog or RelationCatalog((), frozenset())
+    if replica_identity == "f":
+        pk = cat.primary_key
+        return pk if pk and set(pk) <= set(names) else names
+    if identity:
+        return _in_order(identity, cat.identity_index if replica_identity == "i" else cat.primary_key)
+    return names
+
+
 def build_meta(
     table: str,
     columns: list[tuple[str, PgType]],
-    catalog: RelationCatalog,
     identity: tuple[str, ...],
-    full_identity: bool,
+    replica_identity: str,
+    catalog: RelationCatalog | None,
 ) -> TableMeta:
-    """A :class:`TableMeta` from resolved columns; the key is the primary key, else the replica identity.
+    """A :class:`TableMeta` from resolved columns; the key is :func:`event_key`.
 
-    Without ``REPLICA IDENTITY FULL`` an old row (``before``) carries only the key columns, the others
-    being null, so there the non-key columns are nullable in the schema even when NOT NULL in the table.
+    Only replica identity columns of a ``DEFAULT``/``USING INDEX`` table are NOT NULL in the schema:
+    PostgreSQL guarantees them as of the change (the Relation message is as of the change). Every
+    other column is nullable, even when NOT NULL in the table: an old row (``before``) carries only
+    the identity columns, and with ``FULL`` the catalog — the only source of NOT NULL flags — may
+    describe a later table than the change.
     """
-    names = [n for n, _ in columns]
-    key = tuple(k for k in catalog.primary_key if k in names) or identity
-    not_null = catalog.not_null if full_identity else frozenset()
-    cols = tuple(Column(n, column_type(t), nullable=n not in not_null and n not in key) for n, t in columns)
+    names = tuple(n for n, _ in columns)
+    key = event_key(names, identity, replica_identity, catalog)
+    required = frozenset(identity) if replica_identity in ("d", "i") else frozenset()
+    cols = tuple(Column(n, column_type(t), nullable=n not in required) for n, t in columns)
     return TableMeta(name=table, columns=cols, key=key)
 
 
 @dataclass(slots=True)
 class PgChangeAssembler:
-    """Turns pgoutput messages into transaction-delimited row changes; see the module docstring."""
+    """Turns pgoutput messages into transaction-delimited row changes; see the module docstring.
 
-    relation_catalog: Callable[[int], RelationCatalog]
+    ``relation_catalog`` answers for a relation id (None: no such relation any more); it is asked
+    once per Relation message, only for ``REPLICA IDENTITY USING INDEX``/``DEFAULT`` key order and
+    ``FULL`` primary keys.
+    """
+
+    relation_catalog: Callable[[int], RelationCatalog | None]
     type_catalog: Callable[[int], CatalogType | None]
     skip_through: int = -1
-    truncates: int = 0
     _rels: dict[int, _Rel] = field(default_factory=dict)
+    _catalog_cache: dict[Relation, RelationCatalog | None] = field(default_factory=dict)
     _txn: Begin | None = None
     _skipping: bool = False
     _rows: int = 0
@@ -141,8 +192,8 @@ class PgChangeAssembler:
         self._skipping = False
         self._rows = 0
 
-    def feed(self, msg: PgMessage) -> TxnBegin | RowChange | TxnEnd | TableMeta | None:
-        """Consume one message; returns the item it produced, if any."""
+    def feed(self, msg: PgMessage) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
+        """Consume one message; returns the item it produced, if any (a TRUNCATE: a list of changes)."""
         t = type(msg)
         if t is Insert or t is Update or t is Delete:  # the hot path
             if self._txn is None:
@@ -173,23 +224,28 @@ class PgChangeAssembler:
         if self._skipping:
             return None
         if isinstance(msg, Truncate):
-            self.truncates += 1
-            return None
+            return self._truncate(msg)
         return self._change(msg)
 
+    def _catalog(self, msg: Relation) -> RelationCatalog | None:
+        """The catalog's answer for this Relation message, asked once: replaying the same stream (after
+        a reconnect) decodes it the same way even if the table has changed or gone meanwhile."""
+        if msg not in self._catalog_cache:
+            if len(self._catalog_cache) > 10_000:
+                self._catalog_cache.clear()
+            self._catalog_cache[msg] = self.relation_catalog(msg.relid)
+        return self._catalog_cache[msg]
+
     def _relation(self, msg: Relation) -> TableMeta:
-        cat = self.relation_catalog(msg.relid)
         types = tuple(resolve_type(c.type_oid, c.typmod, self.type_catalog) for c in msg.columns)
         names = tuple(c.name for c in msg.columns)
         identity = tuple(c.name for c in msg.columns if c.is_key)
+        ident = msg.replica_identity
+        cat = self._catalog(msg) if ident == "f" or len(identity) > 1 else None
         meta = build_meta(
-            table_name(msg.namespace, msg.name),
-            list(zip(names, types, strict=True)),
-            cat,
-            identity,
-            full_identity=msg.replica_identity == "f",
+            table_name(msg.namespace, msg.name), list(zip(names, types, strict=True)), identity, ident, cat
         )
-        self._rels[msg.relid] = _Rel(meta, types, names)
+        self._rels[msg.relid] = _Rel(meta, types, names, frozenset(identity) if ident != "f" else frozenset(names))
         return meta
 
     def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -213,10 +269,34 @@ class PgChangeAssembler:
             rel.marked = TableMeta(rel.meta.name, (*rel.meta.columns, extra), rel.meta.key, rel.meta.namespace)
         return rel.marked
 
-    def _change(self, msg: Insert | Update | Delete) -> RowChange:
-        rel = self._rels.get(msg.relid)
+    def _rel(self, relid: int) -> _Rel:
+        rel = self._rels.get(relid)
         if rel is None:
-            raise ValueError(f"change for relation {msg.relid} before its Relation message")
+            raise ValueError(f"change for relation {relid} before its Relation message")
+        return rel
+
+    def _truncate(self, msg: Truncate) -> list[RowChange]:
+        assert self._txn is not None
+        scn = self._txn.final_lsn
+        out = []
+        for relid in msg.relids:
+            rel = self._rel(relid)
+            out.append(RowChange(scn, rel.marked or rel.meta, Op.TRUNCATE, (), None, None))
+        self._rows += len(out)
+        return out
+
+    def _old(self, rel: _Rel, kind: str, tup: tuple[TupleValue, ...]) -> dict[str, Any]:
+        """The old row: whole (``'O'``), or only the identity columns it carries (``'K'``)."""
+        old, unchanged = self._values(rel, tup)
+        if unchanged:  # the server sends old tuples detoasted; never claim a value it did not send
+            for name in unchanged:
+                del old[name]
+        return old if kind == "O" else {n: old[n] for n in rel.names if n in rel.identity and n in old}
+
+    def _change(self, msg: Insert | Update | Delete) -> RowChange:
+        rel = self._rels.get(msg.relid)  # inline: the hot path
+        if rel is None:
+            rel = self._rel(msg.relid)  # raises
         assert self._txn is not None
         self._rows += 1
         scn = self._txn.final_lsn
@@ -227,19 +307,25 @@ class PgChangeAssembler:
             return RowChange(scn, meta, Op.INSERT, tuple([after[k] for k in key_cols]), None, after)
         if isinstance(msg, Update):
             after, unchanged = self._values(rel, msg.new)
-            before: dict[str, Any] | None = None
-            if msg.old is not None:
-                old, _ = self._values(rel, msg.old)
-                before = old if msg.old_kind == "O" else {k: old[k] for k in key_cols}
-            if unchanged and msg.old_kind == "O" and before is not None:
-                for name in unchanged:  # REPLICA IDENTITY FULL: the old row has the value
-                    after[name] = before[name]
-                unchanged = []
+            before = self._old(rel, msg.old_kind, msg.old) if msg.old is not None and msg.old_kind else None
+            if unchanged and before:  # the old row or old key has it: fill it in
+                still = []
+                for name in unchanged:
+                    if name in before:
+                        after[name] = before[name]
+                    else:
+                        still.append(name)
+                unchanged = still
             if unchanged:
+                missing = [k for k in key_cols if k in unchanged]
+                if missing:
+                    raise ValueError(
+                        f"{rel.meta.name}: an UPDATE left the TOASTed key column(s) {missing} unchanged and the server "
+                        "sent no old key (PostgreSQL minor releases since February 2022 send it)"
+                    )
                 meta = self._marked(rel)
                 after[UNCHANGED_COLUMN] = unchanged
-            return RowChange(scn, meta, Op.UPDATE, tuple(after[k] for k in key_cols), before, after)
+            return RowChange(scn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after)
         assert isinstance(msg, Delete)
-        old, _ = self._values(rel, msg.old)
-        before = old if msg.old_kind == "O" else {k: old[k] for k in key_cols}
-        return RowChange(scn, meta, Op.DELETE, tuple(old[k] for k in key_cols), before, None)
+        before = self._old(rel, msg.old_kind, msg.old)
+        return RowChange(scn, meta, Op.DELETE, tuple([before.get(k) for k in key_cols]), before, None)

@@ -30,15 +30,22 @@ window read at least ``retention_seconds`` ago. On first start it is the server'
 position, so a restarted relay re-reads from there into its buffer. If the server purged the
 binlog file it points into, :meth:`read` raises :class:`~headrace.errors.FatalError` explaining how
 to re-seed. The GTID of the last transaction read is recorded there and in ``describe()``.
+
+TRUNCATE. The server always logs ``TRUNCATE TABLE`` as a statement (a QUERY event, its own
+transaction), never as row deletions. A TRUNCATE of a captured table becomes a window of one
+:data:`~headrace.relay.Op.TRUNCATE` event (key ``()``, no row images) whose SCN is the position
+after the statement.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +56,13 @@ from ..._logging import get_logger
 from ...errors import FatalError, Unavailable, UsageError
 from .._event import Op
 from .._schema import TableMeta
-from ._base import ChangeSource, ChangeWindow
+from ._base import ChangeSource, ChangeWindow, RowChange
+from ._mysqlrows import BinlogColumn, binlog_column, decode_rows
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
 
-__all__ = ["MysqlSource", "StreamBroken"]
+__all__ = ["MysqlSnapshot", "MysqlSource", "SnapshotPage", "StreamBroken"]
 
 log = get_logger("relay.source.mysql")
 
@@ -63,6 +71,25 @@ STALLS = Counter("headrace_relay_mysql_stream_breaks_total", "binlog stream stal
 
 class StreamBroken(Exception):
     """The binlog connection failed or timed out (raised instead of the library's silent reconnect)."""
+
+
+_TRUNCATE = re.compile(
+    r"\s*TRUNCATE\s+(?:TABLE\s+)?(?:(?P<db>`(?:[^`]|``)+`|[\w$]+)\s*\.\s*)?(?P<t>`(?:[^`]|``)+`|[\w$]+)\s*;?\s*",
+    re.IGNORECASE,
+)
+
+
+def truncated_table(query: str, default_db: str | None) -> tuple[str | None, str] | None:
+    """``(database, table)`` of a ``TRUNCATE [TABLE] [db.]t`` statement, else None."""
+    m = _TRUNCATE.fullmatch(query)
+    if m is None:
+        return None
+
+    def unquote(name: str) -> str:
+        return name[1:-1].replace("``", "`") if name.startswith("`") else name
+
+    db = m.group("db")
+    return (unquote(db) if db else default_db), unquote(m.group("t"))
 
 
 def _stream_connection_class() -> type:
@@ -114,6 +141,8 @@ class MysqlSource(ChangeSource):
         self._saved: int | None = None
         self._last_scn = -1
         self._last_gtid: str | None = None
+        self._binlog_columns: dict[int, tuple[Any, list[BinlogColumn]]] = {}
+        self._shapes: dict[tuple[Any, ...], list[BinlogColumn]] = {}
 
     # -- control connection --------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -148,7 +177,7 @@ class MysqlSource(ChangeSource):
         rows = self._query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
             "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', 'log_bin_basename', "
-            "'gtid_mode', 'version')"
+            "'gtid_mode', 'version', 'log_bin_compress', 'binlog_row_value_options')"
         )
         return {str(k).lower(): str(v) for k, v in rows}
 
@@ -167,6 +196,16 @@ class MysqlSource(ChangeSource):
                     f"Set it in the server's configuration ({name.replace('_', '-')}={want}) or run "
                     f"SET GLOBAL {name} = '{want}' (then reconnect clients), and start the relay again."
                 )
+        if v.get("log_bin_compress", "OFF").upper() == "ON":  # compressed row events: not decodable here
+            raise UsageError(
+                "MariaDB has log_bin_compress = ON; the relay cannot read compressed row events. "
+                "Set log_bin_compress=OFF (SET GLOBAL log_bin_compress = OFF) and start the relay again."
+            )
+        if "PARTIAL_JSON" in v.get("binlog_row_value_options", "").upper():  # MySQL 8: JSON diffs, not values
+            raise UsageError(
+                "MySQL has binlog_row_value_options = PARTIAL_JSON; the relay needs whole JSON values. "
+                "Set binlog_row_value_options='' and start the relay again."
+            )
         self._basename = Path(v.get("log_bin_basename", "binlog")).name
         saved = self._load_position()
         if saved is None:
@@ -234,18 +273,24 @@ class MysqlSource(ChangeSource):
     def _table_info(self, table: str) -> TableInfo | None:
         if table in self._tables:
             return self._tables[table]
-        cols = self._query(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE "
+        info = self._load_table_info(self._query, table)
+        self._tables[table] = info
+        return info
+
+    def _load_table_info(self, query: Callable[..., list[Any]], table: str) -> TableInfo | None:
+        """The table's columns, converters and primary key from ``information_schema`` (None: no such table)."""
+        cols = query(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
+            "CHARACTER_OCTET_LENGTH "
             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             (self.schema, table),
             as_dict=True,
         )
         if not cols:
-            self._tables[table] = None
             return None
         json_cols: frozenset[str] = frozenset()
         with contextlib.suppress(Exception):  # MariaDB: JSON is LONGTEXT CHECK (json_valid(col))
-            checks = self._query(
+            checks = query(
                 "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
                 "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
                 (self.schema, table),
@@ -258,16 +303,14 @@ class MysqlSource(ChangeSource):
             )
         key = tuple(
             str(r[0])
-            for r in self._query(
+            for r in query(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
                 "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
                 (self.schema, table),
             )
         )
         columns = {str(c["COLUMN_NAME"]): mysql_column(c, json_cols) for c in cols}
-        info = TableInfo(table, columns, key)
-        self._tables[table] = info
-        return info
+        return TableInfo(table, columns, key)
 
     def tables(self) -> list[TableMeta]:
         names = self.only_tables or [
@@ -285,6 +328,26 @@ class MysqlSource(ChangeSource):
                 cols = tuple(c.column for c in info.columns.values())
                 out.append(TableMeta(name=name, columns=cols, key=info.key))
         return out
+
+    def snapshot(self, tables: Sequence[str] | None = None) -> MysqlSnapshot:
+        """Open a consistent snapshot of ``tables`` (default: the captured tables); see :class:`MysqlSnapshot`."""
+        return MysqlSnapshot(self, tables)
+
+    def snapshot_rows(
+        self,
+        tables: Sequence[str] | None = None,
+        page_rows: int = 5000,
+        resume: tuple[str, tuple[Any, ...] | None] | None = None,
+    ) -> Iterator[SnapshotPage]:
+        """The rows of one consistent snapshot, page by page (each page carries the snapshot's SCN).
+
+        Every call opens a new snapshot: after a crash, call it again with ``resume`` = the last saved
+        ``(table, page.after_key)``; the new snapshot's SCN is then at or after the old one, and a
+        consumer that applies the stream from the *first* snapshot's SCN converges (pages read later
+        already contain some of the changes it replays; re-applying an image is idempotent).
+        """
+        with self.snapshot(tables) as snap:
+            yield from snap.pages(page_rows, resume)
 
     def uninstall(self) -> None:
         """Nothing is installed in the server; forget the saved position."""
@@ -312,6 +375,7 @@ class MysqlSource(ChangeSource):
             MariadbGtidEvent,
             QueryEvent,
             RotateEvent,
+            XAPrepareEvent,
             XidEvent,
         )
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -345,6 +409,7 @@ class MysqlSource(ChangeSource):
                 MariadbGtidEvent,
                 QueryEvent,
                 XidEvent,
+                XAPrepareEvent,
                 HeartbeatLogEvent,
                 WriteRowsEvent,
                 UpdateRowsEvent,
@@ -354,6 +419,42 @@ class MysqlSource(ChangeSource):
             enable_logging=False,
         )
 
+    def _truncate_window(self, ev: Any, schema: str | None, asm: BinlogAssembler) -> ChangeWindow | None:
+        """The window of a ``TRUNCATE`` QUERY event of a captured table (None for any other statement)."""
+        target = truncated_table(ev.query, schema)
+        if target is None or target[0] != self.schema:
+            return None
+        table = target[1]
+        if self.only_tables is not None and table not in self.only_tables:
+            return None
+        scn = pack_scn(asm.file_index, ev.packet.log_pos)
+        info = self._table_info(table)
+        if scn <= asm.skip_through or info is None:
+            return None
+        asm.skip_through = scn
+        meta = TableMeta(name=table, columns=tuple(c.column for c in info.columns.values()), key=info.key)
+        self._last_scn, self._last_gtid = scn, None
+        self._marks.read(self._clock(), scn)
+        return ChangeWindow(scn, ev.timestamp * 1000, [RowChange(scn, meta, Op.TRUNCATE, (), None, None)])
+
+    def _rows(self, ev: Any) -> tuple[list[BinlogColumn], list[dict[str, Any]]]:
+        """The table-map columns and rows of a rows event, decoded by :mod:`._mysqlrows` (see there why)."""
+        cols = ev.columns
+        cached = self._binlog_columns.get(ev.table_id)
+        if cached is not None and cached[0] is cols:
+            bcols = cached[1]
+        else:
+            fresh = [binlog_column(c, i) for i, c in enumerate(cols)]
+            # MariaDB logs a table map per statement: one list object per table shape keeps the
+            # assembler's converted metadata (and the registry's fast path) reusable
+            if len(self._shapes) > 4096:
+                self._shapes.clear()
+            bcols = self._shapes.setdefault(tuple(c.signature() for c in fresh), fresh)
+            self._binlog_columns[ev.table_id] = (cols, bcols)
+        data = ev.packet.read(ev.event_size - ev.packet.read_bytes)
+        after = getattr(ev, "columns_present_bitmap2", None)
+        return bcols, decode_rows(bcols, data, ev.columns_present_bitmap, after)
+
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         import pymysql
         from pymysqlreplication.event import (
@@ -362,6 +463,7 @@ class MysqlSource(ChangeSource):
             MariadbGtidEvent,
             QueryEvent,
             RotateEvent,
+            XAPrepareEvent,
             XidEvent,
         )
         from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
@@ -373,6 +475,7 @@ class MysqlSource(ChangeSource):
         stream = self._stream(start)
         log.info("stream_started", file=self._file_name(asm.file_index), position=unpack_scn(start)[1], scn=start)
         last_yield = self._clock()
+        xa_id = ""
         try:
             while not stop.is_set():
                 try:
@@ -403,26 +506,50 @@ class MysqlSource(ChangeSource):
                     op = Op.INSERT if isinstance(ev, WriteRowsEvent) else (
                         Op.UPDATE if isinstance(ev, UpdateRowsEvent) else Op.DELETE
                     )  # fmt: skip
-                    asm.rows(op, ev.table, ev.rows)
+                    bcols, rows = self._rows(ev)
+                    asm.rows(op, ev.table, rows, bcols)
                 elif isinstance(ev, RotateEvent):
                     asm.rotate(ev.next_binlog)
                 elif isinstance(ev, MariadbGtidEvent | GtidEvent):
                     asm.begin(str(ev.gtid))
+                elif isinstance(ev, XAPrepareEvent):
+                    asm.xa_prepare(xa_id)
                 elif isinstance(ev, QueryEvent):
-                    query = ev.query.strip().upper()
-                    if query == "BEGIN":
+                    query = ev.query.strip()
+                    word = query.split(None, 1)[0].upper() if query else ""
+                    txn = None
+                    if word == "BEGIN":
                         asm.begin()
-                    elif query == "COMMIT":
+                    elif word == "COMMIT":
                         txn = asm.commit(ev.packet.log_pos, ev.timestamp)
-                        if txn is not None:
-                            self._last_scn, self._last_gtid = txn.scn, txn.gtid
-                            self._marks.read(self._clock(), txn.scn)
-                            yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
-                            last_yield = self._clock()
+                    elif word in ("SAVEPOINT", "RELEASE") or query.upper().startswith("ROLLBACK TO"):
+                        pass  # inside a transaction; a rolled-back part is already gone from the binlog
+                    elif word == "XA":
+                        verb, _, xid = query[3:].strip().partition(" ")
+                        verb = verb.upper()
+                        if verb == "END":
+                            xa_id = xid.strip()
+                        elif verb == "COMMIT":
+                            txn = asm.xa_commit(xid.strip(), ev.packet.log_pos, ev.timestamp)
+                        elif verb == "ROLLBACK":
+                            asm.xa_rollback(xid.strip())
+                    elif word == "ROLLBACK":  # a rolled-back transaction that touched non-transactional tables
+                        log.warning("binlog_rollback_seen", rows=asm.open_rows, hint="its rows are not delivered")
+                        asm.reset()
                     else:  # DDL (its own transaction): reload column metadata
+                        schema = ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema
                         asm.ddl()
                         self._tables.clear()
-                        log.info("ddl_seen", schema=ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema)
+                        log.info("ddl_seen", schema=schema)
+                        window = self._truncate_window(ev, schema, asm)
+                        if window is not None:
+                            yield window
+                            last_yield = self._clock()
+                    if txn is not None:
+                        self._last_scn, self._last_gtid = txn.scn, txn.gtid
+                        self._marks.read(self._clock(), txn.scn)
+                        yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
+                        last_yield = self._clock()
                 elif isinstance(ev, HeartbeatLogEvent):
                     pass
                 if self._clock() - last_yield >= self.idle_seconds:
@@ -432,3 +559,212 @@ class MysqlSource(ChangeSource):
             asm.reset()
             with contextlib.suppress(Exception):
                 stream.close()
+
+
+# -- snapshot ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """Up to ``page_rows`` rows of one table, read in one consistent snapshot.
+
+    ``rows`` are :class:`RowChange` with op ``r`` (READ), SCN ``scn``, the key, and ``after`` holding
+    the row converted exactly as the binlog stream converts it. ``after_key`` is the last key of the
+    page (give it back as ``resume`` to continue after it); ``None`` for a table without a primary key,
+    which is read whole and restarts from its first row on resume. ``last`` marks a table's last page.
+    """
+
+    scn: int
+    table: TableMeta
+    rows: list[RowChange]
+    after_key: tuple[Any, ...] | None
+    last: bool
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _sql_param(v: Any) -> Any:
+    """A key value (as the converters produce it) as a query parameter that compares equal in SQL."""
+    import datetime as dt
+    import uuid
+
+    if isinstance(v, dt.timedelta):  # PyMySQL prints negative timedeltas wrongly
+        micros = v // dt.timedelta(microseconds=1)
+        sign, micros = ("-" if micros < 0 else ""), abs(micros)
+        secs, frac = divmod(micros, 1_000_000)
+        return f"{sign}{secs // 3600}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac:06d}"
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:  # TIMESTAMP: the session's time_zone is UTC
+        return v.astimezone(dt.UTC).replace(tzinfo=None)
+    return v
+
+
+class MysqlSnapshot:
+    """A consistent snapshot of some tables and the binlog position it is consistent with.
+
+    MariaDB: ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` and the status variables
+    ``binlog_snapshot_file``/``binlog_snapshot_position`` — the position after the last transaction
+    the snapshot sees, taken atomically with it, without locking anything. MySQL (which lacks those
+    variables): the same snapshot started under ``FLUSH TABLES WITH READ LOCK`` (needs ``RELOAD``),
+    held only while the position is read. :attr:`scn` is that position as an SCN: the snapshot holds
+    exactly the transactions with SCN ≤ ``scn``, and :meth:`MysqlSource.read` with ``after_scn=scn``
+    delivers exactly the rest. Rows come through the stream's converters, so a row read here and the
+    same row read from the binlog encode to the same bytes. InnoDB tables only (others are not
+    transactional: their rows are as of the moment each page is read).
+    """
+
+    def __init__(self, source: MysqlSource, tables: Sequence[str] | None = None) -> None:
+        import pymysql
+        from pymysql.converters import conversions
+
+        self.source = source
+        encoders = {k: v for k, v in conversions.items() if not isinstance(k, int)}
+        # no decoders: every value arrives as the server's text (bytes for binary columns), which the
+        # column converters turn into the same values the binlog decoder's output becomes
+        try:
+            self.conn = pymysql.connect(**source.settings, conv=encoders, autocommit=True, connect_timeout=10)
+        except pymysql.err.OperationalError as exc:
+            raise Unavailable(f"cannot connect to MySQL/MariaDB for a snapshot: {exc}") from exc
+        try:
+            self.scn, self.file, self.position = self._start()
+            self.table_names = list(tables) if tables is not None else self._all_tables()
+        except BaseException:
+            self.close()
+            raise
+        log.info("snapshot_started", scn=self.scn, file=self.file, position=self.position, tables=len(self.table_names))
+
+    def _q(self, sql: str, args: tuple[Any, ...] = (), as_dict: bool = False) -> list[Any]:
+        import pymysql
+
+        with self.conn.cursor(pymysql.cursors.DictCursor if as_dict else None) as cur:
+            cur.execute(sql, args or None)  # no args: a literal % (LIKE 'x_%') stays as it is
+            return list(cur.fetchall())
+
+    def _start(self) -> tuple[int, str, int]:
+        self._q("SET SESSION time_zone = '+00:00'")
+        self._q("SET SESSION sql_mode = ''")  # no PAD_CHAR_TO_FULL_LENGTH: CHAR values as the binlog has them
+        self._q("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        self._q("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        status = {str(k).lower(): str(v) for k, v in self._q("SHOW STATUS LIKE 'binlog_snapshot_%'")}
+        file, pos = status.get("binlog_snapshot_file", ""), status.get("binlog_snapshot_position", "")
+        if not file:  # MySQL: hold commits while the snapshot starts and the position is read
+            self._q("ROLLBACK")
+            self._q("FLUSH TABLES WITH READ LOCK")
+            try:
+                self._q("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                try:
+                    rows = self._q("SHOW BINARY LOG STATUS")
+                except Exception:
+                    rows = self._q("SHOW MASTER STATUS")
+            finally:
+                self._q("UNLOCK TABLES")
+            file, pos = str(rows[0][0]), str(rows[0][1])
+        return pack_scn(binlog_index(file), int(pos)), file, int(pos)
+
+    def _all_tables(self) -> list[str]:
+        return self.source.only_tables or [
+            str(r[0])
+            for r in self._q(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                (self.source.schema,),
+            )
+        ]
+
+    def _info(self, table: str) -> TableInfo | None:
+        def query(sql: str, args: tuple[Any, ...] = (), as_dict: bool = False) -> list[Any]:
+            rows = self._q(sql, args, as_dict)
+            if as_dict:  # without decoders numbers are text; mysql_column wants what a DictCursor gives
+                return [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.items()} for r in rows]
+            return rows
+
+        return self.source._load_table_info(query, table)
+
+    def pages(
+        self, page_rows: int = 5000, resume: tuple[str, tuple[Any, ...] | None] | None = None
+    ) -> Iterator[SnapshotPage]:
+        """Every row of the snapshot's tables, table by table in key order, ``page_rows`` at a time.
+
+        ``resume=(table, after_key)`` skips the tables before ``table`` and the rows up to
+        ``after_key`` (a page's :attr:`SnapshotPage.after_key`; ``None``: from its first row). A table
+        gone from the database is skipped. Each table yields at least one (possibly empty) page.
+        """
+        names = self.table_names
+        after: tuple[Any, ...] | None = None
+        if resume is not None:
+            table, after = resume
+            names = names[names.index(table) :] if table in names else names
+        for name in names:
+            info = self._info(name)
+            if info is None:
+                log.warning("snapshot_table_missing", table=name)
+                continue
+            meta = TableMeta(name=name, columns=tuple(c.column for c in info.columns.values()), key=info.key)
+            if resume is not None and name == resume[0]:
+                yield from self._table_pages(info, meta, page_rows, after)
+            else:
+                yield from self._table_pages(info, meta, page_rows, None)
+
+    def _table_pages(
+        self, info: TableInfo, meta: TableMeta, page_rows: int, after: tuple[Any, ...] | None
+    ) -> Iterator[SnapshotPage]:
+        import pymysql
+
+        names = [c.column.name for c in info.columns.values()]
+        convs = [c.convert for c in info.columns.values()]
+        select = ", ".join(
+            f"CAST({_ident(n)} AS DOUBLE)" if c.column.type.kind == "float" else _ident(n)
+            for n, c in zip(names, info.columns.values(), strict=True)
+        )  # FLOAT as text has 6 digits; as DOUBLE it prints the exact value in shortest form
+        table = f"{_ident(self.source.schema)}.{_ident(meta.name)}"
+        key_idx = [names.index(k) for k in meta.key]
+
+        def change(raw: tuple[Any, ...]) -> RowChange:
+            row = {n: (None if v is None else c(v)) for n, v, c in zip(names, raw, convs, strict=True)}
+            return RowChange(self.scn, meta, Op.READ, tuple(row[names[i]] for i in key_idx), None, row)
+
+        if not meta.key:  # no primary key: one streamed read of the whole table
+            with self.conn.cursor(pymysql.cursors.SSCursor) as cur:
+                cur.execute(f"SELECT {select} FROM {table}")
+                while True:
+                    raw_rows = cur.fetchmany(page_rows)
+                    rows = [change(r) for r in raw_rows]
+                    done = len(raw_rows) < page_rows
+                    if done:
+                        cur.fetchall()
+                    yield SnapshotPage(self.scn, meta, rows, None, done)
+                    if done:
+                        return
+        order = ", ".join(_ident(k) for k in meta.key)
+        while True:
+            where, args = "", ()
+            if after is not None:
+                # (k1, k2, …) > (a1, a2, …), spelled out so the optimizer uses the primary key's range
+                ors = []
+                for i in range(len(meta.key)):
+                    eqs = [f"{_ident(k)} = %s" for k in meta.key[:i]] + [f"{_ident(meta.key[i])} > %s"]
+                    ors.append("(" + " AND ".join(eqs) + ")")
+                    args += tuple(_sql_param(v) for v in after[: i + 1])
+                where = "WHERE " + " OR ".join(ors)
+            raw_rows = self._q(f"SELECT {select} FROM {table} {where} ORDER BY {order} LIMIT %s", (*args, page_rows))
+            rows = [change(r) for r in raw_rows]
+            if rows:
+                after = rows[-1].key
+            done = len(rows) < page_rows
+            yield SnapshotPage(self.scn, meta, rows, after, done)
+            if done:
+                return
+
+    def close(self) -> None:
+        """End the snapshot transaction and its connection."""
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def __enter__(self) -> MysqlSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -2,8 +2,10 @@
 
 Theory of operation. :meth:`PostgresSource.open` checks ``wal_level = logical`` and the role's
 REPLICATION right (refusing with a message naming the setting), then creates — idempotently — the
-publication (``relay.postgres.publication``, for ``relay.tables`` or all tables) and the logical
-replication slot (``relay.postgres.slot``). :meth:`read` opens a replication connection, runs
+publication (``relay.postgres.publication``: ``FOR TABLE`` the tables, of ``relay.tables`` or all,
+that have a replica identity, so the application's UPDATE/DELETE on keyless tables are never
+refused; kept current by an event trigger and on every slot poll, see :meth:`_ensure_publication`)
+and the logical replication slot (``relay.postgres.slot``). :meth:`read` opens a replication connection, runs
 ``START_REPLICATION SLOT … LOGICAL 0/0 (proto_version '1', publication_names …)`` and feeds every
 message through :mod:`._pgoutput` (bytes → messages) and :mod:`._pgstream` (messages → row
 changes). With protocol version 1 the server decodes a transaction only after its commit and sends
@@ -65,7 +67,7 @@ __all__ = ["PostgresSource", "SlotSnapshot", "connect", "export_snapshot", "form
 log = get_logger("relay.source.postgres")
 
 RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
-TRUNCATES = Counter("headrace_relay_pg_truncates_total", "TRUNCATE statements seen (not turned into events)")
+TRUNCATES = Counter("headrace_relay_pg_truncates_total", "truncate events (one per table of a TRUNCATE)")
 RECONNECTS = Counter("headrace_relay_pg_stream_starts_total", "START_REPLICATION calls (first start and resumes)")
 
 
@@ -102,6 +104,43 @@ def _is_connection_error(exc: Exception) -> bool:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_text_array(items: Any) -> str:
+    return "ARRAY[" + ", ".join(_sql_text(t) for t in items) + "]::text[]"
+
+
+#: marks a publication as the relay's own (it keeps the table list; see _ensure_publication)
+PUB_MARKER = "headrace relay: managed (tables with a replica identity)"
+#: a table (pg_class c) whose UPDATE/DELETE PostgreSQL allows while it is published
+_HAS_IDENTITY = (
+    "c.relreplident = 'f' "
+    "OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
+    "OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))"
+)
+#: every table FOR ALL TABLES would publish: (schema, name, has a replica identity, in the publication %s,
+#: the current role may add it to a publication)
+_CANDIDATES = (
+    f"SELECT n.nspname::text AS nspname, c.relname::text AS relname, ({_HAS_IDENTITY}) AS safe, "
+    "EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
+    "ORDER BY 1, 2"
+)
+_TRIGGER_TAGS = "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX'"
+
+
+_Rel = tuple[str, str]  # (schema, table)
+
+
+def _rel_ident(rel: _Rel) -> str:
+    return f"{_quote_ident(rel[0])}.{_quote_ident(rel[1])}"
 
 
 def _qualified(table: str) -> str:
@@ -171,6 +210,10 @@ class PostgresSource(ChangeSource):
         self._wal_warned = False
         self._status: dict[str, Any] = {}
         self._tables_cache: tuple[float, list[TableMeta]] | None = None
+        self._managed = False  # the publication is the relay's: it keeps the table list
+        self._keyless_warned: list[str] = []
+        self._missing_warned: list[str] = []
+        self._not_owned_warned: list[str] = []
 
     # -- setup --------------------------------------------------------------------------------
     def _meta(self) -> Any:
@@ -183,7 +226,7 @@ class PostgresSource(ChangeSource):
 
         try:
             with self._meta().cursor() as cur:
-                cur.execute(sql, args)
+                cur.execute(sql, args or None)  # no args: no %-formatting (PL/pgSQL bodies use %)
                 return list(cur.fetchall()) if cur.description else []
         except psycopg2.OperationalError as exc:
             if not _is_connection_error(exc):
@@ -260,33 +303,190 @@ class PostgresSource(ChangeSource):
             conn.close()
 
     def _ensure_publication(self) -> None:
-        rows = self._query("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.publication,))
+        """Create or adopt the publication (see "Publication" in docs/sources-postgres.md).
+
+        The relay's own publication (created by it, or marked with :data:`PUB_MARKER`, or any
+        ``FOR TABLE`` publication when ``relay.tables`` is set) is ``FOR TABLE`` the tables that can be
+        published without breaking the application's UPDATE/DELETE — those with a replica identity —
+        and is kept so (:meth:`_sync_publication`: here, on every slot poll, and by an event trigger
+        on DDL where the role may create one). Any other existing publication is the user's: used as
+        it is, with a warning naming the tables whose UPDATE/DELETE PostgreSQL will refuse.
+        """
+        rows = self._query(
+            "SELECT puballtables, coalesce(obj_description(oid, 'pg_publication'), '') FROM pg_publication "
+            "WHERE pubname = %s",
+            (self.publication,),
+        )
         pub = _quote_ident(self.publication)
-        if self.only_tables:
-            target = ", ".join(_qualified(t) for t in self.only_tables)
-            if not rows:
-                self._query(f"CREATE PUBLICATION {pub} FOR TABLE {target}")
-                log.info("publication_created", publication=self.publication, tables=self.only_tables)
-            else:
-                have = {
-                    table_name(s, t)
-                    for s, t in self._query(
-                        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                        (self.publication,),
-                    )
-                }
-                if have != {t.removeprefix("public.") for t in self.only_tables} and not rows[0][0]:
-                    self._query(f"ALTER PUBLICATION {pub} SET TABLE {target}")
-                    log.info("publication_updated", publication=self.publication, tables=self.only_tables)
-        elif not rows:
+        if not rows or (rows[0][1] == PUB_MARKER and rows[0][0]):
+            # new, or an all-tables publication the operator handed over: (re)create it FOR TABLE the
+            # safe tables in one transaction, so no change falls between two publications
+            wanted = self._publication_plan()[0]
+            target = f" FOR TABLE {', '.join(_rel_ident(t) for t in wanted)}" if wanted else ""
+            drop = f"DROP PUBLICATION {pub}; " if rows else ""
             try:
-                self._query(f"CREATE PUBLICATION {pub} FOR ALL TABLES")
+                self._query(
+                    f"BEGIN; {drop}CREATE PUBLICATION {pub}{target}; "
+                    f"COMMENT ON PUBLICATION {pub} IS {_sql_text(PUB_MARKER)}; COMMIT"
+                )
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self._query("ROLLBACK")
                 raise UsageError(
-                    f"cannot create publication {self.publication!r} FOR ALL TABLES ({str(exc).strip()}); "
-                    "list the tables in relay.tables, or create the publication as a superuser"
+                    f"cannot create the publication {self.publication!r} ({str(exc).strip()}): the relay's role needs "
+                    "CREATE on the database and must own the tables it publishes (or be a superuser)"
                 ) from exc
-            log.info("publication_created", publication=self.publication, tables="all")
+            log.info("publication_created", publication=self.publication, tables=[table_name(*t) for t in wanted])
+            self._managed = True
+        elif rows[0][1] == PUB_MARKER or (self.only_tables and not rows[0][0]):
+            if rows[0][1] != PUB_MARKER:
+                self._query(f"COMMENT ON PUBLICATION {pub} IS {_sql_text(PUB_MARKER)}")
+            self._managed = True
+        else:
+            self._managed = False
+            refused = self._query(
+                "SELECT p.schemaname, p.tablename FROM pg_publication_tables p "
+                "JOIN pg_publication pb ON pb.pubname = p.pubname "
+                "JOIN pg_namespace n ON n.nspname = p.schemaname "
+                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename "
+                f"WHERE p.pubname = %s AND (pb.pubupdate OR pb.pubdelete) AND NOT ({_HAS_IDENTITY}) "
+                "ORDER BY 1, 2",
+                (self.publication,),
+            )
+            if refused:
+                log.warning(
+                    "publication_breaks_writes",
+                    publication=self.publication,
+                    tables=[table_name(s, t) for s, t in refused],
+                    hint="PostgreSQL refuses UPDATE and DELETE on these tables while this publication (not created by "
+                    "the relay) publishes them; give them a primary key or a REPLICA IDENTITY, or let the relay manage "
+                    "the publication (docs/sources-postgres.md, Publication)",
+                )
+        if self._managed:
+            self._sync_publication()
+            self._install_publication_trigger()
+
+    def _publication_plan(self) -> tuple[list[_Rel], list[_Rel], list[_Rel], list[str]]:
+        """Tables to publish, unpublished ones to add, published ones to drop (as (schema, name)), and the
+        names (as :func:`table_name` gives them) of the wanted ones left out for lack of a replica identity."""
+        rows = self._query(_CANDIDATES, (self.publication,))
+        listed = None if not self.only_tables else {t.removeprefix("public.") for t in self.only_tables}
+        wanted: list[_Rel] = []
+        add: list[_Rel] = []
+        drop: list[_Rel] = []
+        keyless: list[str] = []
+        not_owned: list[str] = []
+        for nsp, rel, safe, published, owned in rows:
+            name = table_name(nsp, rel)
+            want = listed is None or name in listed
+            if want and safe and not owned and not published:
+                not_owned.append(name)
+            elif want and safe:
+                wanted.append((nsp, rel))
+                if not published:
+                    add.append((nsp, rel))
+            elif published:
+                drop.append((nsp, rel))
+            if want and not safe:
+                keyless.append(name)
+        if not_owned != self._not_owned_warned and not_owned:
+            log.warning(
+                "tables_not_owned",
+                tables=not_owned,
+                hint="the relay's role may publish only tables it owns: run the relay as their owner or a superuser",
+            )
+        self._not_owned_warned = not_owned
+        return wanted, add, drop, keyless
+
+    def _sync_publication(self) -> None:
+        """Add the tables that gained a replica identity, drop the ones that lost it. Each ALTER is its own
+        transaction with a short lock timeout: a table the role does not own, or one locked by a long
+        transaction, is skipped with a warning (and tried again at the next poll), never fatal."""
+        wanted, add, drop, keyless = self._publication_plan()
+        pub = _quote_ident(self.publication)
+        for verb, rels in (("ADD", add), ("DROP", drop)):
+            for rel in rels:
+                name = table_name(*rel)
+                try:
+                    self._query(
+                        f"BEGIN; SET LOCAL lock_timeout = '2s'; "
+                        f"ALTER PUBLICATION {pub} {verb} TABLE {_rel_ident(rel)}; COMMIT"
+                    )
+                    log.info("publication_updated", publication=self.publication, action=verb.lower(), table=name)
+                except Unavailable:
+                    raise
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        self._query("ROLLBACK")
+                    log.warning("publication_update_failed", publication=self.publication, table=name, error=str(exc))
+        if self.only_tables:
+            have = {table_name(*t) for t in wanted} | set(keyless) | set(self._not_owned_warned)
+            missing = sorted({t.removeprefix("public.") for t in self.only_tables} - have)
+            if missing and missing != self._missing_warned:
+                log.warning("tables_not_found", tables=missing, hint="they are published once they exist")
+            self._missing_warned = missing
+        if keyless != self._keyless_warned and keyless:
+            log.warning(
+                "tables_not_published",
+                tables=keyless,
+                reason="no primary key and no REPLICA IDENTITY: PostgreSQL would refuse the application's "
+                "UPDATE and DELETE on them if they were published",
+                hint="ALTER TABLE … ADD PRIMARY KEY, or ALTER TABLE … REPLICA IDENTITY FULL (or USING INDEX); the "
+                "relay then publishes the table by itself",
+            )
+        self._keyless_warned = keyless
+        self._status["unpublished_tables"] = keyless
+
+    def _install_publication_trigger(self) -> None:
+        """An event trigger that runs the same reconciliation inside the DDL's own transaction, so a new
+        table's first changes are published. Needs a superuser; without it, the slot poll catches up
+        within ``status_interval`` (changes made to a new table before that are not captured)."""
+        fn = _quote_ident(f"headrace_pub_{self.publication}"[:63])
+        listed = (
+            "NULL" if not self.only_tables else _sql_text_array(t.removeprefix("public.") for t in self.only_tables)
+        )
+        pubname = _sql_text(self.publication)
+        body = f"""
+CREATE OR REPLACE FUNCTION public.{fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $headrace$
+DECLARE
+  r record;
+  listed text[] := {listed};
+  name text;
+BEGIN
+  FOR r IN {_CANDIDATES.replace("%s", pubname)} LOOP
+    name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
+    IF r.safe AND (listed IS NULL OR name = ANY(listed)) THEN
+      IF NOT r.published THEN
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', {pubname}, r.nspname, r.relname);
+      END IF;
+    ELSIF r.published THEN
+      EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', {pubname}, r.nspname, r.relname);
+    END IF;
+  END LOOP;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'headrace: publication % not updated: %', {pubname}, SQLERRM;
+END
+$headrace$"""
+        try:
+            self._query(
+                f"BEGIN; {body}; DROP EVENT TRIGGER IF EXISTS {fn}; CREATE EVENT TRIGGER {fn} ON ddl_command_end "
+                f"WHEN TAG IN ({_TRIGGER_TAGS}) EXECUTE FUNCTION public.{fn}(); COMMIT"
+            )
+            self._status["publication_trigger"] = True
+        except Unavailable:
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self._query("ROLLBACK")
+            self._status["publication_trigger"] = False
+            log.warning(
+                "publication_trigger_unavailable",
+                publication=self.publication,
+                error=str(exc).strip(),
+                hint=f"new tables join the publication within status_interval ({self.status_interval} s); changes to "
+                "a new table before that are not captured. Run the relay once as a superuser to install the trigger.",
+            )
 
     def _slot_row(self) -> tuple[Any, ...] | None:
         rows = self._query(
@@ -306,7 +506,10 @@ class PostgresSource(ChangeSource):
             )
 
     def uninstall(self) -> None:
-        """Drop the slot and the publication (waits up to 10 s for a just-stopped relay's connection to go)."""
+        """Drop the slot, the publication and its event trigger (waits up to 10 s for a just-stopped relay's
+        connection to go)."""
+        import psycopg2
+
         deadline = self._clock() + 10.0
         while True:
             rows = self._query("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
@@ -320,6 +523,9 @@ class PostgresSource(ChangeSource):
             if self._clock() > deadline:
                 raise UsageError(f"the replication slot {self.slot!r} is in use: stop the relay first")
             time.sleep(0.2)
+        fn = _quote_ident(f"headrace_pub_{self.publication}"[:63])
+        with contextlib.suppress(psycopg2.Error):  # not installed (or not ours to drop)
+            self._query(f"DROP EVENT TRIGGER IF EXISTS {fn}; DROP FUNCTION IF EXISTS public.{fn}()")
         self._query(f"DROP PUBLICATION IF EXISTS {_quote_ident(self.publication)}")
 
     def close(self) -> None:
@@ -329,15 +535,25 @@ class PostgresSource(ChangeSource):
             self._meta_conn = None
 
     # -- catalog ------------------------------------------------------------------------------
-    def _relation_catalog(self, relid: int) -> RelationCatalog:
+    def _relation_catalog(self, relid: int) -> RelationCatalog | None:
+        """Primary key and replica identity index columns (index order) and NOT NULL columns of a
+        relation as the catalog has it now; None when the relation no longer exists."""
         rows = self._query(
-            "SELECT a.attname, a.attnotnull, array_position(i.indkey::int2[], a.attnum) FROM pg_attribute a "
-            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
-            "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            "SELECT a.attname, a.attnotnull, "
+            "(SELECT array_position(i.indkey::int2[], a.attnum) FROM pg_index i "
+            " WHERE i.indrelid = a.attrelid AND i.indisprimary), "
+            "(SELECT array_position(i.indkey::int2[], a.attnum) FROM pg_index i "
+            " WHERE i.indrelid = a.attrelid AND i.indisreplident) "
+            "FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
             (relid,),
         )
-        pk = tuple(name for name, _nn, pos in sorted((r for r in rows if r[2] is not None), key=lambda r: r[2]))
-        return RelationCatalog(pk, frozenset(name for name, nn, _ in rows if nn))
+        if not rows:
+            return None
+
+        def ordered(col: int) -> tuple[str, ...]:
+            return tuple(r[0] for r in sorted((r for r in rows if r[col] is not None), key=lambda r: r[col]))
+
+        return RelationCatalog(ordered(2), frozenset(r[0] for r in rows if r[1]), ordered(3))
 
     def _type_catalog(self, oid: int) -> CatalogType | None:
         if oid not in self._types:
@@ -374,8 +590,13 @@ class PostgresSource(ChangeSource):
                 (relid,),
             )
             resolved = [(name, resolve_type(int(typ), int(mod), self._type_catalog)) for name, typ, mod in cols]
-            meta = build_meta(table_name(nsp, rel), resolved, self._relation_catalog(relid), (), ident == "f")
-            out.append(meta)
+            cat = self._relation_catalog(relid)
+            if cat is None:
+                continue  # dropped meanwhile
+            # the columns a Relation message would flag as replica identity, in column order
+            ident_cols = set(cat.primary_key if ident == "d" else cat.identity_index if ident == "i" else ())
+            identity = tuple(name for name, _t in resolved if name in ident_cols)
+            out.append(build_meta(table_name(nsp, rel), resolved, identity, ident, cat))
         self._tables_cache = (now, out)
         return out
 
@@ -410,7 +631,10 @@ class PostgresSource(ChangeSource):
         self._check_not_lost(wal_status)
         retained = int(retained or 0)
         RETAINED_WAL.set(retained)
+        if self._managed:
+            self._sync_publication()
         self._status = {
+            **self._status,
             "slot": self.slot,
             "publication": self.publication,
             "retained_wal_bytes": retained,
@@ -517,6 +741,9 @@ class PostgresSource(ChangeSource):
                     item = feed(decode(msg.payload))
                     if type(item) is RowChange:
                         yield item
+                    elif type(item) is list:  # a TRUNCATE: one change per table
+                        TRUNCATES.inc(len(item))
+                        yield from item
                     elif isinstance(item, TxnEnd):
                         self._received_lsn = max(self._received_lsn, msg.data_start)
                         self._last_scn = item.scn
@@ -531,6 +758,9 @@ class PostgresSource(ChangeSource):
                 self._maintain(cur)
             elif isinstance(item, RowChange):
                 yield item
+            elif isinstance(item, list):
+                TRUNCATES.inc(len(item))
+                yield from item
             elif isinstance(item, TxnEnd):
                 self._last_scn = item.scn
                 self._marks.read(self._clock(), item.scn)
@@ -539,7 +769,6 @@ class PostgresSource(ChangeSource):
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         self._assembler.reset()
         self._assembler.skip_through = -1 if after_scn is None else after_scn
-        self._assembler.truncates = 0
         if after_scn is not None:
             self._last_scn = max(self._last_scn, after_scn)
         conn, cur = self._start()
@@ -556,10 +785,6 @@ class PostgresSource(ChangeSource):
                     yield ChangeWindow(item.scn, item.ts_ms, self._changes(conn, cur, stop, item))
                     if self._assembler.in_transaction:
                         raise TransientError(f"the window of SCN {item.scn} was not read to its end")
-                if self._assembler.truncates:
-                    TRUNCATES.inc(self._assembler.truncates)
-                    log.warning("truncate_ignored", count=self._assembler.truncates)
-                    self._assembler.truncates = 0
         finally:
             with contextlib.suppress(Exception):
                 self._feedback(cur, force=True)

@@ -9,10 +9,15 @@ Theory of operation
   from ever being reused, so the SCN (= the row id) only grows, even after pruning.
 * ``headrace_marks(scn)`` — SCNs known to end a transaction (written by the relay, see below).
 * ``headrace_state(k, v)`` — ``pruned_scn``: everything ≤ it has been deleted.
+* ``headrace_reals(scn, side, col, v)`` — the exact value of each REAL in a change (``side`` ``b`` or
+  ``a``): no text form SQLite prints is exact for every double, a REAL stored as a REAL is.
+* ``headrace_tables(tbl, since_scn, meta)`` — each shape (:class:`TableMeta` as JSON) a captured table
+  has had, recorded in the transaction that (re)creates its triggers: change-log rows after
+  ``since_scn`` (and up to the next shape's) were written by triggers of that shape.
 * per captured table, triggers ``headrace_<table>_{ai,au,ad}`` (AFTER INSERT/UPDATE/DELETE) that
-  insert into ``headrace_changes``. BLOB values are written as ``["x", "HEX"]`` so JSON can carry them,
-  REAL values as ``["r", "%!.17g text"]`` (SQLite's JSON prints
-  only 15 digits). A trigger whose SQL differs from what the table's current columns need is dropped and re-created.
+  insert into ``headrace_changes`` (and the row's REALs into ``headrace_reals``). BLOB values are
+  written as ``["x", "HEX"]`` so JSON can carry them, REAL values as ``["r", "%!.17g text"]``. A trigger
+  whose SQL differs from what the table's current columns need is dropped and re-created.
 
 SQLite serializes writers: a transaction's change-log rows get consecutive row ids and become
 visible all at once, at commit, so a read snapshot always ends on a transaction boundary. SQLite
@@ -34,28 +39,36 @@ same windows; changes committed while no relay ran form one window per cut of th
 
 Schema changes: ``PRAGMA schema_version`` is checked on every poll; when it moves, the captured
 tables are reflected again, triggers whose column lists changed are re-created, and new
-:class:`TableMeta` objects (so new schema versions) are used from then on. A change-log row written
-by an older trigger carries only the columns that trigger knew: it is encoded with the schema of
-exactly those columns (the older version, when it is the same shape).
+:class:`TableMeta` objects (so new schema versions) are recorded and used for the rows the new
+triggers write. Every change-log row is decoded with the shape recorded for it in
+``headrace_tables`` (so changes of a table dropped since are still delivered); one that carries only
+some of those columns is encoded with the schema of exactly those columns.
 
-Resume-state contract: the change log itself is the state. ``read(after_scn)`` re-reads every
-change with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes
-≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
-``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction.
+Values: SQLite lets any column hold any value. A stored value that is a value of the column's kind
+becomes that Python value; any other travels as its text (``value_text``) in the column's
+text-fallback branch, with a warning (decimal and UUID columns: null). See docs/type-mapping.md.
+
+Resume-state contract: the change log itself is the state (``headrace_changes`` with its
+``headrace_reals``, and the shapes in ``headrace_tables``). ``read(after_scn)`` re-reads every change
+with SCN > ``after_scn``; nothing is kept in the relay process. Pruning deletes changes (and their
+REALs) ≤ the newest mark that is ≤ min(acknowledged durable SCN, last SCN read) and older than
+``sqlite.retention_seconds``; ``pruned_scn`` is updated in the same transaction. Shapes are kept.
 Saving marks and pruning are the relay's only writes; both give way to the application's writers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
 import json
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +78,25 @@ from .._event import Op
 from .._schema import Column, ColumnType, TableMeta, table_meta_from_sqlalchemy
 from ._base import ChangeSource, ChangeWindow, RowChange
 
-__all__ = ["CHANGES_TABLE", "SqliteSource", "sqlite_path"]
+__all__ = [
+    "CHANGES_TABLE",
+    "SqliteSource",
+    "meta_from_json",
+    "meta_to_json",
+    "sqlite_column",
+    "sqlite_path",
+    "text_or_bytes",
+    "trigger_sql",
+    "value_text",
+]
 
 log = get_logger("relay.sqlite")
 
 CHANGES_TABLE = "headrace_changes"
 MARKS_TABLE = "headrace_marks"
 STATE_TABLE = "headrace_state"
+REALS_TABLE = "headrace_reals"
+TABLES_TABLE = "headrace_tables"
 ROWID_COLUMN = "__rowid__"
 _PREFIX = "headrace_"
 HOUSEKEEPING_BUSY_MS = 50
@@ -115,25 +140,43 @@ def _image(meta: TableMeta, ref: str) -> str:
     return f"json_object({', '.join(args)})"
 
 
+def _real_columns(meta: TableMeta) -> list[str]:
+    return [c.name for c in meta.columns if c.name != ROWID_COLUMN]
+
+
+def _reals(meta: TableMeta, sides: tuple[tuple[str, str], ...]) -> str:
+    """The statement copying the REAL values of a change into ``headrace_reals``."""
+    parts = [
+        f"SELECT {_lit(side)} AS s, {_lit(name)} AS c, {ref}.{_q(name)} AS v"
+        for side, ref in sides
+        for name in _real_columns(meta)
+    ]
+    return (
+        f" INSERT INTO {REALS_TABLE}(scn, side, col, v) SELECT (SELECT max(scn) FROM {CHANGES_TABLE}), s, c, v "
+        f"FROM ({' UNION ALL '.join(parts)}) WHERE typeof(v) = 'real';"
+    )
+
+
 def trigger_sql(meta: TableMeta) -> dict[str, str]:
     """The three trigger statements for ``meta`` by trigger name."""
     t = meta.name
     ins = f"INSERT INTO {CHANGES_TABLE}(tbl, op, ts_ms, before, after) VALUES ({_lit(t)}, "
     new, old = _image(meta, "NEW"), _image(meta, "OLD")
-    body = {
-        "ai": ("INSERT", f"{ins}'c', {_NOW_MS}, NULL, {new})"),
-        "au": ("UPDATE", f"{ins}'u', {_NOW_MS}, {old}, {new})"),
-        "ad": ("DELETE", f"{ins}'d', {_NOW_MS}, {old}, NULL)"),
+    ops = {
+        "ai": ("INSERT", f"{ins}'c', {_NOW_MS}, NULL, {new})", (("a", "NEW"),)),
+        "au": ("UPDATE", f"{ins}'u', {_NOW_MS}, {old}, {new})", (("b", "OLD"), ("a", "NEW"))),
+        "ad": ("DELETE", f"{ins}'d', {_NOW_MS}, {old}, NULL)", (("b", "OLD"),)),
     }
     return {
         f"{_PREFIX}{t}_{suffix}": f"CREATE TRIGGER {_q(f'{_PREFIX}{t}_{suffix}')} AFTER {event} ON {_q(t)} "
-        f"FOR EACH ROW BEGIN {stmt}; END"
-        for suffix, (event, stmt) in body.items()
+        f"FOR EACH ROW BEGIN {stmt};{_reals(meta, sides) if _real_columns(meta) else ''} END"
+        for suffix, (event, stmt, sides) in ops.items()
     }
 
 
 def _unwrap(v: Any) -> Any:
-    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL printed exactly."""
+    """Undo the triggers' wrapping: ``["x", HEX]`` is a BLOB, ``["r", TEXT]`` a REAL (whose exact value
+    ``headrace_reals`` gives; the text is for rows logged before it existed)."""
     if isinstance(v, list) and len(v) == 2:
         if v[0] == "x":
             return bytes.fromhex(v[1])
@@ -142,71 +185,293 @@ def _unwrap(v: Any) -> Any:
     return v
 
 
-def _to_str(v: Any) -> str:
+class _NoFit(Exception):
+    """The stored value is not a value of the column's kind: it travels as its text."""
+
+
+def value_text(v: Any) -> str:
+    """A SQLite value's text, lossless: TEXT as it is, INTEGER in decimal, REAL as the shortest text that
+    reads back as the same double (``repr``; SQLite's own ``CAST(… AS TEXT)`` keeps 15 digits), BLOB as
+    SQLite's literal ``X'HEX'``."""
     if isinstance(v, str):
         return v
     if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
+        return "X'" + v.hex().upper() + "'"
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _to_bool(v: Any) -> bool:
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_RE = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?")
+_TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?")
+_TSTZ_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
+_NUMBER_RE = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[Ii]nf(?:inity)?)")
+_BIG = decimal.Context(prec=100_000, traps=[decimal.InvalidOperation])
+
+
+def _int_kind(lo: int, hi: int) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        if type(v) is int and lo <= v <= hi:
+            return v
+        raise _NoFit
+
+    return conv
+
+
+def _double(v: Any) -> float:
+    if isinstance(v, float):
+        return v
+    if type(v) is int and float(v) == v and int(float(v)) == v:
+        return float(v)
+    raise _NoFit
+
+
+def _boolean(v: Any) -> bool:
+    if type(v) is int and v in (0, 1):
+        return v == 1
+    raise _NoFit
+
+
+def _number(v: Any) -> decimal.Decimal:
+    """A stored number (or number text) as an exact Decimal (a REAL: its shortest text)."""
+    if type(v) is int:
+        return decimal.Decimal(v)
+    if isinstance(v, float):
+        return decimal.Decimal(repr(v))
+    if isinstance(v, str) and _NUMBER_RE.fullmatch(v):
+        return decimal.Decimal(v)
+    raise _NoFit
+
+
+def _decimal_kind(t: ColumnType) -> Callable[[Any], Any]:
+    if t.precision is None or t.scale is None:
+        return _number
+    p, sc = t.precision, t.scale
+    q = decimal.Decimal(1).scaleb(-sc)
+
+    def fixed(v: Any) -> Any:
+        d = _number(v)
+        if d.is_finite() and (d.is_zero() or d.adjusted() < p - sc):
+            exact = d.quantize(q, context=_BIG)
+            if exact == d and len(exact.as_tuple().digits) <= p:
+                return exact
+        # more digits than NUMERIC(p,s) declares (SQLite does not enforce it), or ±Infinity: the exact
+        # text, which the client reads back as Decimal(text)
+        return value_text(v)
+
+    return fixed
+
+
+def _text_only(kind: Callable[[str], Any], pattern: re.Pattern[str]) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, str) and pattern.fullmatch(v):
+            try:
+                return kind(v)
+            except ValueError:
+                pass  # e.g. 2024-02-30
+        raise _NoFit
+
+    return conv
+
+
+def _timestamp(v: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(v)
+
+
+def _timestamptz(v: str) -> dt.datetime:
+    d = dt.datetime.fromisoformat(v)
+    return d.replace(tzinfo=dt.UTC) if d.tzinfo is None else d.astimezone(dt.UTC)
+
+
+def _uuid(v: Any) -> uuid.UUID:
+    try:
+        if isinstance(v, bytes) and len(v) == 16:
+            return uuid.UUID(bytes=v)
+        if isinstance(v, str):
+            return uuid.UUID(v)
+    except ValueError:
+        pass
+    raise _NoFit
+
+
+def _json_text(v: Any) -> str:
+    """JSON column: the JSON text as stored (an INTEGER or REAL: the number's text, since SQLite's
+    NUMERIC affinity stores ``5`` as a number)."""
     if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "t", "yes", "y")
-    return bool(v)
+        try:
+            json.loads(v)
+        except ValueError:
+            raise _NoFit from None
+        return v
+    if type(v) is int:
+        return str(v)
+    if isinstance(v, float):
+        return json.dumps(v)  # Infinity as Python's JSON spells it
+    raise _NoFit
 
 
-def _to_bytes(v: Any) -> bytes:
-    return v if isinstance(v, bytes) else _to_str(v).encode()
+def _string(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise _NoFit
 
 
-def _to_decimal(v: Any) -> decimal.Decimal:
-    return decimal.Decimal(repr(v) if isinstance(v, float) else str(v))
-
-
-def _to_uuid(v: Any) -> uuid.UUID:
-    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
-
-
-def _to_tstz(v: Any) -> dt.datetime:
-    d = dt.datetime.fromisoformat(str(v))
-    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-
-
-def _to_json(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str) else v
+def _bytes(v: Any) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    raise _NoFit
 
 
 _KIND_CONV: dict[str, Callable[[Any], Any]] = {
-    "int": int,
-    "long": int,
-    "float": float,
-    "double": float,
-    "boolean": _to_bool,
-    "decimal": _to_decimal,
-    "bytes": _to_bytes,
-    "date": lambda v: dt.date.fromisoformat(str(v)[:10]),
-    "time": lambda v: dt.time.fromisoformat(str(v)),
-    "timestamp": lambda v: dt.datetime.fromisoformat(str(v)).replace(tzinfo=None),
-    "timestamptz": _to_tstz,
-    "uuid": _to_uuid,
-    "json": _to_json,
-    "string": _to_str,
-    "enum": _to_str,
+    "int": _int_kind(*_INT32),
+    "long": _int_kind(*_INT64),
+    "float": _double,
+    "double": _double,
+    "boolean": _boolean,
+    "bytes": _bytes,
+    "date": _text_only(dt.date.fromisoformat, _DATE_RE),
+    "time": _text_only(dt.time.fromisoformat, _TIME_RE),
+    "timestamp": _text_only(_timestamp, _TS_RE),
+    "timestamptz": _text_only(_timestamptz, _TSTZ_RE),
+    "uuid": _uuid,
+    "json": _json_text,
+    "string": _string,
+    "enum": _string,
 }
+
+#: kinds whose text cannot travel beside a normal value (the client reads a decimal's text as a number,
+#: and a UUID's Avro type is a string already): a value that does not fit travels as null (these
+#: columns are nullable in the schema), with a warning
+NULL_IF_NO_FIT = frozenset({"decimal", "uuid"})
 
 
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
-    """Raw JSON image value (as the trigger wrote it) → the Python value of the column's kind."""
-    kind = _KIND_CONV.get(t.kind)
-    if kind is None:
-        return _unwrap
-    return lambda v: kind(_unwrap(v))
+    """Stored value (unwrapped) → the Python value of the column's kind; raises _NoFit if it is not one."""
+    if t.kind == "decimal":
+        return _decimal_kind(t)
+    return _KIND_CONV.get(t.kind, value_text)
 
 
-_NATIVE: dict[str, type] = {"int": int, "long": int, "string": str, "enum": str}
+def _no_fit(t: ColumnType) -> Callable[[Any], Any]:
+    """What a value that is not one of the kind's travels as."""
+    if t.kind in NULL_IF_NO_FIT:
+        return lambda v: None
+    if t.kind == "json":
+        return lambda v: json.dumps(value_text(v), ensure_ascii=False)  # a JSON string holding the text
+    return value_text
+
+
+def sqlite_column(c: Column) -> Column:
+    """A reflected column as the SQLite source describes it: SQLite lets any column hold any value, so
+    every column has a text fallback (columns of :data:`NULL_IF_NO_FIT` kinds are nullable instead)."""
+    if c.name == ROWID_COLUMN:
+        return c
+    if c.type.kind == "uuid":
+        return Column(c.name, c.type, True)
+    # a decimal's text branch carries numbers Decimal holds but NUMERIC(p,s) does not (SQLite does not
+    # enforce p and s); only non-numbers need the null
+    return Column(c.name, dataclasses.replace(c.type, text_fallback=True), c.nullable or c.type.kind == "decimal")
+
+
+#: kinds whose Python value is the stored value itself, when it has this exact type
+_NATIVE: dict[str, type] = {"long": int, "string": str, "enum": str, "double": float, "float": float}
+
+
+# images as bytes: SQLite does not check that TEXT is UTF-8, and a str fetch of such text would fail
+_IMAGES = "CAST(before AS BLOB), CAST(after AS BLOB)"
+
+
+def text_or_bytes(raw: bytes) -> str | bytes:
+    """A ``sqlite3`` ``text_factory``: TEXT as ``str``, or as its bytes when it is not UTF-8 (as the
+    change log delivers it), instead of failing the fetch."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+def _load_image(raw: bytes) -> dict[str, Any]:
+    """A change-log image; TEXT values that are not UTF-8 come back as their bytes."""
+    # (json.loads(bytes) lets UTF-8-encoded surrogates, ED A0..BF .., through: those take the slow path)
+    if b"\xed" not in raw:
+        try:
+            image: dict[str, Any] = json.loads(raw)
+            return image
+        except UnicodeDecodeError:
+            pass
+    image = json.loads(raw.decode("utf-8", "surrogateescape"))
+    for k, v in image.items():
+        if isinstance(v, str):
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                image[k] = v.encode("utf-8", "surrogateescape")
+    return image
+
+
+def _read_reals(conn: sqlite3.Connection, lo: int, hi: int) -> dict[int, dict[tuple[str, str], float]]:
+    """The exact REAL values of changes ``lo < scn <= hi``: ``{scn: {(side, column): value}}``."""
+    out: dict[int, dict[tuple[str, str], float]] = {}
+    for scn, side, col, v in conn.execute(
+        f"SELECT scn, side, col, v FROM {REALS_TABLE} WHERE scn > ? AND scn <= ?", (lo, hi)
+    ).fetchall():
+        out.setdefault(scn, {})[(side, col)] = v
+    return out
+
+
+def _type_to_dict(t: ColumnType) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(t):
+        v = getattr(t, f.name)
+        if v == f.default:
+            continue
+        out[f.name] = _type_to_dict(v) if isinstance(v, ColumnType) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _type_from_dict(d: dict[str, Any]) -> ColumnType:
+    names = {f.name for f in dataclasses.fields(ColumnType)}
+    kw = {k: v for k, v in d.items() if k in names}
+    if kw.get("items") is not None:
+        kw["items"] = _type_from_dict(kw["items"])
+    if "symbols" in kw:
+        kw["symbols"] = tuple(kw["symbols"])
+    return ColumnType(**kw)
+
+
+def meta_to_json(meta: TableMeta) -> str:
+    """A :class:`TableMeta` as JSON (as ``headrace_tables`` keeps it)."""
+    return json.dumps(
+        {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "key": list(meta.key),
+            "columns": [{"name": c.name, "type": _type_to_dict(c.type), "nullable": c.nullable} for c in meta.columns],
+        },
+        sort_keys=True,
+    )
+
+
+def meta_from_json(text: str) -> TableMeta:
+    """The :class:`TableMeta` of :func:`meta_to_json`'s text."""
+    d = json.loads(text)
+    cols = tuple(Column(c["name"], _type_from_dict(c["type"]), bool(c["nullable"])) for c in d["columns"])
+    return TableMeta(d["name"], cols, tuple(d["key"]), d["namespace"])
+
+
+def _guess_meta(tbl: str, image: dict[str, Any]) -> TableMeta:
+    """A last-resort shape from a change's own image: every column nullable text (values as text)."""
+    cols = tuple(Column(name, ColumnType("string"), name != ROWID_COLUMN) for name in image)
+    key = (ROWID_COLUMN,) if ROWID_COLUMN in image else ()
+    if key:
+        cols = tuple(Column(c.name, ColumnType("long"), False) if c.name == ROWID_COLUMN else c for c in cols)
+    return TableMeta(tbl, cols, key)
+
 
 _DECL_OVERRIDES = {"UUID": ColumnType("uuid"), "TIMESTAMPTZ": ColumnType("timestamptz")}
+#: declared types that mean a decimal (SQLAlchemy maps every unknown type to NUMERIC, by affinity)
+_NUMERIC_NAMES = frozenset({"NUMERIC", "DECIMAL"})
 
 
 class _Table:
@@ -215,13 +480,14 @@ class _Table:
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
         self.convs = {c.name: _conv(c.type) for c in meta.columns}
+        self.no_fit = {c.name: _no_fit(c.type) for c in meta.columns}
         self.warned: set[tuple[str, type]] = set()
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
-        self._names = frozenset(c.name for c in meta.columns)
+        self.names = frozenset(c.name for c in meta.columns)
 
     def meta_for(self, image: dict[str, Any]) -> TableMeta:
-        if image.keys() == self._names:
+        if image.keys() == self.names:
             return self.meta
         image_keys = frozenset(image)
         m = self._projections.get(image_keys)
@@ -241,15 +507,27 @@ class _Table:
             if v is None or type(v) is natives.get(name):
                 out[name] = v
                 continue
+            if type(v) is list:
+                v = _unwrap(v)
             try:
                 out[name] = c(v)
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                # SQLite lets any column hold any value; one that does not fit the declared type
-                # travels as null rather than stopping capture for everyone
-                out[name] = None
-                if (name, type(v)) not in self.warned:
-                    self.warned.add((name, type(v)))
-                    log.warning("value_does_not_fit_column", table=self.meta.name, column=name, error=str(exc))
+                continue
+            except _NoFit:
+                pass
+            except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
+                log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
+            # SQLite lets any column hold any value: one that is not a value of the column's kind
+            # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
+            out[name] = self.no_fit[name](v)
+            if (name, type(v)) not in self.warned:
+                self.warned.add((name, type(v)))
+                log.warning(
+                    "value_does_not_fit_column",
+                    table=self.meta.name,
+                    column=name,
+                    stored_type=type(v).__name__,
+                    delivered="null" if out[name] is None else "text",
+                )
         return out
 
 
@@ -268,6 +546,10 @@ class SqliteSource(ChangeSource):
         self._conn: sqlite3.Connection | None = None
         self._engine: Any = None
         self._tables: dict[str, _Table] = {}
+        # each table's shapes, oldest first, with the change-log SCN after which each one applies
+        self._history: dict[str, list[tuple[int, _Table]]] = {}
+        self._guessed: dict[str, _Table] = {}
+        self._by_meta: dict[TableMeta, _Table] = {}
         self._schema_version = -1
         self._wake = threading.Event()
         self._cuts: list[int] = []  # transaction boundaries seen by the cutter, not yet read
@@ -308,6 +590,14 @@ class SqliteSource(ChangeSource):
             )
             c.execute(f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (scn INTEGER PRIMARY KEY)")
             c.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (k TEXT PRIMARY KEY, v)")
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {REALS_TABLE} (scn INTEGER NOT NULL, side TEXT NOT NULL, "
+                "col TEXT NOT NULL, v, PRIMARY KEY (scn, side, col)) WITHOUT ROWID"
+            )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (tbl TEXT NOT NULL, since_scn INTEGER NOT NULL, "
+                "meta TEXT NOT NULL, PRIMARY KEY (tbl, since_scn))"
+            )
             self._refresh_locked()
             c.execute("COMMIT")
         except BaseException:
@@ -337,13 +627,19 @@ class SqliteSource(ChangeSource):
                 "sqlite://", creator=lambda: sqlite3.connect(path, timeout=30.0), poolclass=sa.pool.NullPool
             )
         table = sa.Table(name, sa.MetaData(), autoload_with=self._engine)
-        decl = {r[1]: str(r[2]).upper() for r in self.conn.execute(f"PRAGMA table_info({_q(name)})")}
-        overrides = {
-            col: _DECL_OVERRIDES[d.split("(")[0].strip()]
-            for col, d in decl.items()
-            if d.split("(")[0].strip() in _DECL_OVERRIDES
-        }
+        decl = {r[1]: str(r[2]).upper() for r in self.conn.execute(f"PRAGMA table_xinfo({_q(name)})")}
+        overrides = {}
+        for col, d in decl.items():
+            base = d.split("(")[0].strip()
+            if base in _DECL_OVERRIDES:
+                overrides[col] = _DECL_OVERRIDES[base]
+            elif base not in _NUMERIC_NAMES and col in table.c and isinstance(table.c[col].type, sa.Numeric):
+                # SQLAlchemy gives a type it does not know SQLite's NUMERIC affinity (``ANY``, ``STRING``,
+                # ``MONEY``): such a column holds whatever is written to it, so it travels as text
+                overrides[col] = ColumnType("string")
+                log.warning("unmapped_sql_type", table=name, column=col, sql_type=d, mapped_to="string")
         meta = table_meta_from_sqlalchemy(table, overrides)
+        meta = TableMeta(meta.name, tuple(sqlite_column(c) for c in meta.columns), meta.key, meta.namespace)
         if not meta.key:
             ddl = self.conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchall()
             if ddl and "WITHOUT ROWID" not in str(ddl[0][0]).upper():
@@ -352,15 +648,45 @@ class SqliteSource(ChangeSource):
                 )
         return meta
 
+    def _load_history(self) -> None:
+        """Read the recorded shapes (another relay on the same file may have added some), keeping the
+        objects of shapes already known so their schema versions stay the same objects."""
+        known = {(tbl, since): t for tbl, hist in self._history.items() for since, t in hist}
+        history: dict[str, list[tuple[int, _Table]]] = {}
+        for tbl, since, text in self.conn.execute(
+            f"SELECT tbl, since_scn, meta FROM {TABLES_TABLE} ORDER BY tbl, since_scn"
+        ).fetchall():
+            meta = meta_from_json(text)
+            t = known.get((tbl, int(since)))
+            history.setdefault(tbl, []).append((int(since), t if t is not None and t.meta == meta else _Table(meta)))
+        self._history = history
+
     def _refresh_locked(self) -> None:
-        """Reflect captured tables and (re)create triggers that differ; inside a write transaction."""
+        """Reflect captured tables, record changed shapes and (re)create triggers that differ; inside a
+        write transaction."""
         c = self.conn
+        self._load_history()
         existing = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
+        seq_rows = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES_TABLE,)).fetchall()
+        seq = int(seq_rows[0][0]) if seq_rows else 0
         tables: dict[str, _Table] = {}
+        history = dict(self._history)
         for name in self._table_names():
             meta = self._reflect(name)
-            old = self._tables.get(name)
-            tables[name] = old if old is not None and old.meta == meta else _Table(meta)
+            hist = history[name] = list(history.get(name, ()))
+            if hist and hist[-1][1].meta == meta:
+                tables[name] = hist[-1][1]
+            else:
+                # every change-log row after ``seq`` is written by the triggers installed below (this
+                # transaction holds the write lock): it is decoded with this shape
+                tables[name] = _Table(meta)
+                c.execute(
+                    f"INSERT OR REPLACE INTO {TABLES_TABLE}(tbl, since_scn, meta) VALUES (?, ?, ?)",
+                    (name, seq, meta_to_json(meta)),
+                )
+                if hist and hist[-1][0] == seq:
+                    hist.pop()
+                hist.append((seq, tables[name]))
             for tname, sql in trigger_sql(meta).items():
                 if existing.get(tname) != sql:
                     if tname in existing:
@@ -368,6 +694,7 @@ class SqliteSource(ChangeSource):
                     c.execute(sql)
                     log.info("trigger_installed", table=name, trigger=tname)
         self._tables = tables
+        self._history = history
         self._schema_version = c.execute("PRAGMA schema_version").fetchall()[0][0]
 
     def _refresh(self) -> None:
@@ -382,6 +709,16 @@ class SqliteSource(ChangeSource):
 
     def tables(self) -> list[TableMeta]:
         return [t.meta for t in self._tables.values()]
+
+    def convert_row(self, meta: TableMeta, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row`` as ``SELECT`` returns it (a connection with :func:`text_or_bytes` as its
+        ``text_factory``; the rowid under ``__rowid__``) → the values the stream delivers for the same
+        stored row: one conversion for the change log and for a snapshot (seeding)."""
+        table = self._by_meta.get(meta)
+        if table is None:
+            known = (t for hist in self._history.values() for _s, t in hist if t.meta == meta)
+            table = self._by_meta[meta] = next(known, None) or _Table(meta)
+        return table.convert(dict(row))
 
     def start_scn(self) -> int:
         # fetchall, never fetchone: a statement left un-stepped keeps its read snapshot open (WAL)
@@ -426,13 +763,14 @@ class SqliteSource(ChangeSource):
             marks = keep
             rows = (
                 c.execute(
-                    f"SELECT scn, tbl, op, ts_ms, before, after FROM {CHANGES_TABLE} "
+                    f"SELECT scn, tbl, op, ts_ms, {_IMAGES} FROM {CHANGES_TABLE} "
                     "WHERE scn > ? AND scn <= ? ORDER BY scn",
                     (after, marks[-1]),
                 ).fetchall()
                 if marks
                 else []
             )
+            reals = _read_reals(c, after, marks[-1]) if marks else {}
         finally:
             c.execute("COMMIT")
         if sv != self._schema_version:
@@ -444,7 +782,7 @@ class SqliteSource(ChangeSource):
         current: list[RowChange] = []
         mi = 0
         for scn, tbl, op, ts_ms, before, after_img in rows:
-            current.append(self._change(scn, tbl, op, before, after_img, ts_ms))
+            current.append(self._change(scn, tbl, op, before, after_img, ts_ms, reals.get(scn)))
             while marks[mi] < scn:
                 mi += 1
             if marks[mi] == scn:
@@ -463,31 +801,59 @@ class SqliteSource(ChangeSource):
             conn = sqlite3.connect(self.path, timeout=30.0)
             try:
                 cur = conn.execute(
-                    f"SELECT scn, tbl, op, before, after, ts_ms FROM {CHANGES_TABLE} "
+                    f"SELECT scn, tbl, op, {_IMAGES}, ts_ms FROM {CHANGES_TABLE} "
                     "WHERE scn > ? AND scn <= ? ORDER BY scn",
                     (lo, hi),
                 )
                 while rows := cur.fetchmany(1000):
+                    # committed change-log rows never change: another statement may read their REALs
+                    reals = _read_reals(conn, rows[0][0] - 1, rows[-1][0])
                     for scn, tbl, op, before, after_img, ts_ms in rows:
-                        yield self._change(scn, tbl, op, before, after_img, ts_ms)
+                        yield self._change(scn, tbl, op, before, after_img, ts_ms, reals.get(scn))
             finally:
                 conn.close()
 
         return ChangeWindow(hi, int(ts[0][0]) if ts else 0, changes())
 
-    def _change(
-        self, scn: int, tbl: str, op: str, before: str | None, after: str | None, ts_ms: int | None = None
-    ) -> RowChange:
-        table = self._tables.get(tbl)
-        if table is None:  # a table no longer captured (or dropped): reflect what we can
+    def _table_for(self, tbl: str, scn: int, image: dict[str, Any]) -> _Table:
+        """The table's shape as of change ``scn`` (recorded when its triggers were installed)."""
+        hist = self._history.get(tbl)
+        if hist:
+            for since, t in reversed(hist):
+                if since < scn:
+                    return t
+            return hist[0][1]
+        # a change logged by a relay version that recorded no shapes, of a table not captured now
+        table = self._guessed.get(tbl)
+        if table is None or not image.keys() <= table.names:
             try:
-                self._tables[tbl] = table = _Table(self._reflect(tbl))
+                table = _Table(self._reflect(tbl))
             except Exception:
-                table = _Table(TableMeta(tbl, (), ()))
-        b = json.loads(before) if before is not None else None
-        a = json.loads(after) if after is not None else None
+                table = _Table(_guess_meta(tbl, image))
+                log.warning("table_shape_unknown", table=tbl, scn=scn, columns=sorted(image))
+            self._guessed[tbl] = table
+        return table
+
+    def _change(
+        self,
+        scn: int,
+        tbl: str,
+        op: str,
+        before: bytes | None,
+        after: bytes | None,
+        ts_ms: int | None = None,
+        reals: dict[tuple[str, str], float] | None = None,
+    ) -> RowChange:
+        b = _load_image(before) if before is not None else None
+        a = _load_image(after) if after is not None else None
+        if reals:
+            for (side, col), v in reals.items():
+                img = a if side == "a" else b
+                if img is not None and col in img:
+                    img[col] = v
         image = a if a is not None else b
         assert image is not None
+        table = self._table_for(tbl, scn, image)
         meta = table.meta_for(image)
         bv = table.convert(b) if b is not None else None
         av = table.convert(a) if a is not None else None
@@ -617,6 +983,7 @@ class SqliteSource(ChangeSource):
                 pruned = self.start_scn()
                 if mark is not None and mark > pruned:
                     n = c.execute(f"DELETE FROM {CHANGES_TABLE} WHERE scn <= ?", (mark,)).rowcount
+                    c.execute(f"DELETE FROM {REALS_TABLE} WHERE scn <= ?", (mark,))
                     c.execute(f"DELETE FROM {MARKS_TABLE} WHERE scn <= ?", (mark,))
                     c.execute(f"INSERT OR REPLACE INTO {STATE_TABLE}(k, v) VALUES ('pruned_scn', ?)", (mark,))
                     log.info("change_log_pruned", upto_scn=mark, rows=n)
@@ -641,7 +1008,7 @@ class SqliteSource(ChangeSource):
                 f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '{_PREFIX}%'"
             ).fetchall():
                 c.execute(f"DROP TRIGGER {_q(name)}")
-            for t in (CHANGES_TABLE, MARKS_TABLE, STATE_TABLE):
+            for t in (CHANGES_TABLE, MARKS_TABLE, STATE_TABLE, REALS_TABLE, TABLES_TABLE):
                 c.execute(f"DROP TABLE IF EXISTS {t}")
             c.execute("COMMIT")
         except BaseException:
