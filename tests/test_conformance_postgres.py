@@ -17,6 +17,8 @@ stop (``/healthz`` green at the end, the relay process alive).
 * ``test_keyless_tables_keep_application_writes``: the relay never makes PostgreSQL refuse an
   application's UPDATE/DELETE on a table without a replica identity; a table it leaves out is named
   in a warning (``test_keyless_tables_created_while_the_relay_runs``: also for tables created later).
+* ``test_snapshot_edge_values``: the same edge values seeded by the bootstrap server: equal to
+  PostgreSQL's, and to the stream's last event of each row, in the relay's schemas.
 * ``test_subscribe_prints_strict_json``: ``headrace subscribe`` prints every edge value as standard
   JSON, one line per delivered event.
 * ``test_pg_text_matches_postgres``: the comparison itself, :func:`pg_conformance.pg_text`, agrees with
@@ -35,11 +37,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from db_servers import PgServer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pg_conformance import UNCHANGED_TOAST, Run, _json_text, interval_text, pg_text, session, start_run
+from pg_conformance import (
+    UNCHANGED_TOAST,
+    Comparer,
+    Run,
+    _cols,
+    _json_text,
+    base_types,
+    interval_text,
+    pg_text,
+    select_text,
+    session,
+    start_run,
+    strict_eq,
+)
 from pg_edge_values import GROUPS, create, tables, workload
 from pg_regress_workload import KEYS, SECTIONS, steps
 
@@ -162,6 +178,79 @@ def test_edge_values(identity: str, pg_server: PgServer, daemons: Any, tmp_path:
                 last[(e.table, row["id"])] = e.key
     literals = sum(len(c.literals) for g in GROUPS for c in GROUPS[g])
     _check(result, at_least_values=(2 if identity == "default" else 4) * literals)
+
+
+def test_snapshot_edge_values(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
+    """A new subscriber seeded by the bootstrap server gets every edge value exactly as PostgreSQL has
+    it (the same text comparison as the stream), in the relay's own schemas, and each seeded row
+    carries the same values as the stream's last event for that row."""
+    from support import free_port, wait_until, write_config
+
+    from headrace.relay.client import MemoryCheckpointStore, Subscriber
+
+    db = pg_server.create_database("conf_snap")
+    pg_server.execute("\n".join(create(g) for g in GROUPS), db)
+    names = [t for g in GROUPS for t in tables(g)]
+    relay_url, boot_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path / "snap.yaml",
+        {
+            "relay": {
+                "listen": relay_url.removeprefix("http://"), "source": pg_server.url(db), "tables": names,
+                "state_dir": str(tmp_path / "relay"), "durable_consumers": ["bootstrap"],
+                "postgres": {"slot": "conf_snap", "publication": "conf_snap", "status_interval": 1},
+            },
+            "bootstrap": {
+                "listen": boot_url.removeprefix("http://"), "relays": [relay_url],
+                "store": f"sqlite:///{tmp_path / 'boot.db'}", "seed": pg_server.url(db),
+                "seed_slot": "conf_snap", "seed_publication": "conf_snap", "seed_page_rows": 7,
+                "compact_interval_seconds": 0.5, "retention_seconds": 0,
+            },
+        },
+    )  # fmt: skip
+    relay = daemons(["relay", "--config", str(config)], "relay").start()
+    relay.wait_http(relay_url + "/healthz", timeout=30)
+    _write(pg_server, db, [sql for g in GROUPS for sql in workload(g)])  # streamed, then seeded
+    boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
+    boot.wait_http(boot_url + "/healthz", timeout=30)
+    wait_until(lambda: httpx.get(boot_url + "/v1/status").json()["snapshot_ready"], 90, "the snapshot", 0.2)
+
+    streamed: dict[tuple[str, Any], Any] = {}
+    seeded: dict[tuple[str, Any], Any] = {}
+    sub = Subscriber([relay_url], names, MemoryCheckpointStore(), wait_ms=300)
+    try:
+        for w in sub.windows(idle_exit=2.0):
+            for e in w.events:
+                row = e.after if e.after is not None else e.before
+                streamed[(e.table, (row or {}).get("id"))] = e
+    finally:
+        sub.close()
+    snap = Subscriber(  # (its idle clock starts now)
+        [relay_url], names, MemoryCheckpointStore(), bootstrap=[boot_url], from_snapshot=True, wait_ms=300
+    )
+    try:
+        for w in snap.windows(idle_exit=2.0):
+            for e in w.events:
+                if e.op.value == "r":
+                    seeded[(e.table, (e.after or {}).get("id"))] = e
+    finally:
+        snap.close()
+    comparer = Comparer(base_types(pg_server, db))
+    for table in names:
+        types, rows = select_text(pg_server, db, table, ["id"])
+        for (key,), row in rows.items():
+            e = seeded.get((table, int(key)))
+            if e is None:
+                comparer.result.add(f"{table} id {key}", "not in the snapshot")
+                continue
+            for col, want in row.items():
+                comparer._value(f"{table} id {key} snapshot", col, types[col], (e.after or {}).get(col), want)
+            last = streamed.get((table, int(key)))
+            if last is None or last.after is None or not strict_eq(_cols(last.after), _cols(e.after)):
+                comparer.result.add(f"{table} id {key}", f"seeded {e.after!r:.300} streamed {last!r:.300}")
+            elif last.fingerprint != e.fingerprint:
+                comparer.result.add(f"{table} id {key}", f"schema {e.fingerprint} seeded, {last.fingerprint} streamed")
+    _check(comparer.result, at_least_values=sum(len(c.literals) for g in GROUPS for c in GROUPS[g]))
 
 
 @pytest.mark.xfail(
