@@ -786,14 +786,19 @@ class Run:
 
     def close(self) -> None:
         self.relay.kill9()
-        for (gid,) in self.pg.execute(f"SELECT gid FROM pg_prepared_xacts WHERE database = '{self.db}'"):
-            with contextlib.suppress(Exception):  # a workload that failed between PREPARE and COMMIT PREPARED
-                self.pg.execute(f"ROLLBACK PREPARED '{gid}'", self.db)
-        for (slot,) in self.pg.execute(f"SELECT slot_name FROM pg_replication_slots WHERE database = '{self.db}'"):
-            with contextlib.suppress(Exception):
-                self.pg.execute(f"SELECT pg_drop_replication_slot('{slot}')")
+        drop_database(self.pg, self.db)
+
+
+def drop_database(pg: PgServer, db: str) -> None:
+    """Drop ``db`` with its slots and prepared transactions (stop the processes using them first)."""
+    for (gid,) in pg.execute(f"SELECT gid FROM pg_prepared_xacts WHERE database = '{db}'"):
+        with contextlib.suppress(Exception):  # a workload that failed between PREPARE and COMMIT PREPARED
+            pg.execute(f"ROLLBACK PREPARED '{gid}'", db)
+    for (slot,) in pg.execute(f"SELECT slot_name FROM pg_replication_slots WHERE database = '{db}'"):
         with contextlib.suppress(Exception):
-            self.pg.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            pg.execute(f"SELECT pg_drop_replication_slot('{slot}')")
+    with contextlib.suppress(Exception):
+        pg.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def start_run(

@@ -49,6 +49,7 @@ from pg_conformance import (
     _cols,
     _json_text,
     base_types,
+    drop_database,
     interval_text,
     pg_text,
     select_text,
@@ -180,37 +181,35 @@ def test_edge_values(identity: str, pg_server: PgServer, daemons: Any, tmp_path:
     _check(result, at_least_values=(2 if identity == "default" else 4) * literals)
 
 
-def test_snapshot_edge_values(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
-    """A new subscriber seeded by the bootstrap server gets every edge value exactly as PostgreSQL has
-    it (the same text comparison as the stream), in the relay's own schemas, and each seeded row
-    carries the same values as the stream's last event for that row."""
+def _seed_and_stream(
+    pg: PgServer, db: str, names: list[str], daemons: Any, tmp_path: Path
+) -> tuple[dict[tuple[str, Any], Any], dict[tuple[str, Any], Any]]:
+    """Stream the edge workload through a relay, then seed a bootstrap server from the database; the
+    events by (table, id): the stream's last event of each row, and each row's snapshot event."""
     from support import free_port, wait_until, write_config
 
     from headrace.relay.client import MemoryCheckpointStore, Subscriber
 
-    db = pg_server.create_database("conf_snap")
-    pg_server.execute("\n".join(create(g) for g in GROUPS), db)
-    names = [t for g in GROUPS for t in tables(g)]
     relay_url, boot_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     config = write_config(
         tmp_path / "snap.yaml",
         {
             "relay": {
-                "listen": relay_url.removeprefix("http://"), "source": pg_server.url(db), "tables": names,
+                "listen": relay_url.removeprefix("http://"), "source": pg.url(db), "tables": names,
                 "state_dir": str(tmp_path / "relay"), "durable_consumers": ["bootstrap"],
-                "postgres": {"slot": "conf_snap", "publication": "conf_snap", "status_interval": 1},
+                "postgres": {"slot": db, "publication": db, "status_interval": 1},
             },
             "bootstrap": {
                 "listen": boot_url.removeprefix("http://"), "relays": [relay_url],
-                "store": f"sqlite:///{tmp_path / 'boot.db'}", "seed": pg_server.url(db),
-                "seed_slot": "conf_snap", "seed_publication": "conf_snap", "seed_page_rows": 7,
+                "store": f"sqlite:///{tmp_path / 'boot.db'}", "seed": pg.url(db),
+                "seed_slot": db, "seed_publication": db, "seed_page_rows": 7,
                 "compact_interval_seconds": 0.5, "retention_seconds": 0,
             },
         },
     )  # fmt: skip
     relay = daemons(["relay", "--config", str(config)], "relay").start()
     relay.wait_http(relay_url + "/healthz", timeout=30)
-    _write(pg_server, db, [sql for g in GROUPS for sql in workload(g)])  # streamed, then seeded
+    _write(pg, db, [sql for g in GROUPS for sql in workload(g)])  # streamed, then seeded
     boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
     boot.wait_http(boot_url + "/healthz", timeout=30)
     wait_until(lambda: httpx.get(boot_url + "/v1/status").json()["snapshot_ready"], 90, "the snapshot", 0.2)
@@ -235,21 +234,41 @@ def test_snapshot_edge_values(pg_server: PgServer, daemons: Any, tmp_path: Path)
                     seeded[(e.table, (e.after or {}).get("id"))] = e
     finally:
         snap.close()
+    relay.kill9()
+    boot.kill9()
+    return streamed, seeded
+
+
+@pytest.mark.parametrize("identity", ["default", pytest.param("full_nopk", marks=pytest.mark.slow)])
+def test_snapshot_edge_values(identity: str, pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
+    """A new subscriber seeded by the bootstrap server gets every edge value exactly as PostgreSQL has
+    it (the same text comparison as the stream), in the relay's own schemas, and each seeded row
+    carries the same values as the stream's last event for that row (``full_nopk``: every value is
+    also part of the key the bootstrap store keeps rows by)."""
+    db = pg_server.create_database(f"conf_snap_{identity}")
+    pg_server.execute("\n".join(create(g, identity) for g in GROUPS), db)
+    names = [t for g in GROUPS for t in tables(g)]
     comparer = Comparer(base_types(pg_server, db))
-    for table in names:
-        types, rows = select_text(pg_server, db, table, ["id"])
-        for (key,), row in rows.items():
-            e = seeded.get((table, int(key)))
-            if e is None:
-                comparer.result.add(f"{table} id {key}", "not in the snapshot")
-                continue
-            for col, want in row.items():
-                comparer._value(f"{table} id {key} snapshot", col, types[col], (e.after or {}).get(col), want)
-            last = streamed.get((table, int(key)))
-            if last is None or last.after is None or not strict_eq(_cols(last.after), _cols(e.after)):
-                comparer.result.add(f"{table} id {key}", f"seeded {e.after!r:.300} streamed {last!r:.300}")
-            elif last.fingerprint != e.fingerprint:
-                comparer.result.add(f"{table} id {key}", f"schema {e.fingerprint} seeded, {last.fingerprint} streamed")
+    try:
+        streamed, seeded = _seed_and_stream(pg_server, db, names, daemons, tmp_path)
+        for table in names:
+            types, rows = select_text(pg_server, db, table, ["id"])
+            for (key,), row in rows.items():
+                e = seeded.get((table, int(key)))
+                if e is None:
+                    comparer.result.add(f"{table} id {key}", "not in the snapshot")
+                    continue
+                for col, want in row.items():
+                    comparer._value(f"{table} id {key} snapshot", col, types[col], (e.after or {}).get(col), want)
+                last = streamed.get((table, int(key)))
+                if last is None or last.after is None or not strict_eq(_cols(last.after), _cols(e.after)):
+                    comparer.result.add(f"{table} id {key}", f"seeded {e.after!r:.300} streamed {last!r:.300}")
+                elif last.fingerprint != e.fingerprint:
+                    comparer.result.add(
+                        f"{table} id {key}", f"schema {e.fingerprint} seeded, {last.fingerprint} streamed"
+                    )
+    finally:
+        drop_database(pg_server, db)
     _check(comparer.result, at_least_values=sum(len(c.literals) for g in GROUPS for c in GROUPS[g]))
 
 
