@@ -43,6 +43,7 @@ from db_servers import PgServer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pg_conformance import (
+    MARKER,
     UNCHANGED_TOAST,
     Comparer,
     Run,
@@ -52,6 +53,7 @@ from pg_conformance import (
     drop_database,
     interval_text,
     pg_text,
+    relay_windows,
     select_text,
     session,
     start_run,
@@ -191,11 +193,12 @@ def _seed_and_stream(
     from headrace.relay.client import MemoryCheckpointStore, Subscriber
 
     relay_url, boot_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    pg.execute(f"CREATE TABLE {MARKER} (id int PRIMARY KEY)", db)
     config = write_config(
         tmp_path / "snap.yaml",
         {
             "relay": {
-                "listen": relay_url.removeprefix("http://"), "source": pg.url(db), "tables": names,
+                "listen": relay_url.removeprefix("http://"), "source": pg.url(db), "tables": [*names, MARKER],
                 "state_dir": str(tmp_path / "relay"), "durable_consumers": ["bootstrap"],
                 "postgres": {"slot": db, "publication": db, "status_interval": 1},
             },
@@ -210,20 +213,17 @@ def _seed_and_stream(
     relay = daemons(["relay", "--config", str(config)], "relay").start()
     relay.wait_http(relay_url + "/healthz", timeout=30)
     _write(pg, db, [sql for g in GROUPS for sql in workload(g)])  # streamed, then seeded
+    pg.execute(f"INSERT INTO {MARKER} VALUES (1)", db)
     boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
     boot.wait_http(boot_url + "/healthz", timeout=30)
     wait_until(lambda: httpx.get(boot_url + "/v1/status").json()["snapshot_ready"], 90, "the snapshot", 0.2)
 
     streamed: dict[tuple[str, Any], Any] = {}
     seeded: dict[tuple[str, Any], Any] = {}
-    sub = Subscriber([relay_url], names, MemoryCheckpointStore(), wait_ms=300)
-    try:
-        for w in sub.windows(idle_exit=2.0):
-            for e in w.events:
-                row = e.after if e.after is not None else e.before
-                streamed[(e.table, (row or {}).get("id"))] = e
-    finally:
-        sub.close()
+    for w in relay_windows(relay_url, 1):  # up to the marker: the whole workload
+        for e in w.events:
+            row = e.after if e.after is not None else e.before
+            streamed[(e.table, (row or {}).get("id"))] = e
     snap = Subscriber(  # (its idle clock starts now)
         [relay_url], names, MemoryCheckpointStore(), bootstrap=[boot_url], from_snapshot=True, wait_ms=300
     )
