@@ -14,7 +14,8 @@ replication origin, logical messages, a row lock before the first change, a tran
 to spill to disk, a table in another schema, columns whose names collide after Avro sanitising,
 catalog and table rewrites (VACUUM FULL, CLUSTER, REINDEX) between changes, a FULL-identity table
 whose primary key changes and which is dropped, a partitioned table (a row
-moving between partitions, a partition attached later), stored generated and identity columns.
+moving between partitions, a partition attached later), stored generated and identity columns, user
+types changed while in use (enum labels added and renamed, a composite type's attribute added).
 
 The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
 capture stop in one shape does not hide the others.
@@ -371,6 +372,27 @@ def partition_steps() -> list[Step]:
     ]
 
 
+def type_change_steps() -> list[Step]:
+    """User types changed while a table uses them: enum labels added and renamed, a domain's base
+    constraint changed, a composite type's attribute added."""
+    return [
+        "CREATE TYPE feeling AS ENUM ('meh'); CREATE TYPE pt2 AS (x int, y int); "
+        "CREATE TABLE typed (id int PRIMARY KEY, f feeling, fs feeling[], p pt2);",
+        "INSERT INTO typed VALUES (1, 'meh', '{meh}', '(1,2)');",
+        "ALTER TYPE feeling ADD VALUE 'glad';",
+        "INSERT INTO typed VALUES (2, 'glad', '{glad,meh}', '(3,4)');",
+        "ALTER TYPE feeling ADD VALUE 'first' BEFORE 'meh';",
+        "UPDATE typed SET f = 'first', fs = '{first}' WHERE id = 1;",
+        "ALTER TYPE feeling RENAME VALUE 'meh' TO 'so-so';",
+        "INSERT INTO typed VALUES (3, 'so-so', '{so-so,glad}', NULL);",
+        "ALTER TYPE pt2 ADD ATTRIBUTE z int;",
+        "INSERT INTO typed VALUES (4, 'glad', '{}', '(5,6,7)'); UPDATE typed SET p = '(1,1,1)' WHERE id = 1;",
+        # RENAME VALUE and ADD ATTRIBUTE change how untouched rows read without writing them (no change
+        # to decode, for any logical decoding client): rows are rewritten for the final comparison
+        "UPDATE typed SET id = id;",
+    ]
+
+
 def generated_steps() -> list[Step]:
     return [
         # a stored generated column and an identity column
@@ -439,6 +461,7 @@ SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
     "truncate": lambda _rng, _prepared: truncate_steps(),
     "partitions": lambda _rng, _prepared: partition_steps(),
     "generated": lambda _rng, _prepared: generated_steps(),
+    "type_changes": lambda _rng, _prepared: type_change_steps(),
 }
 
 
@@ -461,6 +484,7 @@ KEYS: dict[str, list[str]] = {
     "big": ["id"],
     "rw": ["id"],
     "gen": ["id"],
+    "typed": ["id"],
     "tr_many": ["id"],
     "tr_oddlength": ["id"],
     "pk_and_ident": ["code"],  # the event key is the replica identity (docs/sources-postgres.md)

@@ -469,7 +469,7 @@ SECTION_GROUPS = {
     "identity_pk+identity_index": ["identity_pk", "identity_index"],
     "toast_key": ["toast_key"],
     "truncate": ["truncate"],
-    "partitions": ["partitions"],
+    "partitions+type_changes": ["partitions", "type_changes"],
     "generated": ["generated"],
 }
 
