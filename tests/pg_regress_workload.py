@@ -15,7 +15,8 @@ to spill to disk, a table in another schema, columns whose names collide after A
 catalog and table rewrites (VACUUM FULL, CLUSTER, REINDEX) between changes, a FULL-identity table
 whose primary key changes and which is dropped, a partitioned table (a row
 moving between partitions, a partition attached later), stored generated and identity columns, user
-types changed while in use (enum labels added and renamed, a composite type's attribute added).
+types changed while in use (enum labels added and renamed, a composite type's attribute added),
+columns added with a default to rows already there, DDL that changes untouched rows' values.
 
 The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
 capture stop in one shape does not hide the others.
@@ -218,6 +219,15 @@ def identity_full_steps() -> list[Step]:
         "(2, NULL, NULL, NULL, NULL);",
         "UPDATE full_types SET p = '(3,4)';",
         "UPDATE full_types SET big = NULL WHERE id = 1; DELETE FROM full_types WHERE id = 2;",
+        # columns added with a default to rows already there (no rewrite: the old tuples lack them)
+        "CREATE TABLE fastdef (id int PRIMARY KEY, a text); ALTER TABLE fastdef REPLICA IDENTITY FULL;",
+        "INSERT INTO fastdef VALUES (1, 'one'), (2, 'two'), (3, 'three');",
+        "ALTER TABLE fastdef ADD COLUMN b int DEFAULT 42, ADD COLUMN c text DEFAULT 'dflt' NOT NULL;",
+        "UPDATE fastdef SET a = 'uno' WHERE id = 1;",
+        "DELETE FROM fastdef WHERE id = 2;",
+        "ALTER TABLE fastdef ADD COLUMN d numeric DEFAULT 1.50, DROP COLUMN b;",
+        "UPDATE fastdef SET id = 30 WHERE id = 3;",
+        "UPDATE fastdef SET a = a;",  # (rows not written since d was added: see catalog_only_steps)
         # FULL with a primary key: the key changes, then the table goes (before the relay may read it)
         "CREATE TABLE full_gone (id int PRIMARY KEY, v text NOT NULL); ALTER TABLE full_gone REPLICA IDENTITY FULL;",
         "INSERT INTO full_gone VALUES (1, 'a'), (2, 'b');",
@@ -387,9 +397,25 @@ def type_change_steps() -> list[Step]:
         "INSERT INTO typed VALUES (3, 'so-so', '{so-so,glad}', NULL);",
         "ALTER TYPE pt2 ADD ATTRIBUTE z int;",
         "INSERT INTO typed VALUES (4, 'glad', '{}', '(5,6,7)'); UPDATE typed SET p = '(1,1,1)' WHERE id = 1;",
-        # RENAME VALUE and ADD ATTRIBUTE change how untouched rows read without writing them (no change
-        # to decode, for any logical decoding client): rows are rewritten for the final comparison
+        # RENAME VALUE and ADD ATTRIBUTE change how untouched rows read without writing them: rows are
+        # rewritten here for the final comparison (catalog_only_steps leaves them alone)
         "UPDATE typed SET id = id;",
+    ]
+
+
+def catalog_only_steps() -> list[Step]:
+    """DDL that changes the values of rows without writing them, so the WAL has no change for them:
+    a column added with a default (existing rows read the default), an enum label renamed, a
+    composite type's attribute added. A subscriber's copy of an untouched row must still end up
+    equal to the table."""
+    return [
+        "CREATE TYPE mood2 AS ENUM ('low', 'high'); CREATE TYPE pair2 AS (a int, b int); "
+        "CREATE TABLE untouched (id int PRIMARY KEY, m mood2, p pair2);",
+        "INSERT INTO untouched VALUES (1, 'low', '(1,2)'), (2, 'high', NULL);",
+        "ALTER TABLE untouched ADD COLUMN n numeric DEFAULT 1.50, ADD COLUMN t text DEFAULT 'dflt' NOT NULL;",
+        "ALTER TYPE mood2 RENAME VALUE 'low' TO 'lowest';",
+        "ALTER TYPE pair2 ADD ATTRIBUTE c int;",
+        "INSERT INTO untouched VALUES (3, 'high', '(5,6,7)');",
     ]
 
 
@@ -462,6 +488,7 @@ SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
     "partitions": lambda _rng, _prepared: partition_steps(),
     "generated": lambda _rng, _prepared: generated_steps(),
     "type_changes": lambda _rng, _prepared: type_change_steps(),
+    "catalog_only": lambda _rng, _prepared: catalog_only_steps(),
 }
 
 
@@ -485,6 +512,8 @@ KEYS: dict[str, list[str]] = {
     "rw": ["id"],
     "gen": ["id"],
     "typed": ["id"],
+    "fastdef": ["id"],
+    "untouched": ["id"],
     "tr_many": ["id"],
     "tr_oddlength": ["id"],
     "pk_and_ident": ["code"],  # the event key is the replica identity (docs/sources-postgres.md)

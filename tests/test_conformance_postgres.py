@@ -471,6 +471,7 @@ SECTION_GROUPS = {
     "truncate": ["truncate"],
     "partitions+type_changes": ["partitions", "type_changes"],
     "generated": ["generated"],
+    "catalog_only": ["catalog_only"],
 }
 
 
@@ -480,6 +481,9 @@ assert sorted(s for g in SECTION_GROUPS.values() for s in g) == sorted(SECTIONS)
 _NO_FIX_YET = {
     "generated": "waits for a fix (no owner yet): stored generated columns are missing from every event "
     "(pgoutput in PostgreSQL 15 never sends them) and the relay neither fills them in nor documents it",
+    "catalog_only": "waits for a fix or a documented decision (no owner yet): DDL that changes rows without "
+    "writing them (ADD COLUMN … DEFAULT on existing rows, ALTER TYPE … RENAME VALUE, ALTER TYPE … ADD "
+    "ATTRIBUTE) leaves a subscriber's copy of those rows stale: the WAL has no change for them",
 }
 
 
