@@ -14,6 +14,8 @@ stop (``/healthz`` green at the end, the relay process alive).
   (:mod:`pg_regress_workload`), in groups of sections with the relay reading while they run;
   ``test_regression_shapes_relay_down``: all of it with the relay down during the workload (it then
   decodes changes of tables already altered or dropped).
+* ``test_regression_shapes_relay_killed``: all of it with the relay killed and restarted three times
+  while it runs.
 * ``test_keyless_tables_keep_application_writes``: the relay never makes PostgreSQL refuse an
   application's UPDATE/DELETE on a table without a replica identity; a table it leaves out is named
   in a warning (``test_keyless_tables_created_while_the_relay_runs``: also for tables created later).
@@ -443,17 +445,29 @@ def spill_small(pg_server: PgServer) -> Any:
 
 
 def _regression_case(
-    sections: list[str] | None, relay_down: bool, pg: PgServer, daemons: Any, tmp_path: Path
+    sections: list[str] | None,
+    relay_down: bool,
+    pg: PgServer,
+    daemons: Any,
+    tmp_path: Path,
+    kill_at: tuple[int, ...] = (),
+    name: str | None = None,
 ) -> tuple[Any, list[list[Any]]]:
+    """Run workload sections against a relay (stopped during the workload with ``relay_down``; killed
+    with SIGKILL and started again after each step number in ``kill_at``) and compare."""
     from sources_harness import restart_relay
 
-    name = "conf_regress_" + ("all" if sections is None or len(sections) > 3 else "_".join(sections))
+    name = name or "conf_regress_" + ("all" if sections is None or len(sections) > 3 else "_".join(sections))
     db = pg.create_database(name)
     run: Run = start_run(pg, db, daemons, tmp_path, name, None)
     try:
         if relay_down:
             assert run.relay.stop() == 0
-        _write(pg, db, steps(seed=10, prepared=True, sections=sections))
+        for n, step in enumerate(steps(seed=10, prepared=True, sections=sections)):
+            _write(pg, db, [step])
+            if n in kill_at:
+                run.relay.kill9()
+                restart_relay(run.relay, run.url)
         if relay_down:
             restart_relay(run.relay, run.url)
         result, _windows, td = run.finish(KEYS, None, timeout=120)
@@ -514,6 +528,19 @@ def test_regression_shapes_relay_down(
     result, td = _regression_case(sections, True, pg_server, daemons, tmp_path)
     tables = {c.table for t in td for c in t}
     assert {"rx", "tr_sub", "xpto", "toasted_key", "toasted_several", "tab1", "tab2", "big", "s2.rx"} <= tables
+    assert sum(len(t) for t in td) > 12_000
+    _check(result, at_least_values=40_000)
+
+
+def test_regression_shapes_relay_killed(
+    prepared_ok: bool, spill_small: Any, pg_server: PgServer, daemons: Any, tmp_path: Path
+) -> None:
+    """The workload (less the shapes with no fix yet) with the relay killed (SIGKILL) and started again
+    three times while it runs: what it serves afterwards is still every change, once, exactly."""
+    sections = [name for name in SECTIONS if name not in _NO_FIX_YET]
+    total = len(steps(seed=10, prepared=True, sections=sections))
+    kills = (total // 5, total // 2, total - 3)
+    result, td = _regression_case(sections, False, pg_server, daemons, tmp_path, kill_at=kills, name="conf_kill")
     assert sum(len(t) for t in td) > 12_000
     _check(result, at_least_values=40_000)
 
