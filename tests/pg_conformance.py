@@ -305,6 +305,7 @@ class TdChange:
     old: dict[str, str | None] | None = None
     types: dict[str, str] = field(default_factory=dict)
     line: str = ""
+    qualified: tuple[str, str] = ("", "")  # (schema, table) as PostgreSQL names it
 
 
 def _ident(s: str, i: int) -> tuple[str, int]:
@@ -325,12 +326,17 @@ def _ident(s: str, i: int) -> tuple[str, int]:
     return s[i:j], j
 
 
-def _qualified(s: str, i: int) -> tuple[str, int]:
+def _qualified(s: str, i: int) -> tuple[tuple[str, str], int]:
     schema, i = _ident(s, i)
     if s[i] != ".":
-        return schema, i
+        return ("public", schema), i
     name, i = _ident(s, i + 1)
-    return (name if schema == "public" else f"{schema}.{name}"), i
+    return (schema, name), i
+
+
+def relay_table_name(schema: str, name: str) -> str:
+    """The source name the relay gives a table: ``orders`` for public.orders, ``sales.orders`` else."""
+    return name if schema == "public" else f"{schema}.{name}"
 
 
 def _tuple(s: str, i: int) -> tuple[dict[str, str | None], dict[str, str], int]:
@@ -391,8 +397,8 @@ def parse_change(line: str) -> list[TdChange]:
     op = _OPS[line[i + 2 : op_end]]
     rest = line[op_end + 1 :]
     if op == "t":
-        return [TdChange(t, "t", line=line) for t in tables]
-    ch = TdChange(tables[0], op, line=line)
+        return [TdChange(relay_table_name(*t), "t", line=line, qualified=t) for t in tables]
+    ch = TdChange(relay_table_name(*tables[0]), op, line=line, qualified=tables[0])
     if op == "u" and rest.startswith(" old-key:"):
         ch.old, ch.types, j = _tuple(rest, len(" old-key:"))
         assert rest.startswith("new-tuple:", j), rest[j : j + 40]
@@ -624,6 +630,12 @@ class Comparer:
 
     def transactions(self, td_txns: list[list[TdChange]], windows: list[Window], only: Callable[[str], bool]) -> None:
         """Align ``td_txns`` (restricted to tables where ``only(table)``) with ``windows`` by commit order."""
+        names: dict[str, set[tuple[str, str]]] = {}
+        for c in (c for t in td_txns for c in t):
+            names.setdefault(c.table, set()).add(c.qualified)
+        for name, tables in names.items():
+            if len(tables) > 1:
+                self.result.add("tables", f"{sorted(tables)} all arrive as source {name!r}")
         scns = [w.scn for w in windows]
         if scns != sorted(set(scns)):
             self.result.add("windows", f"window SCNs do not strictly increase: {scns[:50]}")

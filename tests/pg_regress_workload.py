@@ -16,7 +16,8 @@ catalog and table rewrites (VACUUM FULL, CLUSTER, REINDEX) between changes, a FU
 whose primary key changes and which is dropped, a partitioned table (a row
 moving between partitions, a partition attached later), stored generated and identity columns, user
 types changed while in use (enum labels added and renamed, a composite type's attribute added),
-columns added with a default to rows already there, DDL that changes untouched rows' values.
+columns added with a default to rows already there, DDL that changes untouched rows' values, a
+table named ``"s3.rx"`` next to table ``rx`` of schema ``s3``.
 
 The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
 capture stop in one shape does not hide the others.
@@ -403,6 +404,14 @@ def type_change_steps() -> list[Step]:
     ]
 
 
+def dotted_name_steps() -> list[Step]:
+    """A table whose name has a dot, next to the table of that name in that schema."""
+    return [
+        'CREATE SCHEMA s3; CREATE TABLE s3.rx (id int PRIMARY KEY, v text); CREATE TABLE "s3.rx" (id int PRIMARY KEY);',
+        "INSERT INTO s3.rx VALUES (1, 'in schema s3'); INSERT INTO \"s3.rx\" VALUES (2);",
+    ]
+
+
 def catalog_only_steps() -> list[Step]:
     """DDL that changes the values of rows without writing them, so the WAL has no change for them:
     a column added with a default (existing rows read the default), an enum label renamed, a
@@ -489,6 +498,7 @@ SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
     "generated": lambda _rng, _prepared: generated_steps(),
     "type_changes": lambda _rng, _prepared: type_change_steps(),
     "catalog_only": lambda _rng, _prepared: catalog_only_steps(),
+    "dotted_names": lambda _rng, _prepared: dotted_name_steps(),
 }
 
 

@@ -486,6 +486,7 @@ SECTION_GROUPS = {
     "partitions+type_changes": ["partitions", "type_changes"],
     "generated": ["generated"],
     "catalog_only": ["catalog_only"],
+    "dotted_names": ["dotted_names"],
 }
 
 
@@ -498,6 +499,8 @@ _NO_FIX_YET = {
     "catalog_only": "waits for a fix or a documented decision (no owner yet): DDL that changes rows without "
     "writing them (ADD COLUMN … DEFAULT on existing rows, ALTER TYPE … RENAME VALUE, ALTER TYPE … ADD "
     "ATTRIBUTE) leaves a subscriber's copy of those rows stale: the WAL has no change for them",
+    "dotted_names": "waits for a fix (no owner yet): public.\"s3.rx\" and s3.rx both arrive as source 's3.rx' "
+    "(the relay's table naming is ambiguous for names with a dot)",
 }
 
 
