@@ -572,7 +572,9 @@ class Comparer:
             if ev.before is not None or ev.after is not None or ev.key not in ([], None):
                 self.result.add(where, f"truncate event carries data: key {ev.key} {ev.before} {ev.after}")
             return
-        after = _cols(ev.after)
+        # a user column of that name is the user's, whatever the relay marks with it
+        user_marker = UNCHANGED_COLUMN in td.types
+        after = dict(ev.after or {}) if user_marker else _cols(ev.after)
         if td.new is not None:  # a schema change must reach the subscriber (on the first event in it)
             shape = tuple((col, td.types.get(col, "?")) for col in td.new)
             seen = self._shape.get(td.table)
@@ -580,7 +582,7 @@ class Comparer:
                 self.result.add(where, f"the table's columns changed ({seen} → {shape}), no event said schema_changed")
             self._shape[td.table] = shape
             self._flagged.discard(td.table)
-            unchanged = set((ev.after or {}).get(UNCHANGED_COLUMN) or [])
+            unchanged = set() if user_marker else set((ev.after or {}).get(UNCHANGED_COLUMN) or [])
             extra = set(after) - set(td.new)
             if extra:
                 self.result.add(where, f"after image has columns PostgreSQL does not: {sorted(extra)}")
@@ -602,7 +604,7 @@ class Comparer:
         elif ev.after is not None:
             self.result.add(where, f"delete carries an after image {ev.after}")
         if td.old is not None:
-            before = _cols(ev.before)
+            before = dict(ev.before or {}) if user_marker else _cols(ev.before)
             if ev.before is None:
                 self.result.add(where, f"before image missing; PostgreSQL has old {td.old}")
             else:

@@ -17,7 +17,8 @@ whose primary key changes and which is dropped, a partitioned table (a row
 moving between partitions, a partition attached later), stored generated and identity columns, user
 types changed while in use (enum labels added and renamed, a composite type's attribute added),
 columns added with a default to rows already there, DDL that changes untouched rows' values, a
-table named ``"s3.rx"`` next to table ``rx`` of schema ``s3``.
+table named ``"s3.rx"`` next to table ``rx`` of schema ``s3``, a user column named like the relay's
+unchanged-TOAST marker.
 
 The steps come in :data:`SECTIONS`; a test runs groups of them, each through its own relay, so a
 capture stop in one shape does not hide the others.
@@ -412,6 +413,17 @@ def dotted_name_steps() -> list[Step]:
     ]
 
 
+def reserved_name_steps() -> list[Step]:
+    """A user column named like the relay's marker of unchanged TOASTed values, in a table that has
+    such an update."""
+    return [
+        "CREATE TABLE reserved (id int PRIMARY KEY, _headrace_unchanged text, big text); "
+        "ALTER TABLE reserved ALTER big SET STORAGE EXTERNAL;",
+        "INSERT INTO reserved VALUES (1, 'mine', repeat(md5('r'), 200));",
+        "UPDATE reserved SET _headrace_unchanged = 'still mine';",
+    ]
+
+
 def catalog_only_steps() -> list[Step]:
     """DDL that changes the values of rows without writing them, so the WAL has no change for them:
     a column added with a default (existing rows read the default), an enum label renamed, a
@@ -499,6 +511,7 @@ SECTIONS: dict[str, Callable[[random.Random, bool], list[Step]]] = {
     "type_changes": lambda _rng, _prepared: type_change_steps(),
     "catalog_only": lambda _rng, _prepared: catalog_only_steps(),
     "dotted_names": lambda _rng, _prepared: dotted_name_steps(),
+    "reserved_names": lambda _rng, _prepared: reserved_name_steps(),
 }
 
 
