@@ -227,11 +227,11 @@ def pg_text(value: Any, pg_type: str) -> str | None:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dict | list):
-        return _json_text(value)
+        return json_text(value)
     raise TypeError(f"no PostgreSQL text form for {type(value).__name__} {value!r} ({pg_type})")
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     """JSON text of a parsed value with exact numbers (for writing JSON, and for messages)."""
     if value is None or value is JSON_NULL:
         return "null"
@@ -246,9 +246,9 @@ def _json_text(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
-        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+        return "[" + ", ".join(json_text(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"not JSON: {value!r}")
 
 
@@ -505,7 +505,8 @@ def _sig(op: str, table: str) -> str:
     return f"{op}:{table}"
 
 
-def _cols(row: dict[str, Any] | None) -> dict[str, Any]:
+def row_columns(row: dict[str, Any] | None) -> dict[str, Any]:
+    """A delivered row without the relay's unchanged-TOAST marker column."""
     return {k: v for k, v in (row or {}).items() if k != UNCHANGED_COLUMN}
 
 
@@ -574,7 +575,7 @@ class Comparer:
             return
         # a user column of that name is the user's, whatever the relay marks with it
         user_marker = UNCHANGED_COLUMN in td.types
-        after = dict(ev.after or {}) if user_marker else _cols(ev.after)
+        after = dict(ev.after or {}) if user_marker else row_columns(ev.after)
         if td.new is not None:  # a schema change must reach the subscriber (on the first event in it)
             shape = tuple((col, td.types.get(col, "?")) for col in td.new)
             seen = self._shape.get(td.table)
@@ -604,7 +605,7 @@ class Comparer:
         elif ev.after is not None:
             self.result.add(where, f"delete carries an after image {ev.after}")
         if td.old is not None:
-            before = dict(ev.before or {}) if user_marker else _cols(ev.before)
+            before = dict(ev.before or {}) if user_marker else row_columns(ev.before)
             if ev.before is None:
                 self.result.add(where, f"before image missing; PostgreSQL has old {td.old}")
             else:
@@ -697,7 +698,7 @@ def apply_events(
             if e.before is not None and any(e.before.get(k) is not None for k in kc):
                 old = rows.pop(tuple(pg_text(e.before.get(k), "") for k in kc), {})
             if e.after is not None:
-                new = _cols(e.after)
+                new = row_columns(e.after)
                 unchanged = (e.after or {}).get(UNCHANGED_COLUMN) or []
                 if not old:
                     k = tuple(pg_text(new.get(c), "") if c not in unchanged else None for c in kc)
