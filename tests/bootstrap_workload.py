@@ -106,12 +106,16 @@ def source_rows(path: str | Path) -> dict[tuple[str, Any], dict[str, Any]]:
 def materialise(
     lines: Iterable[str], into: dict[tuple[str, Any], dict[str, Any]] | None = None
 ) -> dict[tuple[str, Any], dict[str, Any]]:
-    """Apply ``headrace subscribe`` JSON lines in order: c/u/r upsert the after image, d deletes."""
+    """Apply ``headrace subscribe`` JSON lines in order: c/u/r upsert the after image, d deletes, and a
+    ``{"control": "snapshot_restarted"}`` line empties the copy (the snapshot that follows replaces it)."""
     copy: dict[tuple[str, Any], dict[str, Any]] = {} if into is None else into
     for line in lines:
         if not line.strip():
             continue
         e = json.loads(line)
+        if e.get("control") == "snapshot_restarted":
+            copy.clear()
+            continue
         k = (e["table"], e["key"][0])
         if e["op"] == "d":
             copy.pop(k, None)

@@ -179,7 +179,7 @@ def test_snapshot_resumes_after_a_key_and_reads_keyless_tables(mariadb_server: M
     saved = None
     for page in src.snapshot_rows(["comp", "nokey"], page_rows=64):  # a seeding run that crashes mid-table
         first.extend((page.table.name, c.key, c.after) for c in page.rows)
-        saved = (page.table.name, page.after_key)
+        saved = (page.table.name, page.last_key)
         if len(first) >= 64 * 5:
             break
     assert saved is not None and saved[0] == "comp"

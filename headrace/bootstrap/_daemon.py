@@ -15,7 +15,7 @@ from .._logging import get_logger
 from ._applier import Applier
 from ._config import BootstrapConfig
 from ._follow import Follower
-from ._seed import seed
+from ._seeder import Seeder
 from ._serve import BootstrapState, build_app
 from ._sessions import Sessions
 from ._store import Store
@@ -30,31 +30,10 @@ def run_bootstrap(config: BootstrapConfig) -> None:
     store = Store(config.store)
     stop = threading.Event()
     sessions = Sessions(config.session_timeout_seconds, time.monotonic)
-    positions = threading.Event()  # the follower starts once seeding settled where to follow from
-    follower = Follower(config, store, stop, positions)
+    seeder = Seeder(config, store, stop)
+    # the follower starts once seeding settled which generation to follow
+    follower = Follower(config, store, stop, seeder.settled, seeder.request)
     applier = Applier(config, store, stop, sessions)
-    seed_error: list[str] = []
-
-    def seeding() -> None:
-        try:
-            if config.seed is not None:
-                seed(
-                    store,
-                    config.seed,
-                    config.sources,
-                    config.seed_page_rows,
-                    stop,
-                    relay_slot=config.seed_slot,
-                    publication=config.seed_publication,
-                    positions=positions,
-                )
-        except Exception as exc:
-            seed_error.append(f"{type(exc).__name__}: {exc}")
-            log.exception("seed_failed", error=seed_error[-1])
-        finally:
-            positions.set()
-
-    seeder = threading.Thread(target=seeding, name="bootstrap-seed", daemon=True)
 
     def start() -> None:
         seeder.start()
@@ -63,23 +42,27 @@ def run_bootstrap(config: BootstrapConfig) -> None:
 
     def stop_all() -> None:
         stop.set()
-        for t in (seeder, follower.thread, applier.thread):
+        seeder.halt()
+        for t in (seeder.thread, follower.thread, applier.thread):
             if t.is_alive():
                 t.join(15)
         store.close()
         log.info("bootstrap_stopped")
 
     def health() -> dict[str, Any]:
-        errors = {
-            k: v
-            for k, v in (
-                ("seed", seed_error[-1] if seed_error else None),
-                ("follow", follower.error),
-                ("apply", applier.error),
-            )
-            if v
+        errors = {k: v for k, v in (("seed", seeder.error), ("follow", follower.error), ("apply", applier.error)) if v}
+        try:
+            st = store.state()
+        except Exception as exc:  # the store itself is down: that is the health
+            return {"ok": False, "errors": {**errors, "store": f"{type(exc).__name__}: {exc}"}}
+        b = st["building"]
+        return {
+            "ok": not seeder.error,
+            "errors": errors,
+            "generation": st["gen"],
+            "seeding": None if b is None else {"gen": b["gen"], "seed": b["seed"]},
+            "reseeds": st["reseeds"],
         }
-        return {"ok": not seed_error, "errors": errors}
 
     state = BootstrapState(
         config,

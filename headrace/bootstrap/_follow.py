@@ -6,19 +6,25 @@ fetched batch of whole windows is written to the log store in one transaction to
 ``log_scn`` (the SCN the relay scanned to). Writer schemas of new fingerprints are fetched from the
 relay and stored before the windows that use them. Frames are stored exactly as served.
 
-When a relay answers ``scn_too_old`` for ``log_scn`` (the source's log was pruned past it, e.g. by a
-retention setting or a long outage) and ``bootstrap.seed`` is set, the stores are emptied and seeded
-again; subscribers in the middle of a bootstrap get 410 from catch-up and start their snapshot over.
+The follower follows one store generation (:mod:`._store`): the one being seeded if any — from the
+seed's start SCN, while the seed reads — else the served one. When a relay answers ``scn_too_old``
+for ``log_scn`` (its buffer or the source's log no longer reaches it, e.g. after a long outage) and
+``bootstrap.seed`` is set, it asks the seeder for a new generation (:mod:`._seeder`) and follows
+that one; the served snapshot stays served until the new one is complete. Subscribers of the old
+generation are told to start their snapshot over when it is replaced.
 
-Resume-state contract: ``log_scn`` in the store is the checkpoint; it moves only in the transaction
-that stores the windows, so after kill -9 the follower asks the relay again from it and no window
-is stored twice or missed (windows at or below ``log_scn`` are skipped on insert).
+Resume-state contract: the followed generation's ``log_scn`` in the store is the checkpoint; it
+moves only in the transaction that stores the windows, so after kill -9 the follower asks the relay
+again from it and no window is stored twice or missed (windows at or below ``log_scn`` are skipped
+on insert). A batch for a generation that is no longer followed is refused, and the follower starts
+over with the current one.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from .._logging import get_logger
 from ..errors import InvalidInput, ScnTooOld, Unavailable
@@ -49,10 +55,17 @@ class Follower:
     """Relay → log store, in a background thread."""
 
     def __init__(
-        self, config: BootstrapConfig, store: Store, stop: threading.Event, positions: threading.Event | None = None
+        self,
+        config: BootstrapConfig,
+        store: Store,
+        stop: threading.Event,
+        positions: threading.Event | None = None,
+        reseed: Callable[[str], None] | None = None,
     ) -> None:
-        #: set once seeding has settled the store's positions (a restarted PostgreSQL seed replaces them)
+        #: set once seeding has settled which generation to follow (a restarted seed replaces one)
         self.positions = positions
+        #: asks for a new generation (:meth:`~._seeder.Seeder.request`)
+        self.reseed = reseed
         self.config = config
         self.store = store
         self.stop = stop
@@ -65,19 +78,20 @@ class Follower:
     def start(self) -> None:
         self.thread.start()
 
-    def _wait_start(self) -> int | None:
-        """The SCN to follow from: the store's ``log_scn`` (set by seeding or by :meth:`_init`)."""
+    def _wait_start(self) -> tuple[int | None, int | None]:
+        """The generation to follow and the SCN to follow it from (its ``log_scn``); (None, None)
+        when the store is empty and nothing will seed it (:meth:`_init` starts it)."""
         while self.positions is not None and not self.positions.wait(0.2):
             if self.stop.is_set():
-                return None
+                return None, None
         while not self.stop.is_set():
-            st = self.store.state()
-            if st["log_scn"] is not None:
-                return int(st["log_scn"])
+            t = self.store.target()
+            if t is not None and t["log_scn"] is not None:
+                return int(t["gen"]), int(t["log_scn"])
             if self.config.seed is None:
-                return None
+                return None, None
             self.stop.wait(0.2)
-        return None
+        return None, None
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -88,9 +102,16 @@ class Follower:
                 log.exception("follow_failed", error=self.error)
                 self.stop.wait(2.0)
 
+    def _await_new_generation(self, gen: int | None) -> None:
+        """Wait until the store follows another generation than ``gen`` (a re-seed started one)."""
+        while not self.stop.wait(0.2):
+            t = self.store.target()
+            if t is not None and t["gen"] != gen:
+                return
+
     def _follow(self) -> None:
         cfg = self.config
-        start = self._wait_start()
+        gen, start = self._wait_start()
         if self.stop.is_set():
             return
         sub = Subscriber(
@@ -106,34 +127,27 @@ class Follower:
         try:
             if start is None:
                 start = self._init(sub)
+                gen = (self.store.target() or {}).get("gen")
                 sub.checkpoint = Checkpoint(start)
+            log.info("following", gen=gen, since=start)
             while not self.stop.is_set():
                 try:
                     batch = sub.fetch()
                 except ScnTooOld as exc:
                     self.too_old = exc
                     self.error = str(exc)
-                    seeding = (self.store.state()["seed"] or {}).get("done") is False
-                    if cfg.seed is None or seeding:  # (a seed in progress restarts on the next server start)
+                    if cfg.seed is None or self.reseed is None:
                         log.error("relay_no_longer_has_log_scn", error=str(exc), detail="configure bootstrap.seed")
                         self.stop.wait(5.0)
                         continue
-                    # the source's log moved past ours (retention, a long outage): seed again from scratch
-                    log.warning("relay_no_longer_has_log_scn_reseeding", error=str(exc))
-                    from ._seed import seed
-
-                    self.store.reset()
-                    seed(
-                        self.store,
-                        cfg.seed,
-                        cfg.sources,
-                        cfg.seed_page_rows,
-                        self.stop,
-                        relay_slot=cfg.seed_slot,
-                        publication=cfg.seed_publication,
-                    )
-                    sub.checkpoint = Checkpoint(int(self.store.state()["log_scn"]))
-                    continue
+                    # The source's log moved past ours (a relay buffer shorter than an outage, a
+                    # retention setting): a new generation is seeded while the current one is served,
+                    # and followed from its own start while it is read.
+                    log.warning("relay_no_longer_has_log_scn_reseeding", gen=gen, error=str(exc))
+                    self.reseed("relay_no_longer_has_log_scn")
+                    self._await_new_generation(gen)
+                    self.error = None
+                    return
                 except InvalidInput as exc:
                     self.error = str(exc)
                     log.error("relay_refused", error=str(exc))
@@ -148,10 +162,13 @@ class Follower:
                     self._fetch_schemas(sub, new_fps)
                 since = sub.checkpoint.scn if sub.checkpoint else -1
                 if windows or batch.scanned_scn > since:
-                    self.store.append(windows, batch.scanned_scn)
+                    if not self.store.append(windows, batch.scanned_scn, gen):
+                        log.info("generation_replaced", gen=gen, detail="following the new one")
+                        return
                     sub.checkpoint = Checkpoint(max(batch.scanned_scn, since))
                     LOGGED_WINDOWS.inc(len(windows))
                     LOGGED_EVENTS.inc(sum(w.events for w in windows))
+                self.too_old = None
                 self.error = None
         finally:
             sub.close()

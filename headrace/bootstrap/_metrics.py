@@ -12,8 +12,11 @@ __all__ = [
     "LOGGED_WINDOWS",
     "LOG_SCN",
     "REJECTS",
+    "RESEEDS",
     "SERVED_EVENTS",
     "SERVED_ROWS",
+    "TOAST_FILLED",
+    "TOAST_UNFILLED",
 ]
 
 LOGGED_WINDOWS = Counter("headrace_bootstrap_logged_windows_total", "Windows written to the log store")
@@ -25,3 +28,12 @@ SERVED_EVENTS = Counter("headrace_bootstrap_catchup_events_total", "Catch-up eve
 REJECTS = Counter("headrace_bootstrap_rejects_total", "Refused requests by reason", ["reason"])
 LOG_SCN = Gauge("headrace_bootstrap_log_scn", "Newest SCN in the log store")
 APPLIED_SCN = Gauge("headrace_bootstrap_applied_scn", "SCN the snapshot store is applied to")
+RESEEDS = Counter(
+    "headrace_bootstrap_reseeds_total", "Seeds of a new generation after the first, by reason", ["reason"]
+)
+TOAST_FILLED = Counter(
+    "headrace_bootstrap_toast_filled_total", "Unchanged-TOAST placeholders filled in from the stored row"
+)
+TOAST_UNFILLED = Counter(
+    "headrace_bootstrap_toast_unfilled_total", "Unchanged-TOAST placeholders left (no previous value known)"
+)

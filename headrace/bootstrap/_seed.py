@@ -13,19 +13,21 @@ read at SCN ``p`` holds every row as of ``p`` ≥ ``start_scn``. The applier sta
 is done and replays every window after ``start_scn`` in order; re-applying a change a page already
 reflected rewrites the same final image, so once ``applied_scn`` ≥ the highest page SCN
 (``high_scn``) every key holds its newest image — the snapshot equals the source at ``applied_scn``.
-The server refuses snapshot reads (503 ``not_ready``) before that.
+A seed fills a new store generation (:mod:`._store`); the served one (if any) stays served until
+the new one is ready — the applier then promotes it.
 
-Resume-state contract: the ``seed`` state row ``{start_scn, high_scn, tables, table, after, done}``
-is saved with each page; a restart continues after ``after`` in ``table``. A page cut by kill -9 is
-read again. PostgreSQL seeding (an exported snapshot from a temporary seeding slot) is in
-:mod:`._seed_pg`.
+Resume-state contract: the generation's ``seed`` state row ``{start_scn, high_scn, tables, table,
+after, done}`` is saved with each page; a restart (``seed_interrupted``) continues after ``after``
+in ``table`` of the same generation. A page cut by kill -9 is read again. A page for a generation
+that was replaced meanwhile is refused by the store and the seed stops. PostgreSQL seeding (an
+exported snapshot from a temporary seeding slot) is in :mod:`._seed_pg`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from .._logging import get_logger
 from ..errors import ConfigError, UsageError
@@ -33,11 +35,19 @@ from ..relay import Codecs, Event, Op, RelayConfig, RowChange, SchemaRegistry, T
 from ._apply import ReadFrame, merge
 from ._store import Store
 
-__all__ = ["seed", "seed_sqlite"]
+__all__ = ["StopFlag", "seed", "seed_needed", "seed_sqlite"]
 
 log = get_logger("bootstrap.seed")
 
 ROWID_COLUMN = "__rowid__"
+
+
+class StopFlag(Protocol):
+    """What a seed checks between pages (a :class:`threading.Event` is one)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def _q(name: str) -> str:
@@ -59,15 +69,27 @@ def _unjson(values: list[Any]) -> list[Any]:
     return [bytes.fromhex(v["hex"]) if isinstance(v, dict) else v for v in values]
 
 
+def seed_needed(state: dict[str, Any]) -> str | None:
+    """Why the store needs a seed now (``initial``, ``seed_interrupted``), or None."""
+    b = state.get("building")
+    if b is not None and b.get("seed") is not None and not b["seed"].get("done"):
+        return "seed_interrupted"
+    if state.get("gen") is None and b is None:
+        return "initial"
+    return None
+
+
 def seed_sqlite(
     store: Store,
     url: str,
     tables: list[str] | None,
     page_rows: int,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     positions: threading.Event | None = None,
+    reason: str = "initial",
 ) -> dict[str, Any]:
-    """Seed (or resume seeding) the snapshot store from the SQLite file at ``url``; returns the seed state."""
+    """Seed a new store generation from the SQLite file at ``url`` — or, for ``seed_interrupted``,
+    resume the one being built; returns the seed state."""
     from ..relay.sources.sqlite import SqliteSource, sqlite_path, text_or_bytes
 
     source = SqliteSource(RelayConfig(source=url, tables=tables))
@@ -83,20 +105,21 @@ def seed_sqlite(
         registry.register(m)
     store.put_schemas(v for t in registry.tables() for v in registry.versions(t))
 
-    state: dict[str, Any] | None = store.state()["seed"]
+    building = store.state()["building"]
     conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=60.0)
     conn.execute("PRAGMA busy_timeout=60000")
     conn.text_factory = text_or_bytes  # TEXT that is not UTF-8 (SQLite does not check) as its bytes
     try:
-        if state is None:
+        if reason == "seed_interrupted" and building is not None and building["seed"] is not None:
+            gen, state = int(building["gen"]), dict(building["seed"])
+            log.info("seed_resumed", gen=gen, table=state.get("table"), after=state.get("after"))
+        else:
             start = _read_scn(conn)
             state = {"start_scn": start, "high_scn": start, "tables": sorted(metas), "table": None, "done": False}
-            store.reset()
-            store.init_positions(start)
-            store.set_seed(state)
-            log.info("seed_started", start_scn=start, tables=state["tables"])
+            gen = store.begin_generation(start, state, reason)
+            log.info("seed_started", gen=gen, reason=reason, start_scn=start, tables=state["tables"])
         if positions is not None:
-            positions.set()  # the store's positions are this seed's (a resumed one keeps them)
+            positions.set()  # the follower follows this generation from its start SCN while we read
         while not state["done"]:
             if stop is not None and stop.is_set():
                 return state
@@ -104,7 +127,8 @@ def seed_sqlite(
             if state["table"] is None:
                 if not pending:
                     state = {**state, "done": True, "table": None, "after": None}
-                    store.set_seed(state)
+                    if not store.set_seed(state, gen=gen):
+                        return state
                     break
                 state = {**state, "table": pending[0], "after": None}
             meta = metas[state["table"]]
@@ -133,9 +157,11 @@ def seed_sqlite(
                 nxt["after"] = None
             else:
                 nxt["after"] = _jsonable([rows[-1][i] for i in key_idx])
-            store.apply(merge([frames]).values(), state["start_scn"], seed=nxt)
+            if not store.apply(merge([frames]).values(), state["start_scn"], seed=nxt, gen=gen):
+                log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
+                return state
             state = nxt
-        log.info("seed_done", start_scn=state["start_scn"], high_scn=state["high_scn"])
+        log.info("seed_done", gen=gen, start_scn=state["start_scn"], high_scn=state["high_scn"])
         return state
     finally:
         conn.close()
@@ -153,18 +179,28 @@ def seed(
     url: str,
     tables: list[str] | None,
     page_rows: int,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     *,
     relay_slot: str = "headrace",
     publication: str = "headrace",
     positions: threading.Event | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Seed from the database at ``url`` by its kind; ``positions`` is set once the store's positions
-    (``log_scn`` to follow from) are this seed's."""
+    """Seed from the database at ``url`` by its kind; ``positions`` is set once the generation the
+    follower must follow is settled.
+
+    ``reason`` None: seed only when the store needs it (:func:`seed_needed`; otherwise return the
+    served seed state); else seed a new generation for that reason (``seed_interrupted`` resumes an
+    interrupted SQLite seed instead)."""
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     try:
+        if reason is None:
+            st = store.state()
+            reason = seed_needed(st)
+            if reason is None:
+                return dict(st["seed"] or {})
         if scheme == "sqlite":
-            return seed_sqlite(store, url, tables, page_rows, stop, positions)
+            return seed_sqlite(store, url, tables, page_rows, stop, positions, reason)
         if scheme in ("postgresql", "postgres"):
             from ._seed_pg import seed_postgres
 
@@ -177,8 +213,34 @@ def seed(
                 relay_slot=relay_slot,
                 publication=publication,
                 positions=positions,
+                reason=reason,
+            )
+        if scheme in ("mysql", "mariadb"):
+            from ..relay.sources.mysql import MysqlSource
+            from ._seed_source import seed_from_source
+
+            source = MysqlSource(RelayConfig(source=url, tables=tables))
+            return seed_from_source(
+                store,
+                source,
+                tables,
+                page_rows,
+                stop,
+                positions=positions,
+                reason=reason,
+                method="mysql_consistent_snapshot",
+                describe=lambda start: {"binlog_position": _binlog_position(start)},
             )
     finally:
         if positions is not None:
             positions.set()
-    raise ConfigError([f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///… or postgresql://…"])
+    raise ConfigError(
+        [f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///…, postgresql://… or mysql://…"]
+    )
+
+
+def _binlog_position(scn: int) -> str:
+    from ..relay.sources._mysqltypes import unpack_scn
+
+    index, pos = unpack_scn(scn)
+    return f"{index}:{pos}"

@@ -56,16 +56,21 @@ CATCHUP_PARAMS = frozenset({"since", "sources", "filter", "max_bytes", "wait_ms"
 _FP_RE = re.compile(r"^[0-9a-fA-F]{16}$")
 
 
-def encode_cursor(source: str, sort_key: bytes) -> str:
-    """The opaque ``after`` cursor of a snapshot row."""
-    return base64.urlsafe_b64encode(json.dumps([source, sort_key.hex()]).encode()).decode().rstrip("=")
+def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
+    """The opaque ``after`` cursor of a snapshot row (of store generation ``gen``)."""
+    body: list[Any] = [source, sort_key.hex()] if gen is None else [source, sort_key.hex(), gen]
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[str, bytes]:
+def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
+    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers)."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        source, hexkey = json.loads(raw)
-        return str(source), bytes.fromhex(hexkey)
+        parts = json.loads(raw)
+        if not isinstance(parts, list) or len(parts) not in (2, 3):
+            raise ValueError("not a cursor")
+        gen = int(parts[2]) if len(parts) == 3 else None
+        return str(parts[0]), bytes.fromhex(parts[1]), gen
     except (ValueError, TypeError, binascii.Error) as exc:
         raise InvalidInput("bad_after", f"after={text!r} is not a cursor this server gave (X-Headrace-Cursor)") from exc
 
@@ -98,6 +103,13 @@ class BootstrapState:
         return sv
 
 
+class _Restarted(Exception):
+    """The served generation changed under a snapshot read."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
 def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
     REJECTS.labels(reason).inc()
     log.info("request_rejected", status=status, reason=reason, detail=detail)
@@ -118,13 +130,34 @@ def _sources(params: Any, known: frozenset[str]) -> frozenset[str] | None:
 
 def snapshot_ready(state: dict[str, Any]) -> str | None:
     """None when the snapshot store may be served, else why not."""
+    b = state.get("building")
     if state["applied_scn"] is None:
+        if b is not None:
+            seed = b.get("seed") or {}
+            where = f"table {seed.get('table')!r}" if seed.get("table") else "starting"
+            return f"seeding is in progress (generation {b['gen']}: {where}; done: {bool(seed.get('done'))})"
         return "the store has not started (no seed, no log yet)"
     seed = state["seed"]
     if seed is not None and not seed.get("done"):
         return "seeding is in progress"
     if seed is not None and state["applied_scn"] < seed["high_scn"]:
         return f"applying the log up to the seed's SCN {seed['high_scn']} (at {state['applied_scn']})"
+    return None
+
+
+def snapshot_restarted(state: dict[str, Any], cursor_gen: int | None, snapshot_scn: int | None) -> str | None:
+    """Why a snapshot in progress cannot be continued (it must start over), or None.
+
+    Its pages came from a store generation that was replaced (a re-seed), or the log it would catch
+    up from (after ``snapshot_scn``) is gone."""
+    if cursor_gen is not None and cursor_gen != state["gen"]:
+        return f"the snapshot was re-seeded (generation {cursor_gen} → {state['gen']}); start again from the first page"
+    floor = state["log_floor"]
+    if snapshot_scn is not None and floor is not None and snapshot_scn < floor:
+        return (
+            f"snapshot_scn={snapshot_scn} is older than the oldest SCN this bootstrap log holds ({floor}); "
+            "start again from the first page"
+        )
     return None
 
 
@@ -139,9 +172,11 @@ def build_app(st: BootstrapState) -> Starlette:
         return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of bootstrap.tokens")
 
     def _snapshot_read(
-        sources: list[str], after: tuple[str, bytes] | None, limit: int, flt: Filter
+        sources: list[str], after: tuple[str, bytes, int | None] | None, limit: int, flt: Filter
     ) -> tuple[bytes, dict[str, Any], str | None, bool, int]:
-        rows, state = store.snapshot_page(sources, after, limit)
+        rows, state = store.snapshot_page(sources, after[:2] if after is not None else None, limit)
+        if after is not None and snapshot_restarted(state, after[2], None) is not None:
+            raise _Restarted(state)  # replaced between the check and this read
         frames: list[bytes] = []
         for _s, _k, frame in rows:
             if flt.per_event and not flt.matches(peek_header(frame)):
@@ -149,7 +184,7 @@ def build_app(st: BootstrapState) -> Starlette:
             frames.append(frame)
         if frames:
             frames[-1] = with_window_end(frames[-1])
-        cursor = encode_cursor(rows[-1][0], rows[-1][1]) if rows else None
+        cursor = encode_cursor(rows[-1][0], rows[-1][1], state["gen"]) if rows else None
         return b"".join(frames), state, cursor, len(rows) < limit, len(frames)
 
     async def snapshot(request: Request) -> Response:
@@ -172,11 +207,17 @@ def build_app(st: BootstrapState) -> Starlette:
         why = snapshot_ready(state)
         if why is not None:
             return _reject(503, "not_ready", f"the snapshot cannot be served yet: {why}")
+        restart = snapshot_restarted(state, after[2] if after is not None else None, s0 if after is not None else None)
+        if restart is not None:
+            return _reject(410, "snapshot_restarted", restart, generation=state["gen"])
         if params.get("subscriber"):  # before reading: the page's SCN is at least this
             st.sessions.touch(params["subscriber"], s0 if s0 is not None else int(state["applied_scn"]))
-        data, state, cursor, done, count = await asyncio.to_thread(
-            _snapshot_read, sorted(sources or known), after, limit, flt
-        )
+        try:
+            data, state, cursor, done, count = await asyncio.to_thread(
+                _snapshot_read, sorted(sources or known), after, limit, flt
+            )
+        except _Restarted as exc:
+            return _reject(410, "snapshot_restarted", "the snapshot was re-seeded", generation=exc.state["gen"])
         SERVED_ROWS.inc(count)
         headers = {
             "X-Headrace-Snapshot-Scn": str(state["applied_scn"]),
@@ -190,7 +231,7 @@ def build_app(st: BootstrapState) -> Starlette:
     def _catchup_read(since: int, max_bytes: int, flt: Filter | None) -> tuple[Any, dict[str, Any]]:
         state = store.state()
         limit = 10_000
-        windows = store.log_windows(since, limit, max_bytes)
+        windows = store.log_windows(since, limit, max_bytes, upto=state["log_scn"])
         buf = RingBuffer(1 << 62, start_scn=since)
         for w in windows:
             buf.append(EncodedWindow(w.scn, w.first_scn, w.ts_ms, w.events, w.data, w.tables))

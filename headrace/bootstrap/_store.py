@@ -4,23 +4,37 @@ Tables (created if missing):
 
 * ``headrace_boot_log(scn PK, first_scn, ts_ms, events, tables, data)`` — the log store: one row per
   window as the relay served it (``data`` is its frames back to back).
-* ``headrace_boot_rows(source, sort_key, scn, frame, PK(source, sort_key))`` — the snapshot store:
-  the newest row per key as a ready ``r`` frame (:mod:`._apply`).
-* ``headrace_boot_state(k PK, v)`` — ``log_scn`` (newest window logged), ``applied_scn`` (newest
-  window merged into the snapshot), ``log_floor`` (the log holds every window after it),
-  ``seed`` (JSON progress of seeding).
+* ``headrace_boot_snapshot(gen, source, sort_key, scn, frame, PK(gen, source, sort_key))`` — the
+  snapshot store: per *generation*, the newest row per key as a ready ``r`` frame (:mod:`._apply`).
+* ``headrace_boot_state(k PK, v)`` — ``serving`` (the generation served), ``building`` (a generation
+  being seeded, if any), ``last_gen``, ``reseeds`` (JSON: count, last reason and time) and, per
+  generation ``g``: ``g<g>.log_scn`` (newest window logged for it), ``g<g>.applied_scn`` (newest window
+  merged into its rows), ``g<g>.log_floor`` (the log holds every window after it), ``g<g>.seed`` (JSON
+  progress of its seeding).
 * ``headrace_boot_schemas(fingerprint PK, tbl, version, body)`` — every writer schema an event in
   either store uses, so subscribers can decode them when the relay is gone.
 
+Generations. A seed (the first one, or a re-seed after the relay no longer had the log's position)
+fills a *new* generation while the serving one keeps being served. Its log windows go into the same
+log table — they all have SCNs above the serving generation's ``log_scn``, which stops moving once
+the follower switched to the new generation — and every reader is bounded by its generation's
+``log_scn``. When the new generation's seed is done and its log applied up to the seed's
+``high_scn``, :meth:`Store.promote` makes it the served one in one transaction; rows of older
+generations are deleted afterwards in batches (:meth:`Store.collect_garbage`).
+
 Resume-state contract: everything is in the database and every change is one transaction — a
-fetched batch of whole windows together with ``log_scn``; a merge of windows into rows together
-with ``applied_scn``; a seeding page together with its progress; a compaction together with
-``log_floor``. A restart reads the state row and goes on; nothing is half-applied after kill -9.
+fetched batch of whole windows together with its generation's ``log_scn``; a merge of windows into
+rows together with ``applied_scn``; a seeding page together with its progress; the start of a
+generation; a promotion; a compaction together with ``log_floor``. A write for a generation that is
+no longer the one it was meant for is refused (returns False), so a thread still working for an
+abandoned generation cannot touch the current ones. A restart reads the state rows and goes on;
+nothing is half-applied after kill -9.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +43,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from .._db import create_engine
+from .._logging import get_logger
 from ..relay import SchemaVersion
 from ._apply import RowOp
 
 __all__ = ["LogWindow", "Store"]
+
+log = get_logger("bootstrap.store")
 
 _md = sa.MetaData()
 LOG = sa.Table(
@@ -46,8 +63,9 @@ LOG = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 ROWS = sa.Table(
-    "headrace_boot_rows",
+    "headrace_boot_snapshot",
     _md,
+    sa.Column("gen", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("source", sa.String(255), primary_key=True),
     sa.Column("sort_key", sa.LargeBinary(767), primary_key=True),
     sa.Column("scn", sa.BigInteger, nullable=False),
@@ -67,6 +85,9 @@ SCHEMAS = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
 )
+#: the snapshot table of stores written before generations (migrated into generation 1 on start)
+_OLD_ROWS = "headrace_boot_rows"
+_POSITIONS = ("log_scn", "applied_scn", "log_floor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,10 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+def _k(gen: int, name: str) -> str:
+    return f"g{gen}.{name}"
+
+
 class Store:
     """The log store, the snapshot store and their state (see the module docstring)."""
 
@@ -111,9 +136,30 @@ class Store:
         self.engine = make_engine(url)
         self.writer = self.engine.execution_options(hr_write=True)
         _md.create_all(self.engine)
+        self._migrate()
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _migrate(self) -> None:
+        """A store from before generations: its rows and positions become generation 1, served."""
+        with self.writer.begin() as conn:
+            raw = dict(conn.execute(sa.select(STATE.c.k, STATE.c.v)).all())
+            if "serving" in raw or not any(k in raw for k in (*_POSITIONS, "seed")):
+                return
+            log.warning("store_migrated_to_generations", detail="the existing rows and log become generation 1")
+            for k in (*_POSITIONS, "seed"):
+                if k in raw:
+                    self._put(conn, _k(1, k), raw[k])
+                    conn.execute(STATE.delete().where(STATE.c.k == k))
+            self._put(conn, "serving", "1")
+            self._put(conn, "last_gen", "1")
+            if sa.inspect(conn).has_table(_OLD_ROWS):
+                conn.exec_driver_sql(
+                    f"INSERT INTO {ROWS.name} (gen, source, sort_key, scn, frame) "
+                    f"SELECT 1, source, sort_key, scn, frame FROM {_OLD_ROWS}"
+                )
+                conn.exec_driver_sql(f"DROP TABLE {_OLD_ROWS}")
 
     # -- state -------------------------------------------------------------------------------
 
@@ -128,44 +174,166 @@ class Store:
             conn.execute(STATE.insert().values(k=k, v=v))
 
     def state(self) -> dict[str, Any]:
-        """``log_scn``, ``applied_scn``, ``log_floor`` (ints or None) and ``seed`` (dict or None)."""
+        """The served generation's ``log_scn``, ``applied_scn``, ``log_floor`` (ints or None) and
+        ``seed`` (dict or None); ``gen`` (the served generation or None); ``building`` (the generation
+        being seeded: a dict with ``gen`` and the same four keys, or None); ``reseeds`` (dict)."""
         with self.engine.connect() as conn:
             return self._state(conn)
 
     def _state(self, conn: sa.Connection) -> dict[str, Any]:
         raw = dict(conn.execute(sa.select(STATE.c.k, STATE.c.v)).all())
-        out: dict[str, Any] = {k: int(raw[k]) if k in raw else None for k in ("log_scn", "applied_scn", "log_floor")}
-        out["seed"] = json.loads(raw["seed"]) if "seed" in raw else None
+
+        def gen_state(g: int | None) -> dict[str, Any]:
+            out: dict[str, Any] = {"gen": g}
+            for k in _POSITIONS:
+                v = raw.get(_k(g, k)) if g is not None else None
+                out[k] = int(v) if v is not None else None
+            seed = raw.get(_k(g, "seed")) if g is not None else None
+            out["seed"] = json.loads(seed) if seed is not None else None
+            return out
+
+        serving = int(raw["serving"]) if "serving" in raw else None
+        out = gen_state(serving)
+        out["building"] = gen_state(int(raw["building"])) if "building" in raw else None
+        out["reseeds"] = json.loads(raw["reseeds"]) if "reseeds" in raw else {"count": 0}
         return out
 
-    def set_seed(self, seed: dict[str, Any] | None, conn: sa.Connection | None = None) -> None:
+    def target(self) -> dict[str, Any] | None:
+        """The generation the log is followed for: the one being built if any, else the served one."""
+        st = self.state()
+        if st["building"] is not None:
+            return dict(st["building"])
+        return {k: st[k] for k in ("gen", *_POSITIONS, "seed")} if st["gen"] is not None else None
+
+    def _target_gen(self, conn: sa.Connection) -> int | None:
+        b = self._get(conn, "building")
+        if b is not None:
+            return int(b)
+        s = self._get(conn, "serving")
+        return int(s) if s is not None else None
+
+    def _live(self, conn: sa.Connection, gen: int) -> bool:
+        return gen in (self._int(conn, "serving"), self._int(conn, "building"))
+
+    def _int(self, conn: sa.Connection, k: str) -> int | None:
+        v = self._get(conn, k)
+        return int(v) if v is not None else None
+
+    def _serving(self, conn: sa.Connection) -> int:
+        g = self._int(conn, "serving")
+        if g is None:
+            raise LookupError("no generation is served yet")
+        return g
+
+    def set_seed(self, seed: dict[str, Any] | None, conn: sa.Connection | None = None, gen: int | None = None) -> bool:
+        """Save a generation's seeding progress (default: the served one); False if it is not live."""
         if conn is None:
             with self.writer.begin() as c:
-                self.set_seed(seed, c)
-            return
+                return self.set_seed(seed, c, gen)
+        g = gen if gen is not None else self._serving(conn)
+        if not self._live(conn, g):
+            return False
         if seed is None:
-            conn.execute(STATE.delete().where(STATE.c.k == "seed"))
+            conn.execute(STATE.delete().where(STATE.c.k == _k(g, "seed")))
         else:
-            self._put(conn, "seed", json.dumps(seed, sort_keys=True))
+            self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+        return True
 
-    def init_positions(self, scn: int) -> None:
-        """Start an empty store at ``scn``: the log follows from it, the snapshot is at it."""
+    def init_positions(self, scn: int) -> int:
+        """Start a store with no generation at ``scn`` (no seeding): a new generation, served at once,
+        whose log follows from ``scn`` and whose (empty) snapshot is at ``scn``. Returns it."""
         with self.writer.begin() as conn:
-            for k in ("log_scn", "applied_scn", "log_floor"):
-                self._put(conn, k, str(scn))
+            g = int(self._get(conn, "last_gen") or 0) + 1
+            self._put(conn, "last_gen", str(g))
+            for k in _POSITIONS:
+                self._put(conn, _k(g, k), str(scn))
+            self._put(conn, "serving", str(g))
+            return g
+
+    def begin_generation(self, start_scn: int, seed: dict[str, Any], reason: str) -> int:
+        """Start seeding a new generation at ``start_scn`` (replacing one being built); returns it.
+
+        In one transaction: the new generation's positions and seed state; log windows above the
+        served generation's ``log_scn`` (an abandoned build's) are deleted; a re-seed (``reason``
+        other than ``initial``) is counted in ``reseeds``.
+        """
+        with self.writer.begin() as conn:
+            g = int(self._get(conn, "last_gen") or 0) + 1
+            self._put(conn, "last_gen", str(g))
+            old = self._int(conn, "building")
+            if old is not None:
+                for k in (*_POSITIONS, "seed"):
+                    conn.execute(STATE.delete().where(STATE.c.k == _k(old, k)))
+            serving = self._int(conn, "serving")
+            head = self._int(conn, _k(serving, "log_scn")) if serving is not None else None
+            conn.execute(LOG.delete().where(LOG.c.scn > (head if head is not None else -(1 << 63))))
+            for k in _POSITIONS:
+                self._put(conn, _k(g, k), str(start_scn))
+            self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+            self._put(conn, "building", str(g))
+            if reason != "initial":
+                prev = json.loads(self._get(conn, "reseeds") or '{"count": 0}')
+                info = {
+                    "count": int(prev.get("count", 0)) + 1,
+                    "last_reason": reason,
+                    "last_time_ms": int(time.time() * 1000),
+                    "last_gen": g,
+                }
+                self._put(conn, "reseeds", json.dumps(info, sort_keys=True))
+            return g
+
+    def promote(self, gen: int) -> bool:
+        """Serve the generation being built (its seed is done and applied); False if it is not the one."""
+        with self.writer.begin() as conn:
+            if self._int(conn, "building") != gen:
+                return False
+            old = self._int(conn, "serving")
+            if old is not None:
+                for k in (*_POSITIONS, "seed"):
+                    conn.execute(STATE.delete().where(STATE.c.k == _k(old, k)))
+            self._put(conn, "serving", str(gen))
+            conn.execute(STATE.delete().where(STATE.c.k == "building"))
+            floor = self._int(conn, _k(gen, "log_floor"))
+            if floor is not None:  # the replaced generation's log: nothing can catch up through it now
+                conn.execute(LOG.delete().where(LOG.c.scn <= floor))
+            return True
+
+    def collect_garbage(self, batch: int = 20_000) -> int:
+        """Delete up to ``batch`` rows of generations neither served nor being built; returns how many."""
+        with self.writer.begin() as conn:
+            live = [g for g in (self._int(conn, "serving"), self._int(conn, "building")) if g is not None]
+            q = sa.select(ROWS.c.gen, ROWS.c.source, ROWS.c.sort_key).limit(batch)
+            if live:
+                q = q.where(ROWS.c.gen.not_in(live))
+            dead = [{"g": r[0], "s": r[1], "k": r[2]} for r in conn.execute(q)]
+            if dead:
+                conn.execute(
+                    ROWS.delete().where(
+                        ROWS.c.gen == sa.bindparam("g"),
+                        ROWS.c.source == sa.bindparam("s"),
+                        ROWS.c.sort_key == sa.bindparam("k"),
+                    ),
+                    dead,
+                )
+            return len(dead)
 
     def reset(self) -> None:
-        """Forget everything (before seeding again)."""
+        """Forget everything."""
         with self.writer.begin() as conn:
             for t in (LOG, ROWS, STATE):
                 conn.execute(t.delete())
 
     # -- log store ---------------------------------------------------------------------------
 
-    def append(self, windows: Sequence[LogWindow], scanned_scn: int) -> None:
-        """Add whole windows (SCN order, above ``log_scn``) and move ``log_scn``, in one transaction."""
+    def append(self, windows: Sequence[LogWindow], scanned_scn: int, gen: int | None = None) -> bool:
+        """Add whole windows (SCN order, above ``log_scn``) and move ``log_scn`` of ``gen`` (default:
+        the generation followed), in one transaction. False (nothing written) when ``gen`` is not the
+        generation the log is followed for any more."""
         with self.writer.begin() as conn:
-            head = self._get(conn, "log_scn")
+            target = self._target_gen(conn)
+            if target is None or (gen is not None and gen != target):
+                return False
+            head = self._get(conn, _k(target, "log_scn"))
             head_i = int(head) if head is not None else -1
             rows = [
                 {
@@ -182,15 +350,20 @@ class Store:
             if rows:
                 conn.execute(LOG.insert(), rows)
             if scanned_scn > head_i:
-                self._put(conn, "log_scn", str(scanned_scn))
+                self._put(conn, _k(target, "log_scn"), str(scanned_scn))
+            return True
 
-    def log_windows(self, after: int, max_windows: int, max_bytes: int | None = None) -> list[LogWindow]:
-        """Windows with SCN > ``after`` in order (at most ``max_windows``; stop past ``max_bytes``)."""
+    def log_windows(
+        self, after: int, max_windows: int, max_bytes: int | None = None, upto: int | None = None
+    ) -> list[LogWindow]:
+        """Windows with ``after`` < SCN (≤ ``upto``) in order (at most ``max_windows``; stop past ``max_bytes``)."""
         out: list[LogWindow] = []
         size = 0
         with self.engine.connect() as conn:
-            q = sa.select(LOG).where(LOG.c.scn > after).order_by(LOG.c.scn).limit(max_windows)
-            for r in conn.execute(q):
+            q = sa.select(LOG).where(LOG.c.scn > after)
+            if upto is not None:
+                q = q.where(LOG.c.scn <= upto)
+            for r in conn.execute(q.order_by(LOG.c.scn).limit(max_windows)):
                 out.append(LogWindow(r.scn, r.first_scn, r.ts_ms, r.events, frozenset(r.tables.split(",")), r.data))
                 size += len(r.data)
                 if max_bytes is not None and size >= max_bytes:
@@ -198,17 +371,21 @@ class Store:
         return out
 
     def compact(self, below_scn: int, older_than_ms: int) -> int:
-        """Delete log windows ≤ ``below_scn`` committed before ``older_than_ms``; returns how many."""
+        """Delete log windows ≤ ``below_scn`` committed before ``older_than_ms`` and raise the served
+        generation's ``log_floor``; returns how many."""
         with self.writer.begin() as conn:
+            g = self._int(conn, "serving")
+            if g is None:
+                return 0
             upto = conn.execute(
                 sa.select(sa.func.max(LOG.c.scn)).where(LOG.c.scn <= below_scn, LOG.c.ts_ms < older_than_ms)
             ).scalar()
             if upto is None:
                 return 0
             n = conn.execute(LOG.delete().where(LOG.c.scn <= upto)).rowcount
-            floor = self._get(conn, "log_floor")
+            floor = self._get(conn, _k(g, "log_floor"))
             if floor is None or int(floor) < upto:
-                self._put(conn, "log_floor", str(upto))
+                self._put(conn, _k(g, "log_floor"), str(upto))
             return int(n)
 
     # -- snapshot store ----------------------------------------------------------------------
@@ -219,40 +396,56 @@ class Store:
         applied_scn: int,
         seed: dict[str, Any] | None = None,
         expect: int | None = None,
+        gen: int | None = None,
     ) -> bool:
-        """Write row operations and move ``applied_scn`` (and the seed progress), in one transaction.
+        """Write row operations into ``gen`` (default: the served generation) and move its
+        ``applied_scn`` (and seed progress), in one transaction.
 
         With ``expect``, nothing is written (and False returned) unless ``applied_scn`` is still
         ``expect`` — two appliers (the server's and a DAG's) never write a stale merge over a newer one.
+        False too when ``gen`` is neither served nor being built (abandoned).
         """
         ops = list(ops)
         truncated = [o.source for o in ops if o.truncate]
-        dels = [{"s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
-        ups = [{"source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame} for o in ops if o.frame]
         with self.writer.begin() as conn:
+            g = gen if gen is not None else self._serving(conn)
+            if not self._live(conn, g):
+                return False
             if expect is not None:
-                q = sa.select(STATE.c.v).where(STATE.c.k == "applied_scn")
+                q = sa.select(STATE.c.v).where(STATE.c.k == _k(g, "applied_scn"))
                 if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already holds the write lock
                     q = q.with_for_update()
                 cur_v = conn.execute(q).scalar()
                 if cur_v is None or int(cur_v) != expect:
                     return False
+            dels = [{"g": g, "s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
+            ups = [
+                {"gen": g, "source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame}
+                for o in ops
+                if o.frame
+            ]
             if truncated:  # merge() kept only the operations after each table's truncate
-                conn.execute(ROWS.delete().where(ROWS.c.source.in_(truncated)))
+                conn.execute(ROWS.delete().where(ROWS.c.gen == g, ROWS.c.source.in_(truncated)))
             upsert = self._upsert(conn)
             if dels or (ups and upsert is None):
-                keys = dels if upsert is not None else dels + [{"s": u["source"], "k": u["sort_key"]} for u in ups]
+                keys = (
+                    dels if upsert is not None else dels + [{"g": g, "s": u["source"], "k": u["sort_key"]} for u in ups]
+                )
                 conn.execute(
-                    ROWS.delete().where(ROWS.c.source == sa.bindparam("s"), ROWS.c.sort_key == sa.bindparam("k")),
+                    ROWS.delete().where(
+                        ROWS.c.gen == sa.bindparam("g"),
+                        ROWS.c.source == sa.bindparam("s"),
+                        ROWS.c.sort_key == sa.bindparam("k"),
+                    ),
                     keys,
                 )
             if ups:
                 conn.execute(upsert if upsert is not None else ROWS.insert(), ups)
             if seed is not None:
-                self.set_seed(seed, conn)
-            cur = self._get(conn, "applied_scn")
+                self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+            cur = self._get(conn, _k(g, "applied_scn"))
             if cur is None or int(cur) < applied_scn:
-                self._put(conn, "applied_scn", str(applied_scn))
+                self._put(conn, _k(g, "applied_scn"), str(applied_scn))
         return True
 
     @staticmethod
@@ -267,23 +460,40 @@ class Store:
             return None
         stmt = insert(ROWS)
         return stmt.on_conflict_do_update(
-            index_elements=[ROWS.c.source, ROWS.c.sort_key],
+            index_elements=[ROWS.c.gen, ROWS.c.source, ROWS.c.sort_key],
             set_={"scn": stmt.excluded.scn, "frame": stmt.excluded.frame},
         )
+
+    def frames(self, gen: int, keys: Iterable[tuple[str, bytes]]) -> dict[tuple[str, bytes], bytes]:
+        """The stored frames of ``keys`` ((source, sort key) pairs) in generation ``gen``."""
+        out: dict[tuple[str, bytes], bytes] = {}
+        by_source: dict[str, list[bytes]] = {}
+        for s, k in keys:
+            by_source.setdefault(s, []).append(k)
+        with self.engine.connect() as conn:
+            for s, ks in by_source.items():
+                for i in range(0, len(ks), 500):
+                    q = sa.select(ROWS.c.sort_key, ROWS.c.frame).where(
+                        ROWS.c.gen == gen, ROWS.c.source == s, ROWS.c.sort_key.in_(ks[i : i + 500])
+                    )
+                    out.update(((s, r[0]), r[1]) for r in conn.execute(q))
+        return out
 
     def snapshot_page(
         self, sources: Sequence[str], after: tuple[str, bytes] | None, limit: int
     ) -> tuple[list[tuple[str, bytes, bytes]], dict[str, Any]]:
-        """Up to ``limit`` rows of ``sources`` after the cursor, in (source, key) order, read in one
-        transaction together with the state; rows are ``(source, sort_key, frame)``."""
+        """Up to ``limit`` rows of the served generation's ``sources`` after the cursor, in (source,
+        key) order, read in one transaction together with the state; rows are ``(source, sort_key, frame)``."""
         srcs = sorted(sources)
         out: list[tuple[str, bytes, bytes]] = []
         with self.engine.connect() as conn, conn.begin():
             state = self._state(conn)
+            if state["gen"] is None:
+                return out, state
             for s in srcs:
                 if after is not None and s < after[0]:
                     continue
-                q = sa.select(ROWS.c.sort_key, ROWS.c.frame).where(ROWS.c.source == s)
+                q = sa.select(ROWS.c.sort_key, ROWS.c.frame).where(ROWS.c.gen == state["gen"], ROWS.c.source == s)
                 if after is not None and s == after[0]:
                     q = q.where(ROWS.c.sort_key > after[1])
                 q = q.order_by(ROWS.c.sort_key).limit(limit - len(out))
@@ -292,9 +502,11 @@ class Store:
                     break
         return out, state
 
-    def row_count(self, source: str | None = None) -> int:
+    def row_count(self, source: str | None = None, gen: int | None = None) -> int:
+        """Rows of ``gen`` (default: the served generation)."""
         with self.engine.connect() as conn:
-            q = sa.select(sa.func.count()).select_from(ROWS)
+            g = gen if gen is not None else self._int(conn, "serving")
+            q = sa.select(sa.func.count()).select_from(ROWS).where(ROWS.c.gen == g)
             if source is not None:
                 q = q.where(ROWS.c.source == source)
             return int(conn.execute(q).scalar() or 0)

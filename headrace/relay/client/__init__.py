@@ -4,7 +4,7 @@ from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, Memor
 from ._decode import ChangeEvent, EventDecoder, Window
 from ._relay_client import Batch, CaptureStopped, RelayClient
 from ._subscriber import Consumer, Subscriber
-from ._switchover import BootstrapClient, SnapshotPage
+from ._switchover import BootstrapClient, SnapshotPage, SnapshotRestarted
 
 __all__ = [
     "Batch",
@@ -19,6 +19,7 @@ __all__ = [
     "MemoryCheckpointStore",
     "RelayClient",
     "SnapshotPage",
+    "SnapshotRestarted",
     "SqlCheckpointStore",
     "Subscriber",
     "Window",

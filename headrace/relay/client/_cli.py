@@ -1,7 +1,9 @@
 """``headrace subscribe``: print events as JSON lines, checkpointing after each window.
 
 A window's lines go out in a single ``write`` to stdout, then the checkpoint is saved; killed in
-between, the subscriber prints that window again on restart (at-least-once, whole windows).
+between, the subscriber prints that window again on restart (at-least-once, whole windows). When a
+bootstrap snapshot starts over, a control line ``{"control": "snapshot_restarted", "reason": …,
+"detail": …}`` comes first: a consumer keeping a copy replaces it with the rows that follow.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .._event import json_default
 from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
 from ._subscriber import Consumer, Subscriber
+from ._switchover import SnapshotRestarted
 
 __all__ = ["event_json", "run_subscribe"]
 
@@ -63,12 +66,19 @@ def _finite(v: Any) -> Any:
     return v
 
 
+def _write(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(sys.stdout.fileno(), view) :]
+
+
 class _Printer(Consumer):
     def on_end_window(self, window: Window) -> None:
-        data = "".join(event_json(e) + "\n" for e in window.events).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(sys.stdout.fileno(), view) :]
+        _write("".join(event_json(e) + "\n" for e in window.events).encode())
+
+    def on_snapshot_restarted(self, restart: SnapshotRestarted) -> None:
+        line = {"control": "snapshot_restarted", "reason": restart.reason, "detail": restart.detail}
+        _write((json.dumps(line, ensure_ascii=False) + "\n").encode())
 
 
 #: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped

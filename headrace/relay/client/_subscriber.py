@@ -32,7 +32,14 @@ from .._filter import parse_filter
 from ._checkpoint import Checkpoint, CheckpointStore, MemoryCheckpointStore
 from ._decode import ChangeEvent, EventDecoder, Window
 from ._relay_client import Batch, RelayClient
-from ._switchover import PHASE_CATCHUP, PHASE_RELAY, PHASE_SNAPSHOT, BootstrapClient, bootstrap_steps
+from ._switchover import (
+    PHASE_CATCHUP,
+    PHASE_RELAY,
+    PHASE_SNAPSHOT,
+    BootstrapClient,
+    SnapshotRestarted,
+    bootstrap_steps,
+)
 
 __all__ = ["Consumer", "Subscriber"]
 
@@ -64,6 +71,17 @@ class Consumer:
 
         ``checkpoint.phase == "snapshot"`` with an empty position: a full snapshot starts; a consumer
         keeping a copy should replace it (rows deleted meanwhile are not sent as deletes).
+        """
+
+    def on_snapshot_restarted(self, restart: SnapshotRestarted) -> None:
+        """The snapshot starts over: **replace your copy** with the rows that follow.
+
+        Called before the first page of a new snapshot that replaces a copy this subscriber already
+        has (its bootstrap log position was compacted away, or the bootstrap server re-seeded the
+        snapshot it was reading). Rows deleted meanwhile are not sent as deletes: truncate the copy,
+        or mark its rows and sweep those not seen again by the end of the snapshot phase. If this
+        raises, :meth:`Subscriber.run` stops with the checkpoint unchanged, and the next run tells
+        you again.
         """
 
     def on_end_bootstrap(self, checkpoint: Checkpoint) -> None:
@@ -263,6 +281,9 @@ class Subscriber:
     def windows(self, idle_exit: float | None = None) -> Iterator[Window]:
         """Iterate over whole windows; a window is checkpointed when the loop asks for the next one.
 
+        During a bootstrap, an item may be a :class:`SnapshotRestarted` (no events): the snapshot
+        starts over and a copy kept from earlier windows is to be replaced by what follows.
+
         Leaving the loop (``break``, an exception) leaves the checkpoint before the current window, so
         it is delivered again next time. Ends after ``idle_exit`` seconds without events, or ``stop()``.
         """
@@ -270,7 +291,9 @@ class Subscriber:
             start = self._bootstrap_start()
             if start is not None:
                 for evs, cp in bootstrap_steps(self, start):
-                    if evs:
+                    if isinstance(evs, SnapshotRestarted):
+                        yield evs  # not a source window: replace your copy
+                    elif evs:
                         w = self._decode_retrying(evs)
                         self.last_event_time = time.monotonic()
                         yield w
@@ -295,7 +318,9 @@ class Subscriber:
             if start is not None:
                 consumer.on_start_bootstrap(start)
                 for evs, cp in bootstrap_steps(self, start):
-                    if evs:
+                    if isinstance(evs, SnapshotRestarted):
+                        consumer.on_snapshot_restarted(evs)
+                    elif evs:
                         w = self._decode_retrying(evs)
                         self.last_event_time = time.monotonic()
                         self._deliver(consumer, w)

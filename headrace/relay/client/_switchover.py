@@ -14,7 +14,10 @@ snapshot. The phases, each recorded in the checkpoint:
     ``scn_too_old`` from the relay, from the subscriber's own checkpoint) like the relay's stream.
     Replaying changes a snapshot row already showed rewrites the same final image, so once the
     catch-up passed the newest row version served, the subscriber's copy equals the source. A 410
-    from the bootstrap server (its log was compacted past ``since``) restarts at ``snapshot``.
+    from the bootstrap server (its log was compacted past ``since``) restarts at ``snapshot``, and so
+    does a ``410 snapshot_restarted`` to a snapshot page (the server re-seeded its snapshot, or the
+    log the snapshot would catch up from is gone); either way the subscriber is told to replace its
+    copy (:class:`SnapshotRestarted`) before the new snapshot's first page.
 ``relay``
     When a catch-up response is empty and reached the newest logged SCN, the subscriber asks the
     relay for ``since``; if the relay holds it, the bootstrap ends there (checkpoint phase ``relay``)
@@ -34,12 +37,21 @@ from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
 from ._checkpoint import Checkpoint
+from ._decode import Window
 from ._relay_client import Batch, RelayClient
 
 if TYPE_CHECKING:
     from ._subscriber import Subscriber
 
-__all__ = ["PHASE_CATCHUP", "PHASE_RELAY", "PHASE_SNAPSHOT", "BootstrapClient", "SnapshotPage", "bootstrap_steps"]
+__all__ = [
+    "PHASE_CATCHUP",
+    "PHASE_RELAY",
+    "PHASE_SNAPSHOT",
+    "BootstrapClient",
+    "SnapshotPage",
+    "SnapshotRestarted",
+    "bootstrap_steps",
+]
 
 log = get_logger("relay.bootstrap_client")
 
@@ -100,17 +112,38 @@ class BootstrapClient(RelayClient):
         return self.stream(since, sources, filter, max_bytes, 0, subscriber, path="/v1/catchup")
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRestarted(Window):
+    """Not a source window: the snapshot starts over, so **replace your copy** with what follows.
+
+    Delivered (by :meth:`Subscriber.windows`; :meth:`Consumer.on_snapshot_restarted` in
+    :meth:`Subscriber.run`) before the first page of a new snapshot that replaces a copy the
+    subscriber already holds, in part or whole: rows deleted meanwhile are *not* sent as deletes, so
+    a consumer that keeps a copy truncates it (or marks its rows and sweeps those not seen again by
+    the end of the snapshot phase). ``reason``: ``catchup_too_old`` (the bootstrap log no longer
+    reaches the subscriber's position) or ``snapshot_restarted`` (the bootstrap server re-seeded the
+    snapshot being read). It has no events; its checkpoint is the empty snapshot start.
+    """
+
+    reason: str = ""
+    detail: str = ""
+
+
 def _next_client(sub: Subscriber) -> None:
     sub._bs_current = (sub._bs_current + 1) % len(sub.bootstrap_clients)
 
 
-def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[tuple[list[Event] | None, Checkpoint]]:
+def bootstrap_steps(
+    sub: Subscriber, start: Checkpoint
+) -> Iterator[tuple[list[Event] | SnapshotRestarted | None, Checkpoint]]:
     """The windows to deliver during a bootstrap, each with the checkpoint to save after it.
 
     ``start`` is the checkpoint to begin from (phase ``snapshot`` or ``catchup``). The iteration ends
     when the relay can serve the last checkpoint (the final item carries phase ``relay``), or when
-    ``sub.stop()`` is called. An item ``(None, Checkpoint(0, "snapshot", {}))`` after the start means
-    the snapshot starts over (the catch-up log no longer reached back far enough).
+    ``sub.stop()`` is called. An item ``(SnapshotRestarted(…), Checkpoint(0, "snapshot", {}))`` means
+    the snapshot starts over — the catch-up log no longer reached back far enough, or the bootstrap
+    server re-seeded the snapshot being read — and the subscriber's copy is to be replaced by the
+    rows that follow.
     """
     cp = start
     failures = 0
@@ -165,7 +198,14 @@ def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[tuple[list[E
         except ScnTooOld as exc:
             log.warning("bootstrap_log_too_old_restarting_snapshot", since=cp.scn, oldest_scn=exc.oldest_scn)
             cp = Checkpoint(0, PHASE_SNAPSHOT, {})
-            yield None, cp  # a fresh snapshot starts: the subscriber's copy is to be replaced
+            detail = f"the bootstrap log no longer reaches SCN {exc.since} (oldest: {exc.oldest_scn})"
+            yield SnapshotRestarted(0, [], "catchup_too_old", detail), cp  # the copy is to be replaced
+        except InvalidInput as exc:
+            if exc.reason != "snapshot_restarted":
+                raise
+            log.warning("snapshot_restarted", server=bs.url, detail=exc.detail)
+            cp = Checkpoint(0, PHASE_SNAPSHOT, {})
+            yield SnapshotRestarted(0, [], "snapshot_restarted", exc.detail), cp
         except Unavailable as exc:
             failures += 1
             log.warning("bootstrap_unavailable", server=bs.url, error=str(exc))

@@ -29,20 +29,44 @@ Contract (what the relay relies on):
 * **Threads.** ``read`` runs in one background thread and may block, but it must yield ``None``
   (an idle tick) at least every ``idle_seconds`` so the relay can stop it and pass acknowledgements;
   ``acknowledge`` is called from that same thread between items.
+
+Snapshot contract (:meth:`ChangeSource.snapshot`, what the bootstrap server's seeding relies on): a
+:class:`SourceSnapshot` reads the current rows of chosen tables, in pages, *aligned with the stream*:
+
+* **Position.** ``start_scn``: the stream's ``read(start_scn)`` delivers every change the snapshot
+  does not reflect. Each :class:`SnapshotPage` shows its table's rows exactly as of the page's
+  ``scn`` ≥ ``start_scn`` — every change with SCN ≤ ``scn``, none after. So the rows of every page
+  plus the stream after ``start_scn``, replayed in order past the highest page ``scn`` (re-applying a
+  change a page already shows rewrites the same final image), equal the source. (PostgreSQL: one
+  snapshot, every page at ``start_scn``.)
+* **Values.** A page's rows are :class:`RowChange` objects with op ``r``, ``before`` None, built
+  exactly as the stream builds the same row: the same :class:`TableMeta` (so the same schema and
+  fingerprint) and the same value conversion, so the Avro payload of a row read by the snapshot is
+  byte for byte the one of the stream's insert of that row.
+* **Paging.** :meth:`SourceSnapshot.pages` yields pages of at most ``page_rows`` rows; the last page
+  of a table has ``done`` set. Reading holds no lock that blocks the application's writes.
+* **Resume.** Where ``resumable`` is true, the snapshot may be re-opened after a crash
+  (``ChangeSource.snapshot(…, resume=True)``) and a table continued after a page's ``last_key``.
+  Where it is false (PostgreSQL: an exported snapshot dies with its session), a consumer cut short
+  starts over with a new snapshot — a new ``start_scn`` — and must discard what it read from the
+  old one or keep it apart until the new one is complete.
+* **Cleanup.** :meth:`SourceSnapshot.close` releases what the snapshot holds in the database; what a
+  crashed snapshot left behind is cleaned up by the next :meth:`ChangeSource.snapshot`.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from ...errors import UsageError
 from .._event import Op
 from .._schema import TableMeta
 
-__all__ = ["ChangeSource", "ChangeWindow", "RowChange"]
+__all__ = ["ChangeSource", "ChangeWindow", "RowChange", "SnapshotPage", "SourceSnapshot", "StopFlag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +94,57 @@ class ChangeWindow:
     scn: int
     ts_ms: int
     changes: Iterable[RowChange]
+
+
+class StopFlag(Protocol):
+    """Something to stop on (a :class:`threading.Event` is one)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """Rows of one table read by a :class:`SourceSnapshot` (see the module's snapshot contract)."""
+
+    table: TableMeta
+    #: the page shows every change with SCN ≤ this and none after
+    scn: int
+    #: op ``r`` changes (``after`` = the row, ``before`` None, ``key`` in ``table.key`` order)
+    rows: list[RowChange]
+    #: the key of the last row (continue after it where the snapshot is resumable); None: no rows
+    last_key: tuple[Any, ...] | None
+    #: no rows of this table follow
+    done: bool
+
+
+class SourceSnapshot(ABC):
+    """A consistent, paged read of chosen tables aligned with the stream (see the module docstring)."""
+
+    #: follow the stream from here: ``read(start_scn)`` delivers every change the snapshot does not show
+    start_scn: int
+    #: the tables read, as the stream describes them (same :class:`TableMeta`, same schema)
+    tables: list[TableMeta]
+    #: a table can be continued after a page's ``last_key`` in a snapshot re-opened after a crash
+    resumable: bool = False
+
+    @abstractmethod
+    def pages(self, table: str, page_rows: int, after: Sequence[Any] | None = None) -> Iterator[SnapshotPage]:
+        """The rows of ``table`` in pages of at most ``page_rows``; the last one has ``done`` set.
+
+        ``after``: continue after this key (a page's ``last_key``) — only where :attr:`resumable`.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the snapshot holds in the database."""
+
+    def __enter__(self) -> SourceSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ChangeSource(ABC):
@@ -115,3 +190,18 @@ class ChangeSource(ABC):
     def describe(self) -> dict[str, Any]:
         """Extra facts for ``/v1/status`` (position, lag, retained log …)."""
         return {}
+
+    def snapshot(
+        self,
+        tables: Sequence[str] | None = None,
+        *,
+        stop: StopFlag | None = None,
+        resume: bool = False,
+    ) -> SourceSnapshot:
+        """A consistent snapshot of ``tables`` (default: every captured table) aligned with the stream.
+
+        Waits (until ``stop``) for what the source needs first, e.g. the relay's replication slot.
+        ``resume``: re-open the snapshot a crash interrupted, where :attr:`SourceSnapshot.resumable`.
+        See the module's snapshot contract.
+        """
+        raise UsageError(f"the {self.kind} source cannot take a snapshot")

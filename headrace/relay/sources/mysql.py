@@ -45,7 +45,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +55,13 @@ from ..._logging import get_logger
 from ...errors import FatalError, Unavailable, UsageError
 from .._event import Op
 from .._schema import TableMeta
-from ._base import ChangeSource, ChangeWindow, RowChange
+from ._base import ChangeSource, ChangeWindow, RowChange, SnapshotPage, SourceSnapshot, StopFlag
 from ._mysqlrows import BinlogColumn, binlog_column, decode_rows
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
 
-__all__ = ["MysqlSnapshot", "MysqlSource", "SnapshotPage", "StreamBroken"]
+__all__ = ["MysqlSnapshot", "MysqlSource", "StreamBroken"]
 
 log = get_logger("relay.source.mysql")
 
@@ -329,8 +328,13 @@ class MysqlSource(ChangeSource):
                 out.append(TableMeta(name=name, columns=cols, key=info.key))
         return out
 
-    def snapshot(self, tables: Sequence[str] | None = None) -> MysqlSnapshot:
-        """Open a consistent snapshot of ``tables`` (default: the captured tables); see :class:`MysqlSnapshot`."""
+    def snapshot(
+        self, tables: Sequence[str] | None = None, *, stop: StopFlag | None = None, resume: bool = False
+    ) -> MysqlSnapshot:
+        """Open a consistent snapshot of ``tables`` (default: the captured tables); see :class:`MysqlSnapshot`.
+
+        Each call takes a new snapshot (``resume`` changes nothing: see :attr:`MysqlSnapshot.resumable`).
+        """
         return MysqlSnapshot(self, tables)
 
     def snapshot_rows(
@@ -346,8 +350,11 @@ class MysqlSource(ChangeSource):
         consumer that applies the stream from the *first* snapshot's SCN converges (pages read later
         already contain some of the changes it replays; re-applying an image is idempotent).
         """
-        with self.snapshot(tables) as snap:
-            yield from snap.pages(page_rows, resume)
+        snap = self.snapshot(tables)
+        try:
+            yield from snap.all_pages(page_rows, resume)
+        finally:
+            snap.close()
 
     def uninstall(self) -> None:
         """Nothing is installed in the server; forget the saved position."""
@@ -564,23 +571,6 @@ class MysqlSource(ChangeSource):
 # -- snapshot ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotPage:
-    """Up to ``page_rows`` rows of one table, read in one consistent snapshot.
-
-    ``rows`` are :class:`RowChange` with op ``r`` (READ), SCN ``scn``, the key, and ``after`` holding
-    the row converted exactly as the binlog stream converts it. ``after_key`` is the last key of the
-    page (give it back as ``resume`` to continue after it); ``None`` for a table without a primary key,
-    which is read whole and restarts from its first row on resume. ``last`` marks a table's last page.
-    """
-
-    scn: int
-    table: TableMeta
-    rows: list[RowChange]
-    after_key: tuple[Any, ...] | None
-    last: bool
-
-
 def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -602,7 +592,7 @@ def _sql_param(v: Any) -> Any:
     return v
 
 
-class MysqlSnapshot:
+class MysqlSnapshot(SourceSnapshot):
     """A consistent snapshot of some tables and the binlog position it is consistent with.
 
     MariaDB: ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` and the status variables
@@ -630,7 +620,17 @@ class MysqlSnapshot:
             raise Unavailable(f"cannot connect to MySQL/MariaDB for a snapshot: {exc}") from exc
         try:
             self.scn, self.file, self.position = self._start()
+            self.start_scn = self.scn
             self.table_names = list(tables) if tables is not None else self._all_tables()
+            self._infos: dict[str, tuple[TableInfo, TableMeta]] = {}
+            for name in self.table_names:
+                info = self._info(name)
+                if info is None:
+                    log.warning("snapshot_table_missing", table=name)
+                    continue
+                meta = TableMeta(name=name, columns=tuple(c.column for c in info.columns.values()), key=info.key)
+                self._infos[name] = (info, meta)
+            self.tables = [m for _i, m in self._infos.values()]
         except BaseException:
             self.close()
             raise
@@ -683,30 +683,34 @@ class MysqlSnapshot:
 
         return self.source._load_table_info(query, table)
 
-    def pages(
+    #: a new snapshot has a new position: a consumer cut short starts over (see ``snapshot_rows`` for
+    #: the convergent resume a consumer that keeps following from the first position may use)
+    resumable = False
+
+    def pages(self, table: str, page_rows: int, after: Sequence[Any] | None = None) -> Iterator[SnapshotPage]:
+        """The rows of ``table`` in key order, ``page_rows`` at a time (``after``: continue past that key)."""
+        info, meta = self._infos[table]
+        return self._table_pages(info, meta, page_rows, tuple(after) if after is not None else None)
+
+    def all_pages(
         self, page_rows: int = 5000, resume: tuple[str, tuple[Any, ...] | None] | None = None
     ) -> Iterator[SnapshotPage]:
         """Every row of the snapshot's tables, table by table in key order, ``page_rows`` at a time.
 
         ``resume=(table, after_key)`` skips the tables before ``table`` and the rows up to
-        ``after_key`` (a page's :attr:`SnapshotPage.after_key`; ``None``: from its first row). A table
+        ``after_key`` (a page's :attr:`SnapshotPage.last_key`; ``None``: from its first row). A table
         gone from the database is skipped. Each table yields at least one (possibly empty) page.
         """
-        names = self.table_names
+        names = [n for n in self.table_names if n in self._infos]
         after: tuple[Any, ...] | None = None
         if resume is not None:
             table, after = resume
             names = names[names.index(table) :] if table in names else names
         for name in names:
-            info = self._info(name)
-            if info is None:
-                log.warning("snapshot_table_missing", table=name)
-                continue
-            meta = TableMeta(name=name, columns=tuple(c.column for c in info.columns.values()), key=info.key)
-            if resume is not None and name == resume[0]:
-                yield from self._table_pages(info, meta, page_rows, after)
-            else:
-                yield from self._table_pages(info, meta, page_rows, None)
+            info, meta = self._infos[name]
+            yield from self._table_pages(
+                info, meta, page_rows, after if resume is not None and name == resume[0] else None
+            )
 
     def _table_pages(
         self, info: TableInfo, meta: TableMeta, page_rows: int, after: tuple[Any, ...] | None
@@ -735,7 +739,7 @@ class MysqlSnapshot:
                     done = len(raw_rows) < page_rows
                     if done:
                         cur.fetchall()
-                    yield SnapshotPage(self.scn, meta, rows, None, done)
+                    yield SnapshotPage(meta, self.scn, rows, None, done)
                     if done:
                         return
         order = ", ".join(_ident(k) for k in meta.key)
@@ -754,7 +758,7 @@ class MysqlSnapshot:
             if rows:
                 after = rows[-1].key
             done = len(rows) < page_rows
-            yield SnapshotPage(self.scn, meta, rows, after, done)
+            yield SnapshotPage(meta, self.scn, rows, after, done)
             if done:
                 return
 
@@ -762,9 +766,3 @@ class MysqlSnapshot:
         """End the snapshot transaction and its connection."""
         with contextlib.suppress(Exception):
             self.conn.close()
-
-    def __enter__(self) -> MysqlSnapshot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -46,7 +46,7 @@ import contextlib
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ from prometheus_client import Counter, Gauge
 from ..._logging import get_logger
 from ...errors import FatalError, TransientError, Unavailable, UsageError
 from .._schema import TableMeta
-from ._base import ChangeSource, ChangeWindow, RowChange
+from ._base import ChangeSource, ChangeWindow, RowChange, SourceSnapshot, StopFlag
 from ._pgoutput import decode, format_lsn, parse_lsn
 from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, table_name
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
@@ -789,3 +789,19 @@ $headrace$"""
             with contextlib.suppress(Exception):
                 self._feedback(cur, force=True)
             conn.close()
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def snapshot(
+        self,
+        tables: Sequence[str] | None = None,
+        *,
+        stop: StopFlag | None = None,
+        resume: bool = False,
+    ) -> SourceSnapshot:
+        """A consistent snapshot of the published ``tables`` aligned with this source's stream (see
+        :mod:`._pgsnapshot`); waits until this source's slot and publication exist. Not resumable:
+        ``resume`` takes a new snapshot."""
+        from ._pgsnapshot import take_snapshot
+
+        del resume
+        return take_snapshot(self.dsn, self.slot, self.publication, tables, self._query, self._type_catalog, stop)

@@ -1,0 +1,142 @@
+"""Seeding a new store generation from any source's snapshot API (PostgreSQL, MariaDB/MySQL).
+
+Theory of operation: :meth:`~headrace.relay.sources.ChangeSource.snapshot` gives a consistent, paged
+read of the tables aligned with the relay's stream at ``start_scn`` (the contract is in
+:mod:`headrace.relay.sources._base`). A new store generation starts at ``start_scn``; the follower
+follows the relay from there *while* the tables are read, page by page, each page one store
+transaction. The rows are the stream's own :class:`~headrace.relay.sources.RowChange` objects (same
+table metadata, same value conversion), encoded with the relay's one encode step, so a seeded ``r``
+row has the relay's fingerprint and the very Avro bytes of the stream's events for the same row.
+``start_scn = high_scn``: the generation is ready as soon as the seed is done. Where each source's
+position comes from is in :mod:`._seed_pg` (PostgreSQL) and :meth:`MysqlSource.snapshot`.
+
+Resume-state contract: the generation's ``seed`` state row ``{method, start_scn, high_scn, tables,
+table, rows, done}`` (plus the source's own facts) is saved with each page, for status. These
+snapshots are not resumable: a restart finds ``done = false`` and seeds a new generation from scratch
+(reason ``seed_interrupted``) while a generation already served stays served. Pages for a generation
+that was replaced meanwhile are refused by the store and the seed stops.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._logging import get_logger
+from ..errors import TransientError, UsageError
+from ..relay import ChangeSource, Codecs, Event, Op, SchemaRegistry, encode_event, encode_key
+from ..relay.sources._base import SourceSnapshot
+from ._apply import ReadFrame, merge
+from ._seed import StopFlag
+from ._store import Store
+
+__all__ = ["seed_from_source"]
+
+log = get_logger("bootstrap.seed")
+
+
+def seed_from_source(
+    store: Store,
+    source: ChangeSource,
+    tables: list[str] | None,
+    page_rows: int,
+    stop: StopFlag | None = None,
+    *,
+    positions: threading.Event | None = None,
+    reason: str = "initial",
+    method: str,
+    describe: Callable[[int], dict[str, Any]] = lambda _start: {},
+) -> dict[str, Any]:
+    """Seed a new store generation from ``source``'s snapshot (see the module docstring); closes ``source``.
+
+    ``positions`` is set once the new generation exists (the follower follows it from its start);
+    ``describe(start_scn)`` adds the source's own facts to the seed state.
+    """
+    state: dict[str, Any] = {}
+    try:
+        if reason == "seed_interrupted":
+            log.warning(
+                "seed_restarting",
+                previous=store.state()["building"],
+                why="a source snapshot does not survive a crash",
+            )
+        try:
+            snap = source.snapshot(tables, stop=stop)
+        except TransientError:
+            if stop is not None and stop.is_set():
+                return state
+            raise
+        with snap:
+            for m in snap.tables:
+                if not m.key:
+                    raise UsageError(f"table {m.name!r} has no key (no primary key or replica identity) to seed it by")
+            registry = SchemaRegistry()
+            codecs = Codecs(registry)
+            for m in snap.tables:
+                registry.register(m)
+            store.put_schemas(v for t in registry.tables() for v in registry.versions(t))
+            start = snap.start_scn
+            state = {
+                "method": method,
+                "start_scn": start,
+                "high_scn": start,
+                **describe(start),
+                "tables": sorted(m.name for m in snap.tables),
+                "table": None,
+                "rows": 0,
+                "done": False,
+            }
+            gen = store.begin_generation(start, state, reason)
+            if positions is not None:
+                positions.set()
+            log.info(
+                "seed_started",
+                gen=gen,
+                reason=reason,
+                start_scn=start,
+                tables=state["tables"],
+            )
+            for name in sorted(m.name for m in snap.tables):
+                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop)
+                if (stop is not None and stop.is_set()) or state.get("abandoned"):
+                    return state
+        state = {**state, "done": True, "table": None, "tables": []}
+        if store.set_seed(state, gen=gen):
+            log.info("seed_done", gen=gen, start_scn=state["start_scn"], rows=state["rows"])
+        return state
+    finally:
+        if positions is not None:
+            positions.set()
+        source.close()
+
+
+def _read_table(
+    store: Store,
+    gen: int,
+    snap: SourceSnapshot,
+    table: str,
+    codecs: Codecs,
+    state: dict[str, Any],
+    page_rows: int,
+    stop: StopFlag | None,
+) -> dict[str, Any]:
+    state = {**state, "table": table}
+    for page in snap.pages(table, page_rows):
+        if stop is not None and stop.is_set():
+            return state
+        frames = []
+        for change in page.rows:
+            version, _before, after = codecs.encode_change(change)  # the relay's one encode step
+            key = encode_key(list(change.key))
+            ev = Event(page.scn, table, Op.READ, key, 0, version.fingerprint, None, after)
+            frames.append(ReadFrame(page.scn, table, key, encode_event(ev)))
+        state = {**state, "rows": state["rows"] + len(page.rows)}
+        if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
+            log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
+            return {**state, "abandoned": True}
+    tables_left = [t for t in state["tables"] if t != table]
+    state = {**state, "tables": tables_left, "table": None}
+    if not store.set_seed(state, gen=gen):
+        return {**state, "abandoned": True}
+    return state
