@@ -546,6 +546,8 @@ class Comparer:
         self.result = Comparison()
         self._shape: dict[str, tuple[tuple[str, str], ...]] = {}  # table → columns and types last seen
         self._flagged: set[str] = set()  # tables with a schema_changed event since their shape was seen
+        self._moved: set[int] = set()  # ids of UPDATE events that came after the DELETE of their old key
+        self._moved_flagged: set[int] = set()  # … whose DELETE said schema_changed
 
     def _base(self, typ: str) -> str:
         return self.types.get(typ, typ)
@@ -567,7 +569,7 @@ class Comparer:
         if ev.table != td.table or ev.op.value != td.op:
             self.result.add(where, f"delivered {ev.op.value} on {ev.table}, PostgreSQL {td.op} on {td.table}")
             return
-        if getattr(ev, "schema_changed", True):
+        if getattr(ev, "schema_changed", True) or id(ev) in self._moved_flagged:
             self._flagged.add(td.table)
         if td.op == "t":
             if ev.before is not None or ev.after is not None or ev.key not in ([], None):
@@ -630,6 +632,38 @@ class Comparer:
                 same_value(g, t, w) for g, t, w in zip(got_key, types, want_key, strict=False)
             ):
                 self.result.add(where, f"key {got_key!r}, PostgreSQL's primary key {want_key!r}")
+            if td.op == "u" and td.old is not None and all(k in td.old for k in key_cols):
+                moved = [td.old[k] for k in key_cols] != want_key
+                if moved != (id(ev) in self._moved):
+                    self.result.add(
+                        where,
+                        f"key {[td.old[k] for k in key_cols]} → {want_key}: "
+                        + ("no DELETE of the old key first" if moved else "a DELETE of a key that did not change"),
+                    )
+
+    def _key_moves(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        """The events without the DELETE of the old key that starts a key-changing UPDATE (docs/
+        relay-wire-format.md: a ``d`` under the old key with the update's ``before``, then the ``u``);
+        such updates are remembered, so :meth:`change` can require them where the key changed."""
+        out: list[ChangeEvent] = []
+        for k, e in enumerate(events):
+            nxt = events[k + 1] if k + 1 < len(events) else None
+            if (
+                e.op.value == "d"
+                and nxt is not None
+                and nxt.op.value == "u"
+                and nxt.table == e.table
+                and nxt.scn == e.scn
+                and not strict_eq(e.key, nxt.key)
+                and e.before is not None
+                and strict_eq(e.before, nxt.before)
+            ):
+                self._moved.add(id(nxt))
+                if getattr(e, "schema_changed", False):  # the first event in a new schema was the DELETE
+                    self._moved_flagged.add(id(nxt))
+                continue
+            out.append(e)
+        return out
 
     def transactions(self, td_txns: list[list[TdChange]], windows: list[Window], only: Callable[[str], bool]) -> None:
         """Align ``td_txns`` (restricted to tables where ``only(table)``) with ``windows`` by commit order."""
@@ -644,7 +678,7 @@ class Comparer:
             self.result.add("windows", f"window SCNs do not strictly increase: {scns[:50]}")
         want = [[c for c in t if only(c.table)] for t in td_txns]
         want = [t for t in want if t]
-        got = [w.events for w in windows]
+        got = [self._key_moves(w.events) for w in windows]
         a = [tuple(_sig(c.op, c.table) for c in t) for t in want]
         b = [tuple(_sig(e.op.value, e.table) for e in t) for t in got]
         sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
