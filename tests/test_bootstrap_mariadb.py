@@ -191,16 +191,32 @@ class MariaStack:
         return body
 
 
-def run_bootstrap(m: MariaDbServer, tmp_path: Path, daemons: Any, rows: int) -> None:
-    stack = MariaStack(m, tmp_path, daemons, f"bootmaria{rows}", rows, page_rows=5_000)
+def run_bootstrap(
+    m: MariaDbServer, tmp_path: Path, daemons: Any, rows: int, page_rows: int = 5_000, kill_mid_seed: bool = False
+) -> None:
+    stack = MariaStack(m, tmp_path, daemons, f"bootmaria{rows}{'k' if kill_mid_seed else ''}", rows, page_rows)
     writers = Writers(m, stack.db, rows).start()
     copy: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
     fingerprints: dict[tuple[str, str], set[str]] = {}
     phases: list[str] = []
     try:
         stack.start()
+        first = None
+        if kill_mid_seed:
+
+            def mid_seed() -> dict[str, Any] | None:
+                seed = stack.status()["seed"]
+                return seed if seed and not seed["done"] and seed["rows"] > 0 else None
+
+            first = wait_until(mid_seed, 60, "seeding to be under way", 0.02)
+            stack.boot.kill9()
+            time.sleep(0.5)  # writers commit past the first snapshot
+            stack.boot.start()
+            stack.boot.wait_http(stack.boot_url + "/healthz", timeout=30)
         wait_until(lambda: stack.status()["snapshot_ready"], 180, "the bootstrap snapshot to be ready", 0.2)
         seed = stack.status()["seed"]
+        if first is not None:  # seeded again from a new snapshot, at a later binlog position
+            assert seed["start_scn"] > first["start_scn"], (first, seed)
         assert seed["done"] and seed["method"] == "mysql_consistent_snapshot", seed
         assert seed["rows"] >= rows + LINES - 500, seed
         sub = Subscriber(
@@ -255,3 +271,9 @@ def test_new_subscriber_of_a_100k_row_mariadb_table(
     mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
 ) -> None:
     run_bootstrap(mariadb_server, tmp_path, daemons, rows=100_000)
+
+
+def test_kill9_of_bootstrap_mid_seed_from_mariadb_still_equals_the_table(
+    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
+) -> None:
+    run_bootstrap(mariadb_server, tmp_path, daemons, rows=10_000, page_rows=200, kill_mid_seed=True)
