@@ -335,8 +335,13 @@ def _qualified(s: str, i: int) -> tuple[tuple[str, str], int]:
 
 
 def relay_table_name(schema: str, name: str) -> str:
-    """The source name the relay gives a table: ``orders`` for public.orders, ``sales.orders`` else."""
-    return name if schema == "public" else f"{schema}.{name}"
+    """The source name the relay gives a table: ``orders`` for public.orders, ``sales.orders`` else, a
+    part with a dot or a double quote double-quoted (``"s3.rx"`` for public."s3.rx")."""
+
+    def part(p: str) -> str:
+        return '"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p
+
+    return part(name) if schema == "public" else f"{part(schema)}.{part(name)}"
 
 
 def _tuple(s: str, i: int) -> tuple[dict[str, str | None], dict[str, str], int]:

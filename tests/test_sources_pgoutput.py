@@ -182,3 +182,14 @@ def test_text_formats() -> None:
 def test_array_elements_keep_unicode_spaces_postgresql_leaves_unquoted() -> None:
     # array_out quotes an element only for ASCII whitespace; U+00A0 and U+3000 arrive bare
     assert parse_array("{\u00a0a\u3000,b}", str) == ["\u00a0a\u3000", "b"]
+
+
+def test_table_names_stay_unambiguous_with_dots_and_quotes() -> None:
+    from headrace.relay.sources._pgstream import split_table_name, table_name
+
+    cases = [("public", "orders"), ("sales", "orders"), ("public", "s3.rx"), ("s3", "rx"), ("a.b", 'q"t'), ("x", "")]
+    names = [table_name(*c) for c in cases]
+    assert names[:4] == ["orders", "sales.orders", '"s3.rx"', "s3.rx"]
+    assert len(set(names)) == len(names)
+    for (nsp, rel), name in zip(cases, names, strict=True):
+        assert split_table_name(name) == ((None, rel) if nsp == "public" else (nsp, rel))

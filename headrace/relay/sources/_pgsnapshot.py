@@ -43,7 +43,7 @@ from .._event import Op
 from .._schema import TableMeta
 from ._base import RowChange, SnapshotPage, SourceSnapshot, StopFlag
 from ._pgoutput import parse_lsn
-from ._pgstream import RelationCatalog, build_meta, table_name
+from ._pgstream import RelationCatalog, build_meta, split_table_name, table_name
 from ._pgtypes import CatalogType, resolve_type
 
 __all__ = ["PgSnapshot", "snapshot_slot_name", "take_snapshot"]
@@ -63,8 +63,8 @@ def _q(name: str) -> str:
 
 
 def _qualified(table: str) -> str:
-    schema, dot, name = table.rpartition(".")
-    return f"{_q(schema)}.{_q(name)}" if dot else _q(name)
+    schema, name = split_table_name(table)
+    return f"{_q(schema)}.{_q(name)}" if schema is not None else _q(name)
 
 
 class PgSnapshot(SourceSnapshot):

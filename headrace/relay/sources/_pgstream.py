@@ -64,7 +64,15 @@ from ._pgoutput import (
 )
 from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
-__all__ = ["UNCHANGED_COLUMN", "PgChangeAssembler", "RelationCatalog", "TxnBegin", "TxnEnd"]
+__all__ = [
+    "UNCHANGED_COLUMN",
+    "PgChangeAssembler",
+    "RelationCatalog",
+    "TxnBegin",
+    "TxnEnd",
+    "split_table_name",
+    "table_name",
+]
 
 UNCHANGED_COLUMN: Final = "_headrace_unchanged"
 
@@ -114,9 +122,51 @@ class _Rel:
         self.parsers = tuple(bytes_parser(t) for t in self.types)
 
 
+def _part(name: str) -> str:
+    # a part with a dot or a double quote is double-quoted, so the joined name stays unambiguous
+    return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+
+
 def table_name(namespace: str, name: str) -> str:
-    """``orders`` for ``public.orders``, ``sales.orders`` otherwise."""
-    return name if namespace == "public" else f"{namespace}.{name}"
+    """``orders`` for ``public.orders``, ``sales.orders`` otherwise; a part holding a dot or a double
+    quote is double-quoted (``public."s3.rx"`` is ``"s3.rx"``, ``s3.rx`` is ``s3.rx``)."""
+    return _part(name) if namespace == "public" else f"{_part(namespace)}.{_part(name)}"
+
+
+def split_table_name(text: str) -> tuple[str | None, str]:
+    """``(schema or None, table)`` of a name as :func:`table_name` writes it (or as a user writes it in
+    the config: ``orders``, ``sales.orders``, ``"s3.rx"``)."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while i <= n:
+        if i < n and text[i] == '"':
+            j, buf = i + 1, []
+            while j < n:
+                if text[j] == '"':
+                    if j + 1 < n and text[j + 1] == '"':
+                        buf.append('"')
+                        j += 2
+                        continue
+                    break
+                buf.append(text[j])
+                j += 1
+            parts.append("".join(buf))
+            i = j + 1
+        else:
+            j = text.find(".", i)
+            j = n if j < 0 else j
+            parts.append(text[i:j])
+            i = j
+        if i >= n:
+            break
+        if text[i] != ".":
+            raise ValueError(f"not a table name: {text!r}")
+        i += 1
+    if len(parts) == 1:
+        return None, parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ValueError(f"not a table name (schema.table): {text!r}")
 
 
 def _in_order(cols: tuple[str, ...], preferred: tuple[str, ...]) -> tuple[str, ...]:

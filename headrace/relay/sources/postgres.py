@@ -57,7 +57,7 @@ from ...errors import FatalError, TransientError, Unavailable, UsageError
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow, RowChange, SourceSnapshot, StopFlag
 from ._pgoutput import decode, format_lsn, parse_lsn
-from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, table_name
+from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, split_table_name, table_name
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
 from ._retention import ReadMarks
 
@@ -144,8 +144,8 @@ def _rel_ident(rel: _Rel) -> str:
 
 
 def _qualified(table: str) -> str:
-    schema, dot, name = table.rpartition(".")
-    return f"{_quote_ident(schema)}.{_quote_ident(name)}" if dot else _quote_ident(name)
+    schema, name = split_table_name(table)
+    return f"{_quote_ident(schema)}.{_quote_ident(name)}" if schema is not None else _quote_ident(name)
 
 
 @dataclass(frozen=True, slots=True)
