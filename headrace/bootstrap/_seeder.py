@@ -121,6 +121,8 @@ class Seeder:
                     publication=cfg.seed_publication,
                     positions=self.settled,
                     reason=reason,
+                    relays=cfg.relays,
+                    relay_token=cfg.relay_token,
                 )
                 self.error = None
                 backoff = 1.0

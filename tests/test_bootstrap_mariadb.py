@@ -1,0 +1,295 @@
+"""MariaDB bootstrap end to end (issue 10): a new subscriber of a 100,000-row MariaDB table while
+writers run; its copy equals the table.
+
+A private MariaDB, a ``headrace relay`` process on its row binlog, and a ``headrace bootstrap``
+process seeding from MariaDB (``bootstrap.seed: mysql://…``: ``START TRANSACTION WITH CONSISTENT
+SNAPSHOT`` and ``binlog_snapshot_file``/``binlog_snapshot_position``) and following the relay as a
+durable consumer. The table predates the relay (so only the seed can provide its rows) and has an
+integer key, INT, VARCHAR, DECIMAL, DATETIME(6), a TEXT column with large values and a nullable
+column. A writer thread commits inserts, updates and deletes (1–3 statements per transaction) from
+before the seed starts until the new subscriber is back on the relay. The subscriber (client library,
+``from_snapshot=True``) goes snapshot → catch-up → relay; after the writer stops and one last marker
+transaction commits, the subscriber passes the marker's SCN and its copy is compared with
+``SELECT`` of the table, value by value, with the MariaDB conformance test's comparison rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from db_servers import MariaDbServer
+from support import free_port, wait_until, write_config
+from test_conformance_mariadb import Col, mismatch, select_expr
+
+from headrace.relay.client import MemoryCheckpointStore, SnapshotRestarted, Subscriber
+from headrace.relay.sources._mysqlstream import binlog_index
+from headrace.relay.sources._mysqltypes import pack_scn
+
+pytestmark = pytest.mark.mariadb
+
+ROWS = 100_000
+COLS = [
+    Col("id", "INT NOT NULL", "int"),
+    Col("n", "INT NOT NULL", "int"),
+    Col("name", "VARCHAR(100) NOT NULL", "text"),
+    Col("amount", "DECIMAL(14,4) NOT NULL", "dec"),
+    Col("at", "DATETIME(6) NOT NULL", "datetime", 6),
+    Col("body", "TEXT", "text"),
+    Col("opt", "BIGINT NULL", "int"),
+]
+DDL = f"CREATE TABLE t ({', '.join(f'`{c.name}` {c.ddl}' for c in COLS)}, PRIMARY KEY (id)) ENGINE=InnoDB"
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 éü中😀"
+
+
+def _body(rng: random.Random, i: int) -> str | None:
+    if i % 40 == 0:  # large values: 8–16 k characters, multi-byte ones included (up to ~60 kB in TEXT)
+        return "".join(rng.choices(ALPHABET, k=rng.randint(8_000, 16_000)))
+    if i % 7 == 0:
+        return None
+    return f"body {i} " + "x" * (i % 50)
+
+
+def _row(rng: random.Random, i: int) -> tuple[Any, ...]:
+    return (
+        i,
+        rng.randint(-(2**31), 2**31 - 1),
+        f"name-{i}-ü",
+        f"{rng.randint(-(10**10), 10**10 - 1)}.{rng.randint(0, 9999):04d}",
+        f"20{rng.randint(10, 30)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} "
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999999):06d}",
+        _body(rng, i),
+        None if i % 3 == 0 else rng.randint(-(2**63), 2**63 - 1),
+    )
+
+
+def _load(m: MariaDbServer, db: str) -> None:
+    """``ROWS`` rows in multi-row INSERTs (PyMySQL's executemany rewrites INSERT … VALUES into one)."""
+    rng = random.Random(1)
+    with contextlib.closing(m.connect(db, autocommit=False)) as conn, conn.cursor() as cur:
+        for lo in range(1, ROWS + 1, 2_000):
+            cur.executemany(
+                "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s)", [_row(rng, i) for i in range(lo, lo + 2_000)]
+            )
+            conn.commit()
+
+
+def _position(cur: Any) -> int:
+    cur.execute("SHOW MASTER STATUS")
+    file, pos = cur.fetchone()[:2]
+    return pack_scn(binlog_index(str(file)), int(pos))
+
+
+class Writers:
+    """A thread committing 1–3-statement transactions (inserts, updates, deletes) until stopped or bounded."""
+
+    def __init__(self, m: MariaDbServer, db: str, max_txns: int = 30_000, max_seconds: float = 70.0) -> None:
+        self.conn = m.connect(db, autocommit=False)
+        self.max_txns, self.max_seconds = max_txns, max_seconds
+        self.stop_event = threading.Event()
+        self.commits = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self, cur: Any, rng: random.Random, next_id: list[int]) -> None:
+        for _ in range(rng.randint(1, 3)):
+            r = rng.random()
+            i = rng.randint(1, ROWS + 2_000)
+            if r < 0.5:
+                cur.execute(
+                    "UPDATE t SET n = n + 1, amount = amount + %s, at = %s, opt = %s WHERE id = %s",
+                    (
+                        f"{rng.randint(0, 99)}.{rng.randint(0, 9999):04d}",
+                        f"2026-12-{rng.randint(1, 28):02d} 12:{rng.randint(0, 59):02d}:00.{rng.randint(0, 999999):06d}",
+                        None if rng.random() < 0.3 else rng.randint(-(10**12), 10**12),
+                        i,
+                    ),
+                )
+            elif r < 0.65:  # a large TEXT value replaced (or removed)
+                cur.execute("UPDATE t SET body = %s, name = %s WHERE id = %s", (_body(rng, 40 * i), f"w{i}", i))
+            elif r < 0.85:
+                next_id[0] += 1
+                cur.execute(
+                    "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s)", _row(rng, next_id[0])
+                )  # ids above ROWS + 2,000 never collide with the updates' picks
+            else:
+                cur.execute("DELETE FROM t WHERE id = %s", (i,))
+
+    def _run(self) -> None:
+        rng = random.Random(10)
+        next_id = [ROWS + 10_000]
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            with self.conn.cursor() as cur:
+                while not self.stop_event.is_set() and self.commits < self.max_txns and time.monotonic() < deadline:
+                    self._one(cur, rng, next_id)
+                    self.conn.commit()
+                    self.commits += 1
+                    time.sleep(0.002)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def start(self) -> Writers:
+        self.thread.start()
+        return self
+
+    def stop(self) -> int:
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+            self.thread.join(30)
+            self.conn.close()
+        assert self.error is None, self.error
+        return self.commits
+
+
+def _table(m: MariaDbServer, db: str) -> dict[int, dict[str, str | None]]:
+    """Every row as the database's text under the conformance rule's SELECT expressions."""
+    out: dict[int, dict[str, str | None]] = {}
+    with contextlib.closing(m.connect(db)) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(select_expr(c) for c in COLS)} FROM t")
+        for r in cur.fetchall():
+            row = {c.name: (v.decode() if isinstance(v, bytes) else v) for c, v in zip(COLS, r, strict=True)}
+            out[int(str(row["id"]))] = row
+    return out
+
+
+def test_new_subscriber_of_a_100k_row_mariadb_table_while_writers_run_gets_the_table(
+    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
+) -> None:
+    t0 = time.monotonic()
+    db = mariadb_server.create_database("bootmaria")
+    mariadb_server.execute(DDL, db)
+    # a table of the same database the relay does not capture: the bootstrap server must not serve it
+    # (its copy would never change)
+    mariadb_server.execute("CREATE TABLE aside (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", db)
+    mariadb_server.execute("INSERT INTO aside VALUES (1, 1), (2, 2)", db)
+    # the seed runs as a user with SELECT on the database and nothing else (docs/bootstrap.md)
+    mariadb_server.execute("CREATE OR REPLACE USER 'hr_seed'@'%' IDENTIFIED BY 'seedpw'")
+    mariadb_server.execute(f"GRANT SELECT ON `{db}`.* TO 'hr_seed'@'%'")
+    seed_url = mariadb_server.url(db).replace("root@", "hr_seed:seedpw@")
+    _load(mariadb_server, db)
+    loaded = time.monotonic() - t0
+    relay_url = f"http://127.0.0.1:{free_port()}"
+    boot_url = f"http://127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path / "headrace.yaml",
+        {
+            "relay": {
+                "listen": relay_url.removeprefix("http://"),
+                "source": mariadb_server.url(db),
+                "tables": ["t"],
+                "state_dir": str(tmp_path / "relay"),
+                "durable_consumers": ["bootstrap"],
+                "buffer_bytes": 64 << 20,
+                "mysql": {"server_id": 4747, "stall_seconds": 10},
+            },
+            "bootstrap": {
+                "listen": boot_url.removeprefix("http://"),
+                "relays": [relay_url],
+                "store": f"sqlite:///{tmp_path / 'boot.db'}",
+                "seed": seed_url,
+                "compact_interval_seconds": 0.5,
+                "retention_seconds": 0,
+                "session_timeout_seconds": 5,
+            },
+        },
+    )
+    relay = daemons(["relay", "--config", str(config)], "relay").start()
+    relay.wait_http(relay_url + "/healthz", timeout=30)
+    writers = Writers(mariadb_server, db).start()
+    copy: dict[int, dict[str, Any]] = {}
+    phases: list[str] = []
+    snapshot_rows = 0
+    sub: Subscriber | None = None
+    try:
+        # the seed starts while the writers commit
+        wait_until(lambda: writers.commits >= 50 or writers.error, 30, "the writers to start")
+        at_seed = writers.commits
+        boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
+        boot.wait_http(boot_url + "/healthz", timeout=30)
+
+        def status() -> dict[str, Any]:
+            body: dict[str, Any] = httpx.get(boot_url + "/v1/status", timeout=10).json()
+            return body
+
+        wait_until(lambda: status()["snapshot_ready"], 60, "the MariaDB seed to be served", 0.2)
+        seeded = time.monotonic() - t0
+        assert writers.commits > at_seed, "the writers committed while the seed ran"
+        sub = Subscriber(
+            [relay_url],
+            ["t"],
+            MemoryCheckpointStore(),
+            bootstrap=[boot_url],
+            from_snapshot=True,
+            wait_ms=500,
+            subscriber_id="maria",
+            snapshot_rows=5_000,
+            max_bytes=4 << 20,
+        )
+        marker: int | None = None
+        on_relay = 0
+        deadline = time.monotonic() + 60
+        for w in sub.windows(idle_exit=20):
+            assert not isinstance(w, SnapshotRestarted), (w.reason, w.detail)
+            for e in w.events:
+                assert e.table == "t"
+                k = int(e.key[0])
+                if e.op.value == "r":
+                    snapshot_rows += 1
+                if e.op.value == "d" or e.after is None:
+                    copy.pop(k, None)
+                else:
+                    copy[k] = dict(e.after)
+            phase = sub.checkpoint.phase if sub.checkpoint else None  # (saved when the next window is asked for)
+            if phase is not None and (not phases or phases[-1] != phase):
+                phases.append(phase)
+            on_relay += phase == "relay"
+            if marker is None and phase == "relay" and on_relay >= 20:
+                # back on the relay with the writers still running: stop them, commit a marker
+                writers.stop()
+                with contextlib.closing(mariadb_server.connect(db, autocommit=False)) as conn, conn.cursor() as cur:
+                    cur.execute("UPDATE t SET n = n + 1 WHERE id = (SELECT min(id) FROM t)")
+                    conn.commit()
+                    marker = _position(cur)  # the position after the marker: its SCN
+            if marker is not None and w.scn >= marker:
+                break
+            assert time.monotonic() < deadline, f"the subscriber is still in {phases} after 60 s"
+        else:
+            relay_st = httpx.get(relay_url + "/v1/status", timeout=10).json()
+            raise AssertionError(
+                f"the subscriber went idle in {phases} at {sub.checkpoint} before passing the marker {marker}; "
+                f"relay: {relay_st}"
+            )
+    finally:
+        writers.stop()
+        if sub is not None:
+            sub.close()
+    st = status()
+    assert st["seed"]["method"] == "mysql_consistent_snapshot" and st["seed"]["done"], st["seed"]
+    assert st["seed"]["rows"] >= ROWS - 10_000, st["seed"]
+    assert st["reseeds"]["count"] == 0, st["reseeds"]
+    assert [s["name"] for s in httpx.get(boot_url + "/v1/sources", timeout=10).json()["sources"]] == ["t"]
+    assert phases == ["snapshot", "catchup", "relay"], phases
+    assert snapshot_rows >= ROWS - 10_000, snapshot_rows
+
+    table = _table(mariadb_server, db)
+    missing = sorted(set(table) - set(copy))
+    extra = sorted(set(copy) - set(table))
+    wrong = []
+    for k, text in table.items():
+        if k in copy:
+            problems = [p for c in COLS if (p := mismatch(c, copy[k].get(c.name), text[c.name])) is not None]
+            if problems:
+                wrong.append((k, problems[:3]))
+    assert not missing and not extra and not wrong, (len(missing), missing[:5], len(extra), extra[:5], wrong[:3])
+    assert sum(1 for r in table.values() if r["body"] is not None and len(r["body"]) > 16_000) > 2_000
+    print(
+        f"mariadb bootstrap: loaded {ROWS} rows in {loaded:.1f}s, served after {seeded:.1f}s, "
+        f"{writers.commits} writer transactions, {len(table)} rows compared, total {time.monotonic() - t0:.1f}s"
+    )
