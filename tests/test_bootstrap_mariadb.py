@@ -69,11 +69,11 @@ def _row(rng: random.Random, i: int) -> tuple[Any, ...]:
     )
 
 
-def _load(m: MariaDbServer, db: str) -> None:
-    """``ROWS`` rows in multi-row INSERTs (PyMySQL's executemany rewrites INSERT … VALUES into one)."""
+def _load(m: MariaDbServer, db: str, rows: int) -> None:
+    """``rows`` rows in multi-row INSERTs (PyMySQL's executemany rewrites INSERT … VALUES into one)."""
     rng = random.Random(1)
     with contextlib.closing(m.connect(db, autocommit=False)) as conn, conn.cursor() as cur:
-        for lo in range(1, ROWS + 1, 2_000):
+        for lo in range(1, rows + 1, 2_000):
             cur.executemany(
                 "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s)", [_row(rng, i) for i in range(lo, lo + 2_000)]
             )
@@ -89,8 +89,9 @@ def _position(cur: Any) -> int:
 class Writers:
     """A thread committing 1–3-statement transactions (inserts, updates, deletes) until stopped or bounded."""
 
-    def __init__(self, m: MariaDbServer, db: str, max_txns: int = 30_000, max_seconds: float = 70.0) -> None:
+    def __init__(self, m: MariaDbServer, db: str, rows: int, max_txns: int = 30_000, max_seconds: float = 70.0) -> None:
         self.conn = m.connect(db, autocommit=False)
+        self.rows = rows
         self.max_txns, self.max_seconds = max_txns, max_seconds
         self.stop_event = threading.Event()
         self.commits = 0
@@ -100,7 +101,7 @@ class Writers:
     def _one(self, cur: Any, rng: random.Random, next_id: list[int]) -> None:
         for _ in range(rng.randint(1, 3)):
             r = rng.random()
-            i = rng.randint(1, ROWS + 2_000)
+            i = rng.randint(1, self.rows + 2_000)
             if r < 0.5:
                 cur.execute(
                     "UPDATE t SET n = n + 1, amount = amount + %s, at = %s, opt = %s WHERE id = %s",
@@ -117,13 +118,13 @@ class Writers:
                 next_id[0] += 1
                 cur.execute(
                     "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s)", _row(rng, next_id[0])
-                )  # ids above ROWS + 2,000 never collide with the updates' picks
+                )  # ids above rows + 2,000 never collide with the updates' picks
             else:
                 cur.execute("DELETE FROM t WHERE id = %s", (i,))
 
     def _run(self) -> None:
         rng = random.Random(10)
-        next_id = [ROWS + 10_000]
+        next_id = [self.rows + 10_000]
         deadline = time.monotonic() + self.max_seconds
         try:
             with self.conn.cursor() as cur:
@@ -159,73 +160,76 @@ def _table(m: MariaDbServer, db: str) -> dict[int, dict[str, str | None]]:
     return out
 
 
-def test_new_subscriber_of_a_100k_row_mariadb_table_while_writers_run_gets_the_table(
-    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
-) -> None:
-    t0 = time.monotonic()
-    db = mariadb_server.create_database("bootmaria")
-    mariadb_server.execute(DDL, db)
-    # a table of the same database the relay does not capture: the bootstrap server must not serve it
-    # (its copy would never change)
-    mariadb_server.execute("CREATE TABLE aside (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", db)
-    mariadb_server.execute("INSERT INTO aside VALUES (1, 1), (2, 2)", db)
-    # the seed runs as a user with SELECT on the database and nothing else (docs/bootstrap.md)
-    mariadb_server.execute("CREATE OR REPLACE USER 'hr_seed'@'%' IDENTIFIED BY 'seedpw'")
-    mariadb_server.execute(f"GRANT SELECT ON `{db}`.* TO 'hr_seed'@'%'")
-    seed_url = mariadb_server.url(db).replace("root@", "hr_seed:seedpw@")
-    _load(mariadb_server, db)
-    loaded = time.monotonic() - t0
-    relay_url = f"http://127.0.0.1:{free_port()}"
-    boot_url = f"http://127.0.0.1:{free_port()}"
-    config = write_config(
-        tmp_path / "headrace.yaml",
-        {
-            "relay": {
-                "listen": relay_url.removeprefix("http://"),
-                "source": mariadb_server.url(db),
-                "tables": ["t"],
-                "state_dir": str(tmp_path / "relay"),
-                "durable_consumers": ["bootstrap"],
-                "buffer_bytes": 64 << 20,
-                "mysql": {"server_id": 4747, "stall_seconds": 10},
-            },
-            "bootstrap": {
-                "listen": boot_url.removeprefix("http://"),
-                "relays": [relay_url],
-                "store": f"sqlite:///{tmp_path / 'boot.db'}",
-                "seed": seed_url,
-                "compact_interval_seconds": 0.5,
-                "retention_seconds": 0,
-                "session_timeout_seconds": 5,
-            },
-        },
-    )
-    relay = daemons(["relay", "--config", str(config)], "relay").start()
-    relay.wait_http(relay_url + "/healthz", timeout=30)
-    writers = Writers(mariadb_server, db).start()
-    copy: dict[int, dict[str, Any]] = {}
-    phases: list[str] = []
-    snapshot_rows = 0
-    sub: Subscriber | None = None
-    try:
-        # the seed starts while the writers commit
-        wait_until(lambda: writers.commits >= 50 or writers.error, 30, "the writers to start")
-        at_seed = writers.commits
-        boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
-        boot.wait_http(boot_url + "/healthz", timeout=30)
+class MariaStack:
+    """A MariaDB database with ``rows`` rows in ``t`` (and an uncaptured ``aside``), a relay capturing
+    ``t`` and a bootstrap server seeding from it as a SELECT-only user."""
 
-        def status() -> dict[str, Any]:
-            body: dict[str, Any] = httpx.get(boot_url + "/v1/status", timeout=10).json()
-            return body
+    def __init__(
+        self, m: MariaDbServer, tmp: Path, daemons: Any, db: str, rows: int, server_id: int, page_rows: int = 5_000
+    ) -> None:
+        self.m, self.rows = m, rows
+        self.db = m.create_database(db)
+        m.execute(DDL, db)
+        # a table of the same database the relay does not capture: the bootstrap server must not
+        # serve it (its copy would never change)
+        m.execute("CREATE TABLE aside (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", db)
+        m.execute("INSERT INTO aside VALUES (1, 1), (2, 2)", db)
+        # the seed runs as a user with SELECT on the database and nothing else (docs/bootstrap.md)
+        m.execute(f"CREATE OR REPLACE USER '{db}_seed'@'%' IDENTIFIED BY 'seedpw'")
+        m.execute(f"GRANT SELECT ON `{db}`.* TO '{db}_seed'@'%'")
+        _load(m, db, rows)
+        self.relay_url = f"http://127.0.0.1:{free_port()}"
+        self.boot_url = f"http://127.0.0.1:{free_port()}"
+        config = write_config(
+            tmp / "headrace.yaml",
+            {
+                "relay": {
+                    "listen": self.relay_url.removeprefix("http://"),
+                    "source": m.url(db),
+                    "tables": ["t"],
+                    "state_dir": str(tmp / "relay"),
+                    "durable_consumers": ["bootstrap"],
+                    "buffer_bytes": 64 << 20,
+                    "mysql": {"server_id": server_id, "stall_seconds": 10},
+                },
+                "bootstrap": {
+                    "listen": self.boot_url.removeprefix("http://"),
+                    "relays": [self.relay_url],
+                    "store": f"sqlite:///{tmp / 'boot.db'}",
+                    "seed": m.url(db).replace("root@", f"{db}_seed:seedpw@"),
+                    "seed_page_rows": page_rows,
+                    "compact_interval_seconds": 0.5,
+                    "retention_seconds": 0,
+                    "session_timeout_seconds": 5,
+                },
+            },
+        )
+        self.relay = daemons(["relay", "--config", str(config)], "relay")
+        self.boot = daemons(["bootstrap", "--config", str(config)], "bootstrap")
 
-        wait_until(lambda: status()["snapshot_ready"], 60, "the MariaDB seed to be served", 0.2)
-        seeded = time.monotonic() - t0
-        assert writers.commits > at_seed, "the writers committed while the seed ran"
+    def start_relay(self) -> None:
+        self.relay.start()
+        self.relay.wait_http(self.relay_url + "/healthz", timeout=30)
+
+    def start_bootstrap(self) -> None:
+        self.boot.start()
+        self.boot.wait_http(self.boot_url + "/healthz", timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(self.boot_url + "/v1/status", timeout=10).json()
+        return body
+
+    def follow(self, writers: Writers) -> tuple[dict[int, dict[str, Any]], list[str], int]:
+        """A brand-new subscriber from the snapshot, to the relay; then the writers stop, a marker
+        commits and the subscriber passes it. Returns its copy, its phases and its snapshot rows."""
+        copy: dict[int, dict[str, Any]] = {}
+        phases: list[str] = []
+        snapshot_rows = 0
         sub = Subscriber(
-            [relay_url],
+            [self.relay_url],
             ["t"],
             MemoryCheckpointStore(),
-            bootstrap=[boot_url],
+            bootstrap=[self.boot_url],
             from_snapshot=True,
             wait_ms=500,
             subscriber_id="maria",
@@ -235,61 +239,122 @@ def test_new_subscriber_of_a_100k_row_mariadb_table_while_writers_run_gets_the_t
         marker: int | None = None
         on_relay = 0
         deadline = time.monotonic() + 60
-        for w in sub.windows(idle_exit=20):
-            assert not isinstance(w, SnapshotRestarted), (w.reason, w.detail)
-            for e in w.events:
-                assert e.table == "t"
-                k = int(e.key[0])
-                if e.op.value == "r":
-                    snapshot_rows += 1
-                if e.op.value == "d" or e.after is None:
-                    copy.pop(k, None)
-                else:
-                    copy[k] = dict(e.after)
-            phase = sub.checkpoint.phase if sub.checkpoint else None  # (saved when the next window is asked for)
-            if phase is not None and (not phases or phases[-1] != phase):
-                phases.append(phase)
-            on_relay += phase == "relay"
-            if marker is None and phase == "relay" and on_relay >= 20:
-                # back on the relay with the writers still running: stop them, commit a marker
-                writers.stop()
-                with contextlib.closing(mariadb_server.connect(db, autocommit=False)) as conn, conn.cursor() as cur:
-                    cur.execute("UPDATE t SET n = n + 1 WHERE id = (SELECT min(id) FROM t)")
-                    conn.commit()
-                    marker = _position(cur)  # the position after the marker: its SCN
-            if marker is not None and w.scn >= marker:
-                break
-            assert time.monotonic() < deadline, f"the subscriber is still in {phases} after 60 s"
-        else:
-            relay_st = httpx.get(relay_url + "/v1/status", timeout=10).json()
+        try:
+            for w in sub.windows(idle_exit=20):
+                assert not isinstance(w, SnapshotRestarted), (w.reason, w.detail)
+                for e in w.events:
+                    assert e.table == "t"
+                    k = int(e.key[0])
+                    if e.op.value == "r":
+                        snapshot_rows += 1
+                    if e.op.value == "d" or e.after is None:
+                        copy.pop(k, None)
+                    else:
+                        copy[k] = dict(e.after)
+                phase = sub.checkpoint.phase if sub.checkpoint else None  # (saved when the next window is asked for)
+                if phase is not None and (not phases or phases[-1] != phase):
+                    phases.append(phase)
+                on_relay += phase == "relay"
+                if marker is None and phase == "relay" and on_relay >= 20:
+                    # back on the relay with the writers still running: stop them, commit a marker
+                    writers.stop()
+                    with contextlib.closing(self.m.connect(self.db, autocommit=False)) as conn, conn.cursor() as cur:
+                        cur.execute("UPDATE t SET n = n + 1 WHERE id = (SELECT min(id) FROM t)")
+                        conn.commit()
+                        marker = _position(cur)  # the position after the marker: its SCN
+                if marker is not None and w.scn >= marker:
+                    return copy, phases, snapshot_rows
+                assert time.monotonic() < deadline, f"the subscriber is still in {phases} after 60 s"
+            relay_st = httpx.get(self.relay_url + "/v1/status", timeout=10).json()
             raise AssertionError(
                 f"the subscriber went idle in {phases} at {sub.checkpoint} before passing the marker {marker}; "
                 f"relay: {relay_st}"
             )
+        finally:
+            sub.close()
+
+    def assert_served(self, copy: dict[int, dict[str, Any]]) -> int:
+        """The copy equals ``SELECT`` of the table value for value; only ``t`` is served. Returns the row count."""
+        table = _table(self.m, self.db)
+        missing = sorted(set(table) - set(copy))
+        extra = sorted(set(copy) - set(table))
+        wrong = []
+        for k, text in table.items():
+            if k in copy:
+                problems = [p for c in COLS if (p := mismatch(c, copy[k].get(c.name), text[c.name])) is not None]
+                if problems:
+                    wrong.append((k, problems[:3]))
+        assert not missing and not extra and not wrong, (len(missing), missing[:5], len(extra), extra[:5], wrong[:3])
+        big = sum(1 for r in table.values() if r["body"] is not None and len(r["body"]) > 16_000)
+        assert big > self.rows // 50, big
+        served = httpx.get(self.boot_url + "/v1/sources", timeout=10).json()["sources"]
+        assert [s["name"] for s in served] == ["t"], served
+        return len(table)
+
+
+def test_new_subscriber_of_a_100k_row_mariadb_table_while_writers_run_gets_the_table(
+    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
+) -> None:
+    t0 = time.monotonic()
+    stack = MariaStack(mariadb_server, tmp_path, daemons, "bootmaria", ROWS, 4747)
+    loaded = time.monotonic() - t0
+    stack.start_relay()
+    writers = Writers(mariadb_server, stack.db, ROWS).start()
+    try:
+        # the seed starts while the writers commit
+        wait_until(lambda: writers.commits >= 50 or writers.error, 30, "the writers to start")
+        at_seed = writers.commits
+        stack.start_bootstrap()
+        wait_until(lambda: stack.status()["snapshot_ready"], 60, "the MariaDB seed to be served", 0.2)
+        seeded = time.monotonic() - t0
+        assert writers.commits > at_seed, "the writers committed while the seed ran"
+        copy, phases, snapshot_rows = stack.follow(writers)
     finally:
         writers.stop()
-        if sub is not None:
-            sub.close()
-    st = status()
+    st = stack.status()
     assert st["seed"]["method"] == "mysql_consistent_snapshot" and st["seed"]["done"], st["seed"]
     assert st["seed"]["rows"] >= ROWS - 10_000, st["seed"]
     assert st["reseeds"]["count"] == 0, st["reseeds"]
-    assert [s["name"] for s in httpx.get(boot_url + "/v1/sources", timeout=10).json()["sources"]] == ["t"]
     assert phases == ["snapshot", "catchup", "relay"], phases
     assert snapshot_rows >= ROWS - 10_000, snapshot_rows
-
-    table = _table(mariadb_server, db)
-    missing = sorted(set(table) - set(copy))
-    extra = sorted(set(copy) - set(table))
-    wrong = []
-    for k, text in table.items():
-        if k in copy:
-            problems = [p for c in COLS if (p := mismatch(c, copy[k].get(c.name), text[c.name])) is not None]
-            if problems:
-                wrong.append((k, problems[:3]))
-    assert not missing and not extra and not wrong, (len(missing), missing[:5], len(extra), extra[:5], wrong[:3])
-    assert sum(1 for r in table.values() if r["body"] is not None and len(r["body"]) > 16_000) > 2_000
+    compared = stack.assert_served(copy)
     print(
         f"mariadb bootstrap: loaded {ROWS} rows in {loaded:.1f}s, served after {seeded:.1f}s, "
-        f"{writers.commits} writer transactions, {len(table)} rows compared, total {time.monotonic() - t0:.1f}s"
+        f"{writers.commits} writer transactions, {compared} rows compared, total {time.monotonic() - t0:.1f}s"
     )
+
+
+def test_seed_waits_for_the_relay_and_a_seed_cut_by_kill9_starts_a_new_generation(
+    mariadb_server: MariaDbServer, tmp_path: Path, daemons: Any
+) -> None:
+    rows = 20_000
+    stack = MariaStack(mariadb_server, tmp_path, daemons, "bootmaria9", rows, 4848, page_rows=200)
+    writers = Writers(mariadb_server, stack.db, rows).start()
+    try:
+        wait_until(lambda: writers.commits >= 50 or writers.error, 30, "the writers to start")
+        # the bootstrap server first: a snapshot taken now would be older than the relay's first
+        # position (a re-seed later); it waits for the relay instead, and says so
+        stack.start_bootstrap()
+        wait_until(lambda: "seed_waiting_for_relay" in stack.boot.output(), 20, "the seed to wait for the relay")
+        assert stack.status()["building"] is None
+        stack.start_relay()
+        first = wait_until(
+            lambda: (b := stack.status()["building"]) and b["seed"].get("rows", 0) >= 2_000 and b,
+            60,
+            "the seed to be under way",
+            0.05,
+        )
+        stack.boot.kill9()
+        stack.start_bootstrap()
+        wait_until(lambda: stack.status()["snapshot_ready"], 60, "the new generation to be served", 0.2)
+        st = stack.status()
+        # the cut seed's snapshot died with its connection: a new generation from a new snapshot
+        assert st["generation"] == first["gen"] + 1, (first, st)
+        assert st["seed"]["start_scn"] > first["seed"]["start_scn"], (first, st["seed"])
+        assert st["seed"]["done"] and st["seed"]["rows"] >= rows - 2_000, st["seed"]
+        assert st["reseeds"]["count"] == 1 and st["reseeds"]["last_reason"] == "seed_interrupted", st["reseeds"]
+        copy, phases, _ = stack.follow(writers)
+    finally:
+        writers.stop()
+    assert phases == ["snapshot", "catchup", "relay"], phases
+    stack.assert_served(copy)
