@@ -10,7 +10,14 @@ column. A writer thread commits inserts, updates and deletes (1–3 statements p
 before the seed starts until the new subscriber is back on the relay. The subscriber (client library,
 ``from_snapshot=True``) goes snapshot → catch-up → relay; after the writer stops and one last marker
 transaction commits, the subscriber passes the marker's SCN and its copy is compared with
-``SELECT`` of the table, value by value, with the MariaDB conformance test's comparison rule.
+``SELECT`` of the table, value by value, with the MariaDB conformance test's comparison rule. The
+seed runs as a user with only ``SELECT``, and a table of the same database the relay does not
+capture must not be served.
+
+Second test: a bootstrap server started before the relay waits for it before taking its snapshot
+(one taken earlier would be older than the relay's first position), and a seed cut by kill -9 is
+replaced by a new generation from a newer snapshot — one ``seed_interrupted`` re-seed — after which a
+new subscriber's copy again equals the table.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 éü中😀"
 
 
 def _body(rng: random.Random, i: int) -> str | None:
-    if i % 40 == 0:  # large values: 8–16 k characters, multi-byte ones included (up to ~60 kB in TEXT)
+    if i % 40 == 0:  # large values: 8–16 k characters, multi-byte ones included (about 9–19 kB)
         return "".join(rng.choices(ALPHABET, k=rng.randint(8_000, 16_000)))
     if i % 7 == 0:
         return None
