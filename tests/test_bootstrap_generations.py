@@ -277,3 +277,26 @@ def test_sqlite_seed_resumes_its_generation_and_a_reseed_builds_a_new_one_while_
     assert (st["gen"], st["reseeds"]["count"], st["reseeds"]["last_reason"]) == (2, 1, "relay_no_longer_has_log_scn")
     assert store.row_count() == 1_090
     store.close()
+
+
+def test_a_row_moved_to_a_new_key_leaves_no_old_row_and_keeps_its_unchanged_toast_value() -> None:
+    from headrace.relay import ChangeWindow, RowCodec, encode_window, iter_frames
+
+    rows = Rows()
+    rows.registry.register(META)
+    rows.registry.register(MARKED)
+    schemas = SchemaCache(lambda: {sv.fingerprint: sv for sv in rows.versions()})
+    stored = {("t", sort_key(encode_key([4]))): encode_event(rows.ev(1, 4, Op.READ, "stored-4"))}
+    fill = ToastFiller(schemas, lambda s, k: stored.get((s, k)))
+    # UPDATE t SET id = 40 WHERE id = 4, the big value left as it was: the relay's own frames
+    moved = RowChange(7, MARKED, Op.UPDATE, (40,), {"id": 4}, {"id": 40, "big": None, UNCHANGED_COLUMN: ["big"]})
+    ew = encode_window(ChangeWindow(7, 0, [moved]), rows.codecs)
+    assert ew is not None
+    ops = merge([list(iter_frames(ew.data))], fill)
+    assert ops[("t", sort_key(encode_key([4])))].frame is None  # the old key is deleted
+    frame = ops[("t", sort_key(encode_key([40])))].frame
+    assert frame is not None
+    e, _ = decode_event(frame)
+    assert e.after is not None
+    row = RowCodec(schemas._schemas[e.fingerprint]).decode(e.after)
+    assert row == {"id": 40, "big": "stored-4", UNCHANGED_COLUMN: None}

@@ -405,3 +405,23 @@ def test_sqlite_streams_a_window_too_large_to_read_at_once(tmp_path: Path, monke
             assert w.scn == 100 and [c.scn for c in w.changes] == list(range(1, 101))
             break
     src.close()
+
+
+def test_an_update_that_moves_a_row_to_another_key_deletes_the_old_key_first() -> None:
+    from headrace.relay import ChangeWindow, Codecs, Op, RowChange, decode_key, encode_window, iter_frames
+
+    meta = TableMeta("acc", (Column("id", ColumnType("long"), False), Column("v", ColumnType("string"))), ("id",))
+    moved = RowChange(9, meta, Op.UPDATE, (2,), {"id": 1, "v": "a"}, {"id": 2, "v": "a"})
+    same = RowChange(9, meta, Op.UPDATE, (2,), {"id": 2, "v": "a"}, {"id": 2, "v": "b"})
+    no_before = RowChange(9, meta, Op.UPDATE, (2,), None, {"id": 2, "v": "c"})
+    ew = encode_window(ChangeWindow(9, 0, [moved, same, no_before]), Codecs(SchemaRegistry()))
+    assert ew is not None and ew.count == 4
+    frames = list(iter_frames(ew.data))
+    assert [(f.op, decode_key(f.key)) for f in frames] == [
+        (Op.DELETE, [1]),
+        (Op.UPDATE, [2]),
+        (Op.UPDATE, [2]),
+        (Op.UPDATE, [2]),
+    ]
+    assert frames[0].before == frames[1].before and frames[0].after is None  # the old row, as the update has it
+    assert [f.window_end for f in frames] == [False, False, False, True]

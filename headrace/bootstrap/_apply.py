@@ -86,8 +86,12 @@ def merge(windows: Iterable[Iterable[Event | ReadFrame]], fill: Fill | None = No
     """One operation per (source, sort key) for the events of ``windows`` in order (last wins).
 
     ``fill`` (optional) rewrites an after image that carries unchanged-TOAST placeholders, given the
-    key's previous image in this merge when there is one."""
+    key's previous image in this merge when there is one. An UPDATE that moved a row to a new key
+    arrives as a DELETE of the old key and then the UPDATE with the same ``before`` (see
+    docs/relay-wire-format.md): its placeholders are filled from the old key's previous image."""
     out: dict[tuple[str, bytes], RowOp] = {}
+    # the last DELETE per table: (its before image, the old key's sort key, its previous op, known)
+    deleted: dict[str, tuple[bytes | None, bytes, RowOp | None, bool]] = {}
     for window in windows:
         for e in window:
             if e.op is Op.TRUNCATE:
@@ -99,12 +103,20 @@ def merge(windows: Iterable[Iterable[Event | ReadFrame]], fill: Fill | None = No
             if e.op is Op.READ and isinstance(e, ReadFrame):
                 out[(e.source, sk)] = RowOp(e.source, sk, e.scn, e.frame)
             elif e.op is Op.DELETE or e.after is None:
+                if fill is not None and isinstance(e, Event):
+                    prev = out.get((e.source, sk))
+                    deleted[e.source] = (e.before, sk, prev, (e.source, sk) in out)
                 out[(e.source, sk)] = RowOp(e.source, sk, e.scn, None)
             else:
                 assert isinstance(e, Event)
                 frame = None
                 if fill is not None:
-                    prev = out.get((e.source, sk))
-                    frame = fill(e, sk, prev.frame if prev is not None else None, prev is not None)
+                    moved = deleted.pop(e.source, None)
+                    if moved is not None and e.before is not None and moved[0] == e.before and moved[1] != sk:
+                        _before, old_sk, prev, known = moved  # the row came from the old key
+                        frame = fill(e, old_sk, prev.frame if prev is not None else None, known)
+                    else:
+                        prev = out.get((e.source, sk))
+                        frame = fill(e, sk, prev.frame if prev is not None else None, prev is not None)
                 out[(e.source, sk)] = RowOp(e.source, sk, e.scn, frame or snapshot_frame(e))
     return out

@@ -6,7 +6,9 @@ added fields take their defaults, removed ones are skipped). Kinds Avro has no l
 travel as annotated primitives (``headrace.type``: JSON and unscaled decimals as strings, intervals
 as microseconds) and are turned back into Python values on decoding.
 
-:func:`encode_window` encodes a source's :class:`ChangeWindow` into event frames.
+:func:`encode_window` encodes a source's :class:`ChangeWindow` into event frames. An UPDATE that
+changed the row's key becomes two events: a DELETE of the old key (with the old row as ``before``),
+then the UPDATE under the new key, so anything that keeps rows by key drops the old one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import fastavro
 
 from ..errors import UnrepresentableValue
-from ._event import Event, encode_event, encode_key
+from ._event import Event, Op, encode_event, encode_key
 from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion
 from ._values import JSON_NULL, Interval
 from .sources._base import ChangeWindow, RowChange
@@ -305,18 +307,36 @@ class Codecs:
         return codec.version, before, after
 
 
+def _old_key(change: RowChange) -> bytes | None:
+    """The encoded key of an UPDATE's old row when the update changed the key (else None)."""
+    before = change.before
+    if change.op is not Op.UPDATE or before is None or not change.table.key:
+        return None
+    if any(k not in before for k in change.table.key):
+        return None
+    old = encode_key([before[k] for k in change.table.key])
+    return old if old != encode_key(change.key) else None
+
+
 def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, bytes]]:
     it = iter(window.changes)
     prev = next(it, None)
     while prev is not None:
         nxt = next(it, None)
         version, before, after = codecs.encode_change(prev)
+        ts_ms = window.ts_ms if prev.ts_ms is None else prev.ts_ms
+        old_key = _old_key(prev)
+        if old_key is not None:
+            # an update that moved a row to another key: the old key is deleted first, so a copy kept
+            # by key (a snapshot store, a partitioned subscriber) does not keep the old row
+            gone = Event(prev.scn, prev.table.name, Op.DELETE, old_key, ts_ms, version.fingerprint, before, None)
+            yield prev, encode_event(gone)
         ev = Event(
             scn=prev.scn,
             source=prev.table.name,
             op=prev.op,
             key=encode_key(prev.key),
-            ts_ms=window.ts_ms if prev.ts_ms is None else prev.ts_ms,
+            ts_ms=ts_ms,
             fingerprint=version.fingerprint,
             before=before,
             after=after,
