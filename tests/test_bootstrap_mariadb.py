@@ -346,7 +346,9 @@ def test_seed_waits_for_the_relay_and_a_seed_cut_by_kill9_starts_a_new_generatio
         assert stack.status()["building"] is None
         stack.start_relay()
         first = wait_until(
-            lambda: (b := stack.status()["building"]) and b["seed"].get("rows", 0) >= 2_000 and b,
+            lambda: (
+                (b := stack.status()["building"]) and b["seed"].get("rows", 0) >= 2_000 and not b["seed"]["done"] and b
+            ),
             60,
             "the seed to be under way",
             0.05,
