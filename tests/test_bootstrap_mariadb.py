@@ -367,3 +367,29 @@ def test_seed_waits_for_the_relay_and_a_seed_cut_by_kill9_starts_a_new_generatio
         writers.stop()
     assert phases == ["snapshot", "catchup", "relay"], phases
     stack.assert_served(copy)
+
+
+def test_snapshot_refuses_a_table_hidden_by_privileges(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
+    """A table the seeding user may not read looks absent in ``information_schema``; skipping it would
+    leave a copy with only the rows changed later, so the snapshot says which grant is missing. A
+    table that really is gone is skipped (with a warning)."""
+    from headrace.errors import UsageError
+    from headrace.relay._config import RelayConfig
+    from headrace.relay.sources.mysql import MysqlSource
+
+    db = mariadb_server.create_database("bootmariapriv")
+    mariadb_server.execute("CREATE TABLE t (id INT PRIMARY KEY)", db)
+    mariadb_server.execute("CREATE TABLE secret (id INT PRIMARY KEY)", db)
+    mariadb_server.execute("CREATE OR REPLACE USER 'hr_one'@'%' IDENTIFIED BY 'pw'")
+    mariadb_server.execute(f"GRANT SELECT ON `{db}`.`t` TO 'hr_one'@'%'")
+    url = mariadb_server.url(db).replace("root@", "hr_one:pw@")
+    source = MysqlSource(RelayConfig(source=url, state_dir=str(tmp_path)))
+    with pytest.raises(UsageError, match=r"cannot read bootmariapriv\.secret .*grant the user SELECT"):
+        source.snapshot(["t", "secret"])
+    mariadb_server.execute(f"GRANT SELECT ON `{db}`.* TO 'hr_one'@'%'")
+    snap = source.snapshot(["t", "gone"])
+    try:
+        assert [m.name for m in snap.tables] == ["t"]
+    finally:
+        snap.close()
+        source.close()

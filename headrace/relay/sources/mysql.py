@@ -631,6 +631,7 @@ class MysqlSnapshot(SourceSnapshot):
             for name in self.table_names:
                 info = self._info(name)
                 if info is None:
+                    self._check_readable(name)
                     log.warning("snapshot_table_missing", table=name)
                     continue
                 meta = TableMeta(name=name, columns=tuple(c.column for c in info.columns.values()), key=info.key)
@@ -681,6 +682,26 @@ class MysqlSnapshot(SourceSnapshot):
                 raise UsageError("the server reports no binary log position: is log_bin on?")
             file, pos = _text(rows[0][0]), _text(rows[0][1])
         return pack_scn(binlog_index(file), int(pos)), file, int(pos)
+
+    def _check_readable(self, table: str) -> None:
+        """Raise :class:`UsageError` when ``table`` is hidden from this user by privileges, not absent.
+
+        ``information_schema`` lists only the tables a user may read, so a table the user lacks
+        ``SELECT`` on looks missing; skipping it would leave a copy holding only the rows changed
+        later. A SELECT tells the two apart (1142: denied; 1146: no such table).
+        """
+        import pymysql
+
+        try:
+            self._q(f"SELECT 1 FROM {_ident(self.source.schema)}.{_ident(table)} LIMIT 0")
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] in (1142, 1143):
+                raise UsageError(
+                    f"the snapshot cannot read {self.source.schema}.{table} ({exc.args[1]}): grant the user "
+                    f"SELECT on it (GRANT SELECT ON `{self.source.schema}`.* TO …)"
+                ) from exc
+            if exc.args and exc.args[0] != 1146:
+                raise
 
     def _warn_not_transactional(self) -> None:
         """Log the tables whose engine has no MVCC snapshot (their pages are as of each page's read)."""
