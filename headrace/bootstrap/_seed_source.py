@@ -70,7 +70,10 @@ def seed_from_source(
         with snap:
             for m in snap.tables:
                 if not m.key:
-                    raise UsageError(f"table {m.name!r} has no key (no primary key or replica identity) to seed it by")
+                    raise UsageError(
+                        f"table {m.name!r} has no key (no primary key or replica identity) to seed it by: "
+                        "give it a primary key, or leave it out of bootstrap.sources"
+                    )
             registry = SchemaRegistry()
             codecs = Codecs(registry)
             for m in snap.tables:
