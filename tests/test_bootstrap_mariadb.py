@@ -17,15 +17,22 @@ capture must not be served.
 Second test: a bootstrap server started before the relay waits for it before taking its snapshot
 (one taken earlier would be older than the relay's first position), and a seed cut by kill -9 is
 replaced by a new generation from a newer snapshot — one ``seed_interrupted`` re-seed — after which a
-new subscriber's copy again equals the table.
+new subscriber's copy (client library, and ``headrace subscribe --from-snapshot``) again equals the
+table.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +344,7 @@ def test_seed_waits_for_the_relay_and_a_seed_cut_by_kill9_starts_a_new_generatio
     rows = 20_000
     stack = MariaStack(mariadb_server, tmp_path, daemons, "bootmaria9", rows, 4848, page_rows=200)
     writers = Writers(mariadb_server, stack.db, rows).start()
+    cli: subprocess.Popen[bytes] | None = None
     try:
         wait_until(lambda: writers.commits >= 50 or writers.error, 30, "the writers to start")
         # the bootstrap server first: a snapshot taken now would be older than the relay's first
@@ -362,11 +370,43 @@ def test_seed_waits_for_the_relay_and_a_seed_cut_by_kill9_starts_a_new_generatio
         assert st["seed"]["start_scn"] > first["seed"]["start_scn"], (first, st["seed"])
         assert st["seed"]["done"] and st["seed"]["rows"] >= rows - 2_000, st["seed"]
         assert st["reseeds"]["count"] == 1 and st["reseeds"]["last_reason"] == "seed_interrupted", st["reseeds"]
+        # `headrace subscribe --from-snapshot` too, started while the writers run (it exits when idle)
+        cli_out = tmp_path / "cli.out"
+        with open(cli_out, "wb") as o, open(tmp_path / "cli.err", "wb") as e:
+            cli = subprocess.Popen(
+                [sys.executable, "-m", "headrace", "subscribe", "--relay", stack.relay_url, "--bootstrap",
+                 stack.boot_url, "--from-snapshot", "--checkpoint", str(tmp_path / "cli.cp.json"),
+                 "--idle-exit", "4", "--sources", "t"],
+                stdout=o, stderr=e, env={**os.environ},
+            )  # fmt: skip
         copy, phases, _ = stack.follow(writers)
+        assert cli.wait(60) == 0, (tmp_path / "cli.err").read_text()[-3000:]
     finally:
         writers.stop()
+        if cli is not None and cli.poll() is None:
+            cli.kill()
     assert phases == ["snapshot", "catchup", "relay"], phases
     stack.assert_served(copy)
+    stack.assert_served(_cli_copy(cli_out.read_text()))
+
+
+def _cli_copy(text: str) -> dict[int, dict[str, Any]]:
+    """The copy ``headrace subscribe`` prints (JSON lines; decimals and datetimes as text) as typed rows."""
+    copy: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines():
+        d = json.loads(line)
+        assert "control" not in d, d  # no snapshot restart for this subscriber
+        k = int(d["key"][0])
+        after = d["after"]
+        if d["op"] == "d" or after is None:
+            copy.pop(k, None)
+            continue
+        copy[k] = {
+            **after,
+            "amount": Decimal(after["amount"]),
+            "at": dt.datetime.fromisoformat(after["at"]),
+        }
+    return copy
 
 
 def test_snapshot_refuses_a_table_hidden_by_privileges(mariadb_server: MariaDbServer, tmp_path: Path) -> None:
