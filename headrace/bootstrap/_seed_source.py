@@ -8,7 +8,7 @@ transaction. The rows are the stream's own :class:`~headrace.relay.sources.RowCh
 table metadata, same value conversion), encoded with the relay's one encode step, so a seeded ``r``
 row has the relay's fingerprint and the very Avro bytes of the stream's events for the same row.
 ``start_scn = high_scn``: the generation is ready as soon as the seed is done. Where each source's
-position comes from is in :mod:`._seed_pg` (PostgreSQL) and :meth:`MysqlSource.snapshot`.
+position comes from is in :mod:`._seed_pg` (PostgreSQL) and :mod:`._seed_mysql` (MariaDB/MySQL).
 
 Resume-state contract: the generation's ``seed`` state row ``{method, start_scn, high_scn, tables,
 table, rows, done}`` (plus the source's own facts) is saved with each page, for status. These
