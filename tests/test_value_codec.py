@@ -215,3 +215,19 @@ def test_subscribe_json_line_marks_a_schema_change_and_prints_new_values() -> No
     assert line["after"] == {"iv": "P1Y2M3D", "j": None, "d": "infinity", "n": "NaN"}
     plain = json.loads(event_json(ChangeEvent(8, "t", Op.INSERT, [1], None, {}, 0, True, "ab" * 8, 2)))
     assert "schema_changed" not in plain
+
+
+def test_text_that_is_no_number_or_uuid_travels_in_fallback_decimal_and_uuid_columns() -> None:
+    # SQLite lets any column hold any value: such a value travels as its text, never as null
+    c = codec(
+        Column("n", ColumnType("decimal", precision=10, scale=2, text_fallback=True)),
+        Column("u", ColumnType("decimal", text_fallback=True)),
+        Column("id", ColumnType("uuid", text_fallback=True), nullable=False),
+    )
+    odd = {"n": "abc", "u": "X'00FF'", "id": "not-a-uuid"}
+    assert roundtrip(c, odd) == odd
+    ok = {"n": decimal.Decimal("1.50"), "u": decimal.Decimal("7"), "id": uuid.UUID(int=5)}
+    assert roundtrip(c, ok) == ok
+    assert roundtrip(c, {"n": None, "u": None, "id": str(uuid.UUID(int=6))})["id"] == uuid.UUID(int=6)
+    fields = {f["name"]: f["type"] for f in c.version.schema["fields"]}
+    assert fields["id"] == {"type": "string", "headrace.type": "uuid"}  # one string branch, no logical type

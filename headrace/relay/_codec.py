@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,9 +47,12 @@ _TEXT = "string"  # the union branch of text-fallback values (fastavro's tuple n
 def _decimal_encoder(t: ColumnType) -> Convert:
     if t.unscaled_decimal:
 
+        check = not t.text_fallback  # with a fallback any text travels (and decodes to a str if no number)
+
         def exact_text(v: Any) -> str:
             if isinstance(v, str):
-                decimal.Decimal(v)  # checks it is a number; the database's own text travels as it is
+                if check:
+                    decimal.Decimal(v)  # checks it is a number; the database's own text travels as it is
                 return v
             return str(v if isinstance(v, decimal.Decimal) else decimal.Decimal(str(v)))
 
@@ -110,6 +114,8 @@ def _base_encoder(t: ColumnType) -> Convert:
     if k in ("float", "double"):
         return float
     if k == "uuid":
+        if t.text_fallback:  # a plain string field: a UUID as its text, any other text as it is
+            return lambda v: v if isinstance(v, str) else str(v if isinstance(v, uuid.UUID) else uuid.UUID(str(v)))
         return lambda v: v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
     if k in ("string", "enum"):
         return lambda v: v if isinstance(v, str) else str(v)
@@ -148,7 +154,9 @@ _NATIVE: dict[str, type] = {
 
 def _native(t: ColumnType) -> type | None:
     # a str in a text-fallback column is a fallback value: it needs its union branch
-    return None if t.has_text_branch else _NATIVE.get(t.kind)
+    if t.has_text_branch or (t.kind == "uuid" and t.text_fallback):
+        return None
+    return _NATIVE.get(t.kind)
 
 
 def _json_number(text: str) -> float | decimal.Decimal:
@@ -163,6 +171,22 @@ def _json_value(text: str) -> Any:
     return JSON_NULL if v is None else v
 
 
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|NaN|-?Infinity")
+
+
+def _decimal_or_text(v: str) -> decimal.Decimal | str:
+    """A decimal's text as a Decimal: a plain number, ``NaN`` or ``±Infinity`` as databases print them.
+    Any other text (a SQLite value that does not fit its column, travelling as its text) stays a str."""
+    return decimal.Decimal(v) if _DECIMAL_TEXT.fullmatch(v) else v
+
+
+def _uuid_or_text(v: str) -> uuid.UUID | str:
+    try:
+        return uuid.UUID(v)
+    except ValueError:
+        return v
+
+
 def _str_or(conv: Convert) -> Convert:
     return lambda v: v if isinstance(v, str) else conv(v)
 
@@ -174,7 +198,7 @@ def _decoder_for(avro_type: Any) -> Convert | None:
         if len(inner) == 2 and inner[1] == "string":  # a text fallback: the string branch is a value already
             base = inner[0]
             if isinstance(base, dict) and base.get("logicalType") == "decimal":
-                return lambda v: decimal.Decimal(v) if isinstance(v, str) else v
+                return lambda v: _decimal_or_text(v) if isinstance(v, str) else v
             conv = _decoder_for(base)
             return _str_or(conv) if conv is not None else None
         return _decoder_for(inner[0]) if len(inner) == 1 else None
@@ -184,7 +208,9 @@ def _decoder_for(avro_type: Any) -> Convert | None:
     if kind == "json":
         return _json_value
     if kind == "decimal":
-        return decimal.Decimal
+        return _decimal_or_text
+    if kind == "uuid":
+        return _uuid_or_text
     if kind == "interval":
         return Interval.from_iso
     if kind in ("duration-micros", "interval-micros"):  # interval-micros: schemas written before 0.x

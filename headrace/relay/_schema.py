@@ -74,7 +74,7 @@ KINDS = frozenset(
 )
 
 #: kinds whose Avro type is already ``string`` (a text fallback adds nothing to them)
-_TEXT_KINDS = frozenset({"string", "json", "interval", "enum"})
+_TEXT_KINDS = frozenset({"string", "json", "interval", "enum", "uuid"})
 
 #: Avro property naming the headrace kind where Avro has no logical type for it.
 KIND_PROP = "headrace.type"
@@ -167,7 +167,8 @@ def _avro_type(t: ColumnType) -> Any:
     if k == "timestamptz":
         return {"type": "long", "logicalType": "timestamp-micros"}
     if k == "uuid":
-        return {"type": "string", "logicalType": "uuid"}
+        # with a text fallback any text may travel, which the uuid logical type would refuse to read
+        return {"type": "string", KIND_PROP: "uuid"} if t.text_fallback else {"type": "string", "logicalType": "uuid"}
     if k == "json":
         return {"type": "string", KIND_PROP: "json"}
     if k == "interval":

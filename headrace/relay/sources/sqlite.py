@@ -46,7 +46,7 @@ some of those columns is encoded with the schema of exactly those columns.
 
 Values: SQLite lets any column hold any value. A stored value that is a value of the column's kind
 becomes that Python value; any other travels as its text (``value_text``) in the column's
-text-fallback branch, with a warning (decimal and UUID columns: null). See docs/type-mapping.md.
+text-fallback branch, with a warning. See docs/type-mapping.md.
 
 Resume-state contract: the change log itself is the state (``headrace_changes`` with its
 ``headrace_reals``, and the shapes in ``headrace_tables``). ``read(after_scn)`` re-reads every change
@@ -258,7 +258,7 @@ def _decimal_kind(t: ColumnType) -> Callable[[Any], Any]:
                 return exact
         # more digits than NUMERIC(p,s) declares (SQLite does not enforce it), or ±Infinity: the exact
         # text, which the client reads back as Decimal(text)
-        return value_text(v)
+        return str(d) if d.is_infinite() else value_text(v)
 
     return fixed
 
@@ -340,12 +340,6 @@ _KIND_CONV: dict[str, Callable[[Any], Any]] = {
     "enum": _string,
 }
 
-#: kinds whose text cannot travel beside a normal value (the client reads a decimal's text as a number,
-#: and a UUID's Avro type is a string already): a value that does not fit travels as null (these
-#: columns are nullable in the schema), with a warning
-NULL_IF_NO_FIT = frozenset({"decimal", "uuid"})
-
-
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
     """Stored value (unwrapped) → the Python value of the column's kind; raises _NoFit if it is not one."""
     if t.kind == "decimal":
@@ -355,8 +349,6 @@ def _conv(t: ColumnType) -> Callable[[Any], Any]:
 
 def _no_fit(t: ColumnType) -> Callable[[Any], Any]:
     """What a value that is not one of the kind's travels as."""
-    if t.kind in NULL_IF_NO_FIT:
-        return lambda v: None
     if t.kind == "json":
         return lambda v: json.dumps(value_text(v), ensure_ascii=False)  # a JSON string holding the text
     return value_text
@@ -364,14 +356,11 @@ def _no_fit(t: ColumnType) -> Callable[[Any], Any]:
 
 def sqlite_column(c: Column) -> Column:
     """A reflected column as the SQLite source describes it: SQLite lets any column hold any value, so
-    every column has a text fallback (columns of :data:`NULL_IF_NO_FIT` kinds are nullable instead)."""
+    every column has a text fallback (a value that is not one of its kind travels as its text; a
+    decimal's text branch also carries numbers NUMERIC(p,s) cannot, since SQLite does not enforce p, s)."""
     if c.name == ROWID_COLUMN:
         return c
-    if c.type.kind == "uuid":
-        return Column(c.name, c.type, True)
-    # a decimal's text branch carries numbers Decimal holds but NUMERIC(p,s) does not (SQLite does not
-    # enforce p and s); only non-numbers need the null
-    return Column(c.name, dataclasses.replace(c.type, text_fallback=True), c.nullable or c.type.kind == "decimal")
+    return Column(c.name, dataclasses.replace(c.type, text_fallback=True), c.nullable)
 
 
 #: kinds whose Python value is the stored value itself, when it has this exact type
