@@ -310,8 +310,8 @@ def test_seed_url_kinds_and_seeding_slot_name(tmp_path: Path) -> None:
 
     store = Store(f"sqlite:///{tmp_path / 'boot.db'}")
     try:
-        with pytest.raises(ConfigError, match="sqlite:///… or postgresql://"):
-            seed(store, "mysql://u@h/db", None, 10)
+        with pytest.raises(ConfigError, match="sqlite:///…, postgresql://… or mysql://"):
+            seed(store, "oracle://u@h/db", None, 10)  # (MySQL/MariaDB seeding: tests/test_bootstrap_mariadb_copies.py)
     finally:
         store.close()
     assert seeding_slot_name("headrace") == "headrace_seed"

@@ -20,7 +20,8 @@ Resume-state contract: the generation's ``seed`` state row ``{start_scn, high_sc
 after, done}`` is saved with each page; a restart (``seed_interrupted``) continues after ``after``
 in ``table`` of the same generation. A page cut by kill -9 is read again. A page for a generation
 that was replaced meanwhile is refused by the store and the seed stops. PostgreSQL seeding (an
-exported snapshot from a temporary seeding slot) is in :mod:`._seed_pg`.
+exported snapshot from a temporary seeding slot) is in :mod:`._seed_pg`, MariaDB/MySQL seeding (a
+consistent-snapshot transaction and its binlog position) in :mod:`._seed_mysql`.
 """
 
 from __future__ import annotations
@@ -185,9 +186,12 @@ def seed(
     publication: str = "headrace",
     positions: threading.Event | None = None,
     reason: str | None = None,
+    relays: list[str] | None = None,
+    relay_token: str | None = None,
 ) -> dict[str, Any]:
     """Seed from the database at ``url`` by its kind; ``positions`` is set once the generation the
-    follower must follow is settled.
+    follower must follow is settled. ``relays``/``relay_token``: MySQL/MariaDB seeding waits for one
+    of these relays to read the binlog and seeds the tables it serves (:mod:`._seed_mysql`).
 
     ``reason`` None: seed only when the store needs it (:func:`seed_needed`; otherwise return the
     served seed state); else seed a new generation for that reason (``seed_interrupted`` resumes an
@@ -216,20 +220,18 @@ def seed(
                 reason=reason,
             )
         if scheme in ("mysql", "mariadb"):
-            from ..relay.sources.mysql import MysqlSource
-            from ._seed_source import seed_from_source
+            from ._seed_mysql import seed_mysql
 
-            source = MysqlSource(RelayConfig(source=url, tables=tables))
-            return seed_from_source(
+            return seed_mysql(
                 store,
-                source,
+                url,
                 tables,
                 page_rows,
                 stop,
+                relays=relays,
+                relay_token=relay_token,
                 positions=positions,
                 reason=reason,
-                method="mysql_consistent_snapshot",
-                describe=lambda start: {"binlog_position": _binlog_position(start)},
             )
     finally:
         if positions is not None:
@@ -237,10 +239,3 @@ def seed(
     raise ConfigError(
         [f"bootstrap.seed: seeding from {scheme!r} is not supported; use sqlite:///…, postgresql://… or mysql://…"]
     )
-
-
-def _binlog_position(scn: int) -> str:
-    from ..relay.sources._mysqltypes import unpack_scn
-
-    index, pos = unpack_scn(scn)
-    return f"{index}:{pos}"

@@ -8,7 +8,7 @@ transaction. The rows are the stream's own :class:`~headrace.relay.sources.RowCh
 table metadata, same value conversion), encoded with the relay's one encode step, so a seeded ``r``
 row has the relay's fingerprint and the very Avro bytes of the stream's events for the same row.
 ``start_scn = high_scn``: the generation is ready as soon as the seed is done. Where each source's
-position comes from is in :mod:`._seed_pg` (PostgreSQL) and :meth:`MysqlSource.snapshot`.
+position comes from is in :mod:`._seed_pg` (PostgreSQL) and :mod:`._seed_mysql` (MariaDB/MySQL).
 
 Resume-state contract: the generation's ``seed`` state row ``{method, start_scn, high_scn, tables,
 table, rows, done}`` (plus the source's own facts) is saved with each page, for status. These
@@ -70,7 +70,10 @@ def seed_from_source(
         with snap:
             for m in snap.tables:
                 if not m.key:
-                    raise UsageError(f"table {m.name!r} has no key (no primary key or replica identity) to seed it by")
+                    raise UsageError(
+                        f"table {m.name!r} has no key (no primary key or replica identity) to seed it by: "
+                        "give it a primary key, or leave it out of bootstrap.sources"
+                    )
             registry = SchemaRegistry()
             codecs = Codecs(registry)
             for m in snap.tables:

@@ -1,8 +1,8 @@
 """The seeding thread: seeds a new store generation when one is needed, while the old one is served.
 
 Theory of operation. A seed is needed when nothing is served or being built yet (``initial``), when
-a generation's seed was cut by a crash (``seed_interrupted``: SQLite resumes it, PostgreSQL starts a
-new generation because an exported snapshot dies with its session), and when the follower asks for
+a generation's seed was cut by a crash (``seed_interrupted``: SQLite resumes it; PostgreSQL and
+MariaDB/MySQL start a new generation because their snapshot dies with its session), and when the follower asks for
 one (``relay_no_longer_has_log_scn``: the relay's buffer no longer reaches the log's position, so the
 log has a gap). A seed always fills a *new* generation (:meth:`~._store.Store.begin_generation`):
 the served snapshot stays served — with its log, for subscribers already bootstrapping — until the
@@ -121,6 +121,8 @@ class Seeder:
                     publication=cfg.seed_publication,
                     positions=self.settled,
                     reason=reason,
+                    relays=cfg.relays,
+                    relay_token=cfg.relay_token,
                 )
                 self.error = None
                 backoff = 1.0

@@ -571,6 +571,11 @@ class MysqlSource(ChangeSource):
 # -- snapshot ------------------------------------------------------------------------------------
 
 
+def _text(v: Any) -> str:
+    """A value of a connection without decoders (bytes) or with them (str) as text; None as ``''``."""
+    return v.decode() if isinstance(v, bytes) else "" if v is None else str(v)
+
+
 def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -626,11 +631,13 @@ class MysqlSnapshot(SourceSnapshot):
             for name in self.table_names:
                 info = self._info(name)
                 if info is None:
+                    self._check_readable(name)
                     log.warning("snapshot_table_missing", table=name)
                     continue
                 meta = TableMeta(name=name, columns=tuple(c.column for c in info.columns.values()), key=info.key)
                 self._infos[name] = (info, meta)
             self.tables = [m for _i, m in self._infos.values()]
+            self._warn_not_transactional()
         except BaseException:
             self.close()
             raise
@@ -651,8 +658,18 @@ class MysqlSnapshot(SourceSnapshot):
         status = {str(k).lower(): str(v) for k, v in self._q("SHOW STATUS LIKE 'binlog_snapshot_%'")}
         file, pos = status.get("binlog_snapshot_file", ""), status.get("binlog_snapshot_position", "")
         if not file:  # MySQL: hold commits while the snapshot starts and the position is read
+            import pymysql
+
             self._q("ROLLBACK")
-            self._q("FLUSH TABLES WITH READ LOCK")
+            try:
+                self._q("FLUSH TABLES WITH READ LOCK")
+            except pymysql.err.MySQLError as exc:
+                if exc.args and exc.args[0] in (1044, 1045, 1227):  # access denied
+                    raise UsageError(
+                        f"a MySQL snapshot needs FLUSH TABLES WITH READ LOCK ({exc}): grant the seeding user "
+                        "RELOAD and REPLICATION CLIENT (MariaDB needs neither: it has binlog_snapshot_position)"
+                    ) from exc
+                raise
             try:
                 self._q("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 try:
@@ -661,8 +678,48 @@ class MysqlSnapshot(SourceSnapshot):
                     rows = self._q("SHOW MASTER STATUS")
             finally:
                 self._q("UNLOCK TABLES")
-            file, pos = str(rows[0][0]), str(rows[0][1])
+            if not rows:
+                raise UsageError("the server reports no binary log position: is log_bin on?")
+            file, pos = _text(rows[0][0]), _text(rows[0][1])
         return pack_scn(binlog_index(file), int(pos)), file, int(pos)
+
+    def _check_readable(self, table: str) -> None:
+        """Raise :class:`UsageError` when ``table`` is hidden from this user by privileges, not absent.
+
+        ``information_schema`` lists only the tables a user may read, so a table the user lacks
+        ``SELECT`` on looks missing; skipping it would leave a copy holding only the rows changed
+        later. A SELECT tells the two apart (1142: denied; 1146: no such table).
+        """
+        import pymysql
+
+        try:
+            self._q(f"SELECT 1 FROM {_ident(self.source.schema)}.{_ident(table)} LIMIT 0")
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] in (1142, 1143):
+                raise UsageError(
+                    f"the snapshot cannot read {self.source.schema}.{table} ({exc.args[1]}): grant the user "
+                    f"SELECT on it (GRANT SELECT ON `{self.source.schema}`.* TO …)"
+                ) from exc
+            if exc.args and exc.args[0] != 1146:
+                raise
+
+    def _warn_not_transactional(self) -> None:
+        """Log the tables whose engine has no MVCC snapshot (their pages are as of each page's read)."""
+        if not self._infos:
+            return
+        rows = self._q(
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+            (self.source.schema,),
+        )
+        engines = {_text(t): _text(e) for t, e in rows}
+        odd = {t: engines.get(t) for t in self._infos if engines.get(t, "").upper() != "INNODB"}
+        if odd:
+            log.warning(
+                "snapshot_tables_not_innodb",
+                engines=odd,
+                detail="only InnoDB tables are read consistently at the snapshot's binlog position; rows of "
+                "these tables are as of the moment each page is read (convert them: ALTER TABLE … ENGINE=InnoDB)",
+            )
 
     def _all_tables(self) -> list[str]:
         return self.source.only_tables or [
