@@ -24,7 +24,8 @@ from support import free_port, wait_until, write_config
 from headrace.relay import JSON_NULL
 from headrace.relay.client import MemoryCheckpointStore, Subscriber
 
-pytestmark = pytest.mark.mariadb
+# the same shapes run in the default suite in test_bootstrap_mariadb_copies.py; these are the slow variants
+pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
 TABLES = ["accounts", "order_lines"]
 LINES = 2_000

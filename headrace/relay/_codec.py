@@ -46,7 +46,6 @@ _TEXT = "string"  # the union branch of text-fallback values (fastavro's tuple n
 
 def _decimal_encoder(t: ColumnType) -> Convert:
     if t.unscaled_decimal:
-
         check = not t.text_fallback  # with a fallback any text travels (and decodes to a str if no number)
 
         def exact_text(v: Any) -> str:

@@ -340,6 +340,7 @@ _KIND_CONV: dict[str, Callable[[Any], Any]] = {
     "enum": _string,
 }
 
+
 def _conv(t: ColumnType) -> Callable[[Any], Any]:
     """Stored value (unwrapped) → the Python value of the column's kind; raises _NoFit if it is not one."""
     if t.kind == "decimal":
