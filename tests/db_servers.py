@@ -31,8 +31,8 @@ from support import free_port, require_binaries, wait_until
 
 PG_SETTINGS = {
     "wal_level": "logical",
-    "max_replication_slots": "8",
-    "max_wal_senders": "8",
+    "max_replication_slots": "32",  # many tests share one server; a failed test may leave its slot
+    "max_wal_senders": "32",
     "fsync": "off",  # a throw-away test instance: speed over crash safety of the *server*
     "synchronous_commit": "on",
     "full_page_writes": "off",

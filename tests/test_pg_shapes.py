@@ -88,7 +88,10 @@ def test_full_identity_without_primary_key_and_nulls(pg_server: PgServer) -> Non
     got = read_wire(src, after, 4)
     assert got == [
         [("c", "f", [1, None, "x"], None, {"a": 1, "b": None, "c": "x"})],
-        [("u", "f", [1, "y", "x"], {"a": 1, "b": None, "c": "x"}, {"a": 1, "b": "y", "c": "x"})],
+        [  # every column is the key: the update moves the row, so the old key is deleted first
+            ("d", "f", [1, None, "x"], {"a": 1, "b": None, "c": "x"}, None),
+            ("u", "f", [1, "y", "x"], {"a": 1, "b": None, "c": "x"}, {"a": 1, "b": "y", "c": "x"}),
+        ],
         [("d", "f", [1, "y", "x"], {"a": 1, "b": "y", "c": "x"}, None)],
         [("c", "f", [None, None, "z"], None, {"a": None, "b": None, "c": "z"})],
     ]
@@ -122,10 +125,14 @@ def test_full_identity_table_dropped_or_altered_before_the_relay_reads(pg_server
     got = read_wire(src, after, 4)
     # the dropped table: no catalog answer, so every column is the key (values as they were)
     assert got[0] == [("c", "gone", [1, None], None, {"id": 1, "v": None})]
-    assert got[1] == [("u", "gone", [1, "a"], {"id": 1, "v": None}, {"id": 1, "v": "a"})]
+    assert got[1] == [  # every column is the key: the old key is deleted first
+        ("d", "gone", [1, None], {"id": 1, "v": None}, None),
+        ("u", "gone", [1, "a"], {"id": 1, "v": None}, {"id": 1, "v": "a"}),
+    ]
     # the altered table: decoded with its columns as of the change; the NULL still encodes
-    assert [e[0] for e in got[2] + got[3]] == ["c", "u"]
-    assert got[2][0][4] == {"id": 1, "v": None} and got[3][0][4] == {"id": 1, "v": "b"}
+    # (the catalog read after the ALTER makes v the key, so the update moves the row: d of the old key, u)
+    assert [e[0] for e in got[2] + got[3]] == ["c", "d", "u"]
+    assert got[2][0][4] == {"id": 1, "v": None} and got[3][-1][4] == {"id": 1, "v": "b"}
     src.uninstall()
     src.close()
 
@@ -150,7 +157,8 @@ def test_composite_key_with_a_toasted_value_left_unchanged(pg_server: PgServer) 
         "UPDATE k SET a = 2",  # part of the key changes, the TOASTed part does not
         "DELETE FROM k",
     )  # fmt: skip
-    [[ins], [upd], [upd_key], [dele]] = read_wire(src, after, 4)
+    [[ins], [upd], [gone, upd_key], [dele]] = read_wire(src, after, 4)
+    assert gone == ("d", "k", [big, 1], {"a": 1, "big": big, "n": None}, None)  # the key moved: old key first
     assert ins == ("c", "k", [big, 1], None, {"a": 1, "big": big, "n": 0})
     assert upd[0] == "u" and upd[2] == [big, 1] and upd[4] == {"a": 1, "big": big, "n": 1}
     assert upd_key[0] == "u" and upd_key[2] == [big, 2] and upd_key[4] == {"a": 2, "big": big, "n": 1}
@@ -180,10 +188,11 @@ def test_primary_key_plus_replica_identity_using_index(pg_server: PgServer) -> N
         "UPDATE u SET id = 7",
         "DELETE FROM u",
     )  # fmt: skip
-    got = [e for [e] in read_wire(src, after, 5)]
+    got = [e for w in read_wire(src, after, 5) for e in w]
     assert got == [
         ("c", "u", ["a"], None, {"id": 1, "code": "a", "v": "x"}),
         ("u", "u", ["a"], None, {"id": 1, "code": "a", "v": "y"}),
+        ("d", "u", ["a"], {"id": None, "code": "a", "v": None}, None),  # the key moved: old key first
         ("u", "u", ["b"], {"id": None, "code": "a", "v": None}, {"id": 1, "code": "b", "v": "y"}),
         ("u", "u", ["b"], None, {"id": 7, "code": "b", "v": "y"}),
         ("d", "u", ["b"], {"id": None, "code": "b", "v": None}, None),
