@@ -15,8 +15,12 @@ collector sends only after the chunks are fsynced. Until then it retries:
 :func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
 :class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
 (those two in a helper thread, in order, while the next batch is already being sent).
-A rejected batch is written whole to ``dead_letter_dir`` (never dropped), logged, counted, and
-released, so one bad batch cannot stall the spool forever.
+Before a batch is sent, every chunk is checked with :func:`headrace._chunk.validate_chunk` (the
+rules a collector applies): a chunk that fails is written alone to ``dead_letter_dir`` (never
+dropped), logged, counted in ``headrace_ship_dead_letters_total`` and released in its place in the
+order, and the valid chunks around it are shipped. A batch a collector still rejects (4xx) is
+written whole to ``dead_letter_dir`` the same way, so one bad chunk can neither stop the shipper
+nor stall the spool.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import tenacity
 from prometheus_client import Counter, Histogram
 
 from ._atomic import write_atomic
-from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch
+from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, validate_chunk
 from ._logging import get_logger
 from ._spool import Spool, SpoolEntry
-from .errors import TransientError, Unavailable, UsageError
+from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
 __all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "pump"]
 
@@ -47,6 +51,9 @@ SHIP_BATCHES = Counter("headrace_ship_batches_total", "Batches sent to collector
 SHIP_BYTES = Counter("headrace_ship_bytes_total", "Chunk data bytes acked by collectors")
 SHIP_CHUNKS = Counter("headrace_ship_chunks_total", "Chunks acked by collectors")
 SHIP_LATENCY = Histogram("headrace_ship_seconds", "Time from send to ack of one batch attempt")
+DEAD_LETTERS = Counter(
+    "headrace_ship_dead_letters_total", "Chunks moved to the dead-letter folder, by reason", ["reason"]
+)
 _TRANSIENT_STATUS = {408, 425, 429}
 
 
@@ -182,6 +189,7 @@ def pump(
     on_acked: Callable[[list[SpoolEntry], Ack | None], None] | None = None,
     dead_letter_dir: str | Path | None = None,
     idle_wait: float = 0.5,
+    max_chunk_bytes: int = 16 << 20,
 ) -> None:
     """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
 
@@ -190,7 +198,9 @@ def pump(
     batch is already on its way while an ack is being recorded (the spool's reserving peek keeps
     the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
     whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
-    batch) and ``on_acked(entries, None)`` is called before it is released. Set ``shipper.stop`` to
+    batch) and ``on_acked(entries, None)`` is called before it is released; a chunk that fails
+    :func:`~headrace._chunk.validate_chunk` (``max_chunk_bytes``) goes there alone before sending,
+    as ``<source>_<seq_end>_<time>.invalid.batch``. Set ``shipper.stop`` to
     the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
     set and nothing more is acked (the spool keeps everything for the next run).
     """
@@ -220,25 +230,73 @@ def pump(
             entries = spool.peek(max_chunks, max_bytes, reserve=True)
             if not entries:
                 continue
-            try:
-                ack: Ack | None = shipper.ship([e.chunk for e in entries])
-            except ShipStopped:
-                return
-            except Rejected as exc:
-                ack = None
-                _dead_letter(spool, entries, exc, dead_letter_dir)
-            done.put((entries, ack))
+            for run, problem in _split_invalid(entries, max_chunk_bytes):
+                if problem is not None:
+                    _dead_letter(spool, run, problem, dead_letter_dir)
+                    done.put((run, None))
+                    continue
+                try:
+                    ack: Ack | None = shipper.ship([e.chunk for e in run])
+                except ShipStopped:
+                    return
+                except Rejected as exc:
+                    ack = None
+                    _dead_letter(spool, run, exc, dead_letter_dir)
+                done.put((run, ack))
     finally:
         done.put(None)
         acker.join()
         spool.unreserve()
 
 
-def _dead_letter(spool: Spool, entries: list[SpoolEntry], exc: Rejected, dead_letter_dir: str | Path | None) -> None:
+def _split_invalid(
+    entries: list[SpoolEntry], max_chunk_bytes: int
+) -> list[tuple[list[SpoolEntry], InvalidInput | None]]:
+    """``entries`` in order as runs of valid chunks and single invalid ones (with their problem)."""
+    out: list[tuple[list[SpoolEntry], InvalidInput | None]] = []
+    run: list[SpoolEntry] = []
+    for e in entries:
+        try:
+            validate_chunk(e.chunk, max_chunk_bytes)
+        except InvalidInput as exc:
+            problem = exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            problem = InvalidInput("malformed", f"chunk fields of the wrong type: {exc!r}")
+        else:
+            run.append(e)
+            continue
+        if run:
+            out.append((run, None))
+            run = []
+        out.append(([e], problem))
+    if run:
+        out.append((run, None))
+    return out
+
+
+def _dead_letter(
+    spool: Spool, entries: list[SpoolEntry], exc: Rejected | InvalidInput, dead_letter_dir: str | Path | None
+) -> None:
     target = Path(dead_letter_dir) if dead_letter_dir else spool.dir / "rejected"
     target.mkdir(parents=True, exist_ok=True)
     first = entries[0].chunk
-    name = f"{first.source}_{first.seq_end}_{time.time_ns()}.batch"
-    write_atomic(target / name, encode_batch([e.chunk for e in entries]))
-    write_atomic(target / f"{name}.json", json.dumps({"url": exc.url, "status": exc.status, "body": exc.body}).encode())
-    log.error("ship_rejected", url=exc.url, status=exc.status, body=exc.body[:500], dead_letter=str(target / name))
+    source = first.source if isinstance(first.source, str) else "bad"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in source)[:100] or "_"
+    if isinstance(exc, Rejected):
+        name = f"{safe}_{first.seq_end}_{time.time_ns()}.batch"
+        meta = {"url": exc.url, "status": exc.status, "body": exc.body}
+        reason = "rejected"
+    else:
+        name = f"{safe}_{first.seq_end}_{time.time_ns()}.invalid.batch"
+        meta = {"reason": exc.reason, "detail": exc.detail}
+        reason = exc.reason
+    try:
+        body = encode_batch([e.chunk for e in entries])
+    except (TypeError, ValueError):  # fields no JSON header can hold: keep what can be kept
+        body = repr([e.chunk for e in entries]).encode()
+    write_atomic(target / name, body)
+    write_atomic(target / f"{name}.json", json.dumps(meta).encode())
+    DEAD_LETTERS.labels(reason).inc(len(entries))
+    log.error(
+        "ship_dead_lettered", reason=reason, chunks=len(entries), detail=str(meta)[:500], dead_letter=str(target / name)
+    )

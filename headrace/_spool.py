@@ -22,10 +22,14 @@ Resume-state contract:
   group of appends, before it records anything that depends on them); the ack position, written
   atomically by every :meth:`Spool.ack`.
 * On open: segments are scanned; a torn tail (a record cut by kill -9 or a bad CRC) is truncated
-  away, with a warning, and everything before it is kept. Records before the saved ack position are
-  not offered again; every record after it is offered again by :meth:`Spool.peek`, so a batch that
-  was in flight at the crash is re-sent. Receivers de-duplicate by chunk identity
-  ``(source, stream, seq_end)``, so re-sending is harmless.
+  away, with a warning, and everything before it is kept. A record whose CRC is right but whose
+  payload cannot be read back as a chunk is not a torn tail: it is copied to ``dead/`` (a log line
+  naming the file, ``headrace_spool_dead_records_total``) and skipped, and the records after it
+  stay. The spool reads records back structurally only (no name or tag rules): whether a chunk may
+  be shipped is decided by the writer before :meth:`Spool.append` and by the shipper. Records
+  before the saved ack position are not offered again; every record after it is offered again by
+  :meth:`Spool.peek`, so a batch that was in flight at the crash is re-sent. Receivers
+  de-duplicate by chunk identity ``(source, stream, seq_end)``, so re-sending is harmless.
 * :meth:`Spool.last_cursors` gives, per ``(source, stream)``, the cursor of the newest record still
   waiting: a writer resumes reading after it (anything older is covered by the writer's own
   checkpoint of acked data, which it must save *before* calling :meth:`Spool.ack`).
@@ -47,8 +51,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import Counter
+
 from ._atomic import fsync_dir, write_atomic
-from ._chunk import Chunk, decode_batch, encode_batch
+from ._chunk import Chunk, encode_batch
 from ._logging import get_logger
 from .errors import InvalidInput, TransientError, UsageError
 
@@ -58,6 +64,8 @@ _REC = struct.Struct(">II")
 _U32 = struct.Struct(">I")
 _MAX_RECORD = 1 << 30
 log = get_logger("spool")
+DEAD_RECORDS = Counter("headrace_spool_dead_records_total", "Spool records with a good CRC that could not be read back")
+_BATCH_HEAD = struct.Struct(">4sBI")
 
 
 class SpoolFull(TransientError):
@@ -160,8 +168,10 @@ class Spool:
                 break
             try:
                 cursor, chunk = _decode_payload(payload)
-            except InvalidInput:
-                break
+            except InvalidInput as exc:
+                self._move_aside(seg, pos, payload, exc)
+                pos = end
+                continue
             self._recs.append(_Rec(seg, pos, end - pos, (chunk.source, chunk.stream), cursor))
             pos = end
         if pos < len(data):
@@ -170,6 +180,14 @@ class Spool:
                 f.truncate(pos)
                 os.fsync(f.fileno())
         return pos
+
+    def _move_aside(self, seg: int, pos: int, payload: bytes, exc: InvalidInput) -> None:
+        dead = self.dir / "dead"
+        dead.mkdir(exist_ok=True)
+        target = dead / f"{seg:012d}_{pos}.record"
+        write_atomic(target, payload)
+        DEAD_RECORDS.inc()
+        log.error("spool_record_moved_aside", file=str(target), reason=exc.reason, detail=exc.detail)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -379,11 +397,31 @@ class Spool:
 
 
 def _decode_payload(payload: bytes) -> tuple[bytes, Chunk]:
-    if len(payload) < 4:
-        raise InvalidInput("malformed", "spool record shorter than its cursor length")
-    (clen,) = _U32.unpack_from(payload, 0)
-    cursor = payload[4 : 4 + clen]
-    chunks = decode_batch(payload[4 + clen :], max_chunk_bytes=_MAX_RECORD)
-    if len(chunks) != 1 or len(cursor) != clen:
-        raise InvalidInput("malformed", "spool record does not hold exactly one chunk")
-    return cursor, chunks[0]
+    """Read back what :meth:`Spool.append` wrote: structure only, no name or tag rules (see the module doc)."""
+    try:
+        (clen,) = _U32.unpack_from(payload, 0)
+        cursor = payload[4 : 4 + clen]
+        pos = 4 + clen
+        magic, _version, count = _BATCH_HEAD.unpack_from(payload, pos)
+        pos += _BATCH_HEAD.size
+        (hlen,) = _U32.unpack_from(payload, pos)
+        header = payload[pos + 4 : pos + 4 + hlen]
+        pos += 4 + hlen
+        (dlen,) = _U32.unpack_from(payload, pos)
+        data = payload[pos + 4 : pos + 4 + dlen]
+        pos += 4 + dlen + 4
+        if magic != b"HRCB" or count != 1 or len(cursor) != clen or len(data) != dlen or pos != len(payload):
+            raise ValueError("spool record does not hold exactly one chunk")
+        h = json.loads(header)
+        chunk = Chunk(
+            source=h["source"],
+            stream=h["stream"],
+            data_type=h["data_type"],
+            seq_start=h["seq_start"],
+            seq_end=h["seq_end"],
+            data=data,
+            tags=dict(h.get("tags") or {}),
+        )
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput("malformed", f"spool record unreadable: {exc!r}") from exc
+    return cursor, chunk

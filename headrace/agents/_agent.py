@@ -14,23 +14,32 @@ Resume-state contract (everything under ``state_dir``):
 
 Log API streams (``POST /v1/log``) are named ``_api/<data_type>``; their records are appended to
 the spool and synced before the request is answered, so a 200 means durable on the agent's disk.
+Each request's chunk is checked with :func:`headrace._chunk.validate_chunk` (the rules a collector
+applies) *before* it is spooled: a request that could never be delivered is refused with
+:class:`~headrace.errors.InvalidInput` and leaves no trace in the spool.
+
+Supervision: the reader and the shipper run through :meth:`Agent._supervised`; a thread that ends
+while the agent is not stopping (an exception, or the shipper giving up after a failed checkpoint
+save) is recorded in :attr:`Agent.dead` and ``/healthz`` answers 503 with the reason.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from .._atomic import write_atomic
-from .._chunk import Chunk
+from .._chunk import Chunk, validate_chunk
 from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from ..errors import InvalidInput
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
 from ._discover import Watcher
@@ -41,8 +50,11 @@ __all__ = ["Agent", "lock_state_dir"]
 log = get_logger("agent")
 
 LOG_API_RECORDS = Counter("headrace_agent_log_api_records_total", "Records received on POST /v1/log")
+THREADS_DEAD = Counter("headrace_agent_threads_died_total", "Agent threads that ended unexpectedly", ["thread"])
 SPOOL_USED = Gauge("headrace_agent_spool_bytes", "Bytes in the spool waiting for an ack")
 API_PREFIX = "_api/"
+#: The largest chunk a collector takes by default (``max_chunk_bytes``); the agent refuses more at the door.
+MAX_CHUNK_BYTES = 16 << 20
 
 
 def lock_state_dir(state_dir: str) -> int:
@@ -86,6 +98,9 @@ class Agent:
                     seqs.append(Cursor.decode(raw).seq)
                 self._api_seq[name] = max(seqs)
         self.last_ack: Ack | None = None
+        self.dead: dict[str, str] = {}  # thread name -> why it ended
+        self._stopping = False
+        self._ack_error: str | None = None
 
     # -- runtime sources ----------------------------------------------------------------------------
 
@@ -107,7 +122,13 @@ class Agent:
         write_atomic(self._runtime_path, json.dumps(self._runtime, indent=1).encode())
 
     def add_source(self, src: SourceConfig) -> None:
-        """Tail another glob from now on (kept across restarts)."""
+        """Tail another glob from now on (kept across restarts).
+
+        Raises :class:`~headrace.errors.InvalidInput` (nothing saved) when the source's chunks could
+        never pass a collector's check (its tags); a file whose stream name cannot be valid is
+        refused when found (see :class:`~headrace.agents._tailer.Tailer`).
+        """
+        validate_chunk(Chunk(self.cfg.name, "_probe", src.data_type, 0, 0, b"", dict(src.tags)), 1)
         self._runtime["added"] = [a for a in self._runtime["added"] if SourceConfig.model_validate(a).id != src.id]
         self._runtime["added"].append(src.model_dump())
         self._runtime["removed"] = [r for r in self._runtime["removed"] if r != src.id]
@@ -144,15 +165,20 @@ class Agent:
         check_component("data_type", data_type)
         if not records:
             return 0
-        data = b"".join(r.encode() + (b"" if r.endswith("\n") else b"\n") for r in records)
+        try:
+            data = b"".join(r.encode() + (b"" if r.endswith("\n") else b"\n") for r in records)
+        except UnicodeEncodeError as exc:
+            raise InvalidInput("bad_record", f"a record is not valid Unicode text: {exc.reason}") from exc
         name = API_PREFIX + data_type
         with self._api_lock:
+            start = self._api_seq.get(name, 0)
+            chunk = Chunk(self.cfg.name, name, data_type, start, start + len(data), data, dict(tags or {}))
+            # The same check the chunk gets when it leaves the spool: refuse here, before the 200.
+            validate_chunk(chunk, MAX_CHUNK_BYTES)
             if name not in self.checkpoints.streams:
                 with self.checkpoints.lock:
                     self.checkpoints.streams[name] = StreamCheckpoint("", data_type)
                 self.checkpoints.save()
-            start = self._api_seq.get(name, 0)
-            chunk = Chunk(self.cfg.name, name, data_type, start, start + len(data), data, dict(tags or {}))
             self.spool.append(chunk, Cursor(start + len(data)).encode())
             self.spool.sync()
             self._api_seq[name] = start + len(data)
@@ -162,25 +188,60 @@ class Agent:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def _on_acked(self, entries: list[SpoolEntry], ack: Ack | None) -> None:
-        self.last_ack = ack
-        self.tailer.on_acked(entries)
-        SPOOL_USED.set(self.spool.used_bytes())
+        try:
+            self.last_ack = ack
+            self.tailer.on_acked(entries)
+            SPOOL_USED.set(self.spool.used_bytes())
+        except Exception as exc:  # pump stops shipping after this; /healthz must say why
+            self._ack_error = f"could not record an ack: {exc.__class__.__name__}: {exc}"
+            raise
+
+    def _supervised(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        """A thread running ``target``; if it ends while the agent is not stopping, it is recorded as dead."""
+
+        def run() -> None:
+            why = "ended"
+            try:
+                target()
+            except BaseException as exc:
+                why = f"{exc.__class__.__name__}: {exc}"
+                raise
+            finally:
+                if not self._stopping:
+                    if why == "ended" and self._ack_error:
+                        why = f"ended: {self._ack_error}"
+                    self.dead[name] = why
+                    THREADS_DEAD.labels(name).inc()
+                    log.error("thread_died", thread=name, reason=why)
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": …}`` for ``/healthz``: not ok once the reader or the shipper died (with the reasons)."""
+        dead = dict(self.dead)
+        for t in self._threads:
+            if not t.is_alive() and not self._stopping and t.name not in dead:
+                dead[t.name] = "not running"
+        if dead:
+            return {"ok": False, "detail": "; ".join(f"{k} died: {v}" for k, v in sorted(dead.items()))}
+        return {"ok": True, "spool_bytes": self.spool.used_bytes()}
 
     def start(self) -> None:
         self.watcher.start()
         self.watcher.set_patterns(self.tailer.patterns())
-        reader = threading.Thread(target=self.tailer.run, args=(self._read_stop,), name="agent-reader", daemon=True)
-        shipper = threading.Thread(
-            target=pump,
-            args=(self.spool, self.shipper, self._ship_stop),
-            kwargs={
-                "max_bytes": self.cfg.batch_bytes,
-                "max_chunks": 1000,
-                "on_acked": self._on_acked,
-                "dead_letter_dir": self.state_dir / "rejected",
-            },
-            name="agent-shipper",
-            daemon=True,
+        reader = self._supervised("agent-reader", lambda: self.tailer.run(self._read_stop))
+        shipper = self._supervised(
+            "agent-shipper",
+            lambda: pump(
+                self.spool,
+                self.shipper,
+                self._ship_stop,
+                max_bytes=self.cfg.batch_bytes,
+                max_chunks=1000,
+                on_acked=self._on_acked,
+                dead_letter_dir=self.state_dir / "rejected",
+                max_chunk_bytes=MAX_CHUNK_BYTES,
+            ),
         )
         self._threads = [reader, shipper]
         for t in self._threads:
@@ -189,6 +250,7 @@ class Agent:
 
     def stop(self) -> None:
         """Stop reading, finish the batch in flight, save checkpoints, close files."""
+        self._stopping = True
         self._read_stop.set()
         self.tailer.wake.set()
         self._threads[0].join(30)

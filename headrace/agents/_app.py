@@ -11,7 +11,11 @@ Routes (all JSON):
   URL-encoded (204, or 404);
 * ``POST /v1/log`` — ``{"data_type": "app", "records": ["one line", …], "tags"?: {…}}``: records
   appended to stream ``_api/<data_type>``, durable on the agent's disk when the answer is 200
-  (``{"accepted": N}``); 503 with ``Retry-After`` when the spool is full;
+  (``{"accepted": N}``); 503 with ``Retry-After`` when the spool is full; 400 when any record
+  could not be delivered as sent (reasons ``malformed``, ``bad_data_type``, ``bad_tags``,
+  ``bad_record``, …: the request is refused whole and nothing is spooled); 413 ``too_large`` as soon
+  as the body (``Content-Length`` or the bytes streamed so far, chunked too) passes
+  ``log_api_max_bytes``;
 * ``GET /healthz``, ``GET /metrics``.
 
 Bad requests get a 4xx ``{"error": reason, "detail": …}``, a log line and a count in
@@ -29,7 +33,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -52,12 +56,28 @@ def _reject(status: int, reason: str, detail: str) -> JSONResponse:
     return error_response(status, reason, detail)
 
 
+def _status(exc: InvalidInput) -> int:
+    return 413 if exc.reason == "too_large" else 400
+
+
 async def _json(request: Request, limit: int) -> Any:
-    body = await request.body()
-    if len(body) > limit:
-        raise InvalidInput("too_large", f"body of {len(body)} bytes > limit {limit} (log_api_max_bytes)")
+    """The request's JSON body, read as it streams in: ``too_large`` as soon as ``limit`` is passed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("malformed", f"Content-Length {declared!r} is not a byte count")
+        if int(declared) > limit:
+            raise InvalidInput("too_large", f"body of {declared} bytes > limit {limit} (log_api_max_bytes)")
+    buf = bytearray()
     try:
-        return json.loads(body)
+        async for part in request.stream():
+            buf += part
+            if len(buf) > limit:
+                raise InvalidInput("too_large", f"body passed the limit of {limit} bytes (log_api_max_bytes)")
+    except ClientDisconnect as exc:
+        raise InvalidInput("malformed", "the client went away before the body ended") from exc
+    try:
+        return json.loads(buf)
     except ValueError as exc:
         raise InvalidInput("malformed", f"body is not JSON: {exc}") from exc
 
@@ -80,11 +100,14 @@ def make_app(cfg: AgentConfig) -> Starlette:
             raw = await _json(request, cfg.log_api_max_bytes)
             src = SourceConfig.model_validate(raw)
         except InvalidInput as exc:
-            return _reject(400, exc.reason, exc.detail)
+            return _reject(_status(exc), exc.reason, exc.detail)
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return _reject(400, "bad_source", detail)
-        await asyncio.to_thread(agent().add_source, src)
+        try:
+            await asyncio.to_thread(agent().add_source, src)
+        except InvalidInput as exc:
+            return _reject(400, exc.reason, exc.detail)
         return JSONResponse({"id": src.id, **src.model_dump()}, status_code=201)
 
     async def remove_source(request: Request) -> Response:
@@ -107,7 +130,7 @@ def make_app(cfg: AgentConfig) -> Starlette:
                 raise InvalidInput("bad_tags", "tags must map strings to strings")
             n = await asyncio.to_thread(agent().log_records, data_type, records, tags)
         except InvalidInput as exc:
-            return _reject(400, exc.reason, exc.detail)
+            return _reject(_status(exc), exc.reason, exc.detail)
         except SpoolFull as exc:
             REJECTS.labels("spool_full").inc()
             resp = error_response(503, "spool_full", str(exc))
@@ -119,7 +142,7 @@ def make_app(cfg: AgentConfig) -> Starlette:
         a = holder.get("agent")
         if a is None:
             return {"ok": False, "detail": "starting"}
-        return {"ok": True, "spool_bytes": a.spool.used_bytes()}
+        return a.health()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ queue, a missed event or a filesystem without events (NFS) delays data but never
 A stream is named after the absolute path it was found at (``/var/log/app/web.log`` →
 ``var/log/app/web.log``; characters a stream name may not hold become ``_``), so every file that
 ever holds that path (after a rotation, a truncation, a re-creation) belongs to the same stream.
+A path longer than 1,000 characters is named after its last 1,000.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def stream_name(path: str) -> str:
     """The stream name of a watched path (see the module docstring)."""
     name = _BAD.sub("_", os.path.abspath(path).lstrip("/"))
     parts = [("_" + p if p[:1] in ".-=@+" else p) for p in name.split("/") if p]
-    return "/".join(parts)[-1000:].lstrip("/") or "_"
+    # A long path keeps its last 1,000 characters; the cut may land before a character a name
+    # may not start with, so the first part is fixed up again (a name valid before stays the same).
+    name = "/".join(parts)[-1000:].lstrip("/") or "_"
+    return "_" + name if name[:1] in ".-=@+" else name
 
 
 def expand(pattern: str) -> list[str]:

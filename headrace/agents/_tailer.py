@@ -42,9 +42,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from .._chunk import Chunk
+from .._chunk import Chunk, validate_chunk
 from .._logging import get_logger
 from .._spool import Spool, SpoolEntry, SpoolFull
+from ..errors import InvalidInput
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._chunker import Chunker
 from ._config import AgentConfig, SourceConfig
@@ -61,6 +62,7 @@ ROTATIONS = Counter("headrace_agent_file_events_total", "File lifecycle events",
 LOST_BYTES = Counter("headrace_agent_lost_bytes_total", "Bytes given up (deleted file released while spool full)")
 LOST_FILES = Counter("headrace_agent_lost_files_total", "Checkpointed files not found again on start")
 STREAMS = Gauge("headrace_agent_streams", "Streams being tailed")
+REFUSED = Counter("headrace_agent_refused_files_total", "Files never tailed: their chunks could not be valid")
 BLOCKED = Gauge("headrace_agent_blocked_streams", "Streams waiting for spool room (backpressure)")
 
 _OVERHEAD = 1024  # spool record header + chunk header + cursor, generously
@@ -130,6 +132,8 @@ class Tailer:
         self.released: dict[FileId, Cursor] = {}
         # Renames away from watched paths, from events: path -> [(new path, identity)], oldest first.
         self.moves: dict[str, list[tuple[str, FileId]]] = {}
+        # Paths whose chunks could never pass the collector's check (stream name, tags): never read.
+        self.refused: dict[str, tuple[SourceConfig, str]] = {}
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class Tailer:
                 return False
             for st in [s for s in self.streams.values() if s.source.id == source_id]:
                 self._drop_stream(st)
+            self.refused = {p: v for p, v in self.refused.items() if v[0].id != source_id}
         return True
 
     def patterns(self) -> list[str]:
@@ -298,7 +303,14 @@ class Tailer:
 
     def _new_stream(self, path: str, src: SourceConfig, *, first_scan: bool) -> None:
         name = stream_name(path)
-        if name in self.streams:
+        if name in self.streams or path in self.refused:
+            return
+        try:  # the check every chunk of the stream gets when it leaves the spool, before any is read
+            validate_chunk(Chunk(self.cfg.name, name, src.data_type, 0, 0, b"", dict(src.tags)), 1)
+        except InvalidInput as exc:
+            self.refused[path] = (src, f"{exc.reason}: {exc.detail}")
+            REFUSED.inc()
+            log.error("file_refused", path=path, stream=name, source=src.id, reason=exc.reason, detail=exc.detail)
             return
         cfg = self.cfg
         st = _Stream(
@@ -598,6 +610,22 @@ class Tailer:
                         "blocked": st.name in self.blocked,
                         "truncations": st.truncations,
                         "new_files": st.rotations,
+                    }
+                )
+            for path, (src, why) in self.refused.items():
+                out.append(
+                    {
+                        "stream": None,
+                        "path": path,
+                        "source": src.id,
+                        "data_type": src.data_type,
+                        "refused": why,
+                        "acked_offset": 0,
+                        "read_offset": 0,
+                        "file_size": 0,
+                        "files_open": 0,
+                        "lag_bytes": 0,
+                        "blocked": False,
                     }
                 )
             return out
