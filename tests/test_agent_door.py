@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from agent_testsink import TestSink
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import Daemon, free_port, rss_mib, wait_until, write_config
 
 from headrace._chunk import Chunk
@@ -306,3 +308,98 @@ def test_oversized_log_api_body_is_refused_while_streaming_with_rss_bounded(
     wait_until(lambda: sink.data_by_stream().get("_api/app") == b"after\n", 20, "a later record delivered")
     assert agent.status()["spool"]["chunks"] in (0, 1)
     assert os.path.exists(agent.state / "spool")
+
+
+# -- fuzzing the Log API ------------------------------------------------------------------------------
+
+_ANY_CHAR = st.characters(codec=None, exclude_categories=())  # lone surrogates and NUL included
+_TEXT = st.text(_ANY_CHAR, max_size=30)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "data_type": st.sampled_from(["app", "web", "a.b-c"]) | _TEXT | _JSON,
+        "records": st.lists(_TEXT, max_size=4) | _JSON,
+        "tags": st.dictionaries(_TEXT, _TEXT, max_size=3)
+        | st.dictionaries(st.text(max_size=4), st.just("v"), min_size=60, max_size=70)
+        | _JSON,
+    },
+)
+_REQUEST = st.one_of(
+    _BODY.map(lambda o: json.dumps(o).encode()),
+    st.binary(max_size=100),
+    st.builds(lambda o, cut: json.dumps(o).encode()[:cut], _BODY, st.integers(0, 60)),
+)
+
+
+def _fuzz_log_api(agent: Agent, sink: TestSink, seconds: float, at_least: int) -> int:
+    """Fuzz ``POST /v1/log`` for about ``seconds``; return how many requests were sent."""
+    client = httpx.Client(timeout=10)
+    expect: dict[str, bytes] = {}
+    sent = [0]
+
+    def one(body: bytes) -> None:
+        r = client.post(agent.url + "/v1/log", content=body)
+        sent[0] += 1
+        assert r.status_code < 500, (body, r.status_code, r.text)
+        if r.status_code == 200:
+            obj = json.loads(body)
+            lines = b"".join(x.encode() + (b"" if x.endswith("\n") else b"\n") for x in obj["records"])
+            assert r.json() == {"accepted": len(obj["records"])}
+            if lines:
+                name = "_api/" + obj["data_type"]
+                expect[name] = expect.get(name, b"") + lines
+        else:
+            assert r.json()["error"], r.text
+
+    def valid(n: int) -> None:
+        r = client.post(agent.url + "/v1/log", json={"data_type": "valid", "records": [f"v{n}"]})
+        sent[0] += 1
+        assert r.status_code == 200
+        expect["_api/valid"] = expect.get("_api/valid", b"") + b"v%d\n" % n
+
+    def run(examples: int) -> None:
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=False,
+        )
+        @given(st.lists(_REQUEST, min_size=1, max_size=4))
+        def case(bodies: list[bytes]) -> None:
+            for body in bodies:
+                one(body)
+            valid(sent[0])
+
+        case()
+
+    started = time.monotonic()
+    run(50)
+    rate = sent[0] / max(time.monotonic() - started, 1e-3)  # requests per second, ~3.5 per example
+    examples = max(int((seconds - (time.monotonic() - started)) * rate / 3.5), 1, (at_least - sent[0]) // 3)
+    print(f"rate {rate:.0f}/s, {examples} examples")
+    run(examples)
+    assert agent.d.alive() and healthz(agent).status_code == 200
+    wait_until(lambda: sink.data_by_stream() == expect, 60, "exactly the accepted records, once each")
+    client.close()
+    return sent[0]
+
+
+def test_fuzz_log_api(sink: TestSink, make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent([sink.url]).start()
+    n = _fuzz_log_api(agent, sink, seconds=38, at_least=0)
+    print(f"fuzzed POST /v1/log with {n} requests")
+    assert n >= 1000
+
+
+@pytest.mark.slow
+def test_fuzz_log_api_long(sink: TestSink, make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent([sink.url]).start()
+    n = _fuzz_log_api(agent, sink, seconds=300, at_least=20_000)
+    print(f"fuzzed POST /v1/log with {n} requests")
+    assert n >= 20_000
