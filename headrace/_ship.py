@@ -55,6 +55,7 @@ DEAD_LETTERS = Counter(
     "headrace_ship_dead_letters_total", "Chunks moved to the dead-letter folder, by reason", ["reason"]
 )
 _TRANSIENT_STATUS = {408, 425, 429}
+_SPLIT_STATUS = {400, 413, 422}  # about the content: halves are tried to isolate the refused chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,18 @@ def pump(
                 failed.set()
                 stop.set()
 
+    def _ship_run(run: list[SpoolEntry]) -> None:
+        try:
+            ack: Ack | None = shipper.ship([e.chunk for e in run])
+        except Rejected as exc:
+            if exc.status in _SPLIT_STATUS and len(run) > 1:  # find the chunk(s) refused; ship the rest
+                _ship_run(run[: len(run) // 2])
+                _ship_run(run[len(run) // 2 :])
+                return
+            ack = None
+            _dead_letter(spool, run, exc, dead_letter_dir)
+        done.put((run, ack))
+
     acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
     acker.start()
     try:
@@ -236,13 +249,9 @@ def pump(
                     done.put((run, None))
                     continue
                 try:
-                    ack: Ack | None = shipper.ship([e.chunk for e in run])
+                    _ship_run(run)
                 except ShipStopped:
                     return
-                except Rejected as exc:
-                    ack = None
-                    _dead_letter(spool, run, exc, dead_letter_dir)
-                done.put((run, ack))
     finally:
         done.put(None)
         acker.join()

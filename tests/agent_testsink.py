@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -32,6 +33,7 @@ class TestSink:
         self.requests = 0
         self.duplicates = 0
         self.fail_with: int | None = None
+        self.reject_if: Callable[[Chunk], bool] | None = None  # 400 for a batch holding such a chunk
         self.lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -46,6 +48,8 @@ class TestSink:
             chunks = decode_batch(body)
         except InvalidInput as exc:
             return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=400)
+        if self.reject_if is not None and any(self.reject_if(c) for c in chunks):
+            return JSONResponse({"error": "refused", "detail": "reject_if"}, status_code=400)
         dups = 0
         with self.lock:
             for c in chunks:

@@ -11,7 +11,7 @@ import pytest
 from agent_testsink import TestSink
 from support import free_port, wait_until
 
-from headrace._chunk import Chunk
+from headrace._chunk import Chunk, decode_batch
 from headrace._ship import Rejected, Shipper, ShipStopped, pump
 from headrace._spool import Spool
 
@@ -88,3 +88,22 @@ def test_pump_drains_spool_and_dead_letters_rejects(sink: TestSink, tmp_path: Pa
     stop.set()
     t.join(5)
     assert len(list((tmp_path / "spool" / "rejected").glob("*.batch"))) == 1
+
+
+def test_a_batch_refused_for_one_chunk_is_split_and_only_that_chunk_dead_lettered(
+    sink: TestSink, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    for i in range(20):
+        spool.append(chunk(i))
+    spool.sync()
+    sink.reject_if = lambda c: c.seq_end == chunk(7).seq_end
+    stop = threading.Event()
+    t = threading.Thread(target=pump, args=(spool, Shipper([sink.url], stop=stop), stop), kwargs={"max_chunks": 20})
+    t.start()
+    wait_until(lambda: len(spool) == 0, 10, "spool drained")
+    stop.set()
+    t.join(5)
+    assert [c.seq_end for c in sink.chunks] == [chunk(i).seq_end for i in range(20) if i != 7]
+    dead = list((tmp_path / "spool" / "rejected").glob("*.batch"))
+    assert len(dead) == 1 and [c.seq_end for c in decode_batch(dead[0].read_bytes())] == [chunk(7).seq_end]
