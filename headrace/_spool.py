@@ -383,7 +383,7 @@ def _decode_payload(payload: bytes) -> tuple[bytes, Chunk]:
         raise InvalidInput("malformed", "spool record shorter than its cursor length")
     (clen,) = _U32.unpack_from(payload, 0)
     cursor = payload[4 : 4 + clen]
-    chunks = decode_batch(payload[4 + clen :], max_chunk_bytes=_MAX_RECORD)
+    chunks = decode_batch(payload[4 + clen :], max_chunk_bytes=_MAX_RECORD, validate=False)
     if len(chunks) != 1 or len(cursor) != clen:
         raise InvalidInput("malformed", "spool record does not hold exactly one chunk")
     return cursor, chunks[0]
