@@ -48,6 +48,8 @@ SHIP_BYTES = Counter("headrace_ship_bytes_total", "Chunk data bytes acked by col
 SHIP_CHUNKS = Counter("headrace_ship_chunks_total", "Chunks acked by collectors")
 SHIP_LATENCY = Histogram("headrace_ship_seconds", "Time from send to ack of one batch attempt")
 _TRANSIENT_STATUS = {408, 425, 429}
+#: Refusals that may be about one chunk of the batch (not about the request as a whole, like 401).
+_SPLIT_STATUS = {400, 413}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +190,11 @@ def pump(
     For each batch, in order: :meth:`Shipper.ship`, then ``on_acked(entries, ack)`` (save what
     depends on the ack), then :meth:`Spool.ack`. The last two run in a helper thread, so the next
     batch is already on its way while an ack is being recorded (the spool's reserving peek keeps
-    the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
-    whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
-    batch) and ``on_acked(entries, None)`` is called before it is released. Set ``shipper.stop`` to
+    the batches apart; at most two batches are in the pipeline). A batch refused with 400 or 413
+    is re-sent chunk by chunk, so only the chunks refused on their own are set aside. A
+    :class:`Rejected` batch (or chunk) goes whole to ``dead_letter_dir`` as
+    ``<first source>_<first seq_end>_<time>.batch`` (an encoded batch, with a ``.json`` holding the
+    collector's answer) and ``on_acked(entries, None)`` is called before it is released. Set ``shipper.stop`` to
     the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
     set and nothing more is acked (the spool keeps everything for the next run).
     """
@@ -225,8 +229,22 @@ def pump(
             except ShipStopped:
                 return
             except Rejected as exc:
-                ack = None
-                _dead_letter(spool, entries, exc, dead_letter_dir)
+                if len(entries) == 1 or exc.status not in _SPLIT_STATUS:
+                    _dead_letter(spool, entries, exc, dead_letter_dir)
+                    done.put((entries, None))
+                    continue
+                # One refused chunk must not take the good ones of its batch with it: send them one
+                # by one, so only the chunks refused on their own are set aside (in spool order).
+                for entry in entries:
+                    try:
+                        one: Ack | None = shipper.ship([entry.chunk])
+                    except ShipStopped:
+                        return
+                    except Rejected as exc_one:
+                        one = None
+                        _dead_letter(spool, [entry], exc_one, dead_letter_dir)
+                    done.put(([entry], one))
+                continue
             done.put((entries, ack))
     finally:
         done.put(None)

@@ -76,7 +76,7 @@ class ForwardStore:
                 max_chunks=self.batch_chunks,
                 max_bytes=self.batch_bytes,
                 on_acked=self._on_acked,
-                dead_letter_dir=self.spool.dir / "rejected",
+                dead_letter_dir=self.spool.dir.parent / "rejected",  # <spool_dir>/rejected, beside chunks/
             )
         except Exception:
             log.exception("forwarding stopped by an unexpected error; restart the collector")
