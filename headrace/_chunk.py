@@ -12,6 +12,9 @@ Batch wire format (``POST /v1/chunks``, ``Content-Type: application/x-headrace-c
 All integers big-endian. The header is ``{"source", "stream", "data_type", "seq_start", "seq_end",
 "tags"}``; ``crc`` is CRC-32 (zlib) of header bytes followed by data. Decoding is all-or-nothing: a
 batch with any bad chunk is refused whole, so a collector never writes part of a bad request.
+Headers go through one strict parser (:func:`parse_chunk`): standard JSON only, exact JSON types (no
+coercion), exactly the known keys, offsets in the Avro ``long`` range they are stored with, names
+matched whole; the rules are listed in docs/collector.md.
 
 This module is sans-io: bytes in, values out.
 """
