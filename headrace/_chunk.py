@@ -12,6 +12,9 @@ Batch wire format (``POST /v1/chunks``, ``Content-Type: application/x-headrace-c
 All integers big-endian. The header is ``{"source", "stream", "data_type", "seq_start", "seq_end",
 "tags"}``; ``crc`` is CRC-32 (zlib) of header bytes followed by data. Decoding is all-or-nothing: a
 batch with any bad chunk is refused whole, so a collector never writes part of a bad request.
+Headers go through one strict parser (:func:`parse_chunk`): standard JSON only, exact JSON types (no
+coercion), exactly the known keys, offsets in the Avro ``long`` range they are stored with, names
+matched whole; the rules are listed in docs/collector.md.
 
 This module is sans-io: bytes in, values out.
 """
@@ -19,6 +22,7 @@ This module is sans-io: bytes in, values out.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
@@ -36,6 +40,9 @@ __all__ = [
     "chunk_to_record",
     "decode_batch",
     "encode_batch",
+    "parse_chunk",
+    "parse_header",
+    "validate_chunk",
 ]
 
 BATCH_CONTENT_TYPE = "application/x-headrace-chunks"
@@ -44,6 +51,13 @@ _VERSION = 1
 _HEAD = struct.Struct(">4sBI")
 _U32 = struct.Struct(">I")
 MAX_TAGS = 64
+MAX_TAG_NAME = 128
+MAX_TAG_VALUE = 1024
+MAX_HEADER_BYTES = 256 << 10
+#: The largest offset: offsets are stored as Avro ``long``.
+MAX_SEQ = (1 << 63) - 1
+_TAG_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # MAX_TAG_NAME
+_REQUIRED = frozenset({"source", "stream", "data_type", "seq_start", "seq_end"})
 
 #: Avro schema of one sink-file (and archive-file) record.
 SINK_SCHEMA: dict[str, Any] = {
@@ -99,21 +113,114 @@ class Chunk:
 
 
 def validate_chunk(c: Chunk, max_chunk_bytes: int) -> None:
-    """Raise :class:`InvalidInput` if the chunk's names, offsets, tags or size are not acceptable."""
+    """Raise :class:`InvalidInput` if the chunk's names, offsets, tags or size are not acceptable.
+
+    Every value is checked against what it is stored as (``SINK_SCHEMA``): offsets are Avro longs
+    (``0 <= seq_start <= seq_end <= 2**63 - 1``), strings must be encodable as UTF-8, names are
+    matched whole (a trailing newline is refused).
+    """
     check_component("source", c.source)
     check_stream(c.stream)
     check_component("data_type", c.data_type)
-    if c.seq_start < 0 or c.seq_end - c.seq_start != len(c.data):
+    for what, v in (("seq_start", c.seq_start), ("seq_end", c.seq_end)):
+        if type(v) is not int or not 0 <= v <= MAX_SEQ:
+            raise InvalidInput("bad_offsets", f"{what} must be an integer in 0..2**63-1, not {v!r:.40}")
+    if c.seq_end - c.seq_start != len(c.data):
         raise InvalidInput(
             "bad_offsets",
             f"seq_end - seq_start must equal the data length ({c.seq_start}..{c.seq_end}, {len(c.data)} bytes)",
         )
     if len(c.data) > max_chunk_bytes:
         raise InvalidInput("chunk_too_large", f"{len(c.data)} bytes > limit {max_chunk_bytes}")
-    if len(c.tags) > MAX_TAGS or not all(
-        isinstance(k, str) and isinstance(v, str) and "\x00" not in k + v for k, v in c.tags.items()
-    ):
-        raise InvalidInput("bad_tags", f"tags must be at most {MAX_TAGS} string pairs without NUL")
+    check_tags(c.tags)
+
+
+def check_tags(tags: object) -> dict[str, str]:
+    """Return ``tags`` if it is a dict of at most ``MAX_TAGS`` acceptable name → value pairs, else raise.
+
+    A tag name is 1..``MAX_TAG_NAME`` characters without control characters; a value is at most
+    ``MAX_TAG_VALUE`` characters without NUL; both must be encodable as UTF-8 (no lone surrogates).
+    """
+    if type(tags) is not dict:
+        raise InvalidInput("bad_tags", f"tags must be a JSON object of strings, not {type(tags).__name__}")
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput("bad_tags", f"{len(tags)} tags > limit {MAX_TAGS}")
+    for k, v in tags.items():
+        if type(k) is not str or not _TAG_NAME.fullmatch(k) or not _utf8(k):
+            raise InvalidInput(
+                "bad_tags",
+                f"tag name {k!r:.80} is not allowed: 1..{MAX_TAG_NAME} characters, no control characters",
+            )
+        if type(v) is not str or len(v) > MAX_TAG_VALUE or "\x00" in v or not _utf8(v):
+            raise InvalidInput(
+                "bad_tags", f"tag {k!r} value must be a string of at most {MAX_TAG_VALUE} characters without NUL"
+            )
+    return tags
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return out
+
+
+def parse_header(header: bytes, index: int = 0) -> dict[str, Any]:
+    """The header of one chunk as a dict with exactly the fields of :class:`Chunk` (but ``data``).
+
+    Strict: standard JSON only (no ``NaN``/``Infinity``, no duplicate keys), a JSON object with
+    exactly the keys ``source``, ``stream``, ``data_type``, ``seq_start``, ``seq_end`` and optionally
+    ``tags``; strings must be JSON strings and offsets JSON integers (``true``, ``1.0``, ``"1"``
+    are refused, never converted). Raises :class:`InvalidInput` (``malformed`` for the shape,
+    ``bad_offsets``/``bad_tags`` for those fields' types).
+    """
+    try:
+        h = json.loads(header, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidInput("malformed", f"chunk {index}: header is not JSON: {exc!s:.200}") from exc
+    if type(h) is not dict:
+        raise InvalidInput("malformed", f"chunk {index}: header must be a JSON object")
+    missing = _REQUIRED - h.keys()
+    unknown = h.keys() - _REQUIRED - {"tags"}
+    if missing or unknown:
+        raise InvalidInput(
+            "malformed",
+            f"chunk {index}: header fields missing {sorted(missing)} / unknown {sorted(unknown)[:5]!r:.200}",
+        )
+    for name in ("source", "stream", "data_type"):
+        if type(h[name]) is not str:
+            raise InvalidInput(f"bad_{name}", f"chunk {index}: {name} must be a JSON string")
+    for name in ("seq_start", "seq_end"):
+        v = h[name]
+        if type(v) is not int:
+            raise InvalidInput("bad_offsets", f"chunk {index}: {name} must be a JSON integer, not {type(v).__name__}")
+    h.setdefault("tags", {})
+    if type(h["tags"]) is not dict:
+        raise InvalidInput("bad_tags", f"chunk {index}: tags must be a JSON object")
+    return h
+
+
+def parse_chunk(header: bytes, data: bytes, max_chunk_bytes: int, index: int = 0) -> Chunk:
+    """Parse and validate one chunk (the one strict parser of the log path's chunk headers)."""
+    h = parse_header(header, index)
+    c = Chunk(h["source"], h["stream"], h["data_type"], h["seq_start"], h["seq_end"], data, h["tags"])
+    try:
+        validate_chunk(c, max_chunk_bytes)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, f"chunk {index}: {exc.detail}") from exc
+    return c
 
 
 def encode_batch(chunks: Iterable[Chunk]) -> bytes:
@@ -126,8 +233,14 @@ def encode_batch(chunks: Iterable[Chunk]) -> bytes:
     return b"".join(out)
 
 
-def decode_batch(body: bytes, *, max_chunk_bytes: int = 16 << 20) -> list[Chunk]:
-    """Decode and validate a request body; raise :class:`InvalidInput` naming the first problem."""
+def decode_batch(body: bytes, *, max_chunk_bytes: int = 16 << 20, validate: bool = True) -> list[Chunk]:
+    """Decode and validate a request body; raise :class:`InvalidInput` naming the first problem.
+
+    Every header goes through :func:`parse_chunk`. With ``validate=False`` (the spool reading back its
+    own records) only the framing, the CRC and the header's JSON shape and types are checked, so a
+    record written under older, looser rules is handed to the shipper (and set aside when refused
+    upstream) instead of being cut from the spool with everything after it.
+    """
     view = memoryview(body)
     if len(view) < _HEAD.size:
         raise InvalidInput("malformed", "body shorter than the batch header")
@@ -149,8 +262,8 @@ def decode_batch(body: bytes, *, max_chunk_bytes: int = 16 << 20) -> list[Chunk]
 
     for _ in range(count):
         (hlen,) = _U32.unpack(take(4, "header length"))
-        if hlen > 1 << 20:
-            raise InvalidInput("malformed", f"chunk {len(chunks)}: header of {hlen} bytes")
+        if hlen > MAX_HEADER_BYTES:
+            raise InvalidInput("malformed", f"chunk {len(chunks)}: header of {hlen} bytes > {MAX_HEADER_BYTES}")
         header = bytes(take(hlen, "header"))
         (dlen,) = _U32.unpack(take(4, "data length"))
         if dlen > max_chunk_bytes:
@@ -159,20 +272,11 @@ def decode_batch(body: bytes, *, max_chunk_bytes: int = 16 << 20) -> list[Chunk]
         (crc,) = _U32.unpack(take(4, "crc"))
         if zlib.crc32(data, zlib.crc32(header)) != crc:
             raise InvalidInput("bad_crc", f"chunk {len(chunks)}: CRC mismatch")
-        try:
-            h = json.loads(header)
-            c = Chunk(
-                source=h["source"],
-                stream=h["stream"],
-                data_type=h["data_type"],
-                seq_start=int(h["seq_start"]),
-                seq_end=int(h["seq_end"]),
-                data=data,
-                tags=dict(h.get("tags") or {}),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInput("malformed", f"chunk {len(chunks)}: bad header: {exc!r}") from exc
-        validate_chunk(c, max_chunk_bytes)
+        if validate:
+            c = parse_chunk(header, data, max_chunk_bytes, len(chunks))
+        else:
+            h = parse_header(header, len(chunks))
+            c = Chunk(h["source"], h["stream"], h["data_type"], h["seq_start"], h["seq_end"], data, h["tags"])
         chunks.append(c)
     if pos != len(view):
         raise InvalidInput("malformed", f"{len(view) - pos} trailing bytes after {count} chunks")

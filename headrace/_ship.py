@@ -190,7 +190,7 @@ def pump(
     on_acked: Callable[[list[SpoolEntry], Ack | None], None] | None = None,
     dead_letter_dir: str | Path | None = None,
     idle_wait: float = 0.5,
-    max_chunk_bytes: int = 16 << 20,
+    max_chunk_bytes: int | None = None,
 ) -> None:
     """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
 
@@ -200,8 +200,9 @@ def pump(
     the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
     whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
     batch) and ``on_acked(entries, None)`` is called before it is released; a chunk that fails
-    :func:`~headrace._chunk.validate_chunk` (``max_chunk_bytes``) goes there alone before sending,
-    as ``<source>_<seq_end>_<time>.invalid.batch``. Set ``shipper.stop`` to
+    :func:`~headrace._chunk.validate_chunk` (with ``max_chunk_bytes``, when given) goes there alone
+    before sending, as ``<source>_<seq_end>_<time>.invalid.batch``. A batch refused with 400, 413 or
+    422 is split in halves, recursively, so only the chunks refused on their own are set aside. Set ``shipper.stop`` to
     the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
     set and nothing more is acked (the spool keeps everything for the next run).
     """
@@ -243,7 +244,8 @@ def pump(
             entries = spool.peek(max_chunks, max_bytes, reserve=True)
             if not entries:
                 continue
-            for run, problem in _split_invalid(entries, max_chunk_bytes):
+            runs = [(entries, None)] if max_chunk_bytes is None else _split_invalid(entries, max_chunk_bytes)
+            for run, problem in runs:
                 if problem is not None:
                     _dead_letter(spool, run, problem, dead_letter_dir)
                     done.put((run, None))
@@ -295,7 +297,9 @@ def _dead_letter(
         name = f"{safe}_{first.seq_end}_{time.time_ns()}.batch"
         meta = {"url": exc.url, "status": exc.status, "body": exc.body}
         reason = "rejected"
+        event = "ship_rejected"
     else:
+        event = "ship_dead_lettered"
         name = f"{safe}_{first.seq_end}_{time.time_ns()}.invalid.batch"
         meta = {"reason": exc.reason, "detail": exc.detail}
         reason = exc.reason
@@ -306,6 +310,4 @@ def _dead_letter(
     write_atomic(target / name, body)
     write_atomic(target / f"{name}.json", json.dumps(meta).encode())
     DEAD_LETTERS.labels(reason).inc(len(entries))
-    log.error(
-        "ship_dead_lettered", reason=reason, chunks=len(entries), detail=str(meta)[:500], dead_letter=str(target / name)
-    )
+    log.error(event, reason=reason, chunks=len(entries), detail=str(meta)[:500], dead_letter=str(target / name))

@@ -13,7 +13,13 @@ acked downstream; the head position is saved at each upstream ack; after a crash
 the head is shipped again. Re-sending is harmless: the collector that writes sink files removes
 duplicates by chunk identity. A forwarding collector therefore keeps no dedupe index of its own (a
 chunk re-sent to it is spooled and forwarded again, and dropped upstream). A batch upstream refuses
-with a 4xx is kept whole in ``<spool_dir>/rejected/`` and logged, so it cannot stall the spool.
+with a 4xx is kept whole in ``<spool_dir>/rejected/`` (with a ``.json`` naming the upstream's answer),
+logged (``ship_rejected``), counted (``headrace_collector_forward_rejected_chunks_total``, and
+``rejected_upstream_chunks`` in ``/v1/status``) and released, so it cannot stall the spool. Such a
+chunk can only be one spooled by an older collector: this one accepts a batch only after the same
+strict parser its upstream uses (``headrace._chunk.parse_chunk``), so it never forwards what a root
+would refuse. The spool reads its own records back without the name/range rules (only framing, CRC
+and JSON types), so a record written under older rules is set aside, never cut with what follows.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ class ForwardStore:
                 max_chunks=self.batch_chunks,
                 max_bytes=self.batch_bytes,
                 on_acked=self._on_acked,
-                dead_letter_dir=self.spool.dir / "rejected",
+                dead_letter_dir=self.spool.dir.parent / "rejected",  # <spool_dir>/rejected, beside chunks/
             )
         except Exception:
             log.exception("forwarding stopped by an unexpected error; restart the collector")
@@ -78,6 +84,8 @@ class ForwardStore:
     def _on_acked(self, entries: list[SpoolEntry], ack: ShipAck | None) -> None:
         if ack is None:
             self.rejected_chunks += len(entries)
+            m.FORWARD_REJECTED.inc(len(entries))
+            m.FORWARD_PENDING.set(self.spool.used_bytes())
             return
         self.forwarded_chunks += len(entries)
         self.last_upstream = ack.url

@@ -12,6 +12,7 @@ __all__ = [
     "DUPLICATES",
     "FORWARDED_CHUNKS",
     "FORWARD_PENDING",
+    "FORWARD_REJECTED",
     "FSYNC_SECONDS",
     "REJECTS",
     "SINK_FILES",
@@ -39,3 +40,7 @@ COMMIT_REQUESTS = Histogram(
 )
 FORWARD_PENDING = Gauge("headrace_collector_forward_pending_bytes", "Bytes spooled, not yet acked upstream")
 FORWARDED_CHUNKS = Counter("headrace_collector_forwarded_chunks", "Chunks acked by an upstream collector")
+FORWARD_REJECTED = Counter(
+    "headrace_collector_forward_rejected_chunks",
+    "Chunks an upstream collector refused with a 4xx, set aside in <spool_dir>/rejected/",
+)

@@ -7,8 +7,11 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
 1. bearer token, when tokens are configured (401 ``unauthorized``);
 2. ``Content-Length`` above ``max_body_bytes`` (413 ``body_too_large``, before reading the body);
    a body without a length is read only up to the limit;
-3. the batch codec (``headrace._chunk.decode_batch``): framing, CRC, offsets, names (400, or 413
-   for ``chunk_too_large``).
+3. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
+   ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
+   names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
+   docs/collector.md). A forwarding collector runs the same checks, so it never acks what its
+   upstream would refuse.
 
 An accepted batch is answered ``200 {"acked": N, "duplicates": K}`` once all N chunks are fsynced in
 a sink file or the forwarding spool (or were before: the K duplicates), or ``503`` (``overloaded``,
