@@ -332,15 +332,15 @@ class Codecs:
         return codec.version, before, after
 
 
-def _old_key(change: RowChange) -> bytes | None:
-    """The encoded key of an UPDATE's old row when the update changed the key (else None)."""
+def _old_key(change: RowChange, key: bytes) -> bytes | None:
+    """The encoded key of an UPDATE's old row when the update changed the key ``key`` (else None)."""
     before = change.before
     if change.op is not Op.UPDATE or before is None or not change.table.key:
         return None
     if any(k not in before for k in change.table.key):
         return None
     old = encode_key([before[k] for k in change.table.key])
-    return old if old != encode_key(change.key) else None
+    return old if old != key else None
 
 
 def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, bytes]]:
@@ -350,7 +350,8 @@ def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, b
         nxt = next(it, None)
         version, before, after = codecs.encode_change(prev)
         ts_ms = window.ts_ms if prev.ts_ms is None else prev.ts_ms
-        old_key = _old_key(prev)
+        key = encode_key(prev.key)
+        old_key = _old_key(prev, key)
         if old_key is not None:
             # an update that moved a row to another key: the old key is deleted first, so a copy kept
             # by key (a snapshot store, a partitioned subscriber) does not keep the old row
@@ -360,7 +361,7 @@ def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, b
             scn=prev.scn,
             source=prev.table.name,
             op=prev.op,
-            key=encode_key(prev.key),
+            key=key,
             ts_ms=ts_ms,
             fingerprint=version.fingerprint,
             before=before,
