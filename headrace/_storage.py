@@ -97,17 +97,21 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_dir(path)
 
+    def _infos(self, sel: pafs.FileSelector) -> list[pafs.FileInfo]:
+        try:
+            return list(self.fs.get_file_info(sel))
+        except FileNotFoundError:  # the folder went (or was not yet there) while it was listed: empty
+            return []
+
     def list_files(self, path: str, recursive: bool = False) -> list[str]:
         """Paths of the files under ``path`` (none if it does not exist), sorted."""
         sel = pafs.FileSelector(path, allow_not_found=True, recursive=recursive)
-        return sorted(i.path for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+        return sorted(i.path for i in self._infos(sel) if i.type == pafs.FileType.File)
 
     def list_dirs(self, path: str) -> list[str]:
         """Names (not paths) of the folders directly under ``path``, sorted."""
         sel = pafs.FileSelector(path, allow_not_found=True)
-        return sorted(
-            posixpath.basename(i.path) for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory
-        )
+        return sorted(posixpath.basename(i.path) for i in self._infos(sel) if i.type == pafs.FileType.Directory)
 
 
 def resolve(location: str) -> Store:

@@ -43,7 +43,8 @@ def test_small_buffer_bound_too_old_bad_requests_and_auth(daemons: Any, tmp_path
     # the buffer held more than its bound in total, and stays within it (accounted and measured)
     st = httpx.get(url + "/v1/status", params={"measure": 1}, headers=auth).json()
     assert st["evicted_windows"] > 0 and st["oldest_scn"] > 0
-    assert 0.8 * cap <= st["bytes"] <= cap
+    # (the lower bound leaves room for large windows: under load SQLite windows group transactions)
+    assert cap // 2 <= st["bytes"] <= cap
     assert st["measured_bytes"] <= 1.1 * cap
 
     # too old: 410 with the machine-readable reason and the oldest SCN, and ScnTooOld in the client
