@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
+from ._reload import install_sighup
 from .errors import InvalidInput
 
 __all__ = ["bearer_ok", "error_response", "int_param", "run_app", "standard_routes"]
@@ -89,6 +90,7 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> N
     # re-raise does nothing and the process exits 0 after a clean shutdown.
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
+    install_sighup()
     server.run()
     if not server.started:
         raise SystemExit(f"could not start the HTTP server on {listen} (is the port in use?)")

@@ -20,11 +20,33 @@ import yaml
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+# Ports handed out below the kernel's ephemeral range (32768+ here), so an outgoing connection's
+# source port never takes one between the test picking it and the daemon binding it; each xdist
+# worker draws from its own slice and never hands out the same port twice, so two daemons of one
+# test (or of two workers) cannot be given the same port.
+_PORT_LO, _PORT_SPAN = 20_000, 12_000
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1, free when picked, never handed out before in this test run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    span = _PORT_SPAN // workers
+    lo = _PORT_LO + (index % workers) * span
+    if not _next_port:
+        _next_port.append(lo + (os.getpid() % 64) * 16 % span)
+    for _ in range(span):
+        port = lo + (_next_port[0] - lo) % span
+        _next_port[0] = port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {lo}..{lo + span - 1}")
 
 
 def require_binaries(*names: str, why: str) -> None:
