@@ -322,3 +322,59 @@ def test_record_origins_across_empty_and_unterminated_chunks() -> None:
         )
     )
     assert got == want
+
+
+def test_rfc3164_lines_without_a_tag_keep_their_message() -> None:
+    # real sysklogd lines (loghub's Linux_2k): the word after the host is not followed by ':' or '[pid]:'
+    data = (
+        b"Jun 15 04:06:20 combo syslogd 1.4.1: restart.\n"
+        b"Jun 20 04:44:39 combo -- MARK --\n"
+        b"Jul  1 09:01:05 combo last message repeated 3 times\n"
+        b"Jul  1 09:01:06 combo sshd(pam_unix)[2345]: session opened for user test\n"
+        b"Jul  1 09:01:07 combo postfix/smtpd[77]: connect from a[1.2.3.4]\n"
+        b"Jul  1 09:01:08 combo systemd-logind[1]: New session 3: of user x\n"
+        b"Jul  1 09:01:09 combo kernel: Linux version 2.6.5\n"
+        b"Jul  1 09:01:10 combo\n"
+    )
+    good, errors = run("syslog", data)
+    assert errors == []
+    got = [(r["hostname"], r["app_name"], r["procid"], r["message"]) for r in good]
+    assert got == [
+        ("combo", None, None, "syslogd 1.4.1: restart."),
+        ("combo", None, None, "-- MARK --"),
+        ("combo", None, None, "last message repeated 3 times"),
+        ("combo", "sshd(pam_unix)", "2345", "session opened for user test"),
+        ("combo", "postfix/smtpd", "77", "connect from a[1.2.3.4]"),
+        ("combo", "systemd-logind", "1", "New session 3: of user x"),
+        ("combo", "kernel", None, "Linux version 2.6.5"),
+        ("combo", None, None, ""),
+    ]
+    assert all(r["timestamp"] is not None for r in good)
+
+
+@pytest.mark.parametrize("filler", [0, 300])  # alone (slow path) and among ordinary lines (CSV fast path)
+def test_combined_requests_with_spaces_dash_requests_and_truncated_lines(filler: int) -> None:
+    ok = b'1.1.1.1 - - [01/Jan/2026:00:00:00 +0000] "GET /ok HTTP/1.1" 200 1 "-" "ua"\n'
+    odd = (
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a b c HTTP/1.1" 200 1 "-" "Moz"\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a b" 200 1 "-" "Moz"\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /x" 200 1 "-" "Moz"\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "-" 408 0 "-" "-"\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "" 400 0 "-" "-"\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 1 "-" "Mozilla/5.0 (X11\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 1 "http://x\n'
+        b'1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 200 1 "-" "a \\"q\\" b" 0.1\n'
+    )
+    good, errors = run("combined", ok * filler + odd)
+    good = good[filler:]
+    got = [(r["method"], r["path"], r["protocol"], r["request"], r["user_agent"]) for r in good]
+    assert got == [
+        ("GET", "/a b c", "HTTP/1.1", "GET /a b c HTTP/1.1", "Moz"),
+        ("GET", "/a b", None, "GET /a b", "Moz"),
+        ("GET", "/x", None, "GET /x", "Moz"),
+        (None, None, None, None, None),
+        (None, None, None, None, None),
+        ("GET", "/", "HTTP/1.1", "GET / HTTP/1.1", 'a \\"q\\" b'),
+    ]
+    assert [e["reason"] for e in errors] == ["truncated line: a quoted field is not closed"] * 2
+    assert [e["raw"][-4:] for e in errors] == ["(X11", "://x"]

@@ -419,3 +419,18 @@ def test_mariadb_types_in_one_repeatable_read_snapshot(tmp_path: Path, mariadb_s
         want = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     assert got.column_names == names and got.to_pylist() == want
     assert str(got.schema.field("price").type) == "decimal128(10, 2)"
+
+
+def test_sqlite_unconstrained_numeric_is_exported_as_its_exact_positional_text(tmp_path: Path) -> None:
+    db = tmp_path / "n.db"
+    values = [0, 1.5, 0.1, -7, 2**62, 1e29, 1e-7, "12.50", float("inf"), None]
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n NUMERIC)")
+        c.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
+        c.commit()
+    run_export(ExportConfig.model_validate({"url": f"sqlite:///{db}", "output": str(tmp_path / "out")}))
+    got = read_export(str(tmp_path / "out"), "t").sort_by("id").column("n").to_pylist()
+    # what SQLite stored (NUMERIC affinity turns "12.50" into the REAL 12.5), never in exponent form
+    assert got == [
+        "0", "1.5", "0.1", "-7", str(2**62), "100000000000000000000000000000", "0.0000001", "12.5", "Infinity", None
+    ]  # fmt: skip

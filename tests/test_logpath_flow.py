@@ -104,9 +104,16 @@ def test_cli_flow_sqlite_idempotent_and_growing(tmp_path: Path) -> None:
         rows = conn.execute(sa.select(logs_web).order_by(logs_web.c._offset).limit(20)).mappings().all()
     pq_rows = sorted(web.to_pylist(), key=lambda r: r["_offset"])[:20]
     for db_row, pq_row in zip(rows, pq_rows, strict=True):
-        assert db_row["time"] == pq_row["time"].replace(tzinfo=None)  # SQLite keeps UTC, without zone
+        assert db_row["time"] == pq_row["time"]  # stored in UTC with its zone, read back zoned
         assert (db_row["status"], db_row["size"], db_row["path"]) == (pq_row["status"], pq_row["size"], pq_row["path"])
         assert str(db_row["_date"]) == str(pq_row["date"])
+    # the stored text carries its zone: SQLite's own date functions read it as UTC
+    with engine.connect() as conn:
+        text, epoch = conn.execute(
+            sa.text("SELECT time, CAST(strftime('%s', time) AS INTEGER) FROM logs_web ORDER BY _offset LIMIT 1")
+        ).one()
+    assert text.endswith("+00:00"), text
+    assert epoch == int(pq_rows[0]["time"].timestamp())
 
     # idempotent: demux and load again change nothing
     cli("demux", cfg)

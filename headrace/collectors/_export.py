@@ -139,6 +139,17 @@ class _Exporter:
                 self.export_table(conn, name, table, meta)
                 bar.advance()
 
+    def columns(self, table: sa.Table, meta: TableMeta, incremental: str | None) -> list[Any]:
+        """The selected columns. SQLite's unconstrained NUMERIC is read as the stored INTEGER or REAL
+        (SQLAlchemy would quantize it to 10 places: ``0`` → ``0E-10``) and exported as its exact text."""
+        if self.engine.dialect.name != "sqlite":
+            return list(table.columns)
+        out: list[Any] = []
+        for c, m in zip(table.columns, meta.columns, strict=True):
+            raw = m.type.kind == "decimal" and m.type.precision is None and c.name != incremental
+            out.append(sa.type_coerce(c, sa.types.NullType()).label(c.name) if raw else c)
+        return out
+
     def export_table(self, conn: sa.Connection, name: str, table: sa.Table, meta: TableMeta) -> None:
         old = self.manifest(name)
         self.clean(name, old)
@@ -147,7 +158,7 @@ class _Exporter:
         if old is not None and (old.mode != mode or (column and old.incremental_column != column)):
             log.warning("export_mode_changed", table=name, was=old.mode, now=mode, why="starting over")
             old = None
-        q = sa.select(*table.columns)
+        q = sa.select(*self.columns(table, meta, column))
         watermark = old.watermark if old is not None else None
         if column:
             kind = next(c.type.kind for c in meta.columns if c.name == column)

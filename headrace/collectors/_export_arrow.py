@@ -96,11 +96,23 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else str(v)
 
 
+def _decimal_text(v: Any) -> str:
+    """A number as positional text, as the database writes it (``0.0000000000``, not ``0E-10``); a
+    float (SQLite's REAL in a NUMERIC column) as the shortest text that reads back as the same double."""
+    if isinstance(v, float):
+        v = decimal.Decimal(repr(v))
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f") if v.is_finite() else str(v)
+    return _text(v)
+
+
 def _converter(t: ColumnType, at: pa.DataType) -> Convert | None:
     """A per-value conversion for values the driver returns in a form Arrow does not take as is."""
     if t.kind == "json":
         return _json_text
-    if t.kind == "uuid" or (t.kind == "decimal" and pa.types.is_string(at)):
+    if t.kind == "decimal" and pa.types.is_string(at):
+        return _decimal_text
+    if t.kind == "uuid":
         return _text
     if t.kind in ("string", "enum"):
         return _text  # a driver may hand back enums or other text-like objects

@@ -78,8 +78,13 @@ def _python_values(col: pa.Array, sqlite: bool) -> list[Any]:
     if _nested(t):
         return [None if v is None else json.dumps(v, default=str) for v in col.to_pylist()]
     if sqlite and pa.types.is_timestamp(t):
-        # SQLAlchemy's SQLite DATETIME storage format; %S of a microsecond timestamp includes .ffffff
-        return list(pc.strftime(col.cast(pa.timestamp("us", t.tz)), "%Y-%m-%d %H:%M:%S").to_pylist())
+        # SQLAlchemy's SQLite DATETIME storage format; %S of a microsecond timestamp includes .ffffff.
+        # A zoned timestamp is stored in UTC with its "+00:00" suffix, which SQLite's date functions
+        # read (and SQLAlchemy reads back as a zoned datetime)
+        if t.tz is None:
+            return list(pc.strftime(col.cast(pa.timestamp("us")), "%Y-%m-%d %H:%M:%S").to_pylist())
+        utc = col.cast(pa.timestamp("us", "UTC"))
+        return list(pc.strftime(utc, "%Y-%m-%d %H:%M:%S+00:00").to_pylist())
     if sqlite and pa.types.is_date(t):
         return list(pc.strftime(col, "%Y-%m-%d").to_pylist())
     return list(col.to_pylist())

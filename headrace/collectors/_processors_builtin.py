@@ -171,8 +171,8 @@ _R5424 = (
     r"(?P<msgid>\S+) (?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?$"
 )
 _R3164 = (
-    r"^(?:<(?P<pri>\d{1,3})>)?(?P<ts>[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}) (?P<host>\S+) "
-    r"(?P<tag>[^:\[\s]+)(?:\[(?P<pid>[^\]]*)\])?: ?(?P<msg>.*)$"
+    r"^(?:<(?P<pri>\d{1,3})>)?(?P<ts>[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2}) (?P<host>\S+)(?: |$)"
+    r"(?:(?P<tag>[^:\[\s]+)(?:\[(?P<pid>[^\]]*)\])?: ?)?(?P<msg>.*)$"
 )
 
 
@@ -180,7 +180,11 @@ class SyslogProcessor:
     """RFC 5424 and RFC 3164 (BSD) syslog lines, ``<PRI>`` optional for 3164 (as in /var/log files).
 
     RFC 3164 has no year and no zone: the year is the archive day's (the previous year when that would
-    put the line more than two days in the future) and the time is taken as UTC.
+    put the line more than two days in the future) and the time is taken as UTC. The TAG is what
+    precedes the first ``:`` (or ``[pid]:``) of the first word after the host, as syslog daemons write
+    it (``sshd[12]:``, ``postfix/smtpd[3]:``, ``systemd-logind[1]:``); a line whose first word is not
+    followed by one (``syslogd 1.4.1: restart.``, ``-- MARK --``, ``last message repeated 3 times``)
+    has no TAG (``app_name`` NULL) and keeps all of it as the message.
     """
 
     def __init__(self, options: dict[str, Any]) -> None:

@@ -24,10 +24,14 @@ from ._processors import TS, Options, Parsed, first_reason
 __all__ = ["CombinedProcessor", "clf_time"]
 
 _NAMES = ["host", "ident", "user", "t1", "t2", "request", "status", "size", "referer", "agent"]
+_NULL = pa.scalar(None, pa.string())
 _SLOW = (
     r'^(?P<host>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" '
-    r'(?P<status>\S+) (?P<size>\S+)(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?(?: .*)?$'
+    r'(?P<status>\S+) (?P<size>\S+)(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?(?P<rest> .*)?$'
 )
+# the request line as Apache and Nginx log it: the path may hold spaces; the protocol is the last word
+_REQUEST = r"^\S+ (?P<path>.*?) (?P<protocol>[A-Za-z]+/[0-9][0-9.]*) *$"
+_PROTOCOL = r"^[A-Za-z]+/[0-9][0-9.]*$"
 _MONTHS = pa.array(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
 _T1 = r"^\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2}$"
 _T2 = r"^[+-]\d{4}\]$"
@@ -124,6 +128,34 @@ def _dash_null(a: pa.Array) -> pa.Array:
     return pc.if_else(empty, pa.scalar(None, a.type), a)
 
 
+def _request_parts(request: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """``"GET /a b HTTP/1.1"`` → method, path, protocol. Most requests are three words and split
+    cheaply; the rest (a path with spaces, logged as is, or no protocol word at the end) take a regex
+    that keeps the last word as the protocol when it looks like one (``HTTP/1.1``), else NULL."""
+    parts = pc.split_pattern(request, " ", max_splits=2)
+    method, path = _element(parts, 0), _element(parts, 1)
+    protocol = pc.utf8_rtrim(_element(parts, 2), characters=" ")
+    odd = pc.or_(
+        pc.greater(pc.count_substring(request, " "), 2),
+        pc.invert(pc.match_substring_regex(protocol, _PROTOCOL)),
+    )
+    odd = pc.fill_null(odd, False)
+    if pc.any(odd).as_py():
+        s = pc.extract_regex(pc.if_else(odd, request, _NULL), _REQUEST)
+        matched = pc.fill_null(pc.is_valid(s), False)
+        after_method = pc.replace_substring_regex(request, r"^\S+ ", "", max_replacements=1)
+        path = pc.if_else(matched, pc.struct_field(s, "path"), pc.if_else(odd, after_method, path))
+        protocol = pc.if_else(matched, pc.struct_field(s, "protocol"), pc.if_else(odd, _NULL, protocol))
+    return method, path, protocol
+
+
+def _unclosed_quote(rest: pa.Array) -> pa.Array:
+    """True where the text after the size field holds an odd number of unescaped quotes: the line was
+    cut inside the referer or user agent (the regex then could not take them as fields)."""
+    quotes = pc.subtract(pc.count_substring(rest, '"'), pc.count_substring(rest, '\\"'))
+    return pc.fill_null(pc.equal(pc.bit_wise_and(quotes, 1), 1), False)
+
+
 class _CombinedOptions(Options):
     pass
 
@@ -178,7 +210,7 @@ class CombinedProcessor:
             except pa.ArrowInvalid:
                 fast, bad = None, []
         if fast is not None and not bad:
-            return fast
+            return fast.append_column("rest", pa.nulls(fast.num_rows, pa.string()))
         slow_idx = pa.array(bad if fast is not None else range(n), pa.int64())
         s = pc.extract_regex(batch.lines.take(slow_idx), _SLOW)
         time = pc.struct_field(s, "time")
@@ -194,10 +226,12 @@ class CombinedProcessor:
                 "size": pc.struct_field(s, "size"),
                 "referer": pc.struct_field(s, "referer"),
                 "agent": pc.struct_field(s, "agent"),
+                "rest": pc.struct_field(s, "rest"),
             }
-        ).cast(pa.schema([(name, pa.string()) for name in _NAMES]))
+        ).cast(pa.schema([(name, pa.string()) for name in (*_NAMES, "rest")]))
         if fast is None:
             return slow
+        fast = fast.append_column("rest", pa.nulls(fast.num_rows, pa.string()))
         bad_set = set(bad)
         fast_idx = pa.array([i for i in range(n) if i not in bad_set], pa.int64())
         both = pa.concat_tables([fast, slow]).combine_chunks()
@@ -212,19 +246,18 @@ class CombinedProcessor:
         size_digits = _digits(f["size"], 18)
         size_ok = pc.or_(size_digits, pc.equal(f["size"], "-"))
         size = pc.cast(pc.if_else(size_digits, f["size"], None), pa.int64())
-        parts = pc.split_pattern(f["request"], " ", max_splits=2)
-        method, path = _element(parts, 0), _element(parts, 1)
-        protocol = pc.utf8_rtrim(_element(parts, 2), characters=" ")
+        request = _dash_null(f["request"])
+        method, path, protocol = _request_parts(request)
         table = pa.table(
             {
                 "host": f["host"],
                 "ident": _dash_null(f["ident"]),
                 "user": _dash_null(f["user"]),
                 "time": ts,
-                "method": pc.if_else(pc.equal(method, ""), pa.scalar(None, pa.string()), method),
-                "path": pc.if_else(pc.equal(path, ""), pa.scalar(None, pa.string()), path),
-                "protocol": pc.if_else(pc.equal(protocol, ""), pa.scalar(None, pa.string()), protocol),
-                "request": f["request"],
+                "method": pc.if_else(pc.equal(method, ""), _NULL, method),
+                "path": pc.if_else(pc.equal(path, ""), _NULL, path),
+                "protocol": pc.if_else(pc.equal(protocol, ""), _NULL, protocol),
+                "request": request,
                 "status": status,
                 "size": size,
                 "referer": _dash_null(f["referer"]),
@@ -233,6 +266,7 @@ class CombinedProcessor:
         )
         reason = first_reason(
             (pc.invert(matched), "not an Apache/Nginx combined or common log line"),
+            (_unclosed_quote(f["rest"]), "truncated line: a quoted field is not closed"),
             (bad_time, "bad time: expected [dd/Mon/yyyy:HH:MM:SS +zzzz]"),
             (pc.invert(status_ok), "bad status: expected 3 digits"),
             (pc.invert(size_ok), "bad size: expected digits or -"),
