@@ -44,7 +44,8 @@ def headrace_logs() -> None:
 
         return _check(run_archive(load_section(_config_path(), "archive", ArchiveConfig)))
 
-    @task
+    # runs after a skipped archive too (nothing new closed yet): earlier archives may still need demux
+    @task(trigger_rule="none_failed")
     def data_types() -> list[str]:
         from headrace._config import load_section
         from headrace._storage import resolve

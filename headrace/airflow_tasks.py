@@ -27,10 +27,15 @@ def config_path() -> str:
 
 
 def summary_result(summary: Any) -> dict[str, Any]:
-    """Print a batch job's one-line summary and return its counts; raise (so Airflow retries) on failure."""
+    """Print a batch job's summary and return its counts; raise (so Airflow retries) on failure, and
+    skip the task (saying why) when there was nothing to do for a reason the user can act on."""
     print(summary.line())
     if not summary.ok:
         raise RuntimeError("; ".join(summary.failures[:5]))
+    if getattr(summary, "exit_code", 0) != 0:
+        from airflow.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(summary.idle)
     return {
         "files": summary.files,
         "chunks": summary.chunks,

@@ -33,7 +33,7 @@ def sections(tmp: Path, url: str, archive: str | None = None, tables: str | None
 def cli(cmd: str, cfg: Path) -> str:
     p = subprocess.run([sys.executable, "-m", "headrace", cmd, "--config", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    summary = p.stdout.strip().splitlines()[-1]
+    summary = next(line for line in p.stdout.splitlines() if line.startswith(f"headrace {cmd}:"))
     assert summary.startswith(f"headrace {cmd}: ok:") and "MB/s" in summary, summary
     return summary
 

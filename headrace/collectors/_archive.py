@@ -131,8 +131,20 @@ class _Archiver:
         ]
         return sorted(sel)
 
+    def still_open(self) -> int:
+        """How many sink files a collector still has open (``sink_dir/open/``)."""
+        sel = pafs.FileSelector(self.sinks.path("open"), allow_not_found=True)
+        return sum(1 for i in self.sinks.fs.get_file_info(sel) if i.is_file and i.base_name.endswith(".avro"))
+
     def run(self) -> None:
         files = self.pending()
+        if not files and (n_open := self.still_open()):
+            self.summary.idle = (
+                f"no closed sink files in {self.sinks.path('done')}, and {n_open} still open in "
+                f"{self.sinks.path('open')}: a collector closes its file after collector.roll_seconds or "
+                "roll_bytes; to close it now, POST /v1/roll to the collector (or stop it), then run archive again"
+            )
+            log.info("archive_nothing_closed", open_files=n_open)
         with progress("archive", sum(s for _, s in files)) as bar:
             batch: list[tuple[str, int]] = []
             size = 0

@@ -8,11 +8,13 @@ from .._cli import common_options
 from .._config import load_section
 from ..errors import FatalError
 from ._archive_config import ArchiveConfig, DemuxConfig, ExportConfig, LoadConfig
-from ._runreport import Summary
+from ._runreport import EXIT_IDLE, Summary
 
 
 def _finish(summary: Summary) -> None:
     click.echo(summary.line())
+    if summary.exit_code == EXIT_IDLE:
+        raise SystemExit(EXIT_IDLE)
     if not summary.ok:
         raise FatalError("; ".join(summary.failures[:5]))
 

@@ -44,6 +44,8 @@ class DemuxConfig(Section):
     batch_bytes: int = Field(default=8 << 20, gt=0, le=1 << 30)  # smaller: more parallel; larger: fewer row groups
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)  # batches parsed at once
+    # a data type whose share of records that failed to parse is above this fails the run (exit 1)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
 
 
 class LoadConfig(Section):

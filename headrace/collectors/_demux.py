@@ -300,6 +300,11 @@ class _Demuxer:
         elif self.out.exists(err_path):
             self.out.delete(err_path)
         n_errors = err_table.num_rows if err_table is not None else 0
+        reasons: dict[str, int] = {}
+        if n_errors and err_table is not None:
+            counts = pc.value_counts(err_table["reason"].combine_chunks().cast(pa.string()))
+            reasons = {c["values"].as_py(): c["counts"].as_py() for c in counts}
+        self.summary.add_errors(data_type, good_rows, n_errors, reasons)
         self.summary.files += 1
         self.summary.chunks += chunks
         self.summary.records += good_rows
@@ -323,6 +328,7 @@ def run_demux(cfg: DemuxConfig, data_types: list[str] | None = None) -> Summary:
         raise
     finally:
         demuxer.pool.shutdown()
+    summary.check_error_rate(cfg.max_error_rate, "demux.max_error_rate")
     return summary
 
 
