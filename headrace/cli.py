@@ -22,6 +22,7 @@ _COMMANDS = {
     "demux": "headrace.collectors._archive_cli:demux",
     "load": "headrace.collectors._archive_cli:load",
     "export": "headrace.collectors._archive_cli:export",  # database tables → Parquet
+    "tap": "headrace.collectors._tap:tap",  # what a processor makes of sample lines
     "relay": "headrace.relay._cli:relay",
     "subscribe": "headrace.relay._cli:subscribe",
     "bootstrap": "headrace.bootstrap._cli:bootstrap",
