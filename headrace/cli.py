@@ -27,6 +27,7 @@ _COMMANDS = {
     "subscribe": "headrace.relay._cli:subscribe",
     "bootstrap": "headrace.bootstrap._cli:bootstrap",
     "demo": "headrace._demo:demo",
+    "check": "headrace._check:check",  # validate a whole config file (and what it points at)
 }
 
 

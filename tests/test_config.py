@@ -24,7 +24,7 @@ def test_misspelled_key_is_named(tmp_path: Path) -> None:
     p = write(tmp_path, "collector:\n  listen: 127.0.0.1:7070\n  roll_byts: 10\n")
     with pytest.raises(ConfigError) as e:
         load_section(p, "collector", CollectorConfig)
-    assert e.value.problems == ["collector.roll_byts: unknown key (check the spelling)"]
+    assert e.value.problems == ["collector.roll_byts: unknown key (did you mean 'roll_bytes'?)"]
 
 
 def test_nested_key_path_and_bad_value(tmp_path: Path) -> None:

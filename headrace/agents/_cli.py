@@ -15,7 +15,7 @@ from ._config import AgentConfig
 @common_options
 def agent(config_path: str | None) -> None:
     """Run the agent daemon: tail the configured files and ship them to collectors."""
-    cfg = load_section(config_path, "agent", AgentConfig)
+    cfg = load_section(config_path, "agent", AgentConfig, require=True)
     from .._http import run_app
     from ._agent import lock_state_dir
     from ._app import make_app

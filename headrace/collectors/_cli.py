@@ -14,7 +14,7 @@ from ._config import CollectorConfig
 @common_options
 def collector(config_path: str | None) -> None:
     """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files (or forward them)."""
-    cfg = load_section(config_path, "collector", CollectorConfig)
+    cfg = load_section(config_path, "collector", CollectorConfig, require=True)
     from .._http import run_app
     from ._app import build_app
 

@@ -177,7 +177,9 @@ def load_processor(name: str, options: dict[str, Any], where: str) -> Processor:
         problems = []
         for e in exc.errors():
             loc = ".".join([where, *(str(p) for p in e["loc"])])
-            msg = "unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+            msg = {"extra_forbidden": "unknown key (check the spelling)", "missing": "required key is missing"}.get(
+                e["type"], e["msg"]
+            )
             problems.append(f"{loc}: {msg}")
         raise ConfigError(problems) from exc
     except (ValueError, TypeError) as exc:

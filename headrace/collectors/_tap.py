@@ -118,7 +118,7 @@ def tap(
     if data_type is not None:
         if config_path is None:
             raise UsageError("--data-type reads the demux section: give --config FILE too")
-        cfg = load_section(config_path, "demux", DemuxConfig)
+        cfg = load_section(config_path, "demux", DemuxConfig, require=True, command="tap")
         spec = cfg.types.get(data_type, cfg.default)
         if spec is None:
             raise UsageError(f"demux.types has no {data_type!r} and demux.default is null")

@@ -18,7 +18,7 @@ def relay(ctx: click.Context, config_path: str | None) -> None:
         return
     from ._daemon import run_relay
 
-    run_relay(load_section(config_path, "relay", RelayConfig))
+    run_relay(load_section(config_path, "relay", RelayConfig, require=True))
 
 
 @relay.command("uninstall")
@@ -30,7 +30,7 @@ def uninstall(config_path: str | None) -> None:
     """
     from ._daemon import uninstall_relay
 
-    uninstall_relay(load_section(config_path, "relay", RelayConfig))
+    uninstall_relay(load_section(config_path, "relay", RelayConfig, require=True, command="relay uninstall"))
     click.echo("uninstalled")
 
 

@@ -160,6 +160,11 @@ class ChangeSource(ABC):
         """Connect, check the database's settings (clear :class:`~headrace.errors.UsageError` naming the
         setting when wrong), and install what capture needs (idempotently)."""
 
+    def preflight(self) -> None:  # noqa: B027 - sources check what they can
+        """Check the database is reachable and has the settings capture needs, installing and
+        changing nothing (``headrace check --connect``); a problem is a clear
+        :class:`~headrace.errors.UsageError` or :class:`~headrace.errors.TransientError`."""
+
     @abstractmethod
     def tables(self) -> list[TableMeta]:
         """The captured tables as they are now."""

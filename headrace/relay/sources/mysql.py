@@ -180,7 +180,20 @@ class MysqlSource(ChangeSource):
         )
         return {str(k).lower(): str(v) for k, v in rows}
 
+    def preflight(self) -> None:
+        """Check the server has the binary log settings capture needs (changes nothing)."""
+        self._check_server()
+
     def open(self) -> None:
+        v = self._check_server()
+        self._basename = Path(v.get("log_bin_basename", "binlog")).name
+        saved = self._load_position()
+        if saved is None:
+            origin = self._origin()
+            self._save_position(origin, None)
+            log.info("position_initialised", scn=origin, start=self.start_at)
+
+    def _check_server(self) -> dict[str, str]:
         v = self._variables()
         if v.get("log_bin", "OFF").upper() != "ON":
             raise UsageError("the MySQL/MariaDB binary log is off: start the server with log_bin (--log-bin=…)")
@@ -205,12 +218,7 @@ class MysqlSource(ChangeSource):
                 "MySQL has binlog_row_value_options = PARTIAL_JSON; the relay needs whole JSON values. "
                 "Set binlog_row_value_options='' and start the relay again."
             )
-        self._basename = Path(v.get("log_bin_basename", "binlog")).name
-        saved = self._load_position()
-        if saved is None:
-            origin = self._origin()
-            self._save_position(origin, None)
-            log.info("position_initialised", scn=origin, start=self.start_at)
+        return v
 
     def _binary_logs(self) -> list[tuple[str, int]]:
         import pymysql

@@ -265,6 +265,10 @@ class PostgresSource(ChangeSource):
             )
         self._check_not_lost(wal_status)
 
+    def preflight(self) -> None:
+        """Check ``wal_level`` and the role's REPLICATION attribute (changes nothing)."""
+        self._check_server()
+
     def _check_server(self) -> None:
         (wal_level,) = self._query("SHOW wal_level")[0]
         if wal_level != "logical":

@@ -564,6 +564,17 @@ class SqliteSource(ChangeSource):
             raise TransientError(f"cannot open {self.path}: {exc}") from exc
         return conn
 
+    def preflight(self) -> None:
+        """The file exists and is a SQLite database (opened read-only: nothing is installed)."""
+        if not Path(self.path).exists():
+            raise UsageError(f"relay.source: the SQLite file {self.path} does not exist")
+        try:
+            uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise UsageError(f"relay.source: {self.path} is not a readable SQLite database: {exc}") from exc
+
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
