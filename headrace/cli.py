@@ -28,6 +28,7 @@ _COMMANDS = {
     "bootstrap": "headrace.bootstrap._cli:bootstrap",
     "demo": "headrace._demo:demo",
     "check": "headrace._check:check",  # validate a whole config file (and what it points at)
+    "up": "headrace._up:up",  # every daemon of a config, supervised
 }
 
 

@@ -199,8 +199,13 @@ class Subscriber:
         """Decode a response's windows; None (after a backoff) when no relay could give a schema."""
         if batch is None:
             return None
+        since = self._since()
         try:
-            return [self._decode(events) for events in batch.windows]
+            # An event at or below the checkpoint was delivered already. A relay that regrouped its
+            # windows after a restart (SQLite: window ends saved about once a second) can serve one
+            # that spans the checkpoint; only its newer events are new, so only those are delivered.
+            fresh = [[e for e in events if since is None or e.scn > since] for events in batch.windows]
+            return [self._decode(events) for events in fresh if events]
         except Unavailable as exc:
             log.warning("schema_unavailable", error=str(exc))
             self.stop_event.wait(self._backoff)

@@ -585,6 +585,7 @@ class SqliteSource(ChangeSource):
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            began = bool(c.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (CHANGES_TABLE,)).fetchall())
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (scn INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "tbl TEXT NOT NULL, op TEXT NOT NULL, ts_ms INTEGER NOT NULL, before TEXT, after TEXT)"
@@ -599,7 +600,7 @@ class SqliteSource(ChangeSource):
                 f"CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (tbl TEXT NOT NULL, since_scn INTEGER NOT NULL, "
                 "meta TEXT NOT NULL, PRIMARY KEY (tbl, since_scn))"
             )
-            self._refresh_locked()
+            self._refresh_locked(capture_began=began)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -662,9 +663,12 @@ class SqliteSource(ChangeSource):
             history.setdefault(tbl, []).append((int(since), t if t is not None and t.meta == meta else _Table(meta)))
         self._history = history
 
-    def _refresh_locked(self) -> None:
+    def _refresh_locked(self, capture_began: bool = True) -> None:
         """Reflect captured tables, record changed shapes and (re)create triggers that differ; inside a
-        write transaction."""
+        write transaction. A table that has none of its triggers yet, once capture has begun (the
+        change log existed before this transaction), was created since: its rows were committed
+        after capture began, with no trigger to log them, so they are logged now as inserts (the
+        write lock is held: no row is both copied here and logged by the new triggers)."""
         c = self.conn
         self._load_history()
         existing = {r[0]: r[1] for r in c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")}
@@ -688,7 +692,12 @@ class SqliteSource(ChangeSource):
                 if hist and hist[-1][0] == seq:
                     hist.pop()
                 hist.append((seq, tables[name]))
-            for tname, sql in trigger_sql(meta).items():
+            triggers = trigger_sql(meta)
+            if capture_began and not any(tname in existing for tname in triggers):
+                copied = self._log_existing_rows(meta)
+                if copied:
+                    log.info("new_table_rows_logged", table=name, rows=copied)
+            for tname, sql in triggers.items():
                 if existing.get(tname) != sql:
                     if tname in existing:
                         c.execute(f"DROP TRIGGER {_q(tname)}")
@@ -697,6 +706,32 @@ class SqliteSource(ChangeSource):
         self._tables = tables
         self._history = history
         self._schema_version = c.execute("PRAGMA schema_version").fetchall()[0][0]
+
+    def _log_existing_rows(self, meta: TableMeta) -> int:
+        """Log every row of ``meta``'s table as an insert, as its trigger would have (REALs too)."""
+        c = self.conn
+        t = meta.name
+        keys = ["rowid"] if meta.key == (ROWID_COLUMN,) else [_q(k) for k in meta.key]
+        if not keys:
+            keys = ["rowid"]
+        where = " AND ".join(f"NEW.{k} IS ?" for k in keys)
+        log_row = (
+            f"INSERT INTO {CHANGES_TABLE}(tbl, op, ts_ms, before, after) SELECT {_lit(t)}, 'c', {_NOW_MS}, NULL, "
+            f"{_image(meta, 'NEW')} FROM {_q(t)} AS NEW WHERE {where}"
+        )
+        names = _real_columns(meta)
+        parts = [f"SELECT 'a' AS s, {_lit(n)} AS c, NEW.{_q(n)} AS v FROM {_q(t)} AS NEW WHERE {where}" for n in names]
+        log_reals = (
+            f"INSERT INTO {REALS_TABLE}(scn, side, col, v) SELECT (SELECT max(scn) FROM {CHANGES_TABLE}), s, c, v "
+            f"FROM ({' UNION ALL '.join(parts)}) WHERE typeof(v) = 'real'"
+        )
+        n = 0
+        for key in c.execute(f"SELECT {', '.join(keys)} FROM {_q(t)} ORDER BY {', '.join(keys)}").fetchall():
+            c.execute(log_row, key)
+            if names:
+                c.execute(log_reals, key * len(names))
+            n += 1
+        return n
 
     def _refresh(self) -> None:
         c = self.conn
