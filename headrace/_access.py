@@ -318,9 +318,11 @@ class Access:
         scopes: Iterable[Scope],
         *,
         metrics_open_on_localhost: bool = False,
+        on_denied: Callable[[Denied], None] | None = None,
     ) -> None:
         self.section = section
         self.scopes = tuple(scopes)
+        self.on_denied = on_denied  # e.g. count it in the daemon's own rejects metric
         self.policy = AccessPolicy(
             section, resolve(specs, self.scopes, section), metrics_open_on_localhost=metrics_open_on_localhost
         )
@@ -339,6 +341,8 @@ class Access:
         out = self.policy.decide(request.headers.get("authorization"), scope, peer=peer, metrics=metrics)
         if isinstance(out, Denied):
             DENIED.labels(out.reason).inc()
+            if self.on_denied is not None:
+                self.on_denied(out)
             log.warning(
                 "access_denied",
                 reason=out.reason,

@@ -106,7 +106,11 @@ def make_app(cfg: AgentConfig) -> Starlette:
     """
     holder: dict[str, Agent] = {}
     access = Access(
-        "agent", cfg.tokens, ("read", "write", "control"), metrics_open_on_localhost=cfg.metrics_open_on_localhost
+        "agent",
+        cfg.tokens,
+        ("read", "write", "control"),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
     )
 
     def agent() -> Agent:

@@ -167,7 +167,13 @@ def build_app(st: BootstrapState) -> Starlette:
     cfg = st.config
     store = st.store
 
-    access = Access("bootstrap", cfg.tokens, ("read",), metrics_open_on_localhost=cfg.metrics_open_on_localhost)
+    access = Access(
+        "bootstrap",
+        cfg.tokens,
+        ("read",),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
+    )
 
     def unauthorized(request: Request) -> JSONResponse | None:
         return access.check(request, "read")

@@ -33,6 +33,7 @@ from .._access import Access
 from .._chunk import Chunk
 from .._http import standard_routes
 from .._logging import get_logger
+from . import _metrics as m
 from ._commit import GroupCommit, Store
 from ._config import CollectorConfig
 from ._receive import ChunkReceiver, Limits
@@ -131,7 +132,13 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         ack = await commit.submit(chunks)
         return ack.acked, ack.duplicates
 
-    access = Access("collector", cfg.tokens, ("read", "write"), metrics_open_on_localhost=cfg.metrics_open_on_localhost)
+    access = Access(
+        "collector",
+        cfg.tokens,
+        ("read", "write"),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: m.REJECTS.labels(d.reason).inc(),
+    )
     receiver = ChunkReceiver(submit, Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes), access)
 
     @asynccontextmanager

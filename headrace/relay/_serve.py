@@ -136,7 +136,13 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     """The relay's Starlette app; its lifespan starts and stops the capture thread."""
     cfg = state.config
 
-    access = Access("relay", cfg.tokens, ("read",), metrics_open_on_localhost=cfg.metrics_open_on_localhost)
+    access = Access(
+        "relay",
+        cfg.tokens,
+        ("read",),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
+    )
     limits = StreamLimits(cfg.max_stream_requests, cfg.max_inflight_bytes)
 
     async def stream(request: Request) -> Response:
