@@ -508,3 +508,28 @@ def test_tokens_reload_on_sighup_without_dropping_requests(daemons: Any, tmp_pat
     got = stream_bytes(sink)
     assert [(s, e) for s, e, _ in sorted(got["app/steady.log"])] == [(i * 32, i * 32 + 32) for i in sent]
     assert col.proc.returncode == 0 and os.path.exists(sink / "done")
+
+
+def test_logging_handler_sends_its_token_and_keeps_records_while_refused(daemons: Any, tmp_path: Path) -> None:
+    import logging
+
+    from headrace.agents import AgentLogHandler
+
+    _agent, url, _ = start_agent(
+        daemons, tmp_path, "http://127.0.0.1:9", tokens=[{"token": A_TOKEN, "scopes": ["write", "read"]}]
+    )
+
+    def spooled() -> int:
+        body = httpx.get(url + "/v1/status", headers=bearer(A_TOKEN), timeout=5).json()
+        return sum(s["read_offset"] for s in body["streams"] if s["stream"] == "_api/handler")
+
+    refused = AgentLogHandler(url, data_type="handler", token="wrong", close_timeout=0.5)
+    refused.emit(logging.makeLogRecord({"msg": "not with that token"}))
+    wait_until(lambda: refused.refused >= 2, 20, "the handler retrying a refused post")
+    assert refused.dropped == 0 and refused.sent == 0 and spooled() == 0
+    refused.close()
+    ok = AgentLogHandler(url, data_type="handler", token=A_TOKEN)
+    ok.emit(logging.makeLogRecord({"msg": "hello"}))
+    wait_until(lambda: ok.sent == 1, 20, "the record accepted")
+    ok.close()
+    assert spooled() == len(b"hello\n")
