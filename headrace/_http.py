@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by every daemon: health, metrics, errors, bearer auth, and running uvicorn.
+"""HTTP plumbing shared by every daemon: health, metrics, errors, and running uvicorn (auth: ``_access``).
 
 Each daemon is a Starlette app whose lifespan starts and stops its background work; uvicorn turns
 SIGTERM/SIGINT into a graceful shutdown (in-flight requests finish, then the lifespan's shutdown
@@ -7,10 +7,9 @@ half runs, which is where checkpoints are saved), after which :func:`run_app` re
 
 from __future__ import annotations
 
-import hmac
 import signal
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,7 +22,10 @@ from ._config import parse_listen
 from ._reload import install_sighup
 from .errors import InvalidInput
 
-__all__ = ["bearer_ok", "error_response", "int_param", "run_app", "standard_routes"]
+if TYPE_CHECKING:
+    from ._access import Access
+
+__all__ = ["error_response", "int_param", "run_app", "standard_routes"]
 
 
 def error_response(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
@@ -45,23 +47,23 @@ def int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> 
     return value
 
 
-def bearer_ok(request: Request, tokens: Sequence[str]) -> bool:
-    """True if no tokens are configured or the request carries one of them as a bearer token."""
-    if not tokens:
-        return True
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    return any(hmac.compare_digest(token.strip(), t) for t in tokens)
-
-
 async def _metrics(_: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def standard_routes(health: Callable[[], dict[str, Any]] | None = None) -> list[BaseRoute]:
-    """``GET /healthz`` (200 with ``{"ok": true, …}``, or 503 when ``health`` says not ok) and ``/metrics``."""
+def standard_routes(
+    health: Callable[[], dict[str, Any]] | None = None, access: Access | None = None
+) -> list[BaseRoute]:
+    """``GET /healthz`` (200 with ``{"ok": true, …}``, or 503 when ``health`` says not ok) and ``/metrics``.
+
+    ``/healthz`` is always open (keep what ``health`` returns free of data and paths); ``/metrics``
+    needs the ``read`` scope of ``access`` when tokens are configured (see :mod:`headrace._access`).
+    """
+
+    async def metrics(request: Request) -> Response:
+        if access is not None and (denied := access.check(request, "read", metrics=True)) is not None:
+            return denied
+        return await _metrics(request)
 
     async def healthz(_: Request) -> JSONResponse:
         body: dict[str, Any] = {"ok": True}
@@ -69,7 +71,7 @@ def standard_routes(health: Callable[[], dict[str, Any]] | None = None) -> list[
             body.update(health())
         return JSONResponse(body, status_code=200 if body.get("ok") else 503)
 
-    return [Route("/healthz", healthz), Route("/metrics", _metrics)]
+    return [Route("/healthz", healthz), Route("/metrics", metrics)]
 
 
 def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> None:

@@ -9,6 +9,10 @@ collector sends only after the chunks are fsynced. Until then it retries:
   the next attempt goes to the next collector on the list, with exponential backoff and jitter
   (tenacity, keyed off :class:`~headrace.errors.TransientError`), forever, until ``stop`` is set
   (then :class:`ShipStopped`);
+* 401 or 403 (the collector refuses our token, or the token may not write these sources) is
+  :class:`TokenRefused`, retried like a transient failure (the batch is fine; the token is what an
+  operator fixes, on either side, and SIGHUP reloads it) and never dead-lettered; while it lasts
+  :attr:`Shipper.refused` says why, which turns the sender's ``/healthz`` red;
 * any other 4xx is :class:`Rejected` (a :class:`~headrace.errors.UsageError`): retrying the same
   bytes cannot help, so it is raised at once, never looped on.
 
@@ -43,7 +47,7 @@ from ._logging import get_logger
 from ._spool import Spool, SpoolEntry
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
-__all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "pump"]
+__all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
 
 log = get_logger("ship")
 
@@ -55,6 +59,7 @@ DEAD_LETTERS = Counter(
     "headrace_ship_dead_letters_total", "Chunks moved to the dead-letter folder, by reason", ["reason"]
 )
 _TRANSIENT_STATUS = {408, 425, 429}
+_TOKEN_STATUS = {401, 403}
 _SPLIT_STATUS = {400, 413, 422}  # about the content: halves are tried to isolate the refused chunk
 
 
@@ -75,6 +80,13 @@ class Rejected(UsageError):
         self.status = status
         self.body = body
         super().__init__(f"{url} refused the batch with HTTP {status}: {body[:500]}")
+
+
+class TokenRefused(Unavailable):
+    """A collector answered 401/403: our token is missing, unknown, or may not write these sources.
+
+    Retried with backoff (never dead-lettered): the data is fine, the credentials are not.
+    """
 
 
 class ShipStopped(TransientError):
@@ -106,6 +118,15 @@ class Shipper:
             headers["authorization"] = f"Bearer {token}"
         self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
         self._next = 0  # index of the collector to try first; sticks to the last one that acked
+        #: why the last attempt was refused for its token (401/403); None once a collector acked
+        self.refused: str | None = None
+
+    def set_token(self, token: str | None) -> None:
+        """Send ``token`` from the next request on (a SIGHUP reload of the sender's config)."""
+        if token:
+            self._client.headers["authorization"] = f"Bearer {token}"
+        else:
+            self._client.headers.pop("authorization", None)
 
     def close(self) -> None:
         self._client.close()
@@ -127,7 +148,18 @@ class Shipper:
             except (ValueError, AttributeError, TypeError):
                 ack = Ack(url, count, 0)
             SHIP_BATCHES.labels("acked").inc()
+            if self.refused is not None:
+                log.info("ship_token_accepted", url=url)
+                self.refused = None
             return ack
+        if resp.status_code in _TOKEN_STATUS:
+            self._next += 1
+            SHIP_BATCHES.labels("token_refused").inc()
+            why = f"{url} answered HTTP {resp.status_code}: {resp.text[:300]}"
+            if self.refused is None:
+                log.error("ship_token_refused", url=url, status=resp.status_code, detail=resp.text[:300])
+            self.refused = why
+            raise TokenRefused(f"collector refused our token: {why}")
         if resp.status_code >= 500 or resp.status_code in _TRANSIENT_STATUS:
             self._next += 1
             SHIP_BATCHES.labels("unavailable").inc()

@@ -27,8 +27,9 @@ def sink() -> Iterator[TestSink]:
 
 
 class Agent:
-    def __init__(self, daemon: Daemon, port: int, state: Path) -> None:
+    def __init__(self, daemon: Daemon, port: int, state: Path, headers: dict[str, str] | None = None) -> None:
         self.d = daemon
+        self.headers = headers or {}  # the bearer token, when the agent has tokens
         self.url = f"http://127.0.0.1:{port}"
         self.state = state
 
@@ -38,7 +39,7 @@ class Agent:
         return self
 
     def status(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
+        return httpx.get(self.url + "/v1/status", timeout=5, headers=self.headers).json()  # type: ignore[no-any-return]
 
     def stream(self, path: Path) -> dict[str, Any] | None:
         for s in self.status()["streams"]:
@@ -68,7 +69,9 @@ def make_agent(tmp_path: Path, daemons: Callable[..., Daemon]) -> Callable[..., 
             **extra,
         }
         path = write_config(tmp_path / "agent.yaml", {"agent": cfg})
-        return Agent(daemons(["agent", "--config", str(path)], "agent"), port, state)
+        tokens = extra.get("tokens")
+        headers = {"authorization": f"Bearer {tokens[0]}"} if tokens and isinstance(tokens[0], str) else None
+        return Agent(daemons(["agent", "--config", str(path)], "agent"), port, state, headers)
 
     return make
 
@@ -275,12 +278,20 @@ def test_sources_added_and_removed_at_run_time(
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     f1, f2 = tmp_path / "one" / "a.log", tmp_path / "two" / "b.log"
-    agent = make_agent([sink.url], [{"path": str(tmp_path / "one" / "*.log"), "data_type": "one", "name": "one"}])
+    agent = make_agent(
+        [sink.url],
+        [{"path": str(tmp_path / "one" / "*.log"), "data_type": "one", "name": "one"}],
+        tokens=["full-access"],  # run-time source changes need a token with the control scope
+        allowed_paths=[str(tmp_path)],
+    )
     agent.start()
-    bad = httpx.post(agent.url + "/v1/sources", json={"path": "x", "data_type": "../etc"})
+    auth = agent.headers
+    bad = httpx.post(agent.url + "/v1/sources", json={"path": "x", "data_type": "../etc"}, headers=auth)
     assert bad.status_code == 400 and bad.json()["error"] == "bad_source"
-    assert httpx.post(agent.url + "/v1/sources", json={"path": "x", "data_typo": "a"}).status_code == 400
-    r = httpx.post(agent.url + "/v1/sources", json={"path": str(tmp_path / "two" / "*.log"), "data_type": "two"})
+    assert httpx.post(agent.url + "/v1/sources", json={"path": "x", "data_typo": "a"}, headers=auth).status_code == 400
+    r = httpx.post(
+        agent.url + "/v1/sources", json={"path": str(tmp_path / "two" / "*.log"), "data_type": "two"}, headers=auth
+    )
     assert r.status_code == 201
     append(f1, lines("a", 0, 10))
     append(f2, lines("b", 0, 10))
@@ -290,12 +301,12 @@ def test_sources_added_and_removed_at_run_time(
     # the addition survives a restart
     agent.d.stop()
     agent.start()
-    assert {s["id"] for s in httpx.get(agent.url + "/v1/sources").json()["sources"]} == {
+    assert {s["id"] for s in httpx.get(agent.url + "/v1/sources", headers=auth).json()["sources"]} == {
         "one",
         str(tmp_path / "two" / "*.log"),
     }
-    assert httpx.delete(agent.url + "/v1/sources/one").status_code == 204
-    assert httpx.delete(agent.url + "/v1/sources/nope").status_code == 404
+    assert httpx.delete(agent.url + "/v1/sources/one", headers=auth).status_code == 204
+    assert httpx.delete(agent.url + "/v1/sources/nope", headers=auth).status_code == 404
     assert agent.stream(f1) is None
     append(f1, lines("a", 10, 20))
     append(f2, lines("b", 10, 20))

@@ -36,8 +36,9 @@ def sink() -> Iterator[TestSink]:
 
 
 class Agent:
-    def __init__(self, daemon: Daemon, port: int, state: Path) -> None:
+    def __init__(self, daemon: Daemon, port: int, state: Path, headers: dict[str, str] | None = None) -> None:
         self.d = daemon
+        self.headers = headers or {}  # the bearer token, when the agent has tokens
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         self.state = state
@@ -53,10 +54,10 @@ class Agent:
         return self.d.proc.pid
 
     def post(self, body: Any, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + "/v1/log", content=json.dumps(body), timeout=10, **kw)
+        return httpx.post(self.url + "/v1/log", content=json.dumps(body), timeout=10, headers=self.headers, **kw)
 
     def status(self) -> dict[str, Any]:
-        return httpx.get(self.url + "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
+        return httpx.get(self.url + "/v1/status", timeout=5, headers=self.headers).json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -76,7 +77,9 @@ def make_agent(tmp_path: Path, daemons: Callable[..., Daemon]) -> Callable[..., 
             **extra,
         }
         path = write_config(tmp_path / "agent.yaml", {"agent": cfg})
-        return Agent(daemons(["agent", "--config", str(path)], "agent"), port, state)
+        tokens = extra.get("tokens")
+        headers = {"authorization": f"Bearer {tokens[0]}"} if tokens and isinstance(tokens[0], str) else None
+        return Agent(daemons(["agent", "--config", str(path)], "agent"), port, state, headers)
 
     return make
 
@@ -212,7 +215,7 @@ def test_a_source_whose_chunks_cannot_be_valid_is_refused_when_added_or_found(
         {"path": str(bad), "data_type": "app", "tags": {"k": "a\x00"}},
         {"path": str(good), "data_type": "app"},
     ]
-    agent = make_agent([sink.url], sources).start()
+    agent = make_agent([sink.url], sources, tokens=["full-access"]).start()  # the control API needs a token
     wait_until(lambda: sink.data_by_stream().get(stream_name(str(good))) == b"fine\n", 20, "the good file")
     entry = wait_until(
         lambda: next((s for s in agent.status()["streams"] if s["path"] == str(bad) and s.get("refused")), None),
@@ -223,7 +226,11 @@ def test_a_source_whose_chunks_cannot_be_valid_is_refused_when_added_or_found(
     assert "file_refused" in agent.d.output()
     assert stream_name(str(bad)) not in sink.data_by_stream()
     assert healthz(agent).status_code == 200
-    r = httpx.post(agent.url + "/v1/sources", json={"path": str(bad), "data_type": "x", "tags": {"k": "a\x00"}})
+    r = httpx.post(
+        agent.url + "/v1/sources",
+        json={"path": str(bad), "data_type": "x", "tags": {"k": "a\x00"}},
+        headers=agent.headers,
+    )
     assert r.status_code == 400 and r.json()["error"] == "bad_tags"
 
 

@@ -55,7 +55,7 @@ def test_bootstrap_api_auth_bad_input_filters_and_paging(tmp_path: Path, daemons
             r = httpx.get(b + path, headers=AUTH)
             assert (r.status_code, r.json()["error"]) == (status, reason), (path, r.text)
             assert r.json()["detail"]
-        metrics = httpx.get(b + "/metrics").text
+        metrics = httpx.get(b + "/metrics", headers=AUTH).text
         assert 'headrace_bootstrap_rejects_total{reason="bad_filter"} 2.0' in metrics
         assert 'headrace_bootstrap_rejects_total{reason="unauthorized"}' in metrics
 

@@ -112,7 +112,10 @@ def test_a_forwarding_collector_refuses_what_its_root_would(daemons: Any, tmp_pa
     chunks = [make_chunk("app/a.log", 0, 5)]
     assert post(a_url, chunks).json() == {"acked": 1, "duplicates": 0}
     wait_until(lambda: HTTP.get(a_url + "/v1/status").json()["store"]["forwarded_chunks"] == 1, 30, "forwarding")
-    assert root.alive() and HTTP.get(root_url + "/v1/status").json()["rejects"] == {}
+    assert (
+        root.alive()
+        and HTTP.get(root_url + "/v1/status", headers={"authorization": "Bearer up-token"}).json()["rejects"] == {}
+    )
     assert a.stop() == 0 and root.stop() == 0
     assert_exactly_once(root_sink, {"app/a.log": 160})
 

@@ -55,7 +55,7 @@ def test_forwarding_survives_upstream_outage_and_forwarder_crash(daemons: Any, t
 
     send_round(5)
     wait_until(lambda: spool_empty(a_url), 30, "A to forward everything to B")
-    assert HTTP.get(b_url + "/v1/status").json()["chunks_in"] == 50
+    assert HTTP.get(b_url + "/v1/status", headers={"authorization": "Bearer up-token"}).json()["chunks_in"] == 50
 
     b.kill9()  # upstream down: A keeps acking into its spool
     send_round(10)

@@ -92,11 +92,11 @@ def test_bad_input_is_refused_with_reason_and_sink_untouched(daemons: Any, tmp_p
     assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer
     assert snapshot(sink) == before
 
-    status_body = HTTP.get(url + "/v1/status").json()
+    status_body = HTTP.get(url + "/v1/status", headers=auth).json()  # with tokens set, status needs one
     for reason in ("malformed", "bad_crc", "body_too_large", "unauthorized", "bad_stream", "bad_data_type"):
         assert status_body["rejects"][reason] >= 1
     assert status_body["rejects"]["unauthorized"] == 3
-    metrics = HTTP.get(url + "/metrics").text
+    metrics = HTTP.get(url + "/metrics", headers=auth).text
     assert 'headrace_collector_rejects_total{reason="bad_crc"} 1.0' in metrics
     assert d.stop() == 0
     log = d.output()

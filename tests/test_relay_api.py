@@ -91,7 +91,8 @@ def test_small_buffer_bound_too_old_bad_requests_and_auth(daemons: Any, tmp_path
     assert r.status_code == 400 and r.json()["error"] == "bad_body"
     r = httpx.post(url + "/v1/ack", json={"consumer": "who", "scn": 5}, headers=auth)
     assert r.status_code == 400 and r.json()["error"] == "unknown_consumer"
-    metrics = httpx.get(url + "/metrics").text
+    assert httpx.get(url + "/metrics").status_code == 401  # with tokens set, metrics need a read token too
+    metrics = httpx.get(url + "/metrics", headers=auth).text
     assert 'headrace_relay_rejects_total{reason="bad_since"} 2.0' in metrics
 
 

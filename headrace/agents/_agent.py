@@ -26,6 +26,7 @@ save) is recorded in :attr:`Agent.dead` and ``/healthz`` answers 503 with the re
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
 from ..errors import InvalidInput
+from ._allowed import allowed_roots, file_problem, pattern_problem
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
 from ._discover import Watcher
@@ -53,6 +55,7 @@ LOG_API_RECORDS = Counter("headrace_agent_log_api_records_total", "Records recei
 THREADS_DEAD = Counter("headrace_agent_threads_died_total", "Agent threads that ended unexpectedly", ["thread"])
 SPOOL_USED = Gauge("headrace_agent_spool_bytes", "Bytes in the spool waiting for an ack")
 API_PREFIX = "_api/"
+_PATH = re.compile(r"(?<![\w:/.])/[^\s'\",)]+")
 #: The largest chunk a collector takes by default (``max_chunk_bytes``); the agent refuses more at the door.
 MAX_CHUNK_BYTES = 16 << 20
 
@@ -75,7 +78,11 @@ class Agent:
         self.checkpoints = Checkpoints.load(self.state_dir)
         self._runtime_path = self.state_dir / "sources.json"
         self._runtime = self._load_runtime()
+        #: folders run-time sources must stay inside (``agent.allowed_paths``), resolved
+        self.allowed_roots = allowed_roots(cfg)
+        self._runtime_ids = {SourceConfig.model_validate(a).id for a in self._runtime["added"]}
         self.tailer = Tailer(cfg, self.spool, self.checkpoints, self._effective_sources())
+        self.tailer.confine = self._confine
         self._read_stop = threading.Event()
         self._ship_stop = threading.Event()
         self.shipper = Shipper(
@@ -121,18 +128,42 @@ class Agent:
     def _save_runtime(self) -> None:
         write_atomic(self._runtime_path, json.dumps(self._runtime, indent=1).encode())
 
+    def _confine(self, src: SourceConfig, path: str) -> str | None:
+        """Files of run-time sources must resolve inside the allowed roots (checked before opening)."""
+        if src.id not in self._runtime_ids:
+            return None
+        return file_problem(path, self.allowed_roots)
+
+    def reload(self, cfg: AgentConfig) -> None:
+        """SIGHUP: new ``allowed_paths`` and the token sent to collectors take effect now."""
+        self.allowed_roots = allowed_roots(cfg)
+        self.shipper.set_token(cfg.token)
+        with self.tailer.lock:  # files refused only for their place may be allowed now: look again
+            self.tailer.refused = {
+                p: v for p, v in self.tailer.refused.items() if not v[1].startswith("outside_allowed_paths")
+            }
+            self.tailer.scan_needed = True
+        self.tailer.wake.set()
+        log.info("agent_reloaded", allowed_paths=self.allowed_roots)
+
     def add_source(self, src: SourceConfig) -> None:
         """Tail another glob from now on (kept across restarts).
 
-        Raises :class:`~headrace.errors.InvalidInput` (nothing saved) when the source's chunks could
-        never pass a collector's check (its tags); a file whose stream name cannot be valid is
-        refused when found (see :class:`~headrace.agents._tailer.Tailer`).
+        Raises :class:`~headrace.errors.InvalidInput` (nothing saved) when the glob leads outside
+        ``agent.allowed_paths`` (reason ``outside_allowed_paths``) or the source's chunks could never
+        pass a collector's check (its tags); a file whose stream name cannot be valid, or that
+        resolves outside the allowed roots (a symlink), is refused when found, never opened (see
+        :class:`~headrace.agents._tailer.Tailer`).
         """
+        problem = pattern_problem(src.path, self.allowed_roots)
+        if problem is not None:
+            raise InvalidInput("outside_allowed_paths", problem)
         validate_chunk(Chunk(self.cfg.name, "_probe", src.data_type, 0, 0, b"", dict(src.tags)), 1)
         self._runtime["added"] = [a for a in self._runtime["added"] if SourceConfig.model_validate(a).id != src.id]
         self._runtime["added"].append(src.model_dump())
         self._runtime["removed"] = [r for r in self._runtime["removed"] if r != src.id]
         self._save_runtime()
+        self._runtime_ids.add(src.id)
         self.tailer.add_source(src)
         self.watcher.set_patterns(self.tailer.patterns())
         log.info("source_added", source=src.id, path=src.path, data_type=src.data_type)
@@ -142,6 +173,7 @@ class Agent:
         if not self.tailer.remove_source(source_id):
             return False
         self._runtime["added"] = [a for a in self._runtime["added"] if SourceConfig.model_validate(a).id != source_id]
+        self._runtime_ids.discard(source_id)
         if any(s.id == source_id for s in self.cfg.sources) and source_id not in self._runtime["removed"]:
             self._runtime["removed"].append(source_id)
         self._save_runtime()
@@ -223,7 +255,14 @@ class Agent:
             if not t.is_alive() and not self._stopping and t.name not in dead:
                 dead[t.name] = "not running"
         if dead:
-            return {"ok": False, "detail": "; ".join(f"{k} died: {v}" for k, v in sorted(dead.items()))}
+            detail = "; ".join(f"{k} died: {v}" for k, v in sorted(dead.items()))
+            return {"ok": False, "detail": _PATH.sub("<path>", detail)}  # /healthz is open: no file paths
+        if self.shipper.refused is not None:
+            return {
+                "ok": False,
+                "reason": "collector refused our token",
+                "detail": "fix agent.token or the collector's tokens (SIGHUP reloads both); data waits in the spool",
+            }
         return {"ok": True, "spool_bytes": self.spool.used_bytes()}
 
     def start(self) -> None:
@@ -289,6 +328,8 @@ class Agent:
             "name": self.cfg.name,
             "collectors": self.cfg.collectors,
             "last_ack_from": self.last_ack.url if self.last_ack else None,
+            "collector_refused_token": self.shipper.refused,
+            "allowed_paths": self.allowed_roots,
             "spool": {"used_bytes": used, "cap_bytes": self.cfg.spool_cap_bytes, "chunks": len(self.spool)},
             "streams": streams,
         }

@@ -18,6 +18,14 @@ Routes (all JSON):
   ``log_api_max_bytes``;
 * ``GET /healthz``, ``GET /metrics``.
 
+Access (``headrace._access``; ``agent.tokens``): ``POST /v1/log`` needs the ``write`` scope,
+``GET /v1/status``, ``GET /v1/sources`` and ``/metrics`` the ``read`` scope, when tokens are
+configured; ``POST``/``DELETE /v1/sources`` need a ``control`` token always, so run-time source
+changes are off (403 ``control_api_off``) until one is configured. A run-time source must lie in
+``agent.allowed_paths`` (403 ``outside_allowed_paths``). Every control request is audited in the
+log (``control_audit``: the token's id, never the token; the action; the result). ``/healthz`` is
+open and carries no file paths.
+
 Bad requests get a 4xx ``{"error": reason, "detail": …}``, a log line and a count in
 ``headrace_agent_rejects_total{reason}``; nothing is written.
 """
@@ -37,6 +45,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._access import Access, Denied, Grant, response
 from .._http import error_response, standard_routes
 from .._logging import get_logger
 from .._spool import SpoolFull
@@ -47,6 +56,7 @@ from ._config import AgentConfig, SourceConfig
 __all__ = ["make_app"]
 
 log = get_logger("agent.http")
+audit = get_logger("agent.audit")
 REJECTS = Counter("headrace_agent_rejects_total", "Control/Log API requests refused, by reason", ["reason"])
 
 
@@ -82,41 +92,78 @@ async def _json(request: Request, limit: int) -> Any:
         raise InvalidInput("malformed", f"body is not JSON: {exc}") from exc
 
 
+def _audit(request: Request, grant: Grant | Denied | None, action: str, result: str, **what: Any) -> None:
+    """One log line per control request: who (token id), what, and how it ended."""
+    who = grant.id if isinstance(grant, Grant) else (grant.token if isinstance(grant, Denied) else None)
+    peer = request.client.host if request.client else None
+    audit.info("control_audit", action=action, token=who, peer=peer, result=result, **what)
+
+
 def make_app(cfg: AgentConfig) -> Starlette:
-    """The agent's Starlette app; its lifespan starts and stops an :class:`Agent`."""
+    """The agent's Starlette app; its lifespan starts and stops an :class:`Agent`.
+
+    ``app.state.access`` holds the live tokens; ``app.state.reload(cfg)`` applies a re-read config.
+    """
     holder: dict[str, Agent] = {}
+    access = Access(
+        "agent",
+        cfg.tokens,
+        ("read", "write", "control"),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
+    )
 
     def agent() -> Agent:
         return holder["agent"]
 
-    async def status(_: Request) -> JSONResponse:
+    async def status(request: Request) -> Response:
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         return JSONResponse(await asyncio.to_thread(agent().status))
 
-    async def list_sources(_: Request) -> JSONResponse:
+    async def list_sources(request: Request) -> Response:
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         return JSONResponse({"sources": agent().sources()})
 
     async def add_source(request: Request) -> Response:
+        grant = access.decide(request, "control")
+        if isinstance(grant, Denied):
+            _audit(request, grant, "add_source", "denied", reason=grant.reason)
+            return response(grant)
         try:
             raw = await _json(request, cfg.log_api_max_bytes)
             src = SourceConfig.model_validate(raw)
         except InvalidInput as exc:
+            _audit(request, grant, "add_source", "refused", reason=exc.reason)
             return _reject(_status(exc), exc.reason, exc.detail)
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            _audit(request, grant, "add_source", "refused", reason="bad_source")
             return _reject(400, "bad_source", detail)
         try:
             await asyncio.to_thread(agent().add_source, src)
         except InvalidInput as exc:
-            return _reject(400, exc.reason, exc.detail)
+            _audit(request, grant, "add_source", "refused", reason=exc.reason, source=src.id, path=src.path)
+            return _reject(403 if exc.reason == "outside_allowed_paths" else 400, exc.reason, exc.detail)
+        _audit(request, grant, "add_source", "added", source=src.id, path=src.path, data_type=src.data_type)
         return JSONResponse({"id": src.id, **src.model_dump()}, status_code=201)
 
     async def remove_source(request: Request) -> Response:
         source_id = request.path_params["source_id"]
+        grant = access.decide(request, "control")
+        if isinstance(grant, Denied):
+            _audit(request, grant, "remove_source", "denied", reason=grant.reason, source=source_id)
+            return response(grant)
         if await asyncio.to_thread(agent().remove_source, source_id):
+            _audit(request, grant, "remove_source", "removed", source=source_id)
             return Response(status_code=204)
+        _audit(request, grant, "remove_source", "refused", reason="unknown_source", source=source_id)
         return _reject(404, "unknown_source", f"no source with id {source_id!r}; GET /v1/sources lists them")
 
     async def post_log(request: Request) -> Response:
+        if (denied := access.check(request, "write")) is not None:
+            return denied
         try:
             body = await _json(request, cfg.log_api_max_bytes)
             if not isinstance(body, dict) or not isinstance(body.get("records"), list):
@@ -160,6 +207,16 @@ def make_app(cfg: AgentConfig) -> Starlette:
         Route("/v1/sources", add_source, methods=["POST"]),
         Route("/v1/sources/{source_id:path}", remove_source, methods=["DELETE"]),
         Route("/v1/log", post_log, methods=["POST"]),
-        *standard_routes(health),
+        *standard_routes(health, access),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+
+    def reload(new: AgentConfig) -> None:
+        access.update(new.tokens, metrics_open_on_localhost=new.metrics_open_on_localhost)
+        a = holder.get("agent")
+        if a is not None:
+            a.reload(new)
+
+    app.state.access = access
+    app.state.reload = reload
+    return app

@@ -17,11 +17,15 @@ def agent(config_path: str | None) -> None:
     """Run the agent daemon: tail the configured files and ship them to collectors."""
     cfg = load_section(config_path, "agent", AgentConfig, require=True)
     from .._http import run_app
+    from .._reload import on_reload
     from ._agent import lock_state_dir
     from ._app import make_app
 
     lock = lock_state_dir(cfg.state_dir)  # held until the process exits
     try:
-        run_app(make_app(cfg), cfg.listen, graceful_seconds=30.0)
+        app = make_app(cfg)
+        # SIGHUP: tokens, allowed_paths and the token sent to collectors are re-read from the file.
+        on_reload("tokens", lambda: app.state.reload(load_section(config_path, "agent", AgentConfig)))
+        run_app(app, cfg.listen, graceful_seconds=30.0)
     finally:
         os.close(lock)

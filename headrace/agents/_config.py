@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+
+
+def _agent_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
+    check_token_specs(value, scopes=("read", "write", "control"))
+    return value
 
 
 class SourceConfig(Section):
@@ -55,7 +61,23 @@ class AgentConfig(Section):
 
     name: str = Field(default_factory=socket.gethostname)
     collectors: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:7070"], min_length=1)
-    token: str | None = None
+    token: str | None = Field(default=None, description="bearer token sent to the collectors")
+    tokens: Annotated[list[TokenSpec], AfterValidator(_agent_tokens)] = Field(
+        default_factory=list,
+        description="bearer tokens this agent accepts (strings: full access; or {token|token_file|token_env, "
+        "scopes: [read, write, control]}); empty: Log API and status open, control API off",
+    )
+    allowed_paths: list[str] | None = Field(
+        default=None,
+        description="folders the control API may add sources under (symlinks resolved); "
+        "default: the folders of the configured sources",
+    )
+    metrics_open_on_localhost: bool = Field(
+        default=False, description="with tokens set, /metrics still answers loopback clients without one"
+    )
+    allow_insecure: bool = Field(
+        default=False, description="start on a non-loopback listen address although tokens is empty"
+    )
     state_dir: str = "./headrace-data/agent"
     listen: Listen = "127.0.0.1:7071"
     sources: list[SourceConfig] = Field(default_factory=list)
@@ -86,3 +108,10 @@ class AgentConfig(Section):
         except InvalidInput as exc:
             raise ValueError(exc.detail) from exc
         return v
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> AgentConfig:
+        problem = insecure_listen_problem("agent", self.listen, bool(self.tokens), self.allow_insecure)
+        if problem:
+            raise ValueError(problem)
+        return self

@@ -6,7 +6,9 @@ blocks on the network: the queue holds up to ``capacity`` lines; when it is full
 for a long time) :meth:`emit` waits up to ``block_seconds`` and then drops the record and counts it
 in :attr:`AgentLogHandler.dropped`. A failed POST (agent down, 503 spool full) is retried with
 backoff; :meth:`close` (called by ``logging.shutdown`` at exit) flushes what is queued, for up to
-``close_timeout`` seconds.
+``close_timeout`` seconds. ``token`` is sent as ``Authorization: Bearer …`` (an agent with
+``agent.tokens`` needs one with the ``write`` scope); a 401/403 is retried like an outage (the
+records are kept and counted in :attr:`AgentLogHandler.refused`), any other 4xx drops the batch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class AgentLogHandler(logging.Handler):
         data_type: str = "app",
         *,
         tags: dict[str, str] | None = None,
+        token: str | None = None,
         capacity: int = 100_000,
         batch: int = 500,
         block_seconds: float = 1.0,
@@ -45,6 +48,8 @@ class AgentLogHandler(logging.Handler):
         self.close_timeout = close_timeout
         self.dropped = 0
         self.sent = 0
+        self.refused = 0  # POSTs answered 401/403 (retried)
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=capacity)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agent-log-handler", daemon=True)
@@ -62,7 +67,7 @@ class AgentLogHandler(logging.Handler):
             self.dropped += 1
 
     def _run(self) -> None:
-        client = httpx.Client(timeout=10.0)
+        client = httpx.Client(timeout=10.0, headers=self._headers)
         pending: list[str] = []
         backoff = 0.05
         stop_seen = False
@@ -87,7 +92,9 @@ class AgentLogHandler(logging.Handler):
                         self.url, json={"data_type": self.data_type, "records": pending, "tags": self.tags}
                     )
                     ok = resp.status_code == 200
-                    if 400 <= resp.status_code < 500:  # bad request: retrying cannot help
+                    if resp.status_code in (401, 403):  # the token: keep the records, retry with backoff
+                        self.refused += 1
+                    elif 400 <= resp.status_code < 500:  # bad request: retrying cannot help
                         self.dropped += len(pending)
                         pending = []
                 except httpx.HTTPError:

@@ -134,6 +134,8 @@ class Tailer:
         self.moves: dict[str, list[tuple[str, FileId]]] = {}
         # Paths whose chunks could never pass the collector's check (stream name, tags): never read.
         self.refused: dict[str, tuple[SourceConfig, str]] = {}
+        #: set by the agent: why a file a source matched may not be opened (outside allowed_paths), or None
+        self.confine: Callable[[SourceConfig, str], str | None] | None = None
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -282,7 +284,7 @@ class Tailer:
         for src in list(self.sources.values()):
             first = src.id not in self.checkpoints.seen_sources
             for path in expand(src.path):
-                if path not in self.by_path and not self._claimed(path, claimed):
+                if path not in self.by_path and not self._confined(src, path) and not self._claimed(path, claimed):
                     self._new_stream(path, src, first_scan=first)
             # Checkpointed streams whose path is gone right now may still have a rotated file to finish.
             with self.checkpoints.lock:
@@ -303,7 +305,7 @@ class Tailer:
 
     def _new_stream(self, path: str, src: SourceConfig, *, first_scan: bool) -> None:
         name = stream_name(path)
-        if name in self.streams or path in self.refused:
+        if name in self.streams or path in self.refused or self._confined(src, path):
             return
         try:  # the check every chunk of the stream gets when it leaves the spool, before any is read
             validate_chunk(Chunk(self.cfg.name, name, src.data_type, 0, 0, b"", dict(src.tags)), 1)
@@ -333,6 +335,18 @@ class Tailer:
         self.by_path[path] = name
         self.dirty.add(name)
         log.info("stream_found", stream=name, path=path, data_type=src.data_type, resume=st.seq)
+
+    def _confined(self, src: SourceConfig, path: str) -> bool:
+        """True (and the path refused, never opened) when ``confine`` says the file is out of bounds."""
+        if path in self.refused:
+            return True
+        why = self.confine(src, path) if self.confine is not None else None
+        if why is None:
+            return False
+        self.refused[path] = (src, f"outside_allowed_paths: {why}")
+        REFUSED.inc()
+        log.error("file_refused", path=path, source=src.id, reason="outside_allowed_paths", detail=why)
+        return True
 
     def _claimed(self, path: str, claimed: set[FileId]) -> bool:
         """True for a file another stream reads or has read (a rotated name the glob also matches)."""

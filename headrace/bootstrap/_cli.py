@@ -15,4 +15,4 @@ def bootstrap(config_path: str | None) -> None:
     """Run the bootstrap server: follow the relay into a log store, apply it into a snapshot store, serve both."""
     from ._daemon import run_bootstrap
 
-    run_bootstrap(load_section(config_path, "bootstrap", BootstrapConfig, require=True))
+    run_bootstrap(load_section(config_path, "bootstrap", BootstrapConfig, require=True), config_path)

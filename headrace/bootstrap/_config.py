@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
+from pydantic import AfterValidator, Field, model_validator
+
+from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+
+
+def _read_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
+    check_token_specs(value, scopes=("read",))
+    return value
 
 
 class BootstrapConfig(Section):
@@ -16,8 +24,12 @@ class BootstrapConfig(Section):
     store: str = "sqlite:///./headrace-data/bootstrap.db"
     #: tables to keep (default: every table the relay serves)
     sources: list[str] | None = None
-    #: bearer tokens accepted by this server (empty: no auth)
-    tokens: list[str] = Field(default_factory=list)
+    #: bearer tokens (strings, or {token|token_file|token_env, scopes: [read], name?}); empty: no auth
+    tokens: Annotated[list[TokenSpec], AfterValidator(_read_tokens)] = Field(default_factory=list)
+    #: with tokens set, /metrics still answers loopback clients without a token
+    metrics_open_on_localhost: bool = False
+    #: start on a non-loopback listen address although tokens is empty
+    allow_insecure: bool = False
     #: bearer token sent to the relays
     relay_token: str | None = None
     #: name under which the applied SCN is acknowledged to the relays (list it in relay.durable_consumers)
@@ -48,3 +60,10 @@ class BootstrapConfig(Section):
     max_bytes: int = Field(default=4 << 20, gt=0)
     #: rows per snapshot response at most
     max_snapshot_rows: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> BootstrapConfig:
+        problem = insecure_listen_problem("bootstrap", self.listen, bool(self.tokens), self.allow_insecure)
+        if problem:
+            raise ValueError(problem)
+        return self

@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+from .._access import TokenSpec, reload_on_sighup
+from .._config import load_section
 from .._http import run_app
 from .._logging import get_logger
 from ._applier import Applier
@@ -25,7 +27,7 @@ __all__ = ["run_bootstrap"]
 log = get_logger("bootstrap")
 
 
-def run_bootstrap(config: BootstrapConfig) -> None:
+def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> None:
     """Serve until SIGTERM; seeding, following and applying run in background threads."""
     store = Store(config.store)
     stop = threading.Event()
@@ -74,4 +76,11 @@ def run_bootstrap(config: BootstrapConfig) -> None:
         sessions=sessions,
     )
     log.info("bootstrap_starting", listen=config.listen, relays=config.relays, store=config.store, seed=config.seed)
-    run_app(build_app(state), config.listen)
+    app = build_app(state)
+
+    def tokens() -> tuple[list[TokenSpec], bool]:
+        new = load_section(config_path, "bootstrap", BootstrapConfig)
+        return new.tokens, new.metrics_open_on_localhost
+
+    reload_on_sighup(app.state.access, tokens)
+    run_app(app, config.listen)

@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import bearer_ok, error_response, int_param, standard_routes
+from .._access import Access
+from .._http import error_response, int_param, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ..relay import (
@@ -166,10 +167,16 @@ def build_app(st: BootstrapState) -> Starlette:
     cfg = st.config
     store = st.store
 
+    access = Access(
+        "bootstrap",
+        cfg.tokens,
+        ("read",),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
+    )
+
     def unauthorized(request: Request) -> JSONResponse | None:
-        if bearer_ok(request, cfg.tokens):
-            return None
-        return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of bootstrap.tokens")
+        return access.check(request, "read")
 
     def _snapshot_read(
         sources: list[str], after: tuple[str, bytes, int | None] | None, limit: int, flt: Filter
@@ -330,11 +337,13 @@ def build_app(st: BootstrapState) -> Starlette:
                 await asyncio.to_thread(st.on_stop)
 
     routes = [
-        *standard_routes(lambda: st.health()),
+        *standard_routes(lambda: st.health(), access),
         Route("/v1/snapshot", snapshot),
         Route("/v1/catchup", catchup),
         Route("/v1/status", status),
         Route("/v1/sources", sources),
         Route("/v1/schemas/{fingerprint}", schema),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.access = access
+    return app

@@ -26,12 +26,14 @@ from typing import Any
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._access import Access
 from .._chunk import Chunk
 from .._http import standard_routes
 from .._logging import get_logger
+from . import _metrics as m
 from ._commit import GroupCommit, Store
 from ._config import CollectorConfig
 from ._receive import ChunkReceiver, Limits
@@ -130,9 +132,14 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         ack = await commit.submit(chunks)
         return ack.acked, ack.duplicates
 
-    receiver = ChunkReceiver(
-        submit, Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes), cfg.tokens
+    access = Access(
+        "collector",
+        cfg.tokens,
+        ("read", "write"),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: m.REJECTS.labels(d.reason).inc(),
     )
+    receiver = ChunkReceiver(submit, Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes), access)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -148,7 +155,9 @@ def build_app(cfg: CollectorConfig) -> Starlette:
             unlock()
             log.info("collector stopped", failed=commit.failed)
 
-    async def status(_: Request) -> JSONResponse:
+    async def status(request: Request) -> Response:
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         commit = state["commit"]
         body: dict[str, Any] = {
             "name": cfg.name,
@@ -169,13 +178,20 @@ def build_app(cfg: CollectorConfig) -> Starlette:
     def health() -> dict[str, Any]:
         commit = state["commit"]
         failed = commit.failed if commit is not None else None
-        return {"ok": failed is None, "failed": failed}
+        if failed is not None:
+            return {"ok": False, "failed": failed}
+        refused = getattr(store, "upstream_refused", None)
+        if refused:  # a forwarder whose upstream refuses its token: nothing moves until someone fixes it
+            return {"ok": False, "failed": None, "reason": "collector refused our token", "detail": refused}
+        return {"ok": True, "failed": None}
 
     routes = [
         Route("/v1/chunks", receiver.handle, methods=["POST"]),
         Route("/v1/status", status),
-        *standard_routes(health),
+        *standard_routes(health, access),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.failed = None
+    app.state.access = access
+    app.state.store = store
     return app

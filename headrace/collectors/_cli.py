@@ -16,9 +16,20 @@ def collector(config_path: str | None) -> None:
     """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files (or forward them)."""
     cfg = load_section(config_path, "collector", CollectorConfig, require=True)
     from .._http import run_app
+    from .._reload import on_reload
     from ._app import build_app
 
     app = build_app(cfg)
+
+    def reload_tokens() -> None:
+        """SIGHUP: the section's tokens (and the token sent upstream) take effect for the next request."""
+        new = load_section(config_path, "collector", CollectorConfig)
+        app.state.access.update(new.tokens, metrics_open_on_localhost=new.metrics_open_on_localhost)
+        shipper = getattr(app.state.store, "shipper", None)
+        if shipper is not None:
+            shipper.set_token(new.upstream_token)
+
+    on_reload("tokens", reload_tokens)
     run_app(app, cfg.listen)
     if app.state.failed:
         raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
 from ..errors import InvalidInput
@@ -27,6 +28,11 @@ def _check_urls(value: list[str]) -> list[str]:
     for url in value:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"{url!r} is not an http:// or https:// URL of a collector")
+    return value
+
+
+def _check_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
+    check_token_specs(value, scopes=("read", "write"), sources_allowed=True)
     return value
 
 
@@ -51,7 +57,17 @@ class CollectorConfig(Section):
     codec: Annotated[Codec, BeforeValidator(lambda v: "null" if v is None else v)] = Field(
         default="null", description="Avro block codec of sink files (YAML null means the null codec)"
     )
-    tokens: list[str] = Field(default_factory=list, description="bearer tokens; empty: no auth")
+    tokens: Annotated[list[TokenSpec], AfterValidator(_check_tokens)] = Field(
+        default_factory=list,
+        description="bearer tokens (strings: full access; or {token|token_file|token_env, scopes, sources?}); "
+        "empty: no auth",
+    )
+    metrics_open_on_localhost: bool = Field(
+        default=False, description="with tokens set, /metrics still answers loopback clients without one"
+    )
+    allow_insecure: bool = Field(
+        default=False, description="start on a non-loopback listen address although tokens is empty"
+    )
     dedupe_forget_days: float = Field(
         default=30.0, gt=0, description="the dedupe index forgets streams that got no new bytes for this long"
     )
@@ -80,4 +96,11 @@ class CollectorConfig(Section):
             u = urlsplit(url)
             if u.port == port and u.hostname in own:
                 raise ValueError(f"upstream {url} is this collector's own listen address; chunks would loop")
+        return self
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> CollectorConfig:
+        problem = insecure_listen_problem("collector", self.listen, bool(self.tokens), self.allow_insecure)
+        if problem:
+            raise ValueError(problem)
         return self

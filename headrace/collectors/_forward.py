@@ -13,7 +13,9 @@ acked downstream; the head position is saved at each upstream ack; after a crash
 the head is shipped again. Re-sending is harmless: the collector that writes sink files removes
 duplicates by chunk identity. A forwarding collector therefore keeps no dedupe index of its own (a
 chunk re-sent to it is spooled and forwarded again, and dropped upstream). A batch upstream refuses
-with a 4xx is kept whole in ``<spool_dir>/rejected/`` (with a ``.json`` naming the upstream's answer),
+for its token (401/403) is retried with backoff, never set aside, and ``/healthz`` answers 503
+("collector refused our token") until upstream accepts it. A batch upstream refuses
+with another 4xx is kept whole in ``<spool_dir>/rejected/`` (with a ``.json`` naming the upstream's answer),
 logged (``ship_rejected``), counted (``headrace_collector_forward_rejected_chunks_total``, and
 ``rejected_upstream_chunks`` in ``/v1/status``) and released, so it cannot stall the spool. Such a
 chunk can only be one spooled by an older collector: this one accepts a batch only after the same
@@ -118,6 +120,11 @@ class ForwardStore:
         m.FORWARD_PENDING.set(self.spool.used_bytes())
         return results
 
+    @property
+    def upstream_refused(self) -> str | None:
+        """Why upstream refuses this collector's token (401/403), while it does; None otherwise."""
+        return self.shipper.refused
+
     def deadline(self) -> float | None:
         return None
 
@@ -145,4 +152,5 @@ class ForwardStore:
             "spool_cap_bytes": self.spool.cap_bytes,
             "forwarded_chunks": self.forwarded_chunks,
             "rejected_upstream_chunks": self.rejected_chunks,
+            "upstream_refused": self.shipper.refused,
         }

@@ -4,14 +4,17 @@ The checks run in this order, and a request that fails one is answered at once w
 ``{"error": reason, "detail": …}``, a log line and ``headrace_collector_rejects_total{reason}``; no
 byte of it reaches the sink (a batch is decoded whole before anything is written):
 
-1. bearer token, when tokens are configured (401 ``unauthorized``);
+1. bearer token with the ``write`` scope, when tokens are configured (401 ``unauthorized``, 403
+   ``forbidden``; see ``headrace._access``);
 2. ``Content-Length`` above ``max_body_bytes`` (413 ``body_too_large``, before reading the body);
    a body without a length is read only up to the limit;
 3. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
    ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
    names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
    docs/collector.md). A forwarding collector runs the same checks, so it never acks what its
-   upstream would refuse.
+   upstream would refuse;
+4. source binding: a token with ``sources`` may write only chunks whose ``source`` matches one of
+   them (403 ``forbidden_source`` for the whole batch; nothing of it is written or acked).
 
 An accepted batch is answered ``200 {"acked": N, "duplicates": K}`` once all N chunks are fsynced in
 a sink file or the forwarding spool (or were before: the K duplicates), or ``503`` (``overloaded``,
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from .._access import Access, Denied
 from .._chunk import Chunk, decode_batch
-from .._http import bearer_ok, error_response
+from .._http import error_response
 from .._logging import get_logger
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
@@ -55,17 +59,19 @@ class Limits:
 class ChunkReceiver:
     """The request handler; ``submit`` hands a decoded batch to the group commit and waits for its ack."""
 
-    def __init__(self, submit: Submit, limits: Limits, tokens: list[str]) -> None:
+    def __init__(self, submit: Submit, limits: Limits, access: Access) -> None:
         self.submit = submit
         self.limits = limits
-        self.tokens = tokens
+        self.access = access
         self.inflight = 0
 
-    def reject(self, request: Request, reason: str, detail: str, status: int | None = None) -> Response:
+    def reject(
+        self, request: Request, reason: str, detail: str, status: int | None = None, token: str | None = None
+    ) -> Response:
         code = status or _STATUS.get(reason, 400)
         m.REJECTS.labels(reason).inc()
         peer = request.client.host if request.client else None
-        log.warning("batch rejected", reason=reason, detail=detail, status=code, peer=peer)
+        log.warning("batch rejected", reason=reason, detail=detail, status=code, peer=peer, token=token)
         resp = error_response(code, reason, detail)
         if code == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
@@ -85,8 +91,12 @@ class ChunkReceiver:
         return b"".join(parts)
 
     async def handle(self, request: Request) -> Response:
-        if not bearer_ok(request, self.tokens):
-            return self.reject(request, "unauthorized", "send 'Authorization: Bearer <token>' with a configured token")
+        policy = self.access.policy  # one policy for the whole request, even across a reload
+        grant = policy.decide(
+            request.headers.get("authorization"), "write", peer=request.client.host if request.client else None
+        )
+        if isinstance(grant, Denied):
+            return self.reject(request, grant.reason, grant.detail, grant.status, grant.token)
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -114,6 +124,9 @@ class ChunkReceiver:
             except InvalidInput as exc:
                 return self.reject(request, exc.reason, exc.detail)
             del body
+            bound = policy.forbidden_source(grant, (c.source for c in chunks))
+            if bound is not None:
+                return self.reject(request, bound.reason, bound.detail, bound.status, bound.token)
             try:
                 acked, dups = await self.submit(chunks)
             except TransientError as exc:

@@ -18,7 +18,7 @@ def relay(ctx: click.Context, config_path: str | None) -> None:
         return
     from ._daemon import run_relay
 
-    run_relay(load_section(config_path, "relay", RelayConfig, require=True))
+    run_relay(load_section(config_path, "relay", RelayConfig, require=True), config_path)
 
 
 @relay.command("uninstall")

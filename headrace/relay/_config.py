@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
+from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+
+
+def _read_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
+    check_token_specs(value, scopes=("read",))
+    return value
 
 
 class SqliteOptions(Section):
@@ -25,7 +31,12 @@ class RelayConfig(Section):
     source: str = "sqlite:///./headrace-data/app.db"
     tables: list[str] | None = None
     buffer_bytes: int = Field(default=256 << 20, gt=0)
-    tokens: list[str] = Field(default_factory=list)
+    #: bearer tokens (strings, or {token|token_file|token_env, scopes: [read], name?}); empty: no auth
+    tokens: Annotated[list[TokenSpec], AfterValidator(_read_tokens)] = Field(default_factory=list)
+    #: with tokens set, /metrics still answers loopback clients without a token
+    metrics_open_on_localhost: bool = False
+    #: start on a non-loopback listen address although tokens is empty
+    allow_insecure: bool = False
     #: schemas and consumer acknowledgements live here
     state_dir: str = "./headrace-data/relay"
     #: consumers (e.g. the bootstrap server) whose acknowledged SCN bounds pruning of the source's log
@@ -46,6 +57,13 @@ class RelayConfig(Section):
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> RelayConfig:
+        problem = insecure_listen_problem("relay", self.listen, bool(self.tokens), self.allow_insecure)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class PostgresSourceConfig(Section):

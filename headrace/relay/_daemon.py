@@ -5,6 +5,8 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
+from .._access import TokenSpec, reload_on_sighup
+from .._config import load_section
 from .._http import run_app
 from .._logging import get_logger
 from ._buffer import RingBuffer
@@ -44,7 +46,7 @@ def raise_fd_limit(config: RelayConfig) -> int:
     return soft
 
 
-def run_relay(config: RelayConfig) -> None:
+def run_relay(config: RelayConfig, config_path: str | None = None) -> None:
     """Open the source (installing capture), then serve until SIGTERM."""
     fd_limit = raise_fd_limit(config)
     state_dir = Path(config.state_dir)
@@ -71,7 +73,14 @@ def run_relay(config: RelayConfig) -> None:
         start_scn=start,
         fd_limit=fd_limit,
     )
-    run_app(build_app(state), config.listen)
+    app = build_app(state)
+
+    def tokens() -> tuple[list[TokenSpec], bool]:
+        new = load_section(config_path, "relay", RelayConfig)
+        return new.tokens, new.metrics_open_on_localhost
+
+    reload_on_sighup(app.state.access, tokens)
+    run_app(app, config.listen)
 
 
 def uninstall_relay(config: RelayConfig) -> None:

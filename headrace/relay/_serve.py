@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import bearer_ok, error_response, int_param, standard_routes
+from .._access import Access
+from .._http import error_response, int_param, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ._buffer import RingBuffer, TooOld
@@ -135,17 +136,18 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     """The relay's Starlette app; its lifespan starts and stops the capture thread."""
     cfg = state.config
 
-    def authorized(request: Request) -> bool:
-        return bearer_ok(request, cfg.tokens)
-
+    access = Access(
+        "relay",
+        cfg.tokens,
+        ("read",),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
+    )
     limits = StreamLimits(cfg.max_stream_requests, cfg.max_inflight_bytes)
 
-    def unauthorized() -> JSONResponse:
-        return _reject(401, "unauthorized", "send Authorization: Bearer <token> with one of relay.tokens")
-
     async def stream(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         params = request.query_params
         unknown = sorted(set(params.keys()) - STREAM_PARAMS)
         if unknown:
@@ -260,14 +262,14 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
                 watcher.cancel()
 
     async def sources(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         out = source_listing(state.table_names, state.registry.versions)
         return JSONResponse({"sources": out})
 
     async def schema(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         fp = request.path_params["fingerprint"]
         if not _FP_RE.match(fp):
             return _reject(400, "bad_fingerprint", f"{fp!r} is not 16 hex digits")
@@ -277,8 +279,8 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         return JSONResponse(sv.to_json())
 
     async def status(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         buf = state.buffer
         now = time.time()
         for k in [k for k, s in state.subscribers.items() if now - s.last_seen > 300]:
@@ -307,8 +309,8 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         )
 
     async def ack(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
+        if (denied := access.check(request, "read")) is not None:
+            return denied
         usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
             body = await request.json()
@@ -390,11 +392,13 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             log.info("relay_stopped", newest_scn=state.buffer.newest_scn)
 
     routes = [
-        *standard_routes(health),
+        *standard_routes(health, access),
         Route("/v1/stream", with_capture_headers(stream)),
         Route("/v1/sources", sources),
         Route("/v1/schemas/{fingerprint}", schema),
         Route("/v1/status", status),
         Route("/v1/ack", ack, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.access = access
+    return app
