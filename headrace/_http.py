@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +22,9 @@ from starlette.routing import BaseRoute, Route
 from ._config import parse_listen
 from ._reload import install_sighup
 from .errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ._tls import ServerTLS
 
 __all__ = ["bearer_ok", "error_response", "int_param", "run_app", "standard_routes"]
 
@@ -72,8 +75,13 @@ def standard_routes(health: Callable[[], dict[str, Any]] | None = None) -> list[
     return [Route("/healthz", healthz), Route("/metrics", _metrics)]
 
 
-def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> None:
-    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly."""
+def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0, tls: ServerTLS | None = None) -> None:
+    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
+
+    With ``tls`` it serves HTTPS only (see :mod:`headrace._tls`; SIGHUP re-reads the certificate).
+    """
+    from ._tls import server_options
+
     host, port = parse_listen(listen)
     config = uvicorn.Config(
         app,
@@ -84,6 +92,7 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> N
         lifespan="on",
         timeout_graceful_shutdown=int(graceful_seconds),
         server_header=False,
+        **server_options(tls),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the captured signal after shutting down; with these no-op handlers that

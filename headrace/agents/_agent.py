@@ -39,6 +39,7 @@ from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from .._tls import watched_client_context
 from ..errors import InvalidInput
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
@@ -81,6 +82,7 @@ class Agent:
         self.shipper = Shipper(
             cfg.collectors,
             token=cfg.token,
+            tls=watched_client_context(cfg.client_tls),
             timeout=cfg.ship_timeout_seconds,
             max_backoff=cfg.max_backoff_seconds,
             stop=self._ship_stop,

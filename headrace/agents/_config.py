@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 class SourceConfig(Section):
@@ -74,6 +75,10 @@ class AgentConfig(Section):
     ship_timeout_seconds: float = Field(default=30.0, gt=0)
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
+    tls: ServerTLS | None = Field(default=None, description="serve the Log and control API over HTTPS")
+    client_tls: ClientTLS | None = Field(
+        default=None, description="how https:// collectors are verified, and the client certificate sent (mTLS)"
+    )
 
     @field_validator("name")
     @classmethod

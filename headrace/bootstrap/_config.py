@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 class BootstrapConfig(Section):
@@ -20,6 +21,10 @@ class BootstrapConfig(Section):
     tokens: list[str] = Field(default_factory=list)
     #: bearer token sent to the relays
     relay_token: str | None = None
+    #: serve HTTPS with this certificate (optionally demanding client certificates: mTLS)
+    tls: ServerTLS | None = None
+    #: how https:// relays are verified, and the client certificate sent to them (mTLS)
+    client_tls: ClientTLS | None = None
     #: name under which the applied SCN is acknowledged to the relays (list it in relay.durable_consumers)
     consumer: str = "bootstrap"
     #: the source database to seed the snapshot from (SQLAlchemy URL; usually the relay's ``source``).

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._http import run_app
 from .._logging import get_logger
+from .._tls import watched_client_context
 from ._applier import Applier
 from ._config import BootstrapConfig
 from ._follow import Follower
@@ -30,10 +31,11 @@ def run_bootstrap(config: BootstrapConfig) -> None:
     store = Store(config.store)
     stop = threading.Event()
     sessions = Sessions(config.session_timeout_seconds, time.monotonic)
-    seeder = Seeder(config, store, stop)
+    tls = watched_client_context(config.client_tls)  # one context for every relay request; SIGHUP re-reads it
+    seeder = Seeder(config, store, stop, tls)
     # the follower starts once seeding settled which generation to follow
-    follower = Follower(config, store, stop, seeder.settled, seeder.request)
-    applier = Applier(config, store, stop, sessions)
+    follower = Follower(config, store, stop, seeder.settled, seeder.request, tls)
+    applier = Applier(config, store, stop, sessions, tls)
 
     def start() -> None:
         seeder.start()
@@ -74,4 +76,4 @@ def run_bootstrap(config: BootstrapConfig) -> None:
         sessions=sessions,
     )
     log.info("bootstrap_starting", listen=config.listen, relays=config.relays, store=config.store, seed=config.seed)
-    run_app(build_app(state), config.listen)
+    run_app(build_app(state), config.listen, tls=config.tls)

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
+from .._tls import ClientTLS, ServerTLS
 from ..errors import InvalidInput
 from ._block_codecs import Codec
 
@@ -71,6 +72,10 @@ class CollectorConfig(Section):
     )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+    tls: ServerTLS | None = Field(default=None, description="serve HTTPS with this certificate (optionally mTLS)")
+    client_tls: ClientTLS | None = Field(
+        default=None, description="how https:// upstream collectors are verified, and the client certificate sent"
+    )
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 class SqliteOptions(Section):
@@ -46,6 +47,15 @@ class RelayConfig(Section):
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())
+    #: serve HTTPS with this certificate (optionally demanding client certificates: mTLS)
+    tls: ServerTLS | None = None
+
+
+class SubscriberConfig(Section):
+    """Settings of ``headrace subscribe`` read from the ``subscriber:`` section (flags override them)."""
+
+    #: how https:// relays and bootstrap servers are verified, and the client certificate sent (mTLS)
+    client_tls: ClientTLS | None = None
 
 
 class PostgresSourceConfig(Section):

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from ..._tls import ClientTLS
 from .._event import json_default
 from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
@@ -94,6 +95,7 @@ def run_subscribe(
     token: str | None,
     bootstrap: list[str] | None = None,
     from_snapshot: bool = False,
+    tls: ClientTLS | None = None,
 ) -> None:
     """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
     stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
@@ -107,6 +109,7 @@ def run_subscribe(
         wait_ms=5_000,
         bootstrap=bootstrap,
         from_snapshot=from_snapshot,
+        tls=tls,
     )
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     sys.stdout.flush()
