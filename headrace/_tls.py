@@ -25,6 +25,7 @@ trusted set until restart).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import threading
@@ -238,7 +239,24 @@ def server_options(tls: ServerTLS | None) -> dict[str, Any]:
     holder = ReloadingServerContext(tls)
     on_reload("tls", holder.reload)
     log.info("tls_enabled", cert=tls.cert, client_ca=tls.client_ca, require_client_cert=tls.require_client_cert)
-    return {"ssl_context_factory": lambda _config, _default: holder.context}
+    return {"ssl_context_factory": lambda _config, _default: holder.context, "loop": "headrace._tls:TlsServerLoop"}
+
+
+#: seconds a closing TLS connection waits for the client's close_notify before it is dropped
+SSL_SHUTDOWN_SECONDS = 5.0
+
+
+class TlsServerLoop(asyncio.SelectorEventLoop):
+    """The event loop of a daemon serving TLS: its servers wait at most :data:`SSL_SHUTDOWN_SECONDS`
+    for a client's TLS close_notify (asyncio's default is 30 s). An idle keep-alive client -- an
+    agent's or subscriber's pooled connection -- never reads, so never answers; with the default, a
+    SIGTERM waited that long for each, and a connection closed for idleness stayed counted as open.
+    A response cut by the drop is one its client retries (every headrace request is idempotent)."""
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
+        return await super().create_server(*args, **kwargs)
 
 
 def describe_tls_error(url: str, exc: BaseException) -> str | None:
@@ -257,6 +275,13 @@ def describe_tls_error(url: str, exc: BaseException) -> str | None:
         if isinstance(e, ssl.SSLError) or "SSLV3_ALERT" in text or "TLSV1_ALERT" in text or "TLSV13_ALERT" in text:
             return f"TLS: handshake with {url} failed: {text} (does the server require a client certificate?)"
         e = e.__cause__ or e.__context__
+    if url.startswith("https://") and "disconnected without sending a response" in str(exc):
+        # TLS 1.3: a server refusing the client certificate (or its absence) closes the connection
+        # after the handshake, and the client often sees only that
+        return (
+            f"TLS: {url} closed the connection without an answer: {exc} (a server that requires a "
+            "client certificate does this when none, or one it does not trust, is sent: check client_tls.cert/key)"
+        )
     return None
 
 
