@@ -26,6 +26,7 @@ trusted set until restart).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import ssl
 import threading
@@ -217,16 +218,30 @@ class ReloadingServerContext:
         with self._lock:
             self._current = fresh
             self.reloads += 1
-        log.info("tls_reloaded", cert=self.tls.cert, not_after=_not_after(self.tls.cert))
+        _log_served("tls_reloaded", self.tls)
 
 
-def _not_after(cert: str) -> str | None:
+def _not_after(cert: str) -> dt.datetime | None:
     try:
         from cryptography import x509
 
-        return x509.load_pem_x509_certificate(Path(cert).read_bytes()).not_valid_after_utc.isoformat()
-    except Exception:  # informational only
+        return x509.load_pem_x509_certificate(Path(cert).read_bytes()).not_valid_after_utc
+    except Exception:  # informational only (cryptography missing, an unusual PEM)
         return None
+
+
+def _log_served(event: str, tls: ServerTLS) -> None:
+    """Log the certificate now served, with its expiry; warn when it has expired (clients will refuse it)."""
+    not_after = _not_after(tls.cert)
+    info = {"cert": tls.cert, "client_ca": tls.client_ca, "require_client_cert": tls.require_client_cert}
+    log.info(event, not_after=not_after.isoformat() if not_after else None, **info)
+    if not_after is not None and not_after < dt.datetime.now(dt.UTC):
+        log.warning(
+            "tls_certificate_expired",
+            cert=tls.cert,
+            not_after=not_after.isoformat(),
+            detail="clients will refuse it: install a renewed certificate and key, then SIGHUP",
+        )
 
 
 def server_options(tls: ServerTLS | None) -> dict[str, Any]:
@@ -238,7 +253,7 @@ def server_options(tls: ServerTLS | None) -> dict[str, Any]:
 
     holder = ReloadingServerContext(tls)
     on_reload("tls", holder.reload)
-    log.info("tls_enabled", cert=tls.cert, client_ca=tls.client_ca, require_client_cert=tls.require_client_cert)
+    _log_served("tls_enabled", tls)
     return {"ssl_context_factory": lambda _config, _default: holder.context, "loop": "headrace._tls:TlsServerLoop"}
 
 

@@ -238,6 +238,7 @@ def test_expired_certificate_refused_then_sighup_swaps_in_a_valid_one(daemons: A
     col.start()
     wait_until(lambda: _listening(port) and col.alive(), 20, "the collector to listen")
 
+    assert "tls_certificate_expired" in col.output()  # the server says so too
     # in-process: the shipper's error names the URL and the reason
     shipper = Shipper([url], tls=ClientTLS(ca=pki.ca_file))
     with pytest.raises(Unavailable) as err:
