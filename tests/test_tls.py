@@ -416,3 +416,28 @@ def test_relay_bootstrap_subscriber_over_mtls(daemons: Any, tmp_path: Path, pki:
     with pytest.raises(httpx.HTTPError):
         pki.http(with_cert=False).get(boot_url + "/v1/status")
     assert boot.stop() == 0 and relay.stop() == 0
+
+
+def test_agent_client_certificate_renewed_by_sighup(daemons: Any, tmp_path: Path, pki: Pki) -> None:
+    """A collector requiring client certificates refuses the agent's expired one (the agent says so,
+    naming the URL); new files in place and SIGHUP to the agent, and it ships everything."""
+    col, url = start_collector(daemons, tmp_path, "col", pki, tls=pki.server_tls(require_client_cert=True))
+    now_expired = pki.expired("client-expired")
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    cert.write_bytes(Path(now_expired.cert).read_bytes())
+    key.write_bytes(Path(now_expired.key).read_bytes())
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 1500))
+    client_tls = {"ca": pki.ca_file, "cert": str(cert), "key": str(key)}
+    agent, agent_url = start_agent(daemons, tmp_path, pki, [url], log, client_tls=client_tls)
+    wait_until(lambda: f"TLS: {url}" in agent.output(), 20, "the agent to log the refused client certificate")
+    http = pki.http()
+    assert http.get(agent_url + "/v1/status").json()["streams"][0]["acked_offset"] == 0
+    cert.write_bytes(Path(pki.client.cert).read_bytes())
+    key.write_bytes(Path(pki.client.key).read_bytes())
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: agent_caught_up(http, agent_url), 60, "the agent to ship with its renewed certificate")
+    http.close()
+    assert agent.stop() == 0 and col.stop() == 0
+    assert list(sink_streams(tmp_path / "col-sink").values()) == [lines(0, 1500)]
