@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -34,6 +35,7 @@ from headrace._config import load_section
 from headrace._ship import Shipper
 from headrace._tls import ClientTLS, ReloadingServerContext, ServerTLS
 from headrace.agents._config import AgentConfig
+from headrace.agents._handler import AgentLogHandler
 from headrace.bootstrap._config import BootstrapConfig
 from headrace.collectors._config import CollectorConfig
 from headrace.errors import ConfigError, Unavailable
@@ -192,6 +194,16 @@ def test_log_path_tree_over_mtls(daemons: Any, tmp_path: Path, pki: Pki) -> None
         assert r.status_code == 200, r.text
     with log.open("ab") as f:
         f.write(lines(3000, 6000))
+    # the logging handler verifies the agent's HTTPS too
+    handler = AgentLogHandler(agent_url, data_type="handler", tls=ClientTLS(ca=pki.ca_file))
+    logger = logging.getLogger("tls-test-handler")
+    logger.addHandler(handler)
+    logger.propagate = False
+    for i in range(20):
+        logger.warning("handler record %d", i)
+    handler.close()
+    logger.removeHandler(handler)
+    assert handler.sent == 20 and handler.dropped == 0
 
     # what may not get in, at every hop
     assert "CERTIFICATE_VERIFY_FAILED" in refused(pki.http(ca=pki.other_ca_file), fwd_url + "/healthz")
@@ -215,7 +227,8 @@ def test_log_path_tree_over_mtls(daemons: Any, tmp_path: Path, pki: Pki) -> None
     http.close()
     assert fwd.stop() == 0 and root.stop() == 0
     got = sink_streams(tmp_path / "root-sink")
-    assert len(got) == 2, sorted(got)
+    assert len(got) == 3, sorted(got)
+    assert got.pop("_api/handler") == "".join(f"handler record {i}\n" for i in range(20)).encode()
     api = next(v for k, v in got.items() if k.startswith("_api/"))
     tailed = next(v for k, v in got.items() if not k.startswith("_api/"))
     assert tailed == lines(0, 6000)
