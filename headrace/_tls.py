@@ -26,6 +26,7 @@ trusted set until restart).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import ssl
@@ -235,6 +236,9 @@ def _log_served(event: str, tls: ServerTLS) -> None:
     not_after = _not_after(tls.cert)
     info = {"cert": tls.cert, "client_ca": tls.client_ca, "require_client_cert": tls.require_client_cert}
     log.info(event, not_after=not_after.isoformat() if not_after else None, **info)
+    with contextlib.suppress(OSError):
+        if os.stat(tls.key).st_mode & 0o077:
+            log.warning("tls_key_readable_by_others", key=tls.key, detail="chmod 600 it (owned by the daemon's user)")
     if not_after is not None and not_after < dt.datetime.now(dt.UTC):
         log.warning(
             "tls_certificate_expired",
