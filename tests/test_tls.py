@@ -5,26 +5,24 @@
   certificate, one trusting another CA, and plain HTTP are refused;
 * an expired server certificate is refused by the agent with a log line naming the URL; SIGHUP
   swaps the collector's certificate (to a new CA) while an agent keeps shipping, nothing lost;
-* relay → ``headrace subscribe`` and relay → bootstrap → subscriber over HTTPS with mTLS; a
-  subscriber trusting the wrong CA says "certificate verify failed" and the URL;
+* an agent's expired client certificate is refused, and renewed by SIGHUP to the agent; a reload
+  replaces the client CA a server checks client certificates against;
 * config validation: a key that is not the certificate's, missing files, half a client pair.
+
+The relay, bootstrap and subscriber side is in test_tls_relay.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import random
 import signal
-import subprocess
-import sys
+import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import bootstrap_workload as wl
 import httpx
 import pytest
 from collector_helpers import done_records
@@ -280,8 +278,6 @@ def test_expired_certificate_refused_then_sighup_swaps_in_a_valid_one(daemons: A
 
 
 def _listening(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -343,94 +339,6 @@ def test_sighup_rotates_to_a_new_ca_while_an_agent_ships(daemons: Any, tmp_path:
     assert "tls_reloaded" in col.output()
 
 
-# -- relay, bootstrap, subscriber ------------------------------------------------------------------
-
-
-def subscribe(tmp: Path, name: str, *args: str, idle_exit: float = 4.0) -> tuple[int, list[str], str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "headrace", "subscribe", "--idle-exit", str(idle_exit), "--log-format", "json", *args],
-        capture_output=True,
-        timeout=120,
-        env={**os.environ},
-        cwd=tmp,
-    )
-    (tmp / f"{name}.err").write_bytes(out.stderr)
-    return out.returncode, out.stdout.decode().splitlines(), out.stderr.decode(errors="replace")
-
-
-def test_relay_bootstrap_subscriber_over_mtls(daemons: Any, tmp_path: Path, pki: Pki) -> None:
-    db = tmp_path / "src.db"
-    wl.create(db, 300)
-    relay_port, boot_port = free_port(), free_port()
-    relay_url, boot_url = f"https://127.0.0.1:{relay_port}", f"https://127.0.0.1:{boot_port}"
-    config = write_config(
-        tmp_path / "headrace.yaml",
-        {
-            "relay": {
-                "listen": f"127.0.0.1:{relay_port}",
-                "source": f"sqlite:///{db}",
-                "state_dir": str(tmp_path / "relay"),
-                "durable_consumers": ["bootstrap"],
-                "sqlite": {"poll_ms": 10},
-                "tls": pki.server_tls(require_client_cert=True),
-            },
-            "bootstrap": {
-                "listen": f"127.0.0.1:{boot_port}",
-                "relays": [relay_url],
-                "store": f"sqlite:///{tmp_path / 'boot.db'}",
-                "seed": f"sqlite:///{db}",
-                "tls": pki.server_tls(require_client_cert=True),
-                "client_tls": pki.client_tls(),
-            },
-            "subscriber": {"client_tls": pki.client_tls()},
-        },
-    )
-    relay = daemons(["relay", "--config", str(config)], "relay").start()
-    boot = daemons(["bootstrap", "--config", str(config)], "bootstrap").start()
-    http = pki.http()
-    wait_https(relay, relay_url + "/healthz", http)
-    wait_https(boot, boot_url + "/healthz", http)
-    wait_until(lambda: http.get(boot_url + "/v1/status").json()["snapshot_ready"], 60, "the snapshot over TLS", 0.3)
-    # changes after the relay started: in the relay's change log and, through the follower, the bootstrap log
-    conn = wl.connect(db)
-    rng = random.Random(7)
-    for _ in range(40):
-        wl.write_one(conn, rng, 300)
-    conn.close()
-    head = wl.final_scn(db)
-    wait_until(lambda: http.get(boot_url + "/v1/status").json()["applied_scn"] >= head, 60, "bootstrap to follow")
-
-    # from the relay alone (flags), and snapshot + catch-up from the bootstrap server (config file)
-    rc, relay_lines, err = subscribe(
-        tmp_path,
-        "relay-only",
-        "--relay",
-        relay_url,
-        "--ca",
-        pki.ca_file,
-        "--cert",
-        pki.client.cert,
-        "--key",
-        pki.client.key,
-    )
-    assert rc == 0, err
-    assert relay_lines and json.loads(relay_lines[-1])["scn"] == head
-    rc, snap_lines, err = subscribe(
-        tmp_path, "snap", "--config", str(config), "--relay", relay_url, "--bootstrap", boot_url, "--from-snapshot"
-    )
-    assert rc == 0, err
-    assert wl.materialise(snap_lines) == wl.source_rows(db)
-
-    # refused: no client certificate; a CA that did not sign the relay's certificate
-    rc, out, err = subscribe(tmp_path, "no-cert", "--relay", relay_url, "--ca", pki.ca_file, idle_exit=2)
-    assert out == [] and relay_url in err and "requires a client certificate" in err, err
-    rc, out, err = subscribe(tmp_path, "wrong-ca", "--relay", relay_url, "--ca", pki.other_ca_file, idle_exit=2)
-    assert out == [] and f"certificate verify failed for {relay_url}" in err, err
-    with pytest.raises(httpx.HTTPError):
-        pki.http(with_cert=False).get(boot_url + "/v1/status")
-    assert boot.stop() == 0 and relay.stop() == 0
-
-
 def test_agent_client_certificate_renewed_by_sighup(daemons: Any, tmp_path: Path, pki: Pki) -> None:
     """A collector requiring client certificates refuses the agent's expired one (the agent says so,
     naming the URL); new files in place and SIGHUP to the agent, and it ships everything."""
@@ -454,3 +362,49 @@ def test_agent_client_certificate_renewed_by_sighup(daemons: Any, tmp_path: Path
     http.close()
     assert agent.stop() == 0 and col.stop() == 0
     assert list(sink_streams(tmp_path / "col-sink").values()) == [lines(0, 1500)]
+
+
+def test_reload_replaces_the_client_ca(pki: Pki, tmp_path: Path) -> None:
+    """After a reload, client certificates are checked against the new ``client_ca`` file only."""
+    client_ca = tmp_path / "clients-ca.pem"
+    client_ca.write_bytes(Path(pki.ca_file).read_bytes())
+    holder = ReloadingServerContext(
+        ServerTLS(cert=pki.server.cert, key=pki.server.key, client_ca=str(client_ca), require_client_cert=True)
+    )
+    other_client = pki.leaf("other-client", pki.other_ca, "c.test")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with holder.context.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"ok")
+            except (ssl.SSLError, OSError):
+                pass
+
+    def handshake(leaf: Any) -> bool:
+        ctx = ssl.create_default_context(cafile=pki.ca_file)
+        ctx.load_cert_chain(leaf.cert, leaf.key)
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+            ):
+                return tls.recv(2) == b"ok"
+        except (ssl.SSLError, OSError):
+            return False
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert handshake(pki.client) and not handshake(other_client)
+        client_ca.write_bytes(Path(pki.other_ca_file).read_bytes())
+        holder.reload()
+        assert handshake(other_client) and not handshake(pki.client)
+    finally:
+        listener.close()
