@@ -104,9 +104,10 @@ def test_relay_bootstrap_subscriber_over_mtls(daemons: Any, tmp_path: Path, pki:
 
     # refused: no client certificate; a CA that did not sign the relay's certificate
     rc, out, err = subscribe(tmp_path, "no-cert", "--relay", relay_url, "--ca", pki.ca_file, idle_exit=2)
-    assert out == [] and relay_url in err and "requires a client certificate" in err, err
+    assert rc == 1 and out == [] and relay_url in err and "requires a client certificate" in err, err
     rc, out, err = subscribe(tmp_path, "wrong-ca", "--relay", relay_url, "--ca", pki.other_ca_file, idle_exit=2)
-    assert out == [] and f"certificate verify failed for {relay_url}" in err, err
+    assert rc == 1 and out == [] and f"certificate verify failed for {relay_url}" in err, err
+    assert err.splitlines()[-1].startswith(f"headrace: TLS: certificate verify failed for {relay_url}")
     with pytest.raises(httpx.HTTPError):
         pki.http(with_cert=False).get(boot_url + "/v1/status")
     assert boot.stop() == 0 and relay.stop() == 0

@@ -94,7 +94,8 @@ def subscribe(
     written with one write; the checkpoint is saved after it, so a restart replays whole windows.
     Exit codes: 0 (idle exit or SIGTERM), 1 failure, 2 bad usage, 3 the checkpoint is older than
     the relay holds (scn_too_old: bootstrap or start over), 4 idle exit while the relay's capture is
-    stopped (the reason is on stderr).
+    stopped (the reason is on stderr); an idle exit while the relays fail the TLS handshake exits 1
+    (the reason and URL are on stderr).
 
     https:// URLs are verified with --ca (else the system trust store); --cert/--key present a
     client certificate. The same keys can be set in the config file's ``subscriber.client_tls``

@@ -147,6 +147,8 @@ class Subscriber:
         self.from_snapshot = from_snapshot
         self.snapshot_rows = snapshot_rows
         self._too_old: ScnTooOld | None = None
+        #: why the last relay request failed (None after a success), e.g. ``TLS: certificate verify failed for …``
+        self.last_error: str | None = None
         if from_snapshot and not self.bootstrap_clients:
             raise UsageError("from_snapshot needs at least one bootstrap server URL")
 
@@ -189,9 +191,11 @@ class Subscriber:
                     self.id,
                 )
                 self._backoff = 0.1
+                self.last_error = None
                 return batch
             except Unavailable as exc:
                 failures += 1
+                self.last_error = str(exc)
                 log.warning("relay_unavailable", relay=self.relay.url, error=str(exc))
                 self._current = (self._current + 1) % len(self.clients)
                 if failures % len(self.clients) == 0:
