@@ -60,7 +60,16 @@ def run(tmp: Path, name: str, block: bytes, files: int, tls: dict[str, object] |
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump({"collector": cfg}))
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
     col = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "collector", "--config", str(tmp / f"{name}.yaml"), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "headrace",
+            "collector",
+            "--config",
+            str(tmp / f"{name}.yaml"),
+            "--log-level",
+            "warning",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -99,7 +108,9 @@ def run(tmp: Path, name: str, block: bytes, files: int, tls: dict[str, object] |
         col.wait(30)
         log.close()
     mb = len(block) * files / 1e6
-    return f"{name:<6} {wall:6.2f} s  {mb / wall:7.1f} MB/s  collector CPU {col_cpu:5.2f} s  shipper CPU {ship_cpu:5.2f} s"
+    return (
+        f"{name:<6} {wall:6.2f} s  {mb / wall:7.1f} MB/s  collector CPU {col_cpu:5.2f} s  shipper CPU {ship_cpu:5.2f} s"
+    )
 
 
 def main() -> None:
