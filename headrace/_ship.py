@@ -99,7 +99,7 @@ class Shipper:
         tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
         """``tls``: how https:// collectors are verified and the client certificate presented
-        (:mod:`headrace._tls`; default: the system trust store, no client certificate)."""
+        (:mod:`headrace._tls`; default: SSL_CERT_FILE or certifi's bundle, no client certificate)."""
         if not urls:
             raise UsageError("no collector URLs to ship to: set at least one in `collectors`")
         self.urls = [u.rstrip("/") for u in urls]

@@ -8,7 +8,7 @@ Two config models, shared by every part:
 * :class:`ClientTLS` -- a client's ``client_tls:`` section (``ca`` to verify servers with, and an
   optional ``cert``/``key`` to present: mTLS). :func:`client_context` builds the
   :class:`ssl.SSLContext` given to httpx as ``verify=``; without a section (``None``), https:// URLs
-  are verified against the system trust store (and certifi's, as httpx does by default).
+  are verified as httpx does by default (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's bundle).
 
 Both validate at config load: every file must exist and be readable, and a key must match its
 certificate, or the config error names the key path (``collector.tls.key: …``).
@@ -140,7 +140,7 @@ class ServerTLS(Section):
 class ClientTLS(Section):
     """A client's ``client_tls:`` section: how it verifies https:// servers and which certificate it presents."""
 
-    #: PEM CA bundle that servers' certificates are verified against (default: the system trust store)
+    #: PEM CA bundle that servers' certificates are verified against (default: SSL_CERT_FILE, else certifi's bundle)
     ca: str | None = None
     #: PEM client certificate chain presented to servers that ask for one (mTLS); needs ``key``
     cert: str | None = None
@@ -162,18 +162,17 @@ def client_context(tls: ClientTLS | None = None) -> ssl.SSLContext:
     """The context a client verifies servers with (give it to httpx as ``verify=``).
 
     Server certificates are always verified, host name included: against ``tls.ca`` when set, else
-    against the system trust store and certifi's bundle. ``tls.cert``/``tls.key`` are presented when
-    a server asks for a client certificate.
+    as httpx does by default (the ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` the environment names, else
+    certifi's bundle). ``tls.cert``/``tls.key`` are presented when a server asks for a client
+    certificate. TLS 1.2 or newer.
     """
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca if tls else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls is None or tls.ca is None:
-        try:
-            import certifi
+    if tls is not None and tls.ca is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    else:
+        import httpx
 
-            ctx.load_verify_locations(cafile=certifi.where())
-        except (ImportError, OSError, ssl.SSLError):  # the system store alone
-            pass
+        ctx = httpx.create_ssl_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls is not None and tls.cert is not None:
         ctx.load_cert_chain(tls.cert, tls.key)
     return ctx

@@ -97,7 +97,7 @@ def subscribe(
     stopped (the reason is on stderr); an idle exit while the relays fail the TLS handshake exits 1
     (the reason and URL are on stderr).
 
-    https:// URLs are verified with --ca (else the system trust store); --cert/--key present a
+    https:// URLs are verified with --ca (else SSL_CERT_FILE or certifi's bundle); --cert/--key present a
     client certificate. The same keys can be set in the config file's ``subscriber.client_tls``
     (the flags override them one by one).
     """

@@ -102,7 +102,7 @@ class RelayClient:
         tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
         """``tls``: how an https:// ``url`` is verified and the client certificate presented
-        (a :class:`~headrace._tls.ClientTLS` or a ready context; default: the system trust store)."""
+        (a :class:`~headrace._tls.ClientTLS` or a ready context; default: httpx's, i.e. SSL_CERT_FILE or certifi)."""
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout

@@ -12,7 +12,7 @@ switches to one by itself and comes back to the relay when caught up
 (:mod:`headrace.relay.client._switchover`); ``from_snapshot=True`` makes a subscriber without a
 checkpoint start with a snapshot from the bootstrap server. https:// URLs are verified with ``tls``
 (a :class:`~headrace._tls.ClientTLS`: a private CA, and a client certificate for mTLS) or, without
-it, the system trust store.
+it, httpx's default (``SSL_CERT_FILE``, else certifi's bundle).
 
 Resume-state contract: see :mod:`headrace.relay.client._checkpoint`. Without a stored checkpoint
 the subscriber starts at ``start_scn`` if given, else at the oldest SCN the relay holds.
