@@ -268,7 +268,7 @@ class TlsServerLoop(asyncio.SelectorEventLoop):
     """The event loop of a daemon serving TLS: its servers wait at most :data:`SSL_SHUTDOWN_SECONDS`
     for a client's TLS close_notify (asyncio's default is 30 s). An idle keep-alive client -- an
     agent's or subscriber's pooled connection -- never reads, so never answers; with the default, a
-    SIGTERM waited that long for each, and a connection closed for idleness stayed counted as open.
+    SIGTERM waited that long for each, and a connection closed for idleness lingered as long.
     A response cut by the drop is one its client retries (every headrace request is idempotent)."""
 
     async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
