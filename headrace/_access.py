@@ -294,17 +294,20 @@ class AccessPolicy:
         )
 
 
-def insecure_listen_problem(section: str, listen: str, has_tokens: bool, allow_insecure: bool) -> str | None:
-    """Why a daemon must not start: a non-loopback ``listen`` with no tokens (unless ``allow_insecure``)."""
-    if has_tokens or allow_insecure:
+def insecure_listen_problem(
+    section: str, listen: str, has_tokens: bool, allow_insecure: bool, mtls: bool = False
+) -> str | None:
+    """Why a daemon must not start: a non-loopback ``listen`` with neither tokens nor required client
+    certificates (mTLS), unless ``allow_insecure``."""
+    if has_tokens or allow_insecure or mtls:
         return None
     host, _port = parse_listen(listen)
     if is_loopback(host):
         return None
     return (
         f"listen {listen} is reachable from other hosts and {section}.tokens is empty, so anyone there could use "
-        f"every API: set {section}.tokens, or listen on 127.0.0.1, or set {section}.allow_insecure: true to run "
-        "open anyway"
+        f"every API: set {section}.tokens (or require client certificates: {section}.tls.require_client_cert), or "
+        f"listen on 127.0.0.1, or set {section}.allow_insecure: true to run open anyway"
     )
 
 

@@ -24,6 +24,7 @@ from .errors import InvalidInput
 
 if TYPE_CHECKING:
     from ._access import Access
+    from ._tls import ServerTLS
 
 __all__ = ["error_response", "int_param", "run_app", "standard_routes"]
 
@@ -74,8 +75,13 @@ def standard_routes(
     return [Route("/healthz", healthz), Route("/metrics", metrics)]
 
 
-def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> None:
-    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly."""
+def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0, tls: ServerTLS | None = None) -> None:
+    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
+
+    With ``tls`` it serves HTTPS only (see :mod:`headrace._tls`; SIGHUP re-reads the certificate).
+    """
+    from ._tls import server_options
+
     host, port = parse_listen(listen)
     config = uvicorn.Config(
         app,
@@ -86,6 +92,7 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> N
         lifespan="on",
         timeout_graceful_shutdown=int(graceful_seconds),
         server_header=False,
+        **server_options(tls),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the captured signal after shutting down; with these no-op handlers that

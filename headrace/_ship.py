@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from ._atomic import write_atomic
 from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, validate_chunk
 from ._logging import get_logger
 from ._spool import Spool, SpoolEntry
+from ._tls import ClientTLS, as_context, request_error
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
 __all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
@@ -106,7 +108,10 @@ class Shipper:
         max_backoff: float = 5.0,
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
+        tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: how https:// collectors are verified and the client certificate presented
+        (:mod:`headrace._tls`; default: SSL_CERT_FILE or certifi's bundle, no client certificate)."""
         if not urls:
             raise UsageError("no collector URLs to ship to: set at least one in `collectors`")
         self.urls = [u.rstrip("/") for u in urls]
@@ -116,7 +121,8 @@ class Shipper:
         headers = {"content-type": BATCH_CONTENT_TYPE}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        self.tls_context = as_context(tls)
+        self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport, verify=self.tls_context)
         self._next = 0  # index of the collector to try first; sticks to the last one that acked
         #: why the last attempt was refused for its token (401/403); None once a collector acked
         self.refused: str | None = None
@@ -139,7 +145,7 @@ class Shipper:
         except httpx.HTTPError as exc:
             self._next += 1
             SHIP_BATCHES.labels("unavailable").inc()
-            raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+            raise Unavailable(request_error(url, exc)) from exc
         SHIP_LATENCY.observe(time.monotonic() - started)
         if 200 <= resp.status_code < 300:
             try:

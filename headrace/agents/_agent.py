@@ -40,6 +40,7 @@ from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from .._tls import watched_client_context
 from ..errors import InvalidInput
 from ._allowed import allowed_roots, file_problem, pattern_problem
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
@@ -88,6 +89,7 @@ class Agent:
         self.shipper = Shipper(
             cfg.collectors,
             token=cfg.token,
+            tls=watched_client_context(cfg.client_tls),
             timeout=cfg.ship_timeout_seconds,
             max_backoff=cfg.max_backoff_seconds,
             stop=self._ship_stop,

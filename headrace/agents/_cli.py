@@ -26,6 +26,6 @@ def agent(config_path: str | None) -> None:
         app = make_app(cfg)
         # SIGHUP: tokens, allowed_paths and the token sent to collectors are re-read from the file.
         on_reload("tokens", lambda: app.state.reload(load_section(config_path, "agent", AgentConfig)))
-        run_app(app, cfg.listen, graceful_seconds=30.0)
+        run_app(app, cfg.listen, graceful_seconds=30.0, tls=cfg.tls)
     finally:
         os.close(lock)

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 def _agent_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
@@ -96,6 +97,10 @@ class AgentConfig(Section):
     ship_timeout_seconds: float = Field(default=30.0, gt=0)
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
+    tls: ServerTLS | None = Field(default=None, description="serve the Log and control API over HTTPS")
+    client_tls: ClientTLS | None = Field(
+        default=None, description="how https:// collectors are verified, and the client certificate sent (mTLS)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -109,9 +114,14 @@ class AgentConfig(Section):
             raise ValueError(exc.detail) from exc
         return v
 
+    def _mtls(self) -> bool:
+        return bool(self.tls is not None and self.tls.require_client_cert)
+
     @model_validator(mode="after")
     def _not_open_to_the_network(self) -> AgentConfig:
-        problem = insecure_listen_problem("agent", self.listen, bool(self.tokens), self.allow_insecure)
+        problem = insecure_listen_problem(
+            "agent", self.listen, bool(self.tokens), self.allow_insecure, mtls=self._mtls()
+        )
         if problem:
             raise ValueError(problem)
         return self

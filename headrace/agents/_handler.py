@@ -16,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import ssl
 import threading
 
 import httpx
+
+from .._tls import ClientTLS, as_context
 
 __all__ = ["AgentLogHandler"]
 
@@ -38,8 +41,11 @@ class AgentLogHandler(logging.Handler):
         block_seconds: float = 1.0,
         close_timeout: float = 10.0,
         level: int = logging.NOTSET,
+        tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: how an https:// agent is verified (and the client certificate presented)."""
         super().__init__(level)
+        self._tls = as_context(tls)
         self.url = url.rstrip("/") + "/v1/log"
         self.data_type = data_type
         self.tags = dict(tags or {})
@@ -67,7 +73,7 @@ class AgentLogHandler(logging.Handler):
             self.dropped += 1
 
     def _run(self) -> None:
-        client = httpx.Client(timeout=10.0, headers=self._headers)
+        client = httpx.Client(timeout=10.0, headers=self._headers, verify=self._tls)
         pending: list[str] = []
         backoff = 0.05
         stop_seen = False

@@ -23,6 +23,7 @@ kill -9 is simply done again. Acknowledgements are re-sent after every restart a
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import httpx
 
 from .._logging import get_logger
+from .._tls import as_context
 from ..errors import InvalidInput, Unavailable
 from ..relay import iter_frames, split_windows
 from ..relay.client import RelayClient
@@ -151,7 +153,12 @@ class Applier:
     """Runs apply/compact/ack passes in a background thread."""
 
     def __init__(
-        self, config: BootstrapConfig, store: Store, stop: threading.Event, sessions: Sessions | None = None
+        self,
+        config: BootstrapConfig,
+        store: Store,
+        stop: threading.Event,
+        sessions: Sessions | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.sessions = sessions
         self.config = config
@@ -159,7 +166,8 @@ class Applier:
         self.stop = stop
         self.error: str | None = None
         self.acked: dict[str, int] = {}
-        self.clients = [RelayClient(u, token=config.relay_token, timeout=5.0) for u in config.relays]
+        ctx = tls or as_context(config.client_tls)
+        self.clients = [RelayClient(u, token=config.relay_token, timeout=5.0, tls=ctx) for u in config.relays]
         self.thread = threading.Thread(target=self._run, name="bootstrap-apply", daemon=True)
 
     def start(self) -> None:

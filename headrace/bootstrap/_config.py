@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 def _read_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
@@ -32,6 +33,10 @@ class BootstrapConfig(Section):
     allow_insecure: bool = False
     #: bearer token sent to the relays
     relay_token: str | None = None
+    #: serve HTTPS with this certificate (optionally demanding client certificates: mTLS)
+    tls: ServerTLS | None = None
+    #: how https:// relays are verified, and the client certificate sent to them (mTLS)
+    client_tls: ClientTLS | None = None
     #: name under which the applied SCN is acknowledged to the relays (list it in relay.durable_consumers)
     consumer: str = "bootstrap"
     #: the source database to seed the snapshot from (SQLAlchemy URL; usually the relay's ``source``).
@@ -61,9 +66,14 @@ class BootstrapConfig(Section):
     #: rows per snapshot response at most
     max_snapshot_rows: int = Field(default=10_000, ge=1)
 
+    def _mtls(self) -> bool:
+        return bool(self.tls is not None and self.tls.require_client_cert)
+
     @model_validator(mode="after")
     def _not_open_to_the_network(self) -> BootstrapConfig:
-        problem = insecure_listen_problem("bootstrap", self.listen, bool(self.tokens), self.allow_insecure)
+        problem = insecure_listen_problem(
+            "bootstrap", self.listen, bool(self.tokens), self.allow_insecure, mtls=self._mtls()
+        )
         if problem:
             raise ValueError(problem)
         return self

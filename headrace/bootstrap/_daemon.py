@@ -14,6 +14,7 @@ from .._access import TokenSpec, reload_on_sighup
 from .._config import load_section
 from .._http import run_app
 from .._logging import get_logger
+from .._tls import watched_client_context
 from ._applier import Applier
 from ._config import BootstrapConfig
 from ._follow import Follower
@@ -32,10 +33,11 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
     store = Store(config.store)
     stop = threading.Event()
     sessions = Sessions(config.session_timeout_seconds, time.monotonic)
-    seeder = Seeder(config, store, stop)
+    tls = watched_client_context(config.client_tls)  # one context for every relay request; SIGHUP re-reads it
+    seeder = Seeder(config, store, stop, tls)
     # the follower starts once seeding settled which generation to follow
-    follower = Follower(config, store, stop, seeder.settled, seeder.request)
-    applier = Applier(config, store, stop, sessions)
+    follower = Follower(config, store, stop, seeder.settled, seeder.request, tls)
+    applier = Applier(config, store, stop, sessions, tls)
 
     def start() -> None:
         seeder.start()
@@ -83,4 +85,4 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
         return new.tokens, new.metrics_open_on_localhost
 
     reload_on_sighup(app.state.access, tokens)
-    run_app(app, config.listen)
+    run_app(app, config.listen, tls=config.tls)

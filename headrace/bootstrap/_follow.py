@@ -22,11 +22,13 @@ over with the current one.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
 
 from .._logging import get_logger
+from .._tls import as_context
 from ..errors import InvalidInput, ScnTooOld, Unavailable
 from ..relay import Event, encode_event
 from ..relay.client import Checkpoint, MemoryCheckpointStore, Subscriber
@@ -61,7 +63,10 @@ class Follower:
         stop: threading.Event,
         positions: threading.Event | None = None,
         reseed: Callable[[str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        #: how https:// relays are verified (and the client certificate presented)
+        self.tls = tls or as_context(config.client_tls)
         #: set once seeding has settled which generation to follow (a restarted seed replaces one)
         self.positions = positions
         #: asks for a new generation (:meth:`~._seeder.Seeder.request`)
@@ -119,6 +124,7 @@ class Follower:
             cfg.sources,
             MemoryCheckpointStore(Checkpoint(start) if start is not None else None),
             token=cfg.relay_token,
+            tls=self.tls,
             max_bytes=cfg.max_bytes,
             wait_ms=2_000,
             subscriber_id=f"bootstrap:{cfg.consumer}",

@@ -27,6 +27,7 @@ consistent-snapshot transaction and its binlog position) in :mod:`._seed_mysql`.
 from __future__ import annotations
 
 import sqlite3
+import ssl
 import threading
 from typing import Any, Protocol
 
@@ -188,9 +189,10 @@ def seed(
     reason: str | None = None,
     relays: list[str] | None = None,
     relay_token: str | None = None,
+    relay_tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """Seed from the database at ``url`` by its kind; ``positions`` is set once the generation the
-    follower must follow is settled. ``relays``/``relay_token``: MySQL/MariaDB seeding waits for one
+    follower must follow is settled. ``relays``/``relay_token``/``relay_tls``: MySQL/MariaDB seeding waits for one
     of these relays to read the binlog and seeds the tables it serves (:mod:`._seed_mysql`).
 
     ``reason`` None: seed only when the store needs it (:func:`seed_needed`; otherwise return the
@@ -230,6 +232,7 @@ def seed(
                 stop,
                 relays=relays,
                 relay_token=relay_token,
+                relay_tls=relay_tls,
                 positions=positions,
                 reason=reason,
             )

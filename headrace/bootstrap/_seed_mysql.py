@@ -28,6 +28,7 @@ ready. Pages for a generation that was replaced meanwhile are refused by the sto
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any
@@ -48,11 +49,11 @@ POLL_SECONDS = 0.5
 LOG_EVERY_SECONDS = 30.0
 
 
-def _relay_ready(url: str, token: str | None) -> tuple[list[str] | None, str]:
+def _relay_ready(url: str, token: str | None, tls: ssl.SSLContext | None = None) -> tuple[list[str] | None, str]:
     """The tables the relay at ``url`` serves once its MySQL capture reads the binlog, else None and why not."""
     from ..relay.client import RelayClient
 
-    client = RelayClient(url, token=token, timeout=5.0)
+    client = RelayClient(url, token=token, timeout=5.0, tls=tls)
     try:
         status = client.status()
         kind = status.get("source")
@@ -71,13 +72,15 @@ def _relay_ready(url: str, token: str | None) -> tuple[list[str] | None, str]:
         client.close()
 
 
-def relay_tables(relays: list[str], token: str | None, stop: StopFlag | None) -> list[str] | None:
+def relay_tables(
+    relays: list[str], token: str | None, stop: StopFlag | None, tls: ssl.SSLContext | None = None
+) -> list[str] | None:
     """Wait until one of ``relays`` reads the binlog; its tables (None: stopped while waiting)."""
     last_log = -LOG_EVERY_SECONDS
     while True:
         why: dict[str, str] = {}
         for url in relays:
-            tables, reason = _relay_ready(url, token)
+            tables, reason = _relay_ready(url, token, tls)
             if tables is not None:
                 return tables
             why[url] = reason
@@ -104,6 +107,7 @@ def seed_mysql(
     *,
     relays: list[str] | None = None,
     relay_token: str | None = None,
+    relay_tls: ssl.SSLContext | None = None,
     positions: threading.Event | None = None,
     reason: str = "initial",
 ) -> dict[str, Any]:
@@ -117,7 +121,7 @@ def seed_mysql(
     from ..relay.sources.mysql import MysqlSource
 
     if relays:
-        served = relay_tables(relays, relay_token, stop)
+        served = relay_tables(relays, relay_token, stop, relay_tls)
         if served is None:
             if positions is not None:
                 positions.set()

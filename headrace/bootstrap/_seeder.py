@@ -22,11 +22,13 @@ the relay still too old for the log.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any
 
 from .._logging import get_logger
+from .._tls import as_context
 from ._config import BootstrapConfig
 from ._metrics import RESEEDS
 from ._seed import seed, seed_needed
@@ -59,8 +61,12 @@ class _Either:
 class Seeder:
     """Runs seeds in a background thread (see the module docstring)."""
 
-    def __init__(self, config: BootstrapConfig, store: Store, stop: threading.Event) -> None:
+    def __init__(
+        self, config: BootstrapConfig, store: Store, stop: threading.Event, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.config = config
+        #: how https:// relays are verified when MySQL/MariaDB seeding asks them
+        self.tls = tls or as_context(config.client_tls)
         self.store = store
         self.stop = stop
         #: set once the generation to follow is settled (the follower waits for it on start)
@@ -123,6 +129,7 @@ class Seeder:
                     reason=reason,
                     relays=cfg.relays,
                     relay_token=cfg.relay_token,
+                    relay_tls=self.tls,
                 )
                 self.error = None
                 backoff = 1.0

@@ -91,6 +91,7 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Cal
     from .._dirlock import lock_dir, unlock_dir
     from .._ship import Shipper
     from .._spool import Spool
+    from .._tls import watched_client_context
     from ._forward import ForwardStore
 
     spool_dir = Path(cfg.spool_dir) if cfg.spool_dir else Path(cfg.sink_dir) / "forward-spool"
@@ -103,6 +104,7 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Cal
     shipper = Shipper(
         cfg.upstream,
         token=cfg.upstream_token,
+        tls=watched_client_context(cfg.client_tls),
         timeout=cfg.upstream_timeout,
         max_backoff=cfg.upstream_max_backoff,
         stop=threading.Event(),

@@ -30,6 +30,6 @@ def collector(config_path: str | None) -> None:
             shipper.set_token(new.upstream_token)
 
     on_reload("tokens", reload_tokens)
-    run_app(app, cfg.listen)
+    run_app(app, cfg.listen, tls=cfg.tls)
     if app.state.failed:
         raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

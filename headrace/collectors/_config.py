@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
+from .._tls import ClientTLS, ServerTLS
 from ..errors import InvalidInput
 from ._block_codecs import Codec
 
@@ -87,6 +88,10 @@ class CollectorConfig(Section):
     )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+    tls: ServerTLS | None = Field(default=None, description="serve HTTPS with this certificate (optionally mTLS)")
+    client_tls: ClientTLS | None = Field(
+        default=None, description="how https:// upstream collectors are verified, and the client certificate sent"
+    )
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:
@@ -98,9 +103,14 @@ class CollectorConfig(Section):
                 raise ValueError(f"upstream {url} is this collector's own listen address; chunks would loop")
         return self
 
+    def _mtls(self) -> bool:
+        return bool(self.tls is not None and self.tls.require_client_cert)
+
     @model_validator(mode="after")
     def _not_open_to_the_network(self) -> CollectorConfig:
-        problem = insecure_listen_problem("collector", self.listen, bool(self.tokens), self.allow_insecure)
+        problem = insecure_listen_problem(
+            "collector", self.listen, bool(self.tokens), self.allow_insecure, mtls=self._mtls()
+        )
         if problem:
             raise ValueError(problem)
         return self

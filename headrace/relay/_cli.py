@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from .._cli import common_options
 from .._config import load_section
-from ._config import RelayConfig
+from ._config import RelayConfig, SubscriberConfig
+
+if TYPE_CHECKING:
+    from .._tls import ClientTLS
 
 
 @click.group(invoke_without_command=True)
@@ -51,6 +56,24 @@ def uninstall(config_path: str | None) -> None:
 @click.option(
     "--from-snapshot", is_flag=True, help="Without a checkpoint, start with a snapshot from the bootstrap server."
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM CA bundle that https:// relays and bootstrap servers are verified with (subscriber.client_tls.ca).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM client certificate presented to servers that require one (mTLS; subscriber.client_tls.cert).",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM private key of --cert (subscriber.client_tls.key).",
+)
 def subscribe(
     config_path: str | None,
     relays: tuple[str, ...],
@@ -61,6 +84,9 @@ def subscribe(
     token: str | None,
     bootstrap_urls: tuple[str, ...],
     from_snapshot: bool,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
 ) -> None:
     """Print the changes of a relay as JSON lines (one object per event).
 
@@ -68,10 +94,18 @@ def subscribe(
     written with one write; the checkpoint is saved after it, so a restart replays whole windows.
     Exit codes: 0 (idle exit or SIGTERM), 1 failure, 2 bad usage, 3 the checkpoint is older than
     the relay holds (scn_too_old: bootstrap or start over), 4 idle exit while the relay's capture is
-    stopped (the reason is on stderr).
+    stopped (the reason is on stderr); an idle exit while the relays fail the TLS handshake exits 1
+    (the reason and URL are on stderr).
+
+    https:// URLs are verified with --ca (else SSL_CERT_FILE or certifi's bundle); --cert/--key present a
+    client certificate. The same keys can be set in the config file's ``subscriber.client_tls``
+    (the flags override them one by one).
     """
     from ..errors import ScnTooOld
     from .client._cli import run_subscribe
+
+    cfg = load_section(config_path, "subscriber", SubscriberConfig)
+    tls = subscriber_tls(cfg, ca=ca, cert=cert, key=key)
 
     try:
         run_subscribe(
@@ -83,7 +117,26 @@ def subscribe(
             token=token,
             bootstrap=list(bootstrap_urls),
             from_snapshot=from_snapshot,
+            tls=tls,
         )
     except ScnTooOld as exc:
         click.echo(f"headrace: {exc}", err=True)
         raise SystemExit(3) from exc
+
+
+def subscriber_tls(cfg: SubscriberConfig, **flags: str | None) -> ClientTLS | None:
+    """``subscriber.client_tls`` with each given flag (``ca``, ``cert``, ``key``) overriding its key."""
+    from pydantic import ValidationError
+
+    from .._config import _format_errors
+    from .._tls import ClientTLS
+    from ..errors import ConfigError
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if cfg.client_tls is None and not given:
+        return None
+    merged = {**(cfg.client_tls.model_dump() if cfg.client_tls else {}), **given}
+    try:
+        return ClientTLS.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors("subscriber.client_tls", exc), "--ca/--cert/--key") from exc

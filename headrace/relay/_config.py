@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._tls import ClientTLS, ServerTLS
 
 
 def _read_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
@@ -57,13 +58,27 @@ class RelayConfig(Section):
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())
+    #: serve HTTPS with this certificate (optionally demanding client certificates: mTLS)
+    tls: ServerTLS | None = None
+
+    def _mtls(self) -> bool:
+        return bool(self.tls is not None and self.tls.require_client_cert)
 
     @model_validator(mode="after")
     def _not_open_to_the_network(self) -> RelayConfig:
-        problem = insecure_listen_problem("relay", self.listen, bool(self.tokens), self.allow_insecure)
+        problem = insecure_listen_problem(
+            "relay", self.listen, bool(self.tokens), self.allow_insecure, mtls=self._mtls()
+        )
         if problem:
             raise ValueError(problem)
         return self
+
+
+class SubscriberConfig(Section):
+    """Settings of ``headrace subscribe`` read from the ``subscriber:`` section (flags override them)."""
+
+    #: how https:// relays and bootstrap servers are verified, and the client certificate sent (mTLS)
+    client_tls: ClientTLS | None = None
 
 
 class PostgresSourceConfig(Section):

@@ -1,5 +1,6 @@
 """The subscriber client library: ``Subscriber``, consumers, checkpoint stores, decoded events."""
 
+from ..._tls import ClientTLS
 from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, SqlCheckpointStore
 from ._decode import ChangeEvent, EventDecoder, Window
 from ._relay_client import Batch, CaptureStopped, RelayClient
@@ -13,6 +14,7 @@ __all__ = [
     "ChangeEvent",
     "Checkpoint",
     "CheckpointStore",
+    "ClientTLS",
     "Consumer",
     "EventDecoder",
     "FileCheckpointStore",

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from ..._tls import ClientTLS
 from .._event import json_default
 from ._checkpoint import FileCheckpointStore
 from ._decode import ChangeEvent, Window
@@ -83,6 +84,8 @@ class _Printer(Consumer):
 
 #: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
 EXIT_CAPTURE_STOPPED = 4
+#: exit code of ``headrace subscribe --idle-exit`` when it ended while every relay failed the TLS handshake
+EXIT_FAILED = 1
 
 
 def run_subscribe(
@@ -94,10 +97,13 @@ def run_subscribe(
     token: str | None,
     bootstrap: list[str] | None = None,
     from_snapshot: bool = False,
+    tls: ClientTLS | None = None,
 ) -> None:
     """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
     stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
-    more arrived" did not mean "caught up"."""
+    more arrived" did not mean "caught up". Likewise when it ends while the last request failed the
+    TLS handshake (a certificate that does not verify, a client certificate refused): the reason,
+    with the URL, goes to stderr and the exit status is 1."""
     sub = Subscriber(
         relays,
         sources,
@@ -107,6 +113,7 @@ def run_subscribe(
         wait_ms=5_000,
         bootstrap=bootstrap,
         from_snapshot=from_snapshot,
+        tls=tls,
     )
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     sys.stdout.flush()
@@ -115,6 +122,11 @@ def run_subscribe(
         stopped = sub.relay.capture_stopped
     finally:
         sub.close()
+    if sub.last_error is not None and sub.last_error.startswith("TLS:") and not sub.stop_event.is_set():
+        # idle because no relay would complete a TLS handshake: not "caught up"
+        sys.stderr.write(f"headrace: {sub.last_error}\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_FAILED)
     if stopped is not None and not sub.stop_event.is_set():
         sys.stderr.write(f"headrace: the relay's capture is stopped: {stopped}\n")
         sys.stderr.flush()

@@ -13,6 +13,7 @@ holds and says so on every stream response; :attr:`Batch.capture_stopped` and
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..._logging import get_logger
+from ..._tls import ClientTLS, as_context, request_error
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
 from .._schema import SchemaVersion
@@ -97,11 +99,16 @@ class RelayClient:
         token: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: how an https:// ``url`` is verified and the client certificate presented
+        (a :class:`~headrace._tls.ClientTLS` or a ready context; default: httpx's, i.e. SSL_CERT_FILE or certifi)."""
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport, verify=as_context(tls)
+        )
         #: what the last stream response said about the relay's capture (None: running, or not said)
         self.capture_stopped: CaptureStopped | None = None
 
@@ -112,7 +119,7 @@ class RelayClient:
         try:
             r = self.http.get(path, params=params, timeout=timeout or self.timeout)
         except httpx.HTTPError as exc:
-            raise Unavailable(f"{self.url}{path}: {exc!r}") from exc
+            raise Unavailable(request_error(f"{self.url}{path}", exc)) from exc
         return self._check(r, params or {})
 
     def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
@@ -194,5 +201,5 @@ class RelayClient:
         try:
             r = self.http.post("/v1/ack", json={"consumer": consumer, "scn": scn})
         except httpx.HTTPError as exc:
-            raise Unavailable(f"{self.url}/v1/ack: {exc!r}") from exc
+            raise Unavailable(request_error(f"{self.url}/v1/ack", exc)) from exc
         return int(self._check(r, {}).json()["scn"])

@@ -10,7 +10,9 @@ backoff once every relay has failed in a row. A 410 ``scn_too_old`` raises
 :class:`~headrace.errors.ScnTooOld` — unless bootstrap servers are configured: then the subscriber
 switches to one by itself and comes back to the relay when caught up
 (:mod:`headrace.relay.client._switchover`); ``from_snapshot=True`` makes a subscriber without a
-checkpoint start with a snapshot from the bootstrap server.
+checkpoint start with a snapshot from the bootstrap server. https:// URLs are verified with ``tls``
+(a :class:`~headrace._tls.ClientTLS`: a private CA, and a client certificate for mTLS) or, without
+it, httpx's default (``SSL_CERT_FILE``, else certifi's bundle).
 
 Resume-state contract: see :mod:`headrace.relay.client._checkpoint`. Without a stored checkpoint
 the subscriber starts at ``start_scn`` if given, else at the oldest SCN the relay holds.
@@ -18,6 +20,7 @@ the subscriber starts at ``start_scn`` if given, else at the oldest SCN the rela
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import uuid
@@ -27,6 +30,7 @@ from typing import Any
 import httpx
 
 from ..._logging import get_logger
+from ..._tls import ClientTLS, as_context
 from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
 from .._filter import parse_filter
 from ._checkpoint import Checkpoint, CheckpointStore, MemoryCheckpointStore
@@ -114,11 +118,13 @@ class Subscriber:
         bootstrap: Sequence[str] | None = None,
         from_snapshot: bool = False,
         snapshot_rows: int = 5_000,
+        tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
         if not relays:
             raise UsageError("give at least one relay URL")
         parse_filter(filter)  # fail early on a bad filter, with the reason
-        self.clients = [RelayClient(u, token=token, timeout=timeout, transport=transport) for u in relays]
+        ctx = as_context(tls)  # one context (trust store, client certificate) for every relay and bootstrap server
+        self.clients = [RelayClient(u, token=token, timeout=timeout, transport=transport, tls=ctx) for u in relays]
         self.sources = list(sources) if sources else None
         self.filter = filter
         self.store: CheckpointStore = checkpoint_store or MemoryCheckpointStore()
@@ -135,12 +141,14 @@ class Subscriber:
         self.stop_event = threading.Event()
         self.last_event_time = time.monotonic()
         self.bootstrap_clients = [
-            BootstrapClient(u, token=token, timeout=timeout, transport=transport) for u in bootstrap or ()
+            BootstrapClient(u, token=token, timeout=timeout, transport=transport, tls=ctx) for u in bootstrap or ()
         ]
         self._bs_current = 0
         self.from_snapshot = from_snapshot
         self.snapshot_rows = snapshot_rows
         self._too_old: ScnTooOld | None = None
+        #: why the last relay request failed (None after a success), e.g. ``TLS: certificate verify failed for …``
+        self.last_error: str | None = None
         if from_snapshot and not self.bootstrap_clients:
             raise UsageError("from_snapshot needs at least one bootstrap server URL")
 
@@ -183,9 +191,11 @@ class Subscriber:
                     self.id,
                 )
                 self._backoff = 0.1
+                self.last_error = None
                 return batch
             except Unavailable as exc:
                 failures += 1
+                self.last_error = str(exc)
                 log.warning("relay_unavailable", relay=self.relay.url, error=str(exc))
                 self._current = (self._current + 1) % len(self.clients)
                 if failures % len(self.clients) == 0:
