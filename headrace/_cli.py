@@ -10,7 +10,10 @@ from typing import Any, TypeVar
 import click
 
 from . import _logging
-from .errors import FatalError, TransientError, UsageError
+from .errors import FatalError, ListenError, TransientError, UsageError
+
+#: exit status when a daemon cannot listen on its configured address (distinct from 1, 2 and 3-5)
+EXIT_LISTEN = 6
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,7 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def common_options(func: F) -> F:
     """Add ``--config``, ``--log-level`` and ``--log-format``, configure logging, map errors to exit codes.
 
-    Exit codes: 0 success, 1 a fatal or transient failure, 2 a usage or configuration error.
+    Exit codes: 0 success, 1 a fatal or transient failure, 2 a usage or configuration error, 6 the
+    listen address cannot be bound (docs/configuration.md has the whole table).
     """
 
     @click.option(
@@ -40,6 +44,9 @@ def common_options(func: F) -> F:
         _logging.configure(log_level, log_format)
         try:
             return func(*args, **kwargs)
+        except ListenError as exc:
+            click.echo(f"headrace: {exc}", err=True)
+            sys.exit(EXIT_LISTEN)
         except UsageError as exc:
             click.echo(f"headrace: {exc}", err=True)
             sys.exit(2)

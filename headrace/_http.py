@@ -7,7 +7,9 @@ half runs, which is where checkpoints are saved), after which :func:`run_app` re
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
 from ._reload import install_sighup
-from .errors import InvalidInput
+from .errors import FatalError, InvalidInput, ListenError
 
 if TYPE_CHECKING:
     from ._access import Access
@@ -75,13 +77,47 @@ def standard_routes(
     return [Route("/healthz", healthz), Route("/metrics", metrics)]
 
 
-def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0, tls: ServerTLS | None = None) -> None:
+def bind_listen(listen: str, key: str) -> socket.socket:
+    """A socket bound to ``listen`` (``host:port``), or :class:`~headrace.errors.ListenError` naming
+    ``key``, the config key it came from. Bound before a daemon starts its work, so a port in use
+    stops it before it installs or writes anything."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = {
+            errno.EADDRINUSE: "the port is in use (another headrace daemon, or another program?)",
+            errno.EADDRNOTAVAIL: "the address is not one of this host's",
+            errno.EACCES: "ports below 1024 need privileges; use a higher port",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ListenError(f"cannot listen on {listen} ({key}): {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_app(
+    app: Starlette,
+    listen: str,
+    *,
+    graceful_seconds: float = 30.0,
+    tls: ServerTLS | None = None,
+    listen_key: str = "listen",
+    sock: socket.socket | None = None,
+) -> None:
     """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
 
     With ``tls`` it serves HTTPS only (see :mod:`headrace._tls`; SIGHUP re-reads the certificate).
+    The socket is bound before the app's lifespan starts its work (uvicorn would bind after it), so a
+    port in use is a :class:`~headrace.errors.ListenError` (exit 6) and nothing was started; pass a
+    ``sock`` from :func:`bind_listen` to bind even earlier.
     """
     from ._tls import server_options
 
+    sock = sock or bind_listen(listen, listen_key)
     host, port = parse_listen(listen)
     config = uvicorn.Config(
         app,
@@ -100,6 +136,6 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0, tls:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     install_sighup()
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
-        raise SystemExit(f"could not start the HTTP server on {listen} (is the port in use?)")
+        raise FatalError(f"could not start the HTTP server on {listen} ({listen_key}); see the log above")

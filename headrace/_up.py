@@ -51,6 +51,7 @@ PARTS = ("collector", "agent", "relay", "bootstrap")
 DEFAULT_LISTEN = {"collector": "127.0.0.1:7070", "agent": "127.0.0.1:7071", "relay": "127.0.0.1:7080",
                   "bootstrap": "127.0.0.1:7090"}  # fmt: skip
 EXIT_USAGE = 2
+EXIT_LISTEN = 6  # a part's port is in use: said once, not retried at start
 
 
 @dataclass
@@ -201,7 +202,8 @@ def run_up(
             problem = _wait_healthy(part, start_timeout, stop)
             if problem is not None:
                 announce(f"headrace up: {part.name} {problem}; stopping")
-                return EXIT_USAGE if part.proc is not None and part.proc.poll() == EXIT_USAGE else 1
+                code = part.proc.poll() if part.proc is not None else None
+                return code if code in (EXIT_USAGE, EXIT_LISTEN) else 1
             announce(f"{part.name:<10} {part.url}")
         announce(f"headrace up: {len(parts)} parts running (config {config}); Ctrl-C or SIGTERM stops them")
         while not stop.wait(0.2):

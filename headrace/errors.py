@@ -18,6 +18,7 @@ __all__ = [
     "FatalError",
     "HeadraceError",
     "InvalidInput",
+    "ListenError",
     "ScnTooOld",
     "TransientError",
     "Unavailable",
@@ -51,6 +52,12 @@ class InvalidInput(UsageError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+class ListenError(UsageError):
+    """A daemon cannot listen where its config says (the port is in use, the address is not this
+    host's, a privileged port). Raised before the daemon installs or writes anything; CLI commands
+    exit 6 on it, with one line naming the address and the config key."""
 
 
 class TransientError(HeadraceError):

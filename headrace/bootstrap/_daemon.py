@@ -12,7 +12,7 @@ from typing import Any
 
 from .._access import TokenSpec, reload_on_sighup
 from .._config import load_section
-from .._http import run_app
+from .._http import bind_listen, run_app
 from .._logging import get_logger
 from .._tls import watched_client_context
 from ._applier import Applier
@@ -30,6 +30,7 @@ log = get_logger("bootstrap")
 
 def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> None:
     """Serve until SIGTERM; seeding, following and applying run in background threads."""
+    sock = bind_listen(config.listen, "bootstrap.listen")  # before the store is created or opened
     store = Store(config.store)
     stop = threading.Event()
     sessions = Sessions(config.session_timeout_seconds, time.monotonic)
@@ -85,4 +86,4 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
         return new.tokens, new.metrics_open_on_localhost
 
     reload_on_sighup(app.state.access, tokens)
-    run_app(app, config.listen, tls=config.tls)
+    run_app(app, config.listen, tls=config.tls, listen_key="bootstrap.listen", sock=sock)

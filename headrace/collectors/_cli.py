@@ -15,10 +15,11 @@ from ._config import CollectorConfig
 def collector(config_path: str | None) -> None:
     """Run the collector daemon: receive chunk batches over HTTP into rolling Avro sink files (or forward them)."""
     cfg = load_section(config_path, "collector", CollectorConfig, require=True)
-    from .._http import run_app
+    from .._http import bind_listen, run_app
     from .._reload import on_reload
     from ._app import build_app
 
+    sock = bind_listen(cfg.listen, "collector.listen")  # before recovery touches the sink
     app = build_app(cfg)
 
     def reload_tokens() -> None:
@@ -30,6 +31,6 @@ def collector(config_path: str | None) -> None:
             shipper.set_token(new.upstream_token)
 
     on_reload("tokens", reload_tokens)
-    run_app(app, cfg.listen, tls=cfg.tls)
+    run_app(app, cfg.listen, tls=cfg.tls, listen_key="collector.listen", sock=sock)
     if app.state.failed:
         raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import click
@@ -94,8 +95,8 @@ def subscribe(
     written with one write; the checkpoint is saved after it, so a restart replays whole windows.
     Exit codes: 0 (idle exit or SIGTERM), 1 failure, 2 bad usage, 3 the checkpoint is older than
     the relay holds (scn_too_old: bootstrap or start over), 4 idle exit while the relay's capture is
-    stopped (the reason is on stderr); an idle exit while the relays fail the TLS handshake exits 1
-    (the reason and URL are on stderr).
+    stopped (the reason is on stderr); an idle exit while no relay answers (down, unreachable, a
+    failed TLS handshake) exits 1 (the reason and URL are on stderr).
 
     https:// URLs are verified with --ca (else SSL_CERT_FILE or certifi's bundle); --cert/--key present a
     client certificate. The same keys can be set in the config file's ``subscriber.client_tls``
@@ -104,6 +105,12 @@ def subscribe(
     from ..errors import ScnTooOld
     from .client._cli import run_subscribe
 
+    for option, urls in (("--relay", relays), ("--bootstrap", bootstrap_urls)):
+        for url in urls:
+            parsed = urllib.parse.urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                hint = f"{url!r} is not an http:// or https:// URL (e.g. http://{url})"
+                raise click.BadParameter(hint, param_hint=option)
     cfg = load_section(config_path, "subscriber", SubscriberConfig)
     tls = subscriber_tls(cfg, ca=ca, cert=cert, key=key)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._access import TokenSpec, reload_on_sighup
 from .._config import load_section
-from .._http import run_app
+from .._http import bind_listen, run_app
 from .._logging import get_logger
 from ._buffer import RingBuffer
 from ._capture import Acks
@@ -48,6 +48,7 @@ def raise_fd_limit(config: RelayConfig) -> int:
 
 def run_relay(config: RelayConfig, config_path: str | None = None) -> None:
     """Open the source (installing capture), then serve until SIGTERM."""
+    sock = bind_listen(config.listen, "relay.listen")  # a port in use stops it before it installs anything
     fd_limit = raise_fd_limit(config)
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,7 @@ def run_relay(config: RelayConfig, config_path: str | None = None) -> None:
         return new.tokens, new.metrics_open_on_localhost
 
     reload_on_sighup(app.state.access, tokens)
-    run_app(app, config.listen, tls=config.tls)
+    run_app(app, config.listen, tls=config.tls, listen_key="relay.listen", sock=sock)
 
 
 def uninstall_relay(config: RelayConfig) -> None:

@@ -84,7 +84,8 @@ class _Printer(Consumer):
 
 #: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
 EXIT_CAPTURE_STOPPED = 4
-#: exit code of ``headrace subscribe --idle-exit`` when it ended while every relay failed the TLS handshake
+#: exit code of ``headrace subscribe --idle-exit`` when it ended while no relay answered (down, unreachable,
+#: a failed TLS handshake)
 EXIT_FAILED = 1
 
 
@@ -101,9 +102,9 @@ def run_subscribe(
 ) -> None:
     """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
     stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
-    more arrived" did not mean "caught up". Likewise when it ends while the last request failed the
-    TLS handshake (a certificate that does not verify, a client certificate refused): the reason,
-    with the URL, goes to stderr and the exit status is 1."""
+    more arrived" did not mean "caught up". Likewise when it ends while the last request failed (the
+    relay is down or unreachable, a certificate that does not verify, a client certificate refused):
+    the reason, with the URL, goes to stderr and the exit status is 1."""
     sub = Subscriber(
         relays,
         sources,
@@ -122,9 +123,9 @@ def run_subscribe(
         stopped = sub.relay.capture_stopped
     finally:
         sub.close()
-    if sub.last_error is not None and sub.last_error.startswith("TLS:") and not sub.stop_event.is_set():
-        # idle because no relay would complete a TLS handshake: not "caught up"
-        sys.stderr.write(f"headrace: {sub.last_error}\n")
+    if sub.last_error is not None and not sub.stop_event.is_set():
+        # idle because no relay answered (down, wrong address, a TLS handshake that failed): not "caught up"
+        sys.stderr.write(f"headrace: no relay answered; the last error: {sub.last_error}\n")
         sys.stderr.flush()
         raise SystemExit(EXIT_FAILED)
     if stopped is not None and not sub.stop_event.is_set():
