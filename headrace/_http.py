@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
+from ._limits import BodyLimits, HttpLimits, raise_fd_limit, uvicorn_options
 from ._reload import install_sighup
 from .errors import InvalidInput
 
@@ -72,11 +73,17 @@ def standard_routes(health: Callable[[], dict[str, Any]] | None = None) -> list[
     return [Route("/healthz", healthz), Route("/metrics", _metrics)]
 
 
-def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> None:
-    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly."""
+def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0, limits: HttpLimits | None = None) -> None:
+    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
+
+    ``limits`` (the daemon's ``limits:`` section; defaults without it) bounds slow headers, slow
+    bodies and open connections: see :mod:`headrace._limits`.
+    """
     host, port = parse_listen(listen)
+    limits = limits or HttpLimits()
+    raise_fd_limit(limits.max_connections + 64)
     config = uvicorn.Config(
-        app,
+        BodyLimits(app, limits),
         host=host,
         port=port,
         log_config=None,
@@ -84,6 +91,7 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> N
         lifespan="on",
         timeout_graceful_shutdown=int(graceful_seconds),
         server_header=False,
+        **uvicorn_options(limits),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the captured signal after shutting down; with these no-op handlers that

@@ -22,6 +22,6 @@ def agent(config_path: str | None) -> None:
 
     lock = lock_state_dir(cfg.state_dir)  # held until the process exits
     try:
-        run_app(make_app(cfg), cfg.listen, graceful_seconds=30.0)
+        run_app(make_app(cfg), cfg.listen, graceful_seconds=30.0, limits=cfg.limits)
     finally:
         os.close(lock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .._config import Listen, Section
+from .._limits import HttpLimits
 
 
 class BootstrapConfig(Section):
@@ -18,6 +19,7 @@ class BootstrapConfig(Section):
     sources: list[str] | None = None
     #: bearer tokens accepted by this server (empty: no auth)
     tokens: list[str] = Field(default_factory=list)
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
     #: bearer token sent to the relays
     relay_token: str | None = None
     #: name under which the applied SCN is acknowledged to the relays (list it in relay.durable_consumers)

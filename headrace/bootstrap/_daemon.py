@@ -74,4 +74,4 @@ def run_bootstrap(config: BootstrapConfig) -> None:
         sessions=sessions,
     )
     log.info("bootstrap_starting", listen=config.listen, relays=config.relays, store=config.store, seed=config.seed)
-    run_app(build_app(state), config.listen)
+    run_app(build_app(state), config.listen, limits=config.limits)

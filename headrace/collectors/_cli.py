@@ -19,6 +19,6 @@ def collector(config_path: str | None) -> None:
     from ._app import build_app
 
     app = build_app(cfg)
-    run_app(app, cfg.listen)
+    run_app(app, cfg.listen, limits=cfg.limits)
     if app.state.failed:
         raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

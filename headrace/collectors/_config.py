@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._config import Listen, Section, parse_listen
+from .._limits import HttpLimits
 from .._names import check_component
 from ..errors import InvalidInput
 from ._block_codecs import Codec
@@ -71,6 +72,7 @@ class CollectorConfig(Section):
     )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:

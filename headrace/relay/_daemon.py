@@ -71,7 +71,7 @@ def run_relay(config: RelayConfig) -> None:
         start_scn=start,
         fd_limit=fd_limit,
     )
-    run_app(build_app(state), config.listen)
+    run_app(build_app(state), config.listen, limits=config.limits)
 
 
 def uninstall_relay(config: RelayConfig) -> None:
