@@ -50,6 +50,7 @@ __all__ = [
     "body_timed_out",
     "guarded_protocol",
     "raise_fd_limit",
+    "read_body",
     "uvicorn_options",
 ]
 
@@ -154,6 +155,23 @@ def body_timed_out(scope: Any) -> str | None:
     """
     reason = scope.get(SCOPE_KEY) if hasattr(scope, "get") else None
     return reason if isinstance(reason, str) else None
+
+
+async def read_body(request: Any, limit: int) -> bytes | None:
+    """A Starlette request's body, or None as soon as it (announced or streamed) passes ``limit`` bytes.
+
+    For small JSON request bodies: memory stays bounded whatever the client sends. A client that goes
+    away (or is cut off by :class:`BodyLimits`) raises Starlette's ``ClientDisconnect``.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    buf = bytearray()
+    async for part in request.stream():
+        buf += part
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
 
 
 class _BodyGuard:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from collector_helpers import start_collector, stream_bytes
-from support import Daemon, free_port, wait_until, write_config
+from support import Daemon, free_port, peak_rss_mib, rss_mib, wait_until, write_config
 
 from headrace._limits import BodyClock, HttpLimits
 
@@ -205,9 +205,9 @@ def test_slow_headers_slow_bodies_and_connection_floods_are_cut_off(
         "slow headers": _in_thread(
             lambda: _trickle(_connect(t.port), b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ", b"a", 0.1, 10)
         ),
-        # a 1 MiB body announced (under every size limit), then a byte every 0.2 s (5 B/s < 1000 B/s)
+        # a 60,000-byte body announced (under every size limit), then a byte every 0.2 s (5 B/s < 1000 B/s)
         "slow body": _in_thread(
-            lambda: _trickle(_connect(t.port), head + b"Content-Length: 1048576\r\n\r\n[", b" ", 0.2, 10)
+            lambda: _trickle(_connect(t.port), head + b"Content-Length: 60000\r\n\r\n[", b" ", 0.2, 10)
         ),
         # the same, chunked
         "slow chunked body": _in_thread(
@@ -390,3 +390,47 @@ def test_collector_reserves_in_flight_bytes_as_they_arrive_not_as_announced(
     wait_until(lambda: post(url, batch).status_code == 200, 10, "the held bytes to be released")
     for s in announcers:
         s.close()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_relay_ack_body_is_read_only_up_to_its_limit(
+    framing: str, daemons: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """``POST /v1/ack`` used to read any body whole (``request.json()``): 200 MiB took the relay's RSS up
+    by hundreds of MiB. Now it is refused 413 after 64 KiB, with the peak RSS (VmHWM) bounded."""
+    t = _start("relay", daemons, tmp_path, {})
+    assert t.daemon.proc is not None
+    pid = t.daemon.proc.pid
+    base = rss_mib(pid)
+    head = b"POST /v1/ack HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    block = b'{"consumer": "' + b"x" * ((1 << 20) - 14)
+    n = 200
+    if framing == "chunked":
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        parts: Iterator[bytes] = (b"%x\r\n%s\r\n" % (len(block), block) for _ in range(n))
+    else:
+        head += b"Content-Length: %d\r\n\r\n" % (n * len(block))
+        parts = (block for _ in range(n))
+    sock = _connect(t.port)
+    stop = threading.Event()
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the relay answered and closed
+            sock.sendall(head)
+            for part in parts:
+                if stop.is_set():
+                    return
+                sock.sendall(part)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    outcome = _trickle(sock, b"", b"", 0.5, 20)
+    stop.set()
+    sender.join(10)
+    assert outcome.status == 413 and outcome.closed, outcome
+    assert json.loads(outcome.response.partition(b"\r\n\r\n")[2])["error"] == "too_large"
+    peak = peak_rss_mib(pid)
+    print(f"relay /v1/ack, 200 MiB {framing} body: RSS {base:.0f} MiB before, peak (VmHWM) {peak:.0f} MiB")
+    assert peak < base + 40, (base, peak)
+    ack = httpx.post(t.url + "/v1/ack", json={"consumer": "nobody", "scn": 1}, timeout=5)
+    assert ack.status_code == 400 and ack.json()["error"] == "unknown_consumer"  # still answering, same rules
