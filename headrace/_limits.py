@@ -17,6 +17,9 @@ which applies the ``limits:`` section of its config (:class:`HttpLimits`) in thr
   ``ClientDisconnect``), so whatever it held for the request (the collector's in-flight bytes) is
   released on its usual path. A response sent before the body was read whole closes the connection,
   so a client cannot go on trickling a body nobody reads.
+* **Connections per client** (``max_connections_per_client``, off by default): a connection from an
+  address that already holds that many is answered 503 ``too_many_client_connections`` and closed
+  at once, before anything is read, so one host cannot take every slot of the cap below.
 * **Connections**: uvicorn's ``limit_concurrency`` is set to ``max_connections + 1``. uvicorn counts
   *open connections* (idle kept-alive ones and ones still sending headers included) and *running
   requests*; a request whose headers complete while more than ``max_connections`` connections are
@@ -24,13 +27,15 @@ which applies the ``limits:`` section of its config (:class:`HttpLimits`) in thr
   already running are never cut. The listen ``backlog`` and the soft open-file limit (raised to the
   hard one when needed) are set so the cap, not the kernel, decides.
 
-The timing core (:class:`BodyClock`) is sans-io; counts go to ``headrace_http_limit_hits_total{limit}``.
+The timing core (:class:`BodyClock`) is sans-io; counts go to ``headrace_http_limit_hits_total{limit}``
+and log lines are throttled to one a second per limit (:class:`LogThrottle`, with the count suppressed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import time
 from dataclasses import dataclass
@@ -47,6 +52,7 @@ __all__ = [
     "BodyClock",
     "BodyLimits",
     "HttpLimits",
+    "LogThrottle",
     "body_timed_out",
     "guarded_protocol",
     "raise_fd_limit",
@@ -59,9 +65,49 @@ log = get_logger("http.limits")
 LIMIT_HITS = Counter(
     "headrace_http_limit_hits",
     "Requests and connections refused by a request-level limit (header_timeout, headers_too_large, "
-    "body_timeout, body_too_slow, too_many_connections)",
+    "body_timeout, body_too_slow, too_many_connections, too_many_client_connections)",
     ["limit"],
 )
+
+
+class LogThrottle:
+    """At most one log line per key and ``interval`` seconds (sans-io: the caller passes the time).
+
+    A flood of refused connections must not become a flood of log lines (a disk-filling vector).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: stay quiet; else log now, mentioning the returned count of lines suppressed since the last."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+_THROTTLE = LogThrottle()
+
+
+def _hit(limit: str, event: str, **fields: Any) -> None:
+    """Count a limit hit; log it unless the same limit was logged less than a second ago."""
+    LIMIT_HITS.labels(limit).inc()
+    suppressed = _THROTTLE.allow(limit, time.monotonic())
+    if suppressed is not None:
+        log.warning(event, reason=limit, suppressed_since_last=suppressed, **fields)
+
+
+class _QuietConcurrencyWarning(logging.Filter):
+    """uvicorn logs every 503 of ``limit_concurrency``; :func:`_hit` logs them, throttled, instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exceeded concurrency limit."
+
 
 #: where :class:`BodyLimits` records, in the ASGI scope, why it cut a request's body short
 SCOPE_KEY = "headrace.body_limit"
@@ -76,6 +122,11 @@ class HttpLimits(Section):
         description="open connections served at once; a request arriving past it gets 503 and its connection closed",
     )
     backlog: int = Field(default=2048, ge=1, le=65535, description="listen backlog (capped by net.core.somaxconn)")
+    max_connections_per_client: int = Field(
+        default=0,
+        ge=0,
+        description="open connections one client address may hold; past it: 503 and closed at once; 0: no cap",
+    )
     header_timeout_seconds: float = Field(
         default=10.0, gt=0, description="request line and headers must arrive within this; else 408 and close"
     )
@@ -213,11 +264,10 @@ class _BodyGuard:
     def _cut(self) -> None:
         self.reason = self.clock.reason()
         self.scope[SCOPE_KEY] = self.reason
-        LIMIT_HITS.labels(self.reason).inc()
         client = self.scope.get("client")
-        log.warning(
+        _hit(
+            self.reason,
             "request_body_timeout",
-            reason=self.reason,
             peer=client[0] if client else None,
             path=self.scope.get("path"),
             received=self.clock.received,
@@ -282,6 +332,8 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
 
     timeout = limits.header_timeout_seconds
     max_bytes = limits.max_header_bytes
+    per_client = limits.max_connections_per_client
+    open_by_client: dict[str, int] = {}
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Closes connections whose request line and headers are too slow or too large."""
@@ -290,6 +342,7 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
             super().__init__(*args, **kwargs)
             self._header_timer: asyncio.TimerHandle | None = None
             self._header_bytes = 0
+            self._counted_peer: str | None = None
 
         def _arm(self) -> None:
             if self._header_timer is None:
@@ -303,10 +356,23 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            peer = self.client[0] if self.client else None
+            if per_client and peer is not None:
+                self._counted_peer = peer
+                open_by_client[peer] = open_by_client.get(peer, 0) + 1
+                if open_by_client[peer] > per_client:
+                    detail = f"{peer} holds {per_client} connections already (limits.max_connections_per_client)"
+                    self._refuse(503, "Service Unavailable", "too_many_client_connections", detail)
+                    return
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            peer, self._counted_peer = self._counted_peer, None
+            if peer is not None:
+                left = open_by_client.pop(peer, 1) - 1
+                if left > 0:
+                    open_by_client[peer] = left
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -324,8 +390,8 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
             self._disarm()
             if self.limit_concurrency is not None and (
                 len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
-            ):  # uvicorn's own test, which answers 503: counted here
-                LIMIT_HITS.labels("too_many_connections").inc()
+            ):  # uvicorn's own test, which answers 503: counted and logged here
+                _hit("too_many_connections", "request_refused", peer=self.client[0] if self.client else None)
             super().on_headers_complete()
 
         def _header_timeout(self) -> None:
@@ -339,8 +405,7 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
             self._disarm()
             if self.transport.is_closing():
                 return
-            LIMIT_HITS.labels(reason).inc()
-            log.warning("request_refused", reason=reason, detail=detail, peer=self.client[0] if self.client else None)
+            _hit(reason, "request_refused", detail=detail, peer=self.client[0] if self.client else None)
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(_raw_response(status, phrase, reason, detail))
             self.transport.close()
@@ -380,4 +445,7 @@ def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
     protocol = guarded_protocol(limits)
     if protocol is not None:
         options["http"] = protocol
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _QuietConcurrencyWarning) for f in uvicorn_log.filters):
+            uvicorn_log.addFilter(_QuietConcurrencyWarning())
     return options

@@ -23,7 +23,7 @@ import pytest
 from collector_helpers import start_collector, stream_bytes
 from support import Daemon, free_port, peak_rss_mib, rss_mib, wait_until, write_config
 
-from headrace._limits import BodyClock, HttpLimits
+from headrace._limits import BodyClock, HttpLimits, LogThrottle
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 3.0
@@ -55,6 +55,14 @@ def test_body_clock_allows_the_grace_then_a_second_per_rate_bytes_up_to_the_over
     assert fast.reason() == "body_timeout"
     off = BodyClock.of(HttpLimits(min_body_rate_bytes_per_second=0, body_timeout_seconds=5))
     assert off.allowance() == pytest.approx(5.0)
+
+
+def test_log_throttle_lets_one_line_a_second_through_per_key_and_counts_the_rest() -> None:
+    t = LogThrottle(1.0)
+    assert t.allow("a", 100.0) == 0
+    assert t.allow("a", 100.5) is None and t.allow("a", 100.9) is None
+    assert t.allow("b", 100.9) == 0  # keys are independent
+    assert t.allow("a", 101.0) == 2
 
 
 # -- raw-socket helpers ------------------------------------------------------------------------------
@@ -253,6 +261,11 @@ def test_slow_headers_slow_bodies_and_connection_floods_are_cut_off(
     wait_until(lambda: httpx.get(t.url + "/healthz", timeout=5).status_code == 200, 10, "service after the flood")
     metrics = httpx.get(t.url + "/metrics", timeout=5).text
     assert t.daemon.alive()
+    # 50 refusals, logged at most once a second with a count of the ones not logged
+    log_lines = [json.loads(x) for x in t.daemon.output().splitlines() if x.startswith("{")]
+    refusals = [x for x in log_lines if x.get("reason") == "too_many_connections"]
+    assert 1 <= len(refusals) <= 3 and sum(1 + x["suppressed_since_last"] for x in refusals) <= 50, refusals
+    assert not [x for x in log_lines if "Exceeded concurrency limit" in str(x.get("event"))]
     for limit in ("header_timeout", "headers_too_large", "too_many_connections"):
         assert re.search(rf'headrace_http_limit_hits_total{{limit="{limit}"}} [1-9]', metrics), limit
     if t.reads_body:
@@ -434,3 +447,24 @@ def test_relay_ack_body_is_read_only_up_to_its_limit(
     assert peak < base + 40, (base, peak)
     ack = httpx.post(t.url + "/v1/ack", json={"consumer": "nobody", "scn": 1}, timeout=5)
     assert ack.status_code == 400 and ack.json()["error"] == "unknown_consumer"  # still answering, same rules
+
+
+def test_one_client_address_cannot_take_every_connection(daemons: Callable[..., Daemon], tmp_path: Path) -> None:
+    """With ``max_connections_per_client: 3``, a fourth connection from 127.0.0.1 is refused at once
+    (503, closed) while another address (127.0.0.2) is still served."""
+    limits = {**SMALL_LIMITS, "max_connections": 64, "max_connections_per_client": 3}
+    d, url, _ = start_collector(daemons, tmp_path, limits=limits)
+    port = int(url.rsplit(":", 1)[1])
+    held = [_connect(port) for _ in range(3)]
+    try:
+        extra = _trickle(_connect(port), b"", b"", 0.1, 5)
+        assert extra.status == 503 and extra.closed and extra.seconds < 0.5, extra
+        assert json.loads(extra.response.partition(b"\r\n\r\n")[2])["error"] == "too_many_client_connections"
+        other = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+        with other:
+            assert _status(_get(other)) == 200
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, 10, "127.0.0.1 served again")
+    assert d.alive()
