@@ -134,7 +134,7 @@ class HttpLimits(Section):
         default=64 << 10, ge=1024, description="request line and headers larger than this: 431 and close"
     )
     body_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="longest total wait for a request's body bytes; else 408 and close"
+        default=300.0, gt=0, description="longest total wait for a request's body bytes; else 408 and close"
     )
     min_body_rate_bytes_per_second: float = Field(
         default=1024.0, ge=0, description="after the grace period a body slower than this on average: 408; 0: off"

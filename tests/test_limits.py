@@ -468,3 +468,25 @@ def test_one_client_address_cannot_take_every_connection(daemons: Callable[..., 
             s.close()
     wait_until(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, 10, "127.0.0.1 served again")
     assert d.alive()
+
+
+def test_limits_section_on_every_daemon_with_environment_overrides_and_the_relay_check(tmp_path: Path) -> None:
+    from headrace._config import load_section
+    from headrace.agents._config import AgentConfig
+    from headrace.bootstrap._config import BootstrapConfig
+    from headrace.collectors._config import CollectorConfig
+    from headrace.errors import ConfigError
+    from headrace.relay._config import RelayConfig
+
+    path = write_config(tmp_path / "c.yaml", {"collector": {"limits": {"max_connections": 10}}})
+    env = {"HEADRACE_COLLECTOR__LIMITS__BODY_TIMEOUT_SECONDS": "7.5"}
+    cfg = load_section(path, "collector", CollectorConfig, environ=env)
+    assert (cfg.limits.max_connections, cfg.limits.body_timeout_seconds) == (10, 7.5)
+    for section, model in (("agent", AgentConfig), ("relay", RelayConfig), ("bootstrap", BootstrapConfig)):
+        assert load_section(None, section, model, environ={}).limits == HttpLimits()
+    bad = write_config(tmp_path / "b.yaml", {"collector": {"limits": {"max_conections": 10}}})
+    with pytest.raises(ConfigError, match=r"collector\.limits\.max_conections: unknown key"):
+        load_section(bad, "collector", CollectorConfig, environ={})
+    relay = write_config(tmp_path / "r.yaml", {"relay": {"max_stream_requests": 3000}})
+    with pytest.raises(ConfigError, match=r"limits\.max_connections"):
+        load_section(relay, "relay", RelayConfig, environ={})
