@@ -7,6 +7,8 @@ which applies the ``limits:`` section of its config (:class:`HttpLimits`) in thr
   line and headers must arrive within ``header_timeout_seconds`` of the connection being opened (or
   of the request's first byte on a kept-alive connection) and within ``max_header_bytes``; past
   either the connection is answered 408 ``header_timeout`` or 431 ``headers_too_large`` and closed.
+  What a body brings besides its bytes (chunk framing, trailers) is bounded the same way (431
+  ``trailers_too_large``); trailers are dropped.
   A connection that opens and sends nothing is closed the same way.
 * **Bodies** (:class:`BodyLimits`, an ASGI middleware): the time a request spends *waiting for its
   client's body bytes* is bounded by ``body_timeout_seconds`` overall, and after
@@ -65,7 +67,7 @@ log = get_logger("http.limits")
 LIMIT_HITS = Counter(
     "headrace_http_limit_hits",
     "Requests and connections refused by a request-level limit (header_timeout, headers_too_large, "
-    "body_timeout, body_too_slow, too_many_connections, too_many_client_connections)",
+    "trailers_too_large, body_timeout, body_too_slow, too_many_connections, too_many_client_connections)",
     ["limit"],
 )
 
@@ -343,6 +345,9 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
             self._header_timer: asyncio.TimerHandle | None = None
             self._header_bytes = 0
             self._counted_peer: str | None = None
+            # while a body arrives: wire bytes, body bytes and chunks, to bound chunk framing and trailers
+            self._in_body = False
+            self._wire_bytes = self._body_bytes = self._chunks = 0
 
         def _arm(self) -> None:
             if self._header_timer is None:
@@ -378,16 +383,40 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
         def data_received(self, data: bytes) -> None:
             if self._header_timer is not None:
                 self._header_bytes += len(data)
+            elif self._in_body:
+                self._wire_bytes += len(data)
             super().data_received(data)
             if self._header_timer is not None and self._header_bytes > max_bytes:
                 self._refuse(431, "Request Header Fields Too Large", "headers_too_large", f"over {max_bytes} bytes")
+            elif self._in_body and self._wire_bytes - self._body_bytes > max_bytes + 32 * self._chunks:
+                # httptools buffers a header line whole, trailers included: bound what is not body
+                detail = f"chunk framing and trailers over {max_bytes} bytes"
+                self._refuse(431, "Request Header Fields Too Large", "trailers_too_large", detail)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._in_body = False
             self._arm()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if not self._in_body:  # trailers are dropped: uvicorn would add them to the running request's headers
+                super().on_header(name, value)
+
+        def on_body(self, body: bytes) -> None:
+            self._body_bytes += len(body)
+            super().on_body(body)
+
+        def on_chunk_header(self) -> None:
+            self._chunks += 1
+
+        def on_message_complete(self) -> None:
+            self._in_body = False
+            super().on_message_complete()
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._in_body = True
+            self._wire_bytes = self._body_bytes = self._chunks = 0
             if self.limit_concurrency is not None and (
                 len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
             ):  # uvicorn's own test, which answers 503: counted and logged here
@@ -406,8 +435,13 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
             if self.transport.is_closing():
                 return
             _hit(reason, "request_refused", detail=detail, peer=self.client[0] if self.client else None)
-            if self.cycle is None or self.cycle.response_complete:
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
                 self.transport.write(_raw_response(status, phrase, reason, detail))
+            elif not cycle.response_started:  # mid-body: answer for the application, which sees the client gone
+                self.transport.write(_raw_response(status, phrase, reason, detail))
+                cycle.disconnected = True
+                cycle.message_event.set()
             self.transport.close()
 
     return GuardedHttpToolsProtocol
