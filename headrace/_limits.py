@@ -371,14 +371,23 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol] | None:
                     return
             self._arm()
 
-        def connection_lost(self, exc: Exception | None) -> None:
+        def _release(self) -> None:
             self._disarm()
             peer, self._counted_peer = self._counted_peer, None
             if peer is not None:
                 left = open_by_client.pop(peer, 1) - 1
                 if left > 0:
                     open_by_client[peer] = left
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._release()
             super().connection_lost(exc)
+
+        def handle_websocket_upgrade(self) -> None:
+            # the connection passes to uvicorn's WebSocket protocol (no daemon has a WebSocket route:
+            # the handshake is refused 403 and the connection closed); this protocol never sees it again
+            self._release()
+            super().handle_websocket_upgrade()
 
         def data_received(self, data: bytes) -> None:
             if self._header_timer is not None:

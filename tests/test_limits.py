@@ -455,8 +455,16 @@ def test_one_client_address_cannot_take_every_connection(daemons: Callable[..., 
     limits = {**SMALL_LIMITS, "max_connections": 64, "max_connections_per_client": 3}
     d, url, _ = start_collector(daemons, tmp_path, limits=limits)
     port = int(url.rsplit(":", 1)[1])
+    upgrade = b"GET /v1/status HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    upgrade += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    for _ in range(5):  # upgraded connections leave the HTTP protocol: they must not stay counted
+        refused = _trickle(_connect(port), upgrade, b"", 0.1, 5)
+        assert refused.status == 403 and refused.closed, refused
+    time.sleep(0.2)
     held = [_connect(port) for _ in range(3)]
     try:
+        for s in held:
+            assert _status(_get(s)) == 200
         extra = _trickle(_connect(port), b"", b"", 0.1, 5)
         assert extra.status == 503 and extra.closed and extra.seconds < 0.5, extra
         assert json.loads(extra.response.partition(b"\r\n\r\n")[2])["error"] == "too_many_client_connections"
