@@ -7,9 +7,9 @@ which applies the ``limits:`` section of its config (:class:`HttpLimits`) in thr
   line and headers must arrive within ``header_timeout_seconds`` of the connection being opened (or
   of the request's first byte on a kept-alive connection) and within ``max_header_bytes``; past
   either the connection is answered 408 ``header_timeout`` or 431 ``headers_too_large`` and closed.
-  What a body brings besides its bytes (chunk framing, trailers) is bounded the same way (431
+  A connection that opens and sends nothing is closed the same way. What a body brings besides its
+  bytes (chunk framing and extensions, trailers) is bounded by ``max_header_bytes`` too (431
   ``trailers_too_large``); trailers are dropped.
-  A connection that opens and sends nothing is closed the same way.
 * **Bodies** (:class:`BodyLimits`, an ASGI middleware): the time a request spends *waiting for its
   client's body bytes* is bounded by ``body_timeout_seconds`` overall, and after
   ``min_body_rate_grace_seconds`` the body must keep arriving at ``min_body_rate_bytes_per_second``
