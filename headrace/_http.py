@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
+from ._limits import BodyLimits, HttpLimits, raise_fd_limit, uvicorn_options
 from ._reload import install_sighup
 from .errors import FatalError, InvalidInput, ListenError
 
@@ -105,12 +106,15 @@ def run_app(
     *,
     graceful_seconds: float = 30.0,
     tls: ServerTLS | None = None,
+    limits: HttpLimits | None = None,
     listen_key: str = "listen",
     sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
 
     With ``tls`` it serves HTTPS only (see :mod:`headrace._tls`; SIGHUP re-reads the certificate).
+    ``limits`` (the daemon's ``limits:`` section; defaults without it) bounds slow headers, slow
+    bodies and open connections: see :mod:`headrace._limits`.
     The socket is bound before the app's lifespan starts its work (uvicorn would bind after it), so a
     port in use is a :class:`~headrace.errors.ListenError` (exit 6) and nothing was started; pass a
     ``sock`` from :func:`bind_listen` to bind even earlier.
@@ -119,8 +123,10 @@ def run_app(
 
     sock = sock or bind_listen(listen, listen_key)
     host, port = parse_listen(listen)
+    limits = limits or HttpLimits()
+    raise_fd_limit(limits.max_connections + 64)
     config = uvicorn.Config(
-        app,
+        BodyLimits(app, limits),
         host=host,
         port=port,
         log_config=None,
@@ -129,6 +135,7 @@ def run_app(
         timeout_graceful_shutdown=int(graceful_seconds),
         server_header=False,
         **server_options(tls),
+        **uvicorn_options(limits),
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the captured signal after shutting down; with these no-op handlers that

@@ -171,3 +171,8 @@ def mapped_packages(pid: int, packages: tuple[str, ...] = BATCH_JOB_PACKAGES) ->
 def rss_mib(pid: int) -> float:
     """Resident memory of process ``pid`` in MiB (Linux /proc)."""
     return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of process ``pid`` since it started, in MiB (``VmHWM``, Linux /proc)."""
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024

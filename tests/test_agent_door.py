@@ -20,7 +20,7 @@ import pytest
 from agent_testsink import TestSink
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Daemon, free_port, rss_mib, wait_until, write_config
+from support import Daemon, free_port, peak_rss_mib, rss_mib, wait_until, write_config
 
 from headrace._chunk import Chunk
 from headrace._spool import Spool
@@ -310,6 +310,9 @@ def test_oversized_log_api_body_is_refused_while_streaming_with_rss_bounded(
     assert resp.startswith(b"HTTP/1.1 413"), resp[:200]
     assert seconds < 10
     assert peak[0] - before < 40, f"RSS grew from {before:.0f} to {peak[0]:.0f} MiB"
+    hwm = peak_rss_mib(agent.pid)  # the kernel's own peak, so no sampling gap can hide a spike
+    print(f"{framing}: 200 MiB body, agent RSS {before:.0f} MiB before, peak (VmHWM) {hwm:.0f} MiB")
+    assert hwm < 150, f"the agent's peak RSS reached {hwm:.0f} MiB"
     assert agent.d.alive() and healthz(agent).status_code == 200
     assert agent.post({"data_type": "app", "records": ["after"]}).status_code == 200
     wait_until(lambda: sink.data_by_stream().get("_api/app") == b"after\n", 20, "a later record delivered")

@@ -47,6 +47,7 @@ from starlette.routing import Route
 
 from .._access import Access, Denied, Grant, response
 from .._http import error_response, standard_routes
+from .._limits import body_timed_out
 from .._logging import get_logger
 from .._spool import SpoolFull
 from ..errors import InvalidInput
@@ -85,6 +86,9 @@ async def _json(request: Request, limit: int) -> Any:
             if len(buf) > limit:
                 raise InvalidInput("too_large", f"body passed the limit of {limit} bytes (log_api_max_bytes)")
     except ClientDisconnect as exc:
+        late = body_timed_out(request.scope)  # the limits middleware answers 408 itself
+        if late is not None:
+            raise InvalidInput(late, f"the body did not arrive in time ({len(buf)} bytes)") from exc
         raise InvalidInput("malformed", "the client went away before the body ended") from exc
     try:
         return json.loads(buf)

@@ -27,6 +27,8 @@ def agent(config_path: str | None) -> None:
         app = make_app(cfg)
         # SIGHUP: tokens, allowed_paths and the token sent to collectors are re-read from the file.
         on_reload("tokens", lambda: app.state.reload(load_section(config_path, "agent", AgentConfig)))
-        run_app(app, cfg.listen, graceful_seconds=30.0, tls=cfg.tls, listen_key="agent.listen", sock=sock)
+        run_app(
+            app, cfg.listen, graceful_seconds=30.0, tls=cfg.tls, limits=cfg.limits, listen_key="agent.listen", sock=sock
+        )
     finally:
         os.close(lock)

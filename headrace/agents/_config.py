@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._limits import HttpLimits
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -101,6 +102,7 @@ class AgentConfig(Section):
     client_tls: ClientTLS | None = Field(
         default=None, description="how https:// collectors are verified, and the client certificate sent (mTLS)"
     )
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
 
     @field_validator("name")
     @classmethod

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._limits import HttpLimits
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -31,6 +32,7 @@ class BootstrapConfig(Section):
     metrics_open_on_localhost: bool = False
     #: start on a non-loopback listen address although tokens is empty
     allow_insecure: bool = False
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
     #: bearer token sent to the relays
     relay_token: str | None = None
     #: serve HTTPS with this certificate (optionally demanding client certificates: mTLS)

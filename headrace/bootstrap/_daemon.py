@@ -86,4 +86,4 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
         return new.tokens, new.metrics_open_on_localhost
 
     reload_on_sighup(app.state.access, tokens)
-    run_app(app, config.listen, tls=config.tls, listen_key="bootstrap.listen", sock=sock)
+    run_app(app, config.listen, tls=config.tls, limits=config.limits, listen_key="bootstrap.listen", sock=sock)

@@ -31,6 +31,6 @@ def collector(config_path: str | None) -> None:
             shipper.set_token(new.upstream_token)
 
     on_reload("tokens", reload_tokens)
-    run_app(app, cfg.listen, tls=cfg.tls, listen_key="collector.listen", sock=sock)
+    run_app(app, cfg.listen, tls=cfg.tls, limits=cfg.limits, listen_key="collector.listen", sock=sock)
     if app.state.failed:
         raise FatalError(f"the collector stopped because its sink failed: {app.state.failed}")

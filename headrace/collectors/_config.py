@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section, parse_listen
+from .._limits import HttpLimits
 from .._names import check_component
 from .._tls import ClientTLS, ServerTLS
 from ..errors import InvalidInput
@@ -92,6 +93,7 @@ class CollectorConfig(Section):
     client_tls: ClientTLS | None = Field(
         default=None, description="how https:// upstream collectors are verified, and the client certificate sent"
     )
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:

@@ -7,7 +7,10 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
 1. bearer token with the ``write`` scope, when tokens are configured (401 ``unauthorized``, 403
    ``forbidden``; see ``headrace._access``);
 2. ``Content-Length`` above ``max_body_bytes`` (413 ``body_too_large``, before reading the body);
-   a body without a length is read only up to the limit;
+   a body without a length is read only up to the limit; body bytes count against
+   ``max_inflight_bytes`` as they arrive (not as announced), and a request that would pass it while
+   other requests hold bytes gets 503 ``overloaded``; a body that arrives too slowly is cut off by
+   the ``limits:`` section (408 ``body_timeout`` / ``body_too_slow``, :mod:`headrace._limits`);
 3. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
    ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
    names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
@@ -33,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from .._access import Access, Denied
 from .._chunk import Chunk, decode_batch
 from .._http import error_response
+from .._limits import body_timed_out
 from .._logging import get_logger
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
@@ -79,17 +83,6 @@ class ChunkReceiver:
             resp.headers["Retry-After"] = "1"
         return resp
 
-    async def _read_body(self, request: Request, limit: int) -> bytes | None:
-        """The body, or None if it is longer than ``limit`` (reading stops there)."""
-        parts: list[bytes] = []
-        size = 0
-        async for part in request.stream():
-            size += len(part)
-            if size > limit:
-                return None
-            parts.append(part)
-        return b"".join(parts)
-
     async def handle(self, request: Request) -> Response:
         policy = self.access.policy  # one policy for the whole request, even across a reload
         grant = policy.decide(
@@ -108,17 +101,30 @@ class ChunkReceiver:
                     "body_too_large",
                     f"body of {declared} bytes > max_body_bytes {limit}; send smaller ones",
                 )
-        reserve = int(declared) if declared is not None else limit
-        if self.inflight + reserve > self.limits.max_inflight_bytes and self.inflight > 0:
+        cap = self.limits.max_inflight_bytes
+        if self.inflight >= cap:
             return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
-        self.inflight += reserve
+        # Bytes are reserved as they arrive, never from the Content-Length announced: a slow sender
+        # holds only what it has sent (and is cut off by the body timeout of headrace._limits).
+        held = 0
         try:
+            parts: list[bytes] = []
             try:
-                body = await self._read_body(request, limit)
+                async for part in request.stream():
+                    if held + len(part) > limit:
+                        return self.reject(request, "body_too_large", f"body longer than max_body_bytes {limit}")
+                    if self.inflight + len(part) > cap and self.inflight > held:
+                        return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
+                    self.inflight += len(part)
+                    held += len(part)
+                    parts.append(part)
             except ClientDisconnect:
+                late = body_timed_out(request.scope)
+                if late is not None:
+                    return self.reject(request, late, f"the body did not arrive in time ({held} bytes)", status=408)
                 return self.reject(request, "malformed", "the client went away before sending the whole body")
-            if body is None:
-                return self.reject(request, "body_too_large", f"body longer than max_body_bytes {limit}")
+            body = b"".join(parts)
+            del parts
             try:
                 chunks = decode_batch(body, max_chunk_bytes=self.limits.max_chunk_bytes)
             except InvalidInput as exc:
@@ -133,4 +139,4 @@ class ChunkReceiver:
                 return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
             return JSONResponse({"acked": acked, "duplicates": dups})
         finally:
-            self.inflight -= reserve
+            self.inflight -= held

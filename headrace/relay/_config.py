@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
+from .._limits import HttpLimits
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -55,6 +56,7 @@ class RelayConfig(Section):
     max_inflight_bytes: int = Field(default=64 << 20, gt=0)
     #: a response body is copied out of the buffer and written in pieces of this size
     stream_batch_bytes: int = Field(default=256 << 10, ge=4096, le=64 << 20)
+    limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
     sqlite: SqliteOptions = Field(default_factory=SqliteOptions)
     postgres: PostgresSourceConfig = Field(default_factory=lambda: PostgresSourceConfig())
     mysql: MysqlSourceConfig = Field(default_factory=lambda: MysqlSourceConfig())
@@ -71,6 +73,15 @@ class RelayConfig(Section):
         )
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_streams(self) -> RelayConfig:
+        if self.limits.max_connections <= self.max_stream_requests:
+            raise ValueError(
+                f"limits.max_connections ({self.limits.max_connections}) must be larger than max_stream_requests "
+                f"({self.max_stream_requests}): each stream request holds a connection, and acks need some too"
+            )
         return self
 
 

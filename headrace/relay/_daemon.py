@@ -81,7 +81,7 @@ def run_relay(config: RelayConfig, config_path: str | None = None) -> None:
         return new.tokens, new.metrics_open_on_localhost
 
     reload_on_sighup(app.state.access, tokens)
-    run_app(app, config.listen, tls=config.tls, listen_key="relay.listen", sock=sock)
+    run_app(app, config.listen, tls=config.tls, limits=config.limits, listen_key="relay.listen", sock=sock)
 
 
 def uninstall_relay(config: RelayConfig) -> None:

@@ -23,12 +23,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._access import Access
 from .._http import error_response, int_param, standard_routes
+from .._limits import body_timed_out, read_body
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ._buffer import RingBuffer, TooOld
@@ -124,6 +125,10 @@ def capture_headers(capture: Capture | None) -> dict[str, str]:
         "X-Headrace-Capture": "stopped",
         "X-Headrace-Capture-Error": json.dumps(info, ensure_ascii=True, separators=(",", ":")),
     }
+
+
+#: an acknowledgement is a small JSON object; larger bodies are refused unread (memory stays bounded)
+_MAX_ACK_BODY = 64 << 10
 
 
 def _reject(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
@@ -313,9 +318,14 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             return denied
         usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
-            body = await request.json()
+            raw = await read_body(request, _MAX_ACK_BODY)
+            if raw is None:
+                return _reject(413, "too_large", f"an acknowledgement body is at most {_MAX_ACK_BODY} bytes")
+            body = json.loads(raw)
         except ValueError:
             return _reject(400, "bad_body", usage)
+        except ClientDisconnect:  # gone, or cut off by the body limits (which answer 408 themselves)
+            return _reject(400, body_timed_out(request.scope) or "bad_body", "the body did not arrive whole")
         if not isinstance(body, dict) or not isinstance(body.get("consumer"), str) or "scn" not in body:
             return _reject(400, "bad_body", usage)
         consumer, scn = body["consumer"], body["scn"]
