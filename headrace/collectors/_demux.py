@@ -70,6 +70,8 @@ def demux_batch(processor: Processor, batch: LineBatch, name: str = "processor")
             "_stream": batch.stream.filter(ok),
             "_offset": batch.offset.filter(ok),
         }
+    if not good.num_columns:  # records with no fields (`{}`): rows of origin columns only
+        good = pa.table(origin)
     for col, values in origin.items():
         if col in good.column_names:
             good = good.drop_columns([col])
