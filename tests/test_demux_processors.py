@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace._chunk import Chunk, chunk_to_record
-from headrace.collectors._demux import demux_batch
-from headrace.collectors._demux_lines import split_records
-from headrace.collectors._processors import load_processor
+from headrace.batch._demux import demux_batch
+from headrace.batch._lines import split_records
+from headrace.batch._processors import load_processor
 from headrace.errors import ConfigError
 
 UTC = dt.UTC
@@ -201,7 +201,7 @@ def test_clf_time_both_paths_agree_with_strptime(distinct: int) -> None:
 
     import pyarrow as pa
 
-    from headrace.collectors._processors_combined import clf_time
+    from headrace.batch._processors_combined import clf_time
 
     rng = random.Random(distinct)
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -272,7 +272,7 @@ def test_syslog_batches_of_one_kind_only() -> None:
 def test_clf_time_rejects_impossible_dates_and_keeps_valid_ones() -> None:
     import pyarrow as pa
 
-    from headrace.collectors._processors_combined import clf_time
+    from headrace.batch._processors_combined import clf_time
 
     cases = {
         "[29/Feb/2024:12:00:00": True,  # leap year

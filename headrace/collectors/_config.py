@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
+from .._block_codecs import Codec
 from .._config import Listen, Section, parse_listen
 from .._limits import HttpLimits
 from .._names import check_component
 from .._tls import ClientTLS, ServerTLS
 from ..errors import InvalidInput
-from ._block_codecs import Codec
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -35,9 +35,9 @@ from typing import Any
 
 from .._atomic import fsync_dir, move_atomic, write_atomic
 from .._chunk import SINK_SCHEMA
+from .._container import BlockEncoder, scan_container
 from .._dirlock import lock_dir, unlock_dir
 from .._logging import get_logger
-from ._container import BlockEncoder, scan_container
 from ._dedupe import DedupeIndex, IndexCorrupt
 
 __all__ = ["RecoveryReport", "SinkFiles"]

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pydantic import Field
 
-from ._demux_lines import LineBatch
+from ._lines import LineBatch
 from ._processors import TS, FieldType, Options, Parsed, ProcessorFactory, convert, first_reason
 from ._processors_combined import CombinedProcessor
 
