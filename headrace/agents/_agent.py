@@ -25,7 +25,6 @@ save) is recorded in :attr:`Agent.dead` and ``/healthz`` answers 503 with the re
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -33,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
 
-from .._atomic import write_atomic
 from .._chunk import Chunk, validate_chunk
 from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from .._statefile import StateFile
 from .._tls import watched_client_context
 from ..errors import InvalidInput
 from ._allowed import allowed_roots, file_problem, pattern_problem
@@ -64,6 +64,17 @@ MAX_CHUNK_BYTES = 16 << 20
 def lock_state_dir(state_dir: str) -> int:
     """Take ``state_dir/.lock`` (flock) for this process; raise :class:`FatalError` if another agent has it."""
     return lock_dir(state_dir, "state_dir", "agent")
+
+
+class RuntimeSources(BaseModel):
+    """``sources.json``: sources added through the control API (as configs) and configured ones removed."""
+
+    added: list[dict[str, Any]] = []
+    removed: list[str] = []
+
+
+#: before versions the body had the same shape
+SOURCES_FILE = StateFile("agent sources", RuntimeSources, 1)
 
 
 class Agent:
@@ -114,10 +125,8 @@ class Agent:
     # -- runtime sources ----------------------------------------------------------------------------
 
     def _load_runtime(self) -> dict[str, Any]:
-        if self._runtime_path.exists():
-            data: dict[str, Any] = json.loads(self._runtime_path.read_text())
-            return data
-        return {"added": [], "removed": []}
+        saved = SOURCES_FILE.load(self._runtime_path)
+        return (saved or RuntimeSources()).model_dump()
 
     def _effective_sources(self) -> list[SourceConfig]:
         removed = set(self._runtime["removed"])
@@ -128,7 +137,7 @@ class Agent:
         return list(out.values())
 
     def _save_runtime(self) -> None:
-        write_atomic(self._runtime_path, json.dumps(self._runtime, indent=1).encode())
+        SOURCES_FILE.save(self._runtime_path, RuntimeSources.model_validate(self._runtime))
 
     def _confine(self, src: SourceConfig, path: str) -> str | None:
         """Files of run-time sources must resolve inside the allowed roots (checked before opening)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import posixpath
 from collections import deque
 from collections.abc import Iterator
@@ -29,9 +28,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
 from .._container import Block, decode_block, iter_blocks
 from .._logging import get_logger
+from .._statefile import StateFile
 from .._storage import Store, resolve
 from ..errors import ConfigError, FatalError
 from ._archive import read_manifest
@@ -130,6 +131,16 @@ def _parquet(table: pa.Table, compression: str) -> bytes:
     return buf.getvalue()
 
 
+class DemuxDayState(BaseModel):
+    """``_state/data_type=T/date=D.json``: the archive part generation each part was demuxed at."""
+
+    parts: dict[str, int] = {}
+
+
+#: version 0 (before versions): the part → generation mapping itself
+DEMUX_STATE_FILE = StateFile("demux day", DemuxDayState, 1, {0: lambda legacy: {"parts": legacy}})
+
+
 class _PartWriter:
     """Writes batches as row groups as they come (overlapping with parsing) while their schemas agree;
     when a batch brings a different schema (JSON inference), falls back to one write of all batches
@@ -210,8 +221,9 @@ class _Demuxer:
         return spec.multiline if spec else None
 
     def run_day(self, data_type: str, date: str, proc: Processor) -> None:
+        where = self.state_path(data_type, date)
         try:
-            state: dict[str, int] = json.loads(self.out.read_bytes(self.state_path(data_type, date)))
+            state = DEMUX_STATE_FILE.decode(self.out.read_bytes(where), where).parts
         except FileNotFoundError:
             state = {}
         for attempt in range(3):
@@ -231,7 +243,7 @@ class _Demuxer:
                         self.summary.failures.append(f"{data_type}/{date}/{part.name}: {exc!r}")
                         continue
                     state[part.stem] = part.gen
-                    self.out.write_atomic(self.state_path(data_type, date), json.dumps(state).encode())
+                    self.out.write_atomic(where, DEMUX_STATE_FILE.encode(DemuxDayState(parts=state)))
                 return
             except FileNotFoundError:
                 # the archive builder replaced the part while we read the manifest: read it again
