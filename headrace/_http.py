@@ -21,7 +21,8 @@ from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
 from ._reload import install_sighup
-from .errors import InvalidInput
+from ._supervise import exit_requested
+from .errors import FatalError, InvalidInput
 
 __all__ = ["bearer_ok", "error_response", "int_param", "run_app", "standard_routes"]
 
@@ -73,7 +74,11 @@ def standard_routes(health: Callable[[], dict[str, Any]] | None = None) -> list[
 
 
 def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> None:
-    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly."""
+    """Serve ``app`` on ``listen`` (``host:port``) until SIGTERM or SIGINT, then shut down cleanly.
+
+    Raises :class:`~headrace.errors.FatalError` (exit 1) after the shutdown when it was caused by
+    :func:`headrace._supervise.request_exit` (a background worker that could not be kept running).
+    """
     host, port = parse_listen(listen)
     config = uvicorn.Config(
         app,
@@ -92,5 +97,8 @@ def run_app(app: Starlette, listen: str, *, graceful_seconds: float = 30.0) -> N
     signal.signal(signal.SIGINT, lambda *_: None)
     install_sighup()
     server.run()
+    reason = exit_requested()
+    if reason is not None:  # a background worker gave up: exit non-zero so the service manager restarts us
+        raise FatalError(f"stopped because a background worker died: {reason}")
     if not server.started:
         raise SystemExit(f"could not start the HTTP server on {listen} (is the port in use?)")

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .._config import Listen, Section
+from .._supervise import SupervisorConfig
 
 
 class SourceConfig(Section):
@@ -74,6 +75,9 @@ class AgentConfig(Section):
     ship_timeout_seconds: float = Field(default=30.0, gt=0)
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
+    supervise: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="restarting the reader, shipper and watcher threads"
+    )
 
     @field_validator("name")
     @classmethod

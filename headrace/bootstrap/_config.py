@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .._config import Listen, Section
+from .._supervise import SupervisorConfig
 
 
 class BootstrapConfig(Section):
@@ -48,3 +49,5 @@ class BootstrapConfig(Section):
     max_bytes: int = Field(default=4 << 20, gt=0)
     #: rows per snapshot response at most
     max_snapshot_rows: int = Field(default=10_000, ge=1)
+    #: restarting the seeder, follower and applier threads when one dies (see ``headrace._supervise``)
+    supervise: SupervisorConfig = Field(default_factory=SupervisorConfig)

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._config import Listen, Section, parse_listen
 from .._names import check_component
+from .._supervise import SupervisorConfig
 from ..errors import InvalidInput
 from ._block_codecs import Codec
 
@@ -71,6 +72,12 @@ class CollectorConfig(Section):
     )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")
+    torn_max_bytes: int = Field(
+        default=64 << 20, ge=0, description="torn tails kept in <sink_dir>/torn/ at most; the oldest go first"
+    )
+    supervise: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="restarting the forwarding pump thread"
+    )
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:
