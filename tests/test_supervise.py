@@ -216,7 +216,9 @@ def test_dead_shipper_and_reader_turn_healthz_503_then_are_restarted(
 
     def delivered() -> bool:
         d = sink.data_by_stream()  # asserts every stream is tiled exactly: no gap, no overlap
-        return d.get("_api/app") == b"one\ntwo\nthree\n" and d.get(logs_a) == b"a0\na1\n" and d.get(logs_b) == b"b0\nb1\n"
+        return (
+            d.get("_api/app") == b"one\ntwo\nthree\n" and d.get(logs_a) == b"a0\na1\n" and d.get(logs_b) == b"b0\nb1\n"
+        )
 
     wait_until(delivered, 20, "every acked record and every line exactly once")
 

@@ -149,6 +149,11 @@ def _forward_store(cfg: CollectorConfig) -> _Opened:
     return _Opened(store, store.start, lambda: unlock_dir(fd), supervisor=supervisor)
 
 
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 def build_app(cfg: CollectorConfig) -> Starlette:
     """The collector app for ``cfg``.
 
@@ -175,7 +180,13 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        commit = GroupCommit(opened.store, on_failure=on_failure, reopen=opened.reopen, unavailable=opened.unavailable)
+        commit = GroupCommit(
+            opened.store,
+            on_failure=on_failure,
+            reopen=opened.reopen,
+            unavailable=opened.unavailable,
+            free_bytes=lambda: _free_bytes(cfg.sink_dir),
+        )
         state["commit"] = commit
         opened.start()
         commit.start()
@@ -212,7 +223,7 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         """503 while the store failed, waits for disk space, or a worker (the forward pump) is down."""
         commit = state["commit"]
         failed = commit.failed if commit is not None else None
-        unavailable = commit.unavailable if commit is not None else opened.unavailable
+        unavailable = commit.disk_full() if commit is not None else opened.unavailable
         out: dict[str, Any] = {"failed": failed, "unavailable": unavailable}
         problems = [f"store failed: {failed}"] if failed else []
         if unavailable:

@@ -15,7 +15,9 @@ A full disk (``ENOSPC``/``EDQUOT`` from the store, when a ``reopen`` function is
 failure: the store is abandoned (its in-memory state, e.g. the dedupe index, may say more than
 the disk holds), every waiting and later request gets 503 ``disk_full`` (nothing acked), and
 ``reopen`` — the same recovery a process start runs — is retried with backoff (1 s doubling to
-5 s) until it succeeds, i.e. until space returns; then requests are taken again. A committer can
+5 s) until it succeeds; then requests are taken (and tried) again, while :meth:`GroupCommit.disk_full`
+keeps reporting the full disk until a write succeeds or ``free_bytes()`` shows room for the write
+that failed. A committer can
 also start without a store (the recovery at start already hit a full disk) and wait the same way.
 """
 
@@ -115,6 +117,7 @@ class GroupCommit:
         reopen: Callable[[], Store] | None = None,
         unavailable: str | None = None,
         retry_seconds: tuple[float, float] = (1.0, 5.0),
+        free_bytes: Callable[[], int] | None = None,
     ) -> None:
         if store is None and reopen is None:
             raise ValueError("a GroupCommit without a store needs reopen")
@@ -127,6 +130,9 @@ class GroupCommit:
         #: why there is no store (a full disk), while there is none
         self.unavailable: str | None = None if store is not None else (unavailable or "store not open")
         m.STORE_UNAVAILABLE.set(0 if store is not None else 1)
+        self.free_bytes = free_bytes
+        #: (why, bytes the failed write needed) after a full disk, until a write succeeds or that much is free
+        self._full: tuple[str, int] | None = None if self.unavailable is None else (self.unavailable, 1 << 20)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -217,6 +223,7 @@ class GroupCommit:
                     self._fail(f"recovery failed: {exc!r}")
                     return
                 self.unavailable = f"disk full, waiting for space: {exc}"
+                self._full = (f"disk full: {exc}", self._full[1] if self._full else 1 << 20)
                 lo, hi = self.retry_seconds
                 delay = min(lo * 2**attempt, hi)
                 attempt += 1
@@ -231,10 +238,29 @@ class GroupCommit:
             m.STORE_UNAVAILABLE.set(0)
             log.warning("store reopened: taking requests again")
 
-    def _lose_store(self, reason: str) -> None:
+    def disk_full(self) -> str | None:
+        """Why writes failed for lack of space, until space is back (a write succeeded, or the free
+        space reported by ``free_bytes`` covers the failed write); None when not full."""
+        if self.unavailable is not None:
+            return self.unavailable
+        full = self._full
+        if full is None:
+            return None
+        if self.free_bytes is not None:
+            try:
+                free = self.free_bytes()
+            except OSError:
+                return full[0]
+            if free >= full[1] + (64 << 10):
+                self._full = None
+                return None
+        return full[0]
+
+    def _lose_store(self, reason: str, needed: int = 0) -> None:
         """Disk full: drop the store (its memory may be ahead of the disk) and wait for space."""
         assert self.store is not None
         self.unavailable = f"disk full, waiting for space: {reason}"
+        self._full = (f"disk full: {reason}", needed)
         m.STORE_UNAVAILABLE.set(1)
         log.error("disk full: refusing writes (503 disk_full) until space returns", reason=reason)
         store, self.store = self.store, None
@@ -260,7 +286,7 @@ class GroupCommit:
                 results = await asyncio.to_thread(self.store.commit, [w.chunks for w in group])
             except Exception as exc:
                 if self.reopen is not None and is_disk_full(exc):
-                    self._lose_store(f"write: {exc}")
+                    self._lose_store(f"write: {exc}", sum(len(c.data) for w in group for c in w.chunks))
                     results = [DiskFull(self.unavailable or "") for _ in group]
                 else:
                     self._fail(f"write failed: {exc!r}")
@@ -271,6 +297,7 @@ class GroupCommit:
             if w.future.done():  # the request was cancelled
                 continue
             if isinstance(result, Ack):
+                self._full = None  # a write went through: space is back
                 m.ACKED_BATCHES.inc()
                 w.future.set_result(result)
             else:
