@@ -275,3 +275,46 @@ def test_the_watchdog_observer_dying_is_noticed_and_restarted(tmp_path: Path, si
         assert not fatal
     finally:
         agent.stop()
+
+
+# -- a forwarding collector's pump ------------------------------------------------------------------
+
+
+def test_a_forwarding_collectors_dead_pump_is_reported_and_restarted(
+    daemons: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Real fault: the spool's ack position (head.json) can no longer be replaced, so the pump stops."""
+    from collector_helpers import HTTP, done_records, make_chunk, post, start_collector
+
+    root, root_url, root_sink = start_collector(daemons, tmp_path, name="root")
+    port = free_port()
+    cfg = {
+        "listen": f"127.0.0.1:{port}",
+        "sink_dir": str(tmp_path / "fwd"),
+        "name": "fwd",
+        "upstream": [root_url],
+        "upstream_max_backoff": 0.2,
+        "supervise": {**FAST, "max_restarts": 1000},
+    }
+    fwd = daemons(["collector", "--config", str(write_config(tmp_path / "fwd.yaml", {"collector": cfg}))], "fwd")
+    fwd.start()
+    url = f"http://127.0.0.1:{port}"
+    fwd.wait_http(url + "/healthz")
+    chunks = [make_chunk("app/x.log", i * 640, 20) for i in range(3)]
+    assert post(url, chunks[:1]).status_code == 200
+    spooled = lambda: HTTP.get(url + "/v1/status").json()["store"]["spool_chunks"]  # noqa: E731
+    wait_until(lambda: spooled() == 0, 20, "forwarded")
+    assert fwd.proc is not None
+    fault = tmp_path / "fwd" / "forward-spool" / "chunks" / f".head.json.tmp-{fwd.proc.pid}"
+    fault.mkdir()
+    assert post(url, chunks[1:2]).status_code == 200
+    r = wait_until(lambda: (r := HTTP.get(url + "/healthz")).status_code == 503 and r, 20, "healthz 503")
+    assert "forward-pump" in r.json()["reason"] and "IsADirectoryError" in r.json()["reason"]
+    fault.rmdir()
+    wait_until(lambda: HTTP.get(url + "/healthz").status_code == 200, 20, "healthy again")
+    assert post(url, chunks[2:]).status_code == 200
+    wait_until(lambda: spooled() == 0, 20, "forwarded after the restart")
+    assert '"worker_restarted"' in fwd.output()
+    assert fwd.stop() == 0 and root.stop() == 0
+    got = sorted((r["seq_start"], r["data"]) for r in done_records(root_sink))
+    assert [d for _, d in got] == [c.data for c in chunks]  # each exactly once
