@@ -227,20 +227,20 @@ class Supervisor:
                     log.warning("worker_error_while_stopping", worker=w.name, error=_describe(err))
                 return
             delay = self._died(w, err)
-            if delay is None:
-                return
-            if self._stopping.wait(delay):
-                w.state = "stopped"
-                return
-            if w.on_restart is not None:
-                try:
-                    w.on_restart()
-                except Exception as exc:  # rebuilding failed: that is another death
-                    log.error("worker_restart_failed", worker=w.name, error=_describe(exc), exc_info=exc)
-                    delay = self._died(w, exc)
-                    if delay is None or self._stopping.wait(delay):
-                        return
-                    continue
+            while True:  # wait, rebuild (a failed rebuild is another death), then run again
+                if delay is None:
+                    return
+                if self._stopping.wait(delay):
+                    w.state = "stopped"
+                    return
+                if w.on_restart is not None:
+                    try:
+                        w.on_restart()
+                    except Exception as exc:
+                        log.error("worker_restart_failed", worker=w.name, error=_describe(exc), exc_info=exc)
+                        delay = self._died(w, exc)
+                        continue
+                break
             self._restarted(w)
 
     def _died(self, w: _Worker, err: BaseException | None, why: str | None = None) -> float | None:

@@ -206,6 +206,11 @@ def test_agent_spool_disk_full_keeps_acked_records_and_recovers(
         (logs / "a.log").write_bytes(lines)  # the reader cannot spool it: it dies, waits, retries
         r = wait_until(lambda: "agent-reader" in (r := health(url)).text and r, 20, "the reader reported")
         assert r.status_code == 503 and "disk full" in r.json()["reason"]
+        d.kill9()  # a restart while the disk is still full: the agent comes up and keeps what it acked
+        d.start()
+        wait_until(lambda: health(url).status_code in (200, 503), 20, "answering after the restart")
+        r = wait_until(lambda: (r := health(url)).status_code == 503 and "agent-reader" in r.text and r, 20, "503")
+        assert "disk full" in r.json()["reason"]
         sink.fail_with = None  # the collector is back, but acks cannot be recorded on a full disk
         big = "y" * (64 << 10)
         r = log_api(big)  # still full: refused, nothing spooled
@@ -247,3 +252,53 @@ def test_torn_tails_are_capped_oldest_first_and_not_copied_twice(tmp_path: Path)
         assert sum(p.stat().st_size for p in sink.torn_dir.iterdir()) <= 10_000
     finally:
         sink.unlock()
+
+
+def test_forwarding_collector_spool_disk_full(
+    tmp_path: Path, daemons: Callable[..., Daemon], tmpfs: Callable[[Path, int], Path]
+) -> None:
+    """The forwarder's spool on a full disk: 503 disk_full (nothing acked), health red, then green."""
+    spool = tmpfs(tmp_path / "fwd-spool", 1 << 20)
+    root_port = free_port()
+    root_url = f"http://127.0.0.1:{root_port}"  # the root is down at first: everything stays spooled
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = {
+        "listen": f"127.0.0.1:{port}",
+        "sink_dir": str(tmp_path / "fwd"),
+        "spool_dir": str(spool),
+        "name": "fwd",
+        "upstream": [root_url],
+        "upstream_max_backoff": 0.2,
+    }
+    fwd = daemons(["collector", "--config", str(write_config(tmp_path / "fwd.yaml", {"collector": cfg}))], "fwd")
+    fwd.start()
+    fwd.wait_http(url + "/healthz")
+    fill(spool / "ballast", leave=128 << 10)
+    chunks = [make_chunk("s", i * 32 * 64, 64) for i in range(200)]  # 2 KiB each
+    acked = 0
+    for c in chunks:
+        r = post(url, [c])
+        if r.status_code != 200:
+            break
+        acked += 1
+    assert r.status_code == 503 and r.json()["error"] == "disk_full"
+    assert 0 < acked < len(chunks)
+    h = health(url)
+    assert h.status_code == 503 and "disk full" in h.json()["reason"]
+    (spool / "ballast").unlink()
+    wait_until(lambda: health(url).status_code == 200, 10, "healthy once space returned")
+    for c in chunks[acked:]:
+        assert post(url, [c]).status_code == 200
+    root_sink = tmp_path / "root-sink"
+    root_cfg = {"listen": f"127.0.0.1:{root_port}", "sink_dir": str(root_sink), "name": "root"}
+    root = daemons(
+        ["collector", "--config", str(write_config(tmp_path / "root.yaml", {"collector": root_cfg}))], "root"
+    )
+    root.start()
+    root.wait_http(root_url + "/healthz")
+    status = lambda: HTTP.get(url + "/v1/status").json()["store"]["spool_chunks"]  # noqa: E731
+    wait_until(lambda: status() == 0, 30, "everything forwarded")
+    assert fwd.stop() == 0 and root.stop() == 0
+    got = sorted((r["seq_start"], r["data"]) for r in done_records(root_sink))
+    assert b"".join(d for _, d in got) == b"".join(c.data for c in chunks)

@@ -228,6 +228,9 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         problems = [f"store failed: {failed}"] if failed else []
         if unavailable:
             problems.append(f"store unavailable: {unavailable}")
+        full = getattr(commit.store if commit is not None else None, "disk_full", None)
+        if full is not None and (why := full()) is not None:
+            problems.append(f"forwarding spool disk full: {why}")
         if opened.supervisor is not None:
             sup = opened.supervisor.health()
             out["workers"] = sup["workers"]

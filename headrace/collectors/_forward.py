@@ -31,7 +31,7 @@ from .._chunk import Chunk
 from .._logging import get_logger
 from .._ship import Ack as ShipAck
 from .._ship import Shipper, pump
-from .._spool import Spool, SpoolEntry, SpoolFull
+from .._spool import Spool, SpoolDiskFull, SpoolEntry, SpoolFull
 from .._supervise import Supervisor
 from . import _metrics as m
 from ._commit import Ack, Refused
@@ -108,7 +108,7 @@ class ForwardStore:
                     self.spool.append(c)
             except SpoolFull as exc:
                 # The part appended is forwarded; the sender re-sends the whole batch, upstream dedupes.
-                results.append(Refused("spool_full", str(exc)))
+                results.append(Refused("disk_full" if isinstance(exc, SpoolDiskFull) else "spool_full", str(exc)))
                 continue
             results.append(Ack(len(batch), 0))
             nbytes += need
@@ -136,6 +136,10 @@ class ForwardStore:
     def abandon(self) -> None:
         self.supervisor.stop()
         self.stop.set()
+
+    def disk_full(self) -> str | None:
+        """Why the spool's last append failed for lack of disk space, until space returns."""
+        return self.spool.disk_full()
 
     def status(self) -> dict[str, Any]:
         return {
