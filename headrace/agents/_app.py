@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -140,10 +141,11 @@ def make_app(cfg: AgentConfig) -> Starlette:
             resp = error_response(503, reason, str(exc))
             resp.headers["Retry-After"] = "1"
             return resp
-        except OSError as exc:  # the spool's fsync failed: not known to be durable, so not acked
-            REJECTS.labels("spool_error").inc()
-            log.error("log_api_refused", reason="spool_error", detail=repr(exc))
-            resp = error_response(503, "spool_error", f"could not make the records durable: {exc}")
+        except OSError as exc:  # the spool's fsync or the checkpoint failed: not known to be durable, not acked
+            reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "spool_error"
+            REJECTS.labels(reason).inc()
+            log.error("log_api_refused", reason=reason, detail=repr(exc))
+            resp = error_response(503, reason, f"could not make the records durable: {exc}")
             resp.headers["Retry-After"] = "1"
             return resp
         return JSONResponse({"accepted": n})
