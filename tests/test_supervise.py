@@ -202,8 +202,13 @@ def test_dead_shipper_and_reader_turn_healthz_503_then_are_restarted(
     assert agent.log("two") == 200
     # The reader: a new file is a new stream, saved to the checkpoint before it is read -> dead.
     (logs / "b.log").write_text("b0\nb1\n")
-    r = wait_until(lambda: (r := agent.health()).status_code == 503 and "agent-reader" in r.text and r, 20, "503")
-    reason = r.json()["reason"]
+
+    def both_down() -> httpx.Response | None:
+        r = agent.health()
+        why = r.json().get("reason", "")
+        return r if r.status_code == 503 and "agent-reader" in why and "agent-shipper" in why else None
+
+    reason = wait_until(both_down, 20, "healthz 503 naming both").json()["reason"]
     assert "agent-shipper" in reason and "agent-reader" in reason and "IsADirectoryError" in reason
     assert agent.log("three") == 200  # the Log API still takes records: they are durable in the spool
     fault.rmdir()  # the fault goes away: both are restarted and everything arrives exactly once
@@ -267,7 +272,7 @@ def test_the_watchdog_observer_dying_is_noticed_and_restarted(tmp_path: Path, si
         old.stop()
         old.join(5)
         wait_until(lambda: agent.watcher._observer is not old and agent.watcher.alive(), 10, "observer restarted")
-        assert agent.health()["workers"]["agent-watcher"]["restarts"] == 1
+        wait_until(lambda: agent.health()["workers"]["agent-watcher"]["restarts"] == 1, 5, "restart counted")
         (logs / "new.log").write_text("seen by the new observer\n")
         stream = str(logs / "new.log").lstrip("/")
         wait_until(lambda: sink.data_by_stream().get(stream) == b"seen by the new observer\n", 10, "event-driven")
@@ -306,6 +311,7 @@ def test_a_forwarding_collectors_dead_pump_is_reported_and_restarted(
     wait_until(lambda: spooled() == 0, 20, "forwarded")
     assert fwd.proc is not None
     fault = tmp_path / "fwd" / "forward-spool" / "chunks" / f".head.json.tmp-{fwd.proc.pid}"
+    wait_until(lambda: not fault.exists(), 10, "no ack being saved")  # the last ack's write may still run
     fault.mkdir()
     assert post(url, chunks[1:2]).status_code == 200
     r = wait_until(lambda: (r := HTTP.get(url + "/healthz")).status_code == 503 and r, 20, "healthz 503")

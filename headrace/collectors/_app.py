@@ -70,8 +70,10 @@ class _Opened:
         reopen: Callable[[], Store] | None = None,
         unavailable: str | None = None,
         supervisor: Supervisor | None = None,
+        spool_disk_full: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
+        self.spool_disk_full = spool_disk_full
         self.start = start
         self.unlock = unlock
         self.reopen = reopen
@@ -146,7 +148,7 @@ def _forward_store(cfg: CollectorConfig) -> _Opened:
     supervisor = Supervisor("collector", cfg.supervise)
     store = ForwardStore(spool, shipper, supervisor=supervisor)
     log.info("forwarding", upstream=cfg.upstream, spool_dir=str(spool_dir), spooled_chunks=len(spool))
-    return _Opened(store, store.start, lambda: unlock_dir(fd), supervisor=supervisor)
+    return _Opened(store, store.start, lambda: unlock_dir(fd), supervisor=supervisor, spool_disk_full=spool.disk_full)
 
 
 def _free_bytes(path: str) -> int:
@@ -228,8 +230,7 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         problems = [f"store failed: {failed}"] if failed else []
         if unavailable:
             problems.append(f"store unavailable: {unavailable}")
-        full = getattr(commit.store if commit is not None else None, "disk_full", None)
-        if full is not None and (why := full()) is not None:
+        if opened.spool_disk_full is not None and (why := opened.spool_disk_full()) is not None:
             problems.append(f"forwarding spool disk full: {why}")
         if opened.supervisor is not None:
             sup = opened.supervisor.health()

@@ -137,10 +137,6 @@ class ForwardStore:
         self.supervisor.stop()
         self.stop.set()
 
-    def disk_full(self) -> str | None:
-        """Why the spool's last append failed for lack of disk space, until space returns."""
-        return self.spool.disk_full()
-
     def status(self) -> dict[str, Any]:
         return {
             "mode": "forward",
