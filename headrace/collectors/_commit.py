@@ -132,7 +132,7 @@ class GroupCommit:
         m.STORE_UNAVAILABLE.set(0 if store is not None else 1)
         self.free_bytes = free_bytes
         #: (why, bytes the failed write needed) after a full disk, until a write succeeds or that much is free
-        self._full: tuple[str, int] | None = None if self.unavailable is None else (self.unavailable, 1 << 20)
+        self._full: tuple[str, int] | None = None if self.unavailable is None else (self.unavailable, 0)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -223,7 +223,7 @@ class GroupCommit:
                     self._fail(f"recovery failed: {exc!r}")
                     return
                 self.unavailable = f"disk full, waiting for space: {exc}"
-                self._full = (f"disk full: {exc}", self._full[1] if self._full else 1 << 20)
+                self._full = (f"disk full: {exc}", self._full[1] if self._full else 0)
                 lo, hi = self.retry_seconds
                 delay = min(lo * 2**attempt, hi)
                 attempt += 1
