@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from ._config import parse_listen
 from ._limits import BodyLimits, HttpLimits, raise_fd_limit, uvicorn_options
 from ._reload import install_sighup
+from ._supervise import exit_requested
 from .errors import FatalError, InvalidInput, ListenError
 
 if TYPE_CHECKING:
@@ -173,5 +174,8 @@ def run_app(
         if startup.error is not None:
             raise startup.error from None
         raise
+    reason = exit_requested()
+    if reason is not None:  # a background worker gave up: exit non-zero so the service manager restarts us
+        raise FatalError(f"stopped because a background worker died: {reason}")
     if not server.started:
         raise FatalError(f"could not start the HTTP server on {listen} ({listen_key}); see the log above")

@@ -49,7 +49,7 @@ from ._spool import Spool, SpoolEntry
 from ._tls import ClientTLS, as_context, request_error
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
-__all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
+__all__ = ["Ack", "AckNotRecorded", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
 
 log = get_logger("ship")
 
@@ -241,11 +241,14 @@ def pump(
     :func:`~headrace._chunk.validate_chunk` (with ``max_chunk_bytes``, when given) goes there alone
     before sending, as ``<source>_<seq_end>_<time>.invalid.batch``. A batch refused with 400, 413 or
     422 is split in halves, recursively, so only the chunks refused on their own are set aside. Set ``shipper.stop`` to
-    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
-    set and nothing more is acked (the spool keeps everything for the next run).
+    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, nothing
+    more is acked (the spool keeps everything) and, once the batch in flight is answered,
+    :class:`AckNotRecorded` is raised (chained to the error) for the caller's supervisor, which may
+    run ``pump`` again: everything not yet released is offered again.
     """
     done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
     failed = threading.Event()
+    failure: list[BaseException] = []
 
     def record_acks() -> None:
         while (item := done.get()) is not None:
@@ -258,8 +261,8 @@ def pump(
                 spool.ack(len(entries))
             except Exception as exc:  # disk full, …: stop shipping rather than ack what is not recorded
                 log.error("ack_recording_failed", error=repr(exc))
+                failure.append(exc)
                 failed.set()
-                stop.set()
 
     def _ship_run(run: list[SpoolEntry]) -> None:
         try:
@@ -276,7 +279,7 @@ def pump(
     acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
     acker.start()
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not failed.is_set():
             if not spool.wait_nonempty(idle_wait, unreserved=True):
                 continue
             entries = spool.peek(max_chunks, max_bytes, reserve=True)
@@ -296,6 +299,12 @@ def pump(
         done.put(None)
         acker.join()
         spool.unreserve()
+    if failure:
+        raise AckNotRecorded(f"could not record an ack: {failure[0]!r}") from failure[0]
+
+
+class AckNotRecorded(TransientError):
+    """:func:`pump` stopped because ``on_acked`` or the spool's ack failed (nothing more was released)."""
 
 
 def _split_invalid(

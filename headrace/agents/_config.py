@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
 from .._limits import HttpLimits
+from .._supervise import SupervisorConfig
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -103,6 +104,9 @@ class AgentConfig(Section):
         default=None, description="how https:// collectors are verified, and the client certificate sent (mTLS)"
     )
     limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
+    supervise: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="restarting the reader, shipper and watcher threads"
+    )
 
     @field_validator("name")
     @classmethod

@@ -90,6 +90,28 @@ class Watcher:
     def start(self) -> None:
         self._observer.start()
 
+    def alive(self) -> bool:
+        """Whether the observer thread still runs (it ends if a handler raises)."""
+        return self._observer.is_alive()
+
+    def restart(self) -> None:
+        """Replace a dead observer with a new one watching the same roots (events missed meanwhile
+        are caught by the periodic rescan)."""
+        with self._lock:
+            keys = list(self._watches)
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+            self._observer = Observer()
+            self._observer.daemon = True
+            self._watches = {}
+            self._observer.start()
+            for root, recursive in keys:
+                if os.path.isdir(root):
+                    with contextlib.suppress(OSError):
+                        self._watches[(root, recursive)] = self._observer.schedule(
+                            self._handler, root, recursive=recursive
+                        )
+
     def set_patterns(self, patterns: list[str]) -> None:
         """Watch exactly the roots these globs need (folders that do not exist yet are picked up by rescans)."""
         with self._lock:

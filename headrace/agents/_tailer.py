@@ -44,7 +44,7 @@ from prometheus_client import Counter, Gauge
 
 from .._chunk import Chunk, validate_chunk
 from .._logging import get_logger
-from .._spool import Spool, SpoolEntry, SpoolFull
+from .._spool import Spool, SpoolDiskFull, SpoolEntry, SpoolFull
 from ..errors import InvalidInput
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._chunker import Chunker
@@ -584,6 +584,8 @@ class Tailer:
         chunk = Chunk(self.cfg.name, st.name, st.source.data_type, st.seq, end, data, dict(st.source.tags))
         try:
             self.spool.append(chunk, cursor.encode())
+        except SpoolDiskFull:
+            raise  # the reader dies and is rebuilt from disk once space returns (see agents/_agent.py)
         except SpoolFull:  # room was checked first; only a concurrent /v1/log writer can take it
             self.spool.wait_room(len(data) + _OVERHEAD, 30.0)
             self.spool.append(chunk, cursor.encode())

@@ -327,6 +327,17 @@ class Capture:
         CAPTURE_STOPPED.set(0)
         self._thread.start()
 
+    @property
+    def dead(self) -> bool:
+        """True if the capture thread ended without being asked to and without recording why
+        (something escaped :meth:`_run`'s handlers): ``/healthz`` must not say ok then."""
+        return (
+            self._thread.ident is not None
+            and not self._thread.is_alive()
+            and self.stopped is None
+            and not self.stop_event.is_set()
+        )
+
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
         self._thread.join(timeout)
