@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import tenacity
@@ -126,6 +127,9 @@ class Shipper:
         self._next = 0  # index of the collector to try first; sticks to the last one that acked
         #: why the last attempt was refused for its token (401/403); None once a collector acked
         self.refused: str | None = None
+        #: per collector URL: wall times of its last ack and last failure, and that failure
+        self.collectors: dict[str, dict[str, Any]] = {u: {"last_ack": None, "last_error": None} for u in self.urls}
+        self._failing_since: float | None = None  # monotonic: when attempts began to fail without an ack
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` from the next request on (a SIGHUP reload of the sender's config)."""
@@ -137,8 +141,35 @@ class Shipper:
     def close(self) -> None:
         self._client.close()
 
+    def down_for(self) -> tuple[float, str] | None:
+        """(seconds, last error) while no collector has acked since attempts began to fail; else None."""
+        since = self._failing_since
+        if since is None:
+            return None
+        errors = [c["last_error"] for c in self.collectors.values() if c["last_error"]]
+        return time.monotonic() - since, errors[-1][1] if errors else "no answer"
+
+    def _note(self, url: str, error: str | None) -> None:
+        state = self.collectors.setdefault(url, {"last_ack": None, "last_error": None})
+        if error is None:
+            state["last_ack"] = time.time()
+            self._failing_since = None
+        else:
+            state["last_error"] = (time.time(), error)
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+
     def _attempt(self, body: bytes, count: int) -> Ack:
         url = self.urls[self._next % len(self.urls)]
+        try:
+            ack = self._attempt_one(url, body, count)
+        except (TransientError, Rejected) as exc:
+            self._note(url, str(exc))
+            raise
+        self._note(url, None)
+        return ack
+
+    def _attempt_one(self, url: str, body: bytes, count: int) -> Ack:
         started = time.monotonic()
         try:
             resp = self._client.post(f"{url}/v1/chunks", content=body)

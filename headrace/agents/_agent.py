@@ -288,6 +288,13 @@ class Agent:
         full = self.spool.disk_full()
         if full is not None:
             problems.append(f"spool disk full: {full}")
+        down = self.shipper.down_for()
+        if down is not None and down[0] >= self.cfg.unreachable_after_seconds and len(self.spool):
+            problems.append(f"no collector has acked for {down[0]:.0f} s: {down[1]}")
+        unreadable = len(self.tailer.unreadable)
+        if unreadable:
+            first = next(iter(self.tailer.unreadable.values()))
+            problems.append(f"{unreadable} file(s) the sources match cannot be read ({first}); see /v1/status")
         if self.shipper.refused is not None:
             problems.append("collector refused our token")
             out["detail"] = "fix agent.token or the collector's tokens (SIGHUP reloads both); data waits in the spool"
@@ -349,6 +356,16 @@ class Agent:
             "name": self.cfg.name,
             "collectors": self.cfg.collectors,
             "last_ack_from": self.last_ack.url if self.last_ack else None,
+            "collector_state": [
+                {
+                    "url": url,
+                    "last_ack": st["last_ack"],
+                    "last_error_at": st["last_error"][0] if st["last_error"] else None,
+                    "last_error": st["last_error"][1] if st["last_error"] else None,
+                }
+                for url, st in self.shipper.collectors.items()
+            ],
+            "unreadable_files": dict(self.tailer.unreadable),
             "collector_refused_token": self.shipper.refused,
             "allowed_paths": self.allowed_roots,
             "spool": {"used_bytes": used, "cap_bytes": self.cfg.spool_cap_bytes, "chunks": len(self.spool)},
