@@ -33,6 +33,10 @@ __all__ = ["run_bootstrap"]
 log = get_logger("bootstrap")
 
 
+#: this many re-seeds within a minute turn /healthz to 503: seeding cannot catch up with the relay
+RESEED_STORM = 3
+
+
 def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> None:
     """Serve until SIGTERM; seeding, following and applying run in background threads."""
     sock = bind_listen(config.listen, "bootstrap.listen")  # before the store is created or opened
@@ -77,14 +81,32 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
         except Exception as exc:  # the store itself is down: that is the health
             return {**sup, "ok": False, "errors": {**errors, "store": f"{type(exc).__name__}: {exc}"}}
         b = st["building"]
-        return {
+        problems = [sup["reason"]] if not sup["ok"] and sup.get("reason") else []
+        if seeder.error:
+            problems.append(f"seeding failed: {seeder.error}")
+        if follower.too_old is not None and config.seed is None:
+            problems.append(
+                f"the relay no longer has the log this server needs ({follower.too_old}); set bootstrap.seed so it "
+                "can re-seed, or give the relay a larger buffer"
+            )
+        recent = [t for t in st["reseeds"].get("recent_ms", []) if t >= time.time() * 1000 - 60_000]
+        if len(recent) >= RESEED_STORM:
+            problems.append(
+                f"re-seeded {len(recent)} times in the last minute (last reason: {st['reseeds'].get('last_reason')}): "
+                "the relay's buffer does not reach back to where a seed starts; raise relay.buffer_bytes (or list "
+                "this server in relay.durable_consumers) so the log covers a seed"
+            )
+        out = {
             **sup,
-            "ok": not seeder.error and sup["ok"],
+            "ok": not problems,
             "errors": errors,
             "generation": st["gen"],
             "seeding": None if b is None else {"gen": b["gen"], "seed": b["seed"]},
             "reseeds": st["reseeds"],
         }
+        if problems:
+            out["reason"] = "; ".join(problems)
+        return out
 
     state = BootstrapState(
         config,
