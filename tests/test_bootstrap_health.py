@@ -11,9 +11,7 @@ from support import wait_until
 
 
 def test_a_reseed_storm_turns_health_red_with_what_to_change(tmp_path: Any, daemons: Any) -> None:
-    stack = Stack(
-        tmp_path, daemons, rows=20_000, relay={"buffer_bytes": 32 << 10}, bootstrap={"seed_page_rows": 500}
-    )
+    stack = Stack(tmp_path, daemons, rows=20_000, relay={"buffer_bytes": 32 << 10}, bootstrap={"seed_page_rows": 500})
     try:
         stack.start_relay()
         stack.start_writers(2, sleep_ms=1)
