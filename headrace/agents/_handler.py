@@ -21,6 +21,7 @@ import threading
 
 import httpx
 
+from .._backoff import Backoff
 from .._tls import ClientTLS, as_context
 
 __all__ = ["AgentLogHandler"]
@@ -75,7 +76,7 @@ class AgentLogHandler(logging.Handler):
     def _run(self) -> None:
         client = httpx.Client(timeout=10.0, headers=self._headers, verify=self._tls)
         pending: list[str] = []
-        backoff = 0.05
+        backoff = Backoff(0.05, 5.0)
         stop_seen = False
         try:
             while True:
@@ -108,11 +109,9 @@ class AgentLogHandler(logging.Handler):
                 if ok:
                     self.sent += len(pending)
                     pending = []
-                    backoff = 0.05
-                elif pending:
-                    if self._closing.wait(backoff) and stop_seen:
-                        return
-                    backoff = min(backoff * 2, 5.0)
+                    backoff.succeeded()
+                elif pending and self._closing.wait(backoff.failed()) and stop_seen:
+                    return
                 if stop_seen and not pending:
                     return
         finally:

@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Any
 
+from .._backoff import Backoff
 from .._logging import get_logger
 from .._tls import as_context
 from ._config import BootstrapConfig
@@ -106,7 +107,7 @@ class Seeder:
         if cfg.seed is None:
             self.settled.set()
             return
-        backoff = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self.stop.is_set():
             reason: str | None = None
             try:
@@ -132,7 +133,7 @@ class Seeder:
                     relay_tls=self.tls,
                 )
                 self.error = None
-                backoff = 1.0
+                backoff.succeeded()
             except Exception as exc:  # report it (health), retry with backoff; the old snapshot is still served
                 with self._lock:
                     if self._request is None and reason is not None:
@@ -140,8 +141,7 @@ class Seeder:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("seed_failed", error=self.error)
                 self.settled.set()
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self.stop.wait(backoff.failed())
 
     def _log_reseed(self, reason: str) -> None:
         st: dict[str, Any] = self.store.state()

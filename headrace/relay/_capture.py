@@ -42,6 +42,7 @@ from typing import Any, Final, Literal
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 
+from .._backoff import Backoff
 from .._logging import get_logger
 from .._statefile import StateFile
 from ..errors import InvalidInput, TransientError, UnrepresentableValue
@@ -348,13 +349,13 @@ class Capture:
                 log.warning("source_close_failed", error=str(exc))
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self.stop_event.is_set():
             try:
                 self.source.acknowledge(self.acks.durable())
                 for item in self.source.read(self.after, self.stop_event):
                     self.connected = True
-                    backoff = 0.1
+                    backoff.succeeded()
                     if item is None:
                         self.source.acknowledge(self.acks.durable())
                         for meta in self.source.tables():  # new tables and shapes get their schema now
@@ -372,9 +373,9 @@ class Capture:
                         break
             except TransientError as exc:
                 self.connected = False
-                log.warning("source_unavailable", error=str(exc), retry_in_s=backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                wait = backoff.failed()
+                log.warning("source_unavailable", error=str(exc), retry_in_s=round(wait, 2))
+                self.stop_event.wait(wait)
             except Exception as exc:
                 self._stopped_by(exc)
                 return

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from ..._backoff import Backoff
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context
 from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
@@ -133,7 +134,7 @@ class Subscriber:
         self.backoff_max = backoff_max
         self.id = subscriber_id or f"sub-{uuid.uuid4().hex[:8]}"
         self._current = 0
-        self._backoff = 0.1
+        self._backoff = Backoff(0.1, backoff_max)
         self.decoder = EventDecoder(self._fetch_schema, reader_schemas)
         loaded = self.store.load()
         self.checkpoint: Checkpoint | None = loaded
@@ -156,7 +157,21 @@ class Subscriber:
 
     @property
     def relay(self) -> RelayClient:
+        """The relay requests go to now (the one that answered last)."""
         return self.clients[self._current]
+
+    def fail_over_relay(self) -> None:
+        """The current relay failed: the next request goes to the next one in the list."""
+        self._current = (self._current + 1) % len(self.clients)
+
+    @property
+    def bootstrap_server(self) -> BootstrapClient:
+        """The bootstrap server requests go to now."""
+        return self.bootstrap_clients[self._bs_current]
+
+    def fail_over_bootstrap(self) -> None:
+        """The current bootstrap server failed: the next request goes to the next one."""
+        self._bs_current = (self._bs_current + 1) % len(self.bootstrap_clients)
 
     def _fetch_schema(self, fingerprint: str) -> Any:
         last: Exception | None = None
@@ -190,18 +205,17 @@ class Subscriber:
                     self.wait_ms if wait_ms is None else wait_ms,
                     self.id,
                 )
-                self._backoff = 0.1
+                self._backoff.succeeded()
                 self.last_error = None
                 return batch
             except Unavailable as exc:
                 failures += 1
                 self.last_error = str(exc)
                 log.warning("relay_unavailable", relay=self.relay.url, error=str(exc))
-                self._current = (self._current + 1) % len(self.clients)
+                self.fail_over_relay()
                 if failures % len(self.clients) == 0:
-                    if self.stop_event.wait(self._backoff):
+                    if self.stop_event.wait(self._backoff.failed()):
                         return None
-                    self._backoff = min(self._backoff * 2, self.backoff_max)
                     if wait_ms is not None:
                         return None
 
@@ -218,20 +232,18 @@ class Subscriber:
             return [self._decode(events) for events in fresh if events]
         except Unavailable as exc:
             log.warning("schema_unavailable", error=str(exc))
-            self.stop_event.wait(self._backoff)
-            self._backoff = min(self._backoff * 2, self.backoff_max)
+            self.stop_event.wait(self._backoff.failed())
             return None
 
     def _decode_retrying(self, events: list[Any]) -> Window:
         """Decode a bootstrap window, backing off while no server can give a schema."""
-        backoff = 0.1
+        backoff = Backoff(0.1, self.backoff_max)
         while True:
             try:
                 return self._decode(events)
             except Unavailable as exc:
                 log.warning("schema_unavailable", error=str(exc))
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
+                self.stop_event.wait(backoff.failed())
 
     def _decode(self, events: list[Any]) -> Window:
         return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
@@ -358,7 +370,7 @@ class Subscriber:
                 consumer.on_checkpoint(self.commit(batch.scanned_scn))
 
     def _deliver(self, consumer: Consumer, w: Window) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, self.backoff_max)
         while True:
             try:
                 consumer.on_start_window(w)
@@ -368,5 +380,4 @@ class Subscriber:
                 return
             except Exception as exc:
                 consumer.on_error(exc, w)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
+                time.sleep(backoff.failed())

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
@@ -129,10 +130,6 @@ class SnapshotRestarted(Window):
     detail: str = ""
 
 
-def _next_client(sub: Subscriber) -> None:
-    sub._bs_current = (sub._bs_current + 1) % len(sub.bootstrap_clients)
-
-
 def bootstrap_steps(
     sub: Subscriber, start: Checkpoint
 ) -> Iterator[tuple[list[Event] | SnapshotRestarted | None, Checkpoint]]:
@@ -147,9 +144,9 @@ def bootstrap_steps(
     """
     cp = start
     failures = 0
-    backoff = 0.1
+    backoff = Backoff(0.1, sub.backoff_max)
     while not sub.stop_event.is_set():
-        bs: BootstrapClient = sub.bootstrap_clients[sub._bs_current]
+        bs: BootstrapClient = sub.bootstrap_server
         try:
             if cp.phase == PHASE_SNAPSHOT:
                 page = bs.snapshot(
@@ -165,12 +162,14 @@ def bootstrap_steps(
                     nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
                 else:
                     nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
-                failures, backoff = 0, 0.1
+                failures = 0
+                backoff.succeeded()
                 yield (page.events or None), nxt
                 cp = nxt
                 continue
             batch = bs.catchup(cp.scn, sub.sources, sub.filter, sub.max_bytes, sub.id)
-            failures, backoff = 0, 0.1
+            failures = 0
+            backoff.succeeded()
             for events in batch.windows:
                 nxt = Checkpoint(events[-1].scn, PHASE_CATCHUP, {})
                 yield events, nxt
@@ -188,10 +187,9 @@ def bootstrap_steps(
                 continue
             except Unavailable as exc:
                 log.warning("relay_unavailable_during_catchup", relay=sub.relay.url, error=str(exc))
-                sub._current = (sub._current + 1) % len(sub.clients)
-                if sub.stop_event.wait(backoff):
+                sub.fail_over_relay()
+                if sub.stop_event.wait(backoff.failed()):
                     return
-                backoff = min(backoff * 2, sub.backoff_max)
                 continue
             yield None, Checkpoint(cp.scn, PHASE_RELAY, {})
             return
@@ -209,8 +207,6 @@ def bootstrap_steps(
         except Unavailable as exc:
             failures += 1
             log.warning("bootstrap_unavailable", server=bs.url, error=str(exc))
-            _next_client(sub)
-            if failures % len(sub.bootstrap_clients) == 0:
-                if sub.stop_event.wait(backoff):
-                    return
-                backoff = min(backoff * 2, sub.backoff_max)
+            sub.fail_over_bootstrap()
+            if failures % len(sub.bootstrap_clients) == 0 and sub.stop_event.wait(backoff.failed()):
+                return

@@ -1,0 +1,42 @@
+"""Backoff for loops that run until stopped: the one place that says how long to wait after a failure.
+
+Two kinds of retrying exist in headrace. A call retried until it succeeds (a batch shipped to a
+collector) uses tenacity (``headrace/_ship.py``). A loop that runs for the life of a daemon — relay
+capture, the bootstrap follower, a subscriber's long-polls, the agent's log handler — keeps going after
+a success and only waits after failures; it asks a :class:`Backoff` for the next wait and resets it
+on success. Plain code: no clock, no sleeping (the caller waits on its own stop event).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["Backoff"]
+
+
+@dataclass
+class Backoff:
+    """Waits of ``first`` seconds, doubling after each failure in a row up to ``maximum``, with up
+    to ``jitter`` (a fraction) added so many clients do not retry in step."""
+
+    first: float = 0.1
+    maximum: float = 5.0
+    jitter: float = 0.1
+    _next: float = field(default=0.0, init=False)
+    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False)
+
+    def failed(self) -> float:
+        """Seconds to wait after a failure (the first, doubled from the last, at most ``maximum``)."""
+        wait = self.first if self._next == 0 else min(self._next * 2, self.maximum)
+        self._next = wait
+        return wait * (1 + self._rng.uniform(0, self.jitter))
+
+    def succeeded(self) -> None:
+        """The next failure waits ``first`` again."""
+        self._next = 0.0
+
+    @property
+    def current(self) -> float:
+        """The last wait returned (0 after a success)."""
+        return self._next
