@@ -72,6 +72,11 @@ class AgentConfig(Section):
         default=300.0, ge=0, description="a deleted file not read to its end (spool full) is released after this"
     )
     ship_timeout_seconds: float = Field(default=30.0, gt=0)
+    compression: Literal["zstd", "none"] = Field(
+        default="zstd",
+        description="compress batches (Content-Encoding: zstd); a collector that refuses it gets identity",
+    )
+    compression_level: int = Field(default=3, ge=1, le=19, description="zstd level of batches sent to collectors")
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
 

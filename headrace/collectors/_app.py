@@ -104,6 +104,8 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Cal
         timeout=cfg.upstream_timeout,
         max_backoff=cfg.upstream_max_backoff,
         stop=threading.Event(),
+        compression=cfg.upstream_compression,
+        compression_level=cfg.upstream_compression_level,
     )
     store = ForwardStore(spool, shipper)
     log.info("forwarding", upstream=cfg.upstream, spool_dir=str(spool_dir), spooled_chunks=len(spool))
@@ -131,7 +133,10 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         return ack.acked, ack.duplicates
 
     receiver = ChunkReceiver(
-        submit, Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes), cfg.tokens
+        submit,
+        Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes),
+        cfg.tokens,
+        accept_compression=cfg.accept_compression,
     )
 
     @asynccontextmanager

@@ -7,7 +7,16 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
 1. bearer token, when tokens are configured (401 ``unauthorized``);
 2. ``Content-Length`` above ``max_body_bytes`` (413 ``body_too_large``, before reading the body);
    a body without a length is read only up to the limit;
-3. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
+3. ``Content-Encoding``: none or ``identity``: the body is the batch; ``zstd`` (with
+   ``accept_compression``, the default): the body is decompressed as it streams in
+   (``headrace._wire_zstd``): a frame declaring more than ``max_body_bytes`` is 413
+   ``body_too_large`` before any output, a frame that is not one whole zstd frame of the size it
+   declares is 400 ``bad_encoding``, and the output is never held past the declared size (a zstd
+   bomb costs no memory); any other encoding is 415 ``unsupported_encoding`` with
+   ``Accept-Encoding: zstd``. With ``accept_compression: false`` the header is ignored, as it was
+   before compression existed: a zstd body is then 400 ``malformed`` (not a batch), which is what
+   a sender takes as "send this collector identity";
+4. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
    ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
    names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
    docs/collector.md). A forwarding collector runs the same checks, so it never acks what its
@@ -30,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from .._chunk import Chunk, decode_batch
 from .._http import bearer_ok, error_response
 from .._logging import get_logger
+from .._wire_zstd import ZSTD, BoundedZstdDecoder
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
 
@@ -37,7 +47,12 @@ __all__ = ["ChunkReceiver", "Limits"]
 
 log = get_logger("collector.receive")
 
-_STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413}
+_STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413, "unsupported_encoding": 415}
+
+
+class _Overloaded(Exception):
+    """A zstd body's decompressed size does not fit in max_inflight_bytes now."""
+
 
 #: Takes a batch's chunks, returns (acked, duplicates) once durable; raises TransientError if it cannot.
 Submit = Callable[[list[Chunk]], Awaitable[tuple[int, int]]]
@@ -55,10 +70,11 @@ class Limits:
 class ChunkReceiver:
     """The request handler; ``submit`` hands a decoded batch to the group commit and waits for its ack."""
 
-    def __init__(self, submit: Submit, limits: Limits, tokens: list[str]) -> None:
+    def __init__(self, submit: Submit, limits: Limits, tokens: list[str], *, accept_compression: bool = True) -> None:
         self.submit = submit
         self.limits = limits
         self.tokens = tokens
+        self.accept_compression = accept_compression
         self.inflight = 0
 
     def reject(self, request: Request, reason: str, detail: str, status: int | None = None) -> Response:
@@ -71,6 +87,8 @@ class ChunkReceiver:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
         if code == 503:
             resp.headers["Retry-After"] = "1"
+        if code == 415:
+            resp.headers["Accept-Encoding"] = ZSTD
         return resp
 
     async def _read_body(self, request: Request, limit: int) -> bytes | None:
@@ -83,6 +101,42 @@ class ChunkReceiver:
                 return None
             parts.append(part)
         return b"".join(parts)
+
+    async def _read_zstd(self, request: Request, limit: int, held: list[int]) -> tuple[bytearray, int]:
+        """The zstd body decompressed as it streams in (never more than ``limit`` bytes of output), and its wire size.
+
+        Once the frame header tells the decompressed size, that much is added to the bytes in flight
+        (``held[0]``; raises :class:`_Overloaded` if it does not fit).
+        """
+        decoder = BoundedZstdDecoder(limit)
+        size = 0
+
+        def hold() -> None:
+            declared = decoder.declared
+            if declared is not None and not held[0]:
+                if self.inflight + declared > self.limits.max_inflight_bytes and self.inflight > held[1]:
+                    raise _Overloaded
+                self.inflight += declared
+                held[0] = declared
+
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise InvalidInput("body_too_large", f"compressed body longer than max_body_bytes {limit}")
+            decoder.feed(part)
+            hold()
+        body = decoder.finish()
+        hold()
+        return body, size
+
+    def _encoding(self, request: Request) -> str | None:
+        """``zstd``, None for identity, or the unsupported encoding named (then the request is refused)."""
+        if not self.accept_compression:
+            return None  # as before compression existed: the header is not looked at
+        raw = request.headers.get("content-encoding", "").strip().lower()
+        if raw in ("", "identity"):
+            return None
+        return raw
 
     async def handle(self, request: Request) -> Response:
         if not bearer_ok(request, self.tokens):
@@ -98,15 +152,30 @@ class ChunkReceiver:
                     "body_too_large",
                     f"body of {declared} bytes > max_body_bytes {limit}; send smaller ones",
                 )
+        encoding = self._encoding(request)
+        if encoding not in (None, ZSTD):
+            return self.reject(
+                request, "unsupported_encoding", f"Content-Encoding {encoding!r:.60}; this collector reads zstd or none"
+            )
         reserve = int(declared) if declared is not None else limit
         if self.inflight + reserve > self.limits.max_inflight_bytes and self.inflight > 0:
             return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
         self.inflight += reserve
+        held = [0, reserve]  # decompressed bytes held in flight besides reserve (zstd), this request's reserve
         try:
             try:
-                body = await self._read_body(request, limit)
+                body: bytes | bytearray | None
+                if encoding == ZSTD:
+                    body, wire = await self._read_zstd(request, limit, held)
+                else:
+                    raw = await self._read_body(request, limit)
+                    body, wire = raw, len(raw or b"")
             except ClientDisconnect:
                 return self.reject(request, "malformed", "the client went away before sending the whole body")
+            except InvalidInput as exc:
+                return self.reject(request, exc.reason, exc.detail)
+            except _Overloaded:
+                return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
             if body is None:
                 return self.reject(request, "body_too_large", f"body longer than max_body_bytes {limit}")
             try:
@@ -118,6 +187,7 @@ class ChunkReceiver:
                 acked, dups = await self.submit(chunks)
             except TransientError as exc:
                 return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
+            m.WIRE_BYTES.labels(encoding or "identity").inc(wire)
             return JSONResponse({"acked": acked, "duplicates": dups})
         finally:
-            self.inflight -= reserve
+            self.inflight -= reserve + held[0]
