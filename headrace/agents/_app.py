@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import error_response, standard_routes
+from .._http import error_response, loads_json, standard_routes
 from .._logging import get_logger
 from .._spool import SpoolFull
 from ..errors import InvalidInput
@@ -76,10 +75,7 @@ async def _json(request: Request, limit: int) -> Any:
                 raise InvalidInput("too_large", f"body passed the limit of {limit} bytes (log_api_max_bytes)")
     except ClientDisconnect as exc:
         raise InvalidInput("malformed", "the client went away before the body ended") from exc
-    try:
-        return json.loads(buf)
-    except ValueError as exc:
-        raise InvalidInput("malformed", f"body is not JSON: {exc}") from exc
+    return loads_json(buf, "malformed")
 
 
 def make_app(cfg: AgentConfig) -> Starlette:

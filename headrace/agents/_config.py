@@ -10,6 +10,23 @@ from pydantic import Field, field_validator
 
 from .._config import Listen, Section
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain_text(what: str, v: str, max_len: int) -> str:
+    """``v`` if it is 1..max_len characters, UTF-8 encodable (no lone surrogate) and without NUL."""
+    if not v:
+        raise ValueError(f"{what} is empty")
+    if len(v) > max_len:
+        raise ValueError(f"{what} is longer than {max_len} characters")
+    if "\x00" in v:
+        raise ValueError(f"{what} holds a NUL character")
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8 (a lone surrogate?)") from None
+    return v
+
 
 class SourceConfig(Section):
     """One glob of files to tail."""
@@ -23,10 +40,25 @@ class SourceConfig(Section):
     )
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, v: str) -> str:
+        return _plain_text("path", v, 4096)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            _plain_text("name", v, 256)
+            if _CONTROL.search(v):
+                raise ValueError("name holds a control character")
+        return v
+
     @field_validator("multiline_start")
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:
         if v is not None:
+            _plain_text("multiline_start", v, 4096)
             try:
                 re.compile(v.encode())
             except re.error as exc:

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._http import bearer_ok, error_response, int_param, standard_routes
+from .._http import bearer_ok, error_response, int_param, read_json, standard_routes
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ._buffer import RingBuffer, TooOld
@@ -56,7 +56,8 @@ BUFFER_NEWEST = Gauge("headrace_relay_buffer_newest_scn", "Newest window SCN in 
 STREAM_PARAMS = frozenset({"since", "sources", "filter", "max_bytes", "wait_ms", "subscriber"})
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_WAIT_MS = 10_000
-_FP_RE = re.compile(r"^[0-9a-fA-F]{16}$")
+ACK_MAX_BYTES = 64 << 10  # a POST /v1/ack body is a few dozen bytes
+_FP_RE = re.compile(r"[0-9a-fA-F]{16}")  # matched whole (fullmatch): no trailing newline
 
 
 @dataclass
@@ -269,7 +270,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         if not authorized(request):
             return unauthorized()
         fp = request.path_params["fingerprint"]
-        if not _FP_RE.match(fp):
+        if not _FP_RE.fullmatch(fp):
             return _reject(400, "bad_fingerprint", f"{fp!r} is not 16 hex digits")
         sv = state.registry.get(fp)
         if sv is None:
@@ -311,9 +312,10 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             return unauthorized()
         usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
-            body = await request.json()
-        except ValueError:
-            return _reject(400, "bad_body", usage)
+            body = await read_json(request, ACK_MAX_BYTES)
+        except InvalidInput as exc:
+            status = 413 if exc.reason == "too_large" else 400
+            return _reject(status, exc.reason, f"{exc.detail}; {usage}")
         if not isinstance(body, dict) or not isinstance(body.get("consumer"), str) or "scn" not in body:
             return _reject(400, "bad_body", usage)
         consumer, scn = body["consumer"], body["scn"]
