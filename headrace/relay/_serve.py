@@ -153,8 +153,11 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             return _reject(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
         try:
             since = int_param(params, "since", None, 0, (1 << 64) - 1)
-            max_bytes = int_param(params, "max_bytes", DEFAULT_MAX_BYTES, 1, cfg.max_response_bytes)
-            wait_ms = int_param(params, "wait_ms", DEFAULT_WAIT_MS, 0, cfg.max_wait_ms)
+            # the defaults never pass the configured maximums
+            max_bytes = int_param(
+                params, "max_bytes", min(DEFAULT_MAX_BYTES, cfg.max_response_bytes), 1, cfg.max_response_bytes
+            )
+            wait_ms = int_param(params, "wait_ms", min(DEFAULT_WAIT_MS, cfg.max_wait_ms), 0, cfg.max_wait_ms)
             sources: frozenset[str] | None = None
             if params.get("sources"):
                 sources = frozenset(s.strip() for s in params["sources"].split(",") if s.strip())
