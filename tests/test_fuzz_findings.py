@@ -6,6 +6,9 @@
   ``OverflowError`` → 500 (floats and booleans were taken as generations);
 * agent ``POST /v1/sources``: a lone surrogate in ``path`` was added and saved, then the answer
   could not be encoded → 500 (the source stayed); NUL in a path or a name was accepted;
+* bootstrap ``GET /v1/catchup?since=2^63`` (or more) → the store's BIGINT overflowed → 500;
+* agent ``DELETE /v1/sources/<id>%0A`` removed source ``<id>`` (Starlette's path pattern ends in
+  ``$``, which matches before a final newline);
 * ``int()`` took " 12", "1_2" and non-ASCII digits in query parameters and filters; fingerprints
   were matched with ``^…$``, so a trailing newline passed.
 """
@@ -17,6 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -62,6 +66,9 @@ def test_relay_and_bootstrap_refuse_what_the_fuzz_found(tmp_path: Path, daemons:
         assert (r.status_code, r.json()["error"]) == (400, "bad_fingerprint")
         r = c.get(boot + "/v1/catchup?since=%D9%A1")
         assert (r.status_code, r.json()["error"]) == (400, "bad_since")
+        for since in (1 << 63, (1 << 64) - 1):  # past the store's BIGINT: nothing logged there, an empty answer
+            r = c.get(boot + "/v1/catchup", params={"since": since})
+            assert r.status_code == 200 and r.content == b"" and r.headers["x-headrace-events"] == "0", r.text
         assert c.get(relay + "/healthz").status_code == 200 and c.get(boot + "/healthz").status_code == 200
         assert stack.relay.alive() and stack.boot.alive()
     finally:
@@ -106,4 +113,10 @@ def test_agent_refuses_what_the_fuzz_found(tmp_path: Path, daemons: Any, sink: T
         assert (r.status_code, r.json()["error"]) == (400, "malformed"), (path, r.text)
     assert c.get(url + "/v1/sources").json() == {"sources": []}
     assert not (tmp_path / "state" / "sources.json").exists()  # nothing saved
+    # DELETE of "<glob>\n" removes that source, not "<glob>" (Starlette's `$` matches before a final newline)
+    for path in (f"{fz}/a", f"{fz}/a\n"):
+        assert c.post(url + "/v1/sources", json={"path": path, "data_type": "app"}).status_code == 201
+    r = c.delete(url + "/v1/sources/" + quote(f"{fz}/a\n", safe=""))
+    assert r.status_code == 204
+    assert [s["id"] for s in c.get(url + "/v1/sources").json()["sources"]] == [f"{fz}/a"]
     assert c.get(url + "/healthz").status_code == 200 and agent.alive()

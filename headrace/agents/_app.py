@@ -107,7 +107,12 @@ def make_app(cfg: AgentConfig) -> Starlette:
         return JSONResponse({"id": src.id, **src.model_dump()}, status_code=201)
 
     async def remove_source(request: Request) -> Response:
-        source_id = request.path_params["source_id"]
+        # The id is everything after the prefix, taken from the decoded path itself: Starlette's
+        # `{source_id:path}` is matched with `^…$`, which drops a trailing newline, so
+        # DELETE /v1/sources/x%0A would otherwise remove source "x".
+        path: str = request.scope["path"]
+        prefix = "/v1/sources/"
+        source_id = path[len(prefix) :] if path.startswith(prefix) else request.path_params["source_id"]
         if await asyncio.to_thread(agent().remove_source, source_id):
             return Response(status_code=204)
         return _reject(404, "unknown_source", f"no source with id {source_id!r}; GET /v1/sources lists them")

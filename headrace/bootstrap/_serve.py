@@ -245,7 +245,11 @@ def build_app(st: BootstrapState) -> Starlette:
     def _catchup_read(since: int, max_bytes: int, flt: Filter | None) -> tuple[Any, dict[str, Any]]:
         state = store.state()
         limit = 10_000
-        windows = store.log_windows(since, limit, max_bytes, upto=state["log_scn"])
+        # Nothing is logged past log_scn: no query then (an SCN ≥ 2^63 does not fit the store's BIGINT).
+        newest = state["log_scn"]
+        windows = (
+            store.log_windows(since, limit, max_bytes, upto=newest) if newest is not None and since < newest else []
+        )
         buf = RingBuffer(1 << 62, start_scn=since)
         for w in windows:
             buf.append(EncodedWindow(w.scn, w.first_scn, w.ts_ms, w.events, w.data, w.tables))
