@@ -32,6 +32,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -76,6 +77,21 @@ async def _json(request: Request, limit: int) -> Any:
     except ClientDisconnect as exc:
         raise InvalidInput("malformed", "the client went away before the body ended") from exc
     return loads_json(buf, "malformed")
+
+
+class _AnythingConvertor(Convertor[str]):
+    """A path parameter that matches any characters, newlines included (``path`` stops at one)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _AnythingConvertor())
 
 
 def make_app(cfg: AgentConfig) -> Starlette:
@@ -159,7 +175,7 @@ def make_app(cfg: AgentConfig) -> Starlette:
         Route("/v1/status", status),
         Route("/v1/sources", list_sources, methods=["GET"]),
         Route("/v1/sources", add_source, methods=["POST"]),
-        Route("/v1/sources/{source_id:path}", remove_source, methods=["DELETE"]),
+        Route("/v1/sources/{source_id:anything}", remove_source, methods=["DELETE"]),
         Route("/v1/log", post_log, methods=["POST"]),
         *standard_routes(health),
     ]

@@ -43,7 +43,10 @@ class SourceConfig(Section):
     @field_validator("path")
     @classmethod
     def _plain_path(cls, v: str) -> str:
-        return _plain_text("path", v, 4096)
+        _plain_text("path", v, 4096)
+        if _CONTROL.search(v):  # a glob with a newline would be an id no URL route could name
+            raise ValueError("path holds a control character (use a wildcard to match such file names)")
+        return v
 
     @field_validator("name")
     @classmethod
