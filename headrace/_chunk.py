@@ -233,7 +233,7 @@ def encode_batch(chunks: Iterable[Chunk]) -> bytes:
     return b"".join(out)
 
 
-def decode_batch(body: bytes, *, max_chunk_bytes: int = 16 << 20, validate: bool = True) -> list[Chunk]:
+def decode_batch(body: bytes | bytearray, *, max_chunk_bytes: int = 16 << 20, validate: bool = True) -> list[Chunk]:
     """Decode and validate a request body; raise :class:`InvalidInput` naming the first problem.
 
     Every header goes through :func:`parse_chunk`. With ``validate=False`` (the spool reading back its

@@ -8,6 +8,8 @@ half runs, which is where checkpoints are saved), after which :func:`run_app` re
 from __future__ import annotations
 
 import errno
+import json
+import re
 import signal
 import socket
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
     from ._access import Access
     from ._tls import ServerTLS
 
-__all__ = ["error_response", "int_param", "run_app", "standard_routes"]
+__all__ = ["error_response", "int_param", "loads_json", "read_json", "run_app", "standard_routes"]
+
+
+_INT_RE = re.compile(r"-?[0-9]+")
 
 
 def error_response(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
@@ -43,13 +48,44 @@ def int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> 
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"bad_{name}", f"{name}={raw!r} is not an integer") from None
+    # ASCII digits only: int() would also take " 5", "1_000" and non-ASCII digits ("١٢")
+    if len(raw) > 40 or not _INT_RE.fullmatch(raw):
+        raise InvalidInput(f"bad_{name}", f"{name}={raw[:60]!r} is not an integer")
+    value = int(raw)
     if not lo <= value <= hi:
         raise InvalidInput(f"bad_{name}", f"{name}={value} is out of range [{lo}, {hi}]")
     return value
+
+
+def loads_json(data: bytes | bytearray, reason: str) -> Any:
+    """``data`` parsed as JSON, or :class:`InvalidInput` ``reason`` for anything that is not.
+
+    Catches what ``json.loads`` raises beyond ``ValueError``: ``RecursionError`` for nesting past
+    the interpreter's limit (``[[[[…``), which would otherwise be a 500.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(reason, f"body is not JSON: {str(exc)[:200]}") from None
+
+
+async def read_json(request: Request, limit: int, reason: str = "bad_body") -> Any:
+    """The request's JSON body, read as it streams in and refused (``too_large``) past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput(reason, f"Content-Length {declared[:40]!r} is not a byte count")
+        if int(declared) > limit:
+            raise InvalidInput("too_large", f"body of {declared} bytes > limit {limit}")
+    buf = bytearray()
+    try:
+        async for part in request.stream():
+            buf += part
+            if len(buf) > limit:
+                raise InvalidInput("too_large", f"body passed the limit of {limit} bytes")
+    except ClientDisconnect as exc:
+        raise InvalidInput(reason, "the client went away before the body ended") from exc
+    return loads_json(buf, reason)
 
 
 async def _metrics(_: Request) -> Response:

@@ -16,6 +16,16 @@ collector sends only after the chunks are fsynced. Until then it retries:
 * any other 4xx is :class:`Rejected` (a :class:`~headrace.errors.UsageError`): retrying the same
   bytes cannot help, so it is raised at once, never looped on.
 
+Compression (``compression="zstd"``, the default of agents and forwarding collectors): the body is
+sent as one zstd frame (``headrace._wire_zstd``) with ``Content-Encoding: zstd`` (unless that is no
+smaller). A collector that cannot read it answers 415 (one that knows the header but not the
+coding) or 400 (one from before compression, or with ``accept_compression: false``: it reads the
+frame as a batch and finds no batch magic). On either answer to a compressed body the same batch
+is sent again at once uncompressed; if that is accepted, the collector is sent identity for the
+next ``identity_retry_seconds`` (10 minutes), then zstd is tried again (``ship_compression_refused``
+log line, ``headrace_ship_compression_fallbacks_total``). If the identity body is refused too, the
+batch is :class:`Rejected` as usual and the collector is not marked.
+
 :func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
 :class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
 (those two in a helper thread, in order, while the next batch is already being sent).
@@ -48,6 +58,7 @@ from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, validate_chunk
 from ._logging import get_logger
 from ._spool import Spool, SpoolEntry
 from ._tls import ClientTLS, as_context, request_error
+from ._wire_zstd import ZSTD, compress
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
 __all__ = ["Ack", "AckNotRecorded", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
@@ -61,8 +72,13 @@ SHIP_LATENCY = Histogram("headrace_ship_seconds", "Time from send to ack of one 
 DEAD_LETTERS = Counter(
     "headrace_ship_dead_letters_total", "Chunks moved to the dead-letter folder, by reason", ["reason"]
 )
+WIRE_BYTES = Counter("headrace_ship_wire_bytes_total", "Request body bytes sent, by Content-Encoding", ["encoding"])
+COMPRESSION_FALLBACKS = Counter(
+    "headrace_ship_compression_fallbacks_total", "Collectors found not to read zstd (sent identity for a while)"
+)
 _TRANSIENT_STATUS = {408, 425, 429}
 _TOKEN_STATUS = {401, 403}
+_ENCODING_REFUSED = {400, 415}  # to a zstd body: try identity on that collector
 _SPLIT_STATUS = {400, 413, 422}  # about the content: halves are tried to isolate the refused chunk
 
 
@@ -110,6 +126,9 @@ class Shipper:
         stop: threading.Event | None = None,
         transport: httpx.BaseTransport | None = None,
         tls: ClientTLS | ssl.SSLContext | None = None,
+        compression: str = "none",
+        compression_level: int = 3,
+        identity_retry_seconds: float = 600.0,
     ) -> None:
         """``tls``: how https:// collectors are verified and the client certificate presented
         (:mod:`headrace._tls`; default: SSL_CERT_FILE or certifi's bundle, no client certificate)."""
@@ -130,6 +149,12 @@ class Shipper:
         #: per collector URL: wall times of its last ack and last failure, and that failure
         self.collectors: dict[str, dict[str, Any]] = {u: {"last_ack": None, "last_error": None} for u in self.urls}
         self._failing_since: float | None = None  # monotonic: when attempts began to fail without an ack
+        if compression not in (ZSTD, "none"):
+            raise UsageError(f"compression {compression!r}: use zstd or none")
+        self.compression = compression
+        self.compression_level = compression_level
+        self.identity_retry_seconds = identity_retry_seconds
+        self._identity_until: dict[str, float] = {}  # url -> monotonic time until which it is sent identity
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` from the next request on (a SIGHUP reload of the sender's config)."""
@@ -159,25 +184,52 @@ class Shipper:
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
 
-    def _attempt(self, body: bytes, count: int) -> Ack:
+    def wants_zstd(self, url: str) -> bool:
+        """Whether the next batch to ``url`` goes compressed (no recent refusal of zstd by it)."""
+        return self.compression == ZSTD and self._identity_until.get(url, 0.0) <= time.monotonic()
+
+    def _post(self, url: str, body: bytes, encoding: str) -> httpx.Response:
+        headers = {"content-encoding": ZSTD} if encoding == ZSTD else None
+        started = time.monotonic()
+        try:
+            resp = self._client.post(f"{url}/v1/chunks", content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self._next += 1
+            SHIP_BATCHES.labels("unavailable").inc()
+            raise Unavailable(request_error(url, exc)) from exc
+        SHIP_LATENCY.observe(time.monotonic() - started)
+        WIRE_BYTES.labels(encoding).inc(len(body))
+        return resp
+
+    def _attempt(self, body: bytes, count: int, compressed: Callable[[], bytes | None]) -> Ack:
         url = self.urls[self._next % len(self.urls)]
         try:
-            ack = self._attempt_one(url, body, count)
+            ack = self._attempt_one(url, body, count, compressed)
         except (TransientError, Rejected) as exc:
             self._note(url, str(exc))
             raise
         self._note(url, None)
         return ack
 
-    def _attempt_one(self, url: str, body: bytes, count: int) -> Ack:
-        started = time.monotonic()
-        try:
-            resp = self._client.post(f"{url}/v1/chunks", content=body)
-        except httpx.HTTPError as exc:
-            self._next += 1
-            SHIP_BATCHES.labels("unavailable").inc()
-            raise Unavailable(request_error(url, exc)) from exc
-        SHIP_LATENCY.observe(time.monotonic() - started)
+    def _attempt_one(self, url: str, body: bytes, count: int, compressed: Callable[[], bytes | None]) -> Ack:
+        small = compressed() if self.wants_zstd(url) else None
+        if small is not None:
+            resp = self._post(url, small, ZSTD)
+            if resp.status_code in _ENCODING_REFUSED:
+                first = resp
+                resp = self._post(url, body, "identity")
+                if 200 <= resp.status_code < 300:
+                    self._identity_until[url] = time.monotonic() + self.identity_retry_seconds
+                    COMPRESSION_FALLBACKS.inc()
+                    log.warning(
+                        "ship_compression_refused",
+                        url=url,
+                        status=first.status_code,
+                        detail=first.text[:200],
+                        identity_seconds=self.identity_retry_seconds,
+                    )
+        else:
+            resp = self._post(url, body, "identity")
         if 200 <= resp.status_code < 300:
             try:
                 data = resp.json()
@@ -211,6 +263,14 @@ class Shipper:
         while no collector is reachable. Transient failures are retried with backoff across the list.
         """
         body = encode_batch(chunks)
+        small: list[bytes | None] = []
+
+        def compressed() -> bytes | None:
+            """The zstd body (made once per batch), or None when it is no smaller."""
+            if not small:
+                z = compress(body, self.compression_level)
+                small.append(z if len(z) < len(body) else None)
+            return small[0]
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -237,7 +297,7 @@ class Shipper:
                 last: Unavailable | None = None
                 for _ in range(len(self.urls)):
                     try:
-                        ack = self._attempt(body, len(chunks))
+                        ack = self._attempt(body, len(chunks), compressed)
                     except Unavailable as exc:
                         last = exc
                         continue

@@ -1,6 +1,7 @@
 """A small real HTTP receiver of chunk batches for agent tests (a stand-in collector on a real socket).
 
-It decodes batches with :func:`headrace._chunk.decode_batch`, fsyncs nothing, de-duplicates by chunk
+It decodes batches with :func:`headrace._chunk.decode_batch` (zstd bodies decompressed first, as a
+collector does), fsyncs nothing, de-duplicates by chunk
 identity like a collector, and records what it received. ``fail_with`` makes it answer a status instead.
 """
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from support import free_port
 
 from headrace._chunk import Chunk, decode_batch
+from headrace._wire_zstd import BoundedZstdDecoder
 from headrace.errors import InvalidInput
 
 
@@ -45,6 +47,10 @@ class TestSink:
             if self.fail_with is not None:
                 return JSONResponse({"error": "forced", "detail": "test"}, status_code=self.fail_with)
         try:
+            if request.headers.get("content-encoding") == "zstd":
+                decoder = BoundedZstdDecoder(256 << 20)
+                decoder.feed(body)
+                body = bytes(decoder.finish())
             chunks = decode_batch(body)
         except InvalidInput as exc:
             return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=400)

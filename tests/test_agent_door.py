@@ -240,7 +240,16 @@ def test_a_dead_shipper_turns_healthz_503_with_its_reason(sink: TestSink, make_a
     agent = make_agent([sink.url]).start()
     assert agent.post({"data_type": "app", "records": ["one"]}).status_code == 200
     wait_until(lambda: sink.data_by_stream().get("_api/app") == b"one\n", 20, "first record")
-    (agent.state / f".checkpoints.json.tmp-{agent.pid}").mkdir()  # write_atomic's temp name, now a folder
+    blocker = agent.state / f".checkpoints.json.tmp-{agent.pid}"  # write_atomic's temp name, now a folder
+
+    def block() -> bool:  # the ack of "one" may still be being recorded (its temp file there): try again
+        try:
+            blocker.mkdir()
+        except FileExistsError:
+            return False
+        return True
+
+    wait_until(block, 10, "the checkpoint temp name to be free")
     assert agent.post({"data_type": "app", "records": ["two"]}).status_code == 200
     r = wait_until(lambda: (r := healthz(agent)).status_code == 503 and r, 20, "healthz 503")
     assert "agent-shipper" in r.json()["detail"] and "could not record an ack" in r.json()["detail"]

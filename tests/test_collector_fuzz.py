@@ -1,8 +1,10 @@
 """Hypothesis fuzzing of ``POST /v1/chunks`` against one real collector process.
 
 Each generated request is either a hostile one (malformed framing or JSON, wrong types, out-of-range
-offsets, bad names or tags, bad CRCs, oversize bodies or chunks, random bytes) or a valid batch with
-random valid names, tags and offsets up to the largest Avro long. Every request must get a 4xx or a
+offsets, bad names or tags, bad CRCs, oversize bodies or chunks, random bytes, or a hostile zstd body
+with ``Content-Encoding: zstd``: cut, bit-flipped, trailing bytes, a bomb, no declared size, two
+frames, a frame that holds no batch) or a valid batch with random valid names, tags and offsets up
+to the largest Avro long, sent as is or zstd-compressed. Every request must get a 4xx or a
 200 (never a 5xx, never a dead process), and at the end the sink holds exactly the valid chunks, each
 exactly once: anything a rejected request wrote would show up as an extra record.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import zstandard
 from collector_helpers import done_records, start_collector
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,7 +148,41 @@ def hostile_header(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 @st.composite
 def request(draw: st.DrawFn) -> Request:
-    kind = draw(st.sampled_from(["valid", "header", "header+good", "crc", "framing", "random", "oversize", "bigchunk"]))
+    kind = draw(
+        st.sampled_from(
+            ["valid", "header", "header+good", "crc", "framing", "random", "oversize", "bigchunk", "zstd", "zstd-bad"]
+        )
+    )
+    if kind == "valid" or kind == "zstd":  # zstd: the same, sent compressed
+        h, data = draw(valid_chunk())
+        return kind, frame([(json.dumps(h).encode(), data)]), {**h, "data": data}
+    if kind == "zstd-bad":  # a hostile zstd body: never a batch to write
+        h, data = draw(valid_chunk())
+        good = zstandard.ZstdCompressor().compress(frame([(json.dumps(h).encode(), data)]))
+        how = draw(st.sampled_from(["cut", "flip", "trailing", "garbage", "bomb", "sizeless", "two", "bad-inside"]))
+        if how == "cut":
+            return kind, good[: draw(st.integers(0, len(good) - 1))], None
+        if how == "flip":
+            i = draw(st.integers(0, len(good) - 1))
+            flipped = good[:i] + bytes([good[i] ^ draw(st.integers(1, 255))]) + good[i + 1 :]
+            try:  # a flip in a bit the decoder ignores (a reserved header bit) leaves the same batch: valid
+                same = zstandard.ZstdDecompressor().decompress(flipped) == frame([(json.dumps(h).encode(), data)])
+            except zstandard.ZstdError:
+                same = False
+            if same:
+                return "zstd", frame([(json.dumps(h).encode(), data)]), {**h, "data": data}
+            return kind, flipped, None
+        if how == "trailing":
+            return kind, good + draw(st.binary(min_size=1, max_size=8)), None
+        if how == "garbage":
+            return kind, draw(st.binary(max_size=60)), None
+        if how == "bomb":
+            return kind, _BOMB, None
+        if how == "sizeless":
+            return kind, zstandard.ZstdCompressor(write_content_size=False).compress(frame([(b"{}", b"")])), None
+        if how == "two":
+            return kind, good + good, None
+        return kind, zstandard.ZstdCompressor().compress(draw(st.binary(max_size=100))), None  # not a batch inside
     if kind == "valid":
         h, data = draw(valid_chunk())
         return kind, frame([(json.dumps(h).encode(), data)]), {**h, "data": data}
@@ -185,6 +222,9 @@ def request(draw: st.DrawFn) -> Request:
     return kind, frame([(json.dumps(h).encode(), data)]), None
 
 
+_BOMB = zstandard.ZstdCompressor(level=1).compress(bytes(MAX_BODY * 64))  # declares 64x max_body_bytes
+
+
 def run_fuzz(daemons: Any, tmp_path: Path, examples: int) -> None:
     d, url, sink = start_collector(daemons, tmp_path, max_body_bytes=MAX_BODY, max_chunk_bytes=MAX_CHUNK)
     client = httpx.Client(timeout=30)
@@ -206,7 +246,12 @@ def run_fuzz(daemons: Any, tmp_path: Path, examples: int) -> None:
             valid = {**valid, "stream": f"zz=fuzz{sent}/{valid['stream']}"}
             h = {k: v for k, v in valid.items() if k != "data"}
             body = frame([(json.dumps(h).encode(), valid["data"])])
-        r = client.post(url + "/v1/chunks", content=body, headers={"content-type": BATCH_CONTENT_TYPE})
+        headers = {"content-type": BATCH_CONTENT_TYPE}
+        if kind.startswith("zstd"):
+            headers["content-encoding"] = "zstd"
+            if kind == "zstd":
+                body = zstandard.ZstdCompressor().compress(body)
+        r = client.post(url + "/v1/chunks", content=body, headers=headers)
         sent += 1
         assert r.status_code < 500, (kind, r.status_code, r.text)
         if valid is not None:
@@ -214,7 +259,7 @@ def run_fuzz(daemons: Any, tmp_path: Path, examples: int) -> None:
             if valid["data"]:  # an empty chunk is acked and has nothing to write
                 expected.append(valid)
         elif r.status_code == 200:  # random bytes can spell an empty batch: acked, nothing written
-            assert kind in ("random", "framing") and r.json() == {"acked": 0, "duplicates": 0}, (kind, body)
+            assert kind in ("random", "framing", "zstd-bad") and r.json() == {"acked": 0, "duplicates": 0}, (kind, body)
         else:
             assert 400 <= r.status_code < 500, (kind, r.status_code, r.text)
             assert r.json()["error"] and r.json()["detail"]
@@ -248,7 +293,7 @@ def run_fuzz(daemons: Any, tmp_path: Path, examples: int) -> None:
         for v in expected
     )
     assert got == want
-    assert sent >= examples and len(expected) > examples // 40 and len(kinds) == 8, (sent, kinds)
+    assert sent >= examples and len(expected) > examples // 40 and len(kinds) == 10, (sent, kinds)
     print(f"fuzzed {sent} requests: {dict(kinds)}; {len(expected)} valid chunks in the sink exactly once")
 
 

@@ -253,7 +253,7 @@ def test_expired_certificate_refused_then_sighup_swaps_in_a_valid_one(daemons: A
     # in-process: the shipper's error names the URL and the reason
     shipper = Shipper([url], tls=ClientTLS(ca=pki.ca_file))
     with pytest.raises(Unavailable) as err:
-        shipper._attempt(b"", 0)
+        shipper._attempt(b"", 0, lambda: None)
     shipper.close()
     assert f"certificate verify failed for {url}" in str(err.value) and "expired" in str(err.value)
 

@@ -119,6 +119,8 @@ class Agent:
             timeout=cfg.ship_timeout_seconds,
             max_backoff=cfg.max_backoff_seconds,
             stop=self._ship_stop,
+            compression=cfg.compression,
+            compression_level=cfg.compression_level,
         )
         self.watcher = Watcher(lambda paths: self.tailer.on_paths(paths), lambda a, b: self.tailer.on_moved(a, b))
         self._threads: list[threading.Thread] = []

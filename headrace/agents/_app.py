@@ -36,19 +36,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._access import Access, Denied, Grant, response
-from .._http import error_response, standard_routes
+from .._http import error_response, loads_json, standard_routes
 from .._limits import body_timed_out
 from .._logging import get_logger
 from .._spool import SpoolDiskFull, SpoolFull
@@ -92,10 +92,22 @@ async def _json(request: Request, limit: int) -> Any:
         if late is not None:
             raise InvalidInput(late, f"the body did not arrive in time ({len(buf)} bytes)") from exc
         raise InvalidInput("malformed", "the client went away before the body ended") from exc
-    try:
-        return json.loads(buf)
-    except ValueError as exc:
-        raise InvalidInput("malformed", f"body is not JSON: {exc}") from exc
+    return loads_json(buf, "malformed")
+
+
+class _AnythingConvertor(Convertor[str]):
+    """A path parameter that matches any characters, newlines included (``path`` stops at one)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _AnythingConvertor())
 
 
 def _audit(request: Request, grant: Grant | Denied | None, action: str, result: str, **what: Any) -> None:
@@ -156,7 +168,12 @@ def make_app(cfg: AgentConfig) -> Starlette:
         return JSONResponse({"id": src.id, **src.model_dump()}, status_code=201)
 
     async def remove_source(request: Request) -> Response:
-        source_id = request.path_params["source_id"]
+        # The id is everything after the prefix, taken from the decoded path itself: Starlette's
+        # `{source_id:path}` is matched with `^…$`, which drops a trailing newline, so
+        # DELETE /v1/sources/x%0A would otherwise remove source "x".
+        path: str = request.scope["path"]
+        prefix = "/v1/sources/"
+        source_id = path[len(prefix) :] if path.startswith(prefix) else request.path_params["source_id"]
         grant = access.decide(request, "control")
         if isinstance(grant, Denied):
             _audit(request, grant, "remove_source", "denied", reason=grant.reason, source=source_id)
@@ -221,7 +238,7 @@ def make_app(cfg: AgentConfig) -> Starlette:
         Route("/v1/status", status),
         Route("/v1/sources", list_sources, methods=["GET"]),
         Route("/v1/sources", add_source, methods=["POST"]),
-        Route("/v1/sources/{source_id:path}", remove_source, methods=["DELETE"]),
+        Route("/v1/sources/{source_id:anything}", remove_source, methods=["DELETE"]),
         Route("/v1/log", post_log, methods=["POST"]),
         *standard_routes(health, access),
     ]

@@ -19,6 +19,23 @@ def _agent_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
     check_token_specs(value, scopes=("read", "write", "control"))
     return value
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain_text(what: str, v: str, max_len: int) -> str:
+    """``v`` if it is 1..max_len characters, UTF-8 encodable (no lone surrogate) and without NUL."""
+    if not v:
+        raise ValueError(f"{what} is empty")
+    if len(v) > max_len:
+        raise ValueError(f"{what} is longer than {max_len} characters")
+    if "\x00" in v:
+        raise ValueError(f"{what} holds a NUL character")
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8 (a lone surrogate?)") from None
+    return v
+
 
 class SourceConfig(Section):
     """One glob of files to tail."""
@@ -32,10 +49,28 @@ class SourceConfig(Section):
     )
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, v: str) -> str:
+        _plain_text("path", v, 4096)
+        if _CONTROL.search(v):  # a glob with a newline would be an id no URL route could name
+            raise ValueError("path holds a control character (use a wildcard to match such file names)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            _plain_text("name", v, 256)
+            if _CONTROL.search(v):
+                raise ValueError("name holds a control character")
+        return v
+
     @field_validator("multiline_start")
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:
         if v is not None:
+            _plain_text("multiline_start", v, 4096)
             try:
                 re.compile(v.encode())
             except re.error as exc:
@@ -100,6 +135,11 @@ class AgentConfig(Section):
     unreachable_after_seconds: float = Field(
         default=60.0, gt=0, description="/healthz turns 503 when no collector has acked for this long (data waiting)"
     )
+    compression: Literal["zstd", "none"] = Field(
+        default="zstd",
+        description="compress batches (Content-Encoding: zstd); a collector that refuses it gets identity",
+    )
+    compression_level: int = Field(default=3, ge=1, le=19, description="zstd level of batches sent to collectors")
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
     tls: ServerTLS | None = Field(default=None, description="serve the Log and control API over HTTPS")

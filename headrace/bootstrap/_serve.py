@@ -54,7 +54,7 @@ log = get_logger("bootstrap.serve")
 
 SNAPSHOT_PARAMS = frozenset({"sources", "filter", "after", "limit", "subscriber", "snapshot_scn"})
 CATCHUP_PARAMS = frozenset({"since", "sources", "filter", "max_bytes", "wait_ms", "subscriber"})
-_FP_RE = re.compile(r"^[0-9a-fA-F]{16}$")
+_FP_RE = re.compile(r"[0-9a-fA-F]{16}")  # matched whole (fullmatch): no trailing newline
 
 
 def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
@@ -64,16 +64,30 @@ def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
 
 
 def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
-    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers)."""
+    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers).
+
+    Strict: a JSON list of a string, a hex string and (optionally) an integer generation in
+    ``[0, 2^63)``; anything else (floats, ``Infinity``, booleans, nesting past the recursion limit)
+    is :class:`InvalidInput` ``bad_after``, never a 500.
+    """
+    bad = InvalidInput("bad_after", f"after={text[:200]!r} is not a cursor this server gave (X-Headrace-Cursor)")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         parts = json.loads(raw)
-        if not isinstance(parts, list) or len(parts) not in (2, 3):
-            raise ValueError("not a cursor")
-        gen = int(parts[2]) if len(parts) == 3 else None
-        return str(parts[0]), bytes.fromhex(parts[1]), gen
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidInput("bad_after", f"after={text!r} is not a cursor this server gave (X-Headrace-Cursor)") from exc
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise bad from None
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        raise bad
+    source, key = parts[0], parts[1]
+    gen = parts[2] if len(parts) == 3 else None
+    if not isinstance(source, str) or not isinstance(key, str):
+        raise bad
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen < 1 << 63):
+        raise bad
+    try:
+        return source, bytes.fromhex(key), gen
+    except ValueError:
+        raise bad from None
 
 
 @dataclass
@@ -238,7 +252,11 @@ def build_app(st: BootstrapState) -> Starlette:
     def _catchup_read(since: int, max_bytes: int, flt: Filter | None) -> tuple[Any, dict[str, Any]]:
         state = store.state()
         limit = 10_000
-        windows = store.log_windows(since, limit, max_bytes, upto=state["log_scn"])
+        # Nothing is logged past log_scn: no query then (an SCN ≥ 2^63 does not fit the store's BIGINT).
+        newest = state["log_scn"]
+        windows = (
+            store.log_windows(since, limit, max_bytes, upto=newest) if newest is not None and since < newest else []
+        )
         buf = RingBuffer(1 << 62, start_scn=since)
         for w in windows:
             buf.append(EncodedWindow(w.scn, w.first_scn, w.ts_ms, w.events, w.data, w.tables))
@@ -319,7 +337,7 @@ def build_app(st: BootstrapState) -> Starlette:
         if (bad := unauthorized(request)) is not None:
             return bad
         fp = request.path_params["fingerprint"]
-        if not _FP_RE.match(fp):
+        if not _FP_RE.fullmatch(fp):
             return _reject(400, "bad_fingerprint", f"{fp!r} is not 16 hex digits")
         sv = await asyncio.to_thread(st.schema, fp.lower())
         if sv is None:

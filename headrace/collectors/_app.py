@@ -148,6 +148,8 @@ def _forward_store(cfg: CollectorConfig) -> _Opened:
         timeout=cfg.upstream_timeout,
         max_backoff=cfg.upstream_max_backoff,
         stop=threading.Event(),
+        compression=cfg.upstream_compression,
+        compression_level=cfg.upstream_compression_level,
     )
     supervisor = Supervisor("collector", cfg.supervise)
     store = ForwardStore(spool, shipper, supervisor=supervisor)
@@ -187,7 +189,12 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         metrics_open_on_localhost=cfg.metrics_open_on_localhost,
         on_denied=lambda d: m.REJECTS.labels(d.reason).inc(),
     )
-    receiver = ChunkReceiver(submit, Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes), access)
+    receiver = ChunkReceiver(
+        submit,
+        Limits(cfg.max_body_bytes, cfg.max_chunk_bytes, cfg.max_inflight_bytes),
+        access,
+        accept_compression=cfg.accept_compression,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

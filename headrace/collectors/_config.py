@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -87,6 +87,15 @@ class CollectorConfig(Section):
     upstream_timeout: float = Field(default=30.0, gt=0, description="seconds per upstream request")
     upstream_max_backoff: float = Field(
         default=5.0, gt=0, description="longest wait between rounds of upstream retries (backoff is exponential)"
+    )
+    upstream_compression: Literal["zstd", "none"] = Field(
+        default="zstd",
+        description="compress batches sent upstream (Content-Encoding: zstd); one that refuses it gets identity",
+    )
+    upstream_compression_level: int = Field(default=3, ge=1, le=19, description="zstd level of upstream batches")
+    accept_compression: bool = Field(
+        default=True,
+        description="read zstd request bodies; false: ignore Content-Encoding as collectors before 0.1 did (400)",
     )
     spool_dir: str | None = Field(default=None, description="forwarding spool; default: <sink_dir>/forward-spool")
     spool_cap_bytes: int = Field(default=1 << 30, gt=0, description="forwarding spool cap; past it 503 spool_full")

@@ -20,6 +20,7 @@ __all__ = [
     "STORE_UNAVAILABLE",
     "TORN_NOT_KEPT",
     "TRIMMED_BYTES",
+    "WIRE_BYTES",
 ]
 
 CHUNKS_IN = Counter("headrace_collector_chunks", "Chunks received in accepted batches (duplicates included)")
@@ -27,6 +28,9 @@ BYTES_IN = Counter("headrace_collector_bytes", "Chunk data bytes received in acc
 DUPLICATES = Counter("headrace_collector_duplicates", "Chunks acked again without being written (re-sends)")
 TRIMMED_BYTES = Counter("headrace_collector_trimmed_bytes", "Bytes of re-sent chunks not written again")
 ACKED_BATCHES = Counter("headrace_collector_acked_batches", "Batches acked (HTTP 200)")
+WIRE_BYTES = Counter(
+    "headrace_collector_wire_bytes", "Request body bytes of accepted batches as sent, by Content-Encoding", ["encoding"]
+)
 REJECTS = Counter("headrace_collector_rejects", "Requests refused, by reason", ["reason"])
 SINK_FILES = Counter("headrace_collector_sink_files", "Sink files closed into done/")
 SINK_OPEN_BYTES = Gauge("headrace_collector_sink_open_bytes", "Size of the open sink file")

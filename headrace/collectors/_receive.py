@@ -11,7 +11,17 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
    ``max_inflight_bytes`` as they arrive (not as announced), and a request that would pass it while
    other requests hold bytes gets 503 ``overloaded``; a body that arrives too slowly is cut off by
    the ``limits:`` section (408 ``body_timeout`` / ``body_too_slow``, :mod:`headrace._limits`);
-3. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
+3. ``Content-Encoding``: none or ``identity``: the body is the batch; ``zstd`` (with
+   ``accept_compression``, the default): the body is decompressed as it streams in
+   (``headrace._wire_zstd``): a frame declaring more than ``max_body_bytes`` is 413
+   ``body_too_large`` before any output, a frame that is not one whole zstd frame of the size it
+   declares is 400 ``bad_encoding``, and the output is never held past the declared size (a zstd
+   bomb costs no memory; the declared size counts against ``max_inflight_bytes``); any other
+   encoding is 415 ``unsupported_encoding`` with ``Accept-Encoding: zstd``. With
+   ``accept_compression: false`` the header is ignored, as it was before compression existed: a
+   zstd body is then 400 ``malformed`` (not a batch), which is what a sender takes as "send this
+   collector identity";
+4. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
    ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
    names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
    docs/collector.md). A forwarding collector runs the same checks, so it never acks what its
@@ -38,6 +48,7 @@ from .._chunk import Chunk, decode_batch
 from .._http import error_response
 from .._limits import body_timed_out
 from .._logging import get_logger
+from .._wire_zstd import ZSTD, BoundedZstdDecoder
 from ..errors import InvalidInput, TransientError
 from . import _metrics as m
 
@@ -45,7 +56,12 @@ __all__ = ["ChunkReceiver", "Limits"]
 
 log = get_logger("collector.receive")
 
-_STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413}
+_STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413, "unsupported_encoding": 415}
+
+
+class _Overloaded(Exception):
+    """A zstd body's decompressed size does not fit in max_inflight_bytes now."""
+
 
 #: Takes a batch's chunks, returns (acked, duplicates) once durable; raises TransientError if it cannot.
 Submit = Callable[[list[Chunk]], Awaitable[tuple[int, int]]]
@@ -63,10 +79,11 @@ class Limits:
 class ChunkReceiver:
     """The request handler; ``submit`` hands a decoded batch to the group commit and waits for its ack."""
 
-    def __init__(self, submit: Submit, limits: Limits, access: Access) -> None:
+    def __init__(self, submit: Submit, limits: Limits, access: Access, *, accept_compression: bool = True) -> None:
         self.submit = submit
         self.limits = limits
         self.access = access
+        self.accept_compression = accept_compression
         self.inflight = 0
 
     def reject(
@@ -81,7 +98,65 @@ class ChunkReceiver:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
         if code == 503:
             resp.headers["Retry-After"] = "1"
+        if code == 415:
+            resp.headers["Accept-Encoding"] = ZSTD
         return resp
+
+    def _take(self, held: list[int], n: int) -> None:
+        """Count ``n`` more bytes of this request in flight (``held[0]``: what it holds so far); raise
+        :class:`_Overloaded` when they do not fit while other requests hold bytes."""
+        if self.inflight + n > self.limits.max_inflight_bytes and self.inflight > held[0]:
+            raise _Overloaded
+        self.inflight += n
+        held[0] += n
+
+    async def _read_body(self, request: Request, limit: int, held: list[int]) -> tuple[bytes, int]:
+        """The body (at most ``limit`` bytes), its bytes counted in flight as they arrive."""
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise InvalidInput("body_too_large", f"body longer than max_body_bytes {limit}")
+            self._take(held, len(part))
+            parts.append(part)
+        return b"".join(parts), size
+
+    async def _read_zstd(self, request: Request, limit: int, held: list[int]) -> tuple[bytearray, int]:
+        """The zstd body decompressed as it streams in (never more than ``limit`` bytes of output), and its wire size.
+
+        The compressed bytes count in flight as they arrive; once the frame header tells the
+        decompressed size, that much is counted too (raises :class:`_Overloaded` if it does not fit).
+        """
+        decoder = BoundedZstdDecoder(limit)
+        size = 0
+        counted = False
+
+        def hold() -> None:
+            nonlocal counted
+            if decoder.declared is not None and not counted:
+                counted = True
+                self._take(held, decoder.declared)
+
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise InvalidInput("body_too_large", f"compressed body longer than max_body_bytes {limit}")
+            self._take(held, len(part))
+            decoder.feed(part)
+            hold()
+        body = decoder.finish()
+        hold()
+        return body, size
+
+    def _encoding(self, request: Request) -> str | None:
+        """``zstd``, None for identity, or the unsupported encoding named (then the request is refused)."""
+        if not self.accept_compression:
+            return None  # as before compression existed: the header is not looked at
+        raw = request.headers.get("content-encoding", "").strip().lower()
+        if raw in ("", "identity"):
+            return None
+        return raw
 
     async def handle(self, request: Request) -> Response:
         policy = self.access.policy  # one policy for the whole request, even across a reload
@@ -101,30 +176,32 @@ class ChunkReceiver:
                     "body_too_large",
                     f"body of {declared} bytes > max_body_bytes {limit}; send smaller ones",
                 )
-        cap = self.limits.max_inflight_bytes
-        if self.inflight >= cap:
+        encoding = self._encoding(request)
+        if encoding not in (None, ZSTD):
+            return self.reject(
+                request, "unsupported_encoding", f"Content-Encoding {encoding!r:.60}; this collector reads zstd or none"
+            )
+        if self.inflight >= self.limits.max_inflight_bytes:
             return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
-        # Bytes are reserved as they arrive, never from the Content-Length announced: a slow sender
-        # holds only what it has sent (and is cut off by the body timeout of headrace._limits).
-        held = 0
+        # Bytes are counted in flight as they arrive, never from the Content-Length announced: a slow
+        # sender holds only what it has sent (and is cut off by the body timeout of headrace._limits).
+        held = [0]
         try:
-            parts: list[bytes] = []
             try:
-                async for part in request.stream():
-                    if held + len(part) > limit:
-                        return self.reject(request, "body_too_large", f"body longer than max_body_bytes {limit}")
-                    if self.inflight + len(part) > cap and self.inflight > held:
-                        return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
-                    self.inflight += len(part)
-                    held += len(part)
-                    parts.append(part)
+                body: bytes | bytearray
+                if encoding == ZSTD:
+                    body, wire = await self._read_zstd(request, limit, held)
+                else:
+                    body, wire = await self._read_body(request, limit, held)
             except ClientDisconnect:
                 late = body_timed_out(request.scope)
                 if late is not None:
-                    return self.reject(request, late, f"the body did not arrive in time ({held} bytes)", status=408)
+                    return self.reject(request, late, f"the body did not arrive in time ({held[0]} bytes)", status=408)
                 return self.reject(request, "malformed", "the client went away before sending the whole body")
-            body = b"".join(parts)
-            del parts
+            except InvalidInput as exc:
+                return self.reject(request, exc.reason, exc.detail)
+            except _Overloaded:
+                return self.reject(request, "overloaded", "too many bytes in flight; retry shortly", status=503)
             try:
                 chunks = decode_batch(body, max_chunk_bytes=self.limits.max_chunk_bytes)
             except InvalidInput as exc:
@@ -137,6 +214,7 @@ class ChunkReceiver:
                 acked, dups = await self.submit(chunks)
             except TransientError as exc:
                 return self.reject(request, getattr(exc, "reason", "unavailable"), str(exc), status=503)
+            m.WIRE_BYTES.labels(encoding or "identity").inc(wire)
             return JSONResponse({"acked": acked, "duplicates": dups})
         finally:
-            self.inflight -= held
+            self.inflight -= held[0]

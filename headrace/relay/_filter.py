@@ -16,6 +16,7 @@ to every partition; only ``sources`` can leave it out.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +68,12 @@ class Filter:
         return " ".join(parts) or "all"
 
 
+_INT_RE = re.compile(r"-?[0-9]{1,40}")
+
+
 def _as_int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    """``text`` as an int if it is one written in ASCII digits (int() would take " 5", "1_0", "١٢")."""
+    return int(text) if _INT_RE.fullmatch(text) else None
 
 
 def _in_range(key: bytes, lo: str, hi: str) -> bool:

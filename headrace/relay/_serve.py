@@ -28,8 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._access import Access
-from .._http import error_response, int_param, standard_routes
-from .._limits import body_timed_out, read_body
+from .._http import error_response, int_param, read_json, standard_routes
+from .._limits import body_timed_out
 from .._logging import get_logger
 from ..errors import InvalidInput
 from ._buffer import RingBuffer, TooOld
@@ -58,7 +58,8 @@ BUFFER_NEWEST = Gauge("headrace_relay_buffer_newest_scn", "Newest window SCN in 
 STREAM_PARAMS = frozenset({"since", "sources", "filter", "max_bytes", "wait_ms", "subscriber"})
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_WAIT_MS = 10_000
-_FP_RE = re.compile(r"^[0-9a-fA-F]{16}$")
+ACK_MAX_BYTES = 64 << 10  # a POST /v1/ack body is a few dozen bytes
+_FP_RE = re.compile(r"[0-9a-fA-F]{16}")  # matched whole (fullmatch): no trailing newline
 
 
 @dataclass
@@ -159,8 +160,11 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             return _reject(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
         try:
             since = int_param(params, "since", None, 0, (1 << 64) - 1)
-            max_bytes = int_param(params, "max_bytes", DEFAULT_MAX_BYTES, 1, cfg.max_response_bytes)
-            wait_ms = int_param(params, "wait_ms", DEFAULT_WAIT_MS, 0, cfg.max_wait_ms)
+            # the defaults never pass the configured maximums
+            max_bytes = int_param(
+                params, "max_bytes", min(DEFAULT_MAX_BYTES, cfg.max_response_bytes), 1, cfg.max_response_bytes
+            )
+            wait_ms = int_param(params, "wait_ms", min(DEFAULT_WAIT_MS, cfg.max_wait_ms), 0, cfg.max_wait_ms)
             sources: frozenset[str] | None = None
             if params.get("sources"):
                 sources = frozenset(s.strip() for s in params["sources"].split(",") if s.strip())
@@ -276,7 +280,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         if (denied := access.check(request, "read")) is not None:
             return denied
         fp = request.path_params["fingerprint"]
-        if not _FP_RE.match(fp):
+        if not _FP_RE.fullmatch(fp):
             return _reject(400, "bad_fingerprint", f"{fp!r} is not 16 hex digits")
         sv = state.registry.get(fp)
         if sv is None:
@@ -318,12 +322,10 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             return denied
         usage = 'send JSON {"consumer": NAME, "scn": N}'
         try:
-            raw = await read_body(request, _MAX_ACK_BODY)
-            if raw is None:
-                return _reject(413, "too_large", f"an acknowledgement body is at most {_MAX_ACK_BODY} bytes")
-            body = json.loads(raw)
-        except ValueError:
-            return _reject(400, "bad_body", usage)
+            body = await read_json(request, _MAX_ACK_BODY)
+        except InvalidInput as exc:
+            status = 413 if exc.reason == "too_large" else 400
+            return _reject(status, exc.reason, f"{exc.detail}; {usage}")
         except ClientDisconnect:  # gone, or cut off by the body limits (which answer 408 themselves)
             return _reject(400, body_timed_out(request.scope) or "bad_body", "the body did not arrive whole")
         if not isinstance(body, dict) or not isinstance(body.get("consumer"), str) or "scn" not in body:
