@@ -70,8 +70,9 @@ def render_table(parts: list[dict[str, Any]]) -> Any:
         table.add_column(col, overflow="fold")
     order = sorted(parts, key=lambda p: (p["ok"], p["reachable"]))
     for p in order:
+        degraded = (p.get("health") or {}).get("degraded")
         if p["ok"]:
-            health = "[green]ok[/]"
+            health = "[green]ok[/]" + (f"\n[yellow]degraded: {escape(str(degraded))}[/]" if degraded else "")
         elif not p["reachable"]:
             health = f"[bold red]UNREACHABLE[/]\n{escape(p.get('error') or '')}"
         else:

@@ -27,6 +27,9 @@ import pytest
 from chromium_cdp import Chromium, chromium_path
 from support import free_port, wait_until, write_config
 
+from headrace._overview import figures, problems
+from headrace._up_status import insecure
+
 PAGE_STATE = """(() => {
   const out = {overall: document.getElementById('overall').dataset.overall,
                problems: [...document.querySelectorAll('[data-problem]')].map(e => e.textContent), parts: {}};
@@ -221,6 +224,17 @@ def test_status_page_in_chromium_while_traffic_flows_and_a_stopped_collector(tmp
         collector_pid = None
         wait_until(all_ok, 15, "the page to show every part healthy again")
         assert _headrace_status(cfg)[0] == 0
+
+        # each daemon's own page (GET /) polls its own /v1/status and /healthz
+        for part, fig, want in (("agent", "streams", "1"), ("relay", "capture", "running")):
+            browser.navigate(url[part] + "/")
+
+            def own_page(part: str = part, fig: str = fig, want: str = want) -> bool:
+                st = browser.eval(PAGE_STATE)
+                return st["parts"].get(part, {}).get("health") == "ok" and st["parts"][part]["figs"].get(fig) == want
+
+            wait_until(own_page, 10, f"the {part}'s own page to show it healthy")
+        browser.screenshot(tmp_path / "status-page-relay.png")
         print(f"test took {time.monotonic() - t0:.1f} s")
     finally:
         stop.set()
@@ -279,3 +293,26 @@ def test_headrace_status_exits_1_when_nothing_answers(tmp_path: Path) -> None:
         [sys.executable, "-m", "headrace", "status", "--config", str(cfg)], capture_output=True, text=True, timeout=60
     )
     assert table.returncode == 1 and "UNREACHABLE" in table.stdout
+
+
+def test_figures_problems_and_open_listen_rules() -> None:
+    col = {"bytes_in": 10, "chunks_in": 2, "duplicates": 1, "rejects": {"bad_chunk": 2, "unauthorized": 1},
+           "sink_files_closed": 3, "store": {"open_file": "f.avro"}}  # fmt: skip
+    assert figures("collector", col) == {"bytes_in": 10, "chunks_in": 2, "duplicates": 1, "rejects": 3,
+                                         "sink_files": 3, "open_file": "f.avro"}  # fmt: skip
+    agent = {"streams": [{"lag_bytes": 5, "acked_offset": 7}, {"lag_bytes": 1, "acked_offset": 3}],
+             "spool": {"used_bytes": 9, "cap_bytes": 100}, "last_ack_from": None}  # fmt: skip
+    assert figures("agent", agent)["lag_bytes"] == 6 and figures("agent", agent)["acked_bytes"] == 10
+    relay = {"oldest_scn": 3, "newest_scn": 50, "fill": 0.5, "events_per_s": 2.5, "capture": {"state": "stopped"},
+             "subscribers": [{"last_scn": 40}, {"last_scn": None}, {"last_scn": 10}]}  # fmt: skip
+    f = figures("relay", relay)
+    assert f["max_subscriber_lag"] == 40 and f["capture"] == "stopped" and f["subscribers"] == 3
+    assert figures("bootstrap", {"applied_scn": 4, "building": {"gen": 2}})["seeding"] is True
+    parts = [
+        {"name": "collector", "ok": True, "reachable": True},
+        {"name": "agent", "ok": False, "reachable": True, "error": "/healthz 503: spool full"},
+        {"name": "relay", "ok": False, "reachable": False, "error": "not reachable"},
+    ]
+    assert problems(parts) == ["relay: not reachable", "agent: /healthz 503: spool full"]
+    assert insecure("127.0.0.1:7000", []) is None
+    assert "reachable from other hosts" in (insecure("0.0.0.0:7000", []) or "")
