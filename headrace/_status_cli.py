@@ -127,7 +127,7 @@ def status(config_path: str | None, watch: bool, as_json: bool, interval: float,
                 raise SystemExit(1 if bad else 0) from None
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapping at 80 columns
     parts = overview(ts, timeout)
     if not watch:
         console.print(render_table(parts))

@@ -15,6 +15,10 @@ On SIGTERM or SIGINT the parts stop in reverse order, each with SIGTERM (they fi
 and save checkpoints) and SIGKILL only after ``stop_seconds``. A child's parent-death signal is set,
 so a ``kill -9`` of ``up`` does not leave daemons behind.
 
+Status page: ``--status-listen`` (default 127.0.0.1:7000) serves the page of the whole and the
+``/v1/overview`` it polls (:mod:`headrace._up_status`), from a thread of ``up`` itself, so it keeps
+answering while parts die and restart; it is bound before any part starts.
+
 Resume state: none of its own. Each part keeps its own (checkpoints, spools, slots); restarting a
 part is the same as the part restarting itself. Without ``--config`` it writes embedded defaults to
 ``DIR/headrace-up.yaml`` (DIR: ``./headrace-data``): a collector, an agent tailing ``DIR/logs/*.log``,
@@ -139,6 +143,8 @@ class _Part:
         """What the supervisor knows of this part (for the status page)."""
         running = self.proc is not None and self.proc.poll() is None
         state = "running" if running else ("restarting" if self.restart_at is not None else "stopped")
+        if self.proc is None:
+            state = "not started"
         return {"state": state, "pid": self.proc.pid if running and self.proc else None,
                 "restarts": self.restarts, "last_exit": self.last_exit}  # fmt: skip
 
@@ -215,6 +221,7 @@ def run_up(
     if status is not None:
         status.supervisor = lambda: {p.name: p.view() for p in parts}
         status.start()
+        announce(f"{'status':<10} {status.url}")
     try:
         for part in parts:
             part.start()
@@ -225,8 +232,6 @@ def run_up(
                 code = part.proc.poll() if part.proc is not None else None
                 return code if code in (EXIT_USAGE, EXIT_LISTEN) else 1
             announce(f"{part.name:<10} {part.url}")
-        if status is not None:
-            announce(f"{'status':<10} {status.url}")
         announce(f"headrace up: {len(parts)} parts running (config {config}); Ctrl-C or SIGTERM stops them")
         while not stop.wait(0.2):
             now = time.monotonic()
