@@ -316,3 +316,24 @@ def test_figures_problems_and_open_listen_rules() -> None:
     assert problems(parts) == ["relay: not reachable", "agent: /healthz 503: spool full"]
     assert insecure("127.0.0.1:7000", []) is None
     assert "reachable from other hosts" in (insecure("0.0.0.0:7000", []) or "")
+
+
+def test_up_status_listen_in_use_exits_6_before_any_part_starts(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "h.yaml", {"collector": {"listen": f"127.0.0.1:{free_port()}", "sink_dir": str(tmp_path / "sink")}}
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        p = subprocess.run(
+            [sys.executable, "-m", "headrace", "up", "--config", str(cfg), "--status-listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert p.returncode == 6, p.stderr
+    assert f"127.0.0.1:{port} (--status-listen)" in p.stderr and "in use" in p.stderr
+    assert not (tmp_path / "sink").exists()  # no part was started
