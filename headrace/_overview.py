@@ -202,7 +202,7 @@ def figures(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
             "apply_lag_ms": _num(status.get("apply_lag_ms")),
             "snapshot_ready": status.get("snapshot_ready"),
             "seeding": status.get("building") is not None,
-            "reseeds": _num(status.get("reseeds")),
+            "reseeds": _num(reseeds.get("count") if isinstance(reseeds := status.get("reseeds"), dict) else reseeds),
         }
     return {}
 

@@ -54,16 +54,20 @@ class Chromium:
             connect(pages[0]["webSocketDebuggerUrl"], max_size=64 << 20, open_timeout=10)
         )
         self._ids = itertools.count(1)
+        self.exceptions: list[str] = []  # uncaught JavaScript exceptions seen (Runtime.exceptionThrown)
         self.call("Page.enable")
         self.call("Runtime.enable")
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Send one command and wait for its answer (events in between are dropped)."""
+        """Send one command and wait for its answer (events in between are dropped, except exceptions)."""
         msg_id = next(self._ids)
         self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("method") == "Runtime.exceptionThrown":
+                details = msg["params"]["exceptionDetails"]
+                self.exceptions.append(str(details.get("exception", {}).get("description") or details.get("text")))
             if msg.get("id") == msg_id:
                 if "error" in msg:
                     raise AssertionError(f"{method}: {msg['error']}")

@@ -235,6 +235,7 @@ def test_status_page_in_chromium_while_traffic_flows_and_a_stopped_collector(tmp
 
             wait_until(own_page, 10, f"the {part}'s own page to show it healthy")
         browser.screenshot(tmp_path / "status-page-relay.png")
+        assert browser.exceptions == [], "the page threw"
         print(f"test took {time.monotonic() - t0:.1f} s")
     finally:
         stop.set()
@@ -279,6 +280,24 @@ def test_daemon_page_is_open_but_its_data_needs_a_read_token_and_up_uses_each_pa
         assert httpx.get(status + "/healthz", timeout=10).json() == {"ok": True, "problems": []}
         code, out = _headrace_status(cfg)
         assert code == 0 and out["parts"][0]["status"] is not None
+        if chromium_path() is not None:  # in the browser: no token, the page asks for one; #token=… works
+            browser = Chromium(tmp_path)
+            try:
+                browser.navigate(collector + "/")
+                wait_until(
+                    lambda: browser.eval("getComputedStyle(document.getElementById('token-form')).display") == "block",
+                    10,
+                    "the page to ask for a token",
+                )
+                browser.navigate(collector + "/#token=reader-secret")
+                wait_until(
+                    lambda: browser.eval(PAGE_STATE)["parts"].get("collector", {}).get("health") == "ok",
+                    10,
+                    "the page to show the collector with the token from the fragment",
+                )
+                assert "token" not in browser.eval("location.href")  # taken out of the address bar
+            finally:
+                browser.close()
     finally:
         _stop(up)
 
@@ -307,7 +326,8 @@ def test_figures_problems_and_open_listen_rules() -> None:
              "subscribers": [{"last_scn": 40}, {"last_scn": None}, {"last_scn": 10}]}  # fmt: skip
     f = figures("relay", relay)
     assert f["max_subscriber_lag"] == 40 and f["capture"] == "stopped" and f["subscribers"] == 3
-    assert figures("bootstrap", {"applied_scn": 4, "building": {"gen": 2}})["seeding"] is True
+    boot = figures("bootstrap", {"applied_scn": 4, "building": {"gen": 2}, "reseeds": {"count": 5}})
+    assert boot["seeding"] is True and boot["reseeds"] == 5
     parts = [
         {"name": "collector", "ok": True, "reachable": True},
         {"name": "agent", "ok": False, "reachable": True, "error": "/healthz 503: spool full"},
