@@ -225,6 +225,12 @@ def test_status_page_in_chromium_while_traffic_flows_and_a_stopped_collector(tmp
         wait_until(all_ok, 15, "the page to show every part healthy again")
         assert _headrace_status(cfg)[0] == 0
 
+        # a collector that dies (SIGKILL) is restarted by up: the page counts the restart
+        pid = httpx.get(url["status"] + "/v1/overview", timeout=10).json()["supervisor"]["collector"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        restarted = "document.querySelector('[data-part=collector]').dataset.restarts"
+        wait_until(lambda: browser.eval(restarted) == "1" and all_ok(), 20, "the page to show the collector restarted")
+
         # each daemon's own page (GET /) polls its own /v1/status and /healthz
         for part, fig, want in (("agent", "streams", "1"), ("relay", "capture", "running")):
             browser.navigate(url[part] + "/")
