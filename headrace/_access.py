@@ -19,7 +19,8 @@ atomically on SIGHUP (:func:`reload_on_sighup`) and turns a request into a decis
 Rules: with no tokens configured every scope is open except ``control``, which is open only to a
 token that has it (so an agent's run-time source changes are off until such a token exists). With
 tokens configured every guarded route needs a token with its scope, except ``/metrics`` from a
-loopback client when ``metrics_open_on_localhost`` is true. ``/healthz`` is always open.
+loopback client when ``metrics_open_on_localhost`` is true. ``/healthz`` is always open, and so is
+``GET /``, the status page (it holds no data; the ``/v1/status`` it polls needs ``read``).
 """
 
 from __future__ import annotations

@@ -93,13 +93,16 @@ async def _metrics(_: Request) -> Response:
 
 
 def standard_routes(
-    health: Callable[[], dict[str, Any]] | None = None, access: Access | None = None
+    health: Callable[[], dict[str, Any]] | None = None, access: Access | None = None, part: str | None = None
 ) -> list[BaseRoute]:
-    """``GET /healthz`` (200 with ``{"ok": true, …}``, or 503 when ``health`` says not ok) and ``/metrics``.
+    """``GET /healthz`` (200 with ``{"ok": true, …}``, or 503 when ``health`` says not ok), ``/metrics``
+    and ``GET /``, the status page (:mod:`headrace._status_page`; ``part`` names the daemon).
 
     ``/healthz`` is always open (keep what ``health`` returns free of data and paths); ``/metrics``
     needs the ``read`` scope of ``access`` when tokens are configured (see :mod:`headrace._access`).
+    The page holds no data and is open; the ``/v1/status`` it polls needs the ``read`` scope.
     """
+    from ._status_page import page_route
 
     async def metrics(request: Request) -> Response:
         if access is not None and (denied := access.check(request, "read", metrics=True)) is not None:
@@ -112,7 +115,7 @@ def standard_routes(
             body.update(health())
         return JSONResponse(body, status_code=200 if body.get("ok") else 503)
 
-    return [Route("/healthz", healthz), Route("/metrics", metrics)]
+    return [Route("/healthz", healthz), Route("/metrics", metrics), page_route(part)]
 
 
 class _StartupError:

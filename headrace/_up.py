@@ -15,6 +15,10 @@ On SIGTERM or SIGINT the parts stop in reverse order, each with SIGTERM (they fi
 and save checkpoints) and SIGKILL only after ``stop_seconds``. A child's parent-death signal is set,
 so a ``kill -9`` of ``up`` does not leave daemons behind.
 
+Status page: ``--status-listen`` (default 127.0.0.1:7000) serves the page of the whole and the
+``/v1/overview`` it polls (:mod:`headrace._up_status`), from a thread of ``up`` itself, so it keeps
+answering while parts die and restart; it is bound before any part starts.
+
 Resume state: none of its own. Each part keeps its own (checkpoints, spools, slots); restarting a
 part is the same as the part restarting itself. Without ``--config`` it writes embedded defaults to
 ``DIR/headrace-up.yaml`` (DIR: ``./headrace-data``): a collector, an agent tailing ``DIR/logs/*.log``,
@@ -33,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -41,6 +45,10 @@ import yaml
 from ._cli import common_options
 from ._config import parse_listen
 from ._logging import get_logger
+from .errors import ListenError
+
+if TYPE_CHECKING:
+    from ._up_status import StatusServer
 
 __all__ = ["PARTS", "RestartPolicy", "default_config", "up"]
 
@@ -50,6 +58,7 @@ log = get_logger("up")
 PARTS = ("collector", "agent", "relay", "bootstrap")
 DEFAULT_LISTEN = {"collector": "127.0.0.1:7070", "agent": "127.0.0.1:7071", "relay": "127.0.0.1:7080",
                   "bootstrap": "127.0.0.1:7090"}  # fmt: skip
+DEFAULT_STATUS_LISTEN = "127.0.0.1:7000"
 EXIT_USAGE = 2
 EXIT_LISTEN = 6  # a part's port is in use: said once, not retried at start
 
@@ -127,7 +136,17 @@ class _Part:
     started: float = 0.0
     restart_at: float | None = None
     restarts: int = 0
+    last_exit: int | None = None
     policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+    def view(self) -> dict[str, Any]:
+        """What the supervisor knows of this part (for the status page)."""
+        running = self.proc is not None and self.proc.poll() is None
+        state = "running" if running else ("restarting" if self.restart_at is not None else "stopped")
+        if self.proc is None:
+            state = "not started"
+        return {"state": state, "pid": self.proc.pid if running and self.proc else None,
+                "restarts": self.restarts, "last_exit": self.last_exit}  # fmt: skip
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_set_parent_death_signal)
@@ -179,8 +198,12 @@ def run_up(
     start_timeout: float = 60.0,
     announce: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    status: StatusServer | None = None,
 ) -> int:
-    """Start every part ``sections`` has, supervise them until ``stop`` is set; return the exit status."""
+    """Start every part ``sections`` has, supervise them until ``stop`` is set; return the exit status.
+
+    ``status`` (already bound) serves the status page from the start and is stopped at the end.
+    """
     stop = stop or threading.Event()
     parts = [
         _Part(
@@ -195,6 +218,10 @@ def run_up(
         announce(f"headrace up: {config} has no daemon section ({', '.join(PARTS)})")
         return EXIT_USAGE
     running: list[_Part] = []
+    if status is not None:
+        status.supervisor = lambda: {p.name: p.view() for p in parts}
+        status.start()
+        announce(f"{'status':<10} {status.url}")
     try:
         for part in parts:
             part.start()
@@ -219,6 +246,7 @@ def run_up(
                 code = part.proc.poll()
                 if code is None:
                     continue
+                part.last_exit = code
                 action, delay = part.policy.on_exit(code, now, part.started)
                 if action == "usage":
                     announce(f"headrace up: {part.name} exited with status 2 (configuration); stopping")
@@ -232,6 +260,8 @@ def run_up(
     finally:
         for part in reversed(running):
             part.stop(stop_seconds)
+        if status is not None:
+            status.stop()
         log.info("up_stopped")
 
 
@@ -245,12 +275,20 @@ def run_up(
     show_default=True,
     help="Where the embedded defaults keep their data (without --config).",
 )
-def up(config_path: str | None, directory: str) -> None:
+@click.option(
+    "--status-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help=f"Where to serve the status page of the whole ('off': nowhere). [default: {DEFAULT_STATUS_LISTEN}, "
+    "skipped with a warning when that port is taken]",
+)
+def up(config_path: str | None, directory: str, status_listen: str | None) -> None:
     """Run every daemon the config has a section for (collector, agent, relay, bootstrap), supervised.
 
     Without --config: a collector, an agent tailing DIR/logs/*.log, a relay on DIR/app.db (SQLite)
-    and a bootstrap server, with their data in DIR. Exit status: 0 after SIGTERM/SIGINT, 2 when a
-    part's configuration is wrong, 1 when a part keeps dying.
+    and a bootstrap server, with their data in DIR. The status page of the whole is served on
+    --status-listen (GET /; GET /v1/overview is its data). Exit status: 0 after SIGTERM/SIGINT, 2 when
+    a part's configuration is wrong, 1 when a part keeps dying, 6 when --status-listen cannot be bound.
     """
     if config_path is None:
         base = Path(directory).absolute()
@@ -259,6 +297,11 @@ def up(config_path: str | None, directory: str) -> None:
         sections = default_config(base)
         config = base / "headrace-up.yaml"
         config.write_text(yaml.safe_dump(sections, sort_keys=False))
+        models: dict[str, Any] = {}
+        if status_listen != "off":
+            from ._check import check_config
+
+            models = check_config(str(config))[1]
     else:
         from ._check import check_config
 
@@ -270,8 +313,31 @@ def up(config_path: str | None, directory: str) -> None:
             raise SystemExit(EXIT_USAGE)
         config = Path(config_path)
         sections = {name: {"listen": models[name].listen} for name in PARTS if name in models}
+    server = _status_server(status_listen, models)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     fmt = "json" if not sys.stderr.isatty() else "console"
-    raise SystemExit(run_up(config, sections, log_format=fmt, stop=stop, announce=click.echo))
+    raise SystemExit(run_up(config, sections, log_format=fmt, stop=stop, announce=click.echo, status=server))
+
+
+def _status_server(listen: str | None, models: dict[str, Any]) -> StatusServer | None:
+    """The bound status server for ``--status-listen`` (None: off, or the default port is taken)."""
+    from ._overview import read_grants, targets
+    from ._up_status import StatusServer, insecure
+
+    if listen == "off":
+        return None
+    grants = read_grants(models)
+    problem = insecure(listen or DEFAULT_STATUS_LISTEN, grants)
+    if problem is not None:
+        click.echo(f"headrace up: {problem}", err=True)
+        raise SystemExit(EXIT_USAGE)
+    try:
+        return StatusServer(listen or DEFAULT_STATUS_LISTEN, targets(models), grants)
+    except ListenError as exc:
+        if listen is not None:  # asked for this address: say so and stop, as a daemon would
+            click.echo(f"headrace up: {exc}", err=True)
+            raise SystemExit(EXIT_LISTEN) from None
+        click.echo(f"headrace up: no status page: {exc} (choose another with --status-listen)", err=True)
+        return None

@@ -29,6 +29,7 @@ _COMMANDS = {
     "demo": "headrace._demo:demo",
     "check": "headrace._check:check",  # validate a whole config file (and what it points at)
     "up": "headrace._up:up",  # every daemon of a config, supervised
+    "status": "headrace._status_cli:status",  # health and key figures of every daemon of a config
 }
 
 

@@ -240,7 +240,7 @@ def make_app(cfg: AgentConfig) -> Starlette:
         Route("/v1/sources", add_source, methods=["POST"]),
         Route("/v1/sources/{source_id:anything}", remove_source, methods=["DELETE"]),
         Route("/v1/log", post_log, methods=["POST"]),
-        *standard_routes(health, access),
+        *standard_routes(health, access, "agent"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
 

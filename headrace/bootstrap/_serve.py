@@ -355,7 +355,7 @@ def build_app(st: BootstrapState) -> Starlette:
                 await asyncio.to_thread(st.on_stop)
 
     routes = [
-        *standard_routes(lambda: st.health(), access),
+        *standard_routes(lambda: st.health(), access, "bootstrap"),
         Route("/v1/snapshot", snapshot),
         Route("/v1/catchup", catchup),
         Route("/v1/status", status),

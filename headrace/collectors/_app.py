@@ -267,7 +267,7 @@ def build_app(cfg: CollectorConfig) -> Starlette:
     routes = [
         Route("/v1/chunks", receiver.handle, methods=["POST"]),
         Route("/v1/status", status),
-        *standard_routes(health, access),
+        *standard_routes(health, access, "collector"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.failed = None

@@ -406,7 +406,7 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
             log.info("relay_stopped", newest_scn=state.buffer.newest_scn)
 
     routes = [
-        *standard_routes(health, access),
+        *standard_routes(health, access, "relay"),
         Route("/v1/stream", with_capture_headers(stream)),
         Route("/v1/sources", sources),
         Route("/v1/schemas/{fingerprint}", schema),
