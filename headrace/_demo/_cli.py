@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import _logging
-from ..errors import FatalError
+from ..errors import FatalError, HeadraceError
 from ._changes import ChangeCounts, create_shop, export, follow, late_subscriber, write_transactions
 from ._logpath import QUERY, LogCounts, avro_lines, process, ship
 from ._procs import Proc
@@ -113,6 +113,23 @@ def _keep(base: Path, cfg: Path, config: dict[str, Any], console: Console) -> No
     console.print(f"stop everything with: kill {up.proc.pid}")
 
 
+def conclude(console: Console, base: Path, logs: LogCounts, changes: ChangeCounts, failures: list[str]) -> int:
+    """Print the query, a sample event and the reconciliation table; 0 when every count matches and no
+    job failed, else 1 after naming each mismatch and failure (on stdout, and a count on stderr)."""
+    checks = reconcile(logs, changes)
+    _print_report(console, base, logs, changes, checks)
+    problems = failures + [f"mismatch: {c.mismatch()}" for c in checks if not c.ok]
+    if problems:
+        for p in problems:
+            console.print(p, markup=False, highlight=False)
+        click.echo(f"headrace demo: {len(problems)} problems (above); files and logs are in {base}", err=True)
+        return 1
+    console.print(f"all {len(checks)} counts match: every line arrived once and was archived, parsed and loaded;")
+    console.print("every committed change reached the subscriber; the snapshot copy equals the database")
+    console.print(f"files, configs and daemon logs are in {base}")
+    return 0
+
+
 @click.command()
 @click.option("--lines", default=6000, show_default=True, help="How many log lines to generate.")
 @click.option("--transactions", default=300, show_default=True, help="How many transactions to commit.")
@@ -134,6 +151,8 @@ def demo(lines: int, transactions: int, directory: str | None, keep: bool) -> No
     _logging.configure("warning", "auto")  # headrace's own log lines: stderr only
     console = _console()
     base = Path(directory).absolute() if directory else Path(tempfile.mkdtemp(prefix="headrace-demo-"))
+    if base.is_dir() and any(base.iterdir()):
+        raise click.UsageError(f"--dir {base} is not empty; the demo needs a new or empty folder")
     base.mkdir(parents=True, exist_ok=True)
     from ._setup import demo_config
 
@@ -144,20 +163,11 @@ def demo(lines: int, transactions: int, directory: str | None, keep: bool) -> No
     console.print(f"  config {cfg.name}, daemon logs *.log there")
     try:
         logs, changes, failures = _run(base, config, cfg, lines, transactions, console)
-    except FatalError as exc:
+    except HeadraceError as exc:
         click.echo(f"headrace demo: failed: {exc}", err=True)
         sys.exit(1)
-    checks = reconcile(logs, changes)
-    _print_report(console, base, logs, changes, checks)
-    problems = failures + [f"mismatch: {c.mismatch()}" for c in checks if not c.ok]
-    if problems:
-        for p in problems:
-            console.print(p, markup=False, highlight=False)
-        click.echo(f"headrace demo: {len(problems)} problems (above); files and logs are in {base}", err=True)
+    if conclude(console, base, logs, changes, failures) != 0:
         sys.exit(1)
-    console.print(f"all {len(checks)} counts match: every line arrived once and was archived, parsed and loaded;")
-    console.print("every committed change reached the subscriber; the snapshot copy equals the database")
-    console.print(f"files, configs and daemon logs are in {base}")
     if keep:
         try:
             _keep(base, cfg, config, console)
