@@ -67,6 +67,8 @@ def _run(base: Path, config: dict[str, Any], cfg: Path, lines: int, transactions
             if part in procs:
                 procs.pop(part).stop()
     process(config, base, logs)
+    for line in logs.summaries:
+        console.print(line, markup=False, highlight=False)
     failures += logs.failures
     failures += export(db, base / "exports", changes)
     return logs, changes, failures

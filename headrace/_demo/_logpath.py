@@ -34,6 +34,7 @@ class LogCounts:
     loaded: Counter[str] = field(default_factory=Counter)  # rows in the loaded tables
     query: list[tuple[Any, ...]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # a batch job's own failures
+    summaries: list[str] = field(default_factory=list)  # each batch job's summary line
 
 
 def _status(port: int) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def process(config: dict[str, Any], base: Path, counts: LogCounts) -> None:
         counts.errors[data_type] += errors
     load = run_load(LoadConfig(**config["load"]))
     for summary in (archive, demux, load):
+        counts.summaries.append(summary.line().splitlines()[0])
         counts.failures += [f"{summary.job}: {f}" for f in summary.failures]
     db = sqlite3.connect(base / "logs.db")
     try:
