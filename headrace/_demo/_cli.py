@@ -15,6 +15,7 @@ from rich.table import Table
 from .. import _logging
 from ..errors import FatalError, HeadraceError
 from ._changes import ChangeCounts, create_shop, export, follow, late_subscriber, write_transactions
+from ._loglines import KINDS
 from ._logpath import QUERY, LogCounts, avro_lines, process, ship
 from ._procs import Proc
 from ._reconcile import Check, reconcile
@@ -111,7 +112,8 @@ def _keep(base: Path, cfg: Path, config: dict[str, Any], console: Console) -> No
     console.print(f"its log: {up.log}; its daemons:")
     for part in parts:
         console.print(f"  {part:<10} {_url(config, part)}  ({_url(config, part)}/v1/status)")
-    console.print(f"append to {base / 'logs'}/*.log or write to {base / 'shop.db'} and watch them flow")
+    files = ", ".join(f"logs/{file}" for file, _ in KINDS.values())
+    console.print(f"append lines to {files} or write to shop.db (in {base}) and watch them flow")
     console.print(f"stop everything with: kill {up.proc.pid}")
 
 
