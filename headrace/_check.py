@@ -40,6 +40,7 @@ SECTION_MODELS = {
     "export": "headrace.collectors._archive_config:ExportConfig",
     "relay": "headrace.relay._config:RelayConfig",
     "bootstrap": "headrace.bootstrap._config:BootstrapConfig",
+    "sink": "headrace.sinks._config:SinkConfig",
 }
 
 
