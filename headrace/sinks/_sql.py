@@ -45,6 +45,8 @@ TABLES_TABLE = "_headrace_sink_tables"
 #: longest event key kept (characters of canonical JSON); MySQL/MariaDB index at most 3072 bytes
 KEY_LENGTH = 512
 _IN_CHUNK = 1_000
+#: dialects with an upsert statement; any other database gets delete-then-insert
+_UPSERT_DIALECTS = frozenset({"postgresql", "sqlite", "mysql", "mariadb"})
 
 
 def replica_name(source: str, cfg: SqlTarget) -> str:
@@ -233,40 +235,39 @@ class SqlSinkTarget:
             rows = [{**r, **{c: f(r[c]) for c, f in conv.items()}} for r in rows]
         if self.dialect in ("mysql", "mariadb"):
             rows = [_naive_utc(r) for r in rows]
-        stmt = self._upsert(table, step.columns)
-        if isinstance(stmt, _GenericUpsert):  # no upsert statement: delete the keys, then insert
+        if self.dialect not in _UPSERT_DIALECTS:  # no upsert statement: delete the keys, then insert
             keys = [r[KEY_COLUMN] for r in rows]
             for i in range(0, len(keys), _IN_CHUNK):
                 conn.execute(table.delete().where(table.c[KEY_COLUMN].in_(keys[i : i + _IN_CHUNK])))
-            stmt = table.insert()
-        conn.execute(stmt, rows)
+            conn.execute(table.insert(), rows)
+            return len(rows)
+        conn.execute(self._upsert(table, step.columns), rows)
         return len(rows)
 
     def _upsert(self, table: sa.Table, columns: tuple[str, ...]) -> Any:
+        """The upsert statement for ``executemany``.
+
+        PostgreSQL and SQLite: ``INSERT … ON CONFLICT DO UPDATE … RETURNING key``; the RETURNING makes
+        SQLAlchemy send the rows as multi-row VALUES pages ("insertmanyvalues") where the driver's own
+        executemany would run one statement per row (psycopg2: about 5 times slower). MySQL/MariaDB:
+        ``INSERT … ON DUPLICATE KEY UPDATE``, which the driver's executemany batches itself.
+        """
         cols = [c for c in columns if c in table.c]
+        key = table.c[KEY_COLUMN]
         if self.dialect in ("postgresql", "sqlite"):
             from sqlalchemy.dialects import postgresql, sqlite
 
             ins: Any = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
             if not cols:
-                return ins.on_conflict_do_nothing(index_elements=[table.c[KEY_COLUMN]])
-            return ins.on_conflict_do_update(
-                index_elements=[table.c[KEY_COLUMN]], set_={c: ins.excluded[c] for c in cols}
+                return ins.on_conflict_do_nothing(index_elements=[key]).returning(key)
+            return ins.on_conflict_do_update(index_elements=[key], set_={c: ins.excluded[c] for c in cols}).returning(
+                key
             )
-        if self.dialect in ("mysql", "mariadb"):
-            from sqlalchemy.dialects.mysql import insert as my_insert
+        from sqlalchemy.dialects.mysql import insert as my_insert
 
-            mins = my_insert(table)
-            col = cols[0] if cols else KEY_COLUMN
-            return mins.on_duplicate_key_update({c: mins.inserted[c] for c in cols} or {col: mins.inserted[col]})
-        return _GenericUpsert(table)
-
-
-class _GenericUpsert:
-    """Marker: a database without an upsert statement SQLAlchemy knows (delete the keys, then insert)."""
-
-    def __init__(self, table: sa.Table) -> None:
-        self.table = table
+        mins = my_insert(table)
+        col = cols[0] if cols else KEY_COLUMN
+        return mins.on_duplicate_key_update({c: mins.inserted[c] for c in cols} or {col: mins.inserted[col]})
 
 
 def _naive_utc(row: dict[str, Any]) -> dict[str, Any]:
