@@ -40,7 +40,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .._logging import get_logger
-from ..errors import Unavailable
+from ..errors import Unavailable, UsageError
 from ..relay._event import Op
 from ..relay.client import Checkpoint, SnapshotRestarted, Window
 from ..relay.client._cli import event_json
@@ -119,7 +119,10 @@ class NatsSinkTarget:
         return fut.result(timeout if timeout is not None else self.cfg.ack_timeout * 6)
 
     async def _connect(self) -> None:
-        import nats
+        try:
+            import nats
+        except ImportError as exc:
+            raise UsageError("the nats target needs nats-py: pip install 'headrace[nats]'") from exc
         from nats.js.api import KeyValueConfig, StreamConfig
         from nats.js.errors import BucketNotFoundError, NotFoundError
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from .._db import create_engine
 from .._logging import get_logger
+from ..errors import ConfigError
 from ..relay.client import Checkpoint, SnapshotRestarted, Window
 from ._config import SqlTarget
 from ._plan import KEY_COLUMN, BatchPlan, ClearAll, Delete, Step, Truncate, Upsert
@@ -60,7 +61,10 @@ class SqlSinkTarget:
     def __init__(self, cfg: SqlTarget, sink_name: str) -> None:
         self.cfg = cfg
         self.name = sink_name
-        self.engine = create_engine(cfg.url, pool_pre_ping=True)
+        try:
+            self.engine = create_engine(cfg.url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise ConfigError([f"sink.target.url: {exc}"]) from exc
         self.dialect = self.engine.dialect.name
         md = sa.MetaData()
         self.checkpoints = sa.Table(
