@@ -40,7 +40,11 @@ def _run_with_kills(stack: Stack, daemons: Any, url: str, kills: int, seed: int)
                 counters.add_label_column()  # the schema grows while the sink runs (and dies)
             time.sleep(rng.uniform(0.05, 1.2))  # a random kill moment (not a synchronisation)
         assert sink.alive(), sink.output()
-        sink.kill9()
+        if i == kills - 1:
+            assert sink.stop() == 0, sink.output()  # SIGTERM: what is staged is committed, exit 0
+            assert "sink_stopped" in sink.output()
+        else:
+            sink.kill9()
         cp = checkpoint(url) or {}
         last = cp.get("scn", -1)
         phases.append(cp.get("phase"))

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._logging import get_logger
 from .._tls import ClientTLS
-from ..errors import ScnTooOld, UsageError
+from ..errors import ScnTooOld, TransientError, UsageError
 from ..relay.client import Batch, Checkpoint, SnapshotRestarted, Subscriber, Window
 from ._config import SinkConfig
 from ._target import Target
@@ -133,10 +133,11 @@ def _batching(cfg: SinkConfig) -> tuple[int, int, float]:
     return 1_000_000, t.max_pending, 0.2  # nats: publishes are acked per commit; a commit per response or 0.2 s
 
 
-def run_once(cfg: SinkConfig, stop: threading.Event, idle_exit: float | None, tls: ClientTLS | None) -> bool:
+def run_once(cfg: SinkConfig, stop: threading.Event, idle_exit: float | None, tls: ClientTLS | None) -> str | None:
     """One supervised run: open the target, resume from its checkpoint, deliver until idle or stop.
 
-    Returns True when it ended cleanly (idle exit or stop); raises on failure.
+    Returns when it ended (idle exit or stop): None, or why no relay answered when an idle exit came
+    while the relays were failing (not "caught up"); raises on failure.
     """
     target = make_target(cfg)
     sub: SinkSubscriber | None = None
@@ -174,7 +175,8 @@ def run_once(cfg: SinkConfig, stop: threading.Event, idle_exit: float | None, tl
         log.info("sink_stopped", name=cfg.name, checkpoint=done, commits=store.commits, rows=store.rows_written)
         if sub.last_error is not None and not stop.is_set():
             log.warning("sink_idle_while_relays_fail", error=sub.last_error)
-        return True
+            return sub.last_error
+        return None
     finally:
         if sub is not None:
             _ACTIVE.remove(sub)
@@ -190,7 +192,8 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
     """Run ``headrace sink`` until SIGTERM/SIGINT or ``idle_exit`` seconds without events.
 
     Failures restart the run from the target's checkpoint after a backoff; :class:`ScnTooOld` (no
-    bootstrap server configured) and configuration errors end it.
+    bootstrap server configured) and configuration errors end it, and so does an idle exit while no
+    relay answered (:class:`~headrace.errors.TransientError`, exit 1).
     """
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,8 +202,7 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
     while not stop.is_set():
         started = time.monotonic()
         try:
-            if run_once(cfg, stop, idle_exit, tls or cfg.client_tls):
-                return
+            failed = run_once(cfg, stop, idle_exit, tls or cfg.client_tls)
         except (ScnTooOld, UsageError):
             raise
         except Exception as exc:  # supervised: start over from the target's checkpoint
@@ -210,6 +212,10 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
             if stop.wait(backoff):
                 return
             backoff = min(backoff * 2, cfg.backoff_max_seconds)
+            continue
+        if failed is not None:  # an idle exit while the relays failed is not "caught up"
+            raise TransientError(f"idle exit while no relay answered; the last error: {failed}")
+        return
 
 
 def sink_items(items: Sequence[Window | SnapshotRestarted]) -> int:
