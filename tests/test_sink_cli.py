@@ -39,3 +39,17 @@ def test_idle_exit_while_no_relay_answers_exits_1(tmp_path: Path) -> None:
     r = _sink(cfg, "--idle-exit", "1")
     assert r.returncode == 1, r.stderr
     assert "no relay answered" in r.stderr and relay in r.stderr
+
+
+def test_check_connect_reports_the_sink_section(tmp_path: Path) -> None:
+    relay = f"http://127.0.0.1:{free_port()}"
+    target = {"type": "sql", "url": f"sqlite:///{tmp_path / 'r.db'}"}
+    cfg = write_config(tmp_path / "s.yaml", {"sink": {"relays": [relay], "target": target}})
+    r = subprocess.run(
+        [sys.executable, "-m", "headrace", "check", "--config", str(cfg), "--connect"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert f"FAIL sink.relays.0 ({relay})" in r.stdout and "ok   sink.target.url" in r.stdout, r.stdout
