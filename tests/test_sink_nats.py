@@ -201,3 +201,65 @@ def test_nats_target_resumes_from_the_last_message_and_dedupes_a_replay(nats_url
     assert [h["Nats-Msg-Id"] for _, h, _ in msgs] == [f"{s}-{i}" for s in (1, 2, 3) for i in range(3)]
     assert len(msgs) == 9 and [m[0] for m in msgs] == ["t.s_t"] * 9
     assert [h.get("Headrace-Window-End") for _, h, _ in msgs][:3] == [None, None, "1"]
+
+
+async def _read_windows(
+    url: str, stream: str, after_seq: int, n: int, crash_after: int | None = None
+) -> tuple[list[list[int]], int]:
+    """The docs/sinks.md consumer recipe: an ordered consumer on every subject from the stream sequence
+    after the consumer's own checkpoint (the sequence of the last window end it applied, kept with
+    what it applied); a window is applied whole at its window-end message. ``crash_after``: leave
+    after that many messages in all (as a killed consumer would). Returns the windows applied and the
+    new checkpoint."""
+    import nats
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    nc = await nats.connect(url)
+    windows: list[list[int]] = []
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            "t.>",
+            stream=stream,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1),
+        )
+        current: list[int] = []
+        read = 0
+        while len(windows) < n:
+            m = await sub.next_msg(timeout=10)
+            current.append(json.loads(m.data)["key"][0])
+            read += 1
+            if read == crash_after:
+                return windows, after_seq
+            if (m.headers or {}).get("Headrace-Window-End") == "1":
+                windows.append(current)  # apply the window and save m.metadata.sequence.stream with it
+                after_seq = m.metadata.sequence.stream
+                current = []
+        return windows, after_seq
+    finally:
+        await nc.close()
+
+
+def test_a_consumer_resumes_by_stream_sequence_with_whole_windows(nats_url: str) -> None:
+    from headrace.relay._event import Op
+    from headrace.relay.client import ChangeEvent, Checkpoint, Window
+    from headrace.sinks._config import NatsTarget
+    from headrace.sinks._nats import NatsSinkTarget
+
+    def w(scn: int) -> Window:
+        evs = [
+            ChangeEvent(scn, "s.t", Op.INSERT, [scn * 10 + i], None, {"id": scn * 10 + i}, 0, False, "0" * 16, 1)
+            for i in range(3)
+        ]
+        return Window(scn, evs)
+
+    t = NatsSinkTarget(NatsTarget(type="nats", servers=[nats_url], stream="W", subject_prefix="t"), "w")
+    try:
+        t.commit([w(1), w(2), w(3)], Checkpoint(3))
+    finally:
+        t.close()
+    first, cp = asyncio.run(_read_windows(nats_url, "W", 0, 3, crash_after=5))
+    assert first == [[10, 11, 12]] and cp == 3  # died inside window 2: its checkpoint stays at window 1's end
+    rest, cp = asyncio.run(_read_windows(nats_url, "W", cp, 2))
+    assert rest == [[20, 21, 22], [30, 31, 32]] and cp == 9  # window 2 again, whole, then window 3
