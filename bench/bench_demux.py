@@ -33,11 +33,11 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from headrace._block_codecs import Codec
 from headrace._chunk import SINK_SCHEMA, Chunk, chunk_to_record
-from headrace.collectors._archive import run_archive
-from headrace.collectors._archive_config import ArchiveConfig, DemuxConfig, DemuxType
-from headrace.collectors._block_codecs import Codec
-from headrace.collectors._demux import run_demux
+from headrace.batch._archive import run_archive
+from headrace.batch._config import ArchiveConfig, DemuxConfig, DemuxType
+from headrace.batch._demux import run_demux
 
 RECEIVED_MS = 1_795_000_000_000
 AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "curl/8.4.0", "Mozilla/4.08 [en] (Win98; I ;Nav)"]

@@ -53,7 +53,7 @@ class _Discard:
 def main() -> None:
     from db_servers import PgServer
 
-    from headrace.collectors import ExportConfig, run_export
+    from headrace.batch import ExportConfig, run_export
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)

@@ -35,7 +35,7 @@ def headrace_export() -> None:
     def export() -> dict[str, Any]:
         from headrace._config import load_section
         from headrace.airflow_tasks import summary_result
-        from headrace.collectors import ExportConfig, run_export
+        from headrace.batch import ExportConfig, run_export
 
         return summary_result(run_export(load_section(_config_path(), "export", ExportConfig)))
 

@@ -40,7 +40,7 @@ def headrace_logs() -> None:
     @task
     def archive() -> dict[str, Any]:
         from headrace._config import load_section
-        from headrace.collectors import ArchiveConfig, run_archive
+        from headrace.batch import ArchiveConfig, run_archive
 
         return _check(run_archive(load_section(_config_path(), "archive", ArchiveConfig)))
 
@@ -49,24 +49,24 @@ def headrace_logs() -> None:
     def data_types() -> list[str]:
         from headrace._config import load_section
         from headrace._storage import resolve
-        from headrace.collectors import DemuxConfig
+        from headrace.batch import DemuxConfig, list_data_types
 
         cfg = load_section(_config_path(), "demux", DemuxConfig)
         store = resolve(cfg.archive_dir)
-        found = [d.removeprefix("data_type=") for d in store.list_dirs(store.base) if d.startswith("data_type=")]
+        found = list_data_types(store)
         return [t for t in found if t in cfg.types or cfg.default is not None]
 
     @task(max_active_tis_per_dagrun=4)
     def demux(data_type: str) -> dict[str, Any]:
         from headrace._config import load_section
-        from headrace.collectors import DemuxConfig, run_demux
+        from headrace.batch import DemuxConfig, run_demux
 
         return _check(run_demux(load_section(_config_path(), "demux", DemuxConfig), data_types=[data_type]))
 
     @task
     def load(data_type: str) -> dict[str, Any]:
         from headrace._config import load_section
-        from headrace.collectors import LoadConfig, run_load
+        from headrace.batch import LoadConfig, run_load
 
         return _check(run_load(load_section(_config_path(), "load", LoadConfig), data_types=[data_type]))
 

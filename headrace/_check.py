@@ -34,10 +34,10 @@ __all__ = ["Finding", "check", "check_config", "check_connections"]
 SECTION_MODELS = {
     "agent": "headrace.agents._config:AgentConfig",
     "collector": "headrace.collectors._config:CollectorConfig",
-    "archive": "headrace.collectors._archive_config:ArchiveConfig",
-    "demux": "headrace.collectors._archive_config:DemuxConfig",
-    "load": "headrace.collectors._archive_config:LoadConfig",
-    "export": "headrace.collectors._archive_config:ExportConfig",
+    "archive": "headrace.batch._config:ArchiveConfig",
+    "demux": "headrace.batch._config:DemuxConfig",
+    "load": "headrace.batch._config:LoadConfig",
+    "export": "headrace.batch._config:ExportConfig",
     "relay": "headrace.relay._config:RelayConfig",
     "bootstrap": "headrace.bootstrap._config:BootstrapConfig",
     "sink": "headrace.sinks._config:SinkConfig",
@@ -103,7 +103,7 @@ def _problem(section: str, text: str) -> Finding:
 
 
 def _check_processors(cfg: Any) -> list[Finding]:
-    from .collectors._processors import load_processor
+    from .batch._processors import load_processor
 
     out = []
     specs = [(f"demux.types.{t}", spec) for t, spec in cfg.types.items()]

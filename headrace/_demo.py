@@ -251,8 +251,8 @@ def _run_change_path(base: Path, transactions: int, console: Console) -> bool:
 
 
 def _run_export(base: Path, console: Console) -> bool:
-    from .collectors._archive_config import ExportConfig
-    from .collectors._export import read_export, run_export
+    from .batch._config import ExportConfig
+    from .batch._export import read_export, run_export
 
     db = base / "shop.db"
     out = base / "exports"

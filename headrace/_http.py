@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from ._config import parse_listen
 from ._limits import BodyLimits, HttpLimits, raise_fd_limit, uvicorn_options
 from ._reload import install_sighup
+from ._supervise import exit_requested
 from .errors import FatalError, InvalidInput, ListenError
 
 if TYPE_CHECKING:
@@ -78,6 +79,27 @@ def standard_routes(
     return [Route("/healthz", healthz), Route("/metrics", metrics)]
 
 
+class _StartupError:
+    """ASGI wrapper that keeps the exception a lifespan's startup raised (uvicorn only logs it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.error: BaseException | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            self.error = exc
+            raise
+        return None
+
+    def __getattr__(self, name: str) -> Any:  # app.state and friends stay reachable
+        return getattr(self.app, name)
+
+
 def bind_listen(listen: str, key: str) -> socket.socket:
     """A socket bound to ``listen`` (``host:port``), or :class:`~headrace.errors.ListenError` naming
     ``key``, the config key it came from. Bound before a daemon starts its work, so a port in use
@@ -125,8 +147,9 @@ def run_app(
     host, port = parse_listen(listen)
     limits = limits or HttpLimits()
     raise_fd_limit(limits.max_connections + 64)
+    startup = _StartupError(app)
     config = uvicorn.Config(
-        BodyLimits(app, limits),
+        BodyLimits(startup, limits),
         host=host,
         port=port,
         log_config=None,
@@ -143,6 +166,16 @@ def run_app(
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     install_sighup()
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        # uvicorn exits 3 when the lifespan's startup raised: raise what it raised instead, so the
+        # command ends with that error's one-line message and exit status (a FatalError: 1)
+        if startup.error is not None:
+            raise startup.error from None
+        raise
+    reason = exit_requested()
+    if reason is not None:  # a background worker gave up: exit non-zero so the service manager restarts us
+        raise FatalError(f"stopped because a background worker died: {reason}")
     if not server.started:
         raise FatalError(f"could not start the HTTP server on {listen} ({listen_key}); see the log above")

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import tenacity
@@ -49,7 +50,7 @@ from ._spool import Spool, SpoolEntry
 from ._tls import ClientTLS, as_context, request_error
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
-__all__ = ["Ack", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
+__all__ = ["Ack", "AckNotRecorded", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
 
 log = get_logger("ship")
 
@@ -126,6 +127,9 @@ class Shipper:
         self._next = 0  # index of the collector to try first; sticks to the last one that acked
         #: why the last attempt was refused for its token (401/403); None once a collector acked
         self.refused: str | None = None
+        #: per collector URL: wall times of its last ack and last failure, and that failure
+        self.collectors: dict[str, dict[str, Any]] = {u: {"last_ack": None, "last_error": None} for u in self.urls}
+        self._failing_since: float | None = None  # monotonic: when attempts began to fail without an ack
 
     def set_token(self, token: str | None) -> None:
         """Send ``token`` from the next request on (a SIGHUP reload of the sender's config)."""
@@ -137,8 +141,35 @@ class Shipper:
     def close(self) -> None:
         self._client.close()
 
+    def down_for(self) -> tuple[float, str] | None:
+        """(seconds, last error) while no collector has acked since attempts began to fail; else None."""
+        since = self._failing_since
+        if since is None:
+            return None
+        errors = [c["last_error"] for c in self.collectors.values() if c["last_error"]]
+        return time.monotonic() - since, errors[-1][1] if errors else "no answer"
+
+    def _note(self, url: str, error: str | None) -> None:
+        state = self.collectors.setdefault(url, {"last_ack": None, "last_error": None})
+        if error is None:
+            state["last_ack"] = time.time()
+            self._failing_since = None
+        else:
+            state["last_error"] = (time.time(), error)
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+
     def _attempt(self, body: bytes, count: int) -> Ack:
         url = self.urls[self._next % len(self.urls)]
+        try:
+            ack = self._attempt_one(url, body, count)
+        except (TransientError, Rejected) as exc:
+            self._note(url, str(exc))
+            raise
+        self._note(url, None)
+        return ack
+
+    def _attempt_one(self, url: str, body: bytes, count: int) -> Ack:
         started = time.monotonic()
         try:
             resp = self._client.post(f"{url}/v1/chunks", content=body)
@@ -241,11 +272,14 @@ def pump(
     :func:`~headrace._chunk.validate_chunk` (with ``max_chunk_bytes``, when given) goes there alone
     before sending, as ``<source>_<seq_end>_<time>.invalid.batch``. A batch refused with 400, 413 or
     422 is split in halves, recursively, so only the chunks refused on their own are set aside. Set ``shipper.stop`` to
-    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, ``stop`` is
-    set and nothing more is acked (the spool keeps everything for the next run).
+    the same event so retries end on stop. If ``on_acked`` raises, the error is logged, nothing
+    more is acked (the spool keeps everything) and, once the batch in flight is answered,
+    :class:`AckNotRecorded` is raised (chained to the error) for the caller's supervisor, which may
+    run ``pump`` again: everything not yet released is offered again.
     """
     done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
     failed = threading.Event()
+    failure: list[BaseException] = []
 
     def record_acks() -> None:
         while (item := done.get()) is not None:
@@ -258,8 +292,8 @@ def pump(
                 spool.ack(len(entries))
             except Exception as exc:  # disk full, …: stop shipping rather than ack what is not recorded
                 log.error("ack_recording_failed", error=repr(exc))
+                failure.append(exc)
                 failed.set()
-                stop.set()
 
     def _ship_run(run: list[SpoolEntry]) -> None:
         try:
@@ -276,7 +310,7 @@ def pump(
     acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
     acker.start()
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not failed.is_set():
             if not spool.wait_nonempty(idle_wait, unreserved=True):
                 continue
             entries = spool.peek(max_chunks, max_bytes, reserve=True)
@@ -296,6 +330,12 @@ def pump(
         done.put(None)
         acker.join()
         spool.unreserve()
+    if failure:
+        raise AckNotRecorded(f"could not record an ack: {failure[0]!r}") from failure[0]
+
+
+class AckNotRecorded(TransientError):
+    """:func:`pump` stopped because ``on_acked`` or the spool's ack failed (nothing more was released)."""
 
 
 def _split_invalid(

@@ -41,6 +41,7 @@ reading meanwhile (backpressure). Nothing is ever dropped.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -58,7 +59,7 @@ from ._chunk import Chunk, encode_batch
 from ._logging import get_logger
 from .errors import InvalidInput, TransientError, UsageError
 
-__all__ = ["Spool", "SpoolEntry", "SpoolFull"]
+__all__ = ["Spool", "SpoolDiskFull", "SpoolEntry", "SpoolFull"]
 
 _REC = struct.Struct(">II")
 _U32 = struct.Struct(">I")
@@ -70,6 +71,10 @@ _BATCH_HEAD = struct.Struct(">4sBI")
 
 class SpoolFull(TransientError):
     """The spool is at its byte cap; wait until acks release room (backpressure)."""
+
+
+class SpoolDiskFull(SpoolFull):
+    """The spool's filesystem is full (``ENOSPC``/``EDQUOT``): nothing was appended; retry when space returns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,8 @@ class Spool:
         self._open_seg = 0
         self._dirty = False
         self._closed = False
+        self._disk_full: tuple[str, int] | None = None  # (why, bytes of the record refused)
+        self._unlink_later: list[int] = []  # acked segments waiting for a saved head.json
         self._recover()
 
     # -- recovery -----------------------------------------------------------------------------
@@ -196,6 +203,24 @@ class Spool:
         with self._lock:
             return sum(self._sizes.values()) - self._head_offset
 
+    def disk_full(self) -> str | None:
+        """Why the last append failed for lack of disk space, until space for it returns (else None).
+
+        Checked against the filesystem's free space (``statvfs``) on every call, so it clears as soon as
+        space is back even if nothing tries to append meanwhile.
+        """
+        full = self._disk_full
+        if full is None:
+            return None
+        try:
+            st = os.statvfs(self.dir)
+        except OSError:
+            return full[0]
+        if st.f_bavail * st.f_frsize >= full[1] + (64 << 10):
+            self._disk_full = None
+            return None
+        return full[0]
+
     def room(self) -> int:
         """Bytes that may still be appended before the cap."""
         with self._lock:
@@ -212,13 +237,26 @@ class Spool:
             used = sum(self._sizes.values()) - self._head_offset
             if used + len(record) > self.cap_bytes:
                 raise SpoolFull(f"spool at {used} of {self.cap_bytes} bytes; cannot add {len(record)}")
-            if self._fd is None or self._sizes[self._open_seg] >= self.segment_bytes:
-                self._roll()
-            assert self._fd is not None
-            offset = self._sizes[self._open_seg]
-            view = memoryview(record)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            try:
+                if self._fd is None or self._sizes[self._open_seg] >= self.segment_bytes:
+                    self._roll()
+                assert self._fd is not None
+                offset = self._sizes[self._open_seg]
+                try:
+                    view = memoryview(record)
+                    while view:
+                        view = view[os.write(self._fd, view) :]
+                except OSError:
+                    # Cut what part of the record reached the file: the next append lands where the
+                    # index says it does, and a restart finds no torn record in the middle.
+                    os.ftruncate(self._fd, offset)
+                    raise
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    self._disk_full = (f"{exc.strerror} ({self.dir})", len(record))
+                    raise SpoolDiskFull(f"the spool's disk is full ({self.dir}): {exc.strerror}") from exc
+                raise
+            self._disk_full = None
             self._sizes[self._open_seg] = offset + len(record)
             self._recs.append(_Rec(self._open_seg, offset, len(record), (chunk.source, chunk.stream), cursor))
             self._dirty = True
@@ -245,9 +283,9 @@ class Spool:
             self._seal(self._open_seg)
         seg = max(self._sizes, default=self._open_seg) + 1
         self._fd = os.open(self._path(seg, "open"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        fsync_dir(self.dir)
         self._open_seg = seg
         self._sizes[seg] = 0
+        fsync_dir(self.dir)  # if this fails the segment is still ours (and empty): no state is lost
 
     def _seal(self, seg: int) -> None:
         if self._fd is not None and seg == self._open_seg:
@@ -341,7 +379,11 @@ class Spool:
                     del self._sizes[seg]
                 self._head_offset = head_off if head_seg in self._sizes else 0
                 self._lock.notify_all()
+            # Emptied segments are deleted only once head.json says they are behind the head; if that
+            # write fails (a full disk) they are deleted after the next ack that saves it.
+            self._unlink_later.extend(dead)
             write_atomic(self.dir / "head.json", json.dumps({"segment": head_seg, "offset": head_off}).encode())
+            dead, self._unlink_later = self._unlink_later, []
             for seg in dead:
                 self._path(seg, "sealed").unlink(missing_ok=True)
             with self._lock:

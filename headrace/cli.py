@@ -18,11 +18,11 @@ __all__ = ["main"]
 _COMMANDS = {
     "agent": "headrace.agents._cli:agent",
     "collector": "headrace.collectors._cli:collector",
-    "archive": "headrace.collectors._archive_cli:archive",  # the log path's batch jobs
-    "demux": "headrace.collectors._archive_cli:demux",
-    "load": "headrace.collectors._archive_cli:load",
-    "export": "headrace.collectors._archive_cli:export",  # database tables → Parquet
-    "tap": "headrace.collectors._tap:tap",  # what a processor makes of sample lines
+    "archive": "headrace.batch._cli:archive",  # the log path's batch jobs
+    "demux": "headrace.batch._cli:demux",
+    "load": "headrace.batch._cli:load",
+    "export": "headrace.batch._cli:export",  # database tables → Parquet
+    "tap": "headrace.batch._tap:tap",  # what a processor makes of sample lines
     "relay": "headrace.relay._cli:relay",
     "subscribe": "headrace.relay._cli:subscribe",
     "bootstrap": "headrace.bootstrap._cli:bootstrap",

@@ -11,7 +11,7 @@ import httpx
 from support import Daemon, free_port, write_config
 
 from headrace._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch
-from headrace.collectors._container import scan_container
+from headrace._container import scan_container
 
 TOKEN = "s3cret-token"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from headrace.collectors import LineBatch, Parsed
+from headrace.batch import LineBatch, Parsed
 
 
 class KeyValue:

@@ -173,13 +173,14 @@ def test_kill9_at_random_moments_resumes_exactly(
     for f in files:
         try:
             wait_until(lambda f=f: sink.data_by_stream().get(stream_of(f)) == expect[f], 30, f"{f.name} exactly once")
-        except AssertionError:
+        except AssertionError as exc:
             got = sink.data_by_stream().get(stream_of(f), b"")
             gl, el = got.splitlines(), expect[f].splitlines()
-            i = next((k for k in range(min(len(gl), len(el))) if gl[k] != el[k]), None)
-            print("DBG", f, len(gl), len(el), i, gl[i - 2 : i + 3] if i else None, el[i - 2 : i + 3] if i else None)
-            os.system(f"grep -h -v uvicorn {tmp_path}/agent.*.log | grep -v stream_found | cut -c1-300")
-            raise
+            i = next((k for k in range(min(len(gl), len(el))) if gl[k] != el[k]), min(len(gl), len(el)))
+            raise AssertionError(
+                f"{f.name}: {len(gl)} lines arrived, {len(el)} expected; first difference at line {i}: "
+                f"got {gl[max(0, i - 2) : i + 3]}, expected {el[max(0, i - 2) : i + 3]}"
+            ) from exc
 
 
 def test_collector_down_spool_stays_under_cap_then_delivers(

@@ -243,8 +243,8 @@ def test_a_dead_shipper_turns_healthz_503_with_its_reason(sink: TestSink, make_a
     (agent.state / f".checkpoints.json.tmp-{agent.pid}").mkdir()  # write_atomic's temp name, now a folder
     assert agent.post({"data_type": "app", "records": ["two"]}).status_code == 200
     r = wait_until(lambda: (r := healthz(agent)).status_code == 503 and r, 20, "healthz 503")
-    assert "agent-shipper died" in r.json()["detail"] and "could not record an ack" in r.json()["detail"]
-    assert "thread_died" in agent.d.output()
+    assert "agent-shipper" in r.json()["detail"] and "could not record an ack" in r.json()["detail"]
+    assert "worker_died" in agent.d.output()  # restarts and the exit rule: tests/test_supervise.py
 
 
 def _stream_body(port: int, head: bytes, chunks: Iterator[bytes]) -> tuple[bytes, float]:

@@ -25,9 +25,9 @@ from archive_support import (
 from support import wait_until, write_config
 
 from headrace._chunk import Chunk, chunk_to_record
-from headrace.collectors._archive import ArchiveBusy, run_archive, utc_day
-from headrace.collectors._archive_config import ArchiveConfig
-from headrace.collectors._archive_merge import Coverage, trim_new
+from headrace.batch._archive import ArchiveBusy, run_archive, utc_day
+from headrace.batch._config import ArchiveConfig
+from headrace.batch._merge import Coverage, trim_new
 
 
 def _lines(tag: str, n: int) -> list[bytes]:
@@ -187,8 +187,8 @@ def test_block_reader_matches_fastavro(codec: str) -> None:
 
     import fastavro
 
-    from headrace.collectors._archive import encode_part
-    from headrace.collectors._archive_blocks import decode_block, iter_blocks
+    from headrace._container import decode_block, iter_blocks
+    from headrace.batch._archive import encode_part
 
     recs = [
         chunk_to_record(Chunk("h", f"s{i % 3}", "t", i * 100, i * 100 + 99, b"x" * 98 + b"\n", {"k": str(i)}), i)

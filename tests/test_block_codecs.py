@@ -14,9 +14,9 @@ from archive_support import DAY1_MS, cut_chunks, read_archives, streams_from_arc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headrace.collectors._archive import run_archive
-from headrace.collectors._archive_config import ArchiveConfig
-from headrace.collectors._block_codecs import CODECS, compress_block, decompress_block, zstd_content_size
+from headrace._block_codecs import CODECS, compress_block, decompress_block, zstd_content_size
+from headrace.batch._archive import run_archive
+from headrace.batch._config import ArchiveConfig
 
 ZSTD_CLI = shutil.which("zstd")
 needs_zstd_cli = pytest.mark.skipif(ZSTD_CLI is None, reason="the zstd command line tool is not installed")

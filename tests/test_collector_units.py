@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace._chunk import SINK_SCHEMA, Chunk, chunk_to_record
-from headrace.collectors._container import scan_container
+from headrace._container import scan_container
 from headrace.collectors._dedupe import DedupeIndex, IndexCorrupt
 from headrace.collectors._roll import RollPolicy
 from headrace.collectors._sink import SinkFiles
@@ -169,7 +169,7 @@ def test_torn_tail_at_every_offset_keeps_exactly_the_whole_blocks(codec: str) ->
 
 @pytest.mark.parametrize("codec", ["null", "deflate", "zstandard"])
 def test_block_encoder_writes_files_any_avro_reader_reads(codec: str) -> None:
-    from headrace.collectors._container import BlockEncoder
+    from headrace._container import BlockEncoder
 
     enc = BlockEncoder(SINK_SCHEMA, codec, {"headrace.collector": "c1"})
     blocks = [[chunk(0, 10), chunk(10, 300)], [chunk(0, 1 << 16, stream="big")]]

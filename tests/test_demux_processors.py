@@ -6,11 +6,13 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headrace._chunk import Chunk, chunk_to_record
-from headrace.collectors._demux import demux_batch
-from headrace.collectors._demux_lines import split_records
-from headrace.collectors._processors import load_processor
+from headrace.batch._demux import demux_batch
+from headrace.batch._lines import split_records
+from headrace.batch._processors import load_processor
 from headrace.errors import ConfigError
 
 UTC = dt.UTC
@@ -199,7 +201,7 @@ def test_clf_time_both_paths_agree_with_strptime(distinct: int) -> None:
 
     import pyarrow as pa
 
-    from headrace.collectors._processors_combined import clf_time
+    from headrace.batch._processors_combined import clf_time
 
     rng = random.Random(distinct)
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -270,7 +272,7 @@ def test_syslog_batches_of_one_kind_only() -> None:
 def test_clf_time_rejects_impossible_dates_and_keeps_valid_ones() -> None:
     import pyarrow as pa
 
-    from headrace.collectors._processors_combined import clf_time
+    from headrace.batch._processors_combined import clf_time
 
     cases = {
         "[29/Feb/2024:12:00:00": True,  # leap year
@@ -378,3 +380,44 @@ def test_combined_requests_with_spaces_dash_requests_and_truncated_lines(filler:
     ]
     assert [e["reason"] for e in errors] == ["truncated line: a quoted field is not closed"] * 2
     assert [e["raw"][-4:] for e in errors] == ["(X11", "://x"]
+
+
+_json_docs = st.fixed_dictionaries(
+    {},
+    optional={
+        "a": st.integers(0, 10**6),
+        "b": st.text(max_size=10),
+        "c": st.booleans(),
+        "d": st.lists(st.integers(0, 9)),
+    },
+)
+_bad_lines = st.sampled_from(
+    ['{"a": 1', "not json", "[1, 2]", '{"a": }', "{oops}", '{"a": 1}}', '"text"', "{", '{"b": "unterminated}']
+)
+
+
+def _reference(processor: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Each line parsed alone (the slow path): good rows and the indices of failed lines."""
+    good, bad = [], []
+    for i, line in enumerate(lines):
+        g, e = run(processor, line + b"\n")
+        if e:
+            bad.append(i)
+        good += [{k: v for k, v in r.items() if not k.startswith("_")} for r in g]
+    return good, bad
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(_json_docs.map(lambda d: ("ok", d)), _bad_lines.map(lambda b: ("bad", b))), max_size=60))
+def test_json_batch_and_line_by_line_agree_bad_lines_included(items: list[tuple[str, Any]]) -> None:
+    import json as _json
+
+    lines = [(_json.dumps(x) if kind == "ok" else x).encode() for kind, x in items]
+    data = b"".join(line + b"\n" for line in lines)
+    good, errors = run("json", data)
+    want_good, want_bad = _reference("json", lines)
+    offsets = offsets_of(data)
+    assert sorted(offsets.index(e["_offset"]) for e in errors) == want_bad
+    assert [{k: v for k, v in r.items() if not k.startswith("_") and v is not None} for r in good] == [
+        {k: v for k, v in r.items() if v is not None} for r in want_good
+    ]

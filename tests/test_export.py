@@ -23,8 +23,8 @@ from db_servers import PgServer
 from support import wait_until, write_config
 from test_logpath_flow import s3  # noqa: F401  (fixture: a local S3 server)
 
-from headrace.collectors._archive_config import ExportConfig
-from headrace.collectors._export import read_export, run_export
+from headrace.batch._config import ExportConfig
+from headrace.batch._export import read_export, run_export
 from headrace.errors import UsageError
 
 
@@ -146,7 +146,7 @@ def test_incremental_on_a_timestamp_column_keeps_its_watermark_typed(tmp_path: P
 
 
 def test_rows_to_batch_converts_only_what_arrow_does_not_take_and_names_bad_columns() -> None:
-    from headrace.collectors._export_arrow import rows_to_batch
+    from headrace.batch._export_arrow import rows_to_batch
     from headrace.relay import Column, ColumnType, TableMeta
 
     meta = TableMeta(

@@ -17,7 +17,7 @@ from archive_support import DAY1_MS, DEMUX_TYPES, corpus, corpus_sinks
 from support import free_port, write_config
 
 from headrace._db import create_engine
-from headrace.collectors import ArchiveConfig, DemuxConfig, LoadConfig, run_archive, run_demux, run_load
+from headrace.batch import ArchiveConfig, DemuxConfig, LoadConfig, run_archive, run_demux, run_load
 
 
 def sections(tmp: Path, url: str, archive: str | None = None, tables: str | None = None) -> dict[str, Any]:

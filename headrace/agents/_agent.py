@@ -18,14 +18,27 @@ Each request's chunk is checked with :func:`headrace._chunk.validate_chunk` (the
 applies) *before* it is spooled: a request that could never be delivered is refused with
 :class:`~headrace.errors.InvalidInput` and leaves no trace in the spool.
 
-Supervision: the reader and the shipper run through :meth:`Agent._supervised`; a thread that ends
-while the agent is not stopping (an exception, or the shipper giving up after a failed checkpoint
-save) is recorded in :attr:`Agent.dead` and ``/healthz`` answers 503 with the reason.
+Supervision (:mod:`headrace._supervise`): the reader, the shipper and watchdog's observer run
+under one :class:`~headrace._supervise.Supervisor` (``agent.supervise`` in the config).
+
+* ``agent-reader`` dies (an exception escaping the tailer): ``/healthz`` 503 naming it and the
+  error; restarted after a backoff with a *new* :class:`Tailer` built from disk (the checkpoint and
+  the spool's newest cursors, exactly what a process restart would use: the dead one's in-memory
+  read positions may be ahead of what reached the spool); more than ``max_restarts`` deaths in
+  ``window_seconds`` → the agent exits non-zero.
+* ``agent-shipper`` dies (the pump raised, e.g. :class:`~headrace._ship.AckNotRecorded` when the
+  checkpoint could not be saved): the same rule; a restarted pump re-offers everything not released.
+* ``agent-watcher`` (watchdog's observer thread) stops: restarted with a new observer; past the
+  limit the agent keeps going on periodic rescans alone (``degraded`` in ``/healthz``, still 200).
+* The spool's disk is full: the reader dies with ``ENOSPC`` (nothing of the chunk was spooled; the
+  spool cuts a partial record) and is restarted every few seconds until space returns (not counted
+  towards the limit); ``POST /v1/log`` answers 503 ``disk_full``; ``/healthz`` is 503 with ``disk full``
+  in its reason until space is back. The shipper keeps shipping; an ack it cannot record (the
+  checkpoint save fails) is not released and is re-sent after the restart (the collector dedupes).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -33,13 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
 
-from .._atomic import write_atomic
 from .._chunk import Chunk, validate_chunk
 from .._dirlock import lock_dir
 from .._logging import get_logger
 from .._ship import Ack, Shipper, pump
 from .._spool import Spool, SpoolEntry
+from .._statefile import StateFile
+from .._supervise import Supervisor, request_exit
 from .._tls import watched_client_context
 from ..errors import InvalidInput
 from ._allowed import allowed_roots, file_problem, pattern_problem
@@ -53,7 +68,6 @@ __all__ = ["Agent", "lock_state_dir"]
 log = get_logger("agent")
 
 LOG_API_RECORDS = Counter("headrace_agent_log_api_records_total", "Records received on POST /v1/log")
-THREADS_DEAD = Counter("headrace_agent_threads_died_total", "Agent threads that ended unexpectedly", ["thread"])
 SPOOL_USED = Gauge("headrace_agent_spool_bytes", "Bytes in the spool waiting for an ack")
 API_PREFIX = "_api/"
 _PATH = re.compile(r"(?<![\w:/.])/[^\s'\",)]+")
@@ -66,11 +80,23 @@ def lock_state_dir(state_dir: str) -> int:
     return lock_dir(state_dir, "state_dir", "agent")
 
 
+class RuntimeSources(BaseModel):
+    """``sources.json``: sources added through the control API (as configs) and configured ones removed."""
+
+    added: list[dict[str, Any]] = []
+    removed: list[str] = []
+
+
+#: before versions the body had the same shape
+SOURCES_FILE = StateFile("agent sources", RuntimeSources, 1)
+
+
 class Agent:
     """One agent process's machinery (the HTTP app is a thin layer over it)."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, *, on_fatal: Callable[[str], None] = request_exit) -> None:
         self.cfg = cfg
+        self.supervisor = Supervisor("agent", cfg.supervise, on_fatal=on_fatal)
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(
@@ -94,7 +120,7 @@ class Agent:
             max_backoff=cfg.max_backoff_seconds,
             stop=self._ship_stop,
         )
-        self.watcher = Watcher(self.tailer.on_paths, self.tailer.on_moved)
+        self.watcher = Watcher(lambda paths: self.tailer.on_paths(paths), lambda a, b: self.tailer.on_moved(a, b))
         self._threads: list[threading.Thread] = []
         self._api_lock = threading.Lock()
         self._api_seq: dict[str, int] = {}
@@ -107,17 +133,13 @@ class Agent:
                     seqs.append(Cursor.decode(raw).seq)
                 self._api_seq[name] = max(seqs)
         self.last_ack: Ack | None = None
-        self.dead: dict[str, str] = {}  # thread name -> why it ended
         self._stopping = False
-        self._ack_error: str | None = None
 
     # -- runtime sources ----------------------------------------------------------------------------
 
     def _load_runtime(self) -> dict[str, Any]:
-        if self._runtime_path.exists():
-            data: dict[str, Any] = json.loads(self._runtime_path.read_text())
-            return data
-        return {"added": [], "removed": []}
+        saved = SOURCES_FILE.load(self._runtime_path)
+        return (saved or RuntimeSources()).model_dump()
 
     def _effective_sources(self) -> list[SourceConfig]:
         removed = set(self._runtime["removed"])
@@ -128,7 +150,7 @@ class Agent:
         return list(out.values())
 
     def _save_runtime(self) -> None:
-        write_atomic(self._runtime_path, json.dumps(self._runtime, indent=1).encode())
+        SOURCES_FILE.save(self._runtime_path, RuntimeSources.model_validate(self._runtime))
 
     def _confine(self, src: SourceConfig, path: str) -> str | None:
         """Files of run-time sources must resolve inside the allowed roots (checked before opening)."""
@@ -192,7 +214,9 @@ class Agent:
     def log_records(self, data_type: str, records: list[str], tags: dict[str, str] | None = None) -> int:
         """Append records (one line each) to stream ``_api/<data_type>``; durable when this returns.
 
-        Raises :class:`~headrace._spool.SpoolFull` when the spool is at its cap (the caller retries).
+        Raises :class:`~headrace._spool.SpoolFull` when the spool is at its cap, and its subclass
+        :class:`~headrace._spool.SpoolDiskFull` when its disk is full (nothing appended; the caller
+        retries); an :class:`OSError` from the sync means "not known to be durable" (not acked).
         """
         from .._names import check_component
 
@@ -214,84 +238,86 @@ class Agent:
                     self.checkpoints.streams[name] = StreamCheckpoint("", data_type)
                 self.checkpoints.save()
             self.spool.append(chunk, Cursor(start + len(data)).encode())
-            self.spool.sync()
+            # In the spool now (it may be shipped even if the sync fails): the next request goes after it.
             self._api_seq[name] = start + len(data)
+            self.spool.sync()
         LOG_API_RECORDS.inc(len(records))
         return len(records)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def _on_acked(self, entries: list[SpoolEntry], ack: Ack | None) -> None:
+        self.last_ack = ack
+        self.tailer.on_acked(entries)
+        SPOOL_USED.set(self.spool.used_bytes())
+
+    def _read(self) -> None:
+        self.tailer.run(self._read_stop)
+
+    def _new_tailer(self) -> None:
+        """Replace a dead reader's tailer with one built from disk (see the module docstring)."""
+        old = self.tailer
         try:
-            self.last_ack = ack
-            self.tailer.on_acked(entries)
-            SPOOL_USED.set(self.spool.used_bytes())
-        except Exception as exc:  # pump stops shipping after this; /healthz must say why
-            self._ack_error = f"could not record an ack: {exc.__class__.__name__}: {exc}"
-            raise
+            old.close()
+        except Exception as exc:  # its files are closed best effort; the new tailer opens its own
+            log.warning("tailer_close_failed", error=repr(exc))
+        self.tailer = Tailer(self.cfg, self.spool, self.checkpoints, self._effective_sources())
+        self.watcher.set_patterns(self.tailer.patterns())
 
-    def _supervised(self, name: str, target: Callable[[], None]) -> threading.Thread:
-        """A thread running ``target``; if it ends while the agent is not stopping, it is recorded as dead."""
-
-        def run() -> None:
-            why = "ended"
-            try:
-                target()
-            except BaseException as exc:
-                why = f"{exc.__class__.__name__}: {exc}"
-                raise
-            finally:
-                if not self._stopping:
-                    if why == "ended" and self._ack_error:
-                        why = f"ended: {self._ack_error}"
-                    self.dead[name] = why
-                    THREADS_DEAD.labels(name).inc()
-                    log.error("thread_died", thread=name, reason=why)
-
-        return threading.Thread(target=run, name=name, daemon=True)
+    def _ship(self) -> None:
+        pump(
+            self.spool,
+            self.shipper,
+            self._ship_stop,
+            max_bytes=self.cfg.batch_bytes,
+            max_chunks=1000,
+            on_acked=self._on_acked,
+            dead_letter_dir=self.state_dir / "rejected",
+            max_chunk_bytes=MAX_CHUNK_BYTES,
+        )
 
     def health(self) -> dict[str, Any]:
-        """``{"ok": …}`` for ``/healthz``: not ok once the reader or the shipper died (with the reasons)."""
-        dead = dict(self.dead)
-        for t in self._threads:
-            if not t.is_alive() and not self._stopping and t.name not in dead:
-                dead[t.name] = "not running"
-        if dead:
-            detail = "; ".join(f"{k} died: {v}" for k, v in sorted(dead.items()))
-            return {"ok": False, "detail": _PATH.sub("<path>", detail)}  # /healthz is open: no file paths
+        """``{"ok": …}`` for ``/healthz``: not ok while a worker is down, the spool's disk is full or a
+        collector refuses our token.
+
+        ``reason`` (also as ``detail``) names each problem (a worker that is down and its error, with
+        file paths left out: ``/healthz`` is open); ``workers`` gives every worker's state and restarts.
+        """
+        out = self.supervisor.health()
+        problems = [out["reason"]] if "reason" in out else []
+        full = self.spool.disk_full()
+        if full is not None:
+            problems.append(f"spool disk full: {full}")
+        down = self.shipper.down_for()
+        if down is not None and down[0] >= self.cfg.unreachable_after_seconds and len(self.spool):
+            problems.append(f"no collector has acked for {down[0]:.0f} s: {down[1]}")
+        unreadable = len(self.tailer.unreadable)
+        if unreadable:
+            first = next(iter(self.tailer.unreadable.values()))
+            problems.append(f"{unreadable} file(s) the sources match cannot be read ({first}); see /v1/status")
         if self.shipper.refused is not None:
-            return {
-                "ok": False,
-                "reason": "collector refused our token",
-                "detail": "fix agent.token or the collector's tokens (SIGHUP reloads both); data waits in the spool",
-            }
-        return {"ok": True, "spool_bytes": self.spool.used_bytes()}
+            problems.append("collector refused our token")
+            out["detail"] = "fix agent.token or the collector's tokens (SIGHUP reloads both); data waits in the spool"
+        out["ok"] = not problems
+        out["spool_bytes"] = self.spool.used_bytes()
+        if problems:
+            out["reason"] = _PATH.sub("<path>", "; ".join(problems))
+            out.setdefault("detail", out["reason"])
+        return out
 
     def start(self) -> None:
         self.watcher.start()
         self.watcher.set_patterns(self.tailer.patterns())
-        reader = self._supervised("agent-reader", lambda: self.tailer.run(self._read_stop))
-        shipper = self._supervised(
-            "agent-shipper",
-            lambda: pump(
-                self.spool,
-                self.shipper,
-                self._ship_stop,
-                max_bytes=self.cfg.batch_bytes,
-                max_chunks=1000,
-                on_acked=self._on_acked,
-                dead_letter_dir=self.state_dir / "rejected",
-                max_chunk_bytes=MAX_CHUNK_BYTES,
-            ),
-        )
+        self.supervisor.watch("agent-watcher", self.watcher.alive, self.watcher.restart)
+        reader = self.supervisor.run("agent-reader", self._read, on_restart=self._new_tailer)
+        shipper = self.supervisor.run("agent-shipper", self._ship)
         self._threads = [reader, shipper]
-        for t in self._threads:
-            t.start()
         log.info("agent_started", name=self.cfg.name, collectors=self.cfg.collectors, state_dir=str(self.state_dir))
 
     def stop(self) -> None:
         """Stop reading, finish the batch in flight, save checkpoints, close files."""
         self._stopping = True
+        self.supervisor.stop()
         self._read_stop.set()
         self.tailer.wake.set()
         self._threads[0].join(30)
@@ -330,6 +356,16 @@ class Agent:
             "name": self.cfg.name,
             "collectors": self.cfg.collectors,
             "last_ack_from": self.last_ack.url if self.last_ack else None,
+            "collector_state": [
+                {
+                    "url": url,
+                    "last_ack": st["last_ack"],
+                    "last_error_at": st["last_error"][0] if st["last_error"] else None,
+                    "last_error": st["last_error"][1] if st["last_error"] else None,
+                }
+                for url, st in self.shipper.collectors.items()
+            ],
+            "unreadable_files": dict(self.tailer.unreadable),
             "collector_refused_token": self.shipper.refused,
             "allowed_paths": self.allowed_roots,
             "spool": {"used_bytes": used, "cap_bytes": self.cfg.spool_cap_bytes, "chunks": len(self.spool)},

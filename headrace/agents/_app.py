@@ -11,7 +11,8 @@ Routes (all JSON):
   URL-encoded (204, or 404);
 * ``POST /v1/log`` — ``{"data_type": "app", "records": ["one line", …], "tags"?: {…}}``: records
   appended to stream ``_api/<data_type>``, durable on the agent's disk when the answer is 200
-  (``{"accepted": N}``); 503 with ``Retry-After`` when the spool is full; 400 when any record
+  (``{"accepted": N}``); 503 with ``Retry-After`` when the spool is full (``spool_full``), its
+  disk is full (``disk_full``) or its fsync failed (``spool_error``), nothing acked; 400 when any record
   could not be delivered as sent (reasons ``malformed``, ``bad_data_type``, ``bad_tags``,
   ``bad_record``, …: the request is refused whole and nothing is spooled); 413 ``too_large`` as soon
   as the body (``Content-Length`` or the bytes streamed so far, chunked too) passes
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -49,7 +51,7 @@ from .._access import Access, Denied, Grant, response
 from .._http import error_response, standard_routes
 from .._limits import body_timed_out
 from .._logging import get_logger
-from .._spool import SpoolFull
+from .._spool import SpoolDiskFull, SpoolFull
 from ..errors import InvalidInput
 from ._agent import Agent
 from ._config import AgentConfig, SourceConfig
@@ -183,8 +185,18 @@ def make_app(cfg: AgentConfig) -> Starlette:
         except InvalidInput as exc:
             return _reject(_status(exc), exc.reason, exc.detail)
         except SpoolFull as exc:
-            REJECTS.labels("spool_full").inc()
-            resp = error_response(503, "spool_full", str(exc))
+            reason = "disk_full" if isinstance(exc, SpoolDiskFull) else "spool_full"
+            REJECTS.labels(reason).inc()
+            if reason == "disk_full":
+                log.error("log_api_refused", reason=reason, detail=str(exc))
+            resp = error_response(503, reason, str(exc))
+            resp.headers["Retry-After"] = "1"
+            return resp
+        except OSError as exc:  # the spool's fsync or the checkpoint failed: not known to be durable, not acked
+            reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "spool_error"
+            REJECTS.labels(reason).inc()
+            log.error("log_api_refused", reason=reason, detail=repr(exc))
+            resp = error_response(503, reason, f"could not make the records durable: {exc}")
             resp.headers["Retry-After"] = "1"
             return resp
         return JSONResponse({"accepted": n})

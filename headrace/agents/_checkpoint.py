@@ -25,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .._atomic import write_atomic
+from .._statefile import StateFile
 
 __all__ = ["Checkpoints", "Cursor", "StreamCheckpoint"]
 
@@ -57,6 +60,32 @@ class StreamCheckpoint:
     acked: Cursor | None = None
 
 
+class _CursorState(BaseModel):
+    seq: int
+    dev: int = 0
+    ino: int = 0
+    fpl: int = 0
+    fp: str = ""
+    off: int = 0
+
+
+class _StreamState(BaseModel):
+    path: str
+    data_type: str
+    acked: _CursorState | None = None
+
+
+class CheckpointsState(BaseModel):
+    """``checkpoints.json``: per stream its path, data type and last acked cursor; the sources seen."""
+
+    streams: dict[str, _StreamState] = {}
+    seen_sources: list[str] = []
+
+
+#: version 1 had the same body (and no kind)
+CHECKPOINTS_FILE = StateFile("agent checkpoints", CheckpointsState, 1)
+
+
 @dataclass
 class Checkpoints:
     """The checkpoint file: acked cursors per stream and which sources were scanned before."""
@@ -71,12 +100,12 @@ class Checkpoints:
     def load(cls, state_dir: Path) -> Checkpoints:
         path = state_dir / "checkpoints.json"
         cp = cls(path)
-        if path.exists():
-            d = json.loads(path.read_text())
-            for name, s in d.get("streams", {}).items():
-                acked = Cursor.decode(s["acked"]) if s.get("acked") else None
-                cp.streams[name] = StreamCheckpoint(s["path"], s["data_type"], acked)
-            cp.seen_sources = set(d.get("seen_sources", []))
+        saved = CHECKPOINTS_FILE.load(path)
+        if saved is not None:
+            for name, s in saved.streams.items():
+                acked = Cursor.decode(s.acked.model_dump()) if s.acked else None
+                cp.streams[name] = StreamCheckpoint(s.path, s.data_type, acked)
+            cp.seen_sources = set(saved.seen_sources)
         return cp
 
     def advance(self, acked: dict[str, Cursor]) -> None:
@@ -91,17 +120,16 @@ class Checkpoints:
         """Replace the file atomically with the current state."""
         with self._save_lock:
             with self.lock:
-                body = {
-                    "version": 1,
-                    "streams": {
-                        name: {
-                            "path": s.path,
-                            "data_type": s.data_type,
-                            "acked": asdict(s.acked) if s.acked else None,
-                        }
+                body = CheckpointsState(
+                    streams={
+                        name: _StreamState(
+                            path=s.path,
+                            data_type=s.data_type,
+                            acked=_CursorState(**asdict(s.acked)) if s.acked else None,
+                        )
                         for name, s in sorted(self.streams.items())
                     },
-                    "seen_sources": sorted(self.seen_sources),
-                }
-                raw = json.dumps(body, indent=1).encode()
+                    seen_sources=sorted(self.seen_sources),
+                )
+                raw = CHECKPOINTS_FILE.encode(body)
             write_atomic(self.path, raw)

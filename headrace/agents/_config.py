@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
 from .._limits import HttpLimits
+from .._supervise import SupervisorConfig
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -96,6 +97,9 @@ class AgentConfig(Section):
         default=300.0, ge=0, description="a deleted file not read to its end (spool full) is released after this"
     )
     ship_timeout_seconds: float = Field(default=30.0, gt=0)
+    unreachable_after_seconds: float = Field(
+        default=60.0, gt=0, description="/healthz turns 503 when no collector has acked for this long (data waiting)"
+    )
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
     tls: ServerTLS | None = Field(default=None, description="serve the Log and control API over HTTPS")
@@ -103,6 +107,9 @@ class AgentConfig(Section):
         default=None, description="how https:// collectors are verified, and the client certificate sent (mTLS)"
     )
     limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
+    supervise: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="restarting the reader, shipper and watcher threads"
+    )
 
     @field_validator("name")
     @classmethod

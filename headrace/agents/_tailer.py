@@ -44,7 +44,7 @@ from prometheus_client import Counter, Gauge
 
 from .._chunk import Chunk, validate_chunk
 from .._logging import get_logger
-from .._spool import Spool, SpoolEntry, SpoolFull
+from .._spool import Spool, SpoolDiskFull, SpoolEntry, SpoolFull
 from ..errors import InvalidInput
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._chunker import Chunker
@@ -62,6 +62,7 @@ ROTATIONS = Counter("headrace_agent_file_events_total", "File lifecycle events",
 LOST_BYTES = Counter("headrace_agent_lost_bytes_total", "Bytes given up (deleted file released while spool full)")
 LOST_FILES = Counter("headrace_agent_lost_files_total", "Checkpointed files not found again on start")
 STREAMS = Gauge("headrace_agent_streams", "Streams being tailed")
+UNREADABLE = Gauge("headrace_agent_unreadable_files", "Files a source matches that the agent cannot open")
 REFUSED = Counter("headrace_agent_refused_files_total", "Files never tailed: their chunks could not be valid")
 BLOCKED = Gauge("headrace_agent_blocked_streams", "Streams waiting for spool room (backpressure)")
 
@@ -134,6 +135,8 @@ class Tailer:
         self.moves: dict[str, list[tuple[str, FileId]]] = {}
         # Paths whose chunks could never pass the collector's check (stream name, tags): never read.
         self.refused: dict[str, tuple[SourceConfig, str]] = {}
+        #: path -> why it could not be opened (permission denied, …); cleared when it opens
+        self.unreadable: dict[str, str] = {}
         #: set by the agent: why a file a source matched may not be opened (outside allowed_paths), or None
         self.confine: Callable[[SourceConfig, str], str | None] | None = None
 
@@ -393,8 +396,15 @@ class Tailer:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            log.warning("open_failed", path=path, error=str(exc))
+            why = exc.strerror or str(exc)
+            if self.unreadable.get(path) != why:  # said once per path and reason, not every pass
+                log.warning("open_failed", path=path, error=why)
+            self.unreadable[path] = why
+            UNREADABLE.set(len(self.unreadable))
             return False
+        if self.unreadable.pop(path, None) is not None:
+            log.info("open_recovered", path=path)
+            UNREADABLE.set(len(self.unreadable))
         s = os.fstat(fd)
         if FileId(s.st_dev, s.st_ino) != fid:  # replaced between stat and open: look again next pass
             os.close(fd)
@@ -584,6 +594,8 @@ class Tailer:
         chunk = Chunk(self.cfg.name, st.name, st.source.data_type, st.seq, end, data, dict(st.source.tags))
         try:
             self.spool.append(chunk, cursor.encode())
+        except SpoolDiskFull:
+            raise  # the reader dies and is rebuilt from disk once space returns (see agents/_agent.py)
         except SpoolFull:  # room was checked first; only a concurrent /v1/log writer can take it
             self.spool.wait_room(len(data) + _OVERHEAD, 30.0)
             self.spool.append(chunk, cursor.encode())
@@ -622,6 +634,7 @@ class Tailer:
                         + unread
                         + sum(o.chunker.pending for o in st.files.values()),
                         "blocked": st.name in self.blocked,
+                        "error": self.unreadable.get(st.path),
                         "truncations": st.truncations,
                         "new_files": st.rotations,
                     }

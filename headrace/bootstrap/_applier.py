@@ -173,6 +173,12 @@ class Applier:
     def start(self) -> None:
         self.thread.start()
 
+    def reopen_clients(self) -> None:
+        """New relay clients (a run of :meth:`_run` closes its clients when it ends; a restart needs new ones)."""
+        for c in self.clients:
+            c.close()
+        self.clients = [RelayClient(u, token=self.config.relay_token, timeout=5.0) for u in self.config.relays]
+
     def _run(self) -> None:
         cfg = self.config
         last_compact = 0.0

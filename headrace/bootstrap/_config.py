@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
 from .._config import Listen, Section
 from .._limits import HttpLimits
+from .._supervise import SupervisorConfig
 from .._tls import ClientTLS, ServerTLS
 
 
@@ -67,6 +68,8 @@ class BootstrapConfig(Section):
     max_bytes: int = Field(default=4 << 20, gt=0)
     #: rows per snapshot response at most
     max_snapshot_rows: int = Field(default=10_000, ge=1)
+    #: restarting the seeder, follower and applier threads when one dies (see ``headrace._supervise``)
+    supervise: SupervisorConfig = Field(default_factory=SupervisorConfig)
 
     def _mtls(self) -> bool:
         return bool(self.tls is not None and self.tls.require_client_cert)

@@ -128,6 +128,10 @@ def _k(gen: int, name: str) -> str:
     return f"g{gen}.{name}"
 
 
+#: re-seed times kept in ``reseeds.recent_ms`` (health counts those of the last minute)
+RECENT_RESEEDS = 10
+
+
 class Store:
     """The log store, the snapshot store and their state (see the module docstring)."""
 
@@ -273,11 +277,13 @@ class Store:
             self._put(conn, "building", str(g))
             if reason != "initial":
                 prev = json.loads(self._get(conn, "reseeds") or '{"count": 0}')
+                now_ms = int(time.time() * 1000)
                 info = {
                     "count": int(prev.get("count", 0)) + 1,
                     "last_reason": reason,
-                    "last_time_ms": int(time.time() * 1000),
+                    "last_time_ms": now_ms,
                     "last_gen": g,
+                    "recent_ms": [*prev.get("recent_ms", []), now_ms][-RECENT_RESEEDS:],  # for health
                 }
                 self._put(conn, "reseeds", json.dumps(info, sort_keys=True))
             return g

@@ -7,7 +7,10 @@ Data flow: ``POST /v1/chunks`` (``_receive``) → group commit (``_commit``) →
 * the forward store (``_forward``): the bounded spool → upstream collectors.
 
 Start (in :func:`build_app`, before the server binds): lock the folder, recover what a crash left
-(sink files in ``open/`` and the dedupe index, or the spool's torn tail); then serve. SIGTERM:
+(sink files in ``open/`` and the dedupe index, or the spool's torn tail); then serve. If the sink's
+recovery hits a full disk, the collector serves anyway: ``/healthz`` and every ``POST /v1/chunks``
+answer 503 (``disk_full``, nothing acked) while the recovery is retried until space returns (see
+``_commit``). The forwarding pump thread runs under a :class:`~headrace._supervise.Supervisor`. SIGTERM:
 uvicorn stops taking connections and lets in-flight requests finish (their acks included), then the
 lifespan's shutdown commits what still waits and closes the store (the sink rolls its open file
 into ``done/`` and saves the index; the forwarder stops its pump and closes the spool).
@@ -33,6 +36,7 @@ from .._access import Access
 from .._chunk import Chunk
 from .._http import standard_routes
 from .._logging import get_logger
+from .._supervise import Supervisor, is_disk_full
 from . import _metrics as m
 from ._commit import GroupCommit, Store
 from ._config import CollectorConfig
@@ -57,37 +61,73 @@ def _rejects() -> dict[str, int]:
     return out
 
 
-def _sink_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
+class _Opened:
+    """What :func:`build_app` opened: the store (None while recovery waits for disk space) and how to reopen it."""
+
+    def __init__(
+        self,
+        store: Store | None,
+        start: Callable[[], None],
+        unlock: Callable[[], None],
+        reopen: Callable[[], Store] | None = None,
+        unavailable: str | None = None,
+        supervisor: Supervisor | None = None,
+        spool_disk_full: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.store = store
+        self.spool_disk_full = spool_disk_full
+        self.start = start
+        self.unlock = unlock
+        self.reopen = reopen
+        self.unavailable = unavailable
+        self.supervisor = supervisor
+
+
+def _sink_store(cfg: CollectorConfig) -> _Opened:
     from ._roll import RollPolicy
     from ._sink import SinkFiles
     from ._sinkstore import SinkStore
 
-    sink = SinkFiles(cfg.sink_dir, cfg.name, cfg.codec)
+    sink = SinkFiles(cfg.sink_dir, cfg.name, cfg.codec, torn_max_bytes=cfg.torn_max_bytes)
     sink.lock()
-    try:
+
+    def open_store() -> Store:
+        """Recover the sink folder (again after a full disk: the in-memory index is rebuilt from disk)."""
+        sink.abandon()
         index, report = sink.recover()
+        log.info(
+            "sink recovered",
+            sink_dir=str(sink.root),
+            recovered=report.recovered,
+            removed=report.removed,
+            torn_bytes=report.torn_bytes,
+            index_rebuilt=report.index_rebuilt,
+            streams=len(index),
+        )
+        return SinkStore(
+            sink,
+            index,
+            RollPolicy(cfg.roll_bytes, cfg.roll_seconds),
+            forget_after_ms=int(cfg.dedupe_forget_days * 86_400_000),
+        )
+
+    try:
+        store: Store | None = open_store()
+        unavailable = None
+    except OSError as exc:
+        if not is_disk_full(exc):
+            sink.unlock()
+            raise
+        # Serve 503 disk_full (no ack) and retry the recovery until space returns: no crash loop.
+        store, unavailable = None, f"disk full, waiting for space: {exc}"
+        log.error("sink recovery hit a full disk; refusing writes until space returns", error=str(exc))
     except BaseException:
         sink.unlock()
         raise
-    log.info(
-        "sink recovered",
-        sink_dir=str(sink.root),
-        recovered=report.recovered,
-        removed=report.removed,
-        torn_bytes=report.torn_bytes,
-        index_rebuilt=report.index_rebuilt,
-        streams=len(index),
-    )
-    store = SinkStore(
-        sink,
-        index,
-        RollPolicy(cfg.roll_bytes, cfg.roll_seconds),
-        forget_after_ms=int(cfg.dedupe_forget_days * 86_400_000),
-    )
-    return store, lambda: None, sink.unlock
+    return _Opened(store, lambda: None, sink.unlock, reopen=open_store, unavailable=unavailable)
 
 
-def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Callable[[], None]]:
+def _forward_store(cfg: CollectorConfig) -> _Opened:
     from .._dirlock import lock_dir, unlock_dir
     from .._ship import Shipper
     from .._spool import Spool
@@ -109,9 +149,15 @@ def _forward_store(cfg: CollectorConfig) -> tuple[Store, Callable[[], None], Cal
         max_backoff=cfg.upstream_max_backoff,
         stop=threading.Event(),
     )
-    store = ForwardStore(spool, shipper)
+    supervisor = Supervisor("collector", cfg.supervise)
+    store = ForwardStore(spool, shipper, supervisor=supervisor)
     log.info("forwarding", upstream=cfg.upstream, spool_dir=str(spool_dir), spooled_chunks=len(spool))
-    return store, store.start, lambda: unlock_dir(fd)
+    return _Opened(store, store.start, lambda: unlock_dir(fd), supervisor=supervisor, spool_disk_full=spool.disk_full)
+
+
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def build_app(cfg: CollectorConfig) -> Starlette:
@@ -121,7 +167,7 @@ def build_app(cfg: CollectorConfig) -> Starlette:
     :class:`~headrace.errors.FatalError` if another collector holds it, so that problems show before
     the server starts. After shutdown, ``app.state.failed`` says whether the store failed.
     """
-    store, start_store, unlock = (_forward_store if cfg.upstream else _sink_store)(cfg)
+    opened = (_forward_store if cfg.upstream else _sink_store)(cfg)
     state: dict[str, GroupCommit | None] = {"commit": None}
 
     def on_failure() -> None:
@@ -145,16 +191,24 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        commit = GroupCommit(store, on_failure=on_failure)
+        commit = GroupCommit(
+            opened.store,
+            on_failure=on_failure,
+            reopen=opened.reopen,
+            unavailable=opened.unavailable,
+            free_bytes=lambda: _free_bytes(cfg.sink_dir),
+        )
         state["commit"] = commit
-        start_store()
+        opened.start()
         commit.start()
         try:
             yield
         finally:
+            if opened.supervisor is not None:
+                opened.supervisor.stop()
             await commit.close()
-            app.state.failed = commit.failed
-            unlock()
+            app.state.failed = commit.failed or (opened.supervisor.failed if opened.supervisor else None)
+            opened.unlock()
             log.info("collector stopped", failed=commit.failed)
 
     async def status(request: Request) -> Response:
@@ -173,19 +227,35 @@ def build_app(cfg: CollectorConfig) -> Starlette:
             "commits": commit.commits if commit else 0,
             "waiting_requests": commit.waiting if commit else 0,
             "failed": commit.failed if commit else None,
-            "store": store.status(),
+            "unavailable": commit.unavailable if commit else opened.unavailable,
+            "store": commit.store.status() if commit and commit.store else None,
         }
         return JSONResponse(body)
 
     def health() -> dict[str, Any]:
+        """503 while the store failed, waits for disk space, or a worker (the forward pump) is down."""
         commit = state["commit"]
         failed = commit.failed if commit is not None else None
-        if failed is not None:
-            return {"ok": False, "failed": failed}
-        refused = getattr(store, "upstream_refused", None)
+        unavailable = commit.disk_full() if commit is not None else opened.unavailable
+        out: dict[str, Any] = {"failed": failed, "unavailable": unavailable}
+        problems = [f"store failed: {failed}"] if failed else []
+        if unavailable:
+            problems.append(f"store unavailable: {unavailable}")
+        if opened.spool_disk_full is not None and (why := opened.spool_disk_full()) is not None:
+            problems.append(f"forwarding spool disk full: {why}")
+        if opened.supervisor is not None:
+            sup = opened.supervisor.health()
+            out["workers"] = sup["workers"]
+            if not sup["ok"]:
+                problems.append(sup["reason"])
+        refused = getattr(opened.store, "upstream_refused", None) if opened.store is not None else None
         if refused:  # a forwarder whose upstream refuses its token: nothing moves until someone fixes it
-            return {"ok": False, "failed": None, "reason": "collector refused our token", "detail": refused}
-        return {"ok": True, "failed": None}
+            problems.append("collector refused our token")
+            out["detail"] = refused
+        out["ok"] = not problems
+        if problems:
+            out["reason"] = "; ".join(problems)
+        return out
 
     routes = [
         Route("/v1/chunks", receiver.handle, methods=["POST"]),
@@ -195,5 +265,5 @@ def build_app(cfg: CollectorConfig) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.failed = None
     app.state.access = access
-    app.state.store = store
+    app.state.store = opened.store
     return app

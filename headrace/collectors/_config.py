@@ -9,12 +9,13 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .._access import TokenSpec, check_token_specs, insecure_listen_problem
+from .._block_codecs import Codec
 from .._config import Listen, Section, parse_listen
 from .._limits import HttpLimits
 from .._names import check_component
+from .._supervise import SupervisorConfig
 from .._tls import ClientTLS, ServerTLS
 from ..errors import InvalidInput
-from ._block_codecs import Codec
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -94,6 +95,12 @@ class CollectorConfig(Section):
         default=None, description="how https:// upstream collectors are verified, and the client certificate sent"
     )
     limits: HttpLimits = Field(default_factory=HttpLimits, description="request-level limits (docs/configuration.md)")
+    torn_max_bytes: int = Field(
+        default=64 << 20, ge=0, description="torn tails kept in <sink_dir>/torn/ at most; the oldest go first"
+    )
+    supervise: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="restarting the forwarding pump thread"
+    )
 
     @model_validator(mode="after")
     def _not_forwarding_to_itself(self) -> CollectorConfig:

@@ -33,7 +33,8 @@ from .._chunk import Chunk
 from .._logging import get_logger
 from .._ship import Ack as ShipAck
 from .._ship import Shipper, pump
-from .._spool import Spool, SpoolEntry, SpoolFull
+from .._spool import Spool, SpoolDiskFull, SpoolEntry, SpoolFull
+from .._supervise import Supervisor
 from . import _metrics as m
 from ._commit import Ack, Refused
 
@@ -53,6 +54,7 @@ class ForwardStore:
         batch_chunks: int = 1000,
         batch_bytes: int = 4 << 20,
         join_seconds: float = 20.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.spool = spool
         self.shipper = shipper
@@ -63,25 +65,24 @@ class ForwardStore:
         self.forwarded_chunks = 0
         self.rejected_chunks = 0
         self.last_upstream: str | None = None
-        self._thread = threading.Thread(target=self._pump, name="forward-pump", daemon=True)
+        self.supervisor = supervisor or Supervisor("collector")
+        self._thread: threading.Thread | None = None
         m.FORWARD_PENDING.set(spool.used_bytes())
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the pump thread (``forward-pump``); when it dies the supervisor restarts it or the collector exits."""
+        self._thread = self.supervisor.run("forward-pump", self._pump)
 
     def _pump(self) -> None:
-        try:
-            pump(
-                self.spool,
-                self.shipper,
-                self.stop,
-                max_chunks=self.batch_chunks,
-                max_bytes=self.batch_bytes,
-                on_acked=self._on_acked,
-                dead_letter_dir=self.spool.dir.parent / "rejected",  # <spool_dir>/rejected, beside chunks/
-            )
-        except Exception:
-            log.exception("forwarding stopped by an unexpected error; restart the collector")
+        pump(
+            self.spool,
+            self.shipper,
+            self.stop,
+            max_chunks=self.batch_chunks,
+            max_bytes=self.batch_bytes,
+            on_acked=self._on_acked,
+            dead_letter_dir=self.spool.dir.parent / "rejected",  # <spool_dir>/rejected, beside chunks/
+        )
 
     def _on_acked(self, entries: list[SpoolEntry], ack: ShipAck | None) -> None:
         if ack is None:
@@ -109,7 +110,7 @@ class ForwardStore:
                     self.spool.append(c)
             except SpoolFull as exc:
                 # The part appended is forwarded; the sender re-sends the whole batch, upstream dedupes.
-                results.append(Refused("spool_full", str(exc)))
+                results.append(Refused("disk_full" if isinstance(exc, SpoolDiskFull) else "spool_full", str(exc)))
                 continue
             results.append(Ack(len(batch), 0))
             nbytes += need
@@ -132,13 +133,15 @@ class ForwardStore:
         pass
 
     def close(self) -> None:
+        self.supervisor.stop()
         self.stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(self.join_seconds)
         self.spool.close()
         self.shipper.close()
 
     def abandon(self) -> None:
+        self.supervisor.stop()
         self.stop.set()
 
     def status(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ __all__ = [
     "REJECTS",
     "SINK_FILES",
     "SINK_OPEN_BYTES",
+    "STORE_UNAVAILABLE",
+    "TORN_NOT_KEPT",
     "TRIMMED_BYTES",
 ]
 
@@ -43,4 +45,10 @@ FORWARDED_CHUNKS = Counter("headrace_collector_forwarded_chunks", "Chunks acked 
 FORWARD_REJECTED = Counter(
     "headrace_collector_forward_rejected_chunks",
     "Chunks an upstream collector refused with a 4xx, set aside in <spool_dir>/rejected/",
+)
+TORN_NOT_KEPT = Counter(
+    "headrace_collector_torn_tails_not_kept", "Torn tails cut at recovery but not copied to torn/ (cap or full disk)"
+)
+STORE_UNAVAILABLE = Gauge(
+    "headrace_collector_store_unavailable", "1 while the store waits for disk space (requests get 503), else 0"
 )

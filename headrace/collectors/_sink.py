@@ -7,6 +7,7 @@ Layout::
     sink_dir/open/NNNNNNNNNN-NAME.avro   the file being written (at most one, plus crash remains)
     sink_dir/done/NNNNNNNNNN-NAME.avro   closed files: whole and valid, for the archive builder
     sink_dir/torn/…             bytes cut off crashed files, kept for inspection, never read back
+                                (at most ``torn_max_bytes``: the oldest go first; none on a full disk)
 
 ``NNNNNNNNNN`` is a sequence number that only grows (it continues after the highest number in the
 index, ``open/`` and ``done/``); ``NAME`` is the collector's name, so several collectors can share
@@ -25,6 +26,7 @@ the next start the same way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -35,15 +37,17 @@ from typing import Any
 
 from .._atomic import fsync_dir, move_atomic, write_atomic
 from .._chunk import SINK_SCHEMA
+from .._container import BlockEncoder, scan_container
 from .._dirlock import lock_dir, unlock_dir
 from .._logging import get_logger
-from ._container import BlockEncoder, scan_container
+from . import _metrics as m
 from ._dedupe import DedupeIndex, IndexCorrupt
 
 __all__ = ["RecoveryReport", "SinkFiles"]
 
 log = get_logger("collector.sink")
 _NAME = re.compile(r"^(\d{10})-(.+)\.avro$")
+_TEMP = re.compile(r"^\..+\.tmp-\d+$")
 
 
 def _seq_of(path: Path) -> int | None:
@@ -64,8 +68,11 @@ class RecoveryReport:
 class SinkFiles:
     """Owns ``sink_dir``: the open sink file, rolling into ``done/``, recovery and the saved index."""
 
-    def __init__(self, sink_dir: str | os.PathLike[str], name: str, codec: str = "null") -> None:
+    def __init__(
+        self, sink_dir: str | os.PathLike[str], name: str, codec: str = "null", *, torn_max_bytes: int = 64 << 20
+    ) -> None:
         self.root = Path(sink_dir)
+        self.torn_max_bytes = torn_max_bytes
         self.name = name
         self.codec = codec
         self.open_dir = self.root / "open"
@@ -106,8 +113,55 @@ class SinkFiles:
             log.warning("dedupe index unreadable, rebuilding it from the sink files", error=str(exc))
             return DedupeIndex(), 0, True
 
+    def _remove_temps(self) -> None:
+        """Delete temporary files a failed or interrupted atomic write left (``.NAME.tmp-PID``)."""
+        for d in (self.root, self.torn_dir, self.done_dir):
+            for p in d.glob(".*.tmp-*"):
+                if _TEMP.match(p.name):
+                    log.warning("removed a leftover temporary file", file=str(p))
+                    p.unlink(missing_ok=True)
+
+    def _keep_torn(self, name: str, tail: bytes) -> bool:
+        """Copy a cut tail into ``torn/`` within ``torn_max_bytes`` (oldest removed first); False if not kept.
+
+        The tail was never acked (acks follow the fsync of whole blocks), so it is kept for inspection
+        only: a tail already there (same name and size: the same cut, recovered again) is not copied
+        twice, a tail larger than the cap is not kept, and a full disk skips the copy (logged).
+        """
+        target = self.torn_dir / name
+        with contextlib.suppress(FileNotFoundError):
+            if target.stat().st_size == len(tail):
+                return True
+        if len(tail) > self.torn_max_bytes:
+            m.TORN_NOT_KEPT.inc()
+            log.warning("torn tail not kept: larger than torn_max_bytes", file=name, bytes=len(tail))
+            return False
+        kept = sorted(
+            ((p.stat().st_mtime_ns, p.name, p.stat().st_size) for p in self.torn_dir.iterdir() if p.is_file()),
+        )
+        total = sum(size for _, _, size in kept)
+        while kept and total + len(tail) > self.torn_max_bytes:
+            _, old, size = kept.pop(0)
+            (self.torn_dir / old).unlink(missing_ok=True)
+            total -= size
+            log.info("removed the oldest torn tail (torn_max_bytes)", file=old, bytes=size)
+        try:
+            write_atomic(target, tail)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            m.TORN_NOT_KEPT.inc()
+            log.warning("torn tail not kept: disk full", file=name, bytes=len(tail), error=exc.strerror)
+            return False
+        return True
+
     def recover(self) -> tuple[DedupeIndex, RecoveryReport]:
-        """Load the index, recover every file left in ``open/``, and return the index of what is written."""
+        """Load the index, recover every file left in ``open/``, and return the index of what is written.
+
+        Safe to call again after it failed (a full disk: ``OSError`` ENOSPC) or after :meth:`abandon`:
+        each step is redone from what is on disk.
+        """
+        self._remove_temps()
         index, through, rebuilt = self.load_index()
         report = RecoveryReport(index_rebuilt=rebuilt)
         # Files in done/ that the index does not cover (all of them without a saved index, or any
@@ -135,7 +189,7 @@ class SinkFiles:
             scan = scan_container(data)
             if scan.valid_end < len(data):
                 tail = data[scan.valid_end :]
-                write_atomic(self.torn_dir / f"{path.name}.{scan.valid_end}.tail", tail)
+                self._keep_torn(f"{path.name}.{scan.valid_end}.tail", tail)
                 report.torn_bytes += len(tail)
                 log.warning(
                     "cut the torn tail of a sink file",

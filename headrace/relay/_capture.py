@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,9 +40,10 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
 
-from .._atomic import write_atomic
 from .._logging import get_logger
+from .._statefile import StateFile
 from ..errors import InvalidInput, TransientError, UnrepresentableValue
 from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
 from ._schema import COLUMN_PROP, Column, ColumnType, SchemaRegistry, SchemaVersion, TableMeta, avro_schema
@@ -68,6 +68,16 @@ UNREPRESENTABLE_VALUES = Counter(
 )
 
 
+class AcksState(BaseModel):
+    """``acks.json``: each durable consumer's acknowledged SCN."""
+
+    scns: dict[str, int] = {}
+
+
+#: version 0 (before versions): the consumer → SCN mapping itself
+ACKS_FILE = StateFile("relay acks", AcksState, 1, {0: lambda legacy: {"scns": legacy}})
+
+
 class Acks:
     """Acknowledged SCNs of the configured durable consumers, saved atomically in ``acks.json``."""
 
@@ -75,10 +85,8 @@ class Acks:
         self.consumers = list(consumers)
         self.path = Path(state_dir) / "acks.json"
         self._lock = threading.Lock()
-        self._scns: dict[str, int] = {}
-        if self.path.exists():
-            data = json.loads(self.path.read_text())
-            self._scns = {k: int(v) for k, v in data.items() if k in self.consumers}
+        saved = ACKS_FILE.load(self.path)
+        self._scns: dict[str, int] = {k: v for k, v in saved.scns.items() if k in self.consumers} if saved else {}
 
     def ack(self, consumer: str, scn: int) -> int:
         """Record ``consumer``'s durable SCN (never moves back); returns the recorded value."""
@@ -90,7 +98,7 @@ class Acks:
             if scn > self._scns.get(consumer, -1):
                 self._scns[consumer] = scn
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(self.path, json.dumps(self._scns, sort_keys=True).encode())
+                ACKS_FILE.save(self.path, AcksState(scns=self._scns))
             return self._scns[consumer]
 
     def durable(self) -> int | None:
@@ -318,6 +326,17 @@ class Capture:
     def start(self) -> None:
         CAPTURE_STOPPED.set(0)
         self._thread.start()
+
+    @property
+    def dead(self) -> bool:
+        """True if the capture thread ended without being asked to and without recording why
+        (something escaped :meth:`_run`'s handlers): ``/healthz`` must not say ok then."""
+        return (
+            self._thread.ident is not None
+            and not self._thread.is_alive()
+            and self.stopped is None
+            and not self.stop_event.is_set()
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()

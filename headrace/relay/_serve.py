@@ -365,6 +365,8 @@ def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
         if stop is not None:
             out["reason"] = "capture_stopped"
             out["capture"] = {"state": "stopped", **stop.to_json()}
+        elif state.capture is not None and state.capture.dead:
+            out.update(ok=False, reason="capture_stopped", capture_error="relay-capture thread not running")
         return out
 
     def with_capture_headers(

@@ -906,6 +906,9 @@ class SqliteSource(ChangeSource):
         cutter.start()
         try:
             while not stop.is_set():
+                if not cutter.is_alive():
+                    # Without cuts no window would ever end: say so and let capture retry (a new read, a new cutter).
+                    raise TransientError(f"the change-log cutter of {self.path} stopped")
                 try:
                     windows = self._poll(last)
                 except sqlite3.Error as exc:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import posixpath
 from collections import deque
 from collections.abc import Iterator
@@ -29,15 +28,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
+from .._container import Block, decode_block, iter_blocks
 from .._logging import get_logger
+from .._statefile import StateFile
 from .._storage import Store, resolve
 from ..errors import ConfigError, FatalError
-from ._archive import day_dir, read_manifest
-from ._archive_blocks import Block, decode_block, iter_blocks
-from ._archive_config import DemuxConfig, DemuxType
-from ._archive_manifest import Part
-from ._demux_lines import LineBatch, split_records
+from ._archive import read_manifest
+from ._config import DemuxConfig, DemuxType
+from ._layout import data_types, dates, day_dir, type_dir
+from ._lines import LineBatch, split_records
+from ._manifest import Part
 from ._processors import Processor, load_processor
 from ._processors_builtin import _concat
 from ._runreport import Summary, progress
@@ -70,6 +72,8 @@ def demux_batch(processor: Processor, batch: LineBatch, name: str = "processor")
             "_stream": batch.stream.filter(ok),
             "_offset": batch.offset.filter(ok),
         }
+    if not good.num_columns:  # records with no fields (`{}`): rows of origin columns only
+        good = pa.table(origin)
     for col, values in origin.items():
         if col in good.column_names:
             good = good.drop_columns([col])
@@ -127,6 +131,16 @@ def _parquet(table: pa.Table, compression: str) -> bytes:
     return buf.getvalue()
 
 
+class DemuxDayState(BaseModel):
+    """``_state/data_type=T/date=D.json``: the archive part generation each part was demuxed at."""
+
+    parts: dict[str, int] = {}
+
+
+#: version 0 (before versions): the part → generation mapping itself
+DEMUX_STATE_FILE = StateFile("demux day", DemuxDayState, 1, {0: lambda legacy: {"parts": legacy}})
+
+
 class _PartWriter:
     """Writes batches as row groups as they come (overlapping with parsing) while their schemas agree;
     when a batch brings a different schema (JSON inference), falls back to one write of all batches
@@ -182,12 +196,7 @@ class _Demuxer:
         return self.cfg.types.get(data_type, self.cfg.default)
 
     def data_types(self, only: list[str] | None) -> list[str]:
-        found = [
-            d.removeprefix("data_type=")
-            for d in self.archive.list_dirs(self.archive.base)
-            if d.startswith("data_type=")
-        ]
-        return [t for t in found if only is None or t in only]
+        return [t for t in data_types(self.archive) if only is None or t in only]
 
     def run(self, only: list[str] | None) -> None:
         todo: list[tuple[str, str, Processor]] = []
@@ -198,24 +207,23 @@ class _Demuxer:
                 continue
             where = f"demux.types.{data_type}" if data_type in self.cfg.types else "demux.default"
             proc = load_processor(spec.processor, dict(spec.model_extra or {}), where)
-            for d in self.archive.list_dirs(self.archive.path(f"data_type={data_type}")):
-                if d.startswith("date="):
-                    todo.append((data_type, d.removeprefix("date="), proc))
+            todo += [(data_type, date, proc) for date in dates(self.archive, data_type)]
         with progress("demux", len(todo)) as bar:
             for data_type, date, proc in todo:
                 self.run_day(data_type, date, proc)
                 bar.advance()
 
     def state_path(self, data_type: str, date: str) -> str:
-        return self.out.path(STATE_DIR, f"data_type={data_type}", f"date={date}.json")
+        return self.out.path(STATE_DIR, type_dir(data_type), f"date={date}.json")
 
     def multiline(self, data_type: str) -> str | None:
         spec = self.spec(data_type)
         return spec.multiline if spec else None
 
     def run_day(self, data_type: str, date: str, proc: Processor) -> None:
+        where = self.state_path(data_type, date)
         try:
-            state: dict[str, int] = json.loads(self.out.read_bytes(self.state_path(data_type, date)))
+            state = DEMUX_STATE_FILE.decode(self.out.read_bytes(where), where).parts
         except FileNotFoundError:
             state = {}
         for attempt in range(3):
@@ -235,7 +243,7 @@ class _Demuxer:
                         self.summary.failures.append(f"{data_type}/{date}/{part.name}: {exc!r}")
                         continue
                     state[part.stem] = part.gen
-                    self.out.write_atomic(self.state_path(data_type, date), json.dumps(state).encode())
+                    self.out.write_atomic(where, DEMUX_STATE_FILE.encode(DemuxDayState(parts=state)))
                 return
             except FileNotFoundError:
                 # the archive builder replaced the part while we read the manifest: read it again
@@ -286,7 +294,7 @@ class _Demuxer:
         while pending:
             collect()
         name = f"{part.stem}.parquet"
-        path = self.out.path(f"data_type={data_type}", f"date={date}", name)
+        path = self.out.path(day_dir(data_type, date), name)
         good_rows = out.rows
         data = out.finish()
         if data is None:
@@ -294,7 +302,7 @@ class _Demuxer:
         else:
             self.out.write_atomic(path, data)
         err_table = pa.concat_tables(errors).unify_dictionaries() if errors else None
-        err_path = self.out.path(ERRORS_DIR, f"data_type={data_type}", f"date={date}", name)
+        err_path = self.out.path(ERRORS_DIR, day_dir(data_type, date), name)
         if err_table is not None and err_table.num_rows:
             self.out.write_atomic(err_path, _parquet(err_table, self.cfg.compression))
         elif self.out.exists(err_path):
@@ -334,6 +342,4 @@ def run_demux(cfg: DemuxConfig, data_types: list[str] | None = None) -> Summary:
 
 def list_partitions(store: Store, data_type: str) -> list[str]:
     """The ``date=…`` partitions of one data type in a demux output."""
-    return [
-        d.removeprefix("date=") for d in store.list_dirs(store.path(f"data_type={data_type}")) if d.startswith("date=")
-    ]
+    return dates(store, data_type)

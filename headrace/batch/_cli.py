@@ -7,7 +7,7 @@ import click
 from .._cli import common_options
 from .._config import load_section
 from ..errors import FatalError
-from ._archive_config import ArchiveConfig, DemuxConfig, ExportConfig, LoadConfig
+from ._config import ArchiveConfig, DemuxConfig, ExportConfig, LoadConfig
 from ._runreport import EXIT_IDLE, Summary
 
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from .._block_codecs import Codec
 from .._config import Section
-from ._block_codecs import Codec
 
 __all__ = ["ArchiveConfig", "DemuxConfig", "DemuxType", "ExportConfig", "LoadConfig"]
 

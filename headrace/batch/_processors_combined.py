@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ._demux_lines import LineBatch
+from ._lines import LineBatch
 from ._processors import TS, Options, Parsed, first_reason
 
 __all__ = ["CombinedProcessor", "clf_time"]

@@ -33,8 +33,9 @@ from .._db import create_engine
 from .._logging import get_logger
 from .._storage import resolve
 from ..errors import Unavailable, UsageError
-from ._archive_config import LoadConfig
+from ._config import LoadConfig
 from ._demux import list_partitions
+from ._layout import data_types, day_dir
 from ._processors_builtin import _concat
 from ._runreport import Summary, progress
 
@@ -116,9 +117,7 @@ class _Loader:
         return self.cfg.tables.get(data_type, f"{self.cfg.table_prefix}{data_type}")
 
     def data_types(self, only: list[str] | None) -> list[str]:
-        found = [
-            d.removeprefix("data_type=") for d in self.store.list_dirs(self.store.base) if d.startswith("data_type=")
-        ]
+        found = data_types(self.store)
         wanted = only or self.cfg.data_types
         return [t for t in found if wanted is None or t in wanted]
 
@@ -134,7 +133,7 @@ class _Loader:
                 bar.advance()
 
     def files(self, data_type: str, date: str) -> list[tuple[str, int, str]]:
-        folder = self.store.path(f"data_type={data_type}", f"date={date}")
+        folder = self.store.path(day_dir(data_type, date))
         infos = self.store.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         return sorted(
             (i.path, i.size or 0, str(i.mtime_ns)) for i in infos if i.is_file and i.base_name.endswith(".parquet")

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigError
-from ._demux_lines import LineBatch
+from ._lines import LineBatch
 
 __all__ = [
     "ENTRY_POINT_GROUP",

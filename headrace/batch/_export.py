@@ -45,7 +45,7 @@ from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import Unavailable, UsageError
 from ..relay import TableMeta, table_meta_from_sqlalchemy
-from ._archive_config import ExportConfig
+from ._config import ExportConfig
 from ._export_arrow import (
     WATERMARK_KINDS,
     ExportManifest,

@@ -24,9 +24,9 @@ from .._chunk import Chunk, chunk_to_record
 from .._cli import common_options
 from .._config import load_section
 from ..errors import UsageError
-from ._archive_config import DemuxConfig
+from ._config import DemuxConfig
 from ._demux import demux_batch
-from ._demux_lines import split_records
+from ._lines import split_records
 from ._processors import load_processor
 
 __all__ = ["tap", "tap_records"]

@@ -40,28 +40,23 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from .._chunk import SINK_SCHEMA
+from .._container import BlockEncoder, decode_block, iter_blocks
 from .._logging import get_logger
 from .._storage import Store, resolve
 from ..errors import TransientError
-from ._archive_blocks import decode_block, iter_blocks
-from ._archive_config import ArchiveConfig
-from ._archive_manifest import MANIFEST, Manifest, Part
-from ._archive_merge import Coverage, Record, sort_key, trim_new
-from ._container import BlockEncoder
+from ._config import ArchiveConfig
+from ._layout import day_dir
+from ._manifest import MANIFEST, Manifest, Part
+from ._merge import Coverage, Record, sort_key, trim_new
 from ._runreport import Summary, progress
 
-__all__ = ["ArchiveBusy", "day_dir", "read_manifest", "run_archive"]
+__all__ = ["ArchiveBusy", "read_manifest", "run_archive"]
 
 log = get_logger("archive")
 
 
 class ArchiveBusy(TransientError):
     """Another archive run holds the lock."""
-
-
-def day_dir(data_type: str, date: str) -> str:
-    """The archive folder of one data type and day, relative to ``archive_dir``."""
-    return f"data_type={data_type}/date={date}"
 
 
 def utc_day(received_ms: int) -> str:

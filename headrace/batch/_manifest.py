@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._archive_merge import Coverage
+from ._merge import Coverage
 
 __all__ = ["MANIFEST", "Manifest", "Part"]
 
