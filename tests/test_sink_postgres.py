@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,29 @@ def _rows_by(url: str, table: str) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.fixture
+def dropped_after(pg_server: PgServer) -> Iterator[str]:
+    """The source database's name; at the end (after the daemons died) its slots and the database are
+    dropped, so no slot is left holding WAL on the shared server."""
+    db = "sinksrc"
+    yield db
+
+    def drop_slots() -> bool:
+        for (slot,) in pg_server.execute(f"SELECT slot_name FROM pg_replication_slots WHERE database = '{db}'"):
+            pg_server.execute(f"SELECT pg_drop_replication_slot('{slot}')")
+        return True
+
+    wait_until(drop_slots, 30, "the relay's slot to be free")
+    pg_server.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
 def test_postgres_source_to_postgres_replica_with_kills_truncate_and_new_column(
+    dropped_after: str,  # first: torn down after ``daemons`` killed the relay
     pg_server: PgServer,
     tmp_path: Path,
     daemons: Any,
 ) -> None:
-    stack = PgStack(pg_server, tmp_path, daemons, "sinksrc", page_rows=2_000)
+    stack = PgStack(pg_server, tmp_path, daemons, dropped_after, page_rows=2_000)
     url = pg_server.url(pg_server.create_database("sinkdst"))
     writers = Writers(pg_server, stack.db).start()
     rng = random.Random(5)
@@ -94,7 +112,13 @@ def test_postgres_source_to_postgres_replica_with_kills_truncate_and_new_column(
     finally:
         if not writers.stop_event.is_set():
             writers.stop()
+        stack.relay.kill9()
+        stack.boot.kill9()
 
+    _check(pg_server, stack, url)
+
+
+def _check(pg_server: PgServer, stack: PgStack, url: str) -> None:
     src = _source_rows(pg_server, stack.db)
     rep = _replica(url)
     missing, extra = src.keys() - rep.keys(), rep.keys() - src.keys()
