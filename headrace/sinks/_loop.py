@@ -20,7 +20,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from .._logging import get_logger
@@ -30,7 +29,7 @@ from ..relay.client import Batch, Checkpoint, SnapshotRestarted, Subscriber, Win
 from ._config import SinkConfig
 from ._target import Target
 
-__all__ = ["SinkSubscriber", "TargetStore", "make_target", "run_sink"]
+__all__ = ["SinkSubscriber", "TargetStore", "make_target", "run_once", "run_sink"]
 
 log = get_logger("sink")
 
@@ -216,8 +215,3 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
         if failed is not None:  # an idle exit while the relays failed is not "caught up"
             raise TransientError(f"idle exit while no relay answered; the last error: {failed}")
         return
-
-
-def sink_items(items: Sequence[Window | SnapshotRestarted]) -> int:
-    """Events in ``items`` (for logs and metrics)."""
-    return sum(len(i.events) for i in items)
