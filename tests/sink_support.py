@@ -78,6 +78,9 @@ def replica_table(url: str, table: str, key: str) -> dict[Any, dict[str, Any]]:
     engine = create_engine(url)
     try:
         t = sa.Table(table, sa.MetaData(), autoload_with=engine)
+        for c in t.columns:  # MySQL's reflected DOUBLE reads back as a Decimal of 10 places: read the float
+            if isinstance(c.type, sa.Float):
+                c.type.asdecimal = False
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(sa.select(t))]
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 import bootstrap_workload as wl
 import pytest
 from bootstrap_stack import Stack
-from db_servers import pg_server  # noqa: F401
+from db_servers import mariadb_server, pg_server  # noqa: F401
 from sink_support import CounterWriter, add_counters, checkpoint, replica_table, sink_config, source_table
 from support import wait_until
 
@@ -60,7 +60,8 @@ def _run_with_kills(stack: Stack, daemons: Any, url: str, kills: int, seed: int)
         src, rep = source_table(stack.db, table, key), replica_table(url, table, key)
         missing, extra = src.keys() - rep.keys(), rep.keys() - src.keys()
         differ = [k for k in src.keys() & rep.keys() if src[k] != rep[k]]
-        assert not missing and not extra and not differ, (table, sorted(missing)[:5], sorted(extra)[:5], differ[:5])
+        detail = [(src[k], rep[k]) for k in differ[:2]]
+        assert not missing and not extra and not differ, (table, sorted(missing)[:5], sorted(extra)[:5], detail)
     rep = replica_table(url, "counters", "id")
     assert sum(r["n"] for r in rep.values()) == increments  # every increment once
     assert any(r["label"] is not None for r in rep.values())  # the added column arrived
@@ -93,5 +94,15 @@ def test_postgres_replica_survives_kill9_under_writers(tmp_path: Path, daemons: 
     db = pg_server.create_database("sink_replica")
     try:
         _run_with_kills(stack, daemons, pg_server.url(db), kills=3, seed=2)
+    finally:
+        stack.kill_all()
+
+
+@pytest.mark.mariadb
+def test_mariadb_replica_survives_kill9_under_writers(tmp_path: Path, daemons: Any, mariadb_server: Any) -> None:  # noqa: F811
+    stack = _stack(tmp_path, daemons)
+    db = mariadb_server.create_database("sink_replica")
+    try:
+        _run_with_kills(stack, daemons, mariadb_server.url(db), kills=3, seed=3)
     finally:
         stack.kill_all()
