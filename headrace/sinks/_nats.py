@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from .._logging import get_logger
 from ..errors import Unavailable, UsageError
-from ..relay._event import Op
+from ..relay import Op
 from ..relay.client import Checkpoint, SnapshotRestarted, Window
 from ..relay.client._cli import event_json
 from ._config import NatsTarget

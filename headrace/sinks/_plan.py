@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..relay._event import Op
+from ..relay import Op
 from ..relay.client import ChangeEvent
 
 __all__ = ["KEY_COLUMN", "BatchPlan", "ClearAll", "Delete", "Step", "Truncate", "Upsert", "key_text"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..relay import JSON_NULL, Interval
 from ..relay._schema import COLUMN_PROP, KIND_PROP
-from ..relay._values import JSON_NULL, Interval
 
 __all__ = ["ReplicaColumn", "replica_columns"]
 
