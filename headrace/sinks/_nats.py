@@ -14,8 +14,8 @@ whose body is the event's JSON line (the ``headrace subscribe`` format) and whos
     transactions applies up to it.
 ``Headrace-Schema``, ``Headrace-Schema-Version``
     the row schema's fingerprint (``GET /v1/schemas/<fingerprint>`` on the relay) and version.
-``Headrace-Commit``, ``Headrace-Checkpoint``
-    on the last message of each commit only: the sink's commit number and checkpoint (JSON).
+``Headrace-Sink``, ``Headrace-Commit``, ``Headrace-Checkpoint``
+    on the last message of each commit only: the sink's name, commit number and checkpoint (JSON).
 
 A snapshot restart is a message on ``<subject_prefix>._control`` with ``Headrace-Control:
 snapshot_restarted``: a consumer keeping a copy replaces it with the ``r`` messages that follow.
@@ -183,7 +183,8 @@ class NatsSinkTarget:
             except NotFoundError:
                 msg = None
             h = (msg.headers or {}) if msg is not None else {}
-            if "Headrace-Commit" in h and (best is None or int(h["Headrace-Commit"]) > best[0]):
+            mine = h.get("Headrace-Sink") == self.name and "Headrace-Commit" in h
+            if mine and (best is None or int(h["Headrace-Commit"]) > best[0]):
                 best = (int(h["Headrace-Commit"]), Checkpoint.from_json(json.loads(h["Headrace-Checkpoint"])))
                 log.info("nats_checkpoint_from_last_message", commit=best[0], scn=best[1].scn)
         if best is None:
@@ -203,7 +204,8 @@ class NatsSinkTarget:
         if msgs:
             subject, body, headers = msgs[-1]
             cp = json.dumps(checkpoint.to_json(), sort_keys=True)
-            msgs[-1] = (subject, body, {**headers, "Headrace-Commit": str(n), "Headrace-Checkpoint": cp})
+            extra = {"Headrace-Sink": self.name, "Headrace-Commit": str(n), "Headrace-Checkpoint": cp}
+            msgs[-1] = (subject, body, {**headers, **extra})
         self._run(self._commit(msgs, n, checkpoint))
         self.commit_no = n
         return len(msgs)
