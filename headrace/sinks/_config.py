@@ -38,7 +38,7 @@ class NatsTarget(Section):
     servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
     #: the JetStream stream (created on start when missing, with subjects ``<subject_prefix>.>``)
     stream: str = Field(default="HEADRACE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    #: subject of a table's events: ``<subject_prefix>.<table>`` (dots in the table name become ``_``)
+    #: subject of a table's events: ``<subject_prefix>.<table>`` (characters but ``A-Za-z0-9_-`` become ``_``)
     subject_prefix: str = Field(default="headrace", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     #: JetStream's duplicate window, seconds (set when the sink creates the stream)
     duplicate_window_seconds: float = Field(default=600.0, gt=0)

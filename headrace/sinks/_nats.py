@@ -1,6 +1,7 @@
 """The ``nats`` target: every event published to NATS JetStream, once per window after JetStream's dedupe.
 
-Each event becomes one message on ``<subject_prefix>.<table>`` (dots in the table name become ``_``)
+Each event becomes one message on ``<subject_prefix>.<table>`` (characters other than ``A-Za-z0-9_-``
+in the table name become ``_``)
 whose body is the event's JSON line (the ``headrace subscribe`` format) and whose headers are:
 
 ``Nats-Msg-Id``
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import zlib
 from collections.abc import Coroutine, Sequence
@@ -56,9 +58,13 @@ KV_BUCKET = "headrace_sink"
 T = TypeVar("T")
 
 
+_SUBJECT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def subject_for(prefix: str, table: str) -> str:
-    """The subject of ``table``'s events."""
-    return f"{prefix}.{table.replace('.', '_').replace(' ', '_')}"
+    """The subject of ``table``'s events: every character but ``A-Za-z0-9_-`` becomes ``_`` (dots would
+    split the token, ``*`` and ``>`` are wildcards NATS refuses in a published subject)."""
+    return f"{prefix}.{_SUBJECT_UNSAFE.sub('_', table) or '_'}"
 
 
 def msg_id(e: Any, index: int) -> str:
