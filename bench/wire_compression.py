@@ -39,7 +39,8 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 "
+    "Safari/605.1.15",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "curl/8.5.0",
     "python-httpx/0.28.1",
@@ -56,7 +57,23 @@ PATHS = [
     "/login?next=%2Faccount%2F{id}",
     "/api/v1/cart/{id}/items",
 ]
-WORDS = "alpha beta gamma delta shoes shirt lamp coffee table chair phone cable router printer desk".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "shoes",
+    "shirt",
+    "lamp",
+    "coffee",
+    "table",
+    "chair",
+    "phone",
+    "cable",
+    "router",
+    "printer",
+    "desk",
+]
 MESSAGES = [
     ("order placed", {"order_id": "int", "items": "n", "total_cents": "int"}),
     ("payment authorized", {"order_id": "int", "provider": ["stripe", "adyen", "paypal"], "amount_cents": "int"}),
@@ -118,11 +135,12 @@ def corpus_lines(seed: int, size: int) -> bytes:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
         kind = rng.random()
         if kind < 0.45:
+            method = rng.choice(["GET", "GET", "GET", "POST", "PUT", "DELETE"])
+            status = rng.choice([200, 200, 200, 201, 204, 301, 304, 404, 500])
+            referer = rng.choice(["-", "https://shop.example.com/", "https://www.google.com/"])
             line = (
-                f'{_ip(rng)} - - [{ts}] "{rng.choice(["GET", "GET", "GET", "POST", "PUT", "DELETE"])} '
-                f'{_fill(rng.choice(PATHS), rng)} HTTP/1.1" {rng.choice([200, 200, 200, 201, 204, 301, 304, 404, 500])} '
-                f'{rng.randrange(0, 250_000)} "{rng.choice(["-", "https://shop.example.com/", "https://www.google.com/"])}" '
-                f'"{rng.choice(AGENTS)}" rt={rng.expovariate(20):.3f}\n'
+                f'{_ip(rng)} - - [{ts}] "{method} {_fill(rng.choice(PATHS), rng)} HTTP/1.1" {status} '
+                f'{rng.randrange(0, 250_000)} "{referer}" "{rng.choice(AGENTS)}" rt={rng.expovariate(20):.3f}\n'
             )
         elif kind < 0.85:
             msg, fields = rng.choice(MESSAGES)
@@ -163,7 +181,7 @@ def cpu_seconds(pid: int) -> float:
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "headrace", *args, "--log-format", "json", "--log-level", "warning"],
-        stdout=open(log, "wb"),  # noqa: SIM115 - owned by the process
+        stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
     )
 
@@ -280,7 +298,8 @@ def main() -> None:
         r["extra_cpu_s_per_gb_saved"] = round(extra, 2)
         text.append(
             f"{r['mode']:8} {r['wire_bytes'] / 1e6:9.2f} {r['ratio']:6.2f} {saved / base['wire_bytes']:6.1%} "
-            f"{r['agent_cpu_s']:11.2f} {r['collector_cpu_s']:10.2f} {r['cpu_s']:11.2f} {extra:21.2f} {r['seconds']:7.2f}"
+            f"{r['agent_cpu_s']:11.2f} {r['collector_cpu_s']:10.2f} {r['cpu_s']:11.2f} {extra:21.2f} "
+            f"{r['seconds']:7.2f}"
         )
     report = "\n".join(text)
     print(report)

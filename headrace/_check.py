@@ -40,6 +40,7 @@ SECTION_MODELS = {
     "export": "headrace.batch._config:ExportConfig",
     "relay": "headrace.relay._config:RelayConfig",
     "bootstrap": "headrace.bootstrap._config:BootstrapConfig",
+    "sink": "headrace.sinks._config:SinkConfig",
 }
 
 
@@ -185,6 +186,22 @@ def _database(url: str) -> str | None:
     return None
 
 
+def _nats(servers: list[str]) -> str | None:
+    """None if a NATS server of ``servers`` accepts a TCP connection; else why not."""
+    import socket
+    import urllib.parse
+
+    last = "no servers"
+    for url in servers:
+        u = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), timeout=5).close()
+            return None
+        except OSError as exc:
+            last = f"{url}: not reachable: {exc}"
+    return last
+
+
 def _source(cfg: Any) -> str | None:
     from .relay.sources import make_source
 
@@ -242,6 +259,15 @@ def check_connections(models: Mapping[str, Any]) -> list[Finding]:
     if (ex := models.get("export")) is not None:
         checks.append((f"export.url ({ex.url})", lambda: _database(ex.url)))
         checks.append(("export.output", lambda: _writable_dir(ex.output)))
+    if (sk := models.get("sink")) is not None:
+        for i, url in enumerate(sk.relays):
+            checks.append((f"sink.relays.{i} ({url})", functools.partial(_http_ok, url, sk.token)))
+        for i, url in enumerate(sk.bootstrap):
+            checks.append((f"sink.bootstrap.{i} ({url})", functools.partial(_http_ok, url, sk.token)))
+        if sk.target.type == "sql":
+            checks.append((f"sink.target.url ({sk.target.url})", lambda: _database(sk.target.url)))
+        else:
+            checks.append((f"sink.target.servers ({', '.join(sk.target.servers)})", lambda: _nats(sk.target.servers)))
     for where, fn in checks:
         problem = fn()
         out.append(Finding(where, problem is None, problem or "ok"))

@@ -26,7 +26,18 @@ from .errors import ConfigError, UsageError
 __all__ = ["ENV_PREFIX", "KNOWN_SECTIONS", "Listen", "Section", "env_overrides", "load_section", "parse_listen"]
 
 ENV_PREFIX = "HEADRACE_"
-KNOWN_SECTIONS = ("agent", "collector", "archive", "demux", "load", "export", "relay", "subscriber", "bootstrap")
+KNOWN_SECTIONS = (
+    "agent",
+    "collector",
+    "archive",
+    "demux",
+    "load",
+    "export",
+    "relay",
+    "subscriber",
+    "bootstrap",
+    "sink",
+)
 
 
 class Section(BaseModel):

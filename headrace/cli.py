@@ -26,6 +26,7 @@ _COMMANDS = {
     "relay": "headrace.relay._cli:relay",
     "subscribe": "headrace.relay._cli:subscribe",
     "bootstrap": "headrace.bootstrap._cli:bootstrap",
+    "sink": "headrace.sinks._cli:sink",  # windows into a SQL replica or NATS JetStream, exactly once
     "demo": "headrace._demo:demo",
     "check": "headrace._check:check",  # validate a whole config file (and what it points at)
     "up": "headrace._up:up",  # every daemon of a config, supervised

@@ -110,7 +110,7 @@ def test_connect_checks_what_the_config_points_at_and_changes_nothing(
         assert p.returncode == 1 and want in p.stdout, p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("cmd", ["agent", "collector", "archive", "demux", "relay", "bootstrap"])
+@pytest.mark.parametrize("cmd", ["agent", "collector", "archive", "demux", "relay", "bootstrap", "sink"])
 def test_commands_refuse_to_run_on_defaults_in_the_current_folder(tmp_path: Path, cmd: str) -> None:
     p = headrace(cmd, cwd=tmp_path)
     assert p.returncode == 2 and "no --config" in p.stderr and "headrace-data" in p.stderr, p.stderr

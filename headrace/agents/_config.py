@@ -19,6 +19,7 @@ def _agent_tokens(value: list[TokenSpec]) -> list[TokenSpec]:
     check_token_specs(value, scopes=("read", "write", "control"))
     return value
 
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
