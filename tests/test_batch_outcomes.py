@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from archive_support import corpus, corpus_sinks
 from collector_helpers import make_chunk, post, start_collector
 from support import write_config
@@ -68,7 +69,14 @@ def test_archive_with_only_open_sink_files_says_so_and_exits_5(tmp_path: Path, d
     assert p.returncode == 5, p.stdout + p.stderr
     assert "NOTHING TO DO" in p.stdout and "1 still open" in p.stdout and "POST /v1/roll" in p.stdout, p.stdout
     assert not (tmp_path / "archive").exists() or not any((tmp_path / "archive").rglob("*.avro"))
-    # a stopped collector closes its file: the same command now archives it
+    # what the summary says to do: POST /v1/roll closes the open file at once, then archive takes it
+    r = httpx.post(url + "/v1/roll", timeout=10)
+    assert r.status_code == 200 and r.json()["closed"].endswith(".avro"), r.text
+    assert httpx.post(url + "/v1/roll", timeout=10).json() == {"closed": None}  # nothing open now
+    p = run("archive", cfg)
+    assert p.returncode == 0 and "headrace archive: ok: 1 files" in p.stdout, p.stdout + p.stderr
+    # the collector keeps taking data into a new file; a stopped collector closes it too
+    assert post(url, [make_chunk("a.log", 320, 10)]).status_code == 200
     col.stop()
     p = run("archive", cfg)
     assert p.returncode == 0 and "headrace archive: ok: 1 files" in p.stdout, p.stdout + p.stderr

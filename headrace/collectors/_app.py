@@ -34,11 +34,11 @@ from starlette.routing import Route
 
 from .._access import Access
 from .._chunk import Chunk
-from .._http import standard_routes
+from .._http import error_response, standard_routes
 from .._logging import get_logger
 from .._supervise import Supervisor, is_disk_full
 from . import _metrics as m
-from ._commit import GroupCommit, Store
+from ._commit import GroupCommit, Refused, Store
 from ._config import CollectorConfig
 from ._receive import ChunkReceiver, Limits
 
@@ -218,6 +218,21 @@ def build_app(cfg: CollectorConfig) -> Starlette:
             opened.unlock()
             log.info("collector stopped", failed=commit.failed)
 
+    async def roll(request: Request) -> Response:
+        """``POST /v1/roll``: close the open sink file now, so ``headrace archive`` can take it."""
+        if (denied := access.check(request, "write")) is not None:
+            return denied
+        commit = state["commit"]
+        if commit is None:
+            return error_response(503, "unavailable", "the collector is starting or stopping")
+        try:
+            closed = await commit.roll()
+        except NotImplementedError as exc:
+            return error_response(409, "not_a_sink", str(exc))
+        except Refused as exc:
+            return error_response(503, exc.reason, str(exc))
+        return JSONResponse({"closed": closed})
+
     async def status(request: Request) -> Response:
         if (denied := access.check(request, "read")) is not None:
             return denied
@@ -266,6 +281,7 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     routes = [
         Route("/v1/chunks", receiver.handle, methods=["POST"]),
+        Route("/v1/roll", roll, methods=["POST"]),
         Route("/v1/status", status),
         *standard_routes(health, access, "collector"),
     ]

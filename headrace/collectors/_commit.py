@@ -135,6 +135,7 @@ class GroupCommit:
         self._full: tuple[str, int] | None = None if self.unavailable is None else (self.unavailable, 0)
         self._waiting: list[_Waiting] = []
         self._wake = asyncio.Event()
+        self._rolls: list[asyncio.Future[str | None]] = []  # POST /v1/roll requests waiting
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -176,8 +177,45 @@ class GroupCommit:
         self._wake.set()
         return await fut
 
+    async def roll(self) -> str | None:
+        """Close the store's open file now (between groups, in the commit thread); the closed file's
+        name, or None when none was open. Raises :class:`Refused` when the store cannot (failed, full
+        disk) and ``NotImplementedError`` for a store without files (a forwarder)."""
+        if self.failed is not None or self._closing:
+            raise SinkFailed(self.failed or "the collector is shutting down")
+        if self.store is None:
+            raise DiskFull(self.unavailable or "store not open")
+        if not hasattr(self.store, "roll_now"):
+            raise NotImplementedError("this collector forwards; it has no sink files to roll")
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._rolls.append(fut)
+        self._wake.set()
+        return await fut
+
+    async def _do_rolls(self, store: Store) -> None:
+        rolls, self._rolls = self._rolls, []
+        try:
+            name = await asyncio.to_thread(store.roll_now)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if self.reopen is not None and is_disk_full(exc):
+                self._lose_store(f"roll: {exc}")
+            else:
+                self._fail(f"roll failed: {exc!r}")
+            for fut in rolls:
+                if not fut.done():
+                    fut.set_exception(SinkFailed(self.failed or self.unavailable or str(exc)))
+            return
+        for fut in rolls:
+            if not fut.done():
+                fut.set_result(name)
+
     async def _run(self) -> None:
         while True:
+            if self._rolls and (self.store is None or self.failed is not None):
+                rolls, self._rolls = self._rolls, []
+                for fut in rolls:
+                    if not fut.done():
+                        fut.set_exception(SinkFailed(self.failed or self.unavailable or "store not open"))
             if self.store is None:
                 self._refuse_waiting()
                 if self._closing or self.failed is not None:
@@ -185,7 +223,7 @@ class GroupCommit:
                 await self._reopen()
                 continue
             store = self.store
-            if not self._waiting and not self._closing:
+            if not self._waiting and not self._closing and not self._rolls:
                 deadline = store.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self.clock())
                 with contextlib.suppress(TimeoutError):
@@ -194,6 +232,8 @@ class GroupCommit:
             group, self._waiting = self._waiting, []
             if group:
                 await self._commit(group)
+            if self._rolls and self.store is not None and self.failed is None:
+                await self._do_rolls(self.store)
             if self.failed is not None:
                 if self._closing:
                     return

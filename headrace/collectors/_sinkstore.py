@@ -79,7 +79,11 @@ class SinkStore:
     def close(self) -> None:
         self._roll()
 
-    def _roll(self) -> None:
+    def roll_now(self) -> str | None:
+        """Close the open sink file into ``done/`` now (``POST /v1/roll``); its name, or None if none was open."""
+        return self._roll()
+
+    def _roll(self) -> str | None:
         if self.forget_after_ms is not None and self.sink.opened_at is not None:
             forgotten = self.index.forget_before(self.wall_ms() - self.forget_after_ms)
             if forgotten:
@@ -89,6 +93,7 @@ class SinkStore:
             m.SINK_FILES.inc()
             m.SINK_OPEN_BYTES.set(0)
             log.info("sink file closed", file=name)
+        return name
 
     def abandon(self) -> None:
         self.sink.abandon()
