@@ -12,8 +12,8 @@ import json
 import re
 import signal
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,10 +29,22 @@ from ._supervise import exit_requested
 from .errors import FatalError, InvalidInput, ListenError
 
 if TYPE_CHECKING:
-    from ._access import Access
+    from prometheus_client import Counter
+
+    from ._access import Access, Scope
     from ._tls import ServerTLS
 
-__all__ = ["error_response", "int_param", "loads_json", "read_json", "run_app", "standard_routes"]
+__all__ = [
+    "Reject",
+    "error_response",
+    "guarded",
+    "int_param",
+    "loads_json",
+    "read_json",
+    "rejecter",
+    "run_app",
+    "standard_routes",
+]
 
 
 _INT_RE = re.compile(r"-?[0-9]+")
@@ -41,6 +53,42 @@ _INT_RE = re.compile(r"-?[0-9]+")
 def error_response(status: int, reason: str, detail: str, **extra: Any) -> JSONResponse:
     """A JSON error body every client can parse: ``{"error": reason, "detail": …, **extra}``."""
     return JSONResponse({"error": reason, "detail": detail, **extra}, status_code=status)
+
+
+class Reject(Protocol):
+    """Answers a refused request: ``reject(status, reason, detail, **extra)`` (see :func:`rejecter`)."""
+
+    def __call__(
+        self, status: int, reason: str, detail: str, *, log_fields: dict[str, Any] | None = None, **extra: Any
+    ) -> JSONResponse: ...
+
+
+def rejecter(counter: Counter, logger: Any, *, event: str = "request_rejected", level: str = "info") -> Reject:
+    """A daemon's one way to refuse a request: count it in ``counter`` by reason, log ``event`` (at
+    ``level``, with ``log_fields`` added) and answer :func:`error_response` (``extra`` goes in the body)."""
+
+    def reject(
+        status: int, reason: str, detail: str, *, log_fields: dict[str, Any] | None = None, **extra: Any
+    ) -> JSONResponse:
+        counter.labels(reason).inc()
+        getattr(logger, level)(event, status=status, reason=reason, detail=detail, **(log_fields or {}))
+        return error_response(status, reason, detail, **extra)
+
+    return reject
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(access: Access, scope: Scope, handler: Handler) -> Handler:
+    """``handler`` behind ``access``: a request without a token of ``scope`` gets the 401/403 instead."""
+
+    async def checked(request: Request) -> Response:
+        if (denied := access.check(request, scope)) is not None:
+            return denied
+        return await handler(request)
+
+    return checked
 
 
 def int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:

@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._access import Access, Denied, Grant, response
-from .._http import error_response, loads_json, standard_routes
+from .._http import error_response, loads_json, rejecter, standard_routes
 from .._limits import body_timed_out
 from .._logging import get_logger
 from .._spool import SpoolDiskFull, SpoolFull
@@ -63,10 +63,7 @@ audit = get_logger("agent.audit")
 REJECTS = Counter("headrace_agent_rejects_total", "Control/Log API requests refused, by reason", ["reason"])
 
 
-def _reject(status: int, reason: str, detail: str) -> JSONResponse:
-    REJECTS.labels(reason).inc()
-    log.warning("request_rejected", reason=reason, detail=detail)
-    return error_response(status, reason, detail)
+_reject = rejecter(REJECTS, log, level="warning")
 
 
 def _status(exc: InvalidInput) -> int:

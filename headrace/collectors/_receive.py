@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 
 from .._access import Access, Denied
 from .._chunk import Chunk, decode_batch
-from .._http import error_response
+from .._http import rejecter
 from .._limits import body_timed_out
 from .._logging import get_logger
 from .._wire_zstd import ZSTD, BoundedZstdDecoder
@@ -55,6 +55,7 @@ from . import _metrics as m
 __all__ = ["ChunkReceiver", "Limits"]
 
 log = get_logger("collector.receive")
+_reject = rejecter(m.REJECTS, log, event="batch rejected", level="warning")
 
 _STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413, "unsupported_encoding": 415}
 
@@ -90,10 +91,8 @@ class ChunkReceiver:
         self, request: Request, reason: str, detail: str, status: int | None = None, token: str | None = None
     ) -> Response:
         code = status or _STATUS.get(reason, 400)
-        m.REJECTS.labels(reason).inc()
         peer = request.client.host if request.client else None
-        log.warning("batch rejected", reason=reason, detail=detail, status=code, peer=peer, token=token)
-        resp = error_response(code, reason, detail)
+        resp = _reject(code, reason, detail, log_fields={"peer": peer, "token": token})
         if code == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
         if code == 503:

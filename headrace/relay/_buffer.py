@@ -20,23 +20,30 @@ decides which windows (after ``since``, up to ``max_bytes``, filtered) a respons
 it is, keeping no reference to any window; :meth:`RingBuffer.pieces` then walks the same windows
 again and yields the body in pieces of a bounded size, each copied from the windows' bytes just
 before it is needed. Windows are immutable and SCN-ordered, so the walk yields exactly what the plan
-measured, unless a window still to be sent is evicted meanwhile: then it raises :class:`TooOld` and
-the response must be cut short (the subscriber retries and is told ``scn_too_old``).
+measured, unless a window still to be sent is evicted meanwhile: then it raises
+:class:`~headrace.errors.ScnTooOld` and the response must be cut short (the subscriber retries and is
+told ``scn_too_old``).
+
+The reading core is pure and knows no buffer: :func:`plan_windows` and :func:`read_windows` take any
+SCN-ordered windows (the bootstrap server reads its log store's windows with them), and
+:meth:`RingBuffer.plan` / :meth:`RingBuffer.read` are thin shells that add the horizon check.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from ..errors import ScnTooOld
 from ._codec import EncodedWindow
 from ._event import peek_header, with_window_end
 from ._filter import Filter
 
-__all__ = ["WINDOW_OVERHEAD", "ReadPlan", "ReadResult", "RingBuffer", "TooOld"]
+__all__ = ["WINDOW_OVERHEAD", "ReadPlan", "ReadResult", "RingBuffer", "TooOld", "plan_windows", "read_windows"]
 
 #: Bytes charged per window for the objects around its data (window object, bytes header, index slot).
 WINDOW_OVERHEAD = 320
@@ -45,13 +52,9 @@ MAX_PLAN_MASKS = 65_536
 _LEN = struct.Struct(">I")
 
 
-class TooOld(Exception):
-    """``since`` is older than the buffer's horizon."""
-
-    def __init__(self, since: int, oldest_scn: int) -> None:
-        self.since = since
-        self.oldest_scn = oldest_scn
-        super().__init__(f"SCN {since} is older than the buffer's oldest {oldest_scn}")
+#: The buffer's "``since`` is older than the horizon" is the one :class:`~headrace.errors.ScnTooOld`
+#: (``since``, ``oldest_scn``); this name stays for code written against the buffer's own class.
+TooOld = ScnTooOld
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,50 +175,29 @@ class RingBuffer:
         """Whole windows after ``since``, up to ``max_bytes`` (at least one window if any matches), in one
         ``bytes``; :meth:`plan` + :meth:`pieces` serve the same without assembling it.
 
-        Raises :class:`TooOld` when ``since`` < :attr:`horizon`.
+        Raises :class:`~headrace.errors.ScnTooOld` when ``since`` < :attr:`horizon`.
         """
-        p = self.plan(since, max_bytes, flt)
-        data = b"".join(part for _w, part in self._walk(p))
-        return ReadResult(data, p.scn, p.windows, p.events)
+        if since < self.horizon:
+            raise ScnTooOld(since, self.horizon)
+        return read_windows(self._wins[self._head + self.first_after(since) :], since, max_bytes, flt)
 
     def plan(self, since: int, max_bytes: int, flt: Filter | None = None) -> ReadPlan:
         """Which windows after ``since`` a response of up to ``max_bytes`` holds (at least one window if
         any matches), their count, events and length; no data is copied.
 
-        Raises :class:`TooOld` when ``since`` < :attr:`horizon`.
+        Raises :class:`~headrace.errors.ScnTooOld` when ``since`` < :attr:`horizon`.
         """
         if since < self.horizon:
-            raise TooOld(since, self.horizon)
-        i = self._head + self.first_after(since)
-        size = windows = events = 0
-        scanned = since
-        n = len(self._wins)
-        masks: list[int] = []
-        while i < n:
-            w = self._wins[i]
-            if flt is None:
-                length, count = len(w.data), w.count
-            else:
-                length, count, mask = _measure(w, flt)
-            if count and size and size + length > max_bytes:
-                break
-            if flt is not None and len(masks) < MAX_PLAN_MASKS:
-                masks.append(mask)
-            if count:
-                size += length
-                windows += 1
-                events += count
-            scanned = w.scn
-            i += 1
-            if size >= max_bytes:
-                break
-        return ReadPlan(since, max(scanned, since), windows, events, size, flt, tuple(masks))
+            raise ScnTooOld(since, self.horizon)
+        return plan_windows(
+            itertools.islice(self._wins, self._head + self.first_after(since), None), since, max_bytes, flt
+        )
 
     def pieces(self, plan: ReadPlan, piece_bytes: int) -> Iterator[bytes]:
         """The body ``plan`` describes, in pieces of exactly ``piece_bytes`` (the last one shorter).
 
         Each piece is copied from the windows when it is asked for; between pieces the generator holds
-        only the window it is in. Raises :class:`TooOld` when a window still to be sent was evicted
+        only the window it is in. Raises :class:`~headrace.errors.ScnTooOld` when a window still to be sent was evicted
         since the previous piece (the body is then incomplete and must not be completed).
         """
         if piece_bytes <= 0:
@@ -238,7 +220,7 @@ class RingBuffer:
                     out.clear()
                     size = 0
                     if self.horizon >= w.scn:  # evicted (or a gap) while the piece was being sent
-                        raise TooOld(w.scn, self.horizon)
+                        raise ScnTooOld(w.scn, self.horizon)
         if out:
             yield b"".join(out)
 
@@ -249,17 +231,64 @@ class RingBuffer:
         i = walked = 0
         while after < plan.scn:
             if self.horizon > after:
-                raise TooOld(after, self.horizon)
+                raise ScnTooOld(after, self.horizon)
             if epoch != self._epoch:
                 i = self._head + self.first_after(after)
                 epoch = self._epoch
             w = self._wins[i]
             i += 1
-            mask = plan.masks[walked] if walked < len(plan.masks) else None
-            walked += 1
-            for part in _parts(w, plan.flt, mask):
+            for part in _parts(w, plan.flt, _mask(plan, walked)):
                 yield w, part
+            walked += 1
             after = w.scn
+
+
+def plan_windows(windows: Iterable[EncodedWindow], since: int, max_bytes: int, flt: Filter | None = None) -> ReadPlan:
+    """Which of ``windows`` (SCN order; those ≤ ``since`` are passed over) a response of up to
+    ``max_bytes`` holds (at least one window if any matches), their count, events and length (pure)."""
+    size = n = events = 0
+    scanned = since
+    masks: list[int] = []
+    for w in windows:
+        if w.scn <= since:
+            continue
+        if flt is None:
+            length, count = len(w.data), w.count
+        else:
+            length, count, mask = _measure(w, flt)
+        if count and size and size + length > max_bytes:
+            break
+        if flt is not None and len(masks) < MAX_PLAN_MASKS:
+            masks.append(mask)
+        if count:
+            size += length
+            n += 1
+            events += count
+        scanned = w.scn
+        if size >= max_bytes:
+            break
+    return ReadPlan(since, max(scanned, since), n, events, size, flt, tuple(masks))
+
+
+def read_windows(windows: Sequence[EncodedWindow], since: int, max_bytes: int, flt: Filter | None = None) -> ReadResult:
+    """What :func:`plan_windows` plans, as one ``bytes`` of frames (the last matching frame of each
+    window marked as its end); pure: the windows are not kept."""
+    plan = plan_windows(windows, since, max_bytes, flt)
+    parts: list[bytes | memoryview] = []
+    walked = 0
+    for w in windows:
+        if w.scn <= since:
+            continue
+        if w.scn > plan.scn:
+            break
+        parts.extend(_parts(w, flt, _mask(plan, walked)))
+        walked += 1
+    return ReadResult(b"".join(parts), plan.scn, plan.windows, plan.events)
+
+
+def _mask(plan: ReadPlan, walked: int) -> int | None:
+    """The frame mask :func:`plan_windows` kept for the ``walked``-th window, if it kept one."""
+    return plan.masks[walked] if walked < len(plan.masks) else None
 
 
 def _measure(w: EncodedWindow, flt: Filter) -> tuple[int, int, int]:

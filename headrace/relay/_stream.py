@@ -36,8 +36,9 @@ from prometheus_client import Counter, Gauge
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from .._http import Reject
 from .._logging import get_logger
-from ._buffer import TooOld
+from ..errors import ScnTooOld
 
 __all__ = ["MIN_RESERVE_WAIT", "RETRY_AFTER_S", "StreamLimits", "WindowsResponse", "busy_response", "until_disconnect"]
 
@@ -105,7 +106,7 @@ class StreamLimits:
             self._freed = None
 
 
-def busy_response(reason: str, detail: str, reject: Callable[..., JSONResponse]) -> JSONResponse:
+def busy_response(reason: str, detail: str, reject: Reject) -> JSONResponse:
     """503 with ``Retry-After`` and ``Connection: close`` (a refused client keeps no descriptor here)."""
     resp = reject(503, reason, detail, retry_after_s=RETRY_AFTER_S)
     resp.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -157,7 +158,7 @@ class WindowsResponse(Response):
             while True:
                 try:
                     piece = next(self._pieces, None)
-                except TooOld as exc:
+                except ScnTooOld as exc:
                     STREAMS_CUT.inc()
                     log.warning("stream_cut_short", since=exc.since, oldest_scn=exc.oldest_scn)
                     return  # uvicorn closes the connection: the body is shorter than its Content-Length

@@ -3,7 +3,7 @@
 Errors map onto the headrace tree so retry loops key off classes: a connection failure, timeout or
 5xx is :class:`~headrace.errors.Unavailable`; 410 ``scn_too_old`` is
 :class:`~headrace.errors.ScnTooOld`; other 4xx are :class:`~headrace.errors.InvalidInput` carrying
-the server's reason.
+the server's reason. Headers, reasons and that mapping are the relay protocol's (``.._protocol``).
 
 A relay whose capture stopped (a change it cannot take in; see docs/relay.md) still serves what it
 holds and says so on every stream response; :attr:`Batch.capture_stopped` and
@@ -12,9 +12,8 @@ holds and says so on every stream response; :attr:`Batch.capture_stopped` and
 
 from __future__ import annotations
 
-import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,60 +21,14 @@ import httpx
 
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context, request_error
-from ...errors import InvalidInput, ScnTooOld, Unavailable
+from ...errors import InvalidInput, Unavailable
 from .._event import Event, iter_frames, split_windows
+from .._protocol import CaptureStopped, error_for, read_stream_headers
 from .._schema import SchemaVersion
 
 __all__ = ["Batch", "CaptureStopped", "RelayClient"]
 
 log = get_logger("relay.client")
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureStopped:
-    """The relay's report that its capture stopped: no change past its newest SCN arrives until an
-    operator acts (``X-Headrace-Capture: stopped`` and ``X-Headrace-Capture-Error``)."""
-
-    #: ``unrepresentable_value`` or ``capture_failed``
-    reason: str
-    error: str
-    table: str | None = None
-    column: str | None = None
-    scn: int | None = None
-    since: str | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> CaptureStopped | None:
-        """The report in a stream response's headers; None while capture runs (or the server does not say)."""
-        if headers.get("x-headrace-capture") != "stopped":
-            return None
-        try:
-            info = json.loads(headers.get("x-headrace-capture-error", "{}"))
-        except ValueError:
-            info = {}
-        if not isinstance(info, dict):
-            info = {}
-        scn = info.get("scn")
-        return cls(
-            reason=str(info.get("reason") or "capture_failed"),
-            error=str(info.get("error") or "capture stopped"),
-            table=info.get("table"),
-            column=info.get("column"),
-            scn=scn if isinstance(scn, int) else None,
-            since=info.get("since"),
-        )
-
-    def __str__(self) -> str:
-        parts = [self.reason]
-        if self.table is not None:
-            parts.append(f"table={self.table}")
-        if self.column is not None:
-            parts.append(f"column={self.column}")
-        if self.scn is not None:
-            parts.append(f"scn={self.scn}")
-        if self.since is not None:
-            parts.append(f"since={self.since}")
-        return f"{' '.join(parts)}: {self.error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,20 +78,11 @@ class RelayClient:
     def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
         if r.status_code < 400:
             return r
-        if r.status_code >= 500:  # e.g. 503 too_many_streams: retried with backoff, maybe on another relay
-            try:
-                reason = str(r.json().get("error", ""))
-            except (ValueError, AttributeError):
-                reason = ""
-            raise Unavailable(f"{self.url}: HTTP {r.status_code} {reason}".rstrip())
         try:
             body = r.json()
         except ValueError:
-            body = {}
-        reason = str(body.get("error", f"http_{r.status_code}"))
-        if r.status_code == 410 and reason == "scn_too_old":
-            raise ScnTooOld(int(params.get("since", -1)), body.get("oldest_scn"), self.url)
-        raise InvalidInput(reason, f"{self.url}: HTTP {r.status_code}: {body.get('detail', r.text[:200])}")
+            body = None
+        raise error_for(r.status_code, body, r.text, self.url, int(params.get("since", -1)))
 
     def stream(
         self,
@@ -168,21 +112,13 @@ class RelayClient:
             windows = list(split_windows(iter_frames(r.content)))
         except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
             raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
-        h = r.headers
-        stopped = CaptureStopped.from_headers(h)
+        stopped = CaptureStopped.from_headers(r.headers)
         if stopped is not None and self.capture_stopped is None:
             log.warning("relay_capture_stopped", relay=self.url, report=str(stopped))
         self.capture_stopped = stopped
-        scanned = int(h.get("x-headrace-scn", since or 0))
-        if windows:
-            scanned = max(scanned, windows[-1][-1].scn)
-        return Batch(
-            windows,
-            scanned,
-            int(h["x-headrace-oldest-scn"]) if "x-headrace-oldest-scn" in h else None,
-            int(h["x-headrace-newest-scn"]) if "x-headrace-newest-scn" in h else None,
-            self.capture_stopped,
-        )
+        pos = read_stream_headers(r.headers, since)
+        scanned = max(pos.scanned_scn, windows[-1][-1].scn) if windows else pos.scanned_scn
+        return Batch(windows, scanned, pos.oldest_scn, pos.newest_scn, self.capture_stopped)
 
     def schema(self, fingerprint: str) -> SchemaVersion:
         d = self._get(f"/v1/schemas/{fingerprint}").json()

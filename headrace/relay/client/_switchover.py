@@ -37,6 +37,7 @@ from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
+from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers
 from ._checkpoint import Checkpoint
 from ._decode import Window
 from ._relay_client import Batch, RelayClient
@@ -99,13 +100,8 @@ class BootstrapClient(RelayClient):
             windows = list(split_windows(iter_frames(r.content)))
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
-        h = r.headers
-        return SnapshotPage(
-            [e for w in windows for e in w],
-            int(h["x-headrace-snapshot-scn"]),
-            h.get("x-headrace-cursor"),
-            h.get("x-headrace-done") == "1",
-        )
+        pos = read_snapshot_headers(r.headers)
+        return SnapshotPage([e for w in windows for e in w], pos.snapshot_scn, pos.cursor, pos.done)
 
     def catchup(
         self, since: int, sources: Sequence[str] | None, filter: str | None, max_bytes: int, subscriber: str | None
@@ -199,7 +195,7 @@ def bootstrap_steps(
             detail = f"the bootstrap log no longer reaches SCN {exc.since} (oldest: {exc.oldest_scn})"
             yield SnapshotRestarted(0, [], "catchup_too_old", detail), cp  # the copy is to be replaced
         except InvalidInput as exc:
-            if exc.reason != "snapshot_restarted":
+            if exc.reason != SNAPSHOT_RESTARTED:
                 raise
             log.warning("snapshot_restarted", server=bs.url, detail=exc.detail)
             cp = Checkpoint(0, PHASE_SNAPSHOT, {})

@@ -1,0 +1,177 @@
+"""``GET /v1/snapshot``: the snapshot store, one page of ``r`` frames at a time, in (source, key) order.
+
+Each page is read in one transaction and marked as one window (its last frame ends it), with
+``X-Headrace-Snapshot-Scn``, ``X-Headrace-Rows``, ``X-Headrace-Done`` and, when it has rows,
+``X-Headrace-Cursor``: an opaque ``after`` (:func:`encode_cursor`) that also names the store
+generation, so a page of a re-seeded store is refused (410 ``snapshot_restarted``) rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._http import Reject, int_param
+from ..errors import InvalidInput
+from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter, peek_header, with_window_end
+from ..relay._protocol import (
+    CURSOR,
+    MAX_SCN,
+    SNAPSHOT_PARAMS,
+    SNAPSHOT_RESTARTED,
+    check_params,
+    parse_sources,
+    snapshot_headers,
+)
+from ._metrics import SERVED_ROWS
+
+if TYPE_CHECKING:
+    from ._serve import BootstrapState
+
+__all__ = ["decode_cursor", "encode_cursor", "snapshot_endpoint", "snapshot_ready", "snapshot_restarted"]
+
+#: an ``after`` cursor: (source, sort key, store generation or None)
+Cursor = tuple[str, bytes, int | None]
+
+
+def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
+    """The opaque ``after`` cursor of a snapshot row (of store generation ``gen``)."""
+    body: list[Any] = [source, sort_key.hex()] if gen is None else [source, sort_key.hex(), gen]
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
+    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers).
+
+    Strict: a JSON list of a string, a hex string and (optionally) an integer generation in
+    ``[0, 2^63)``; anything else (floats, ``Infinity``, booleans, nesting past the recursion limit)
+    is :class:`InvalidInput` ``bad_after``, never a 500.
+    """
+    bad = InvalidInput("bad_after", f"after={text[:200]!r} is not a cursor this server gave ({CURSOR})")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        parts = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise bad from None
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        raise bad
+    source, key = parts[0], parts[1]
+    gen = parts[2] if len(parts) == 3 else None
+    if not isinstance(source, str) or not isinstance(key, str):
+        raise bad
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen < 1 << 63):
+        raise bad
+    try:
+        return source, bytes.fromhex(key), gen
+    except ValueError:
+        raise bad from None
+
+
+class _Restarted(Exception):
+    """The served generation changed under a snapshot read."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+def snapshot_ready(state: dict[str, Any]) -> str | None:
+    """None when the snapshot store may be served, else why not."""
+    b = state.get("building")
+    if state["applied_scn"] is None:
+        if b is not None:
+            seed = b.get("seed") or {}
+            where = f"table {seed.get('table')!r}" if seed.get("table") else "starting"
+            return f"seeding is in progress (generation {b['gen']}: {where}; done: {bool(seed.get('done'))})"
+        return "the store has not started (no seed, no log yet)"
+    seed = state["seed"]
+    if seed is not None and not seed.get("done"):
+        return "seeding is in progress"
+    if seed is not None and state["applied_scn"] < seed["high_scn"]:
+        return f"applying the log up to the seed's SCN {seed['high_scn']} (at {state['applied_scn']})"
+    return None
+
+
+def snapshot_restarted(state: dict[str, Any], cursor_gen: int | None, snapshot_scn: int | None) -> str | None:
+    """Why a snapshot in progress cannot be continued (it must start over), or None.
+
+    Its pages came from a store generation that was replaced (a re-seed), or the log it would catch
+    up from (after ``snapshot_scn``) is gone."""
+    if cursor_gen is not None and cursor_gen != state["gen"]:
+        return f"the snapshot was re-seeded (generation {cursor_gen} → {state['gen']}); start again from the first page"
+    floor = state["log_floor"]
+    if snapshot_scn is not None and floor is not None and snapshot_scn < floor:
+        return (
+            f"snapshot_scn={snapshot_scn} is older than the oldest SCN this bootstrap log holds ({floor}); "
+            "start again from the first page"
+        )
+    return None
+
+
+def parse_sources_here(params: QueryParams, known: frozenset[str]) -> frozenset[str] | None:
+    """The ``sources`` parameter, checked against what this server keeps."""
+    return parse_sources(params, known, "not kept here", "kept", "none yet")
+
+
+def snapshot_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request], Awaitable[Response]]:
+    """The ``/v1/snapshot`` handler (503 ``not_ready`` while seeding, 410 ``snapshot_restarted``)."""
+    cfg, store = st.config, st.store
+
+    async def snapshot(request: Request) -> Response:
+        params = request.query_params
+        try:
+            check_params(params, SNAPSHOT_PARAMS)
+            known = await asyncio.to_thread(st.known_sources)
+            sources = parse_sources_here(params, known)
+            flt = parse_filter(params.get("filter"), sources)
+            limit = min(int_param(params, "limit", cfg.max_snapshot_rows, 1, 1 << 31) or 1, cfg.max_snapshot_rows)
+            after = decode_cursor(params["after"]) if params.get("after") else None
+            s0 = int_param(params, "snapshot_scn", None, 0, MAX_SCN)
+        except InvalidInput as exc:
+            return reject(400, exc.reason, exc.detail)
+        state = await asyncio.to_thread(store.state)
+        why = snapshot_ready(state)
+        if why is not None:
+            return reject(503, "not_ready", f"the snapshot cannot be served yet: {why}")
+        restart = snapshot_restarted(state, after[2] if after is not None else None, s0 if after is not None else None)
+        if restart is not None:
+            return reject(410, SNAPSHOT_RESTARTED, restart, generation=state["gen"])
+        if params.get("subscriber"):  # before reading: the page's SCN is at least this
+            st.sessions.touch(params["subscriber"], s0 if s0 is not None else int(state["applied_scn"]))
+        try:
+            data, state, cursor, done, count = await asyncio.to_thread(
+                read_page, st, sorted(sources or known), after, limit, flt
+            )
+        except _Restarted as exc:
+            return reject(410, SNAPSHOT_RESTARTED, "the snapshot was re-seeded", generation=exc.state["gen"])
+        SERVED_ROWS.inc(count)
+        headers = snapshot_headers(state["applied_scn"], count, done, cursor)
+        return Response(data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
+
+    return snapshot
+
+
+def read_page(
+    st: BootstrapState, sources: list[str], after: Cursor | None, limit: int, flt: Filter
+) -> tuple[bytes, dict[str, Any], str | None, bool, int]:
+    """One page (in a worker thread): its body, the store state it was read at, the next cursor,
+    whether it is the last page, and how many frames it holds."""
+    rows, state = st.store.snapshot_page(sources, after[:2] if after is not None else None, limit)
+    if after is not None and snapshot_restarted(state, after[2], None) is not None:
+        raise _Restarted(state)  # replaced between the check and this read
+    frames: list[bytes] = []
+    for _s, _k, frame in rows:
+        if flt.per_event and not flt.matches(peek_header(frame)):
+            continue
+        frames.append(frame)
+    if frames:
+        frames[-1] = with_window_end(frames[-1])
+    cursor = encode_cursor(rows[-1][0], rows[-1][1], state["gen"]) if rows else None
+    return b"".join(frames), state, cursor, len(rows) < limit, len(frames)
