@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,9 @@ __all__ = [
     "read_stream_headers",
     "schema_endpoint",
     "snapshot_headers",
+    "snapshot_query",
     "stream_headers",
+    "stream_query",
     "too_old_response",
 ]
 
@@ -193,6 +195,36 @@ def schema_endpoint(
 
 
 # -- client side ----------------------------------------------------------------------------------------
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v}
+
+
+def stream_query(
+    since: int | None,
+    sources: Sequence[str] | None,
+    filter: str | None,
+    max_bytes: int | None,
+    wait_ms: int,
+    subscriber: str | None,
+) -> dict[str, Any]:
+    """The query parameters of a stream (or catch-up) request; unset ones are left out."""
+    head: dict[str, Any] = {"wait_ms": wait_ms} | ({"since": since} if since is not None else {})
+    return head | _given(sources=",".join(sources or ()), filter=filter, max_bytes=max_bytes, subscriber=subscriber)
+
+
+def snapshot_query(
+    sources: Sequence[str] | None,
+    filter: str | None,
+    after: str | None,
+    limit: int,
+    subscriber: str | None,
+    snapshot_scn: int | None,
+) -> dict[str, Any]:
+    """The query parameters of a snapshot page request; unset ones are left out."""
+    head: dict[str, Any] = {"limit": limit} | ({"snapshot_scn": snapshot_scn} if snapshot_scn is not None else {})
+    return head | _given(sources=",".join(sources or ()), filter=filter, after=after, subscriber=subscriber)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

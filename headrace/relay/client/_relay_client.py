@@ -23,7 +23,7 @@ from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context, request_error
 from ...errors import InvalidInput, Unavailable
 from .._event import Event, iter_frames, split_windows
-from .._protocol import CaptureStopped, error_for, read_stream_headers
+from .._protocol import CaptureStopped, error_for, read_stream_headers, stream_query
 from .._schema import SchemaVersion
 
 __all__ = ["Batch", "CaptureStopped", "RelayClient"]
@@ -96,17 +96,7 @@ class RelayClient:
     ) -> Batch:
         """One long-poll of ``/v1/stream`` (or a server's ``path`` with the same API, e.g. a bootstrap
         server's ``/v1/catchup``); raises on a bad frame or a partial window."""
-        params: dict[str, Any] = {"wait_ms": wait_ms}
-        if since is not None:
-            params["since"] = since
-        if sources:
-            params["sources"] = ",".join(sources)
-        if filter:
-            params["filter"] = filter
-        if max_bytes:
-            params["max_bytes"] = max_bytes
-        if subscriber:
-            params["subscriber"] = subscriber
+        params = stream_query(since, sources, filter, max_bytes, wait_ms, subscriber)
         r = self._get(path, params, timeout=self.timeout + wait_ms / 1000.0)
         try:
             windows = list(split_windows(iter_frames(r.content)))

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, iter_frames, split_windows
-from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers
+from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers, snapshot_query
 from ._checkpoint import Checkpoint
 from ._decode import Window
 from ._relay_client import Batch, RelayClient
@@ -84,17 +84,7 @@ class BootstrapClient(RelayClient):
         subscriber: str | None = None,
         snapshot_scn: int | None = None,
     ) -> SnapshotPage:
-        params: dict[str, Any] = {"limit": limit}
-        if snapshot_scn is not None:
-            params["snapshot_scn"] = snapshot_scn
-        if sources:
-            params["sources"] = ",".join(sources)
-        if filter:
-            params["filter"] = filter
-        if after:
-            params["after"] = after
-        if subscriber:
-            params["subscriber"] = subscriber
+        params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
             windows = list(split_windows(iter_frames(r.content)))
