@@ -37,6 +37,7 @@ from .._logging import get_logger
 from ..errors import ConfigError, HeadraceError
 from ..relay import RelayConfig
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._seed_source import seed_from_source
 from ._store import Store
 
@@ -110,6 +111,7 @@ def seed_mysql(
     relay_tls: ssl.SSLContext | None = None,
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from the MariaDB/MySQL database at ``url`` (see the module docstring).
 
@@ -146,6 +148,7 @@ def seed_mysql(
         stop,
         positions=positions,
         reason=reason,
+        progress=progress,
         method="mysql_consistent_snapshot",
         describe=describe,
     )

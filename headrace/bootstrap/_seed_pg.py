@@ -40,6 +40,7 @@ from typing import Any
 from ..relay import PostgresSourceConfig, RelayConfig
 from ..relay.sources._pgsnapshot import snapshot_slot_name
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._seed_source import seed_from_source
 from ._store import Store
 
@@ -62,6 +63,7 @@ def seed_postgres(
     publication: str = "headrace",
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from the PostgreSQL database at ``url`` (see the module docstring).
 
@@ -80,6 +82,7 @@ def seed_postgres(
         stop,
         positions=positions,
         reason=reason,
+        progress=progress,
         method="postgresql_exported_snapshot",
         describe=lambda start: {"snapshot_lsn": format_lsn(start + 1)},
     )

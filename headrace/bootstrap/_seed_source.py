@@ -29,6 +29,7 @@ from ..relay import ChangeSource, Codecs, Event, Op, SchemaRegistry, encode_even
 from ..relay.sources._base import SourceSnapshot
 from ._apply import ReadFrame, merge
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._store import Store
 
 __all__ = ["seed_from_source"]
@@ -45,6 +46,7 @@ def seed_from_source(
     *,
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
     method: str,
     describe: Callable[[int], dict[str, Any]] = lambda _start: {},
 ) -> dict[str, Any]:
@@ -93,6 +95,8 @@ def seed_from_source(
             gen = store.begin_generation(start, state, reason)
             if positions is not None:
                 positions.set()
+            if progress is not None:
+                progress.begin(gen, reason, {t: None for t in state["tables"]})
             log.info(
                 "seed_started",
                 gen=gen,
@@ -101,14 +105,18 @@ def seed_from_source(
                 tables=state["tables"],
             )
             for name in sorted(m.name for m in snap.tables):
-                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop)
+                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop, progress)
                 if (stop is not None and stop.is_set()) or state.get("abandoned"):
                     return state
         state = {**state, "done": True, "table": None, "tables": []}
         if store.set_seed(state, gen=gen):
+            if progress is not None:
+                progress.end(True)
             log.info("seed_done", gen=gen, start_scn=state["start_scn"], rows=state["rows"])
         return state
     finally:
+        if progress is not None and not state.get("done"):
+            progress.end(False)
         if positions is not None:
             positions.set()
         source.close()
@@ -123,6 +131,7 @@ def _read_table(
     state: dict[str, Any],
     page_rows: int,
     stop: StopFlag | None,
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     state = {**state, "table": table}
     for page in snap.pages(table, page_rows):
@@ -138,6 +147,8 @@ def _read_table(
         if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
             log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
             return {**state, "abandoned": True}
+        if progress is not None:
+            progress.add(table, len(page.rows))
     tables_left = [t for t in state["tables"] if t != table]
     state = {**state, "tables": tables_left, "table": None}
     if not store.set_seed(state, gen=gen):
