@@ -195,6 +195,7 @@ def figures(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
             "max_subscriber_lag": max(lags) if lags else 0,
         }
     if name == "bootstrap":
+        seed: Mapping[str, Any] = s if isinstance(s := status.get("seeding"), dict) else {}
         return {
             "applied_scn": status.get("applied_scn"),
             "log_scn": status.get("log_scn"),
@@ -202,6 +203,9 @@ def figures(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
             "apply_lag_ms": _num(status.get("apply_lag_ms")),
             "snapshot_ready": status.get("snapshot_ready"),
             "seeding": status.get("building") is not None,
+            "seed_rows": seed.get("rows"),
+            "seed_estimated_rows": seed.get("estimated_rows"),
+            "seed_rows_per_s": seed.get("rows_per_s"),
             "reseeds": _num(reseeds.get("count") if isinstance(reseeds := status.get("reseeds"), dict) else reseeds),
         }
     return {}

@@ -51,7 +51,13 @@ def _summary(name: str, f: Mapping[str, Any]) -> str:
                 f"{f['events_per_s']:g} events/s, capture {f['capture']}, {f['subscribers']} subscribers "
                 f"(max lag {f['max_subscriber_lag']})")  # fmt: skip
     if name == "bootstrap":
-        seeding = ", seeding" if f["seeding"] else ""
+        seeding = ""
+        if f["seeding"]:
+            of = f" of ~{f['seed_estimated_rows']:,}" if f.get("seed_estimated_rows") else ""
+            rows = (
+                f" {f['seed_rows']:,}{of} rows ({f.get('seed_rows_per_s') or 0:,.0f}/s)" if f.get("seed_rows") else ""
+            )
+            seeding = f", seeding{rows}"
         ready = "ready" if f["snapshot_ready"] else "not ready"
         return (f"applied SCN {f['applied_scn']} (log {f['log_scn']}), {f['unapplied_events']} unapplied, "
                 f"snapshot {ready}{seeding}, re-seeds {f['reseeds']}")  # fmt: skip
