@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from archive_support import corpus, corpus_sinks
-from support import write_config
+from support import free_port, write_config
+
+from headrace._config import load_section
+from headrace._up_status import StatusServer
+from headrace.batch import DemuxConfig
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,6 +76,16 @@ def test_run_records_and_status_report_the_last_demux_run(tmp_path: Path) -> Non
     assert any(pr.startswith("demux: last run failed") for pr in doc["problems"]), doc["problems"]
     table = run("status", "--config", str(cfg))  # the terminal table says the same
     assert table.returncode == 1 and "demux" in table.stdout and "FAILED" in table.stdout, table.stdout
+    # and `headrace up`'s /v1/overview (the status page's source)
+    server = StatusServer(f"127.0.0.1:{free_port()}", [], batch={"demux": load_section(str(cfg), "demux", DemuxConfig)})
+    server.start()
+    try:
+        ov = httpx.get(server.url + "v1/overview", timeout=10).json()
+    finally:
+        server.stop()
+    (part,) = ov["parts"]
+    assert part["name"] == "demux" and part["kind"] == "batch" and part["ok"] is False
+    assert part["status"]["errors"] == total and ov["problems"] == [f"demux: {part['error']}"]
 
     # the right processor: the next run replaces the record and status is healthy again
     (tmp_path / "out").rename(tmp_path / "out-wrong")
