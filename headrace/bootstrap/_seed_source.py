@@ -49,11 +49,13 @@ def seed_from_source(
     progress: SeedProgress | None = None,
     method: str,
     describe: Callable[[int], dict[str, Any]] = lambda _start: {},
+    estimate: Callable[[list[str]], dict[str, int | None]] | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from ``source``'s snapshot (see the module docstring); closes ``source``.
 
     ``positions`` is set once the new generation exists (the follower follows it from its start);
-    ``describe(start_scn)`` adds the source's own facts to the seed state.
+    ``describe(start_scn)`` adds the source's own facts to the seed state; ``estimate(tables)`` gives
+    the database's row estimate of each table for ``progress`` (None where it has none).
     """
     state: dict[str, Any] = {}
     try:
@@ -96,7 +98,7 @@ def seed_from_source(
             if positions is not None:
                 positions.set()
             if progress is not None:
-                progress.begin(gen, reason, {t: None for t in state["tables"]})
+                progress.begin(gen, reason, _estimates(estimate, state["tables"]))
             log.info(
                 "seed_started",
                 gen=gen,
@@ -120,6 +122,20 @@ def seed_from_source(
         if positions is not None:
             positions.set()
         source.close()
+
+
+def _estimates(
+    estimate: Callable[[list[str]], dict[str, int | None]] | None, tables: list[str]
+) -> dict[str, int | None]:
+    """Each table's row estimate (None each when there is no estimator or it failed: progress is optional)."""
+    out: dict[str, int | None] = dict.fromkeys(tables)
+    if estimate is None:
+        return out
+    try:
+        out.update({t: v for t, v in estimate(tables).items() if t in out})
+    except Exception as exc:  # an estimate is a nicety: never fail a seed for it
+        log.info("seed_estimate_unavailable", error=f"{type(exc).__name__}: {exc}")
+    return out
 
 
 def _read_table(
