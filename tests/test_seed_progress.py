@@ -20,7 +20,7 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_status_shows_seeding_progress_while_a_large_table_is_seeded(tmp_path: Path, daemons: Any) -> None:
-    stack = Stack(tmp_path, daemons, rows=50_000, bootstrap={"seed_page_rows": 100})
+    stack = Stack(tmp_path, daemons, rows=50_000, bootstrap={"seed_page_rows": 50})
     try:
         stack.start_relay()
         stack.start_bootstrap()
@@ -47,7 +47,7 @@ def test_status_shows_seeding_progress_while_a_large_table_is_seeded(tmp_path: P
         }
         lines = [e for e in _json_lines(stack.boot.output()) if e.get("event") == "seed_progress"]
         assert lines and lines[-1]["done"] is True and lines[-1]["rows"] == 50_100
-        # periodic, not one per page (501 pages)
+        # periodic, not one per page (1000 pages)
         assert len(lines) <= done["seconds"] / 5 + 2, lines
     finally:
         stack.kill_all()
