@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 from archive_support import corpus, corpus_sinks
-from support import free_port, write_config
+from chromium_cdp import Chromium, chromium_path
+from support import free_port, wait_until, write_config
 
 from headrace._config import load_section
 from headrace._up_status import StatusServer
@@ -81,6 +82,19 @@ def test_run_records_and_status_report_the_last_demux_run(tmp_path: Path) -> Non
     server.start()
     try:
         ov = httpx.get(server.url + "v1/overview", timeout=10).json()
+        if chromium_path() is not None:  # the status page draws the job's card: failed, with its figures
+            browser = Chromium(tmp_path)
+            try:
+                browser.navigate(server.url)
+                card = "document.querySelector('[data-part=demux]')"
+                wait_until(lambda: browser.eval(f"{card} && {card}.dataset.health") == "failed", 20, "the demux card")
+                errors = browser.eval(f"{card}.querySelector('[data-fig=errors]').dataset.value")
+                assert errors == str(total) and "failed to parse" in browser.eval(f"{card}.innerText")
+                assert browser.eval("document.getElementById('overall').dataset.overall") == "failed"
+                browser.screenshot(tmp_path / "status-page-batch.png")
+                assert not browser.exceptions, browser.exceptions
+            finally:
+                browser.close()
     finally:
         server.stop()
     (part,) = ov["parts"]
