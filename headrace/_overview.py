@@ -5,7 +5,9 @@ Shared by ``headrace status`` (the terminal) and ``headrace up``'s status page (
 asks one daemon its ``/healthz`` and ``/v1/status`` (with a ``read`` token from its own section when
 tokens are configured); :func:`figures` picks the few numbers a person looks at first (plain code:
 a status document in, a dict out). A part is *unhealthy* when ``/healthz`` says not ok or it does
-not answer; :func:`problems` lists why, worst first.
+not answer; :func:`problems` lists why, worst first. :func:`batch_runs` reads the last run record of
+each batch job of the config (:mod:`headrace.batch._runrecord`): a failed run, or one whose error rate
+is above the job's ``max_error_rate`` (demux's; 0.01 for the others), is unhealthy too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,18 @@ from ._access import Grant, Scope
 from ._config import parse_listen
 from .errors import ConfigError
 
-__all__ = ["DAEMONS", "Target", "figures", "overview", "probe", "problems", "read_grants", "targets", "url_of"]
+__all__ = [
+    "DAEMONS",
+    "Target",
+    "batch_runs",
+    "figures",
+    "overview",
+    "probe",
+    "problems",
+    "read_grants",
+    "targets",
+    "url_of",
+]
 
 #: the daemon sections, in start order
 DAEMONS = ("collector", "agent", "relay", "bootstrap")
@@ -195,6 +208,7 @@ def figures(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
             "max_subscriber_lag": max(lags) if lags else 0,
         }
     if name == "bootstrap":
+        seed: Mapping[str, Any] = s if isinstance(s := status.get("seeding"), dict) else {}
         return {
             "applied_scn": status.get("applied_scn"),
             "log_scn": status.get("log_scn"),
@@ -202,6 +216,9 @@ def figures(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
             "apply_lag_ms": _num(status.get("apply_lag_ms")),
             "snapshot_ready": status.get("snapshot_ready"),
             "seeding": status.get("building") is not None,
+            "seed_rows": seed.get("rows"),
+            "seed_estimated_rows": seed.get("estimated_rows"),
+            "seed_rows_per_s": seed.get("rows_per_s"),
             "reseeds": _num(reseeds.get("count") if isinstance(reseeds := status.get("reseeds"), dict) else reseeds),
         }
     return {}
@@ -221,3 +238,53 @@ def problems(parts: Iterable[Mapping[str, Any]]) -> list[str]:
     bad = [p for p in parts if not p.get("ok")]
     bad.sort(key=lambda p: bool(p.get("reachable")))
     return [f"{p['name']}: {p.get('error') or 'not ok'}" for p in bad]
+
+
+#: the error rate above which a batch job's last run is a problem, for jobs without ``max_error_rate``
+DEFAULT_MAX_ERROR_RATE = 0.01
+
+
+def batch_runs(models: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A part per batch job section of ``models`` (archive, demux, load, export): its last run record.
+
+    The same shape as :func:`probe`'s (``kind`` ``"batch"``, ``status`` the record); a job that never
+    ran is ok (``figures.never_ran``); a failed or high-error-rate run is not, ``error`` says why.
+    """
+    from .batch._runrecord import JOBS, load_record, problem, runs_location
+
+    out = []
+    for job in JOBS:
+        cfg = models.get(job)
+        if cfg is None:
+            continue
+        part: dict[str, Any] = {"name": job, "kind": "batch", "url": "", "reachable": True, "ok": True, "health": None,
+                                "status": None, "error": None, "figures": {}, "at": time.time()}  # fmt: skip
+        try:
+            store, path = runs_location(job, cfg)
+            part["url"] = store.uri(path.removeprefix(store.base).lstrip("/"))
+            record = load_record(job, cfg)
+        except Exception as exc:  # an unreadable record (or store): say so, as a part that does not answer
+            part.update(ok=False, reachable=False, error=f"run record not readable: {type(exc).__name__}: {exc}")
+            out.append(part)
+            continue
+        if record is None:
+            part["figures"] = {"never_ran": True}
+            out.append(part)
+            continue
+        doc = record.model_dump(mode="json")
+        why = problem(record, float(getattr(cfg, "max_error_rate", DEFAULT_MAX_ERROR_RATE)))
+        part.update(status=doc, ok=why is None, error=why)
+        part["figures"] = {
+            "never_ran": False,
+            "finished_at": doc["finished_at"],
+            "seconds": record.seconds,
+            "exit_code": record.exit_code,
+            "files": record.files,
+            "records": record.records,
+            "errors": record.errors,
+            "error_rate": record.error_rate,
+            "top_reasons": record.top_reasons,
+            "idle": record.idle,
+        }
+        out.append(part)
+    return out

@@ -5,8 +5,12 @@ the addresses of ``headrace up``'s embedded defaults) it asks ``/healthz`` and `
 the section's own ``read`` token when it has tokens) and prints a table; ``--watch`` redraws it
 every ``--interval`` seconds until Ctrl-C; ``--json`` prints one JSON document instead.
 
-Exit status: 0 when every part answers and is healthy; 1 when any is unhealthy or unreachable;
-2 a configuration problem.
+Each batch job section (archive, demux, load, export) adds a row for the job's last run, from its
+run record (:mod:`headrace.batch._runrecord`): when it finished, files, records, errors and error
+rate, top error reasons; a failed run or one above the job's error-rate threshold is unhealthy.
+
+Exit status: 0 when every part answers and is healthy; 1 when any is unhealthy or unreachable (or a
+batch job's last run failed); 2 a configuration problem.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import click
 
 from ._cli import common_options
-from ._overview import DAEMONS, Target, overview, problems, targets, url_of
+from ._overview import DAEMONS, Target, batch_runs, overview, problems, targets, url_of
 
 __all__ = ["render_table", "status"]
 
@@ -51,10 +55,23 @@ def _summary(name: str, f: Mapping[str, Any]) -> str:
                 f"{f['events_per_s']:g} events/s, capture {f['capture']}, {f['subscribers']} subscribers "
                 f"(max lag {f['max_subscriber_lag']})")  # fmt: skip
     if name == "bootstrap":
-        seeding = ", seeding" if f["seeding"] else ""
+        seeding = ""
+        if f["seeding"]:
+            of = f" of ~{f['seed_estimated_rows']:,}" if f.get("seed_estimated_rows") else ""
+            rows = (
+                f" {f['seed_rows']:,}{of} rows ({f.get('seed_rows_per_s') or 0:,.0f}/s)" if f.get("seed_rows") else ""
+            )
+            seeding = f", seeding{rows}"
         ready = "ready" if f["snapshot_ready"] else "not ready"
         return (f"applied SCN {f['applied_scn']} (log {f['log_scn']}), {f['unapplied_events']} unapplied, "
                 f"snapshot {ready}{seeding}, re-seeds {f['reseeds']}")  # fmt: skip
+    if name in ("archive", "demux", "load", "export"):
+        if f.get("never_ran"):
+            return "never ran (no run record yet)"
+        reasons = ", ".join(f"{r!r} ×{c}" for r, c in list((f.get("top_reasons") or {}).items())[:3])
+        out = (f"last run {f['finished_at']} ({f['seconds']:.1f} s), exit {f['exit_code']}: {f['files']} files, "
+               f"{f['records']} records, {f['errors']} errors ({100 * f['error_rate']:.1f} %)")  # fmt: skip
+        return out + (f"; top reasons: {reasons}" if reasons else "") + (f"; {f['idle']}" if f.get("idle") else "")
     return ""
 
 
@@ -81,11 +98,12 @@ def render_table(parts: list[dict[str, Any]]) -> Any:
     return table
 
 
-def _targets(config_path: str | None) -> list[Target]:
+def _targets(config_path: str | None) -> tuple[list[Target], dict[str, Any]]:
+    """The daemons to ask and the validated sections of ``config_path`` (batch jobs' run records)."""
     if config_path is None:
         from ._up import DEFAULT_LISTEN, PARTS
 
-        return [Target(name, url_of(DEFAULT_LISTEN[name])) for name in PARTS]
+        return [Target(name, url_of(DEFAULT_LISTEN[name])) for name in PARTS], {}
     from ._check import check_config
 
     findings, models = check_config(config_path)
@@ -95,10 +113,18 @@ def _targets(config_path: str | None) -> list[Target]:
     if bad:
         raise SystemExit(2)
     found = targets(models)
-    if not found:
-        click.echo(f"headrace status: {config_path} has no daemon section ({', '.join(DAEMONS)})", err=True)
+    if not found and not any(job in models for job in BATCH_JOBS):
+        names = ", ".join((*DAEMONS, *BATCH_JOBS))
+        click.echo(f"headrace status: {config_path} has no daemon or batch job section ({names})", err=True)
         raise SystemExit(2)
-    return found
+    return found, models
+
+
+BATCH_JOBS = ("archive", "demux", "load", "export")
+
+
+def _parts(ts: list[Target], models: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    return overview(ts, timeout) + batch_runs(models)
 
 
 @click.command()
@@ -108,14 +134,16 @@ def _targets(config_path: str | None) -> list[Target]:
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=1.0, show_default=True, help="--watch period.")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True, help="Per request.")
 def status(config_path: str | None, watch: bool, as_json: bool, interval: float, timeout: float) -> None:
-    """Health and key figures of every daemon in the config (default: `headrace up`'s addresses).
+    """Health and key figures of every daemon in the config (default: `headrace up`'s addresses), and
+    the last run of each batch job in it (archive, demux, load, export).
 
-    Exit status 0 when all are healthy, 1 when any is unhealthy or unreachable, 2 for a config problem.
+    Exit status 0 when all are healthy, 1 when any is unhealthy or unreachable or a batch job's last
+    run failed (or had too many errors), 2 for a config problem.
     """
-    ts = _targets(config_path)
+    ts, models = _targets(config_path)
     if as_json:  # one document; with --watch, one line per round (JSON Lines)
         while True:
-            parts = overview(ts, timeout)
+            parts = _parts(ts, models, timeout)
             bad = problems(parts)
             doc = {"ok": not bad, "problems": bad, "parts": parts}
             click.echo(json.dumps(doc, default=str, indent=None if watch else 2))
@@ -128,7 +156,7 @@ def status(config_path: str | None, watch: bool, as_json: bool, interval: float,
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapping at 80 columns
-    parts = overview(ts, timeout)
+    parts = _parts(ts, models, timeout)
     if not watch:
         console.print(render_table(parts))
         raise SystemExit(1 if problems(parts) else 0)
@@ -138,7 +166,7 @@ def status(config_path: str | None, watch: bool, as_json: bool, interval: float,
         with Live(render_table(parts), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                parts = overview(ts, timeout)
+                parts = _parts(ts, models, timeout)
                 live.update(render_table(parts), refresh=True)
     except KeyboardInterrupt:
         pass

@@ -334,7 +334,7 @@ def _status_server(listen: str | None, models: dict[str, Any]) -> StatusServer |
         click.echo(f"headrace up: {problem}", err=True)
         raise SystemExit(EXIT_USAGE)
     try:
-        return StatusServer(listen or DEFAULT_STATUS_LISTEN, targets(models), grants)
+        return StatusServer(listen or DEFAULT_STATUS_LISTEN, targets(models), grants, batch=models)
     except ListenError as exc:
         if listen is not None:  # asked for this address: say so and stop, as a daemon would
             click.echo(f"headrace up: {exc}", err=True)

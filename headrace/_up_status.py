@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,7 +26,7 @@ from ._access import AccessPolicy, Denied, Grant, is_loopback
 from ._config import parse_listen
 from ._http import bind_listen
 from ._logging import get_logger
-from ._overview import Target, overview, problems
+from ._overview import Target, batch_runs, overview, problems
 from ._status_page import PAGE_HEADERS, page_html
 
 __all__ = ["StatusServer"]
@@ -45,9 +45,12 @@ class StatusServer:
         *,
         key: str = "--status-listen",
         cache_seconds: float = 0.5,
+        batch: Mapping[str, Any] | None = None,
     ) -> None:
         self.listen = listen
         self.targets = list(targets)
+        #: the config's batch job sections: their last run records are parts of the overview too
+        self.batch = dict(batch or {})
         self.policy = AccessPolicy("up (any part's read token)", grants)
         self.supervisor: Callable[[], dict[str, Any]] = dict
         self.cache_seconds = cache_seconds
@@ -93,6 +96,7 @@ class StatusServer:
             parts = overview(self.targets, timeout=1.5)
             for p in parts:
                 p["kind"] = p["name"]
+            parts += batch_runs(self.batch)
             doc = {"parts": parts, "supervisor": self.supervisor(), "problems": problems(parts), "at": time.time()}
             self._cache = (time.monotonic(), doc)
             return doc

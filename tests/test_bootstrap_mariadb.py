@@ -220,6 +220,9 @@ def run_bootstrap(
             assert seed["start_scn"] > first["start_scn"], (first, seed)
         assert seed["done"] and seed["method"] == "mysql_consistent_snapshot", seed
         assert seed["rows"] >= rows + LINES - 500, seed
+        prog = stack.status()["seeding"]  # progress: the rows seeded, with the server's estimate per table
+        assert prog["done"] and prog["rows"] == seed["rows"] and set(prog["tables"]) == set(TABLES), prog
+        assert all(isinstance(t["estimated_rows"], int) for t in prog["tables"].values()), prog
         sub = Subscriber(
             [stack.relay_url], TABLES, MemoryCheckpointStore(), bootstrap=[stack.boot_url], from_snapshot=True,
             wait_ms=500, subscriber_id="maria-new",

@@ -262,6 +262,9 @@ def test_new_subscriber_bootstraps_from_postgres_then_follows_the_relay(
         seed = stack.status()["seed"]
         assert seed["done"] and seed["method"] == "postgresql_exported_snapshot"
         assert seed["rows"] >= ROWS + LINES - 500, seed
+        prog = stack.status()["seeding"]  # progress: the rows seeded, per table, with estimates when analyzed
+        assert prog["done"] and prog["rows"] == seed["rows"] and prog["gen"] is not None, prog
+        assert all(t["estimated_rows"] is None or t["estimated_rows"] >= 0 for t in prog["tables"].values()), prog
         copy = _subscribe(stack, writers)
     finally:
         if not writers.stop_event.is_set():

@@ -107,7 +107,9 @@ def test_relay_bootstrap_subscriber_over_mtls(daemons: Any, tmp_path: Path, pki:
     assert rc == 1 and out == [] and relay_url in err and "requires a client certificate" in err, err
     rc, out, err = subscribe(tmp_path, "wrong-ca", "--relay", relay_url, "--ca", pki.other_ca_file, idle_exit=2)
     assert rc == 1 and out == [] and f"certificate verify failed for {relay_url}" in err, err
-    assert err.splitlines()[-1].startswith(f"headrace: TLS: certificate verify failed for {relay_url}")
+    assert err.splitlines()[-1].startswith(
+        f"headrace: no relay answered; the last error: TLS: certificate verify failed for {relay_url}"
+    )
     with pytest.raises(httpx.HTTPError):
         pki.http(with_cert=False).get(boot_url + "/v1/status")
     assert boot.stop() == 0 and relay.stop() == 0

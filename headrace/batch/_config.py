@@ -23,6 +23,8 @@ class ArchiveConfig(Section):
     codec: Codec = "zstandard"  # Avro block codec of new parts; every codec stays readable
     delete_sinks: bool = True  # remove a sink file once every chunk of it is durable in an archive
     lock_file: str | None = None  # default: sink_dir/.archive.lock (sink_dir must then be local)
+    # where the run record (<job>.json: the last run's counts and outcome) goes; default <archive_dir>/_runs
+    runs_dir: str | None = None
 
 
 class DemuxType(Section):
@@ -46,6 +48,8 @@ class DemuxConfig(Section):
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)  # batches parsed at once
     # a data type whose share of records that failed to parse is above this fails the run (exit 1)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    # where the run record (<job>.json: the last run's counts and outcome) goes; default <output>/_runs
+    runs_dir: str | None = None
 
 
 class LoadConfig(Section):
@@ -57,6 +61,8 @@ class LoadConfig(Section):
     tables: dict[str, str] = Field(default_factory=dict)  # data type → table name (default: prefix + type)
     data_types: list[str] | None = None  # default: every data type found under input
     batch_rows: int = Field(default=20_000, gt=0)
+    # where the run record (<job>.json: the last run's counts and outcome) goes; default <input>/_runs
+    runs_dir: str | None = None
 
 
 class ExportConfig(Section):
@@ -72,3 +78,5 @@ class ExportConfig(Section):
     batch_rows: int = Field(default=50_000, gt=0)  # rows fetched and written per row group
     part_rows: int = Field(default=2_000_000, gt=0)  # rows per Parquet file
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
+    # where the run record (export.json: the last run's counts and outcome) goes; default <output>/_runs
+    runs_dir: str | None = None

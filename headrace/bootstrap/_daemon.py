@@ -113,6 +113,7 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
         store,
         health=health,
         relay_newest=lambda: follower.relay_newest,
+        seed_progress=seeder.progress.status,
         on_start=start,
         on_stop=stop_all,
         sessions=sessions,

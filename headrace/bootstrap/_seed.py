@@ -35,6 +35,7 @@ from .._logging import get_logger
 from ..errors import ConfigError, UsageError
 from ..relay import Codecs, Event, Op, RelayConfig, RowChange, SchemaRegistry, TableMeta, encode_event, encode_key
 from ._apply import ReadFrame, merge
+from ._seed_progress import SeedProgress
 from ._store import Store
 
 __all__ = ["StopFlag", "seed", "seed_needed", "seed_sqlite"]
@@ -89,9 +90,10 @@ def seed_sqlite(
     stop: StopFlag | None = None,
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from the SQLite file at ``url`` — or, for ``seed_interrupted``,
-    resume the one being built; returns the seed state."""
+    resume the one being built; returns the seed state. ``progress`` counts the rows seeded."""
     from ..relay.sources.sqlite import SqliteSource, sqlite_path, text_or_bytes
 
     source = SqliteSource(RelayConfig(source=url, tables=tables))
@@ -122,14 +124,20 @@ def seed_sqlite(
             log.info("seed_started", gen=gen, reason=reason, start_scn=start, tables=state["tables"])
         if positions is not None:
             positions.set()  # the follower follows this generation from its start SCN while we read
+        if progress is not None:
+            progress.begin(gen, reason, {t: _estimate_rows(conn, t) for t in state["tables"] if t in metas})
         while not state["done"]:
             if stop is not None and stop.is_set():
+                if progress is not None:
+                    progress.end(False)
                 return state
             pending = [t for t in state["tables"] if t in metas]
             if state["table"] is None:
                 if not pending:
                     state = {**state, "done": True, "table": None, "after": None}
                     if not store.set_seed(state, gen=gen):
+                        if progress is not None:
+                            progress.end(False)
                         return state
                     break
                 state = {**state, "table": pending[0], "after": None}
@@ -161,12 +169,27 @@ def seed_sqlite(
                 nxt["after"] = _jsonable([rows[-1][i] for i in key_idx])
             if not store.apply(merge([frames]).values(), state["start_scn"], seed=nxt, gen=gen):
                 log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
+                if progress is not None:
+                    progress.end(False)
                 return state
+            if progress is not None:
+                progress.add(meta.name, len(rows))
             state = nxt
+        if progress is not None:
+            progress.end(True)
         log.info("seed_done", gen=gen, start_scn=state["start_scn"], high_scn=state["high_scn"])
         return state
     finally:
         conn.close()
+
+
+def _estimate_rows(conn: sqlite3.Connection, table: str) -> int | None:
+    """About how many rows ``table`` has, cheaply: its largest rowid (None for a WITHOUT ROWID table)."""
+    try:
+        row = conn.execute(f"SELECT max(rowid) FROM {_q(table)}").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _read_scn(conn: sqlite3.Connection) -> int:
@@ -190,6 +213,7 @@ def seed(
     relays: list[str] | None = None,
     relay_token: str | None = None,
     relay_tls: ssl.SSLContext | None = None,
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed from the database at ``url`` by its kind; ``positions`` is set once the generation the
     follower must follow is settled. ``relays``/``relay_token``/``relay_tls``: MySQL/MariaDB seeding waits for one
@@ -206,7 +230,7 @@ def seed(
             if reason is None:
                 return dict(st["seed"] or {})
         if scheme == "sqlite":
-            return seed_sqlite(store, url, tables, page_rows, stop, positions, reason)
+            return seed_sqlite(store, url, tables, page_rows, stop, positions, reason, progress)
         if scheme in ("postgresql", "postgres"):
             from ._seed_pg import seed_postgres
 
@@ -220,6 +244,7 @@ def seed(
                 publication=publication,
                 positions=positions,
                 reason=reason,
+                progress=progress,
             )
         if scheme in ("mysql", "mariadb"):
             from ._seed_mysql import seed_mysql
@@ -235,6 +260,7 @@ def seed(
                 relay_tls=relay_tls,
                 positions=positions,
                 reason=reason,
+                progress=progress,
             )
     finally:
         if positions is not None:

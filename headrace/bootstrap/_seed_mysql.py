@@ -37,6 +37,7 @@ from .._logging import get_logger
 from ..errors import ConfigError, HeadraceError
 from ..relay import RelayConfig
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._seed_source import seed_from_source
 from ._store import Store
 
@@ -110,6 +111,7 @@ def seed_mysql(
     relay_tls: ssl.SSLContext | None = None,
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from the MariaDB/MySQL database at ``url`` (see the module docstring).
 
@@ -146,6 +148,26 @@ def seed_mysql(
         stop,
         positions=positions,
         reason=reason,
+        progress=progress,
         method="mysql_consistent_snapshot",
         describe=describe,
+        estimate=lambda names: estimate_rows(source, names),
     )
+
+
+def estimate_rows(source: Any, tables: list[str]) -> dict[str, int | None]:
+    """The server's row estimate of each table (``information_schema.TABLES.TABLE_ROWS``: InnoDB's
+    sampled estimate; None where it has none)."""
+    import pymysql
+
+    conn = pymysql.connect(**source.settings, autocommit=True, connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                (source.schema,),
+            )
+            found = {str(name): rows for name, rows in cur.fetchall()}
+        return {t: int(found[t]) if found.get(t) is not None else None for t in tables}
+    finally:
+        conn.close()

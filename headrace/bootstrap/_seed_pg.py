@@ -40,6 +40,7 @@ from typing import Any
 from ..relay import PostgresSourceConfig, RelayConfig
 from ..relay.sources._pgsnapshot import snapshot_slot_name
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._seed_source import seed_from_source
 from ._store import Store
 
@@ -62,6 +63,7 @@ def seed_postgres(
     publication: str = "headrace",
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from the PostgreSQL database at ``url`` (see the module docstring).
 
@@ -80,6 +82,32 @@ def seed_postgres(
         stop,
         positions=positions,
         reason=reason,
+        progress=progress,
         method="postgresql_exported_snapshot",
         describe=lambda start: {"snapshot_lsn": format_lsn(start + 1)},
+        estimate=lambda names: estimate_rows(url, names),
     )
+
+
+def estimate_rows(url: str, tables: list[str]) -> dict[str, int | None]:
+    """PostgreSQL's own row estimate of each table (``pg_class.reltuples``; None for a table never
+    vacuumed or analyzed, which PostgreSQL marks with -1)."""
+    from ..relay.sources._pgstream import split_table_name
+    from ..relay.sources.postgres import connect, libpq_dsn
+
+    conn = connect(libpq_dsn(url))
+    try:
+        out: dict[str, int | None] = {}
+        with conn.cursor() as cur:
+            for t in tables:
+                schema, name = split_table_name(t)
+                cur.execute(
+                    "SELECT c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = %s AND n.nspname = COALESCE(%s, current_schema())",
+                    (name, schema),
+                )
+                row = cur.fetchone()
+                out[t] = int(row[0]) if row is not None and row[0] is not None and row[0] >= 0 else None
+        return out
+    finally:
+        conn.close()

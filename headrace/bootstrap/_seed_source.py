@@ -29,6 +29,7 @@ from ..relay import ChangeSource, Codecs, Event, Op, SchemaRegistry, encode_even
 from ..relay.sources._base import SourceSnapshot
 from ._apply import ReadFrame, merge
 from ._seed import StopFlag
+from ._seed_progress import SeedProgress
 from ._store import Store
 
 __all__ = ["seed_from_source"]
@@ -45,13 +46,16 @@ def seed_from_source(
     *,
     positions: threading.Event | None = None,
     reason: str = "initial",
+    progress: SeedProgress | None = None,
     method: str,
     describe: Callable[[int], dict[str, Any]] = lambda _start: {},
+    estimate: Callable[[list[str]], dict[str, int | None]] | None = None,
 ) -> dict[str, Any]:
     """Seed a new store generation from ``source``'s snapshot (see the module docstring); closes ``source``.
 
     ``positions`` is set once the new generation exists (the follower follows it from its start);
-    ``describe(start_scn)`` adds the source's own facts to the seed state.
+    ``describe(start_scn)`` adds the source's own facts to the seed state; ``estimate(tables)`` gives
+    the database's row estimate of each table for ``progress`` (None where it has none).
     """
     state: dict[str, Any] = {}
     try:
@@ -93,6 +97,8 @@ def seed_from_source(
             gen = store.begin_generation(start, state, reason)
             if positions is not None:
                 positions.set()
+            if progress is not None:
+                progress.begin(gen, reason, _estimates(estimate, state["tables"]))
             log.info(
                 "seed_started",
                 gen=gen,
@@ -101,17 +107,35 @@ def seed_from_source(
                 tables=state["tables"],
             )
             for name in sorted(m.name for m in snap.tables):
-                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop)
+                state = _read_table(store, gen, snap, name, codecs, state, page_rows, stop, progress)
                 if (stop is not None and stop.is_set()) or state.get("abandoned"):
                     return state
         state = {**state, "done": True, "table": None, "tables": []}
         if store.set_seed(state, gen=gen):
+            if progress is not None:
+                progress.end(True)
             log.info("seed_done", gen=gen, start_scn=state["start_scn"], rows=state["rows"])
         return state
     finally:
+        if progress is not None and not state.get("done"):
+            progress.end(False)
         if positions is not None:
             positions.set()
         source.close()
+
+
+def _estimates(
+    estimate: Callable[[list[str]], dict[str, int | None]] | None, tables: list[str]
+) -> dict[str, int | None]:
+    """Each table's row estimate (None each when there is no estimator or it failed: progress is optional)."""
+    out: dict[str, int | None] = dict.fromkeys(tables)
+    if estimate is None:
+        return out
+    try:
+        out.update({t: v for t, v in estimate(tables).items() if t in out})
+    except Exception as exc:  # an estimate is a nicety: never fail a seed for it
+        log.info("seed_estimate_unavailable", error=f"{type(exc).__name__}: {exc}")
+    return out
 
 
 def _read_table(
@@ -123,6 +147,7 @@ def _read_table(
     state: dict[str, Any],
     page_rows: int,
     stop: StopFlag | None,
+    progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     state = {**state, "table": table}
     for page in snap.pages(table, page_rows):
@@ -138,6 +163,8 @@ def _read_table(
         if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
             log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
             return {**state, "abandoned": True}
+        if progress is not None:
+            progress.add(table, len(page.rows))
     tables_left = [t for t in state["tables"] if t != table]
     state = {**state, "tables": tables_left, "table": None}
     if not store.set_seed(state, gen=gen):

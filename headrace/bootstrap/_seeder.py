@@ -33,6 +33,7 @@ from .._tls import as_context
 from ._config import BootstrapConfig
 from ._metrics import RESEEDS
 from ._seed import seed, seed_needed
+from ._seed_progress import SeedProgress
 from ._store import Store
 
 __all__ = ["Seeder"]
@@ -73,6 +74,8 @@ class Seeder:
         #: set once the generation to follow is settled (the follower waits for it on start)
         self.settled = threading.Event()
         self.error: str | None = None
+        #: rows seeded per table of the seed in hand (or the last one), for /v1/status and seed_progress lines
+        self.progress = SeedProgress()
         self._lock = threading.Lock()
         self._request: str | None = None
         self._wake = threading.Event()
@@ -131,6 +134,7 @@ class Seeder:
                     relays=cfg.relays,
                     relay_token=cfg.relay_token,
                     relay_tls=self.tls,
+                    progress=self.progress,
                 )
                 self.error = None
                 backoff.succeeded()
@@ -139,6 +143,7 @@ class Seeder:
                     if self._request is None and reason is not None:
                         self._request = reason  # (a requested re-seed must still happen)
                 self.error = f"{type(exc).__name__}: {exc}"
+                self.progress.end(False)
                 log.exception("seed_failed", error=self.error)
                 self.settled.set()
                 self.stop.wait(backoff.failed())

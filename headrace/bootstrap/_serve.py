@@ -55,6 +55,8 @@ class BootstrapState:
     store: Store
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"ok": True})
     relay_newest: Callable[[], int | None] = field(default=lambda: None)
+    #: the seed's progress (:meth:`~._seed_progress.SeedProgress.status`), shown as ``seeding`` in /v1/status
+    seed_progress: Callable[[], dict[str, Any] | None] = field(default=lambda: None)
     schemas: dict[str, SchemaVersion] = field(default_factory=dict)
     on_start: Callable[[], None] | None = None
     on_stop: Callable[[], None] | None = None
@@ -116,6 +118,7 @@ def status_endpoint(st: BootstrapState) -> Handler:
         body["sources"] = sorted(await asyncio.to_thread(st.known_sources))
         body["health"] = st.health()
         body["bootstrap_sessions"] = st.sessions.count()
+        body["seeding"] = st.seed_progress()
         return JSONResponse(body)
 
     return status

@@ -75,6 +75,13 @@ def uninstall(config_path: str | None) -> None:
     default=None,
     help="PEM private key of --cert (subscriber.client_tls.key).",
 )
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(0.05, 3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds between snapshot_progress log lines while reading a snapshot (stderr not a terminal).",
+)
 def subscribe(
     config_path: str | None,
     relays: tuple[str, ...],
@@ -88,6 +95,7 @@ def subscribe(
     ca: str | None,
     cert: str | None,
     key: str | None,
+    progress_every: float,
 ) -> None:
     """Print the changes of a relay as JSON lines (one object per event).
 
@@ -101,6 +109,9 @@ def subscribe(
     https:// URLs are verified with --ca (else SSL_CERT_FILE or certifi's bundle); --cert/--key present a
     client certificate. The same keys can be set in the config file's ``subscriber.client_tls``
     (the flags override them one by one).
+
+    While it reads a bootstrap snapshot it shows rows read and the snapshot's SCN on stderr: a progress
+    line on a terminal, else a snapshot_progress log line every --progress-every seconds.
     """
     from ..errors import ScnTooOld
     from .client._cli import run_subscribe
@@ -125,6 +136,7 @@ def subscribe(
             bootstrap=list(bootstrap_urls),
             from_snapshot=from_snapshot,
             tls=tls,
+            progress_every=progress_every,
         )
     except ScnTooOld as exc:
         click.echo(f"headrace: {exc}", err=True)

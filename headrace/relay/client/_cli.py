@@ -17,8 +17,9 @@ from typing import Any
 
 from ..._tls import ClientTLS
 from .._event import json_default
-from ._checkpoint import FileCheckpointStore
+from ._checkpoint import Checkpoint, FileCheckpointStore
 from ._decode import ChangeEvent, Window
+from ._progress import SnapshotProgress
 from ._subscriber import Consumer, Subscriber
 from ._switchover import SnapshotRestarted
 
@@ -74,12 +75,23 @@ def _write(data: bytes) -> None:
 
 
 class _Printer(Consumer):
+    def __init__(self, progress: SnapshotProgress | None = None) -> None:
+        self.progress = progress or SnapshotProgress(live=False, every=math.inf)
+
     def on_end_window(self, window: Window) -> None:
         _write("".join(event_json(e) + "\n" for e in window.events).encode())
+        self.progress.rows(len(window.events))
 
     def on_snapshot_restarted(self, restart: SnapshotRestarted) -> None:
         line = {"control": "snapshot_restarted", "reason": restart.reason, "detail": restart.detail}
         _write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+        self.progress.restart(restart.reason)
+
+    def on_start_bootstrap(self, checkpoint: Checkpoint) -> None:
+        self.progress.phase(checkpoint.phase, checkpoint.position.get("snapshot_scn"))
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self.progress.phase(checkpoint.phase, checkpoint.position.get("snapshot_scn"))
 
 
 #: exit code of ``headrace subscribe --idle-exit`` when it ended while the relay's capture was stopped
@@ -99,8 +111,12 @@ def run_subscribe(
     bootstrap: list[str] | None = None,
     from_snapshot: bool = False,
     tls: ClientTLS | None = None,
+    progress_every: float = 5.0,
 ) -> None:
-    """Run ``headrace subscribe``. When ``idle_exit`` ends the run while the relay reports its capture
+    """Run ``headrace subscribe``. A snapshot phase shows its progress on stderr
+    (:class:`~._progress.SnapshotProgress`; log lines every ``progress_every`` seconds when not a terminal).
+
+    When ``idle_exit`` ends the run while the relay reports its capture
     stopped, the report goes to stderr and the process exits :data:`EXIT_CAPTURE_STOPPED`: "nothing
     more arrived" did not mean "caught up". Likewise when it ends while the last request failed (the
     relay is down or unreachable, a certificate that does not verify, a client certificate refused):
@@ -118,10 +134,12 @@ def run_subscribe(
     )
     signal.signal(signal.SIGTERM, lambda *_: sub.stop())
     sys.stdout.flush()
+    progress = SnapshotProgress(every=progress_every)
     try:
-        sub.run(_Printer(), idle_exit=idle_exit)
+        sub.run(_Printer(progress), idle_exit=idle_exit)
         stopped = sub.relay.capture_stopped
     finally:
+        progress.close()
         sub.close()
     if sub.last_error is not None and not sub.stop_event.is_set():
         # idle because no relay answered (down, wrong address, a TLS handshake that failed): not "caught up"
