@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._access import Access, Denied, Grant, response
-from .._http import error_response, loads_json, rejecter, standard_routes
+from .._http import error_response, guarded, loads_json, rejecter, standard_routes
 from .._limits import body_timed_out
 from .._logging import get_logger
 from .._spool import SpoolDiskFull, SpoolFull
@@ -132,13 +132,9 @@ def make_app(cfg: AgentConfig) -> Starlette:
         return holder["agent"]
 
     async def status(request: Request) -> Response:
-        if (denied := access.check(request, "read")) is not None:
-            return denied
         return JSONResponse(await asyncio.to_thread(agent().status))
 
     async def list_sources(request: Request) -> Response:
-        if (denied := access.check(request, "read")) is not None:
-            return denied
         return JSONResponse({"sources": agent().sources()})
 
     async def add_source(request: Request) -> Response:
@@ -182,8 +178,6 @@ def make_app(cfg: AgentConfig) -> Starlette:
         return _reject(404, "unknown_source", f"no source with id {source_id!r}; GET /v1/sources lists them")
 
     async def post_log(request: Request) -> Response:
-        if (denied := access.check(request, "write")) is not None:
-            return denied
         try:
             body = await _json(request, cfg.log_api_max_bytes)
             if not isinstance(body, dict) or not isinstance(body.get("records"), list):
@@ -232,11 +226,11 @@ def make_app(cfg: AgentConfig) -> Starlette:
             await asyncio.to_thread(a.stop)
 
     routes = [
-        Route("/v1/status", status),
-        Route("/v1/sources", list_sources, methods=["GET"]),
+        Route("/v1/status", guarded(access, "read", status)),
+        Route("/v1/sources", guarded(access, "read", list_sources), methods=["GET"]),
         Route("/v1/sources", add_source, methods=["POST"]),
         Route("/v1/sources/{source_id:anything}", remove_source, methods=["DELETE"]),
-        Route("/v1/log", post_log, methods=["POST"]),
+        Route("/v1/log", guarded(access, "write", post_log), methods=["POST"]),
         *standard_routes(health, access, "agent"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

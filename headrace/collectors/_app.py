@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from .._access import Access
 from .._chunk import Chunk
-from .._http import error_response, standard_routes
+from .._http import error_response, guarded, standard_routes
 from .._logging import get_logger
 from .._supervise import Supervisor, is_disk_full
 from . import _metrics as m
@@ -220,8 +220,6 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     async def roll(request: Request) -> Response:
         """``POST /v1/roll``: close the open sink file now, so ``headrace archive`` can take it."""
-        if (denied := access.check(request, "write")) is not None:
-            return denied
         commit = state["commit"]
         if commit is None:
             return error_response(503, "unavailable", "the collector is starting or stopping")
@@ -234,8 +232,6 @@ def build_app(cfg: CollectorConfig) -> Starlette:
         return JSONResponse({"closed": closed})
 
     async def status(request: Request) -> Response:
-        if (denied := access.check(request, "read")) is not None:
-            return denied
         commit = state["commit"]
         body: dict[str, Any] = {
             "name": cfg.name,
@@ -281,8 +277,8 @@ def build_app(cfg: CollectorConfig) -> Starlette:
 
     routes = [
         Route("/v1/chunks", receiver.handle, methods=["POST"]),
-        Route("/v1/roll", roll, methods=["POST"]),
-        Route("/v1/status", status),
+        Route("/v1/roll", guarded(access, "write", roll), methods=["POST"]),
+        Route("/v1/status", guarded(access, "read", status)),
         *standard_routes(health, access, "collector"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
