@@ -72,3 +72,6 @@ class ExportConfig(Section):
     batch_rows: int = Field(default=50_000, gt=0)  # rows fetched and written per row group
     part_rows: int = Field(default=2_000_000, gt=0)  # rows per Parquet file
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
+    # auto: a full export of a PostgreSQL table reads through ADBC's PostgreSQL driver when it is installed
+    # (headrace[fastexport]) and every column has a type it reads exactly; sqlalchemy: always the reference path
+    reader: Literal["auto", "sqlalchemy"] = "auto"
