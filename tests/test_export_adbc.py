@@ -182,3 +182,46 @@ def test_a_table_with_a_column_the_fast_path_does_not_read_goes_the_reference_pa
     assert used == [False, True], "other (first in name order) fell back; plain took the fast path"
     _same(tmp_path, "other")
     _same(tmp_path, "plain")
+
+
+def test_fast_path_in_a_named_schema_with_a_quoted_name_and_incremental_tables_on_the_reference_path(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = pg_server.create_database("export_adbc_schema")
+    pg_server.execute(
+        'CREATE SCHEMA sales; CREATE TABLE sales."Orders" (id int PRIMARY KEY, "Amount" numeric(8, 3), at timestamptz);'
+        "INSERT INTO sales.\"Orders\" SELECT g, g / 8.0, timestamptz '2026-01-01 00:00+02' + g * interval '1 minute'"
+        " FROM generate_series(1, 300) g;"
+        "CREATE TABLE sales.events (id bigint PRIMARY KEY, what text);"
+        "INSERT INTO sales.events SELECT g, 'e' || g FROM generate_series(1, 50) g;",
+        db,
+    )
+    used: list[bool] = []
+    real = AdbcReader.batches
+
+    def spy(self: AdbcReader, *args: Any, **kwargs: Any) -> Any:
+        got = real(self, *args, **kwargs)
+        used.append(got is not None)
+        return got
+
+    monkeypatch.setattr(AdbcReader, "batches", spy)
+    for reader in ("auto", "sqlalchemy"):
+        cfg = ExportConfig.model_validate(
+            {
+                "url": pg_server.url(db),
+                "output": str(tmp_path / reader),
+                "schema": "sales",
+                "incremental": {"events": "id"},
+                "reader": reader,
+            }
+        )
+        assert run_export(cfg).records == 350
+    assert used == [True], "Orders took the fast path; the incremental table never asked for it"
+    _same(tmp_path, "Orders")
+    _same(tmp_path, "events")
+    pg_server.execute("INSERT INTO sales.events VALUES (51, 'late')", db)
+    cfg = ExportConfig.model_validate(
+        {"url": pg_server.url(db), "output": str(tmp_path / "auto"), "schema": "sales", "incremental": {"events": "id"}}
+    )
+    run_export(cfg)
+    assert read_export(str(tmp_path / "auto"), "events").column("id").to_pylist() == list(range(1, 52))
