@@ -175,7 +175,8 @@ def render_table(results_dir: Path) -> str:
             continue  # a script's own JSON from a run by hand, or an incomplete run
         when = rec["when"][:16].replace("T", " ")
         load = f"{rec['load_before'][0]:.1f} → {rec['load_after'][0]:.1f}"
-        if rec["machine"]["cpus"] and max(rec["load_before"][0], rec["load_after"][0]) > rec["machine"]["cpus"] / 2:
+        gate = rec.get("load_gate", {}).get("max_load_1m") or 0.75 * (rec["machine"]["cpus"] or 1)
+        if max(rec["load_before"][0], rec["load_after"][0]) > gate:
             load += " (loaded)"
             notes.add("loaded")
         cmd = f"`{rec['command']}`"
@@ -190,8 +191,8 @@ def render_table(results_dir: Path) -> str:
     if "loaded" in notes:
         lines += [
             "",
-            "(loaded): the 1-minute load average was above half the CPU count during that run; its wall-clock "
-            "figures are lower than an idle machine gives, the ratios are from the same run.",
+            "(loaded): the 1-minute load average was above the load gate (0.75 × CPUs by default) during that "
+            "run; its wall-clock figures are lower than an idle machine gives, the ratios are from the same run.",
         ]
     if "quick" in notes:
         lines += [
@@ -225,9 +226,9 @@ def main() -> None:
     )
     ap.add_argument("--no-readme", action="store_true", help="do not rebuild any README table")
     ap.add_argument("--table-only", action="store_true", help="run nothing; rebuild the table from the JSON files")
-    ap.add_argument("--max-load", type=float, help="load gate: 1-minute load below this (default: half the CPUs)")
+    ap.add_argument("--max-load", type=float, help="load gate: 1-minute load below this (default: 0.75 × CPUs)")
     ap.add_argument(
-        "--load-wait", type=float, help="load gate: longest wait (default 120 s; quick: 0, load only recorded)"
+        "--load-wait", type=float, help="load gate: longest wait (default 90 s; quick: 0, load only recorded)"
     )
     ap.add_argument("--timeout", type=float, help="per benchmark, seconds (default 1800, quick 300)")
     a = ap.parse_args()
@@ -239,8 +240,8 @@ def main() -> None:
     results = a.results or (HERE / "results" / "quick" if a.quick else HERE / "results")
     results.mkdir(parents=True, exist_ok=True)
     readme = None if a.no_readme else (a.readme or (None if a.quick else ROOT / "README.md"))
-    max_load = a.max_load if a.max_load is not None else (os.cpu_count() or 1) / 2
-    load_wait = a.load_wait if a.load_wait is not None else (0.0 if a.quick else 120.0)
+    max_load = a.max_load if a.max_load is not None else 0.75 * (os.cpu_count() or 1)
+    load_wait = a.load_wait if a.load_wait is not None else (0.0 if a.quick else 90.0)
     timeout = a.timeout or (300.0 if a.quick else 1800.0)
     facts = machine_facts()
     failed = []
