@@ -2,7 +2,8 @@
 
 Hypothesis generates rows for a table holding every type the fast path reads (edge values included:
 NaN and infinite numerics and floats, 38-digit decimals, tiny and huge unconstrained numerics, padded
-chars, empty and non-ASCII text, bytes, far dates, microsecond timestamps in and out of UTC); both
+chars, empty and non-ASCII text, bytes, far and infinite dates and timestamps, microsecond timestamps
+in and out of UTC); both
 paths export it and the Parquet values and types must be equal. A table with a column the fast path
 does not read (jsonb, real, uuid, interval, arrays) goes through the reference path whole.
 """
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from headrace.batch._config import ExportConfig
 from headrace.batch._export import read_export, run_export
 from headrace.batch._export_adbc import AdbcReader, adbc_available
+from headrace.errors import UsageError
 
 pytestmark = [
     pytest.mark.postgres,
@@ -50,7 +52,7 @@ COLUMNS = {
     "by": "bytea",
 }
 
-UTC = dt.UTC
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 def _dec(places: int, digits: int) -> st.SearchStrategy[decimal.Decimal]:
@@ -77,6 +79,7 @@ unconstrained = st.one_of(
 )
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
 stamp = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30))
+infinite = st.sampled_from(["infinity", "-infinity"])  # psycopg2 reads them as Python's min and max
 row = st.fixed_dictionaries(
     {
         "i2": st.integers(-(2**15), 2**15 - 1),
@@ -87,9 +90,9 @@ row = st.fixed_dictionaries(
         "n": unconstrained,
         "f8": st.floats(allow_nan=True, allow_infinity=True),
         "b": st.booleans(),
-        "d": st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)),
-        "ts": stamp,
-        "tz": stamp.map(lambda t: t.replace(tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))),
+        "d": st.one_of(st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)), infinite),
+        "ts": st.one_of(stamp, infinite),
+        "tz": st.one_of(stamp.map(lambda t: t.replace(tzinfo=IST)), infinite),
         "tm": st.times(),
         "tx": text,
         "vc": text.map(lambda s: s[:12]),
@@ -225,3 +228,16 @@ def test_fast_path_in_a_named_schema_with_a_quoted_name_and_incremental_tables_o
     )
     run_export(cfg)
     assert read_export(str(tmp_path / "auto"), "events").column("id").to_pylist() == list(range(1, 52))
+
+
+@pytest.mark.parametrize("column, value", [("date", "'4713-01-01 BC'"), ("timestamp", "'10000-01-01'")])
+def test_a_date_outside_years_1_to_9999_stops_both_paths(
+    column: str, value: str, pg_server: PgServer, tmp_path: Path
+) -> None:
+    db = pg_server.create_database("export_adbc_range")
+    pg_server.execute(f"CREATE TABLE far (id int PRIMARY KEY, x {column}); INSERT INTO far VALUES (1, {value})", db)
+    for reader in ("auto", "sqlalchemy"):
+        cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / reader), reader=reader)
+        with pytest.raises((ValueError, UsageError)):
+            run_export(cfg)
+        assert not list((tmp_path / reader).rglob("MANIFEST.json")), "nothing committed"

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._logging import get_logger
+from ..errors import UsageError
 from ..relay import TableMeta
 from ._export_arrow import arrow_schema
 
@@ -77,6 +78,32 @@ def _numeric_text(a: pa.Array) -> pa.Array:
     return s
 
 
+# The driver shifts PostgreSQL's ±infinity (the integer extremes) by the 1970 → 2000 epoch offset, so
+# they arrive wrapped around; psycopg2 (the reference path) reads them as Python's date/datetime min and
+# max. Values outside Python's years 1–9999 are an error in both paths.
+_DATE_RANGE = (-719_162, 2_932_896)  # 0001-01-01, 9999-12-31 in days since 1970
+_US_RANGE = (-62_135_596_800_000_000, 253_402_300_799_999_999)  # … and microseconds, 23:59:59.999999
+_DATE_INF = {-2_147_472_692: _DATE_RANGE[1], -2_147_472_691: _DATE_RANGE[0]}  # infinity, -infinity
+_US_INF = {-9_222_425_352_054_775_809: _US_RANGE[1], -9_222_425_352_054_775_808: _US_RANGE[0]}
+
+
+def _temporal(table: str, column: str, target: pa.DataType) -> Cast:
+    """Dates and timestamps as the reference path has them: ±infinity as the extremes, anything else
+    outside years 1–9999 refused."""
+    is_date = pa.types.is_date32(target)
+    ints_type, (lo, hi), inf = (pa.int32(), _DATE_RANGE, _DATE_INF) if is_date else (pa.int64(), _US_RANGE, _US_INF)
+
+    def cast(a: pa.Array) -> pa.Array:
+        ints = pc.cast(_storage(a), ints_type)
+        for sentinel, value in inf.items():
+            ints = pc.if_else(pc.equal(ints, sentinel), pa.scalar(value, ints_type), ints)
+        if pc.any(pc.or_(pc.less(ints, lo), pc.greater(ints, hi))).as_py():
+            raise UsageError(f"table {table!r}: column {column!r} holds a value outside years 1-9999")
+        return pc.cast(ints, target)
+
+    return cast
+
+
 def _cast_to(target: pa.DataType) -> Cast:
     return lambda a: pc.cast(_storage(a), target, safe=True)
 
@@ -107,7 +134,8 @@ def cast_plan(meta: TableMeta, driver: pa.Schema) -> list[Cast] | None:
         if not exact:
             log.info("export_fast_path_unsupported", column=col.name, kind=k, driver_type=str(t))
             return None
-        plan.append(_cast_to(want.type))
+        temporal = k in ("date", "timestamp", "timestamptz")
+        plan.append(_temporal(meta.name, col.name, want.type) if temporal else _cast_to(want.type))
     return plan
 
 
