@@ -230,8 +230,10 @@ def test_fast_path_in_a_named_schema_with_a_quoted_name_and_incremental_tables_o
     assert read_export(str(tmp_path / "auto"), "events").column("id").to_pylist() == list(range(1, 52))
 
 
-@pytest.mark.parametrize("column, value", [("date", "'4713-01-01 BC'"), ("timestamp", "'10000-01-01'")])
-def test_a_date_outside_years_1_to_9999_stops_both_paths(
+@pytest.mark.parametrize(
+    "column, value", [("date", "'4713-01-01 BC'"), ("timestamp", "'10000-01-01'"), ("numeric(12, 2)", "'NaN'")]
+)
+def test_a_value_arrow_cannot_hold_stops_both_paths(
     column: str, value: str, pg_server: PgServer, tmp_path: Path
 ) -> None:
     db = pg_server.create_database("export_adbc_range")

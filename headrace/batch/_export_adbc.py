@@ -171,7 +171,11 @@ class AdbcReader:
             try:
                 for batch in reader:
                     for off in range(0, batch.num_rows, batch_rows):
-                        yield convert(batch.slice(off, batch_rows), plan, schema)
+                        try:
+                            converted = convert(batch.slice(off, batch_rows), plan, schema)
+                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. NaN in numeric(p, s)
+                            raise UsageError(f"table {meta.name!r}: {exc}") from exc
+                        yield converted
             finally:
                 cur.close()
 
