@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from headrace._chunk import Chunk
@@ -142,6 +143,17 @@ def main() -> None:
         print(f"data: {mb:.1f} MB in {a.files} files of {len(LINE % 0)}-byte lines")
         print(f"agent (tail→spool→ship→ack):         {agent_s:6.2f} s  {mb / agent_s:7.1f} MB/s")
         print(f"peer: direct shipper, 4 MiB batches: {peer_s:6.2f} s  {mb / peer_s:7.1f} MB/s")
+        result = {
+            "mb": round(mb, 1),
+            "files": a.files,
+            "bytes": total,
+            "bytes_acked": total,  # the wait above ends only when every byte of every file is acked
+            "agent_seconds": round(agent_s, 3),
+            "agent_mb_s": round(mb / agent_s, 1),
+            "peer_direct_shipper_seconds": round(peer_s, 3),
+            "peer_direct_shipper_mb_s": round(mb / peer_s, 1),
+        }
+        write_result("agent_throughput", result, default_file=False)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -205,8 +206,7 @@ def main() -> None:
         shutil.rmtree(db.root, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=2))
-    out = Path(__file__).resolve().parent / "results" / "relay_mysql.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("relay_mysql", results)
 
 
 if __name__ == "__main__":

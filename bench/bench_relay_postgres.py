@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -201,9 +202,7 @@ def main() -> None:
         shutil.rmtree(pg.root, ignore_errors=True)
     results["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(results, indent=2))
-    out = Path(__file__).resolve().parent / "results" / "relay_postgres.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("relay_postgres", results)
 
 
 if __name__ == "__main__":

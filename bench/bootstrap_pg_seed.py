@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _result import write_result  # bench/ is sys.path[0] when run as a script
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
@@ -66,8 +68,7 @@ def main() -> None:
         store.close()
         result = {"rows": state["rows"], "seconds": round(seconds, 2), "rows_per_s": round(state["rows"] / seconds)}
         print(json.dumps(result))
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "bootstrap_pg_seed.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("bootstrap_pg_seed", result)
         if args.profile:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
     finally:

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import yaml
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 from headrace.relay.client import BootstrapClient, Checkpoint, Consumer, Subscriber, Window
 
@@ -202,9 +203,7 @@ def main() -> None:
         "load_avg_1m": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bootstrap_sqlite.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("bootstrap_sqlite", result)
 
 
 if __name__ == "__main__":

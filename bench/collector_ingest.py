@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from headrace._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch
@@ -211,16 +212,19 @@ def main() -> None:
         print(
             f"{'run':<22}{'MB/s acked':>12}{'batches/s':>11}{'req/commit':>12}{'fsync ms':>10}{'server CPU ms/MB':>18}"
         )
+        found: dict[str, dict[str, float]] = {}
         for codec in codecs:
-            r = run_collector(codec, args.seconds, args.posters, work)
+            r = found[f"collector_{codec}"] = run_collector(codec, args.seconds, args.posters, work)
             print(
                 f"{'collector/' + codec:<22}{r['mb_s']:>12.1f}{r['req_s']:>11.1f}"
                 f"{r['requests_per_commit']:>12.2f}{r['fsync_ms']:>10.2f}{r['cpu_ms_per_mb']:>18.2f}"
             )
-        e = run_collector("echo", args.seconds, args.posters, work)
+        e = found["peer_http_only"] = run_collector("echo", args.seconds, args.posters, work)
         print(f"{'peer: HTTP only':<22}{e['mb_s']:>12.1f}{e['req_s']:>11.1f}{'':>22}{e['cpu_ms_per_mb']:>18.2f}")
-        p = run_peer(args.seconds, args.posters, work)
+        p = found["peer_write_fsync"] = run_peer(args.seconds, args.posters, work)
         print(f"{'peer: write+fsync':<22}{p['mb_s']:>12.1f}{p['req_s']:>11.1f}{'1.00':>12}{'':>10}")
+        found_all = {"seconds": args.seconds, "posters": args.posters, **found}
+        write_result("collector_ingest", found_all, default_file=False)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Usage::
 Starts a private PostgreSQL (``tests/db_servers.py``), fills a table of ``--rows`` rows with eight
 common column types, and in the same run times:
 
-1. *headrace*: ``run_export`` (SQLAlchemy, server-side cursor, typed Arrow columns, Parquet zstd);
+1. *headrace*: ``run_export`` as configured by default (``export.reader: auto``: ADBC's PostgreSQL
+   driver when ``adbc-driver-postgresql`` is installed, else the reference path), and
+   *reference*: ``run_export`` with ``reader: sqlalchemy`` (SQLAlchemy, server-side cursor, typed
+   Arrow columns, Parquet zstd); the two outputs must hold the same values;
 2. *peer (ceiling)*: ``COPY (SELECT …) TO STDOUT`` in PostgreSQL's binary format through psycopg2
    into a discarding sink: the server reading and serialising the rows, nothing parsed or typed on
    the client.
@@ -25,6 +28,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,7 +58,8 @@ class _Discard:
 def main() -> None:
     from db_servers import PgServer
 
-    from headrace.batch import ExportConfig, run_export
+    from headrace.batch import ExportConfig, read_export, run_export
+    from headrace.batch._export_adbc import adbc_available
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -68,16 +74,23 @@ def main() -> None:
         with contextlib.closing(pg.connect(db)) as conn, conn.cursor() as cur:
             cur.execute(SCHEMA.format(rows=args.rows))
             cur.execute("VACUUM ANALYZE orders")
-        best = peer = float("inf")
+        best = ref = peer = float("inf")
         parquet_bytes = copy_bytes = 0
+        agree = True
         for i in range(args.repeat):
-            out = root / f"out{i}"
+            out, ref_out = root / f"out{i}", root / f"ref{i}"
             t0 = time.perf_counter()
             summary = run_export(ExportConfig(url=pg.url(db), output=str(out)))
             best = min(best, time.perf_counter() - t0)
             assert summary.ok and summary.records == args.rows, summary.line()
             parquet_bytes = summary.bytes
+            t0 = time.perf_counter()
+            summary = run_export(ExportConfig(url=pg.url(db), output=str(ref_out), reader="sqlalchemy"))
+            ref = min(ref, time.perf_counter() - t0)
+            assert summary.ok and summary.records == args.rows, summary.line()
+            agree = agree and read_export(str(out), "orders").equals(read_export(str(ref_out), "orders"))
             shutil.rmtree(out)
+            shutil.rmtree(ref_out)
             sink = _Discard()
             with contextlib.closing(pg.connect(db)) as conn, conn.cursor() as cur:
                 t0 = time.perf_counter()
@@ -90,6 +103,10 @@ def main() -> None:
             "postgres": pg.execute("SHOW server_version")[0][0],
             "headrace_export_seconds": round(best, 2),
             "headrace_export_rows_per_s": round(args.rows / best),
+            "headrace_export_reader": "adbc" if adbc_available() else "sqlalchemy",
+            "reference_export_seconds": round(ref, 2),
+            "reference_export_rows_per_s": round(args.rows / ref),
+            "paths_agree": agree,
             "parquet_mb": round(parquet_bytes / 1e6, 1),
             "peer_copy_binary_seconds": round(peer, 2),
             "peer_copy_binary_rows_per_s": round(args.rows / peer),
@@ -98,8 +115,7 @@ def main() -> None:
             "load_avg_1m": os.getloadavg()[0],
         }
         print(json.dumps(result, indent=2))
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "export_postgres.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("export_postgres", result)
     finally:
         pg.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 from headrace.relay.client import Subscriber
 
@@ -175,9 +176,7 @@ def main() -> None:
     finally:
         relay.terminate()
         relay.wait(30)
-    out = Path(__file__).parent / "results" / "relay_sqlite.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("relay_sqlite", results)
     for k, v in results.items():
         print(f"{k:40} {v}")
 

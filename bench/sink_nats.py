@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _result import write_result  # bench/ is sys.path[0] when run as a script
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -116,8 +118,7 @@ def main() -> None:
             "load_avg_1m": os.getloadavg()[0],
         }
         print(json.dumps(result, indent=2))
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "sink_nats.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("sink_nats", result)
     finally:
         server.kill()
         server.wait(10)

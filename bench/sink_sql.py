@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 import yaml
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -271,8 +272,7 @@ def main() -> None:
             "load_avg_1m": os.getloadavg()[0],
         }
         print(json.dumps(result, indent=2))
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "sink_sql.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("sink_sql", result)
     finally:
         pg.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)

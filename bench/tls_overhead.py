@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import trustme
 import yaml
+from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from headrace._chunk import Chunk
@@ -52,7 +53,9 @@ def self_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(tmp: Path, name: str, block: bytes, files: int, tls: dict[str, object] | None, client: ClientTLS | None) -> str:
+def run(
+    tmp: Path, name: str, block: bytes, files: int, tls: dict[str, object] | None, client: ClientTLS | None
+) -> dict[str, float]:
     port = free_port()
     cfg: dict[str, object] = {"listen": f"127.0.0.1:{port}", "sink_dir": str(tmp / f"sink-{name}"), "name": "bench"}
     if tls:
@@ -108,9 +111,15 @@ def run(tmp: Path, name: str, block: bytes, files: int, tls: dict[str, object] |
         col.wait(30)
         log.close()
     mb = len(block) * files / 1e6
-    return (
-        f"{name:<6} {wall:6.2f} s  {mb / wall:7.1f} MB/s  collector CPU {col_cpu:5.2f} s  shipper CPU {ship_cpu:5.2f} s"
-    )
+    print(f"{name:<6} {wall:6.2f} s  {mb / wall:7.1f} MB/s  collector CPU {col_cpu:5.2f} s  ", end="")
+    print(f"shipper CPU {ship_cpu:5.2f} s")
+    return {
+        "mb": round(mb, 1),
+        "seconds": round(wall, 3),
+        "mb_s": round(mb / wall, 1),
+        "collector_cpu_s": round(col_cpu, 2),
+        "shipper_cpu_s": round(ship_cpu, 2),
+    }
 
 
 def main() -> None:
@@ -137,8 +146,9 @@ def main() -> None:
         tls = {"cert": paths["s.crt"], "key": paths["s.key"], "client_ca": paths["ca"], "require_client_cert": True}
         ctls = ClientTLS(ca=paths["ca"], cert=paths["c.crt"], key=paths["c.key"])
         print(f"data: {len(block) * files / 1e6:.1f} MB, 1 MiB chunks, 4 MiB batches")
-        print(run(tmp, "http", block, files, None, None))
-        print(run(tmp, "https", block, files, tls, ctls))
+        result = {"http": run(tmp, "http", block, files, None, None)}
+        result["https"] = run(tmp, "https", block, files, tls, ctls)
+        write_result("tls_overhead", result, default_file=False)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,6 @@ class ExportConfig(Section):
     compression: Literal["none", "snappy", "zstd", "gzip", "lz4"] = "zstd"
     # where the run record (export.json: the last run's counts and outcome) goes; default <output>/_runs
     runs_dir: str | None = None
+    # auto: a full export of a PostgreSQL table reads through ADBC's PostgreSQL driver when it is installed
+    # (headrace[fastexport]) and every column has a type it reads exactly; sqlalchemy: always the reference path
+    reader: Literal["auto", "sqlalchemy"] = "auto"

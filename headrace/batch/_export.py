@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,7 @@ from .._storage import Store, resolve
 from ..errors import Unavailable, UsageError
 from ..relay import TableMeta, table_meta_from_sqlalchemy
 from ._config import ExportConfig
+from ._export_adbc import AdbcReader, adbc_available
 from ._export_arrow import (
     WATERMARK_KINDS,
     ExportManifest,
@@ -85,6 +86,7 @@ class _Exporter:
         self.run_id = run_id
         self.out = resolve(cfg.output)
         self.engine = _engine(cfg.url)
+        self.fast: AdbcReader | None = None
 
     def reflect(self) -> dict[str, tuple[sa.Table, TableMeta]]:
         md = sa.MetaData()
@@ -135,9 +137,27 @@ class _Exporter:
         tables = self.reflect()
         # one read transaction: the tables of a run are one snapshot
         with self.engine.connect() as conn, conn.begin(), progress("export", len(tables)) as bar:
-            for name, (table, meta) in tables.items():
-                self.export_table(conn, name, table, meta)
-                bar.advance()
+            self.fast = self.open_fast_path(conn)
+            try:
+                for name, (table, meta) in tables.items():
+                    self.export_table(conn, name, table, meta)
+                    bar.advance()
+            finally:
+                if self.fast is not None:
+                    self.fast.close()
+                    self.fast = None
+
+    def open_fast_path(self, conn: sa.Connection) -> AdbcReader | None:
+        """ADBC's PostgreSQL driver reading in this transaction's snapshot, when it can be used
+        (``export.reader: auto``, a PostgreSQL URL, the driver installed); see headrace/batch/_export_adbc.py."""
+        if self.cfg.reader != "auto" or self.engine.dialect.name != "postgresql" or not adbc_available():
+            return None
+        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        try:
+            return AdbcReader(self.cfg.url, str(snapshot))
+        except Exception as exc:  # the driver's errors have no common base class worth naming here
+            log.warning("export_fast_path_unavailable", error=str(exc), using="sqlalchemy")
+            return None
 
     def columns(self, table: sa.Table, meta: TableMeta, incremental: str | None) -> list[Any]:
         """The selected columns. SQLite's unconstrained NUMERIC is read as the stored INTEGER or REAL
@@ -193,12 +213,40 @@ class _Exporter:
     def write_parts(
         self, conn: sa.Connection, q: sa.Select[Any], meta: TableMeta, name: str, folder: str, column: str | None
     ) -> tuple[list[str], int, int, Any]:
-        schema = arrow_schema(meta)
+        batches: Iterable[pa.RecordBatch] | None = None
+        if self.fast is not None and column is None:  # full exports only: no watermark to bind or track
+            batches = self.fast.batches(str(q.compile(dialect=self.engine.dialect)), meta, self.cfg.batch_rows)
+        last: list[Any] = [None]
+        if batches is None:
+            batches = self.reference_batches(conn, q, meta, name, column, last)
+            log.debug("export_reader", table=name, reader="sqlalchemy")
+        else:
+            log.debug("export_reader", table=name, reader="adbc")
+        files, rows, size = self.write_batches(batches, arrow_schema(meta), name, folder, column)
+        return files, rows, size, last[0]
+
+    def reference_batches(
+        self, conn: sa.Connection, q: sa.Select[Any], meta: TableMeta, name: str, column: str | None, last: list[Any]
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows through SQLAlchemy, converted by :func:`rows_to_batch`; ``last[0]``: the incremental column's
+        value in the last row so far."""
+        col_index = [c.name for c in meta.columns].index(column) if column else -1
+        result = conn.execution_options(stream_results=True, yield_per=self.cfg.batch_rows).execute(q)
+        for page in result.partitions(self.cfg.batch_rows):
+            try:
+                batch = rows_to_batch(meta, page)
+            except ValueError as exc:
+                raise UsageError(f"table {name!r}: {exc}") from exc
+            if column:
+                last[0] = page[-1][col_index]
+            yield batch
+
+    def write_batches(
+        self, batches: Iterable[pa.RecordBatch], schema: pa.Schema, name: str, folder: str, column: str | None
+    ) -> tuple[list[str], int, int]:
         compression = None if self.cfg.compression == "none" else self.cfg.compression
         files: list[str] = []
         rows = size = 0
-        last: Any = None
-        col_index = [c.name for c in meta.columns].index(column) if column else -1
         buf: io.BytesIO | None = None
         writer: pq.ParquetWriter | None = None
         in_part = 0
@@ -214,20 +262,13 @@ class _Exporter:
             size += len(data)
             buf, writer, in_part = None, None, 0
 
-        result = conn.execution_options(stream_results=True, yield_per=self.cfg.batch_rows).execute(q)
-        for page in result.partitions(self.cfg.batch_rows):
-            try:
-                batch = rows_to_batch(meta, page)
-            except ValueError as exc:
-                raise UsageError(f"table {name!r}: {exc}") from exc
+        for batch in batches:
             if writer is None:
                 buf = io.BytesIO()
                 writer = pq.ParquetWriter(buf, schema, compression=compression)
             writer.write_batch(batch)
-            rows += len(page)
-            in_part += len(page)
-            if column:
-                last = page[-1][col_index]
+            rows += batch.num_rows
+            in_part += batch.num_rows
             if in_part >= self.cfg.part_rows:
                 finish()
         if writer is not None:
@@ -236,7 +277,7 @@ class _Exporter:
             buf = io.BytesIO()
             writer = pq.ParquetWriter(buf, schema, compression=compression)
             finish()
-        return files, rows, size, last
+        return files, rows, size
 
 
 @contextmanager

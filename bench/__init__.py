@@ -1,0 +1,1 @@
+"""Benchmarks and their harness: ``python -m bench`` (see bench/__main__.py)."""

@@ -1,0 +1,464 @@
+"""The benchmarks ``python -m bench`` knows: script, sizes (full and ``--quick``), completeness checks, table rows.
+
+Each benchmark is one script in bench/ that runs headrace and its peer in the same process tree and
+writes its figures as JSON (bench/_result.py). Here, per benchmark:
+
+* ``full`` / ``quick``: the script's arguments (the full sizes are the ones the README quotes);
+* ``check(result, args)``: what must hold before a speed counts (row and event counts, bytes acked);
+  a non-empty list of problems marks the run incomplete;
+* ``rows(result)``: rows of the README performance table (what, headrace, peer, ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Args = dict[str, Any]
+Result = dict[str, Any]
+Row = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One named benchmark: a script in bench/ with its sizes, checks and table rows."""
+
+    name: str
+    script: str
+    full: Args
+    quick: Args
+    check: Callable[[Result, Args], list[str]]
+    rows: Callable[[Result], list[Row]]
+    out_flag: str | None = None  # scripts that take their output path as a flag rather than HEADRACE_BENCH_JSON
+    needs: tuple[str, ...] = field(default=())  # programs on PATH the benchmark needs
+
+
+def argv(args: Args) -> list[str]:
+    """``{"rows": 5, "codec": ["null"]}`` → ``["--rows", "5", "--codec", "null"]``."""
+    out: list[str] = []
+    for k, v in args.items():
+        flag = "--" + k.replace("_", "-")
+        for one in v if isinstance(v, list) else [v]:
+            out += [flag, str(one)]
+    return out
+
+
+def _n(x: float | int | None, digits: int = 0) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.3g}" if a and b else "—"
+
+
+def _row(what: str, headrace: str, peer: str = "", ratio: str = "") -> Row:
+    return {"what": what, "headrace": headrace, "peer": peer, "ratio": ratio}
+
+
+def _missing(result: Result, *keys: str) -> list[str]:
+    return [f"no {k!r} in the result" for k in keys if result.get(k) is None]
+
+
+# collector ingest ------------------------------------------------------------------------------------------------
+
+
+def _collector_check(r: Result, a: Args) -> list[str]:
+    problems = _missing(r, "peer_http_only", "peer_write_fsync")
+    for codec in a.get("codec", ["null", "deflate"]):
+        problems += _missing(r, f"collector_{codec}")
+    return problems + [f"{k}: nothing acked" for k, v in r.items() if isinstance(v, dict) and not v.get("mb_s")]
+
+
+def _collector_rows(r: Result) -> list[Row]:
+    c, h, w = r["collector_null"], r["peer_http_only"], r["peer_write_fsync"]
+    return [
+        _row(
+            f"collector ingest, MB/s acked (fsynced, {r['posters']} posters of 1 MiB batches, {r['seconds']:g} s)",
+            f"{c['mb_s']:.1f} ({c['cpu_ms_per_mb']:.1f} CPU-ms/MB)",
+            f"bare HTTP server, no writes: {h['mb_s']:.1f}; write + fsync alone: {w['mb_s']:.1f}",
+            f"{_ratio(c['mb_s'], h['mb_s'])} of HTTP, {_ratio(c['mb_s'], w['mb_s'])} of fsync",
+        )
+    ]
+
+
+# agent throughput ------------------------------------------------------------------------------------------------
+
+
+def _agent_check(r: Result, a: Args) -> list[str]:
+    return _missing(r, "agent_mb_s", "peer_direct_shipper_mb_s") + (
+        [] if r.get("bytes_acked") == r.get("bytes") else [f"acked {r.get('bytes_acked')} of {r.get('bytes')} bytes"]
+    )
+
+
+def _agent_rows(r: Result) -> list[Row]:
+    return [
+        _row(
+            f"agent, files → fsynced collector ack, MB/s ({r['mb']:g} MB, {r['files']} files)",
+            _n(r["agent_mb_s"], 1),
+            f"direct shipper, no files or spool: {_n(r['peer_direct_shipper_mb_s'], 1)}",
+            _ratio(r["agent_mb_s"], r["peer_direct_shipper_mb_s"]),
+        )
+    ]
+
+
+# demux -----------------------------------------------------------------------------------------------------------
+
+
+def _demux_check(r: Result, a: Args) -> list[str]:
+    per = r.get("results") or {}
+    problems = []
+    for kind in ["combined", "json", "syslog", "regex", "raw"]:
+        want = a["lines"] if kind == "combined" else a["others"]
+        got = (per.get(kind) or {}).get("lines")
+        if got != want:  # the script asserts run_demux's summary: records == lines, errors == 0
+            problems.append(f"demux {kind}: {got} lines, expected {want}")
+    if "combined_peer_python_re" not in per:
+        problems.append("no peer run")
+    return problems
+
+
+def _demux_rows(r: Result) -> list[Row]:
+    per = r["results"]
+    c, p = per["combined"], per["combined_peer_python_re"]
+    z, d = per["combined_archive_zstandard"], per["combined_archive_deflate"]
+    others = ", ".join(f"`{k}` {_n(per[k]['lines_per_s'])}" for k in ["json", "regex", "syslog", "raw"] if k in per)
+    return [
+        _row(
+            f"demux `combined` → Parquet, lines/s ({c['lines']:,} lines)",
+            _n(c["lines_per_s"]),
+            f"Python `re` loop + Parquet: {_n(p['lines_per_s'])}",
+            _ratio(c["lines_per_s"], p["lines_per_s"]),
+        ),
+        _row(
+            "archive build (sink files → zstandard parts), MB/s",
+            _n(z["mb_per_s"], 1),
+            f"the same with `deflate` parts: {_n(d['mb_per_s'], 1)}",
+            _ratio(z["mb_per_s"], d["mb_per_s"]),
+        ),
+        _row(f"demux, other processors, lines/s ({per['json']['lines']:,} lines)", others),
+    ]
+
+
+# export ----------------------------------------------------------------------------------------------------------
+
+
+def _export_check(r: Result, a: Args) -> list[str]:
+    # the script asserts run_export's summary (ok, records == rows) before it times anything else
+    problems = _missing(r, "headrace_export_rows_per_s", "peer_copy_binary_rows_per_s")
+    if r.get("paths_agree") is False:
+        problems.append("the default reader and the reference path wrote different values")
+    return problems + ([] if r.get("rows") == a["rows"] else [f"exported {r.get('rows')} rows, expected {a['rows']}"])
+
+
+def _export_rows(r: Result) -> list[Row]:
+    rows = [
+        _row(
+            f"export, PostgreSQL table → Parquet, rows/s ({r['rows']:,} rows, 8 columns; reader: "
+            f"{r.get('headrace_export_reader', 'sqlalchemy')})",
+            _n(r["headrace_export_rows_per_s"]),
+            f"`COPY … TO STDOUT (FORMAT binary)`, nothing parsed: {_n(r['peer_copy_binary_rows_per_s'])}",
+            _ratio(r["headrace_export_rows_per_s"], r["peer_copy_binary_rows_per_s"]),
+        )
+    ]
+    if r.get("reference_export_rows_per_s"):
+        rows.append(
+            _row(
+                "export, the reference path (SQLAlchemy rows → Arrow), rows/s",
+                _n(r["reference_export_rows_per_s"]),
+                f"COPY binary: {_n(r['peer_copy_binary_rows_per_s'])}",
+                _ratio(r["reference_export_rows_per_s"], r["peer_copy_binary_rows_per_s"]),
+            )
+        )
+    return rows
+
+
+# relays ----------------------------------------------------------------------------------------------------------
+
+
+def _latency_events_check(r: Result, a: Args) -> list[str]:
+    want = int(a["seconds"] * a["rate"]) * a.get("rows", 5)
+    got = r.get("latency_events")
+    return [] if got is None or got >= want else [f"latency run: {got} events delivered, expected {want}"]
+
+
+def _relay_check(*keys: str) -> Callable[[Result, Args], list[str]]:
+    def check(r: Result, a: Args) -> list[str]:
+        # the scripts follow the relay until txns × rows events have arrived (or time out)
+        problems = _missing(r, *keys)
+        if r.get("txns") != a["txns"]:
+            problems.append(f"{r.get('txns')} transactions, expected {a['txns']}")
+        return problems + _latency_events_check(r, a)
+
+    return check
+
+
+def _relay_rows(source: str, eps: str, peer_name: str, peer: str) -> Callable[[Result], list[Row]]:
+    def rows(r: Result) -> list[Row]:
+        return [
+            _row(
+                f"relay, {source}, commit → subscriber, events/s ({r['txns']:,} txns × {r['rows_per_txn']} rows)",
+                _n(r[eps]),
+                f"{peer_name}: {_n(r[peer])}",
+                _ratio(r[eps], r[peer]),
+            ),
+            _row(
+                f"relay, {source}, commit → delivery latency at {r['latency_rate_txn_per_s']:g} txn/s",
+                f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms",
+            ),
+        ]
+
+    return rows
+
+
+# bootstrap -------------------------------------------------------------------------------------------------------
+
+
+def _boot_sqlite_check(r: Result, a: Args) -> list[str]:
+    problems = _missing(r, "snapshot_serving_rows_per_s", "peer_sqlite_read_rows_per_s")
+    if r.get("rows") != a["rows"]:
+        problems.append(f"{r.get('rows')} rows, expected {a['rows']}")
+    if (r.get("subscriber_events") or 0) < a["rows"]:
+        problems.append(f"new subscriber got {r.get('subscriber_events')} events, fewer than the {a['rows']} rows")
+    return problems
+
+
+def _boot_sqlite_rows(r: Result) -> list[Row]:
+    return [
+        _row(
+            f"bootstrap, snapshot serving, rows/s ({r['rows']:,}-row table)",
+            _n(r["snapshot_serving_rows_per_s"]),
+            f"reading the table directly: {_n(r['peer_sqlite_read_rows_per_s'])}",
+            _ratio(r["snapshot_serving_rows_per_s"], r["peer_sqlite_read_rows_per_s"]),
+        ),
+        _row(
+            f"bootstrap, new subscriber of a {r['rows']:,}-row table until it is on the relay",
+            f"{r['new_subscriber_to_relay_seconds']} s",
+        ),
+    ]
+
+
+def _boot_pg_check(r: Result, a: Args) -> list[str]:
+    want = a["rows"] + 2000  # plus the composite-key table's 2,000 rows
+    return [] if r.get("rows") == want else [f"seeded {r.get('rows')} rows, expected {want}"]
+
+
+def _boot_pg_rows(r: Result) -> list[Row]:
+    return [_row(f"bootstrap, seeding from PostgreSQL, rows/s ({r['rows']:,} rows)", _n(r["rows_per_s"]))]
+
+
+# sinks -----------------------------------------------------------------------------------------------------------
+
+
+def _sink_sql_check(r: Result, a: Args) -> list[str]:
+    # the script counts the target table's rows after the end-to-end run and waits for the checkpoint
+    problems = _missing(r, "sink_end_to_end_rows_per_s", "peer_copy_csv_rows_per_s")
+    return problems + ([] if r.get("rows") == a["rows"] else [f"{r.get('rows')} rows, expected {a['rows']}"])
+
+
+def _sink_sql_rows(r: Result) -> list[Row]:
+    return [
+        _row(
+            f"sink `sql` → PostgreSQL, end to end (relay → upserts + checkpoint), rows/s ({r['rows']:,} rows, "
+            f"windows of {r['rows_per_window']})",
+            _n(r["sink_end_to_end_rows_per_s"]),
+            f"`COPY … FROM STDIN`: {_n(r['peer_copy_csv_rows_per_s'])}; `execute_values` insert: "
+            f"{_n(r['peer_execute_values_insert_rows_per_s'])}",
+            _ratio(r["sink_end_to_end_rows_per_s"], r["peer_copy_csv_rows_per_s"]),
+        ),
+        _row(
+            "sink `sql` target alone (decoded windows → upsert transactions), rows/s",
+            _n(r["sink_target_only_rows_per_s"]),
+            f"`execute_values` insert: {_n(r['peer_execute_values_insert_rows_per_s'])}",
+            _ratio(r["sink_target_only_rows_per_s"], r["peer_execute_values_insert_rows_per_s"]),
+        ),
+    ]
+
+
+def _sink_nats_check(r: Result, a: Args) -> list[str]:
+    problems = _missing(r, "sink_target_events_per_s", "peer_publish_async_events_per_s")
+    return problems + ([] if r.get("events") == a["events"] else [f"{r.get('events')} events, expected {a['events']}"])
+
+
+def _sink_nats_rows(r: Result) -> list[Row]:
+    return [
+        _row(
+            f"sink `nats` → JetStream, events/s (msg ids, headers, acks, KV checkpoint; {r['events']:,} events)",
+            _n(r["sink_target_events_per_s"]),
+            f"nats-py `publish_async` of the same bodies: {_n(r['peer_publish_async_events_per_s'])}",
+            _ratio(r["sink_target_events_per_s"], r["peer_publish_async_events_per_s"]),
+        )
+    ]
+
+
+# wire compression and TLS ----------------------------------------------------------------------------------------
+
+
+def _wire_check(r: Result, a: Args) -> list[str]:
+    data = (r.get("corpus") or {}).get("data_bytes")
+    modes = r.get("results") or []
+    if len(modes) != 3:
+        return [f"{len(modes)} modes measured, expected 3"]
+    return [f"{m['mode']}: {m['data_bytes']} bytes acked, corpus {data}" for m in modes if m["data_bytes"] != data]
+
+
+def _wire_rows(r: Result) -> list[Row]:
+    by = {m["mode"]: m for m in r["results"]}
+    none, z1, z3 = by["none"], by["zstd-1"], by["zstd-3"]
+    return [
+        _row(
+            f"wire compression, agent → collector, bytes on the wire ({r['corpus']['data_bytes'] / 1e6:.0f} MB of "
+            "varied access/JSON/syslog/traceback lines)",
+            f"zstd level 3: {z3['wire_bytes'] / 1e6:.1f} MB, +{z3['extra_cpu_s_per_gb_saved']} CPU-s per GB saved; "
+            f"level 1: {z1['wire_bytes'] / 1e6:.1f} MB, +{z1['extra_cpu_s_per_gb_saved']} CPU-s/GB",
+            f"uncompressed: {none['wire_bytes'] / 1e6:.1f} MB",
+            f"{none['wire_bytes'] / z3['wire_bytes']:.2g}× smaller",
+        )
+    ]
+
+
+def _tls_check(r: Result, a: Args) -> list[str]:
+    # the shipper raises unless every batch is acked; both runs ship the same bytes
+    problems = _missing(r, "http", "https")
+    if not problems and r["http"]["mb"] != r["https"]["mb"]:
+        problems.append("the two runs shipped different amounts")
+    return problems
+
+
+def _tls_rows(r: Result) -> list[Row]:
+    h, s = r["http"], r["https"]
+    extra_col = 1000 * (s["collector_cpu_s"] - h["collector_cpu_s"]) / s["mb"]
+    extra_ship = 1000 * (s["shipper_cpu_s"] - h["shipper_cpu_s"]) / s["mb"]
+    return [
+        _row(
+            f"TLS (mTLS, TLS 1.3), agent shipper → collector, MB/s acked ({s['mb']:g} MB)",
+            f"{s['mb_s']:.1f} (collector {extra_col:+.1f} ms, shipper {extra_ship:+.1f} ms CPU per MB)",
+            f"plain HTTP: {h['mb_s']:.1f}",
+            _ratio(s["mb_s"], h["mb_s"]),
+        )
+    ]
+
+
+BENCHES: list[Bench] = [
+    Bench(
+        "collector_ingest",
+        "collector_ingest.py",
+        {"seconds": 8},
+        {"seconds": 1, "codec": ["null"]},
+        _collector_check,
+        _collector_rows,
+    ),
+    Bench(
+        "agent_throughput",
+        "agent_throughput.py",
+        {"mb": 200, "files": 20},
+        {"mb": 16, "files": 4},
+        _agent_check,
+        _agent_rows,
+    ),
+    Bench(
+        "demux",
+        "bench_demux.py",
+        {"lines": 1_000_000, "others": 300_000, "repeat": 3},
+        {"lines": 50_000, "others": 20_000, "repeat": 1},
+        _demux_check,
+        _demux_rows,
+        out_flag="out",
+    ),
+    Bench(
+        "export_postgres",
+        "export_postgres.py",
+        {"rows": 1_000_000, "repeat": 3},
+        {"rows": 20_000, "repeat": 1},
+        _export_check,
+        _export_rows,
+        needs=("initdb", "pg_ctl"),
+    ),
+    Bench(
+        "relay_sqlite",
+        "relay_sqlite.py",
+        {"txns": 10_000, "rows": 5, "rate": 200, "seconds": 10},
+        {"txns": 1_000, "rows": 5, "rate": 200, "seconds": 2},
+        _relay_check("relay_events_per_s", "peer_changelog_read_events_per_s"),
+        _relay_rows(
+            "SQLite", "relay_events_per_s", "reading the change log directly", "peer_changelog_read_events_per_s"
+        ),
+    ),
+    Bench(
+        "relay_postgres",
+        "bench_relay_postgres.py",
+        {"txns": 20_000, "rows": 5, "rate": 200, "seconds": 10},
+        {"txns": 1_000, "rows": 5, "rate": 200, "seconds": 2},
+        _relay_check("relay_subscriber_events_per_s", "pg_recvlogical_events_per_s"),
+        _relay_rows(
+            "PostgreSQL",
+            "relay_subscriber_events_per_s",
+            "`pg_recvlogical` (server decoding only)",
+            "pg_recvlogical_events_per_s",
+        ),
+        needs=("initdb", "pg_ctl", "pg_recvlogical"),
+    ),
+    Bench(
+        "relay_mysql",
+        "bench_relay_mysql.py",
+        {"txns": 20_000, "rows": 5, "rate": 200, "seconds": 10},
+        {"txns": 1_000, "rows": 5, "rate": 200, "seconds": 2},
+        _relay_check("relay_subscriber_events_per_s", "mariadb_binlog_events_per_s"),
+        _relay_rows(
+            "MariaDB",
+            "relay_subscriber_events_per_s",
+            "`mariadb-binlog` reading the same binlog (rows left encoded)",
+            "mariadb_binlog_events_per_s",
+        ),
+        needs=("mariadbd", "mariadb-binlog"),
+    ),
+    Bench(
+        "bootstrap_sqlite",
+        "bootstrap_sqlite.py",
+        {"rows": 1_000_000, "write_sleep_ms": 50},
+        {"rows": 20_000, "write_sleep_ms": 50},
+        _boot_sqlite_check,
+        _boot_sqlite_rows,
+    ),
+    Bench(
+        "bootstrap_pg_seed",
+        "bootstrap_pg_seed.py",
+        {"rows": 100_000},
+        {"rows": 5_000},
+        _boot_pg_check,
+        _boot_pg_rows,
+        needs=("initdb", "pg_ctl"),
+    ),
+    Bench(
+        "sink_sql",
+        "sink_sql.py",
+        {"rows": 200_000},
+        {"rows": 5_000},
+        _sink_sql_check,
+        _sink_sql_rows,
+        needs=("initdb", "pg_ctl"),
+    ),
+    Bench(
+        "sink_nats",
+        "sink_nats.py",
+        {"events": 100_000},
+        {"events": 5_000},
+        _sink_nats_check,
+        _sink_nats_rows,
+        needs=("nats-server",),
+    ),
+    Bench(
+        "wire_compression",
+        "wire_compression.py",
+        {"mb": 256, "files": 16, "repeat": 3},
+        {"mb": 8, "files": 2, "repeat": 1},
+        _wire_check,
+        _wire_rows,
+        out_flag="out",
+    ),
+    Bench("tls_overhead", "tls_overhead.py", {"mb": 400}, {"mb": 16}, _tls_check, _tls_rows),
+]
+
+BY_NAME = {b.name: b for b in BENCHES}

@@ -1,0 +1,197 @@
+"""PostgreSQL export fast path: ADBC's PostgreSQL driver reads a table as Arrow (``COPY … TO STDOUT (FORMAT
+binary)`` decoded in C++), and its columns are cast to exactly the types of :func:`arrow_schema`.
+
+Used for a full (not incremental) export of a PostgreSQL table when ``adbc-driver-postgresql`` is
+installed (``pip install 'headrace[fastexport]'``), ``export.reader`` is ``auto``, and every column
+is of a type whose values the driver hands back as the reference path (SQLAlchemy + psycopg2 →
+:func:`rows_to_batch`) would write them:
+
+==============  ==========================  =============================================
+kind            driver's Arrow type         cast
+==============  ==========================  =============================================
+boolean         bool                        —
+int / long      int16 / int32 / int64       widened to int32 / int64
+double          float64 (float8)            — (``real`` comes as float32: reference path)
+decimal(p, s)   numeric as text             text → decimal128(p, s), exact (an error, not a
+                                            rounding, if a value does not fit)
+decimal         numeric as text             text, ``nan``/``inf`` spelt as PostgreSQL does
+string          string (text, varchar,      —
+                char)
+bytes           binary                      —
+date            date32                      —
+time            time64[us]                  —
+timestamp       timestamp[us]               —
+timestamptz     timestamp[us, UTC]          —
+==============  ==========================  =============================================
+
+Any other column (json, uuid, interval, arrays, enums, ``real``, types mapped to text such as
+``inet``) sends the whole table through the reference path, so a table's file never mixes paths.
+The fast path reads inside the same snapshot as the rest of the run: the SQLAlchemy transaction
+exports its snapshot (``pg_export_snapshot()``) and the driver's transaction imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._logging import get_logger
+from ..errors import UsageError
+from ..relay import TableMeta
+from ._export_arrow import arrow_schema
+
+__all__ = ["AdbcReader", "adbc_available", "cast_plan"]
+
+log = get_logger("export")
+
+Cast = Callable[[pa.Array], pa.Array]
+
+_NUMERIC_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def adbc_available() -> bool:
+    """Whether ADBC's PostgreSQL driver is installed."""
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _storage(a: pa.Array) -> pa.Array:
+    return a.storage if isinstance(a.type, pa.BaseExtensionType) else a
+
+
+def _is_numeric_text(t: pa.DataType) -> bool:
+    """The driver's numeric: an opaque extension type (or, in older drivers, plain text) over string storage."""
+    if isinstance(t, pa.BaseExtensionType):
+        return pa.types.is_string(t.storage_type) and getattr(t, "type_name", None) == "numeric"
+    return False
+
+
+def _numeric_text(a: pa.Array) -> pa.Array:
+    s = _storage(a)
+    for driver, pg in _NUMERIC_SPECIALS.items():  # the driver writes nan/inf; PostgreSQL (and psycopg2) NaN/Infinity
+        s = pc.if_else(pc.equal(s, driver), pa.scalar(pg), s)
+    return s
+
+
+# The driver shifts PostgreSQL's ±infinity (the integer extremes) by the 1970 → 2000 epoch offset, so
+# they arrive wrapped around; psycopg2 (the reference path) reads them as Python's date/datetime min and
+# max. Values outside Python's years 1–9999 are an error in both paths.
+_DATE_RANGE = (-719_162, 2_932_896)  # 0001-01-01, 9999-12-31 in days since 1970
+_US_RANGE = (-62_135_596_800_000_000, 253_402_300_799_999_999)  # … and microseconds, 23:59:59.999999
+_DATE_INF = {-2_147_472_692: _DATE_RANGE[1], -2_147_472_691: _DATE_RANGE[0]}  # infinity, -infinity
+_US_INF = {-9_222_425_352_054_775_809: _US_RANGE[1], -9_222_425_352_054_775_808: _US_RANGE[0]}
+
+
+def _temporal(table: str, column: str, target: pa.DataType) -> Cast:
+    """Dates and timestamps as the reference path has them: ±infinity as the extremes, anything else
+    outside years 1–9999 refused."""
+    is_date = pa.types.is_date32(target)
+    ints_type, (lo, hi), inf = (pa.int32(), _DATE_RANGE, _DATE_INF) if is_date else (pa.int64(), _US_RANGE, _US_INF)
+
+    def cast(a: pa.Array) -> pa.Array:
+        ints = pc.cast(_storage(a), ints_type)
+        for sentinel, value in inf.items():
+            ints = pc.if_else(pc.equal(ints, sentinel), pa.scalar(value, ints_type), ints)
+        if pc.any(pc.or_(pc.less(ints, lo), pc.greater(ints, hi))).as_py():
+            raise UsageError(f"table {table!r}: column {column!r} holds a value outside years 1-9999")
+        return pc.cast(ints, target)
+
+    return cast
+
+
+def _cast_to(target: pa.DataType) -> Cast:
+    return lambda a: pc.cast(_storage(a), target, safe=True)
+
+
+def cast_plan(meta: TableMeta, driver: pa.Schema) -> list[Cast] | None:
+    """Per column, the cast from the driver's Arrow type to :func:`arrow_schema`'s, or None when a column
+    is not one the fast path reads exactly (see the module docstring)."""
+    target = arrow_schema(meta)
+    if len(driver) != len(target):
+        return None
+    plan: list[Cast] = []
+    for col, got, want in zip(meta.columns, driver, target, strict=True):
+        k, t = col.type.kind, got.type
+        if k == "decimal" and _is_numeric_text(t):
+            plan.append(_cast_to(want.type) if pa.types.is_decimal(want.type) else _numeric_text)
+            continue
+        exact = (
+            (k == "boolean" and pa.types.is_boolean(t))
+            or (k in ("int", "long") and pa.types.is_integer(t) and t.bit_width <= want.type.bit_width)
+            or (k == "double" and pa.types.is_float64(t))
+            or (k == "string" and pa.types.is_string(t))
+            or (k == "bytes" and pa.types.is_binary(t))
+            or (k == "date" and pa.types.is_date32(t))
+            or (k == "time" and t == pa.time64("us"))
+            or (k == "timestamp" and t == pa.timestamp("us"))
+            or (k == "timestamptz" and pa.types.is_timestamp(t) and t.unit == "us" and t.tz is not None)
+        )
+        if not exact:
+            log.info("export_fast_path_unsupported", column=col.name, kind=k, driver_type=str(t))
+            return None
+        temporal = k in ("date", "timestamp", "timestamptz")
+        plan.append(_temporal(meta.name, col.name, want.type) if temporal else _cast_to(want.type))
+    return plan
+
+
+def convert(batch: pa.RecordBatch, plan: list[Cast], schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` (the driver's types) as a batch of ``schema`` (arrow_schema's types)."""
+    return pa.RecordBatch.from_arrays([c(a) for c, a in zip(plan, batch.columns, strict=True)], schema=schema)
+
+
+class AdbcReader:
+    """One ADBC connection reading inside an exported PostgreSQL snapshot."""
+
+    def __init__(self, url: str, snapshot: str) -> None:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        self._conn = adbc.connect(_libpq_uri(url), autocommit=False)
+        with self._conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+
+    def batches(self, sql: str, meta: TableMeta, batch_rows: int) -> Iterator[pa.RecordBatch] | None:
+        """The rows of ``sql`` as batches of :func:`arrow_schema` (at most ``batch_rows`` rows each), or
+        None when a column's type is not one the fast path reads exactly."""
+        cur = self._conn.cursor()
+        cur.execute(sql)
+        reader = cur.fetch_record_batch()
+        plan = cast_plan(meta, reader.schema)
+        if plan is None:
+            cur.close()
+            return None
+        schema = arrow_schema(meta)
+
+        def gen() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    for off in range(0, batch.num_rows, batch_rows):
+                        try:
+                            converted = convert(batch.slice(off, batch_rows), plan, schema)
+                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. NaN in numeric(p, s)
+                            raise UsageError(f"table {meta.name!r}: {exc}") from exc
+                        yield converted
+            finally:
+                cur.close()
+
+        return gen()
+
+    def close(self) -> None:
+        """End the read-only transaction and close the connection."""
+        try:
+            self._conn.rollback()
+        finally:
+            self._conn.close()
+
+
+def _libpq_uri(url: str) -> str:
+    """A libpq URI from a SQLAlchemy URL (``postgresql+psycopg2://…`` → ``postgresql://…``)."""
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(url)
+    return str(u.set(drivername="postgresql").render_as_string(hide_password=False))
