@@ -167,10 +167,19 @@ def run_socat(tmp: Path, blocks: list[bytes], timeout: float) -> dict[str, Any]:
         for f, p in zip(files, ports, strict=True)
     ]
     cpu = 0.0
-    for proc in procs:
-        _, _, usage = os.wait4(proc.pid, 0)
-        proc.returncode = 0
-        cpu += usage.ru_utime + usage.ru_stime
+    waiting = list(procs)
+    while waiting:  # wait4 each (its CPU), with a deadline: a pair that never connected is killed
+        for proc in list(waiting):
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu += usage.ru_utime + usage.ru_stime
+                waiting.remove(proc)
+        if waiting and time.monotonic() - t0 > timeout:
+            for proc in waiting:
+                proc.kill()
+            timeout = float("inf")  # reap the killed ones on the next rounds
+        time.sleep(0.002)
     for o in outs:
         with open(o, "rb") as f:
             os.fsync(f.fileno())
