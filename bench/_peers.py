@@ -6,9 +6,11 @@ the modules its config loads (no imuxsock, no imklog): the machine's own rsyslog
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +63,7 @@ def start_headrace(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "headrace", *args, "--log-format", "json", "--log-level", "warning"],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -148,6 +151,11 @@ ruleset(name="out") {{
 """
 
 
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the benchmark dies (a harness timeout kills only it)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_rsyslogd(tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
     """A private ``rsyslogd -n`` with ``conf`` (its work dir, pid file and log in ``tmp/name``)."""
     d = tmp / name
@@ -157,6 +165,7 @@ def start_rsyslogd(tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
         [RSYSLOGD, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "rsyslogd.pid")],
         stdout=open(d / "rsyslogd.log", "wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
 
 

@@ -28,6 +28,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from _peers import (
     checksum,
     collector_config,
     cpu_seconds,
+    die_with_parent,
     file_lines,
     free_port,
     make_block,
@@ -67,17 +69,15 @@ def release(staging: Path, logs: Path) -> None:
         p.rename(logs / p.name)
 
 
-def sink_lines(sink_dir: Path) -> list[bytes]:
+def sink_lines(sink_dir: Path) -> Iterator[bytes]:
     """Every line in the collector's sink files, each stream's chunks put back in offset order."""
     streams: dict[str, dict[int, bytes]] = {}
     for path in sorted(sink_dir.rglob("*.avro")):
         with open(path, "rb") as f:
             for rec in fastavro.reader(f):
                 streams.setdefault(rec["stream"], {})[rec["seq_start"]] = rec["data"]  # type: ignore[call-overload,index]
-    out: list[bytes] = []
     for chunks in streams.values():
-        out += b"".join(chunks[k] for k in sorted(chunks)).splitlines(keepends=True)
-    return out
+        yield from b"".join(chunks[k] for k in sorted(chunks)).splitlines(keepends=True)
 
 
 def run_headrace(tmp: Path, blocks: list[bytes], timeout: float) -> dict[str, Any]:
@@ -159,11 +159,15 @@ def run_socat(tmp: Path, blocks: list[bytes], timeout: float) -> dict[str, Any]:
     ports = [free_port() for _ in files]
     t0 = time.monotonic()
     procs = [
-        subprocess.Popen(["socat", "-u", f"TCP-LISTEN:{p},bind=127.0.0.1,reuseaddr", f"CREATE:{o}"])
+        subprocess.Popen(
+            ["socat", "-u", f"TCP-LISTEN:{p},bind=127.0.0.1,reuseaddr", f"CREATE:{o}"], preexec_fn=die_with_parent
+        )
         for p, o in zip(ports, outs, strict=True)
     ]
     procs += [
-        subprocess.Popen(["socat", "-u", f"OPEN:{f}", f"TCP:127.0.0.1:{p},retry=200,interval=0.01"])
+        subprocess.Popen(
+            ["socat", "-u", f"OPEN:{f}", f"TCP:127.0.0.1:{p},retry=200,interval=0.01"], preexec_fn=die_with_parent
+        )
         for f, p in zip(files, ports, strict=True)
     ]
     cpu = 0.0
@@ -246,11 +250,9 @@ def main() -> None:
     write_result("ship_peers", result, default_file=False)
 
 
-def file_lines_of(blocks: list[bytes]) -> list[bytes]:
-    out: list[bytes] = []
+def file_lines_of(blocks: list[bytes]) -> Iterator[bytes]:
     for b in blocks:
-        out += b.splitlines(keepends=True)
-    return out
+        yield from b.splitlines(keepends=True)
 
 
 if __name__ == "__main__":
