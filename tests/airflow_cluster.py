@@ -20,6 +20,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,8 +36,9 @@ TESTS = Path(__file__).resolve().parent
 
 
 def worker_hostname() -> str:
-    """The hostname a test Celery worker reports to Airflow (its ``HEADRACE_TEST_HOSTNAME``)."""
-    return os.environ.get("HEADRACE_TEST_HOSTNAME") or "localhost"
+    """The hostname a test Celery worker reports to Airflow (its ``HEADRACE_TEST_HOSTNAME``); the machine's
+    name in the other services."""
+    return os.environ.get("HEADRACE_TEST_HOSTNAME") or socket.getfqdn()
 
 
 class Service:
@@ -57,17 +59,24 @@ class Service:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(text.splitlines()[-n:])
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group (Airflow and Celery fork children), SIGKILL it after ``timeout``."""
+    def terminate(self) -> None:
+        """SIGTERM the process group (Airflow and Celery fork children)."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the process until ``deadline`` (monotonic), then SIGKILL its group (and any child left)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # children left behind by the leader, if any
+            os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.terminate()
+        self.reap(time.monotonic() + timeout)
 
 
 class ServiceDied(BaseException):
@@ -123,7 +132,6 @@ class AirflowCluster:
         self.redis = RedisServer(root)
         self.api_port = free_port()
         self.services: dict[str, Service] = {}
-        self.durations: dict[str, float] = {}  # wall time of each run waited for, by run id
         home = root / "airflow_home"
         home.mkdir()
         sa_url = db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -225,9 +233,14 @@ class AirflowCluster:
     def logs(self, n: int = 40) -> str:
         return "\n".join(s.tail(n) for s in self.services.values())
 
-    def stop(self) -> None:
-        for svc in reversed(list(self.services.values())):
-            svc.stop()
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every service at once, SIGKILL what is left after ``grace`` seconds; then the broker."""
+        services = list(self.services.values())
+        for svc in services:
+            svc.terminate()
+        deadline = time.monotonic() + grace
+        for svc in services:
+            svc.reap(deadline)
         self.redis.stop()
 
     # -- REST API ----------------------------------------------------------------------------
@@ -258,14 +271,12 @@ class AirflowCluster:
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         """Until the run finishes; its final state (the services' logs in the message on a timeout)."""
-        start = time.monotonic()
 
         def finished() -> str | None:
             state = str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
             return state if state in {"success", "failed"} else None
 
         state: str = self.poll(finished, timeout, f"run {run_id} to finish")
-        self.durations[run_id] = time.monotonic() - start
         return state
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

@@ -78,24 +78,31 @@ def test_logs_dag_on_two_celery_workers_equals_local_executor(
     s3: str,  # noqa: F811  (the fixture)
 ) -> None:
     data = corpus(300, seed=41)
+    t0 = time.monotonic()
+    marks: list[str] = []
+
+    def mark(what: str) -> None:
+        marks.append(f"{what} {time.monotonic() - t0:.1f}s")
+
     cluster = AirflowCluster(tmp_path / "cluster", pg_server.url(pg_server.create_database("airflow_meta")))
     try:
-        t0 = time.monotonic()
-        cluster.airflow("db", "migrate")
-        migrated = time.monotonic() - t0
-        cluster.start_core()
-        for name in WORKERS:  # they start while the LocalExecutor run goes; that run never queues on Celery
+        for name in WORKERS:  # they start while the rest does; the LocalExecutor run never queues on Celery
             cluster.start_celery_worker(name)
+        cluster.airflow("db", "migrate")
+        mark("db migrated")
+        cluster.start_core()
         cluster.start_scheduler("LocalExecutor")
         cluster.wait_api()
+        mark("api up")
         cluster.wait_dag(DAG)
-        up = time.monotonic() - t0
+        mark("dag parsed")
 
         results: dict[str, dict[str, Any]] = {}
         for executor in ("LocalExecutor", "CeleryExecutor"):
             if executor == "CeleryExecutor":
                 cluster.start_scheduler("CeleryExecutor")
                 cluster.poll(lambda: cluster.celery_workers_ready(WORKERS), 120, "both Celery workers")
+                mark("scheduler restarted, workers up")
             name = executor.removesuffix("Executor").lower()
             corpus_sinks(tmp_path / name / "sink" / "done", data, random.Random(41))  # the same files each time
             load_url = pg_server.url(pg_server.create_database(f"logs_{name}"))
@@ -105,6 +112,7 @@ def test_logs_dag_on_two_celery_workers_equals_local_executor(
             tis = cluster.task_instances(DAG, run_id)
             assert state == "success", (executor, [(t["task_id"], t["map_index"], t["state"]) for t in tis])
             results[executor] = {"tis": tis, "tables": tables, "url": load_url}
+            mark(f"{name} run done")
 
         # the Celery run: every task ran under Celery, the mapped demux tasks on both workers
         celery_tis = results["CeleryExecutor"]["tis"]
@@ -127,9 +135,8 @@ def test_logs_dag_on_two_celery_workers_equals_local_executor(
         local, celery = results["LocalExecutor"], results["CeleryExecutor"]
         assert parquet_rows(fs, celery["tables"], list(data)) == parquet_rows(fs, local["tables"], list(data))
         assert db_rows(celery["url"], list(data)) == db_rows(local["url"], list(data))
-        print(
-            f"\nairflow db migrate {migrated:.1f}s, deployment up {up:.1f}s; "
-            + ", ".join(f"{k} run {v:.1f}s" for k, v in cluster.durations.items())
-        )
+        mark("checked")
     finally:
         cluster.stop()
+        mark("stopped")
+        print("\nheadrace_logs on Airflow:", ", ".join(marks))
