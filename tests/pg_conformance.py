@@ -580,9 +580,9 @@ class Comparer:
             if ev.before is not None or ev.after is not None or ev.key not in ([], None):
                 self.result.add(where, f"truncate event carries data: key {ev.key} {ev.before} {ev.after}")
             return
-        # a user column of that name is the user's, whatever the relay marks with it
-        user_marker = UNCHANGED_COLUMN in td.types
-        after = dict(ev.after or {}) if user_marker else row_columns(ev.after)
+        # the relay's markers travel beside the row (ChangeEvent.unchanged): a user column of the
+        # marker's preferred name is the user's
+        after = dict(ev.after or {})
         if td.new is not None:  # a schema change must reach the subscriber (on the first event in it)
             shape = tuple((col, td.types.get(col, "?")) for col in td.new)
             seen = self._shape.get(td.table)
@@ -590,7 +590,7 @@ class Comparer:
                 self.result.add(where, f"the table's columns changed ({seen} → {shape}), no event said schema_changed")
             self._shape[td.table] = shape
             self._flagged.discard(td.table)
-            unchanged = set() if user_marker else set((ev.after or {}).get(UNCHANGED_COLUMN) or [])
+            unchanged = set(ev.unchanged)
             extra = set(after) - set(td.new)
             if extra:
                 self.result.add(where, f"after image has columns PostgreSQL does not: {sorted(extra)}")
@@ -612,7 +612,7 @@ class Comparer:
         elif ev.after is not None:
             self.result.add(where, f"delete carries an after image {ev.after}")
         if td.old is not None:
-            before = dict(ev.before or {}) if user_marker else row_columns(ev.before)
+            before = dict(ev.before or {})
             if ev.before is None:
                 self.result.add(where, f"before image missing; PostgreSQL has old {td.old}")
             else:
@@ -737,8 +737,8 @@ def apply_events(
             if e.before is not None and any(e.before.get(k) is not None for k in kc):
                 old = rows.pop(tuple(pg_text(e.before.get(k), "") for k in kc), {})
             if e.after is not None:
-                new = row_columns(e.after)
-                unchanged = (e.after or {}).get(UNCHANGED_COLUMN) or []
+                new = dict(e.after)
+                unchanged = e.unchanged
                 if not old:
                     k = tuple(pg_text(new.get(c), "") if c not in unchanged else None for c in kc)
                     old = rows.pop(k, {})

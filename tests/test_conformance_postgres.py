@@ -502,8 +502,6 @@ _NO_FIX_YET = {
     "catalog_only": "waits for a fix or a documented decision (no owner yet): DDL that changes rows without "
     "writing them (ADD COLUMN … DEFAULT on existing rows, ALTER TYPE … RENAME VALUE, ALTER TYPE … ADD "
     "ATTRIBUTE) leaves a subscriber's copy of those rows stale: the WAL has no change for them",
-    "reserved_names": "waits for a fix (no owner yet): a user column named _headrace_unchanged is overwritten by "
-    "the relay's unchanged-TOAST marker list in an UPDATE that leaves a TOASTed value alone",
 }
 
 
