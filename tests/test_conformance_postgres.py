@@ -606,12 +606,6 @@ def test_keyless_tables_keep_application_writes(pg_server: PgServer, daemons: An
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for a fix (no owner yet; PostgreSQL shapes): a keyless table created while the relay runs is "
-    "left out without a warning naming it, and a table created keyless and given REPLICA IDENTITY FULL in "
-    "the same transaction loses the rows written before (its later DELETEs arrive)",
-)
 def test_keyless_tables_created_while_the_relay_runs(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
     """Tables created while the relay runs: keyless (left out: a warning must name it), and created
     keyless then given an identity in the same transaction (delivered whole or not at all)."""

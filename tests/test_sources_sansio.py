@@ -12,7 +12,7 @@ import pytest
 from headrace.relay import Op
 from headrace.relay.sources._mysqlstream import BinlogAssembler, SpillBuffer, TableInfo, binlog_index
 from headrace.relay.sources._mysqltypes import mysql_column, pack_scn, unpack_scn
-from headrace.relay.sources._pgoutput import UNCHANGED, Begin, Column, Commit, Delete, Insert, Relation, Update
+from headrace.relay.sources._pgoutput import UNCHANGED, Begin, Column, Commit, Delete, Insert, Message, Relation, Update
 from headrace.relay.sources._pgstream import UNCHANGED_COLUMN, PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd
 from headrace.relay.sources._retention import ReadMarks
 
@@ -181,3 +181,21 @@ def test_marker_columns_never_take_a_user_columns_name() -> None:
     got = EventDecoder(lambda _fp: codec.version).decode(event)
     assert got.after == {"id": 1, UNCHANGED_COLUMN: "still mine", "big": None}
     assert got.unchanged == ("big",)
+
+
+def test_pg_assembler_collects_the_relays_own_notices() -> None:
+    """The event trigger's logical decoding messages (prefix "headrace", a JSON object) are collected
+    for the shell to report; other prefixes, malformed content and replayed transactions are not."""
+    asm = PgChangeAssembler(lambda _relid: None, lambda _oid: None)
+    asm.feed(Begin(100, 0, 1))
+    asm.feed(Message(True, 90, "headrace", b'{"unpublished": "nokey"}'))
+    asm.feed(Message(True, 91, "someone_else", b'{"unpublished": "x"}'))
+    asm.feed(Message(True, 92, "headrace", b"not json"))
+    asm.feed(Commit(0, 100, 150, 0))
+    assert asm.notices == [{"unpublished": "nokey"}]
+    asm.notices.clear()
+    asm.skip_through = 200  # a transaction delivered before a reconnect: its notices were reported then
+    asm.feed(Begin(200, 0, 2))
+    asm.feed(Message(True, 190, "headrace", b'{"deferred": "t"}'))
+    asm.feed(Commit(0, 200, 250, 0))
+    assert asm.notices == []

@@ -40,6 +40,7 @@ the table has such an update, so tables that never do keep exactly the columns o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -66,6 +67,7 @@ from ._pgoutput import (
 from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
 __all__ = [
+    "NOTICE_PREFIX",
     "UNCHANGED_COLUMN",
     "PgChangeAssembler",
     "RelationCatalog",
@@ -76,6 +78,9 @@ __all__ = [
 ]
 
 UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
+#: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
+#: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
+NOTICE_PREFIX: Final = "headrace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +228,15 @@ class PgChangeAssembler:
     ``relation_catalog`` answers for a relation id (None: no such relation any more); it is asked
     once per Relation message, only for ``REPLICA IDENTITY USING INDEX``/``DEFAULT`` key order and
     ``FULL`` primary keys.
+
+    ``notices`` collects the JSON objects of the relay's own logical decoding messages (prefix
+    :data:`NOTICE_PREFIX`) in transactions not skipped; the shell takes them out and reports them.
     """
 
     relation_catalog: Callable[[int], RelationCatalog | None]
     type_catalog: Callable[[int], CatalogType | None]
     skip_through: int = -1
+    notices: list[dict[str, Any]] = field(default_factory=list)
     _rels: dict[int, _Rel] = field(default_factory=dict)
     _catalog_cache: dict[Relation, RelationCatalog | None] = field(default_factory=dict)
     _txn: Begin | None = None
@@ -269,7 +278,16 @@ class PgChangeAssembler:
             return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
         if isinstance(msg, Relation):
             return self._relation(msg)
-        if isinstance(msg, Type | Origin | Message):
+        if isinstance(msg, Message):
+            if msg.prefix == NOTICE_PREFIX and not self._skipping:
+                try:
+                    notice = json.loads(msg.content)
+                except ValueError:
+                    notice = None
+                if isinstance(notice, dict):
+                    self.notices.append(notice)
+            return None
+        if isinstance(msg, Type | Origin):
             return None
         if self._txn is None:
             raise ValueError(f"{type(msg).__name__} outside a transaction")

@@ -57,7 +57,16 @@ from ...errors import FatalError, TransientError, Unavailable, UsageError
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow, RowChange, SourceSnapshot, StopFlag
 from ._pgoutput import decode, format_lsn, parse_lsn
-from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, split_table_name, table_name
+from ._pgstream import (
+    NOTICE_PREFIX,
+    PgChangeAssembler,
+    RelationCatalog,
+    TxnBegin,
+    TxnEnd,
+    build_meta,
+    split_table_name,
+    table_name,
+)
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
 from ._retention import ReadMarks
 
@@ -123,11 +132,12 @@ _HAS_IDENTITY = (
     "OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))"
 )
 #: every table FOR ALL TABLES would publish: (schema, name, has a replica identity, in the publication %s,
-#: the current role may add it to a publication)
+#: the current role may add it to a publication, its oid, its row type's oid)
 _CANDIDATES = (
     f"SELECT n.nspname::text AS nspname, c.relname::text AS relname, ({_HAS_IDENTITY}) AS safe, "
     "EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
-    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned "
+    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned, "
+    "c.oid AS oid, c.reltype AS reltype "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
@@ -380,7 +390,7 @@ class PostgresSource(ChangeSource):
         drop: list[_Rel] = []
         keyless: list[str] = []
         not_owned: list[str] = []
-        for nsp, rel, safe, published, owned in rows:
+        for nsp, rel, safe, published, owned, *_ in rows:
             name = table_name(nsp, rel)
             want = listed is None or name in listed
             if want and safe and not owned and not published:
@@ -457,15 +467,36 @@ DECLARE
   r record;
   listed text[] := {listed};
   name text;
+  fresh boolean;
+  has_rows boolean;
+  touched oid[] := ARRAY(SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass);
 BEGIN
   FOR r IN {_CANDIDATES.replace("%s", pubname)} LOOP
     name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
     IF r.safe AND (listed IS NULL OR name = ANY(listed)) THEN
       IF NOT r.published THEN
-        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', {pubname}, r.nspname, r.relname);
+        -- created in this transaction (its row type too) and given rows before it had a replica
+        -- identity: those rows are not in the stream, so the table sits this transaction out whole
+        -- (the relay's next poll publishes it) rather than deliver changes of rows never inserted
+        fresh := (SELECT t.xmin FROM pg_type t WHERE t.oid = r.reltype) = pg_current_xact_id()::xid;
+        has_rows := false;
+        IF fresh THEN
+          EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', r.nspname, r.relname) INTO has_rows;
+        END IF;
+        IF has_rows THEN
+          PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+            json_build_object('deferred', name)::text);
+        ELSE
+          EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', {pubname}, r.nspname, r.relname);
+        END IF;
       END IF;
     ELSIF r.published THEN
       EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', {pubname}, r.nspname, r.relname);
+    ELSIF (listed IS NULL OR name = ANY(listed)) AND r.oid = ANY(touched) THEN
+      -- a wanted table this DDL left without a replica identity: say so in the stream, where the
+      -- relay reports it at once, naming it
+      PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+        json_build_object('unpublished', name)::text);
     END IF;
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
@@ -667,12 +698,15 @@ $headrace$"""
 
         conn = connect(self.dsn, replication=True)
         cur = conn.cursor()
+        options = {"proto_version": "1", "publication_names": self.publication}
+        if conn.server_version >= 140000:  # the event trigger's notices (logical decoding messages)
+            options["messages"] = "true"
         try:
             cur.start_replication(
                 slot_name=self.slot,
                 decode=False,
                 start_lsn=0,
-                options={"proto_version": "1", "publication_names": self.publication},
+                options=options,
                 status_interval=self.status_interval,
             )
         except psycopg2.errors.ObjectNotInPrerequisiteState as exc:
@@ -752,6 +786,7 @@ $headrace$"""
                         self._received_lsn = max(self._received_lsn, msg.data_start)
                         self._last_scn = item.scn
                         self._marks.read(self._clock(), item.scn)
+                        self._report_notices(item.scn)
                         return
             except psycopg2.OperationalError as exc:
                 raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
@@ -768,7 +803,37 @@ $headrace$"""
             elif isinstance(item, TxnEnd):
                 self._last_scn = item.scn
                 self._marks.read(self._clock(), item.scn)
+                self._report_notices(item.scn)
                 return
+
+    def _report_notices(self, scn: int) -> None:
+        """Report what the event trigger said in the transaction just read (see _install_publication_trigger)."""
+        notices, self._assembler.notices = self._assembler.notices, []
+        for n in notices:
+            if "unpublished" in n:
+                table = str(n["unpublished"])
+                log.warning(
+                    "table_not_published",
+                    table=table,
+                    scn=scn,
+                    reason="no primary key and no REPLICA IDENTITY: PostgreSQL would refuse the application's "
+                    "UPDATE and DELETE on it if it were published",
+                    hint="ALTER TABLE … ADD PRIMARY KEY, or ALTER TABLE … REPLICA IDENTITY FULL (or USING INDEX); the "
+                    "relay then publishes the table by itself",
+                )
+                unpublished = self._status.setdefault("unpublished_tables", [])
+                if table not in unpublished:
+                    unpublished.append(table)
+            elif "deferred" in n:
+                log.warning(
+                    "table_left_out_of_its_first_transaction",
+                    table=str(n["deferred"]),
+                    scn=scn,
+                    reason="it was created and given rows before it had a replica identity, in one transaction: "
+                    "those rows are not in the stream, so none of that transaction's changes of it are delivered",
+                    hint="the relay publishes it from the next transaction on; re-seed consumers of it (a bootstrap "
+                    "re-seed, or headrace export) if they need the rows written before",
+                )
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         self._assembler.reset()
