@@ -858,7 +858,9 @@ class Run:
 
         windows = relay_windows(self.url, marker_id, timeout)
         comparer = Comparer(
-            base_types(self.pg, self.db), keys if event_keys is None else event_keys, generated_columns(self.pg, self.db)
+            base_types(self.pg, self.db),
+            keys if event_keys is None else event_keys,
+            generated_columns(self.pg, self.db),
         )
         comparer.transactions(td, windows, wanted)
         compare_tables(self.pg, self.db, windows, {t: k for t, k in keys.items() if self._exists(t)}, comparer)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import random
 import re
@@ -68,7 +69,7 @@ from pg_conformance import (
     strict_eq,
 )
 from pg_edge_values import GROUPS, create, tables, workload
-from pg_regress_workload import KEYS, SECTIONS, steps
+from pg_regress_workload import KEYS, SECTIONS, catalog_only_steps, steps
 
 from headrace.relay._event import json_default
 
@@ -497,9 +498,10 @@ assert sorted(s for g in SECTION_GROUPS.values() for s in g) == sorted(SECTIONS)
 
 
 _NO_FIX_YET = {
-    "catalog_only": "waits for a fix or a documented decision (no owner yet): DDL that changes rows without "
-    "writing them (ADD COLUMN … DEFAULT on existing rows, ALTER TYPE … RENAME VALUE, ALTER TYPE … ADD "
-    "ATTRIBUTE) leaves a subscriber's copy of those rows stale: the WAL has no change for them",
+    "catalog_only": "PostgreSQL limit, reported not corrected (docs/sources-postgres.md, Known limits): DDL that "
+    "changes rows without writing them (ADD COLUMN … DEFAULT on existing rows, ALTER TYPE … RENAME VALUE, ALTER "
+    "TYPE … ADD ATTRIBUTE) leaves a subscriber's copy of those rows stale: the WAL has no change for them; the relay "
+    "names the table (test_ddl_that_changes_rows_without_wal_is_reported) and the way out is a re-seed",
 }
 
 
@@ -622,3 +624,38 @@ def test_keyless_tables_created_while_the_relay_runs(pg_server: PgServer, daemon
         daemons,
         tmp_path,
     )
+
+
+def test_ddl_that_changes_rows_without_wal_is_reported(pg_server: PgServer, daemons: Any, tmp_path: Path) -> None:
+    """ADD COLUMN with a default on existing rows, ALTER TYPE … RENAME VALUE and ADD ATTRIBUTE change
+    how untouched rows read with no WAL for them (the copies stay stale: the strict xfail above). The
+    relay must say so, naming the table, as it reads the DDL's transaction: log, /v1/status, metric;
+    and not for DDL that changes no existing row (a column without a default, an empty table)."""
+    db = pg_server.create_database("conf_stale_rows")
+    run = start_run(pg_server, db, daemons, tmp_path, "conf_stale_rows", None)
+    try:
+        for step in [
+            *catalog_only_steps(),
+            "CREATE TABLE quiet (id int PRIMARY KEY); ALTER TABLE quiet ADD COLUMN d int DEFAULT 5;",
+            "ALTER TABLE untouched ADD COLUMN plain text;",
+        ]:
+            _write(pg_server, db, [step])
+        run.finish({}, None)
+        log = run.relay.output()
+        reports = [json.loads(line) for line in log.splitlines() if "rows_changed_without_wal" in line]
+        got = sorted((r["table"], r["command"], r["columns"]) for r in reports)
+        assert got == [
+            ("untouched", "ALTER TABLE", "n, t"),
+            ("untouched", "ALTER TYPE", "m"),
+            ("untouched", "ALTER TYPE", "p"),
+        ], log[-3000:]
+        status = httpx.get(run.url + "/v1/status").json()
+        stale = status["source_info"]["stale_after_ddl"]
+        assert [(s["table"], s["command"]) for s in stale] == [(t, c) for t, c, _ in got[:1]] + [
+            ("untouched", "ALTER TYPE"),
+            ("untouched", "ALTER TYPE"),
+        ]
+        metrics = httpx.get(run.url + "/metrics").text
+        assert 'headrace_relay_pg_rows_changed_without_wal_total{table="untouched"} 3.0' in metrics
+    finally:
+        run.close()

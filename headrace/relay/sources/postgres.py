@@ -78,6 +78,11 @@ log = get_logger("relay.source.postgres")
 RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
 TRUNCATES = Counter("headrace_relay_pg_truncates_total", "truncate events (one per table of a TRUNCATE)")
 RECONNECTS = Counter("headrace_relay_pg_stream_starts_total", "START_REPLICATION calls (first start and resumes)")
+STALE_ROWS_DDL = Counter(
+    "headrace_relay_pg_rows_changed_without_wal_total",
+    "DDL statements that changed how a table's existing rows read without writing them (copies keep old values)",
+    ["table"],
+)
 
 
 def libpq_dsn(url: str) -> str:
@@ -143,7 +148,9 @@ _CANDIDATES = (
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
     "ORDER BY 1, 2"
 )
-_TRIGGER_TAGS = "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX'"
+_TRIGGER_TAGS = (
+    "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX', 'ALTER TYPE'"
+)
 
 
 _Rel = tuple[str, str]  # (schema, table)
@@ -470,6 +477,11 @@ DECLARE
   fresh boolean;
   has_rows boolean;
   touched oid[] := ARRAY(SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass);
+  -- types this DDL changed (an enum, a composite — also through its pg_class row), their arrays and domains
+  types_touched oid[] := ARRAY(
+    SELECT t.oid FROM pg_event_trigger_ddl_commands() d
+    JOIN pg_type t ON d.objid IN (t.oid, t.typelem, t.typbasetype, t.typrelid)
+    WHERE d.classid IN ('pg_type'::regclass, 'pg_class'::regclass) AND d.command_tag = 'ALTER TYPE');
 BEGIN
   FOR r IN {_CANDIDATES.replace("%s", pubname)} LOOP
     name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
@@ -497,6 +509,27 @@ BEGIN
       -- relay reports it at once, naming it
       PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
         json_build_object('unpublished', name)::text);
+    END IF;
+  END LOOP;
+  -- DDL that changes how existing rows read without writing them (ADD COLUMN with a default: the value
+  -- lives in the catalog; ALTER TYPE … RENAME VALUE / ADD ATTRIBUTE): the WAL has no change for those
+  -- rows, so copies keep their old values. Say so in the stream; the relay reports it.
+  FOR r IN
+    SELECT n.nspname::text AS nspname, c.relname::text AS relname,
+           string_agg(a.attname::text, ', ' ORDER BY a.attnum) AS cols
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+      AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                  WHERE pr.prrelid = c.oid AND p.pubname = {pubname})
+      AND ((c.oid = ANY(touched) AND a.atthasmissing AND a.xmin = pg_current_xact_id()::xid)
+           OR a.atttypid = ANY(types_touched))
+    GROUP BY 1, 2
+  LOOP
+    name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', r.nspname, r.relname) INTO has_rows;
+    IF has_rows THEN
+      PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+        json_build_object('stale_rows', name, 'columns', r.cols, 'command', tg_tag)::text);
     END IF;
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
@@ -824,6 +857,25 @@ $headrace$"""
                 unpublished = self._status.setdefault("unpublished_tables", [])
                 if table not in unpublished:
                     unpublished.append(table)
+            elif "stale_rows" in n:
+                table = str(n["stale_rows"])
+                STALE_ROWS_DDL.labels(table).inc()
+                log.warning(
+                    "rows_changed_without_wal",
+                    table=table,
+                    columns=str(n.get("columns", "")),
+                    command=str(n.get("command", "")),
+                    scn=scn,
+                    reason="this DDL changes how the table's existing rows read (a column's default, a renamed enum "
+                    "label, a composite type's new attribute) without writing them: the WAL has no change for "
+                    "those rows, so copies keep their old values",
+                    hint="re-seed consumers of this table (a bootstrap re-seed, headrace export, or rewrite the rows "
+                    "with an UPDATE so they travel as changes); docs/sources-postgres.md, Known limits",
+                )
+                stale = self._status.setdefault("stale_after_ddl", [])
+                entry = {"table": table, "columns": n.get("columns"), "command": n.get("command"), "scn": scn}
+                stale.append(entry)
+                del stale[:-20]  # the last 20
             elif "deferred" in n:
                 log.warning(
                     "table_left_out_of_its_first_transaction",
