@@ -892,13 +892,21 @@ def drop_database(pg: PgServer, db: str) -> None:
 
 
 def start_run(
-    pg: PgServer, db: str, daemons: Any, tmp_path: Path, slot: str, tables: list[str] | None, **relay: Any
+    pg: PgServer,
+    db: str,
+    daemons: Any,
+    tmp_path: Path,
+    slot: str,
+    tables: list[str] | None,
+    postgres: dict[str, Any] | None = None,
+    **relay: Any,
 ) -> Run:
-    """Start a relay on ``db`` (it creates its slot and publication), then the test_decoding slot."""
+    """Start a relay on ``db`` (it creates its slot and publication), then the test_decoding slot;
+    ``postgres``: more ``relay.postgres`` settings."""
     pg.execute(f"CREATE TABLE {MARKER} (id int PRIMARY KEY)", db)
     d, url = start_relay(
         daemons, tmp_path, pg.url(db), name=f"relay-{slot}", tables=None if tables is None else [*tables, MARKER],
-        postgres={"slot": slot, "publication": slot}, **relay,
+        postgres={"slot": slot, "publication": slot, **(postgres or {})}, **relay,
     )  # fmt: skip
     assert pg.execute(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'", db), "relay made no slot"
     pg.execute(f"SELECT pg_create_logical_replication_slot('{slot}_td', 'test_decoding')", db)

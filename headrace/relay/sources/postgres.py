@@ -215,6 +215,7 @@ class PostgresSource(ChangeSource):
         self.wal_warn_bytes: int = pg.wal_warn_bytes
         self.retention_seconds: float = pg.retention_seconds
         self.status_interval: float = pg.status_interval
+        self.rewrite_on_ddl: bool = getattr(pg, "row_changing_ddl", "report") == "rewrite"
         self._clock = clock
         self._meta_conn: Any = None
         self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
@@ -467,6 +468,7 @@ class PostgresSource(ChangeSource):
             "NULL" if not self.only_tables else _sql_text_array(t.removeprefix("public.") for t in self.only_tables)
         )
         pubname = _sql_text(self.publication)
+        rewrite = "true" if self.rewrite_on_ddl else "false"
         body = f"""
 CREATE OR REPLACE FUNCTION public.{fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $headrace$
@@ -476,6 +478,8 @@ DECLARE
   name text;
   fresh boolean;
   has_rows boolean;
+  rewritten boolean;
+  prev_role text;
   touched oid[] := ARRAY(SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass);
   -- types this DDL changed (an enum, a composite — also through its pg_class row), their arrays and domains
   types_touched oid[] := ARRAY(
@@ -516,7 +520,8 @@ BEGIN
   -- rows, so copies keep their old values. Say so in the stream; the relay reports it.
   FOR r IN
     SELECT n.nspname::text AS nspname, c.relname::text AS relname,
-           string_agg(a.attname::text, ', ' ORDER BY a.attnum) AS cols
+           string_agg(a.attname::text, ', ' ORDER BY a.attnum) AS cols,
+           string_agg(format('%I = %I', a.attname, a.attname), ', ' ORDER BY a.attnum) AS setlist
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
       AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
@@ -527,7 +532,22 @@ BEGIN
   LOOP
     name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', r.nspname, r.relname) INTO has_rows;
-    IF has_rows THEN
+    rewritten := false;
+    IF has_rows AND {rewrite} THEN
+      -- write the rows again so they travel as updates; the user's triggers do not fire
+      BEGIN
+        prev_role := current_setting('session_replication_role');
+        PERFORM set_config('session_replication_role', 'replica', true);
+        EXECUTE format('UPDATE %I.%I SET %s', r.nspname, r.relname, r.setlist);
+        PERFORM set_config('session_replication_role', prev_role, true);
+        rewritten := true;
+        PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+          json_build_object('rewritten', name, 'columns', r.cols, 'command', tg_tag)::text);
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'headrace: rows of % not rewritten after %: %', name, tg_tag, SQLERRM;
+      END;
+    END IF;
+    IF has_rows AND NOT rewritten THEN
       PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
         json_build_object('stale_rows', name, 'columns', r.cols, 'command', tg_tag)::text);
     END IF;
@@ -869,13 +889,21 @@ $headrace$"""
                     reason="this DDL changes how the table's existing rows read (a column's default, a renamed enum "
                     "label, a composite type's new attribute) without writing them: the WAL has no change for "
                     "those rows, so copies keep their old values",
-                    hint="re-seed consumers of this table (a bootstrap re-seed, headrace export, or rewrite the rows "
-                    "with an UPDATE so they travel as changes); docs/sources-postgres.md, Known limits",
+                    hint="re-seed consumers of this table (a bootstrap re-seed, or headrace export), or set "
+                    "relay.postgres.row_changing_ddl: rewrite to write such rows again (see docs/sources-postgres.md)",
                 )
                 stale = self._status.setdefault("stale_after_ddl", [])
                 entry = {"table": table, "columns": n.get("columns"), "command": n.get("command"), "scn": scn}
                 stale.append(entry)
                 del stale[:-20]  # the last 20
+            elif "rewritten" in n:
+                log.info(
+                    "rows_rewritten_after_ddl",
+                    table=str(n["rewritten"]),
+                    columns=str(n.get("columns", "")),
+                    command=str(n.get("command", "")),
+                    scn=scn,
+                )
             elif "deferred" in n:
                 log.warning(
                     "table_left_out_of_its_first_transaction",
