@@ -1,0 +1,93 @@
+"""``headrace verify``: the command (wiring only; the work is in :mod:`._run`)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .._cli import common_options
+
+#: exit status when a copy differs from its source (verify) or counts diverge (reconcile)
+EXIT_DIVERGED = 7
+
+
+def _cols(value: str | None) -> list[str]:
+    return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+
+@click.command()
+@common_options
+@click.option("--source", required=True, help="SQLAlchemy URL of the source database.")
+@click.option(
+    "--against", required=True, help="The copy: a SQLAlchemy URL (a `headrace sink` replica) or an export folder."
+)
+@click.option("--table", required=True, help="Source table ([schema.]name).")
+@click.option("--against-table", default=None, help="The copy's table, when its name differs (default: the sink's).")
+@click.option("--key", default=None, help="Key columns, comma-separated (default: the source's primary key).")
+@click.option("--exclude", default=None, help="Columns not to compare, comma-separated.")
+@click.option("--leaf-rows", default=64, show_default=True, help="Rows per bucket below which rows are compared.")
+@click.option(
+    "--recheck-seconds",
+    default=0.0,
+    show_default=True,
+    help="Re-check differing keys after this wait; keys that converged (changes in flight) are not reported.",
+)
+@click.option("--max-keys", default=10_000, show_default=True, help="Most keys listed per kind of difference.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def verify(
+    config_path: str | None,
+    source: str,
+    against: str,
+    table: str,
+    against_table: str | None,
+    key: str | None,
+    exclude: str | None,
+    leaf_rows: int,
+    recheck_seconds: float,
+    max_keys: int,
+    as_json: bool,
+) -> None:
+    """Prove a copy of TABLE equals the source: exit 0 when equal, 7 with the differing keys otherwise.
+
+    Each side hashes its rows into key-hash buckets with its own SQL; only buckets whose hashes differ
+    are looked into, so few differences cost few queries. Exit codes: 0 equal, 7 different (the keys
+    and a repair plan are printed), 1 a database unreachable, 2 bad usage. See docs/verify.md.
+    """
+    from ._run import verify as run
+
+    report = run(
+        source,
+        against,
+        table,
+        against_table=against_table,
+        key=_cols(key),
+        exclude=_cols(exclude),
+        leaf_rows=leaf_rows,
+        recheck_seconds=recheck_seconds,
+        max_keys=max_keys,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        r = report
+        verdict = "equal" if r.equal else "DIFFERENT"
+        click.echo(
+            f"{r.table} vs {r.replica_table}: {verdict} ({r.source_rows} source rows, {r.replica_rows} replica rows; "
+            f"{r.round_trips} round trips, {r.rows_fetched} rows fetched, {r.seconds:.2f} s)"
+        )
+        for what, keys in (("missing in the replica", r.missing), ("extra in the replica", r.extra),
+                           ("different", r.different)):  # fmt: skip
+            for k in keys:
+                click.echo(f"  {what}: {json.dumps(k, ensure_ascii=False)}")
+        for c in r.columns_missing:
+            click.echo(f"  column missing in the replica: {c}")
+        for c in r.columns_extra:
+            click.echo(f"  column only in the replica: {c}")
+        if not r.equal and (r.missing or r.extra or r.different):
+            plan = r.repair_plan()
+            click.echo(
+                f"repair: copy {len(plan['resnapshot'])} keys again from the source, delete {len(plan['delete'])}"
+            )
+    if not report.equal:
+        raise SystemExit(EXIT_DIVERGED)

@@ -1,0 +1,147 @@
+"""The sides of a comparison: a table in a SQL database (aggregated by the database) or rows held in
+memory (a Parquet export, read with Arrow; hashed and aggregated here)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._canon import md5_hex, row_text
+from ._merkle import IN_CHUNK, Digest, SideStats
+from ._sqlcanon import hash_expr, hex32_expr, sqlite_functions
+
+__all__ = ["Col", "MemorySide", "SqlSide", "session_setup"]
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A compared column: its name, its kind on the source, and its kind as this side stores it."""
+
+    name: str
+    kind: str
+    physical: str
+
+
+def session_setup(engine: sa.engine.Engine) -> None:
+    """Fix each connection's session so texts do not depend on it (UTC, ISO intervals); SQLite: functions."""
+    dialect = engine.dialect.name
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if dialect == "sqlite":
+            sqlite_functions(dbapi_conn)
+            return
+        cur = dbapi_conn.cursor()
+        if dialect == "postgresql":
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute("SET IntervalStyle = 'iso_8601'")
+        elif dialect in ("mysql", "mariadb"):
+            cur.execute("SET time_zone = '+00:00'")
+        cur.close()
+        if dialect == "postgresql" and not getattr(dbapi_conn, "autocommit", True):
+            dbapi_conn.commit()
+
+
+def _size(row: Sequence[Any]) -> int:
+    return sum(len(str(v)) for v in row)
+
+
+class SqlSide:
+    """A table in a SQL database; every digest and row hash is computed by the database."""
+
+    def __init__(self, engine: sa.engine.Engine, table: sa.Table, key: Sequence[Col], columns: Sequence[Col]) -> None:
+        self.engine = engine
+        self.stats = SideStats()
+        d = engine.dialect.name
+        self.dialect = d
+        prep = engine.dialect.identifier_preparer
+        q = prep.quote
+        kh = hash_expr(d, [(q(c.name), c.kind, c.physical) for c in key])
+        rh = hash_expr(d, [(q(c.name), c.kind, c.physical) for c in columns])
+        keys = "".join(f", {q(c.name)} AS k{i}" for i, c in enumerate(key))
+        self.nkey = len(key)
+        # LIMIT/OFFSET keep the planner from merging the subquery into the aggregate above it, which
+        # would compute each row's hashes once per reference instead of once
+        fence = {"postgresql": " OFFSET 0", "sqlite": " LIMIT -1 OFFSET 0"}.get(d, " LIMIT 18446744073709551615")
+        self.sub = f"(SELECT {kh} AS kh, {rh} AS rh{keys} FROM {prep.format_table(table)}{fence}) s"
+        self.s1 = hex32_expr(d, "rh", 1)
+        self.s2 = hex32_expr(d, "rh", 9)
+
+    def _run(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        stmt = sa.text(sql)
+        if "ps" in params:
+            stmt = stmt.bindparams(sa.bindparam("ps", expanding=True))
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(stmt, params)]
+        self.stats.round_trips += 1
+        self.stats.bytes += sum(_size(r) for r in rows)
+        return rows
+
+    def digests(self, depth: int, within: Sequence[str]) -> dict[str, Digest]:
+        sums = f"sum({self.s1}) AS s1, sum({self.s2}) AS s2"
+        sel = f"SELECT substr(kh, 1, {depth}) AS p, count(*) AS n, {sums} FROM {self.sub}"
+        out: dict[str, Digest] = {}
+        chunks = [list(within[i : i + IN_CHUNK]) for i in range(0, len(within), IN_CHUNK)] or [[]]
+        for chunk in chunks:
+            if chunk:
+                rows = self._run(f"{sel} WHERE substr(kh, 1, {depth - 1}) IN :ps GROUP BY 1", {"ps": chunk})
+            else:
+                rows = self._run(f"{sel} GROUP BY 1", {})
+            for p, n, s1, s2 in rows:
+                if int(n):
+                    out[str(p)] = Digest(int(n), int(s1 or 0), int(s2 or 0))
+        self.stats.buckets += len(out)
+        return out
+
+    def rows(self, prefixes: Sequence[str]) -> dict[str, tuple[str, list[Any]]]:
+        by_len: dict[int, list[str]] = defaultdict(list)
+        for p in prefixes:
+            by_len[len(p)].append(p)
+        keys = "".join(f", k{i}" for i in range(self.nkey))
+        out: dict[str, tuple[str, list[Any]]] = {}
+        for n, ps in sorted(by_len.items()):
+            for i in range(0, len(ps), IN_CHUNK):
+                sql = f"SELECT kh, rh{keys} FROM {self.sub} WHERE substr(kh, 1, {n}) IN :ps"
+                for r in self._run(sql, {"ps": ps[i : i + IN_CHUNK]}):
+                    out[str(r[0])] = (str(r[1]), list(r[2:]))
+        self.stats.rows += len(out)
+        return out
+
+
+class MemorySide:
+    """Rows hashed in this process (a Parquet export): the same digests, computed here."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]], key: Sequence[Col], columns: Sequence[Col]) -> None:
+        self.stats = SideStats()
+        kk, kn = [c.kind for c in key], [c.name for c in key]
+        ck, cn = [c.kind for c in columns], [c.name for c in columns]
+        self.hashed: list[tuple[str, str, list[Any]]] = []
+        for r in rows:
+            kv = [r[n] for n in kn]
+            self.hashed.append((md5_hex(row_text(kk, kv)), md5_hex(row_text(ck, [r[n] for n in cn])), kv))
+
+    def digests(self, depth: int, within: Sequence[str]) -> dict[str, Digest]:
+        self.stats.round_trips += 1
+        want = set(within)
+        acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for kh, rh, _ in self.hashed:
+            if want and kh[: depth - 1] not in want:
+                continue
+            a = acc[kh[:depth]]
+            a[0] += 1
+            a[1] += int(rh[:8], 16)
+            a[2] += int(rh[8:16], 16)
+        self.stats.buckets += len(acc)
+        return {p: Digest(*v) for p, v in acc.items()}
+
+    def rows(self, prefixes: Sequence[str]) -> dict[str, tuple[str, list[Any]]]:
+        self.stats.round_trips += 1
+        lengths = sorted({len(p) for p in prefixes})
+        want = set(prefixes)
+        out = {kh: (rh, kv) for kh, rh, kv in self.hashed if any(kh[:n] in want for n in lengths)}
+        self.stats.rows += len(out)
+        return out
