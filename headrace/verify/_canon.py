@@ -1,8 +1,8 @@
 """Canonical text of column values, the same on every side of a comparison (sans-io).
 
 A row's hash is the MD5 of its *canonical text*: for each compared column, in name order, ``N`` for
-SQL NULL or ``<length>:<text>`` (length in characters) for a value, where ``<text>`` is the value's
-canonical text for the column's *kind* (the relay's kinds, docs/type-mapping.md). A key's hash is the
+SQL NULL or the MD5 hex of the value's canonical text for the column's *kind* (the relay's kinds,
+docs/type-mapping.md). A key's hash is the
 same over its key columns. The databases compute the texts in SQL (:mod:`._sqlcanon`); SQLite,
 Parquet and the bootstrap store compute them here, in Python. Both must agree byte for byte:
 
@@ -115,8 +115,9 @@ def canon(kind: str, v: Any) -> str | None:
 
 
 def piece(text: str | None) -> str:
-    """One column's part of a row text: ``N`` for NULL, else ``<characters>:<text>``."""
-    return "N" if text is None else f"{len(text)}:{text}"
+    """One column's part of a row text: ``N`` for NULL, else the MD5 hex of the text (fixed width, so
+    the parts cannot run into each other, and each text is computed once by the databases)."""
+    return "N" if text is None else md5_hex(text)
 
 
 def row_text(kinds: Sequence[str], values: Sequence[Any]) -> str:

@@ -57,8 +57,13 @@ class Side(Protocol):
         ``within`` (prefixes of length ``depth - 1``; empty: every row)."""
         ...
 
-    def rows(self, prefixes: Sequence[str]) -> dict[str, tuple[str, list[Any]]]:
-        """Key hash → (row hash, key values) of the rows whose key hash starts with one of ``prefixes``."""
+    def rows(self, prefixes: Sequence[str], fresh: bool = False) -> dict[str, tuple[str, list[Any]]]:
+        """Key hash → (row hash, key values) of the rows whose key hash starts with one of ``prefixes``
+        (``fresh``: as the table is now, not as it was when the descent began)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the side holds (a connection, a temporary table)."""
         ...
 
 

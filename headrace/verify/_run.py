@@ -6,7 +6,7 @@ import datetime as dt
 import decimal
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,18 +196,23 @@ def verify(
     leaf_rows: int = 64,
     recheck_seconds: float = 0.0,
     max_keys: int = 10_000,
+    wait: Callable[[float], None] = time.sleep,
 ) -> VerifyReport:
     """Compare ``table`` in the database at ``source`` with its copy at ``against``.
 
     ``against`` is a SQLAlchemy URL (a ``headrace sink`` sql replica, or any copy) or the folder of a
     ``headrace export`` (Parquet). Raises :class:`UsageError` for a bad argument (nothing is changed
-    on either side: every statement is a ``SELECT``).
+    on either side: every statement is a ``SELECT``). With ``recheck_seconds``, the rows of the buckets
+    that differed are fetched again after ``wait(recheck_seconds)``, and only keys that still differ
+    (and differed before) are reported: a change in flight between source and replica is not a
+    difference once the replica applied it.
     """
     started = time.monotonic()
     if leaf_rows < 1:
         raise UsageError("--leaf-rows must be at least 1")
     src_engine = _engine(source, "--source")
     rep_engine: sa.engine.Engine | None = None
+    sides: list[Side] = []
     try:
         src_table = _reflect(src_engine, table, "--source")
         src_kinds = _kinds(src_table)
@@ -222,6 +227,7 @@ def verify(
             rep_table = _reflect(rep_engine, rep_name, "--against")
             plan = _plan(src_kinds, _kinds(rep_table), key, exclude)
             replica = SqlSide(rep_engine, rep_table, plan.key, plan.columns)
+            sides.append(replica)
             checkpoints = _checkpoints(rep_engine)
         else:
             path = Path(against)
@@ -237,13 +243,14 @@ def verify(
             plan = _plan(src_kinds, {n: src_kinds.get(n, "string") for n in arrow.column_names}, key, exclude)
             replica = MemorySide(arrow.to_pylist(), plan.key, plan.columns)
         src_side = SqlSide(src_engine, src_table, plan.key, plan.columns)
+        sides.append(src_side)
         out = descend(src_side, replica, leaf_rows=leaf_rows)
         settled = 0
         if not out.equal and recheck_seconds > 0:
             before = len(out.missing) + len(out.extra) + len(out.different)
-            time.sleep(recheck_seconds)
+            wait(recheck_seconds)
             again = Outcome(source_rows=out.source_rows, replica_rows=out.replica_rows, levels=out.levels)
-            compare_rows(src_side.rows(out.leaves), replica.rows(out.leaves), again)
+            compare_rows(src_side.rows(out.leaves, fresh=True), replica.rows(out.leaves, fresh=True), again)
             keep = set(out.missing) | set(out.extra) | set(out.different)
             again.missing = [k for k in again.missing if k in keep]
             again.extra = [k for k in again.extra if k in keep]
@@ -279,6 +286,8 @@ def verify(
     except sa.exc.OperationalError as exc:
         raise Unavailable(f"verify: {exc.orig}") from exc
     finally:
+        for side in sides:
+            side.close()
         src_engine.dispose()
         if rep_engine is not None:
             rep_engine.dispose()

@@ -3,6 +3,7 @@ memory (a Parquet export, read with Arrow; hashed and aggregated here)."""
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,15 @@ def _size(row: Sequence[Any]) -> int:
 
 
 class SqlSide:
-    """A table in a SQL database; every digest and row hash is computed by the database."""
+    """A table in a SQL database; every digest and row hash is computed by the database.
+
+    The root digest is one aggregate over the table (all an equal copy costs). The first question
+    below the root hashes every row once into a temporary table (``kh, rh, h1, h2`` and the key
+    values) on this side's own connection, so the descent's later levels read narrow rows and see one
+    consistent state of the table. Where a temporary table cannot be made (a hot standby, no
+    ``TEMP`` privilege), every level hashes the table again (:attr:`materialized` is then False).
+    ``rows(…, fresh=True)`` (the recheck) always reads the table itself.
+    """
 
     def __init__(self, engine: sa.engine.Engine, table: sa.Table, key: Sequence[Col], columns: Sequence[Col]) -> None:
         self.engine = engine
@@ -67,23 +76,57 @@ class SqlSide:
         # LIMIT/OFFSET keep the planner from merging the subquery into the aggregate above it, which
         # would compute each row's hashes once per reference instead of once
         fence = {"postgresql": " OFFSET 0", "sqlite": " LIMIT -1 OFFSET 0"}.get(d, " LIMIT 18446744073709551615")
-        self.sub = f"(SELECT {kh} AS kh, {rh} AS rh{keys} FROM {prep.format_table(table)}{fence}) s"
-        self.s1 = hex32_expr(d, "rh", 1)
-        self.s2 = hex32_expr(d, "rh", 9)
+        inner = f"SELECT {kh} AS kh, {rh} AS rh{keys} FROM {prep.format_table(table)}{fence}"
+        self.fresh = f"({inner}) s"
+        h1, h2 = hex32_expr(d, "rh", 1), hex32_expr(d, "rh", 9)
+        self._create = (
+            f"SELECT kh, rh, {h1} AS h1, {h2} AS h2{''.join(f', k{i}' for i in range(len(key)))} FROM ({inner}) s"
+        )
+        self.source = self.fresh
+        self.sums = f"sum({h1}) AS s1, sum({h2}) AS s2"
+        self.materialized: bool | None = None
+        self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._temp = f"hr_verify_{secrets.token_hex(6)}"
+
+    def close(self) -> None:
+        """Drop the temporary table (it would go with the session anyway) and close the connection."""
+        try:
+            if self.materialized:
+                self.conn.execute(sa.text(f"DROP TABLE {self._temp}"))
+        except sa.exc.DBAPIError:
+            pass
+        self.conn.close()
+
+    def _materialize(self) -> None:
+        if self.materialized is not None:
+            return
+        create = "CREATE TEMPORARY TABLE" if self.dialect != "postgresql" else "CREATE TEMP TABLE"
+        try:
+            self.conn.execute(sa.text(f"{create} {self._temp} AS {self._create}"))
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc, sa.exc.OperationalError) and "temp" not in str(exc.orig).lower():
+                raise
+            self.materialized = False
+            return
+        finally:
+            self.stats.round_trips += 1
+        self.materialized = True
+        self.source = self._temp
+        self.sums = "sum(h1) AS s1, sum(h2) AS s2"
 
     def _run(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         stmt = sa.text(sql)
         if "ps" in params:
             stmt = stmt.bindparams(sa.bindparam("ps", expanding=True))
-        with self.engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(stmt, params)]
+        rows = [tuple(r) for r in self.conn.execute(stmt, params)]
         self.stats.round_trips += 1
         self.stats.bytes += sum(_size(r) for r in rows)
         return rows
 
     def digests(self, depth: int, within: Sequence[str]) -> dict[str, Digest]:
-        sums = f"sum({self.s1}) AS s1, sum({self.s2}) AS s2"
-        sel = f"SELECT substr(kh, 1, {depth}) AS p, count(*) AS n, {sums} FROM {self.sub}"
+        if depth > 0:
+            self._materialize()
+        sel = f"SELECT substr(kh, 1, {depth}) AS p, count(*) AS n, {self.sums} FROM {self.source}"
         out: dict[str, Digest] = {}
         chunks = [list(within[i : i + IN_CHUNK]) for i in range(0, len(within), IN_CHUNK)] or [[]]
         for chunk in chunks:
@@ -97,15 +140,16 @@ class SqlSide:
         self.stats.buckets += len(out)
         return out
 
-    def rows(self, prefixes: Sequence[str]) -> dict[str, tuple[str, list[Any]]]:
+    def rows(self, prefixes: Sequence[str], fresh: bool = False) -> dict[str, tuple[str, list[Any]]]:
         by_len: dict[int, list[str]] = defaultdict(list)
         for p in prefixes:
             by_len[len(p)].append(p)
         keys = "".join(f", k{i}" for i in range(self.nkey))
+        src = self.fresh if fresh else self.source
         out: dict[str, tuple[str, list[Any]]] = {}
         for n, ps in sorted(by_len.items()):
             for i in range(0, len(ps), IN_CHUNK):
-                sql = f"SELECT kh, rh{keys} FROM {self.sub} WHERE substr(kh, 1, {n}) IN :ps"
+                sql = f"SELECT kh, rh{keys} FROM {src} WHERE substr(kh, 1, {n}) IN :ps"
                 for r in self._run(sql, {"ps": ps[i : i + IN_CHUNK]}):
                     out[str(r[0])] = (str(r[1]), list(r[2:]))
         self.stats.rows += len(out)
@@ -138,7 +182,10 @@ class MemorySide:
         self.stats.buckets += len(acc)
         return {p: Digest(*v) for p, v in acc.items()}
 
-    def rows(self, prefixes: Sequence[str]) -> dict[str, tuple[str, list[Any]]]:
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def rows(self, prefixes: Sequence[str], fresh: bool = False) -> dict[str, tuple[str, list[Any]]]:
         self.stats.round_trips += 1
         lengths = sorted({len(p) for p in prefixes})
         want = set(prefixes)

@@ -87,14 +87,14 @@ def hash_expr(dialect: str, columns: Sequence[tuple[str, str, str]]) -> str:
         parts = []
         for col, kind, physical in columns:
             t = _pg_text(kind, physical, col)
-            parts.append(f"(CASE WHEN {col} IS NULL THEN 'N' ELSE char_length({t})::text || ':' || {t} END)")
+            parts.append(f"(CASE WHEN {col} IS NULL THEN 'N' ELSE md5({t}) END)")
         return "md5(" + (" || ".join(parts) or "''") + ")"
     if dialect in ("mysql", "mariadb"):
         parts = []
         for col, kind, physical in columns:
             t = _my_text(kind, physical, col)
-            parts.append(f"IF({col} IS NULL, 'N', CONCAT(CHAR_LENGTH({t}), ':', {t}))")
-        return "MD5(CONVERT(CONCAT(" + (", ".join(parts) or "''") + ") USING utf8mb4))"
+            parts.append(f"IF({col} IS NULL, 'N', MD5(CONVERT({t} USING utf8mb4)))")
+        return "MD5(CONCAT(" + (", ".join(parts) or "''") + "))"
     if dialect == "sqlite":
         kinds = ",".join(k for _, k, _ in columns)
         return f"{SQLITE_ROW_FUNCTION}('{kinds}'{''.join(', ' + c for c, _, _ in columns)})"
