@@ -113,55 +113,20 @@ def reconcile(
     archive.archive_dir, demux.output, load.url; a section that is absent is a stage not checked.
     Exit codes: 0 reconciled, 7 a divergence, 1 a stage unreadable, 2 bad usage. See docs/verify.md.
     """
-    from .._config import _read_file, load_section
     from ..errors import UsageError
-    from ._reconcile import checks, gather
+    from ._jobs import reconcile as run
 
     if config_path is None:
         raise UsageError("headrace reconcile needs --config: the file of the log path's daemons and jobs")
-    present = _read_file(config_path)
-    kwargs: dict[str, object] = {"agents": list(agents), "agent_token": agent_token}
-    if not agents and "agent" in present:
-        from ..agents._config import AgentConfig
-
-        kwargs["agents"] = [f"http://{load_section(config_path, 'agent', AgentConfig).listen}"]
-    if "collector" in present:
-        from ..collectors._config import CollectorConfig
-
-        kwargs["sink_dirs"] = [load_section(config_path, "collector", CollectorConfig).sink_dir]
-    if "archive" in present:
-        from ..batch._config import ArchiveConfig
-
-        kwargs["archive_dir"] = load_section(config_path, "archive", ArchiveConfig).archive_dir
-    if "demux" in present:
-        from ..batch._config import DemuxConfig
-
-        kwargs["demux_output"] = load_section(config_path, "demux", DemuxConfig).output
-        kwargs["joined_types"] = _cols(joined_types)
-    counts = gather(**kwargs)  # type: ignore[arg-type]
-    if "load" in present:
-        from ..batch._config import LoadConfig
-        from ._reconcile import read_loaded
-
-        load = load_section(config_path, "load", LoadConfig)
-        types = set(load.data_types or []) | {t for t in counts.data_type.values() if t}
-        read_loaded(load.url, {t: load.tables.get(t, f"{load.table_prefix}{t}") for t in types}, counts)
-    found = checks(counts)
+    result = run(config_path, agents, agent_token, _cols(joined_types))
+    found = result.checks
     bad = [c for c in found if not c.ok]
     if as_json:
-        doc = {
-            "ok": not bad,
-            "stages": sorted(counts.stages),
-            "checks": [c.to_json() for c in found],
-            "streams": counts.to_json(),
-        }
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:
         for c in found:
             click.echo(f"{'ok      ' if c.ok else 'MISMATCH'} {c.what}: {c.expected} → {c.found}")
-        click.echo(
-            f"{len(found) - len(bad)} of {len(found)} checks match (stages read: {', '.join(sorted(counts.stages))})"
-        )
+        click.echo(f"{len(found) - len(bad)} of {len(found)} checks match (stages read: {', '.join(result.stages)})")
     if bad:
         for c in bad:
             click.echo(f"headrace reconcile: {c.mismatch()}", err=True)
