@@ -20,7 +20,9 @@ def _cols(value: str | None) -> list[str]:
 @common_options
 @click.option("--source", required=True, help="SQLAlchemy URL of the source database.")
 @click.option(
-    "--against", required=True, help="The copy: a SQLAlchemy URL (a `headrace sink` replica) or an export folder."
+    "--against",
+    required=True,
+    help="The copy: a SQLAlchemy URL (a `headrace sink` replica), a bootstrap server's URL or an export folder.",
 )
 @click.option("--table", required=True, help="Source table ([schema.]name).")
 @click.option("--against-table", default=None, help="The copy's table, when its name differs (default: the sink's).")
@@ -34,6 +36,7 @@ def _cols(value: str | None) -> list[str]:
     help="Re-check differing keys after this wait; keys that converged (changes in flight) are not reported.",
 )
 @click.option("--max-keys", default=10_000, show_default=True, help="Most keys listed per kind of difference.")
+@click.option("--token", default=None, help="Bearer token for a bootstrap server given as --against.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 def verify(
     config_path: str | None,
@@ -46,6 +49,7 @@ def verify(
     leaf_rows: int,
     recheck_seconds: float,
     max_keys: int,
+    token: str | None,
     as_json: bool,
 ) -> None:
     """Prove a copy of TABLE equals the source: exit 0 when equal, 7 with the differing keys otherwise.
@@ -66,6 +70,7 @@ def verify(
         leaf_rows=leaf_rows,
         recheck_seconds=recheck_seconds,
         max_keys=max_keys,
+        token=token,
     )
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))

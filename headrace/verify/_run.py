@@ -196,11 +196,13 @@ def verify(
     leaf_rows: int = 64,
     recheck_seconds: float = 0.0,
     max_keys: int = 10_000,
+    token: str | None = None,
     wait: Callable[[float], None] = time.sleep,
 ) -> VerifyReport:
     """Compare ``table`` in the database at ``source`` with its copy at ``against``.
 
-    ``against`` is a SQLAlchemy URL (a ``headrace sink`` sql replica, or any copy) or the folder of a
+    ``against`` is a SQLAlchemy URL (a ``headrace sink`` sql replica, or any copy), a bootstrap
+    server's ``http(s)://`` URL (its snapshot; ``token`` for its bearer token) or the folder of a
     ``headrace export`` (Parquet). Raises :class:`UsageError` for a bad argument (nothing is changed
     on either side: every statement is a ``SELECT``). With ``recheck_seconds``, the rows of the buckets
     that differed are fetched again after ``wait(recheck_seconds)``, and only keys that still differ
@@ -221,7 +223,16 @@ def verify(
             raise UsageError(f"--source: table {table!r} has no primary key: name the key columns with --key")
         replica: Side
         checkpoints: list[dict[str, Any]] = []
-        if "://" in against:
+        if against.startswith(("http://", "https://")):
+            from ._sides import bootstrap_rows
+
+            rep_name = against_table or table
+            rows, snapshot_scn = bootstrap_rows(against, rep_name, token=token)
+            fields = set().union(*(r.keys() for r in rows)) if rows else set(src_kinds)
+            plan = _plan(src_kinds, {n: src_kinds.get(n, "string") for n in fields}, key, exclude)
+            replica = MemorySide(rows, plan.key, plan.columns)
+            checkpoints = [{"bootstrap": against, "snapshot_scn": snapshot_scn}]
+        elif "://" in against:
             rep_engine = _engine(against, "--against")
             rep_name = against_table or _replica_name(rep_engine, table)
             rep_table = _reflect(rep_engine, rep_name, "--against")

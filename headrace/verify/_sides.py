@@ -15,7 +15,7 @@ from ._canon import md5_hex, row_text
 from ._merkle import IN_CHUNK, Digest, SideStats
 from ._sqlcanon import hash_expr, hex32_expr, sqlite_functions
 
-__all__ = ["Col", "MemorySide", "SqlSide", "session_setup"]
+__all__ = ["Col", "MemorySide", "SqlSide", "bootstrap_rows", "session_setup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,3 +192,30 @@ class MemorySide:
         out = {kh: (rh, kv) for kh, rh, kv in self.hashed if any(kh[:n] in want for n in lengths)}
         self.stats.rows += len(out)
         return out
+
+
+def bootstrap_rows(
+    url: str, table: str, token: str | None = None, page_rows: int = 5_000
+) -> tuple[list[dict[str, Any]], int]:
+    """Every row of ``table`` in a bootstrap server's snapshot (``/v1/snapshot``, pages pinned to the
+    first page's SCN), decoded as a subscriber decodes them; and that SCN."""
+    from ..errors import Unavailable
+    from ..relay.client import BootstrapClient, EventDecoder
+
+    client = BootstrapClient(url, token=token, timeout=60)
+    decoder = EventDecoder(client.schema)
+    rows: list[dict[str, Any]] = []
+    after: str | None = None
+    scn: int | None = None
+    try:
+        while True:
+            page = client.snapshot([table], None, after, page_rows, snapshot_scn=scn)
+            scn = page.snapshot_scn
+            rows += [dict(decoder.decode(e).after or {}) for e in page.events]
+            if page.done or page.cursor is None:
+                return rows, scn
+            after = page.cursor
+    except Unavailable:
+        raise
+    except Exception as exc:  # a 410 (the snapshot re-seeded meanwhile) and the like: say which server
+        raise Unavailable(f"bootstrap server {url}: {exc}") from exc
