@@ -220,3 +220,25 @@ def test_recheck_drops_keys_the_replica_caught_up_on(source: str, tmp_path: Path
     assert not report.equal
     assert [k["id"] for k in report.different] == [41] and report.settled == 1
     assert verify(source, url, "items").different != []  # 41 still differs without a recheck too
+
+
+def test_config_mode_verifies_every_table_of_the_sink(source: str, tmp_path: Path) -> None:
+    """``headrace verify --config FILE``: every table the sink's registry names, against relay.source."""
+    from support import write_config
+
+    url = f"sqlite:///{tmp_path / 'replica.db'}"
+    replicate(source, "items", url)
+    cfg = write_config(
+        tmp_path / "headrace.yaml",
+        {
+            "relay": {"source": source},
+            "sink": {"name": "verify-test", "relays": ["http://127.0.0.1:1"], "target": {"type": "sql", "url": url}},
+        },
+    )
+    rc, report, err = run_verify("--config", str(cfg))
+    assert rc == 0 and report["equal"] and report["table"] == "items", (report, err)
+    execute(url, "DELETE FROM items WHERE id = 3")
+    rc, report, err = run_verify("--config", str(cfg))
+    assert rc == 7 and report["missing"] == [{"id": 3}], (report, err)
+    rc, _, err = run_verify("--config", str(cfg), "--table", "items")
+    assert rc == 2 and "or only --config" in err

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from .._cli import common_options
+
+if TYPE_CHECKING:
+    from ._run import VerifyReport
 
 #: exit status when a copy differs from its source (verify) or counts diverge (reconcile)
 EXIT_DIVERGED = 7
@@ -18,13 +22,13 @@ def _cols(value: str | None) -> list[str]:
 
 @click.command()
 @common_options
-@click.option("--source", required=True, help="SQLAlchemy URL of the source database.")
+@click.option("--source", default=None, help="SQLAlchemy URL of the source database.")
 @click.option(
     "--against",
-    required=True,
+    default=None,
     help="The copy: a SQLAlchemy URL (a `headrace sink` replica), a bootstrap server's URL or an export folder.",
 )
-@click.option("--table", required=True, help="Source table ([schema.]name).")
+@click.option("--table", default=None, help="Source table ([schema.]name).")
 @click.option("--against-table", default=None, help="The copy's table, when its name differs (default: the sink's).")
 @click.option("--key", default=None, help="Key columns, comma-separated (default: the source's primary key).")
 @click.option("--exclude", default=None, help="Columns not to compare, comma-separated.")
@@ -40,9 +44,9 @@ def _cols(value: str | None) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 def verify(
     config_path: str | None,
-    source: str,
-    against: str,
-    table: str,
+    source: str | None,
+    against: str | None,
+    table: str | None,
     against_table: str | None,
     key: str | None,
     exclude: str | None,
@@ -55,23 +59,42 @@ def verify(
     """Prove a copy of TABLE equals the source: exit 0 when equal, 7 with the differing keys otherwise.
 
     Each side hashes its rows into key-hash buckets with its own SQL; only buckets whose hashes differ
-    are looked into, so few differences cost few queries. Exit codes: 0 equal, 7 different (the keys
-    and a repair plan are printed), 1 a database unreachable, 2 bad usage. See docs/verify.md.
+    are looked into, so few differences cost few queries. With only --config: every table of the
+    config's sql sink against relay.source (one report, or JSON line, per table). Exit codes: 0 equal,
+    7 different (the keys and a repair plan are printed), 1 a database unreachable, 2 bad usage.
+    See docs/verify.md.
     """
+    from ..errors import UsageError
+    from ._jobs import ReplicaTable, sink_replicas
     from ._run import verify as run
 
-    report = run(
-        source,
-        against,
-        table,
-        against_table=against_table,
-        key=_cols(key),
-        exclude=_cols(exclude),
-        leaf_rows=leaf_rows,
-        recheck_seconds=recheck_seconds,
-        max_keys=max_keys,
-        token=token,
-    )
+    if source and against and table:
+        specs = [ReplicaTable(source, table, against, against_table or "")]
+    elif config_path and not (source or against or table):
+        specs = sink_replicas(config_path)  # every table of the config's sink replica, against relay.source
+    else:
+        raise UsageError("give --source, --against and --table, or only --config (every table of its sql sink)")
+    reports: list[VerifyReport] = []
+    for spec in specs:
+        report = run(
+            spec.source,
+            spec.against,
+            spec.table,
+            against_table=spec.against_table or None,
+            key=_cols(key),
+            exclude=_cols(exclude),
+            leaf_rows=leaf_rows,
+            recheck_seconds=recheck_seconds,
+            max_keys=max_keys,
+            token=token,
+        )
+        reports.append(report)
+        _print(report, as_json)
+    if any(not r.equal for r in reports):
+        raise SystemExit(EXIT_DIVERGED)
+
+
+def _print(report: VerifyReport, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:
@@ -94,8 +117,6 @@ def verify(
             click.echo(
                 f"repair: copy {len(plan['resnapshot'])} keys again from the source, delete {len(plan['delete'])}"
             )
-    if not report.equal:
-        raise SystemExit(EXIT_DIVERGED)
 
 
 @click.command()
