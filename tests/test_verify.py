@@ -20,8 +20,9 @@ LEAF = 64
 
 
 def _bound(n: int) -> int:
-    """Most queries per side: the root, one per level down to buckets of LEAF rows, the leaf rows,
-    plus one level of slack (a bucket that happens to be large)."""
+    """Most queries per side: the root, the temporary table, one per level down to buckets of LEAF rows
+    on average, the leaf rows (a bucket larger than average at that depth would need one more level:
+    the tables here are deterministic, and their buckets do not)."""
     return 1 + math.ceil(math.log(max(n / LEAF, 1), 16)) + 1 + 1
 
 

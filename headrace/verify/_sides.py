@@ -116,8 +116,9 @@ class SqlSide:
 
     def _run(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         stmt = sa.text(sql)
-        if "ps" in params:
-            stmt = stmt.bindparams(sa.bindparam("ps", expanding=True))
+        lists = [k for k, v in params.items() if isinstance(v, list)]
+        if lists:
+            stmt = stmt.bindparams(*(sa.bindparam(k, expanding=True) for k in lists))
         rows = [tuple(r) for r in self.conn.execute(stmt, params)]
         self.stats.round_trips += 1
         self.stats.bytes += sum(_size(r) for r in rows)
@@ -131,7 +132,7 @@ class SqlSide:
         chunks = [list(within[i : i + IN_CHUNK]) for i in range(0, len(within), IN_CHUNK)] or [[]]
         for chunk in chunks:
             if chunk:
-                rows = self._run(f"{sel} WHERE substr(kh, 1, {depth - 1}) IN :ps GROUP BY 1", {"ps": chunk})
+                rows = self._run(f"{sel} WHERE substr(kh, 1, {depth - 1}) IN :ps GROUP BY 1", {"ps": list(chunk)})
             else:
                 rows = self._run(f"{sel} GROUP BY 1", {})
             for p, n, s1, s2 in rows:
@@ -141,17 +142,18 @@ class SqlSide:
         return out
 
     def rows(self, prefixes: Sequence[str], fresh: bool = False) -> dict[str, tuple[str, list[Any]]]:
-        by_len: dict[int, list[str]] = defaultdict(list)
-        for p in prefixes:
-            by_len[len(p)].append(p)
         keys = "".join(f", k{i}" for i in range(self.nkey))
         src = self.fresh if fresh else self.source
         out: dict[str, tuple[str, list[Any]]] = {}
-        for n, ps in sorted(by_len.items()):
-            for i in range(0, len(ps), IN_CHUNK):
-                sql = f"SELECT kh, rh{keys} FROM {src} WHERE substr(kh, 1, {n}) IN :ps"
-                for r in self._run(sql, {"ps": ps[i : i + IN_CHUNK]}):
-                    out[str(r[0])] = (str(r[1]), list(r[2:]))
+        for i in range(0, len(prefixes), IN_CHUNK):
+            by_len: dict[int, list[str]] = defaultdict(list)
+            for p in prefixes[i : i + IN_CHUNK]:
+                by_len[len(p)].append(p)
+            # one statement for leaves of every depth: substr(kh, 1, n) IN (the leaves n digits long) OR …
+            where = " OR ".join(f"substr(kh, 1, {n}) IN :p{n}" for n in sorted(by_len))
+            params = {f"p{n}": ps for n, ps in by_len.items()}
+            for r in self._run(f"SELECT kh, rh{keys} FROM {src} WHERE {where}", params):
+                out[str(r[0])] = (str(r[1]), list(r[2:]))
         self.stats.rows += len(out)
         return out
 
