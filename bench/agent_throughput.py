@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from _procs import free_port, start, wait_http
+from _procs import free_port, start_headrace, wait_http
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,7 +55,7 @@ def main() -> None:
         cport = free_port()
         ccfg = {"collector": {"listen": f"127.0.0.1:{cport}", "sink_dir": str(tmp / "sink"), "name": "bench"}}
         (tmp / "c.yaml").write_text(yaml.safe_dump(ccfg))
-        col = start(["collector", "--config", str(tmp / "c.yaml")], tmp / "c.log")
+        col = start_headrace(["collector", "--config", str(tmp / "c.yaml")], tmp / "c.log")
         try:
             wait_http(f"http://127.0.0.1:{cport}/healthz")
 
@@ -88,7 +88,7 @@ def main() -> None:
                 }
             }
             (tmp / "a.yaml").write_text(yaml.safe_dump(acfg))
-            agent = start(["agent", "--config", str(tmp / "a.yaml")], tmp / "a.log")
+            agent = start_headrace(["agent", "--config", str(tmp / "a.yaml")], tmp / "a.log")
             try:
                 wait_http(f"http://127.0.0.1:{aport}/healthz")
                 t0 = time.monotonic()

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 import yaml
-from _procs import cpu_seconds, free_port, start, wait_http  # bench/ is sys.path[0] when run as a script
+from _procs import cpu_seconds, free_port, start_headrace, wait_http  # bench/ is sys.path[0] when run as a script
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -193,11 +193,11 @@ def run_mode(corpus: dict[str, bytes], compression: str, level: int, workdir: Pa
         }
     }
     (workdir / "a.yaml").write_text(yaml.safe_dump(acfg))
-    col = start(["collector", "--config", str(workdir / "c.yaml")], workdir / "c.log")
+    col = start_headrace(["collector", "--config", str(workdir / "c.yaml")], workdir / "c.log")
     agent = None
     try:
         wait_http(curl + "/healthz")
-        agent = start(["agent", "--config", str(workdir / "a.yaml")], workdir / "a.log")
+        agent = start_headrace(["agent", "--config", str(workdir / "a.yaml")], workdir / "a.log")
         wait_http(aurl + "/healthz")
         cpu0 = (cpu_seconds(agent.pid), cpu_seconds(col.pid))
         t0 = time.monotonic()
