@@ -52,6 +52,7 @@ from ._discover import expand, stream_name
 from ._fingerprint import fingerprint, fingerprint_path
 from ._resume_plan import SeenFile, plan_moves, plan_resume
 from ._rotation import Action, FileId, FileTrack, StreamTracker
+from ._stream_status import StreamStatus
 
 __all__ = ["Tailer"]
 
@@ -589,41 +590,24 @@ class Tailer:
                     unread += max(0, fsize - h.read_off)
                     if h.at_path:
                         size = fsize
+                pending = sum(o.chunker.pending for o in st.files.values())
+                line = StreamStatus(
+                    st.name,
+                    st.path,
+                    st.source.id,
+                    st.source.data_type,
+                    acked_offset=acked,
+                    read_offset=st.seq,
+                    file_size=size,
+                    files_open=len(st.files),
+                    lag_bytes=max(0, st.seq - acked) + unread + pending,
+                    blocked=st.name in self.blocked,
+                )
                 out.append(
-                    {
-                        "stream": st.name,
-                        "path": st.path,
-                        "source": st.source.id,
-                        "data_type": st.source.data_type,
-                        "acked_offset": acked,
-                        "read_offset": st.seq,
-                        "file_size": size,
-                        "files_open": len(st.files),
-                        "lag_bytes": max(0, st.seq - acked)
-                        + unread
-                        + sum(o.chunker.pending for o in st.files.values()),
-                        "blocked": st.name in self.blocked,
-                        "error": self.unreadable.get(st.path),
-                        "truncations": st.truncations,
-                        "new_files": st.rotations,
-                    }
+                    line.as_dict(error=self.unreadable.get(st.path), truncations=st.truncations, new_files=st.rotations)
                 )
             for path, (src, why) in self.refused.items():
-                out.append(
-                    {
-                        "stream": None,
-                        "path": path,
-                        "source": src.id,
-                        "data_type": src.data_type,
-                        "refused": why,
-                        "acked_offset": 0,
-                        "read_offset": 0,
-                        "file_size": 0,
-                        "files_open": 0,
-                        "lag_bytes": 0,
-                        "blocked": False,
-                    }
-                )
+                out.append(StreamStatus(None, path, src.id, src.data_type).as_dict(refused=why))
             return out
 
     def close(self) -> None:
