@@ -104,7 +104,8 @@ class StreamTracker:
         """Queue a new file behind the others (it is the one at the path now).
 
         With ``before_path``: a file that was renamed away from the path before the tracker ever saw
-        it (known from a rename event); it goes just before the file at the path, which it preceded.
+        it (known from a rename event, or found rotated on start: see :mod:`._resume_plan`); it goes
+        just before the file at the path, which it preceded.
         """
         if before_path:
             track = FileTrack(fid=fid, read_off=read_off, changed_at=now, at_path=False, gone_at=now)
