@@ -187,7 +187,7 @@ class Follower:
                 oldest = int(sub.relay.status()["oldest_scn"])
             except (Unavailable, InvalidInput) as exc:
                 log.warning("relay_status_unavailable", error=str(exc))
-                sub._current = (sub._current + 1) % len(sub.clients)
+                sub.fail_over_relay()
                 self.stop.wait(1.0)
                 continue
             if oldest > 0:
