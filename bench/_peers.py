@@ -6,14 +6,9 @@ the modules its config loads (no imuxsock, no imklog): the machine's own rsyslog
 
 from __future__ import annotations
 
-import ctypes
-import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterable
@@ -21,21 +16,9 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _procs import die_with_parent
 
-TICK = os.sysconf("SC_CLK_TCK")
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def ctxt_switches(pid: int) -> int:
@@ -56,36 +39,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def start_headrace(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "headrace", *args, "--log-format", "json", "--log-level", "warning"],
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=die_with_parent,
-    )
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def collector_config(tmp: Path, port: int) -> Path:
@@ -149,11 +102,6 @@ ruleset(name="out") {{
   action(type="omfile" file="{out}" template="line" ioBufferSize="256k" flushOnTXEnd="on")
 }}
 """
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM when the benchmark dies (a harness timeout kills only it)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def start_rsyslogd(tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:

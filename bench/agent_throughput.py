@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _procs import free_port, start_headrace, wait_http
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,34 +34,6 @@ from headrace._chunk import Chunk
 from headrace._ship import Shipper
 
 LINE = b"2026-11-26T12:00:00.000Z INFO app.request id=%09d path=/api/v1/items status=200 ms=12\n"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "headrace", *args, "--log-format", "json", "--log-level", "warning"],
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
 
 
 def main() -> None:
@@ -83,7 +55,7 @@ def main() -> None:
         cport = free_port()
         ccfg = {"collector": {"listen": f"127.0.0.1:{cport}", "sink_dir": str(tmp / "sink"), "name": "bench"}}
         (tmp / "c.yaml").write_text(yaml.safe_dump(ccfg))
-        col = start(["collector", "--config", str(tmp / "c.yaml")], tmp / "c.log")
+        col = start_headrace(["collector", "--config", str(tmp / "c.yaml")], tmp / "c.log")
         try:
             wait_http(f"http://127.0.0.1:{cport}/healthz")
 
@@ -116,7 +88,7 @@ def main() -> None:
                 }
             }
             (tmp / "a.yaml").write_text(yaml.safe_dump(acfg))
-            agent = start(["agent", "--config", str(tmp / "a.yaml")], tmp / "a.log")
+            agent = start_headrace(["agent", "--config", str(tmp / "a.yaml")], tmp / "a.log")
             try:
                 wait_http(f"http://127.0.0.1:{aport}/healthz")
                 t0 = time.monotonic()

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _procs import free_port, start_until_healthy
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -61,32 +61,14 @@ END
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _relay(tmp: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
+    port = free_port()
     cfg = tmp / "relay.yaml"
     cfg.write_text(
         f"relay:\n  listen: 127.0.0.1:{port}\n  source: {url}\n  tables: [events]\n  state_dir: {tmp}/state\n"
         "  buffer_bytes: 536870912\n  mysql: {server_id: 4242, start: current}\n"
     )
-    log = open(tmp / "relay.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "headrace", "relay", "--config", str(cfg)], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit((tmp / "relay.log").read_text())
-        time.sleep(0.05)
-    raise SystemExit("relay did not start")
+    return start_until_healthy(["relay", "--config", str(cfg)], tmp / "relay.log", port, timeout=30)
 
 
 def _follow(url: str, total: int, start_scn: int = 0) -> list[tuple[float, float]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 import httpx
 import yaml
+from _procs import free_port
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 from headrace.relay.client import BootstrapClient, Checkpoint, Consumer, Subscriber, Window
@@ -42,12 +42,6 @@ from headrace.relay.client import BootstrapClient, Checkpoint, Consumer, Subscri
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import bootstrap_workload as wl  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(pred: Any, timeout: float, what: str) -> None:

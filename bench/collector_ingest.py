@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _procs import cpu_seconds, free_port
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,14 +49,6 @@ def line_block(size: int) -> bytes:
     return bytes(out[:cut])
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_echo(port: int) -> None:
     """The HTTP-only peer: read the body, answer like a collector, write nothing."""
     import uvicorn
@@ -73,12 +66,6 @@ def serve_echo(port: int) -> None:
 
     app = Starlette(routes=[Route("/v1/chunks", chunks, methods=["POST"]), Route("/healthz", health)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``), to compare runs on a busy machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> dict[str, float]:

@@ -31,19 +31,15 @@ from _peers import (
     agent_acked,
     agent_config,
     collector_config,
-    cpu_seconds,
     ctxt_switches,
-    free_port,
     rss_mib,
     rsyslog_receiver_conf,
     rsyslog_sender_conf,
     rsyslog_version,
-    start_headrace,
     start_rsyslogd,
-    stop,
-    wait_http,
     wait_listening,
 )
+from _procs import cpu_seconds, free_port, start_headrace, stop, wait_http
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 LINE = "2026-12-06T23:00:00.000Z INFO worker-{i:04d} heartbeat ok queue=0 lag_ms=0 pid=4242 host=web-01\n"

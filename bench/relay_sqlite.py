@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _procs import free_port, start_until_healthy
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 from headrace.relay.client import Subscriber
@@ -55,12 +55,6 @@ for i in range(n):
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _fresh_db(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -72,23 +66,13 @@ def _fresh_db(path: Path) -> None:
 
 
 def _start_relay(tmp: Path, db: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
+    port = free_port()
     cfg = tmp / f"relay-{port}.yaml"
     cfg.write_text(
         f"relay:\n  listen: 127.0.0.1:{port}\n  source: sqlite:///{db}\n  state_dir: {tmp}/state-{port}\n"
         "  sqlite: {poll_ms: 5}\n"
     )
-    log = open(tmp / f"relay-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "headrace", "relay", "--config", str(cfg)], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("relay did not start")
+    return start_until_healthy(["relay", "--config", str(cfg)], tmp / f"relay-{port}.log", port, timeout=20)
 
 
 def _writer(db: Path, n: int, rows: int, rate: float) -> subprocess.Popen[bytes]:

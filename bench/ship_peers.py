@@ -38,21 +38,16 @@ from _peers import (
     agent_config,
     checksum,
     collector_config,
-    cpu_seconds,
-    die_with_parent,
     file_lines,
-    free_port,
     make_block,
     rsyslog_receiver_conf,
     rsyslog_sender_conf,
     rsyslog_version,
-    start_headrace,
     start_rsyslogd,
-    stop,
     text_pool,
-    wait_http,
     wait_listening,
 )
+from _procs import cpu_seconds, die_with_parent, free_port, start_headrace, stop, wait_http
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 

@@ -39,18 +39,11 @@ from typing import Any
 
 import httpx
 import yaml
+from _procs import free_port
 from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rows(n: int) -> list[tuple[Any, ...]]:

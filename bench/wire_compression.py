@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,8 +30,7 @@ from typing import Any
 
 import httpx
 import yaml
-
-_TICK = os.sysconf("SC_CLK_TCK")
+from _procs import cpu_seconds, free_port, start_headrace, wait_http  # bench/ is sys.path[0] when run as a script
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -167,37 +162,6 @@ def corpus_lines(seed: int, size: int) -> bytes:
     return "".join(out).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "headrace", *args, "--log-format", "json", "--log-level", "warning"],
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
-
-
 def wire_bytes(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
@@ -229,11 +193,11 @@ def run_mode(corpus: dict[str, bytes], compression: str, level: int, workdir: Pa
         }
     }
     (workdir / "a.yaml").write_text(yaml.safe_dump(acfg))
-    col = start(["collector", "--config", str(workdir / "c.yaml")], workdir / "c.log")
+    col = start_headrace(["collector", "--config", str(workdir / "c.yaml")], workdir / "c.log")
     agent = None
     try:
         wait_http(curl + "/healthz")
-        agent = start(["agent", "--config", str(workdir / "a.yaml")], workdir / "a.log")
+        agent = start_headrace(["agent", "--config", str(workdir / "a.yaml")], workdir / "a.log")
         wait_http(aurl + "/healthz")
         cpu0 = (cpu_seconds(agent.pid), cpu_seconds(col.pid))
         t0 = time.monotonic()

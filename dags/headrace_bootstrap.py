@@ -36,10 +36,10 @@ def headrace_bootstrap() -> None:
     @task
     def apply() -> dict[str, Any]:
         """Merge every logged window into the snapshot store (bounded passes)."""
-        from headrace._config import load_section
         from headrace.bootstrap import BootstrapConfig, Store, apply_once
+        from headrace.config import load as load_config
 
-        cfg = load_section(_config_path(), "bootstrap", BootstrapConfig)
+        cfg = load_config(_config_path(), "bootstrap", BootstrapConfig)
         store = Store(cfg.store)
         try:
             total = 0
@@ -56,10 +56,10 @@ def headrace_bootstrap() -> None:
     @task
     def compact(applied: dict[str, Any]) -> dict[str, Any]:
         """Delete applied log windows older than ``bootstrap.retention_seconds``."""
-        from headrace._config import load_section
         from headrace.bootstrap import BootstrapConfig, Store, compact_once
+        from headrace.config import load as load_config
 
-        cfg = load_section(_config_path(), "bootstrap", BootstrapConfig)
+        cfg = load_config(_config_path(), "bootstrap", BootstrapConfig)
         store = Store(cfg.store)
         try:
             return {**applied, "compacted_windows": compact_once(store, cfg.retention_seconds)}
@@ -69,10 +69,10 @@ def headrace_bootstrap() -> None:
     @task
     def report_lag(done: dict[str, Any]) -> dict[str, Any]:
         """Positions and lag of the store (also in the task log)."""
-        from headrace._config import load_section
         from headrace.bootstrap import BootstrapConfig, Store, lag
+        from headrace.config import load as load_config
 
-        cfg = load_section(_config_path(), "bootstrap", BootstrapConfig)
+        cfg = load_config(_config_path(), "bootstrap", BootstrapConfig)
         store = Store(cfg.store)
         try:
             out = {**done, **lag(store)}

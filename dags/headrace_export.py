@@ -33,11 +33,11 @@ def _config_path() -> str:
 def headrace_export() -> None:
     @task
     def export() -> dict[str, Any]:
-        from headrace._config import load_section
         from headrace.airflow_tasks import summary_result
         from headrace.batch import ExportConfig, run_export
+        from headrace.config import load as load_config
 
-        return summary_result(run_export(load_section(_config_path(), "export", ExportConfig)))
+        return summary_result(run_export(load_config(_config_path(), "export", ExportConfig)))
 
     export()
 

@@ -39,36 +39,36 @@ def _check(summary: Any) -> dict[str, Any]:
 def headrace_logs() -> None:
     @task
     def archive() -> dict[str, Any]:
-        from headrace._config import load_section
         from headrace.batch import ArchiveConfig, run_archive
+        from headrace.config import load as load_config
 
-        return _check(run_archive(load_section(_config_path(), "archive", ArchiveConfig)))
+        return _check(run_archive(load_config(_config_path(), "archive", ArchiveConfig)))
 
     # runs after a skipped archive too (nothing new closed yet): earlier archives may still need demux
     @task(trigger_rule="none_failed")
     def data_types() -> list[str]:
-        from headrace._config import load_section
-        from headrace._storage import resolve
         from headrace.batch import DemuxConfig, list_data_types
+        from headrace.config import load as load_config
+        from headrace.storage import resolve
 
-        cfg = load_section(_config_path(), "demux", DemuxConfig)
+        cfg = load_config(_config_path(), "demux", DemuxConfig)
         store = resolve(cfg.archive_dir)
         found = list_data_types(store)
         return [t for t in found if t in cfg.types or cfg.default is not None]
 
     @task(max_active_tis_per_dagrun=4)
     def demux(data_type: str) -> dict[str, Any]:
-        from headrace._config import load_section
         from headrace.batch import DemuxConfig, run_demux
+        from headrace.config import load as load_config
 
-        return _check(run_demux(load_section(_config_path(), "demux", DemuxConfig), data_types=[data_type]))
+        return _check(run_demux(load_config(_config_path(), "demux", DemuxConfig), data_types=[data_type]))
 
     @task
     def load(data_type: str) -> dict[str, Any]:
-        from headrace._config import load_section
         from headrace.batch import LoadConfig, run_load
+        from headrace.config import load as load_config
 
-        return _check(run_load(load_section(_config_path(), "load", LoadConfig), data_types=[data_type]))
+        return _check(run_load(load_config(_config_path(), "load", LoadConfig), data_types=[data_type]))
 
     types = data_types()
     demuxed = demux.expand(data_type=types)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from prometheus_client import Counter
 from pydantic import Field, model_validator
@@ -374,12 +374,23 @@ def response(d: Denied) -> JSONResponse:
     return resp
 
 
-def reload_on_sighup(access: Access, load: Callable[[], tuple[Sequence[TokenSpec], bool]]) -> None:
-    """On SIGHUP, re-read the config section (``load`` returns its tokens and ``metrics_open_on_localhost``)."""
+class TokenSection(Protocol):
+    """A daemon's config section as far as access goes."""
+
+    @property
+    def tokens(self) -> Sequence[TokenSpec]: ...
+
+    @property
+    def metrics_open_on_localhost(self) -> bool: ...
+
+
+def reload_on_sighup(access: Access, load: Callable[[], TokenSection]) -> None:
+    """On SIGHUP, re-read the daemon's config section (``load``) and take its ``tokens`` and
+    ``metrics_open_on_localhost`` for the next request."""
     from ._reload import on_reload
 
     def again() -> None:
-        specs, metrics_open = load()
-        access.update(specs, metrics_open_on_localhost=metrics_open)
+        section = load()
+        access.update(section.tokens, metrics_open_on_localhost=section.metrics_open_on_localhost)
 
     on_reload("tokens", again)

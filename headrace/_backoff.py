@@ -4,15 +4,20 @@ Two kinds of retrying exist in headrace. A call retried until it succeeds (a bat
 collector) uses tenacity (``headrace/_ship.py``). A loop that runs for the life of a daemon — relay
 capture, the bootstrap follower, a subscriber's long-polls, the agent's log handler — keeps going after
 a success and only waits after failures; it asks a :class:`Backoff` for the next wait and resets it
-on success. Plain code: no clock, no sleeping (the caller waits on its own stop event).
+on success. Plain code: no clock, no sleeping (the caller waits on its own stop event). A client of
+several equivalent servers (relays, bootstrap servers) moves through them with one :class:`Failover`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "Failover"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,3 +45,30 @@ class Backoff:
     def current(self) -> float:
         """The last wait returned (0 after a success)."""
         return self._next
+
+
+class Failover(Generic[T]):
+    """Equivalent servers in a round-robin list: requests go to :attr:`current` until it fails
+    (:meth:`failed`), then to the next one, wrapping around. Plain code, like :class:`Backoff`."""
+
+    def __init__(self, items: Sequence[T]) -> None:
+        if not items:
+            raise ValueError("a failover list needs at least one item")
+        self.items = list(items)
+        self._at = 0
+
+    @property
+    def current(self) -> T:
+        """The item requests go to now (the one that answered last)."""
+        return self.items[self._at]
+
+    def failed(self) -> None:
+        """The current item failed: the next request goes to the next one in the list."""
+        self._at = (self._at + 1) % len(self.items)
+
+    def in_order(self) -> list[T]:
+        """Every item, the current one first, then the others in list order after it."""
+        return self.items[self._at :] + self.items[: self._at]
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -31,7 +31,7 @@ from .errors import FatalError, InvalidInput, ListenError
 if TYPE_CHECKING:
     from prometheus_client import Counter
 
-    from ._access import Access, Scope
+    from ._access import Access, Scope, TokenSection
     from ._tls import ServerTLS
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "int_param",
     "loads_json",
     "read_json",
+    "read_only_access",
     "rejecter",
     "run_app",
     "standard_routes",
@@ -89,6 +90,26 @@ def guarded(access: Access, scope: Scope, handler: Handler) -> Handler:
         return await handler(request)
 
     return checked
+
+
+def read_only_access(section: str, cfg: TokenSection, rejects: Counter) -> tuple[Access, Callable[[Handler], Handler]]:
+    """For a daemon whose routes only read (the relay, the bootstrap server): its :class:`Access` for
+    ``cfg``'s tokens (scope ``read``; refusals counted in ``rejects`` by reason) and the wrapper that
+    puts a route behind it."""
+    from ._access import Access
+
+    access = Access(
+        section,
+        cfg.tokens,
+        ("read",),
+        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
+        on_denied=lambda d: rejects.labels(d.reason).inc(),
+    )
+
+    def read(handler: Handler) -> Handler:
+        return guarded(access, "read", handler)
+
+    return access, read
 
 
 def int_param(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:

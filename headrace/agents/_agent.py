@@ -61,6 +61,7 @@ from ._allowed import allowed_roots, file_problem, pattern_problem
 from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._config import AgentConfig, SourceConfig
 from ._discover import Watcher
+from ._stream_status import StreamStatus
 from ._tailer import Tailer
 
 __all__ = ["Agent", "lock_state_dir"]
@@ -338,20 +339,16 @@ class Agent:
             for name, seq in self._api_seq.items():
                 cp = self.checkpoints.streams.get(name)
                 acked = cp.acked.seq if cp and cp.acked else 0
-                streams.append(
-                    {
-                        "stream": name,
-                        "path": "",
-                        "source": "log-api",
-                        "data_type": name[len(API_PREFIX) :],
-                        "acked_offset": acked,
-                        "read_offset": seq,
-                        "file_size": 0,
-                        "files_open": 0,
-                        "lag_bytes": seq - acked,
-                        "blocked": False,
-                    }
+                line = StreamStatus(
+                    name,
+                    "",
+                    "log-api",
+                    name[len(API_PREFIX) :],
+                    acked_offset=acked,
+                    read_offset=seq,
+                    lag_bytes=seq - acked,
                 )
+                streams.append(line.as_dict())
         used = self.spool.used_bytes()
         SPOOL_USED.set(used)
         return {

@@ -60,19 +60,10 @@ class StreamCheckpoint:
     acked: Cursor | None = None
 
 
-class _CursorState(BaseModel):
-    seq: int
-    dev: int = 0
-    ino: int = 0
-    fpl: int = 0
-    fp: str = ""
-    off: int = 0
-
-
 class _StreamState(BaseModel):
     path: str
     data_type: str
-    acked: _CursorState | None = None
+    acked: Cursor | None = None  # validated field by field (pydantic reads the dataclass)
 
 
 class CheckpointsState(BaseModel):
@@ -103,8 +94,7 @@ class Checkpoints:
         saved = CHECKPOINTS_FILE.load(path)
         if saved is not None:
             for name, s in saved.streams.items():
-                acked = Cursor.decode(s.acked.model_dump()) if s.acked else None
-                cp.streams[name] = StreamCheckpoint(s.path, s.data_type, acked)
+                cp.streams[name] = StreamCheckpoint(s.path, s.data_type, s.acked)
             cp.seen_sources = set(saved.seen_sources)
         return cp
 
@@ -122,11 +112,7 @@ class Checkpoints:
             with self.lock:
                 body = CheckpointsState(
                     streams={
-                        name: _StreamState(
-                            path=s.path,
-                            data_type=s.data_type,
-                            acked=_CursorState(**asdict(s.acked)) if s.acked else None,
-                        )
+                        name: _StreamState(path=s.path, data_type=s.data_type, acked=s.acked)
                         for name, s in sorted(self.streams.items())
                     },
                     seen_sources=sorted(self.seen_sources),

@@ -27,7 +27,8 @@ tracker answers with an :class:`Action`:
 
 Inode reuse cannot fool the running tracker: the agent holds every tracked file open, so its inode
 cannot be reused; a later file with the same inode after a release is new. Across restarts the shell
-checks the fingerprint of the first bytes as well (see :mod:`headrace.agents._tailer`).
+checks the fingerprint of the first bytes as well (see :mod:`headrace.agents._resume_plan`). The
+shell never changes a track's fields: it reports facts through the methods below.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class StreamTracker:
         """Queue a new file behind the others (it is the one at the path now).
 
         With ``before_path``: a file that was renamed away from the path before the tracker ever saw
-        it (known from a rename event); it goes just before the file at the path, which it preceded.
+        it (known from a rename event, or found rotated on start: see :mod:`._resume_plan`); it goes
+        just before the file at the path, which it preceded.
         """
         if before_path:
             track = FileTrack(fid=fid, read_off=read_off, changed_at=now, at_path=False, gone_at=now)
@@ -159,6 +161,10 @@ class StreamTracker:
     def _quiet_since(h: FileTrack) -> float:
         """Since when a file gone from the path neither grew nor moved: rotate_wait counts from there."""
         return max(h.changed_at, h.gone_at if h.gone_at is not None else h.changed_at)
+
+    def consumed(self, nbytes: int) -> None:
+        """``nbytes`` more of the head were read (the shell read them at ``head.read_off``)."""
+        self.files[0].read_off += nbytes
 
     def truncated(self) -> None:
         """The head was cut (copytruncate): read it again from 0."""

@@ -31,12 +31,11 @@ its disk space (reported, counted).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +49,10 @@ from ._checkpoint import Checkpoints, Cursor, StreamCheckpoint
 from ._chunker import Chunker
 from ._config import AgentConfig, SourceConfig
 from ._discover import expand, stream_name
+from ._fingerprint import fingerprint, fingerprint_path
+from ._resume_plan import SeenFile, plan_moves, plan_resume
 from ._rotation import Action, FileId, FileTrack, StreamTracker
+from ._stream_status import StreamStatus
 
 __all__ = ["Tailer"]
 
@@ -92,12 +94,6 @@ class _Stream:
     started: bool = False
     truncations: int = 0
     rotations: int = 0
-
-
-def fingerprint(fd: int, nbytes: int) -> tuple[int, str]:
-    """(length, hash) of the first ``nbytes`` of an open file (fewer if the file is shorter)."""
-    data = os.pread(fd, nbytes, 0)
-    return len(data), hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 class Tailer:
@@ -168,7 +164,7 @@ class Tailer:
                 name = self.by_path.get(p)
                 if name is not None:
                     self.dirty.add(name)
-                elif any(fnmatch.fnmatch(p, os.path.abspath(s.path)) for s in self.sources.values()):
+                elif self._watched(p):
                     self.scan_needed = True
         self.wake.set()
 
@@ -176,9 +172,7 @@ class Tailer:
         """Filesystem-event hint: ``src`` was renamed to ``dest``. Remembered (with the file's identity)
         so a file renamed away from a watched path before the reader ever looked at it is still read."""
         with self.lock:
-            watched = src in self.by_path or any(
-                fnmatch.fnmatch(src, os.path.abspath(s.path)) for s in self.sources.values()
-            )
+            watched = self._watched(src)
         if not watched:
             return
         found = self._stat_path(dest)
@@ -193,32 +187,40 @@ class Tailer:
                 self.dirty.add(name)
         self.wake.set()
 
+    def _watched(self, path: str) -> bool:
+        """True for a path that is a stream or that a source's glob matches."""
+        globs = (os.path.abspath(s.path) for s in self.sources.values())
+        return path in self.by_path or any(fnmatch.fnmatch(path, g) for g in globs)
+
     def _take_moves(self, st: _Stream, now: float) -> None:
-        """Queue files renamed away from the stream's path that the stream never saw (oldest first)."""
-        for dest, fid in self.moves.pop(st.path, []):
-            if fid in st.files:  # a file the stream knows was renamed away: later unseen ones come after it
-                st.tracker.moved_away(fid, now)
+        """Queue files renamed away from the stream's path that the stream never saw (oldest first);
+        which renames matter is decided by :func:`plan_moves`."""
+        moves = self.moves.pop(st.path, [])
+        watched = {dest for dest, _ in moves if self._watched(dest)}
+        for step in plan_moves(moves, st.files, self.released, watched):
+            if not step.unseen:  # a file the stream knows was renamed away: later unseen ones come after it
+                st.tracker.moved_away(step.fid, now)
                 continue
-            if fid in self.released:
-                continue
-            if dest in self.by_path or any(
-                fnmatch.fnmatch(dest, os.path.abspath(s.path)) for s in self.sources.values()
-            ):
-                continue  # renamed to a watched name: read there, as its own stream
-            path = dest
-            here = self._stat_path(dest)
-            if here is None or here[0] != fid:  # renamed again since: look for it in the folder
-                path = next(
-                    (
-                        os.path.join(os.path.dirname(dest), n)
-                        for n in sorted(os.listdir(os.path.dirname(dest)))
-                        if (f := self._stat_path(os.path.join(os.path.dirname(dest), n))) is not None and f[0] == fid
-                    ),
-                    "",
-                )
-            if path and self._open(st, path, fid, 0, now, before_path=True):
+            path = self._locate(step.dest, step.fid)
+            if path and self._open(st, path, step.fid, 0, now, before_path=True):
                 ROTATIONS.labels("rotated_unseen").inc()
-                log.info("file_rotated_unseen", stream=st.name, file=path, inode=fid.ino)
+                log.info("file_rotated_unseen", stream=st.name, file=path, inode=step.fid.ino)
+
+    def _locate(self, dest: str, fid: FileId) -> str:
+        """Where the file renamed to ``dest`` is now: there, or (renamed again since) in the same folder; "" if gone."""
+        here = self._stat_path(dest)
+        if here is not None and here[0] == fid:
+            return dest
+        folder = os.path.dirname(dest)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return ""
+        for n in names:
+            found = self._stat_path(os.path.join(folder, n))
+            if found is not None and found[0] == fid:
+                return os.path.join(folder, n)
+        return ""
 
     def on_acked(self, entries: list[SpoolEntry]) -> None:
         """Record acked cursors (call before the spool releases ``entries``) and save the checkpoint file.
@@ -360,7 +362,7 @@ class Tailer:
         if fid in claimed:
             return True
         prior = self.released.get(fid)
-        return prior is not None and self._fp_matches(path, prior)
+        return prior is not None and fingerprint_path(path, prior.fpl) == (prior.fpl, prior.fp)
 
     def _resume_from_spool(self, name: str) -> Cursor | None:
         if self._spooled is None:  # fresh for each scan: a source removed and added back resumes right
@@ -416,91 +418,59 @@ class Tailer:
         return True
 
     def _start(self, st: _Stream, at_path: tuple[FileId, os.stat_result] | None, now: float) -> None:
-        """First look at a stream: resume at its cursor, or start per the source's ``start``."""
+        """First look at a stream: resume at its cursor, or start per the source's ``start``
+        (the files to open are planned by :func:`plan_resume`; this opens them)."""
         st.started = True
-        c = st.resume
-        st.resume = None
-        if c is None:
-            if not (st.first_scan and st.source.start == "end"):
-                self._take_moves(st, now)
-            if at_path is not None and at_path[0] not in st.files:
-                fid, s = at_path
-                start = s.st_size if (st.first_scan and st.source.start == "end") else 0
-                if self._open(st, st.path, fid, start, now) and start:
-                    # Remember the starting point, so a restart does not read the skipped part.
-                    of = st.files[fid]
-                    self.checkpoints.advance({st.name: Cursor(0, fid.dev, fid.ino, of.fpl, of.fp, start)})
-                    self._save_needed = True
-            return
-        if at_path is not None and at_path[0] == FileId(c.dev, c.ino) and self._fp_matches(st.path, c):
-            self._open(st, st.path, at_path[0], c.off, now)
-            return
-        rotated = self._find_rotated(st.path, c)
-        if rotated is not None:
-            if self._open(st, rotated, FileId(c.dev, c.ino), c.off, now):
-                st.tracker.files[-1].at_path = False
-                st.tracker.files[-1].gone_at = now
-                ROTATIONS.labels("rotated_while_down").inc()
-            for sibling, fid in self._rotated_after(st.path, rotated, at_path[0] if at_path else None):
-                if self._open(st, sibling, fid, 0, now):
-                    st.tracker.files[-1].at_path = False
-                    st.tracker.files[-1].gone_at = now
-                    ROTATIONS.labels("rotated_while_down").inc()
-                    log.info("rotated_while_down", stream=st.name, file=sibling)
-        elif c.dev or c.ino:
+        c, st.resume = st.resume, None
+        start_at_end = c is None and st.first_scan and st.source.start == "end"
+        if c is None and not start_at_end:
+            self._take_moves(st, now)
+        plan = plan_resume(
+            st.path,
+            c,
+            self._seen(st.path, at_path, c),
+            self._folder(st.path, c),
+            self.released,
+            start_at_end=start_at_end,
+            tracked=st.files,
+        )
+        if plan.lost:
+            assert c is not None
             LOST_FILES.inc()
             log.warning("checkpointed_file_gone", stream=st.name, path=st.path, offset=c.off)
-        if at_path is not None:
-            self._open(st, st.path, at_path[0], 0, now)
+        for f in plan.files:
+            if not self._open(st, f.path, f.fid, f.offset, now, before_path=not f.at_path):
+                continue
+            if f.rotated:
+                ROTATIONS.labels("rotated_while_down").inc()
+                log.info("rotated_while_down", stream=st.name, file=f.path, offset=f.offset)
+            if c is None and f.offset:
+                # Remember the starting point, so a restart does not read the skipped part.
+                of = st.files[f.fid]
+                self.checkpoints.advance({st.name: Cursor(0, f.fid.dev, f.fid.ino, of.fpl, of.fp, f.offset)})
+                self._save_needed = True
 
-    def _fp_matches(self, path: str, c: Cursor) -> bool:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            return fingerprint(fd, c.fpl) == (c.fpl, c.fp)
-        finally:
-            os.close(fd)
+    @staticmethod
+    def _seen(path: str, found: tuple[FileId, os.stat_result] | None, c: Cursor | None) -> SeenFile | None:
+        """What the shell knows of one file for the planner (its fingerprint only when it may be ``c``'s)."""
+        if found is None:
+            return None
+        fid, s = found
+        fp = fingerprint_path(path, c.fpl) if c is not None and fid == FileId(c.dev, c.ino) else None
+        return SeenFile(path, fid, s.st_size, s.st_mtime_ns, fp)
 
-    def _find_rotated(self, path: str, c: Cursor) -> str | None:
+    def _folder(self, path: str, c: Cursor | None) -> Iterator[SeenFile]:
+        """The regular files in the stream's folder, listed only when the planner asks (lazily)."""
         folder = os.path.dirname(path)
         try:
             names = os.listdir(folder)
         except OSError:
-            return None
+            return
         for n in names:
             p = os.path.join(folder, n)
-            try:
-                s = os.stat(p)
-            except OSError:
-                continue
-            if s.st_dev == c.dev and s.st_ino == c.ino and self._fp_matches(p, c):
-                return p
-        return None
-
-    def _rotated_after(self, path: str, checkpointed: str, current: FileId | None) -> list[tuple[str, FileId]]:
-        """Rotated siblings (``<name>.*`` in the same folder) written after the checkpointed file, oldest first.
-
-        While the agent was down, the file at the checkpoint may have been rotated more than once;
-        the files in between are found by name prefix and ordered by last modification time.
-        """
-        folder, base = os.path.split(path)
-        ref = os.stat(checkpointed)
-        found: list[tuple[int, str, FileId]] = []
-        for n in os.listdir(folder):
-            p = os.path.join(folder, n)
-            if not n.startswith(base + ".") or p in (checkpointed, path):
-                continue
-            try:
-                s = os.stat(p)
-            except OSError:
-                continue
-            fid = FileId(s.st_dev, s.st_ino)
-            other = fid not in (current, FileId(ref.st_dev, ref.st_ino)) and fid not in self.released
-            if stat.S_ISREG(s.st_mode) and other and s.st_mtime_ns >= ref.st_mtime_ns:
-                found.append((s.st_mtime_ns, p, fid))
-        return [(p, fid) for _, p, fid in sorted(found)]
+            seen = self._seen(p, self._stat_path(p), c)
+            if seen is not None:
+                yield seen
 
     def _poll(self, st: _Stream) -> None:
         now = self.clock()
@@ -542,7 +512,7 @@ class Tailer:
                 data = os.pread(of.fd, n, h.read_off)
                 if not data:
                     break
-                h.read_off += len(data)
+                st.tracker.consumed(len(data))
                 budget -= len(data)
                 READ_BYTES.inc(len(data))
                 self._emit(st, h, of, ch.feed(data))
@@ -620,41 +590,24 @@ class Tailer:
                     unread += max(0, fsize - h.read_off)
                     if h.at_path:
                         size = fsize
+                pending = sum(o.chunker.pending for o in st.files.values())
+                line = StreamStatus(
+                    st.name,
+                    st.path,
+                    st.source.id,
+                    st.source.data_type,
+                    acked_offset=acked,
+                    read_offset=st.seq,
+                    file_size=size,
+                    files_open=len(st.files),
+                    lag_bytes=max(0, st.seq - acked) + unread + pending,
+                    blocked=st.name in self.blocked,
+                )
                 out.append(
-                    {
-                        "stream": st.name,
-                        "path": st.path,
-                        "source": st.source.id,
-                        "data_type": st.source.data_type,
-                        "acked_offset": acked,
-                        "read_offset": st.seq,
-                        "file_size": size,
-                        "files_open": len(st.files),
-                        "lag_bytes": max(0, st.seq - acked)
-                        + unread
-                        + sum(o.chunker.pending for o in st.files.values()),
-                        "blocked": st.name in self.blocked,
-                        "error": self.unreadable.get(st.path),
-                        "truncations": st.truncations,
-                        "new_files": st.rotations,
-                    }
+                    line.as_dict(error=self.unreadable.get(st.path), truncations=st.truncations, new_files=st.rotations)
                 )
             for path, (src, why) in self.refused.items():
-                out.append(
-                    {
-                        "stream": None,
-                        "path": path,
-                        "source": src.id,
-                        "data_type": src.data_type,
-                        "refused": why,
-                        "acked_offset": 0,
-                        "read_offset": 0,
-                        "file_size": 0,
-                        "files_open": 0,
-                        "lag_bytes": 0,
-                        "blocked": False,
-                    }
-                )
+                out.append(StreamStatus(None, path, src.id, src.data_type).as_dict(refused=why))
             return out
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ from ._config import BootstrapConfig
 from ._metrics import APPLIED_SCN, APPLIED_WINDOWS, COMPACTED_WINDOWS, LOG_SCN
 from ._sessions import Sessions
 from ._store import Store
+from ._store_state import GenState, StoreState
 from ._toast import SchemaCache, ToastFiller
 
 __all__ = ["Applier", "apply_once", "compact_once", "lag"]
@@ -47,13 +48,13 @@ __all__ = ["Applier", "apply_once", "compact_once", "lag"]
 log = get_logger("bootstrap.apply")
 
 
-def seeding_blocks(state: dict[str, Any]) -> bool:
+def seeding_blocks(state: StoreState | GenState) -> bool:
     """True while the served generation's seed is in progress (the applier must wait)."""
     seed = state.get("seed")
     return seed is not None and not seed.get("done")
 
 
-def generation_ready(g: dict[str, Any]) -> bool:
+def generation_ready(g: GenState) -> bool:
     """A generation's seed is done and its log applied up to the seed's newest page SCN."""
     seed = g.get("seed")
     if seed is None:
@@ -61,9 +62,11 @@ def generation_ready(g: dict[str, Any]) -> bool:
     return bool(seed.get("done")) and g["applied_scn"] is not None and g["applied_scn"] >= seed["high_scn"]
 
 
-def _apply_gen(store: Store, g: dict[str, Any], max_windows: int, schemas: SchemaCache) -> int:
+def _apply_gen(store: Store, g: StoreState | GenState, max_windows: int, schemas: SchemaCache) -> int:
     """One pass over one generation's log: windows after its ``applied_scn`` up to its ``log_scn``."""
-    applied, head, gen = int(g["applied_scn"]), g["log_scn"], int(g["gen"])
+    applied, head, gen = g["applied_scn"], g["log_scn"], g["gen"]
+    if applied is None or gen is None:  # not started: nothing to apply
+        return 0
     windows = store.log_windows(applied, max_windows, upto=head)
     if not windows:
         if head is not None and head > applied:
@@ -95,7 +98,7 @@ def apply_once(store: Store, max_windows: int, schemas: SchemaCache | None = Non
     if b is not None and b["seed"] is not None and b["seed"].get("done"):
         n += _apply_gen(store, b, max_windows, schemas)
         now = store.state()["building"]
-        if now is not None and now["gen"] == b["gen"] and generation_ready(now) and store.promote(int(b["gen"])):
+        if now is not None and now["gen"] == b["gen"] and generation_ready(now) and store.promote(b["gen"]):
             log.info(
                 "generation_promoted",
                 gen=b["gen"],

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from .._access import TokenSpec, reload_on_sighup
+from .._access import reload_on_sighup
 from .._config import load_section
 from .._http import bind_listen, run_app
 from .._logging import get_logger
@@ -121,9 +121,5 @@ def run_bootstrap(config: BootstrapConfig, config_path: str | None = None) -> No
     log.info("bootstrap_starting", listen=config.listen, relays=config.relays, store=config.store, seed=config.seed)
     app = build_app(state)
 
-    def tokens() -> tuple[list[TokenSpec], bool]:
-        new = load_section(config_path, "bootstrap", BootstrapConfig)
-        return new.tokens, new.metrics_open_on_localhost
-
-    reload_on_sighup(app.state.access, tokens)
+    reload_on_sighup(app.state.access, lambda: load_section(config_path, "bootstrap", BootstrapConfig))
     run_app(app, config.listen, tls=config.tls, limits=config.limits, listen_key="bootstrap.listen", sock=sock)

@@ -92,7 +92,7 @@ class Follower:
         while not self.stop.is_set():
             t = self.store.target()
             if t is not None and t["log_scn"] is not None:
-                return int(t["gen"]), int(t["log_scn"])
+                return t["gen"], t["log_scn"]
             if self.config.seed is None:
                 return None, None
             self.stop.wait(0.2)
@@ -133,7 +133,8 @@ class Follower:
         try:
             if start is None:
                 start = self._init(sub)
-                gen = (self.store.target() or {}).get("gen")
+                target = self.store.target()
+                gen = target["gen"] if target is not None else None
                 sub.checkpoint = Checkpoint(start)
             log.info("following", gen=gen, since=start)
             while not self.stop.is_set():
@@ -186,7 +187,7 @@ class Follower:
                 oldest = int(sub.relay.status()["oldest_scn"])
             except (Unavailable, InvalidInput) as exc:
                 log.warning("relay_status_unavailable", error=str(exc))
-                sub._current = (sub._current + 1) % len(sub.clients)
+                sub.fail_over_relay()
                 self.stop.wait(1.0)
                 continue
             if oldest > 0:

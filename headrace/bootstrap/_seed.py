@@ -37,6 +37,7 @@ from ..relay import Codecs, Event, Op, RelayConfig, RowChange, SchemaRegistry, T
 from ._apply import ReadFrame, merge
 from ._seed_progress import SeedProgress
 from ._store import Store
+from ._store_state import StoreState
 
 __all__ = ["StopFlag", "seed", "seed_needed", "seed_sqlite"]
 
@@ -72,10 +73,11 @@ def _unjson(values: list[Any]) -> list[Any]:
     return [bytes.fromhex(v["hex"]) if isinstance(v, dict) else v for v in values]
 
 
-def seed_needed(state: dict[str, Any]) -> str | None:
+def seed_needed(state: StoreState) -> str | None:
     """Why the store needs a seed now (``initial``, ``seed_interrupted``), or None."""
     b = state.get("building")
-    if b is not None and b.get("seed") is not None and not b["seed"].get("done"):
+    seed = b["seed"] if b is not None else None
+    if seed is not None and not seed.get("done"):
         return "seed_interrupted"
     if state.get("gen") is None and b is None:
         return "initial"
@@ -115,7 +117,7 @@ def seed_sqlite(
     conn.text_factory = text_or_bytes  # TEXT that is not UTF-8 (SQLite does not check) as its bytes
     try:
         if reason == "seed_interrupted" and building is not None and building["seed"] is not None:
-            gen, state = int(building["gen"]), dict(building["seed"])
+            gen, state = building["gen"], dict(building["seed"])
             log.info("seed_resumed", gen=gen, table=state.get("table"), after=state.get("after"))
         else:
             start = _read_scn(conn)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from typing import Any
 
 from .._backoff import Backoff
 from .._logging import get_logger
@@ -149,7 +148,7 @@ class Seeder:
                 self.stop.wait(backoff.failed())
 
     def _log_reseed(self, reason: str) -> None:
-        st: dict[str, Any] = self.store.state()
+        st = self.store.state()
         RESEEDS.labels(reason).inc()
         log.warning(
             "reseeding",

@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._access import Access
-from .._http import Handler, guarded, rejecter, standard_routes
+from .._http import Handler, read_only_access, rejecter, standard_routes
 from .._logging import get_logger
 from ..relay import SchemaVersion, source_listing
 from ..relay._protocol import schema_endpoint
@@ -80,20 +79,11 @@ class BootstrapState:
 def build_app(st: BootstrapState) -> Starlette:
     """The bootstrap server's Starlette app; ``on_start``/``on_stop`` run in its lifespan."""
     cfg = st.config
-    access = Access(
-        "bootstrap",
-        cfg.tokens,
-        ("read",),
-        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
-        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
-    )
+    access, read = read_only_access("bootstrap", cfg, REJECTS)
     reject = rejecter(REJECTS, log)
 
     async def lookup(fp: str) -> SchemaVersion | None:
         return await asyncio.to_thread(st.schema, fp)
-
-    def read(handler: Handler) -> Handler:
-        return guarded(access, "read", handler)
 
     routes = [
         *standard_routes(lambda: st.health(), access, "bootstrap"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from ..relay._buffer import ReadResult, read_windows
 from ..relay._protocol import MAX_SCN, SNAPSHOT_SCN, STREAM_PARAMS, check_params, stream_headers, too_old_response
 from ._metrics import SERVED_EVENTS
 from ._serve_snapshot import parse_sources_here
+from ._store_state import StoreState
 
 if TYPE_CHECKING:
     from ._serve import BootstrapState
@@ -76,7 +77,7 @@ def _params(params: QueryParams, max_bytes_cap: int) -> tuple[int, int]:
     return since, max_bytes
 
 
-def read_log(store: Store, since: int, max_bytes: int, flt: Filter | None) -> tuple[ReadResult, dict[str, Any]]:
+def read_log(store: Store, since: int, max_bytes: int, flt: Filter | None) -> tuple[ReadResult, StoreState]:
     """The answer after ``since`` (in a worker thread) and the store state it was read at."""
     state = store.state()
     # Nothing is logged past log_scn: no query then (an SCN ≥ 2^63 does not fit the store's BIGINT).

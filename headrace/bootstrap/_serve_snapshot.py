@@ -32,6 +32,7 @@ from ..relay._protocol import (
     snapshot_headers,
 )
 from ._metrics import SERVED_ROWS
+from ._store_state import StoreState
 
 if TYPE_CHECKING:
     from ._serve import BootstrapState
@@ -78,11 +79,11 @@ def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
 class _Restarted(Exception):
     """The served generation changed under a snapshot read."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: StoreState) -> None:
         self.state = state
 
 
-def snapshot_ready(state: dict[str, Any]) -> str | None:
+def snapshot_ready(state: StoreState) -> str | None:
     """None when the snapshot store may be served, else why not."""
     b = state.get("building")
     if state["applied_scn"] is None:
@@ -91,15 +92,15 @@ def snapshot_ready(state: dict[str, Any]) -> str | None:
             where = f"table {seed.get('table')!r}" if seed.get("table") else "starting"
             return f"seeding is in progress (generation {b['gen']}: {where}; done: {bool(seed.get('done'))})"
         return "the store has not started (no seed, no log yet)"
-    seed = state["seed"]
-    if seed is not None and not seed.get("done"):
+    progress = state["seed"]
+    if progress is not None and not progress.get("done"):
         return "seeding is in progress"
-    if seed is not None and state["applied_scn"] < seed["high_scn"]:
-        return f"applying the log up to the seed's SCN {seed['high_scn']} (at {state['applied_scn']})"
+    if progress is not None and state["applied_scn"] < progress["high_scn"]:
+        return f"applying the log up to the seed's SCN {progress['high_scn']} (at {state['applied_scn']})"
     return None
 
 
-def snapshot_restarted(state: dict[str, Any], cursor_gen: int | None, snapshot_scn: int | None) -> str | None:
+def snapshot_restarted(state: StoreState, cursor_gen: int | None, snapshot_scn: int | None) -> str | None:
     """Why a snapshot in progress cannot be continued (it must start over), or None.
 
     Its pages came from a store generation that was replaced (a re-seed), or the log it would catch
@@ -144,7 +145,9 @@ def snapshot_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request],
         if restart is not None:
             return reject(410, SNAPSHOT_RESTARTED, restart, generation=state["gen"])
         if params.get("subscriber"):  # before reading: the page's SCN is at least this
-            st.sessions.touch(params["subscriber"], s0 if s0 is not None else int(state["applied_scn"]))
+            served = state["applied_scn"]
+            assert served is not None  # snapshot_ready said so
+            st.sessions.touch(params["subscriber"], s0 if s0 is not None else served)
         try:
             data, state, cursor, done, count = await asyncio.to_thread(
                 read_page, st, sorted(sources or known), after, limit, flt
@@ -152,7 +155,9 @@ def snapshot_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request],
         except _Restarted as exc:
             return reject(410, SNAPSHOT_RESTARTED, "the snapshot was re-seeded", generation=exc.state["gen"])
         SERVED_ROWS.inc(count)
-        headers = snapshot_headers(state["applied_scn"], count, done, cursor)
+        page_scn = state["applied_scn"]
+        assert page_scn is not None  # a generation is served
+        headers = snapshot_headers(page_scn, count, done, cursor)
         return Response(data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
 
     return snapshot
@@ -160,7 +165,7 @@ def snapshot_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request],
 
 def read_page(
     st: BootstrapState, sources: list[str], after: Cursor | None, limit: int, flt: Filter
-) -> tuple[bytes, dict[str, Any], str | None, bool, int]:
+) -> tuple[bytes, StoreState, str | None, bool, int]:
     """One page (in a worker thread): its body, the store state it was read at, the next cursor,
     whether it is the last page, and how many frames it holds."""
     rows, state = st.store.snapshot_page(sources, after[:2] if after is not None else None, limit)

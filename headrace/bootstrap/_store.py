@@ -6,7 +6,8 @@ Tables (created if missing):
   window as the relay served it (``data`` is its frames back to back).
 * ``headrace_boot_snapshot(gen, source, sort_key, scn, frame, PK(gen, source, sort_key))`` — the
   snapshot store: per *generation*, the newest row per key as a ready ``r`` frame (:mod:`._apply`).
-* ``headrace_boot_state(k PK, v)`` — ``serving`` (the generation served), ``building`` (a generation
+* ``headrace_boot_state(k PK, v)`` — ``version`` (of these rows, see :mod:`._store_state`),
+  ``serving`` (the generation served), ``building`` (a generation
   being seeded, if any), ``last_gen``, ``reseeds`` (JSON: count, last reason and time) and, per
   generation ``g``: ``g<g>.log_scn`` (newest window logged for it), ``g<g>.applied_scn`` (newest window
   merged into its rows), ``g<g>.log_floor`` (the log holds every window after it), ``g<g>.seed`` (JSON
@@ -46,6 +47,17 @@ from .._db import create_engine
 from .._logging import get_logger
 from ..relay import SchemaVersion
 from ._apply import RowOp
+from ._store_state import (
+    STATE_VERSION,
+    VERSION_KEY,
+    GenState,
+    Reseeds,
+    SeedProgress,
+    StoreState,
+    check_version,
+    dump_value,
+    load_value,
+)
 
 __all__ = ["LogWindow", "Store"]
 
@@ -146,24 +158,30 @@ class Store:
         self.engine.dispose()
 
     def _migrate(self) -> None:
-        """A store from before generations: its rows and positions become generation 1, served."""
+        """Check the state rows' version (a newer one is refused) and bring an older store up to date."""
         with self.writer.begin() as conn:
             raw = dict(conn.execute(sa.select(STATE.c.k, STATE.c.v)).all())
-            if "serving" in raw or not any(k in raw for k in (*_POSITIONS, "seed")):
-                return
-            log.warning("store_migrated_to_generations", detail="the existing rows and log become generation 1")
-            for k in (*_POSITIONS, "seed"):
-                if k in raw:
-                    self._put(conn, _k(1, k), raw[k])
-                    conn.execute(STATE.delete().where(STATE.c.k == k))
-            self._put(conn, "serving", "1")
-            self._put(conn, "last_gen", "1")
-            if sa.inspect(conn).has_table(_OLD_ROWS):
-                conn.exec_driver_sql(
-                    f"INSERT INTO {ROWS.name} (gen, source, sort_key, scn, frame) "
-                    f"SELECT 1, source, sort_key, scn, frame FROM {_OLD_ROWS}"
-                )
-                conn.exec_driver_sql(f"DROP TABLE {_OLD_ROWS}")
+            version = check_version(raw, self.engine.url.render_as_string(hide_password=True))
+            if version == 0:
+                self._migrate_to_generations(conn, raw)
+            if raw.get(VERSION_KEY) != str(STATE_VERSION):
+                self._put(conn, VERSION_KEY, str(STATE_VERSION))
+
+    def _migrate_to_generations(self, conn: sa.Connection, raw: dict[str, str]) -> None:
+        """A store from before generations (version 0): its rows and positions become generation 1, served."""
+        log.warning("store_migrated_to_generations", detail="the existing rows and log become generation 1")
+        for k in (*_POSITIONS, "seed"):
+            if k in raw:
+                self._put(conn, _k(1, k), raw[k])
+                conn.execute(STATE.delete().where(STATE.c.k == k))
+        self._put(conn, "serving", "1")
+        self._put(conn, "last_gen", "1")
+        if sa.inspect(conn).has_table(_OLD_ROWS):
+            conn.exec_driver_sql(
+                f"INSERT INTO {ROWS.name} (gen, source, sort_key, scn, frame) "
+                f"SELECT 1, source, sort_key, scn, frame FROM {_OLD_ROWS}"
+            )
+            conn.exec_driver_sql(f"DROP TABLE {_OLD_ROWS}")
 
     # -- state -------------------------------------------------------------------------------
 
@@ -177,37 +195,55 @@ class Store:
         if conn.execute(STATE.update().where(STATE.c.k == k).values(v=v)).rowcount == 0:
             conn.execute(STATE.insert().values(k=k, v=v))
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> StoreState:
         """The served generation's ``log_scn``, ``applied_scn``, ``log_floor`` (ints or None) and
         ``seed`` (dict or None); ``gen`` (the served generation or None); ``building`` (the generation
         being seeded: a dict with ``gen`` and the same four keys, or None); ``reseeds`` (dict)."""
         with self.engine.connect() as conn:
             return self._state(conn)
 
-    def _state(self, conn: sa.Connection) -> dict[str, Any]:
+    def _state(self, conn: sa.Connection) -> StoreState:
         raw = dict(conn.execute(sa.select(STATE.c.k, STATE.c.v)).all())
 
-        def gen_state(g: int | None) -> dict[str, Any]:
-            out: dict[str, Any] = {"gen": g}
-            for k in _POSITIONS:
-                v = raw.get(_k(g, k)) if g is not None else None
-                out[k] = int(v) if v is not None else None
-            seed = raw.get(_k(g, "seed")) if g is not None else None
-            out["seed"] = json.loads(seed) if seed is not None else None
-            return out
+        def gen_state(g: int) -> GenState:
+            def pos(k: str) -> int | None:
+                v = raw.get(_k(g, k))
+                return int(v) if v is not None else None
 
-        serving = int(raw["serving"]) if "serving" in raw else None
-        out = gen_state(serving)
-        out["building"] = gen_state(int(raw["building"])) if "building" in raw else None
-        out["reseeds"] = json.loads(raw["reseeds"]) if "reseeds" in raw else {"count": 0}
-        return out
+            seed = raw.get(_k(g, "seed"))
+            return GenState(
+                gen=g,
+                log_scn=pos("log_scn"),
+                applied_scn=pos("applied_scn"),
+                log_floor=pos("log_floor"),
+                seed=load_value(SeedProgress, seed, _k(g, "seed")) if seed is not None else None,
+            )
 
-    def target(self) -> dict[str, Any] | None:
+        served = gen_state(int(raw["serving"])) if "serving" in raw else None
+        return StoreState(
+            gen=served["gen"] if served else None,
+            log_scn=served["log_scn"] if served else None,
+            applied_scn=served["applied_scn"] if served else None,
+            log_floor=served["log_floor"] if served else None,
+            seed=served["seed"] if served else None,
+            building=gen_state(int(raw["building"])) if "building" in raw else None,
+            reseeds=load_value(Reseeds, raw["reseeds"], "reseeds") if "reseeds" in raw else {"count": 0},
+        )
+
+    def target(self) -> GenState | None:
         """The generation the log is followed for: the one being built if any, else the served one."""
         st = self.state()
         if st["building"] is not None:
-            return dict(st["building"])
-        return {k: st[k] for k in ("gen", *_POSITIONS, "seed")} if st["gen"] is not None else None
+            return st["building"]
+        if st["gen"] is None:
+            return None
+        return GenState(
+            gen=st["gen"],
+            log_scn=st["log_scn"],
+            applied_scn=st["applied_scn"],
+            log_floor=st["log_floor"],
+            seed=st["seed"],
+        )
 
     def _target_gen(self, conn: sa.Connection) -> int | None:
         b = self._get(conn, "building")
@@ -240,7 +276,7 @@ class Store:
         if seed is None:
             conn.execute(STATE.delete().where(STATE.c.k == _k(g, "seed")))
         else:
-            self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+            self._put(conn, _k(g, "seed"), dump_value(SeedProgress, seed, "seed"))
         return True
 
     def init_positions(self, scn: int) -> int:
@@ -273,10 +309,10 @@ class Store:
             conn.execute(LOG.delete().where(LOG.c.scn > (head if head is not None else -(1 << 63))))
             for k in _POSITIONS:
                 self._put(conn, _k(g, k), str(start_scn))
-            self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+            self._put(conn, _k(g, "seed"), dump_value(SeedProgress, seed, "seed"))
             self._put(conn, "building", str(g))
             if reason != "initial":
-                prev = json.loads(self._get(conn, "reseeds") or '{"count": 0}')
+                prev = load_value(Reseeds, self._get(conn, "reseeds") or '{"count": 0}', "reseeds")
                 now_ms = int(time.time() * 1000)
                 info = {
                     "count": int(prev.get("count", 0)) + 1,
@@ -285,7 +321,7 @@ class Store:
                     "last_gen": g,
                     "recent_ms": [*prev.get("recent_ms", []), now_ms][-RECENT_RESEEDS:],  # for health
                 }
-                self._put(conn, "reseeds", json.dumps(info, sort_keys=True))
+                self._put(conn, "reseeds", dump_value(Reseeds, info, "reseeds"))
             return g
 
     def promote(self, gen: int) -> bool:
@@ -328,6 +364,7 @@ class Store:
         with self.writer.begin() as conn:
             for t in (LOG, ROWS, STATE):
                 conn.execute(t.delete())
+            self._put(conn, VERSION_KEY, str(STATE_VERSION))
 
     # -- log store ---------------------------------------------------------------------------
 
@@ -448,7 +485,7 @@ class Store:
             if ups:
                 conn.execute(upsert if upsert is not None else ROWS.insert(), ups)
             if seed is not None:
-                self._put(conn, _k(g, "seed"), json.dumps(seed, sort_keys=True))
+                self._put(conn, _k(g, "seed"), dump_value(SeedProgress, seed, "seed"))
             cur = self._get(conn, _k(g, "applied_scn"))
             if cur is None or int(cur) < applied_scn:
                 self._put(conn, _k(g, "applied_scn"), str(applied_scn))
@@ -487,7 +524,7 @@ class Store:
 
     def snapshot_page(
         self, sources: Sequence[str], after: tuple[str, bytes] | None, limit: int
-    ) -> tuple[list[tuple[str, bytes, bytes]], dict[str, Any]]:
+    ) -> tuple[list[tuple[str, bytes, bytes]], StoreState]:
         """Up to ``limit`` rows of the served generation's ``sources`` after the cursor, in (source,
         key) order, read in one transaction together with the state; rows are ``(source, sort_key, frame)``."""
         srcs = sorted(sources)

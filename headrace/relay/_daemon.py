@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from .._access import TokenSpec, reload_on_sighup
+from .._access import reload_on_sighup
 from .._config import load_section
 from .._http import bind_listen, run_app
 from .._logging import get_logger
@@ -76,11 +76,7 @@ def run_relay(config: RelayConfig, config_path: str | None = None) -> None:
     )
     app = build_app(state)
 
-    def tokens() -> tuple[list[TokenSpec], bool]:
-        new = load_section(config_path, "relay", RelayConfig)
-        return new.tokens, new.metrics_open_on_localhost
-
-    reload_on_sighup(app.state.access, tokens)
+    reload_on_sighup(app.state.access, lambda: load_section(config_path, "relay", RelayConfig))
     run_app(app, config.listen, tls=config.tls, limits=config.limits, listen_key="relay.listen", sock=sock)
 
 

@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .._access import Access
-from .._http import Handler, guarded, rejecter, standard_routes
+from .._http import Handler, read_only_access, rejecter, standard_routes
 from .._logging import get_logger
 from ._buffer import RingBuffer
 from ._capture import Acks, Capture
@@ -108,20 +107,11 @@ def capture_headers(capture: Capture | None) -> dict[str, str]:
 def build_app(state: RelayState, start_capture: bool = True) -> Starlette:
     """The relay's Starlette app; its lifespan starts and stops the capture thread."""
     cfg = state.config
-    access = Access(
-        "relay",
-        cfg.tokens,
-        ("read",),
-        metrics_open_on_localhost=cfg.metrics_open_on_localhost,
-        on_denied=lambda d: REJECTS.labels(d.reason).inc(),
-    )
+    access, read = read_only_access("relay", cfg, REJECTS)
     reject = rejecter(REJECTS, log)
 
     async def lookup(fp: str) -> SchemaVersion | None:
         return state.registry.get(fp)
-
-    def read(handler: Handler) -> Handler:
-        return guarded(access, "read", handler)
 
     routes = [
         *standard_routes(lambda: health(state), access, "relay"),

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from ..._backoff import Backoff
+from ..._backoff import Backoff, Failover
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context
 from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
@@ -133,7 +133,7 @@ class Subscriber:
         self.wait_ms = wait_ms
         self.backoff_max = backoff_max
         self.id = subscriber_id or f"sub-{uuid.uuid4().hex[:8]}"
-        self._current = 0
+        self._relays = Failover(self.clients)
         self._backoff = Backoff(0.1, backoff_max)
         self.decoder = EventDecoder(self._fetch_schema, reader_schemas)
         loaded = self.store.load()
@@ -144,7 +144,9 @@ class Subscriber:
         self.bootstrap_clients = [
             BootstrapClient(u, token=token, timeout=timeout, transport=transport, tls=ctx) for u in bootstrap or ()
         ]
-        self._bs_current = 0
+        self._bootstrap_servers: Failover[BootstrapClient] | None = (
+            Failover(self.bootstrap_clients) if self.bootstrap_clients else None
+        )
         self.from_snapshot = from_snapshot
         self.snapshot_rows = snapshot_rows
         self._too_old: ScnTooOld | None = None
@@ -158,25 +160,27 @@ class Subscriber:
     @property
     def relay(self) -> RelayClient:
         """The relay requests go to now (the one that answered last)."""
-        return self.clients[self._current]
+        return self._relays.current
 
     def fail_over_relay(self) -> None:
         """The current relay failed: the next request goes to the next one in the list."""
-        self._current = (self._current + 1) % len(self.clients)
+        self._relays.failed()
 
     @property
     def bootstrap_server(self) -> BootstrapClient:
         """The bootstrap server requests go to now."""
-        return self.bootstrap_clients[self._bs_current]
+        if self._bootstrap_servers is None:
+            raise UsageError("no bootstrap server configured")
+        return self._bootstrap_servers.current
 
     def fail_over_bootstrap(self) -> None:
         """The current bootstrap server failed: the next request goes to the next one."""
-        self._bs_current = (self._bs_current + 1) % len(self.bootstrap_clients)
+        if self._bootstrap_servers is not None:
+            self._bootstrap_servers.failed()
 
     def _fetch_schema(self, fingerprint: str) -> Any:
         last: Exception | None = None
-        n = len(self.clients)
-        for c in [*(self.clients[(self._current + i) % n] for i in range(n)), *self.bootstrap_clients]:
+        for c in [*self._relays.in_order(), *self.bootstrap_clients]:
             try:
                 return c.schema(fingerprint)
             except (Unavailable, InvalidInput) as exc:

@@ -52,6 +52,7 @@ __all__ = [
     "BootstrapClient",
     "SnapshotPage",
     "SnapshotRestarted",
+    "Switchover",
     "bootstrap_steps",
 ]
 
@@ -116,9 +117,113 @@ class SnapshotRestarted(Window):
     detail: str = ""
 
 
-def bootstrap_steps(
-    sub: Subscriber, start: Checkpoint
-) -> Iterator[tuple[list[Event] | SnapshotRestarted | None, Checkpoint]]:
+#: one step of a bootstrap: the window to deliver (None: nothing, only a checkpoint to save) and
+#: the checkpoint to save after it
+Step = tuple[list[Event] | SnapshotRestarted | None, Checkpoint]
+
+
+class Switchover:
+    """One bootstrap of a subscriber: from ``start`` (phase ``snapshot`` or ``catchup``) through the
+    bootstrap server back to the relay. It owns its position (``cp``), the count of failed requests
+    and the backoff; the subscriber owns the servers and their failover (see the module docstring).
+    """
+
+    def __init__(self, sub: Subscriber, start: Checkpoint) -> None:
+        self.sub = sub
+        self.cp = start
+        self.failures = 0
+        self.backoff = Backoff(0.1, sub.backoff_max)
+        self.finished = False  # the relay took over, or stop() was called during a wait
+
+    def steps(self) -> Iterator[Step]:
+        """The windows to deliver, each with the checkpoint to save after it (see :func:`bootstrap_steps`)."""
+        while not self.finished and not self.sub.stop_event.is_set():
+            server: BootstrapClient = self.sub.bootstrap_server
+            try:
+                if self.cp.phase == PHASE_SNAPSHOT:
+                    yield from self._snapshot_page(server)
+                else:
+                    yield from self._catchup(server)
+            except ScnTooOld as exc:
+                log.warning("bootstrap_log_too_old_restarting_snapshot", since=self.cp.scn, oldest_scn=exc.oldest_scn)
+                detail = f"the bootstrap log no longer reaches SCN {exc.since} (oldest: {exc.oldest_scn})"
+                yield self._restart("catchup_too_old", detail)
+            except InvalidInput as exc:
+                if exc.reason != SNAPSHOT_RESTARTED:
+                    raise
+                log.warning("snapshot_restarted", server=server.url, detail=exc.detail)
+                yield self._restart("snapshot_restarted", exc.detail)
+            except Unavailable as exc:
+                self._server_failed(server, exc)
+
+    def _advance(self, events: list[Event] | None, nxt: Checkpoint) -> Iterator[Step]:
+        yield events, nxt
+        self.cp = nxt
+
+    def _succeeded(self) -> None:
+        self.failures = 0
+        self.backoff.succeeded()
+
+    def _snapshot_page(self, server: BootstrapClient) -> Iterator[Step]:
+        """One snapshot page; its checkpoint moves the cursor, or on to catch-up after the last page."""
+        sub, pos = self.sub, self.cp.position
+        page = server.snapshot(
+            sub.sources, sub.filter, pos.get("after"), sub.snapshot_rows, sub.id, pos.get("snapshot_scn")
+        )
+        s0 = int(pos.get("snapshot_scn", page.snapshot_scn))
+        if page.done:
+            nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
+        else:
+            nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
+        self._succeeded()
+        yield from self._advance(page.events or None, nxt)
+
+    def _catchup(self, server: BootstrapClient) -> Iterator[Step]:
+        """One catch-up response's windows; once it is caught up, ask the relay to take over."""
+        sub = self.sub
+        batch = server.catchup(self.cp.scn, sub.sources, sub.filter, sub.max_bytes, sub.id)
+        self._succeeded()
+        for events in batch.windows:
+            yield from self._advance(events, Checkpoint(events[-1].scn, PHASE_CATCHUP, {}))
+        if batch.scanned_scn > self.cp.scn:
+            self.cp = Checkpoint(batch.scanned_scn, PHASE_CATCHUP, {})
+            yield None, self.cp
+        if batch.windows or (batch.newest_scn is not None and self.cp.scn < batch.newest_scn):
+            return
+        if self._relay_takes_over():
+            self.finished = True
+            yield None, Checkpoint(self.cp.scn, PHASE_RELAY, {})
+
+    def _relay_takes_over(self) -> bool:
+        """Caught up with the bootstrap log: True when the relay holds ``cp`` (False: go on catching
+        up, after a pause; ``finished`` is set when ``stop()`` came during it)."""
+        sub = self.sub
+        try:
+            sub.relay.stream(self.cp.scn, sub.sources, sub.filter, 1, 0, sub.id)
+            return True
+        except ScnTooOld:
+            self.finished = sub.stop_event.wait(0.2)
+        except Unavailable as exc:
+            log.warning("relay_unavailable_during_catchup", relay=sub.relay.url, error=str(exc))
+            sub.fail_over_relay()
+            self.finished = sub.stop_event.wait(self.backoff.failed())
+        return False
+
+    def _restart(self, reason: str, detail: str) -> Step:
+        """The snapshot starts over: the subscriber's copy is to be replaced."""
+        self.cp = Checkpoint(0, PHASE_SNAPSHOT, {})
+        return SnapshotRestarted(0, [], reason, detail), self.cp
+
+    def _server_failed(self, server: BootstrapClient, exc: Unavailable) -> None:
+        """Fail over to the next bootstrap server; wait after each full round of failures."""
+        self.failures += 1
+        log.warning("bootstrap_unavailable", server=server.url, error=str(exc))
+        self.sub.fail_over_bootstrap()
+        if self.failures % len(self.sub.bootstrap_clients) == 0:
+            self.finished = self.sub.stop_event.wait(self.backoff.failed())
+
+
+def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[Step]:
     """The windows to deliver during a bootstrap, each with the checkpoint to save after it.
 
     ``start`` is the checkpoint to begin from (phase ``snapshot`` or ``catchup``). The iteration ends
@@ -128,71 +233,4 @@ def bootstrap_steps(
     server re-seeded the snapshot being read — and the subscriber's copy is to be replaced by the
     rows that follow.
     """
-    cp = start
-    failures = 0
-    backoff = Backoff(0.1, sub.backoff_max)
-    while not sub.stop_event.is_set():
-        bs: BootstrapClient = sub.bootstrap_server
-        try:
-            if cp.phase == PHASE_SNAPSHOT:
-                page = bs.snapshot(
-                    sub.sources,
-                    sub.filter,
-                    cp.position.get("after"),
-                    sub.snapshot_rows,
-                    sub.id,
-                    cp.position.get("snapshot_scn"),
-                )
-                s0 = int(cp.position.get("snapshot_scn", page.snapshot_scn))
-                if page.done:
-                    nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
-                else:
-                    nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
-                failures = 0
-                backoff.succeeded()
-                yield (page.events or None), nxt
-                cp = nxt
-                continue
-            batch = bs.catchup(cp.scn, sub.sources, sub.filter, sub.max_bytes, sub.id)
-            failures = 0
-            backoff.succeeded()
-            for events in batch.windows:
-                nxt = Checkpoint(events[-1].scn, PHASE_CATCHUP, {})
-                yield events, nxt
-                cp = nxt
-            if batch.scanned_scn > cp.scn:
-                cp = Checkpoint(batch.scanned_scn, PHASE_CATCHUP, {})
-                yield None, cp
-            if batch.windows or (batch.newest_scn is not None and cp.scn < batch.newest_scn):
-                continue
-            try:  # caught up with the bootstrap log: can the relay take over?
-                sub.relay.stream(cp.scn, sub.sources, sub.filter, 1, 0, sub.id)
-            except ScnTooOld:
-                if sub.stop_event.wait(0.2):
-                    return
-                continue
-            except Unavailable as exc:
-                log.warning("relay_unavailable_during_catchup", relay=sub.relay.url, error=str(exc))
-                sub.fail_over_relay()
-                if sub.stop_event.wait(backoff.failed()):
-                    return
-                continue
-            yield None, Checkpoint(cp.scn, PHASE_RELAY, {})
-            return
-        except ScnTooOld as exc:
-            log.warning("bootstrap_log_too_old_restarting_snapshot", since=cp.scn, oldest_scn=exc.oldest_scn)
-            cp = Checkpoint(0, PHASE_SNAPSHOT, {})
-            detail = f"the bootstrap log no longer reaches SCN {exc.since} (oldest: {exc.oldest_scn})"
-            yield SnapshotRestarted(0, [], "catchup_too_old", detail), cp  # the copy is to be replaced
-        except InvalidInput as exc:
-            if exc.reason != SNAPSHOT_RESTARTED:
-                raise
-            log.warning("snapshot_restarted", server=bs.url, detail=exc.detail)
-            cp = Checkpoint(0, PHASE_SNAPSHOT, {})
-            yield SnapshotRestarted(0, [], "snapshot_restarted", exc.detail), cp
-        except Unavailable as exc:
-            failures += 1
-            log.warning("bootstrap_unavailable", server=bs.url, error=str(exc))
-            sub.fail_over_bootstrap()
-            if failures % len(sub.bootstrap_clients) == 0 and sub.stop_event.wait(backoff.failed()):
-                return
+    return Switchover(sub, start).steps()
