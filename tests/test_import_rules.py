@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "headrace"
 PARTS = {"agents", "collectors", "batch", "relay", "bootstrap", "sinks"}
 #: the ``headrace`` command's modules: they wire parts together and may import any of them
-COMMAND = {"cli", "__main__", "_demo", "_check", "_overview", "_status_cli", "_up", "_up_status"}
+#: ``verify`` (headrace verify / reconcile) reads every part's files and state to check them against
+#: each other, as ``_check`` and ``_overview`` do
+COMMAND = {"cli", "__main__", "_demo", "_check", "_overview", "_status_cli", "_up", "_up_status", "verify"}
 #: part -> the parts whose public API it may import
 ARROWS = {
     "agents": set(),

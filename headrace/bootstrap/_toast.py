@@ -28,8 +28,7 @@ from typing import Any
 import fastavro
 
 from .._logging import get_logger
-from ..relay import Event, Op, SchemaVersion, decode_event, encode_event
-from ..relay._schema import MARKER_PROP, UNCHANGED_MARKER
+from ..relay import MARKER_PROP, UNCHANGED_MARKER, Event, Op, SchemaVersion, decode_event, encode_event
 from ..relay.sources._pgstream import UNCHANGED_COLUMN
 from ._metrics import TOAST_FILLED, TOAST_UNFILLED
 

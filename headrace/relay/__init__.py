@@ -25,6 +25,9 @@ from ._event import (
 )
 from ._filter import Filter, parse_filter
 from ._schema import (
+    MARKER_PROP,
+    UNCHANGED_MARKER,
+    UNREPRESENTABLE_MARKER,
     Column,
     ColumnType,
     SchemaRegistry,
@@ -32,6 +35,7 @@ from ._schema import (
     TableMeta,
     avro_schema,
     column_type_from_sqlalchemy,
+    marker_fields,
     schema_fingerprint,
     source_listing,
     table_meta_from_sqlalchemy,
@@ -42,6 +46,9 @@ from .sources import ChangeSource, ChangeWindow, RowChange, make_source
 __all__ = [
     "EVENTS_CONTENT_TYPE",
     "JSON_NULL",
+    "MARKER_PROP",
+    "UNCHANGED_MARKER",
+    "UNREPRESENTABLE_MARKER",
     "ChangeSource",
     "ChangeWindow",
     "Codecs",
@@ -72,6 +79,7 @@ __all__ = [
     "iter_frames",
     "key_partition",
     "make_source",
+    "marker_fields",
     "parse_filter",
     "peek_header",
     "schema_fingerprint",
