@@ -32,7 +32,7 @@ from pydantic import Field
 
 from ._lines import LineBatch
 from ._processors import TS, FieldType, Options, Parsed
-from ._unify import Column, json_value_text, unify_arrays, unify_tables
+from ._unify import Column, chunks, json_value_text, unify_arrays, unify_tables
 
 __all__ = ["JsonProcessor", "objects_table"]
 
@@ -44,6 +44,8 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": TS,
     "date": pa.date32(),
 }
+_CLASHES = 8  # type changes in a batch after which its other lines are read by Python (see _python)
+_DATE_LIKE = r"^\d{4}-\d\d-\d\d"  # strings the reader may infer as timestamps start so
 _EXACT = 2**53  # integers up to this are exact in a double
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -57,21 +59,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads(text: str) -> Any:
     """``json.loads`` without the NaN/Infinity extensions (not JSON)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    return _DECODER.decode(text)
 
 
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    return "object" if isinstance(v, dict) else "array"
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", dict: "object", list: "array"}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -89,19 +85,48 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b) if b is not None else a is None
 
 
-def _group(kind: str, values: list[Any]) -> pa.Array:
+def _has_big_int(v: Any) -> bool:
+    if isinstance(v, dict):
+        return any(_has_big_int(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_big_int(x) for x in v)
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) > _EXACT
+
+
+def _read_values(values: list[Any] | pa.Array) -> pa.ChunkedArray | None:
+    """Values of one kind typed by Arrow's JSON reader (as in a batch: ISO strings become
+    timestamps, objects structs), or None when the reader refuses them together."""
+    if isinstance(values, pa.Array):  # strings needing no escapes: the lines are built by Arrow
+        lines = pc.binary_join_element_wise('{"v":"', values, '"}', "")
+        text = _joined(lines).to_pybytes()
+    else:
+        text = "".join(['{"v":' + json.dumps(v, ensure_ascii=False) + "}\n" for v in values]).encode()
+    try:
+        col = pajson.read_json(
+            pa.py_buffer(text), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1))
+        )["v"]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+        return None
+    return col if len(col) == len(values) else None
+
+
+def _group(kind: str, values: list[Any]) -> Column:
     """The values of one kind as one Arrow array (JSON texts where no exact Arrow type holds them)."""
     if kind == "int" and all(_INT64[0] <= v <= _INT64[1] for v in values):
         return pa.array(values, pa.int64())
-    if kind in ("bool", "float", "str"):
-        return pa.array(values, {"bool": pa.bool_(), "float": pa.float64(), "str": pa.string()}[kind])
-    if kind in ("object", "array"):
-        try:
-            arr = pa.array(values)
-            if all(_same(a, b) for a, b in zip(arr.to_pylist(), values, strict=True)):
-                return arr
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            pass
+    if kind in ("bool", "float"):
+        return pa.array(values, pa.bool_() if kind == "bool" else pa.float64())
+    if kind == "str":
+        arr = pa.array(values, pa.string())
+        if not pc.all(pc.match_substring_regex(arr, _DATE_LIKE)).as_py():
+            return arr  # not all ISO dates: the reader would not make them timestamps either
+        if not pc.any(pc.match_substring_regex(arr, r'["\\\x00-\x1f]')).as_py():
+            col = _read_values(arr)
+            return arr if col is None else col
+    if kind in ("str", "object", "array"):
+        col = _read_values(values)
+        if col is not None and not (_maybe_inexact(col) and any(_has_big_int(v) for v in values)):
+            return col
     return pa.array([json_value_text(v) for v in values], pa.string())
 
 
@@ -110,23 +135,24 @@ def _column(values: list[Any]) -> Column:
     groups: dict[str, list[int]] = {}
     for i, v in enumerate(values):
         if v is not None:
-            groups.setdefault(_kind(v), []).append(i)
+            groups.setdefault(_KINDS[type(v)], []).append(i)
     if not groups:
         return pa.nulls(len(values))
-    if len(groups) == 1 and len(next(iter(groups.values()))) == len(values):
-        return _group(next(iter(groups)), values)
-    order = [i for pos in groups.values() for i in pos]
+    if len(groups) == 1:
+        kind, pos = next(iter(groups.items()))
+        if len(pos) == len(values):
+            return _group(kind, values)
     parts: list[Column] = [_group(k, [values[i] for i in pos]) for k, pos in groups.items()]
-    missing = len(values) - len(order)
-    if missing:
-        present = set(order)
-        order += [i for i in range(len(values)) if i not in present]
-        parts.append(pa.nulls(missing))
-    _, same = unify_arrays(parts)
-    joined = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in same])
-    where = [0] * len(values)
-    for pos, i in enumerate(order):
-        where[i] = pos
+    target, same = unify_arrays(parts)
+    if pa.types.is_string(target) and not all(pa.types.is_string(p.type) for p in parts):
+        # mixed kinds: the JSON text of each value as it was written (a timestamp Arrow recognised,
+        # a double it rounded, would not give it back)
+        return pa.array([None if v is None else json_value_text(v) for v in values], pa.string())
+    present = [i for pos in groups.values() for i in pos]
+    where: list[int | None] = [None] * len(values)
+    for n, i in enumerate(present):
+        where[i] = n
+    joined = pa.chunked_array([c for p in same for c in chunks(p)], target)
     return joined.take(pa.array(where, pa.int64()))
 
 
@@ -194,6 +220,7 @@ class _Slow:
     starts: list[int]
     out: list[tuple[pa.Array, pa.Table]]
     errs: list[tuple[int, str]]
+    clashes: int = 0
 
 
 class JsonProcessor:
@@ -226,7 +253,7 @@ class JsonProcessor:
         if not self._suspect(table):
             return table
         try:
-            objs = [loads(s.lines[i].as_py()) for i in range(lo, hi)]
+            objs = [loads(line) for line in s.lines.slice(lo, hi - lo).to_pylist()]
         except ValueError:
             return table
         return self._with_declared(table, objs)
@@ -277,6 +304,24 @@ class JsonProcessor:
         s.out.append((s.idx[lo:hi], self._exact(table, s, lo, hi)))
         return True
 
+    def _python(self, s: _Slow, lo: int, hi: int) -> None:
+        """Lines lo..hi read by Python's ``json`` and typed by :func:`objects_table` (a batch whose
+        fields keep changing type would otherwise cost two reads per change); a line Python refuses
+        goes to Arrow's reader alone (it decides, as for any line)."""
+        objs, rows = [], []
+        for i, line in enumerate(s.lines.slice(lo, hi - lo).to_pylist(), lo):
+            try:
+                obj = loads(line)
+            except (ValueError, RecursionError):
+                obj = None
+            if isinstance(obj, dict):
+                objs.append(obj)
+                rows.append(i)
+            else:
+                self._read(s, i, i + 1)
+        if objs:
+            s.out.append((s.idx.take(pa.array(rows, pa.int64())), objects_table(objs)))
+
     def _clash(self, msg: str) -> bool:
         """``msg`` says an inferred (not declared) field changed type."""
         m = _CLASH_RE.search(msg)
@@ -302,6 +347,10 @@ class JsonProcessor:
                     lo = mid
                 elif row > 0 and self._clash(msg):
                     lo += row  # the line whose type changed starts the next part
+                    s.clashes += 1
+                    if s.clashes >= _CLASHES and self.schema is None:
+                        self._python(s, lo, hi)
+                        return
                 else:
                     self._one(s, lo + row, msg)
                     lo += row + 1

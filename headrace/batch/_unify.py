@@ -21,15 +21,18 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["json_text", "json_value_text", "unify_arrays", "unify_tables"]
+__all__ = ["chunks", "json_text", "json_value_text", "unify_arrays", "unify_tables"]
 
 Column: TypeAlias = pa.Array | pa.ChunkedArray
 
 
 def json_value_text(value: Any) -> str:
     """One JSON value (as ``json.loads`` gives it) as the text its string column holds."""
-    if isinstance(value, str):
-        return value
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        return str(value)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -84,7 +87,7 @@ def unify_arrays(parts: list[Column]) -> tuple[pa.DataType, list[Column]]:
     return pa.string(), [json_text(p) for p in parts]
 
 
-def _chunks(col: Column) -> list[pa.Array]:
+def chunks(col: Column) -> list[pa.Array]:
     return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
 
 
@@ -100,5 +103,5 @@ def unify_tables(tables: list[pa.Table]) -> pa.Table:
     for name in names:
         parts: list[Column] = [t[name] if name in t.column_names else pa.nulls(t.num_rows) for t in tables]
         target, same = unify_arrays(parts)
-        cols[name] = pa.chunked_array([c for p in same for c in _chunks(p)], target)
+        cols[name] = pa.chunked_array([c for p in same for c in chunks(p)], target)
     return pa.table(cols)
