@@ -85,6 +85,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b) if b is not None else a is None
 
 
+def _valid(table: pa.Table) -> pa.Table:
+    """``table`` if its arrays are well-formed (structure only: cheap). pyarrow 26's reader builds a
+    broken list array from a list starting with null then a value (``[null, 1]``), which crashes
+    what reads it later: raising here makes it a refusal like any other."""
+    table.validate()
+    return table
+
+
 def _has_big_int(v: Any) -> bool:
     if isinstance(v, dict):
         return any(_has_big_int(x) for x in v.values())
@@ -102,8 +110,10 @@ def _read_values(values: list[Any] | pa.Array) -> pa.ChunkedArray | None:
     else:
         text = "".join(['{"v":' + json.dumps(v, ensure_ascii=False) + "}\n" for v in values]).encode()
     try:
-        col = pajson.read_json(
-            pa.py_buffer(text), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1))
+        col = _valid(
+            pajson.read_json(
+                pa.py_buffer(text), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1))
+            )
         )["v"]
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
         return None
@@ -127,6 +137,12 @@ def _group(kind: str, values: list[Any]) -> Column:
         col = _read_values(values)
         if col is not None and not (_maybe_inexact(col) and any(_has_big_int(v) for v in values)):
             return col
+        try:  # Arrow's inference from Python values, where its reader refuses them (see _valid)
+            arr = pa.array(values)
+            if all(_same(a, b) for a, b in zip(arr.to_pylist(), values, strict=True)):
+                return arr
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            pass
     return pa.array([json_value_text(v) for v in values], pa.string())
 
 
@@ -235,13 +251,15 @@ class JsonProcessor:
 
     def _json(self, text: pa.Buffer, other_fields: str | None = None) -> pa.Table:
         other = other_fields or self.opts.other_fields
-        return pajson.read_json(
-            text,
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, text.size + 1)),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=self.schema,
-                unexpected_field_behavior="infer" if other == "infer" else "ignore",
-            ),
+        return _valid(
+            pajson.read_json(
+                text,
+                read_options=pajson.ReadOptions(block_size=max(1 << 20, text.size + 1)),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=self.schema,
+                    unexpected_field_behavior="infer" if other == "infer" else "ignore",
+                ),
+            )
         )
 
     def _suspect(self, table: pa.Table) -> bool:
