@@ -73,6 +73,14 @@ def test_valid_json_arrows_reader_refuses_is_a_row() -> None:
     assert rows[3]["t"] == dt.datetime(2026, 1, 2, 3, 4, 5)  # the reader's own inference, as in a clean batch
 
 
+def test_a_lone_surrogate_is_an_error_among_many_type_changes() -> None:
+    objs = [{"order": str(i) if i % 2 else i} for i in range(40)]
+    data = lines_of(objs[:30]) + b'{"order": "\\ud800"}\n' + lines_of(objs[30:])
+    good, errors = run(data)
+    assert [e["raw"] for e in errors] == ['{"order": "\\ud800"}']
+    assert good["order"].to_pylist() == [str(i) for i in range(40)]
+
+
 def test_declared_fields_of_another_type_are_still_errors() -> None:
     data = b'{"n": 1, "o": 1}\n{"n": "x", "o": 2}\n{"n": 3, "o": "s"}\n{"n": 4, "o": [1, "a"]}\n'
     good, errors = run(data, {"fields": {"n": "int"}})
@@ -111,7 +119,9 @@ _values = st.recursive(
     max_leaves=6,
 )
 _objects = st.dictionaries(st.sampled_from(["order", "v", "msg", "é", "n"]), _values, max_size=5)
-_bad = st.sampled_from(['{"a": 1', "not json", "[1, 2]", '{"a": }', "{oops}", '{"a": 1}}', '"text"', "{", "{NaN}"])
+_bad = st.sampled_from(
+    ['{"a": 1', "not json", "[1, 2]", '{"a": }', "{oops}", '{"a": 1}}', '"text"', "{", "{NaN}", '{"s": "\\ud800"}']
+)
 
 
 def _norm(v: Any) -> Any:

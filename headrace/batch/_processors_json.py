@@ -93,6 +93,15 @@ def _valid(table: pa.Table) -> pa.Table:
     return table
 
 
+def _encodable(obj: Any) -> bool:
+    """``obj`` has no lone surrogate (which UTF-8 cannot hold)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _has_big_int(v: Any) -> bool:
     if isinstance(v, dict):
         return any(_has_big_int(x) for x in v.values())
@@ -307,7 +316,12 @@ class JsonProcessor:
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 s.errs.append((s.idx[i].as_py(), reason))
                 return
-        s.out.append((s.idx[i : i + 1], self._with_declared(declared, [obj])))
+        try:
+            table = self._with_declared(declared, [obj])
+        except UnicodeEncodeError:  # a lone surrogate (``"\\ud800"``) is valid JSON but not text
+            s.errs.append((s.idx[i].as_py(), reason))
+            return
+        s.out.append((s.idx[i : i + 1], table))
 
     def _try(self, s: _Slow, lo: int, hi: int) -> bool:
         """Read lines lo..hi as one part; False when Arrow refuses them."""
@@ -337,8 +351,18 @@ class JsonProcessor:
                 rows.append(i)
             else:
                 self._read(s, i, i + 1)
+        try:
+            table = objects_table(objs)
+        except UnicodeEncodeError:  # a lone surrogate (``"\\ud800"``): not text; Arrow's reader says why
+            keep = [_encodable(o) for o in objs]
+            for ok, i in zip(keep, rows, strict=True):
+                if not ok:
+                    self._read(s, i, i + 1)
+            objs = [o for o, ok in zip(objs, keep, strict=True) if ok]
+            rows = [i for i, ok in zip(rows, keep, strict=True) if ok]
+            table = objects_table(objs)
         if objs:
-            s.out.append((s.idx.take(pa.array(rows, pa.int64())), objects_table(objs)))
+            s.out.append((s.idx.take(pa.array(rows, pa.int64())), table))
 
     def _clash(self, msg: str) -> bool:
         """``msg`` says an inferred (not declared) field changed type."""
