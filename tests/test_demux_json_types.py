@@ -60,6 +60,8 @@ def test_integers_stay_exact() -> None:
     assert good.schema.field("c").type == pa.int64() and good["c"].to_pylist() == [2**62, 3, None]
     good, _ = run(lines_of([{"a": 1}, {"a": 1.5}, {"a": 2**53}]))
     assert good.schema.field("a").type == pa.float64() and good["a"].to_pylist() == [1.0, 1.5, 2.0**53]
+    good, _ = run(lines_of([{"a": 1e20}, {"a": 1}, {"a": 0.30000000000000004}]))  # big doubles, no big integer
+    assert good.schema.field("a").type == pa.float64() and good["a"].to_pylist() == [1e20, 1.0, 0.30000000000000004]
 
 
 def test_valid_json_arrows_reader_refuses_is_a_row() -> None:

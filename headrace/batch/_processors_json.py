@@ -14,8 +14,9 @@ the batch, it names the row it stopped at:
 
 Arrow's reader also turns an integer into a double without a word (beyond int64, or in a column
 that also has fractions), losing digits beyond 2**53. So a part whose inferred double columns hold
-a value of 2**53 or more is rebuilt from Python's reading of its lines, where such an integer makes
-its field a string column holding the exact digits.
+a value of 2**53 or more, and whose text has an integer of 16 digits or more, is rebuilt from
+Python's reading of its lines, where such an integer makes its field a string column holding the
+exact digits.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 _CLASHES = 8  # type changes in a batch after which its other lines are read by Python (see _python)
 _DATE_LIKE = r"^\d{4}-\d\d-\d\d"  # strings the reader may infer as timestamps start so
 _EXACT = 2**53  # integers up to this are exact in a double
+# an integer value of 16 digits or more (2**53 has 16) between JSON delimiters; a string that looks
+# so only costs the careful path
+_BIG_INT = r"[:\[,]\s*-?\d{16,}\s*[,}\]]"
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -271,13 +275,16 @@ class JsonProcessor:
             )
         )
 
-    def _suspect(self, table: pa.Table) -> bool:
-        """An inferred double column may hold an integer the reader rounded (see the module docstring)."""
-        return any(_maybe_inexact(table.column(i)) for i, f in enumerate(table.schema) if f.name not in self.declared)
+    def _suspect(self, table: pa.Table, lines: pa.Array) -> bool:
+        """An inferred double column may hold an integer the reader rounded (see the module docstring):
+        it holds a value of 2**53 or more and some line has an integer of 16 digits or more."""
+        return any(
+            _maybe_inexact(table.column(i)) for i, f in enumerate(table.schema) if f.name not in self.declared
+        ) and bool(pc.any(pc.match_substring_regex(lines, _BIG_INT)).as_py())
 
     def _exact(self, table: pa.Table, s: _Slow, lo: int, hi: int) -> pa.Table:
         """``table`` (lines lo..hi), its inferred columns rebuilt from Python's reading if suspect."""
-        if not self._suspect(table):
+        if not self._suspect(table, s.lines.slice(lo, hi - lo)):
             return table
         try:
             objs = [loads(line) for line in s.lines.slice(lo, hi - lo).to_pylist()]
@@ -413,7 +420,7 @@ class JsonProcessor:
         if len(lines) == n:
             try:  # the common case: one read of the batch's text
                 table = self._json(pa.py_buffer(batch.text) if isinstance(batch.text, bytes) else batch.text)
-                if table.num_rows == n and not self._suspect(table):
+                if table.num_rows == n and not self._suspect(table, batch.lines):
                     return Parsed.ok(table)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 pass
