@@ -41,8 +41,8 @@ from ._layout import data_types, dates, day_dir, type_dir
 from ._lines import LineBatch, split_records
 from ._manifest import Part
 from ._processors import Processor, load_processor
-from ._processors_builtin import _concat
 from ._runreport import Summary, progress
+from ._unify import unify_tables
 
 __all__ = ["ERRORS_DIR", "demux_batch", "run_demux"]
 
@@ -181,7 +181,7 @@ class _PartWriter:
         self.writer.close()
         if not self.mixed:
             return self.buf.getvalue()
-        return _parquet(_concat(self.tables).unify_dictionaries(), self.compression or "none")
+        return _parquet(unify_tables(self.tables).unify_dictionaries(), self.compression or "none")
 
 
 class _Demuxer:

@@ -36,8 +36,8 @@ from ..errors import Unavailable, UsageError
 from ._config import LoadConfig
 from ._demux import list_partitions
 from ._layout import data_types, day_dir
-from ._processors_builtin import _concat
 from ._runreport import Summary, progress
+from ._unify import unify_tables
 
 __all__ = ["arrow_to_sql_type", "run_load"]
 
@@ -152,7 +152,7 @@ class _Loader:
         if done == fingerprint:
             return
         tables = [pq.read_table(path, filesystem=self.store.fs) for path, _, _ in files]
-        data = _concat(tables) if tables else pa.table({})
+        data = unify_tables(tables) if tables else pa.table({})
         self.ensure_table(name, data.schema)
         day = dt.date.fromisoformat(date)
         target = sa.table(name, *[sa.column(c) for c in [*data.column_names, DATE_COLUMN]])

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 from pydantic import Field
 
 from ._lines import LineBatch
 from ._processors import TS, FieldType, Options, Parsed, ProcessorFactory, convert, first_reason
 from ._processors_combined import CombinedProcessor
+from ._processors_json import JsonProcessor
 
 __all__ = ["BUILTINS", "JsonProcessor", "RawProcessor", "RegexProcessor", "SyslogProcessor"]
-
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "timestamp": TS,
-    "date": pa.date32(),
-}
 
 
 class RawProcessor:
@@ -71,144 +61,6 @@ class RegexProcessor:
             cols[name] = col
             pairs.append((bad, f"field {name}: not a valid {kind}"))
         return Parsed(pa.table(cols), first_reason(*pairs))
-
-
-class _JsonOptions(Options):
-    fields: dict[str, FieldType] = Field(default_factory=dict)  # declared types; others are inferred
-    other_fields: Literal["infer", "ignore"] = "infer"
-
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # the same field inferred as different types in different parts: keep it as a string
-        types: dict[str, set[pa.DataType]] = {}
-        for t in tables:
-            for f in t.schema:
-                types.setdefault(f.name, set()).add(f.type)
-        clash = {n for n, ts in types.items() if len({t for t in ts if t != pa.null()}) > 1}
-        fixed = [
-            pa.table({c: (t[c].cast(pa.string()) if c in clash else t[c]) for c in t.column_names}) for t in tables
-        ]
-        return pa.concat_tables(fixed, promote_options="permissive")
-
-
-_ROW_RE = re.compile(r" in row (\d+)$")
-
-
-def _failed_row(msg: str, n: int) -> int | None:
-    """The row Arrow's JSON reader names in ``msg`` ("… in row 12"), if it is one of ``n``."""
-    m = _ROW_RE.search(msg)
-    return int(m.group(1)) if m and int(m.group(1)) < n else None
-
-
-def _strip_row(msg: str) -> str:
-    return _ROW_RE.sub("", msg)
-
-
-def _joined(lines: pa.Array) -> pa.Buffer:
-    """The records as newline-terminated text, joined by Arrow (no Python string per line)."""
-    lists = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines.cast(pa.string()))
-    text = pc.binary_join(lists, "\n")[0].as_buffer()
-    return pa.py_buffer(text.to_pybytes() + b"\n")
-
-
-class JsonProcessor:
-    """One JSON object per record; columns inferred across records (Arrow's JSON reader) or declared."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.opts = _JsonOptions.model_validate(options)
-        self.schema = (
-            pa.schema([(n, _ARROW_TYPES[t]) for n, t in self.opts.fields.items()]) if self.opts.fields else None
-        )
-
-    def _json(self, text: bytes | pa.Buffer) -> pa.Table:
-        return pajson.read_json(
-            text if isinstance(text, pa.Buffer) else pa.py_buffer(text),
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1)),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=self.schema,
-                unexpected_field_behavior="infer" if self.opts.other_fields == "infer" else "ignore",
-            ),
-        )
-
-    def _read(self, lines: pa.Array, idx: pa.Array, out: list[tuple[pa.Array, pa.Table]], errs: list[Any]) -> None:
-        """Read ``lines`` (whose batch rows are ``idx``). On failure, Arrow names the row it stopped at
-        (one block: the row within ``lines``): the lines before it are read, it is an error, and the
-        rest is read the same way, so a bad line costs about one more read of what follows it. When
-        the named row does not explain the failure (a type clash found later), bisect."""
-        while len(lines):
-            try:
-                table = self._json(_joined(lines))
-                if table.num_rows != len(lines):
-                    raise pa.ArrowInvalid(f"{table.num_rows} rows from {len(lines)} records")
-                out.append((idx, table))
-                return
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                msg = str(exc).split("\n")[0]
-                if len(lines) == 1:
-                    errs.append((idx[0].as_py(), f"not a JSON object of the declared types: {msg}"))
-                    return
-                row = _failed_row(msg, len(lines))
-                if row is None or not self._try_prefix(lines[:row], idx[:row], out):
-                    half = len(lines) // 2
-                    self._read(lines[:half], idx[:half], out, errs)
-                    lines, idx = lines[half:], idx[half:]
-                    continue
-                errs.append((idx[row].as_py(), f"not a JSON object of the declared types: {_strip_row(msg)}"))
-                lines, idx = lines[row + 1 :], idx[row + 1 :]
-
-    def _try_prefix(self, lines: pa.Array, idx: pa.Array, out: list[tuple[pa.Array, pa.Table]]) -> bool:
-        """Read the lines before a failing row; False when they fail too (then the caller bisects)."""
-        if len(lines) == 0:
-            return True
-        try:
-            table = self._json(_joined(lines))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return False
-        if table.num_rows != len(lines):
-            return False
-        out.append((idx, table))
-        return True
-
-    def parse(self, batch: LineBatch) -> Parsed:
-        n = len(batch)
-        trimmed = pc.utf8_trim_whitespace(batch.lines)
-        empty = pc.equal(trimmed, "")
-        # a record that is not {…} cannot be an object: it is an error without a read (truncated lines,
-        # stray text), so the batch's other records still go through in one read
-        braced = pc.and_(pc.starts_with(trimmed, "{"), pc.ends_with(trimmed, "}"))
-        keep = pc.and_(pc.invert(empty), braced)
-        not_object = pc.and_(pc.invert(empty), pc.invert(braced))
-        idx = pc.indices_nonzero(keep).cast(pa.int64())
-        got: list[tuple[pa.Array, pa.Table]] = []
-        errs: list[tuple[int, str]] = []
-        lines = batch.lines.filter(keep)
-        if len(lines) == n:
-            try:  # the common case: one read of the batch's text
-                table = self._json(batch.text)
-                if table.num_rows == n:
-                    return Parsed.ok(table)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                pass
-        self._read(lines, idx, got, errs)
-        if got:
-            parsed = _concat([t for _, t in got])
-            where: list[int | None] = [None] * n  # batch row -> parsed row (None: not parsed)
-            for pos, row in enumerate(pa.concat_arrays([i for i, _ in got]).to_pylist()):
-                where[row] = pos
-            full = parsed.take(pa.array(where, pa.int64()))
-        else:
-            full = pa.table({})
-        reasons: list[str | None] = [None] * n
-        for row, msg in errs:
-            reasons[row] = msg
-        for row in pc.indices_nonzero(empty).to_pylist():
-            reasons[row] = "empty record"
-        for row in pc.indices_nonzero(not_object).to_pylist():
-            reasons[row] = "not a JSON object of the declared types: the record is not enclosed in { }"
-        return Parsed(full, pa.array(reasons, pa.string()))
 
 
 _R5424 = (
