@@ -25,7 +25,7 @@ COMMAND = {"cli", "__main__", "_demo", "_check", "_overview", "_status_cli", "_u
 ARROWS = {
     "agents": set(),
     "collectors": set(),
-    "batch": {"relay"},  # export types columns with the relay's SQL-type mapping
+    "batch": set(),
     "relay": set(),
     "bootstrap": {"relay"},  # the event model, the client, the capture sources for seeding
     "sinks": {"relay"},  # the client and the event model
@@ -38,7 +38,6 @@ ALLOWED_PRIVATE = {
     ("bootstrap", "headrace.relay.sources._pgsnapshot"): "seeding shares PostgreSQL capture's snapshot slot",
     ("bootstrap", "headrace.relay.sources._pgstream"): "seeding and TOAST filling share pgoutput's names",
     ("bootstrap", "headrace.relay.sources._mysqltypes"): "seeding shares MySQL capture's SCN encoding",
-    ("sinks", "headrace.relay._schema"): "the SQL sink reads the column properties the relay writes into schemas",
     ("sinks", "headrace.relay.client._cli"): "the NATS sink publishes events as `headrace subscribe` prints them",
 }
 

@@ -43,8 +43,8 @@ from .._db import create_engine
 from .._dirlock import lock_dir, unlock_dir
 from .._logging import get_logger
 from .._storage import Store, resolve
+from .._typemap import TableMeta, table_meta_from_sqlalchemy
 from ..errors import Unavailable, UsageError
-from ..relay import TableMeta, table_meta_from_sqlalchemy
 from ._config import ExportConfig
 from ._export_adbc import AdbcReader, adbc_available
 from ._export_arrow import (

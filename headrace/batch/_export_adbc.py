@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._logging import get_logger
+from .._typemap import TableMeta
 from ..errors import UsageError
-from ..relay import TableMeta
 from ._export_arrow import arrow_schema
 
 __all__ = ["AdbcReader", "adbc_available", "cast_plan"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..relay import ColumnType, TableMeta
+from .._typemap import ColumnType, TableMeta
 
 __all__ = [
     "WATERMARK_KINDS",

@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._typemap import COLUMN_PROP, KIND_PROP
 from ..relay import JSON_NULL, Interval
-from ..relay._schema import COLUMN_PROP, KIND_PROP
 
 __all__ = ["ReplicaColumn", "replica_columns"]
 

@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._db import create_engine
+from .._typemap import column_type_from_sqlalchemy
 from ..errors import Unavailable, UsageError
-from ..relay._schema import column_type_from_sqlalchemy
 from ._merkle import Outcome, Side, compare_rows, descend
 from ._sides import Col, MemorySide, SqlSide, session_setup
 
