@@ -279,7 +279,8 @@ def test_sqlite_seed_resumes_its_generation_and_a_reseed_builds_a_new_one_while_
 
 
 def test_a_row_moved_to_a_new_key_leaves_no_old_row_and_keeps_its_unchanged_toast_value() -> None:
-    from headrace.relay import ChangeWindow, RowCodec, encode_window, iter_frames
+    from headrace.relay import ChangeWindow, RowCodec, iter_frames
+    from headrace.relay._codec import encode_window
 
     rows = Rows()
     rows.registry.register(META)

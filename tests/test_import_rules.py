@@ -34,6 +34,8 @@ ARROWS = {
 ALLOWED_PRIVATE = {
     ("bootstrap", "headrace.relay._protocol"): "the bootstrap server speaks the relay protocol (/v1/catchup)",
     ("bootstrap", "headrace.relay._buffer"): "catch-up pages are cut by the ring buffer's pure read_windows()",
+    ("bootstrap", "headrace.relay._codec"): "catch-up serves the relay's encoded windows (EncodedWindow) as they are",
+    ("bootstrap", "headrace.relay._event"): "snapshot pages reuse the relay's frames (peek_header, with_window_end)",
     ("bootstrap", "headrace.relay.sources._base"): "seeding reads a capture source's consistent snapshot",
     ("bootstrap", "headrace.relay.sources._pgsnapshot"): "seeding shares PostgreSQL capture's snapshot slot",
     ("bootstrap", "headrace.relay.sources._pgstream"): "seeding and TOAST filling share pgoutput's names",

@@ -16,7 +16,8 @@ import pytest
 from db_servers import PgServer
 from sources_harness import collect, start_relay
 
-from headrace.relay import Codecs, RowCodec, SchemaRegistry, decode_key, encode_window, iter_frames
+from headrace.relay import Codecs, RowCodec, SchemaRegistry, decode_key, iter_frames
+from headrace.relay._codec import encode_window
 from headrace.relay._config import RelayConfig
 from headrace.relay._event import Op
 from headrace.relay.sources import ChangeWindow
@@ -236,7 +237,7 @@ def test_truncate_through_relay_filters_and_subscriber(pg_server: PgServer, tmp_
     assert [e.op for e in w.events] == [Op.INSERT] * 8 + [Op.TRUNCATE, Op.INSERT]
     t = w.events[8]
     assert (t.table, t.key, t.before, t.after) == ("a", [], None, None)
-    from headrace.relay import peek_header
+    from headrace.relay._event import peek_header
 
     for i in range(3):  # every mod partition gets the truncate, in order
         r = httpx.get(url + "/v1/stream", params={"since": w.scn - 1, "filter": f"mod:3:{i}", "wait_ms": 0}, timeout=10)

@@ -27,9 +27,11 @@ import pytest
 from relay_support import start_relay, status
 from support import rss_mib, wait_until
 
-from headrace.relay import EncodedWindow, Event, Op, encode_event, encode_key, iter_frames, peek_header, split_windows
+from headrace.relay import Event, Op, encode_event, encode_key, iter_frames, split_windows
 from headrace.relay import _buffer as buffer_mod
 from headrace.relay._buffer import WINDOW_OVERHEAD, RingBuffer, TooOld
+from headrace.relay._codec import EncodedWindow
+from headrace.relay._event import peek_header
 from headrace.relay._filter import Filter, parse_filter
 
 # --------------------------------------------------------------------------------------------- sans-io

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from headrace.errors import InvalidInput, ScnTooOld, Unavailable
-from headrace.relay import EncodedWindow, Event, Op, encode_event, encode_key, iter_frames, parse_filter
+from headrace.relay import Event, Op, encode_event, encode_key, iter_frames, parse_filter
 from headrace.relay._buffer import RingBuffer, TooOld, read_windows
+from headrace.relay._codec import EncodedWindow
 from headrace.relay._protocol import (
     CaptureStopped,
     capture_headers,

@@ -26,7 +26,6 @@ from headrace.relay import (
     Codecs,
     Column,
     ColumnType,
-    EncodedWindow,
     Event,
     Op,
     RowChange,
@@ -38,17 +37,16 @@ from headrace.relay import (
     decode_key,
     encode_event,
     encode_key,
-    encode_window,
     iter_frames,
     key_partition,
-    peek_header,
     schema_fingerprint,
     split_windows,
     table_meta_from_sqlalchemy,
-    with_window_end,
 )
 from headrace.relay._buffer import WINDOW_OVERHEAD, RingBuffer, TooOld
+from headrace.relay._codec import EncodedWindow, encode_window
 from headrace.relay._config import RelayConfig
+from headrace.relay._event import peek_header, with_window_end
 from headrace.relay._filter import Filter, parse_filter
 from headrace.relay.client import Checkpoint, FileCheckpointStore, SqlCheckpointStore
 from headrace.relay.sources.sqlite import SqliteSource
@@ -408,7 +406,8 @@ def test_sqlite_streams_a_window_too_large_to_read_at_once(tmp_path: Path, monke
 
 
 def test_an_update_that_moves_a_row_to_another_key_deletes_the_old_key_first() -> None:
-    from headrace.relay import ChangeWindow, Codecs, Op, RowChange, decode_key, encode_window, iter_frames
+    from headrace.relay import ChangeWindow, Codecs, Op, RowChange, decode_key, iter_frames
+    from headrace.relay._codec import encode_window
 
     meta = TableMeta("acc", (Column("id", ColumnType("long"), False), Column("v", ColumnType("string"))), ("id",))
     moved = RowChange(9, meta, Op.UPDATE, (2,), {"id": 1, "v": "a"}, {"id": 2, "v": "a"})

@@ -387,7 +387,7 @@ def test_million_row_transaction_in_bounded_memory(pg_server: PgServer, tmp_path
     window_mib = httpx.get(url + "/v1/status").json()["bytes"] / (1 << 20)
     hwm_mib = _rss_hwm_kib(relay.proc.pid) / 1024  # before serving it (a response copies the window once more)
     # count the window's frames from the raw stream (decoding a million rows here would only slow the test)
-    from headrace.relay import peek_header
+    from headrace.relay._event import peek_header
 
     r = httpx.get(url + "/v1/stream", params={"max_bytes": 1 << 20, "wait_ms": 0}, timeout=60)  # one whole window
     assert r.status_code == 200

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from headrace.bootstrap import LogWindow, Store, merge
 from headrace.bootstrap._applier import apply_once
-from headrace.relay import Event, Op, decode_event, encode_event, encode_key, parse_filter, peek_header
+from headrace.relay import Event, Op, decode_event, encode_event, encode_key, parse_filter
+from headrace.relay._event import peek_header
 
 FP = "0123456789abcdef"
 

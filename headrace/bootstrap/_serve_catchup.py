@@ -18,8 +18,9 @@ from starlette.responses import Response
 
 from .._http import Reject, int_param
 from ..errors import InvalidInput
-from ..relay import EVENTS_CONTENT_TYPE, EncodedWindow, Filter, parse_filter
+from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter
 from ..relay._buffer import ReadResult, read_windows
+from ..relay._codec import EncodedWindow
 from ..relay._protocol import MAX_SCN, SNAPSHOT_SCN, STREAM_PARAMS, check_params, stream_headers, too_old_response
 from ._metrics import SERVED_EVENTS
 from ._serve_snapshot import parse_sources_here

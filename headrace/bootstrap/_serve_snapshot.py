@@ -21,7 +21,8 @@ from starlette.responses import Response
 
 from .._http import Reject, int_param
 from ..errors import InvalidInput
-from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter, peek_header, with_window_end
+from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter
+from ..relay._event import peek_header, with_window_end
 from ..relay._protocol import (
     CURSOR,
     MAX_SCN,

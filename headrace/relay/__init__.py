@@ -6,7 +6,7 @@ subscriber library.
 """
 
 from ._buffer import RingBuffer
-from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
+from ._codec import Codecs, RowCodec
 from ._config import PostgresSourceConfig, RelayConfig
 from ._event import (
     EVENTS_CONTENT_TYPE,
@@ -19,9 +19,7 @@ from ._event import (
     encode_key,
     iter_frames,
     key_partition,
-    peek_header,
     split_windows,
-    with_window_end,
 )
 from ._filter import Filter, parse_filter
 from ._schema import (
@@ -54,7 +52,6 @@ __all__ = [
     "Codecs",
     "Column",
     "ColumnType",
-    "EncodedWindow",
     "Event",
     "EventHeader",
     "Filter",
@@ -75,16 +72,13 @@ __all__ = [
     "decode_key",
     "encode_event",
     "encode_key",
-    "encode_window",
     "iter_frames",
     "key_partition",
     "make_source",
     "marker_fields",
     "parse_filter",
-    "peek_header",
     "schema_fingerprint",
     "source_listing",
     "split_windows",
     "table_meta_from_sqlalchemy",
-    "with_window_end",
 ]
