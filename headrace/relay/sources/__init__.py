@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...errors import ConfigError
 from ._base import ChangeSource, ChangeWindow, RowChange
+
+if TYPE_CHECKING:
+    from .._config import RelayConfig
 
 __all__ = ["SOURCE_CLASSES", "ChangeSource", "ChangeWindow", "RowChange", "make_source"]
 
@@ -24,7 +27,7 @@ SOURCE_CLASSES: dict[str, str] = {
 }
 
 
-def make_source(config: Any) -> ChangeSource:
+def make_source(config: RelayConfig) -> ChangeSource:
     """The source for ``config.source`` (a SQLAlchemy URL)."""
     scheme = str(config.source).split(":", 1)[0].split("+", 1)[0].lower()
     target = SOURCE_CLASSES.get(scheme)

@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -60,6 +60,9 @@ from ._mysqlrows import BinlogColumn, binlog_column, decode_rows
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
+
+if TYPE_CHECKING:
+    from .._config import RelayConfig
 
 __all__ = ["MysqlSnapshot", "MysqlSource", "StreamBroken"]
 
@@ -110,7 +113,7 @@ class MysqlSource(ChangeSource):
     kind = "mysql"
     idle_seconds = 0.5
 
-    def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: RelayConfig, clock: Callable[[], float] = time.monotonic) -> None:
         from sqlalchemy.engine import make_url
 
         url = make_url(str(config.source))

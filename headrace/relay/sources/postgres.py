@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
@@ -69,6 +69,9 @@ from ._pgstream import (
 )
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
 from ._retention import ReadMarks
+
+if TYPE_CHECKING:
+    from .._config import RelayConfig
 
 __all__ = ["PostgresSource", "SlotSnapshot", "connect", "export_snapshot", "format_lsn", "libpq_dsn", "resolve_type"]
 
@@ -180,7 +183,7 @@ class SlotSnapshot:
 
 
 @contextlib.contextmanager
-def export_snapshot(config: Any) -> Iterator[SlotSnapshot]:
+def export_snapshot(config: RelayConfig) -> Iterator[SlotSnapshot]:
     """Create the relay's publication and slot, the slot with ``EXPORT_SNAPSHOT``; the snapshot is usable
     inside the block. ``config`` is the ``RelayConfig`` the relay will run with.
 
@@ -205,7 +208,7 @@ class PostgresSource(ChangeSource):
     kind = "postgresql"
     idle_seconds = 0.5
 
-    def __init__(self, config: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: RelayConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = str(config.source)
         self.dsn = libpq_dsn(self.url)
         self.only_tables: list[str] | None = config.tables

@@ -70,13 +70,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._logging import get_logger
 from ...errors import ConfigError, TransientError, UsageError
 from .._event import Op
 from .._schema import Column, ColumnType, TableMeta, table_meta_from_sqlalchemy
 from ._base import ChangeSource, ChangeWindow, RowChange
+
+if TYPE_CHECKING:
+    from .._config import RelayConfig
 
 __all__ = [
     "CHANGES_TABLE",
@@ -526,7 +529,7 @@ class SqliteSource(ChangeSource):
 
     kind = "sqlite"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: RelayConfig) -> None:
         self.path = sqlite_path(config.source)
         self.wanted: list[str] | None = list(config.tables) if config.tables is not None else None
         opts = config.sqlite
