@@ -48,7 +48,7 @@ def test_up_starts_and_restarts_a_sink_that_reports_metrics(tmp_path: Path) -> N
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
     conn.close()
-    relay_port, sink_port = free_port(), free_port()
+    relay_port, sink_port, status_port = free_port(), free_port(), free_port()
     replica = f"sqlite:///{tmp_path / 'replica.db'}"
     cfg = write_config(
         tmp_path / "headrace.yaml",
@@ -68,7 +68,7 @@ def test_up_starts_and_restarts_a_sink_that_reports_metrics(tmp_path: Path) -> N
     sink_url = f"http://127.0.0.1:{sink_port}"
     out = (tmp_path / "up.out").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "up", "--config", str(cfg), "--status-listen", "off"],
+        [sys.executable, "-m", "headrace", "up", "--config", str(cfg), "--status-listen", f"127.0.0.1:{status_port}"],
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -83,6 +83,8 @@ def test_up_starts_and_restarts_a_sink_that_reports_metrics(tmp_path: Path) -> N
         assert cp is not None and _metric(text, "headrace_sink_checkpoint_scn") == cp["scn"]
         health = httpx.get(sink_url + "/healthz", timeout=2).json()
         assert health["ok"] and health["checkpoint_scn"] == cp["scn"] and health["rows_applied"] >= 50
+        overview = httpx.get(f"http://127.0.0.1:{status_port}/v1/overview", timeout=10).json()
+        assert overview["supervisor"]["sink"]["state"] == "running"  # up's status page knows the sink
 
         # kill -9 the sink: up restarts it, and it goes on from the checkpoint in the replica
         pid = wait_until(lambda: _sink_pid(up.pid), 10, "the sink process")
@@ -148,3 +150,26 @@ def test_a_failing_sink_answers_503_and_counts_errors(tmp_path: Path, daemons: o
         assert (_metric(text, "headrace_sink_errors_total") or 0) >= 1
     finally:
         assert sink.stop() == 0, sink.output()
+
+
+def test_lag_follows_the_relay_head_and_the_checkpoint() -> None:
+    import time
+
+    from prometheus_client import generate_latest
+
+    from headrace.sinks._health import SinkMetrics
+
+    m = SinkMetrics("lagtest")
+    m.relay_head(100)
+    m.committed(60, "relay", windows=3, rows=30, newest_event_ms=int(time.time() * 1000) - 7_000)
+    text = generate_latest().decode()
+    assert _metric(text, "headrace_sink_lag_scn", "lagtest") == 40
+    assert 6.5 <= (_metric(text, "headrace_sink_lag_seconds", "lagtest") or 0) < 60
+    assert _metric(text, "headrace_sink_rows_applied_total", "lagtest") == 30
+    m.committed(100, "relay", windows=1, rows=5, newest_event_ms=int(time.time() * 1000) - 9_000)
+    text = generate_latest().decode()
+    assert _metric(text, "headrace_sink_lag_scn", "lagtest") == 0  # caught up: no lag, however old the last event
+    assert _metric(text, "headrace_sink_lag_seconds", "lagtest") == 0
+    assert _metric(text, "headrace_sink_windows_applied_total", "lagtest") == 4
+    m.failed("boom")
+    assert m.health()["ok"] is False and m.health()["error"] == "boom"
