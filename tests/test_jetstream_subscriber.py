@@ -128,3 +128,29 @@ def test_resume_by_scn_and_a_window_stored_twice_is_delivered_once(nats_url: str
 async def _seq(sub: JetStreamSubscriber, scn: int) -> int:
     await sub._connect()
     return await sub.seq_after_scn(scn)
+
+
+def test_headrace_subscribe_from_jetstream_prints_lines_and_resumes(nats_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _publish(nats_url, [_w(s) for s in range(1, 6)], 5)
+    cmd = [sys.executable, "-m", "headrace", "subscribe", "--from-jetstream", nats_url, "--stream", "J"]
+    cmd += ["--subject-prefix", "j", "--checkpoint", str(tmp_path / "cp.json"), "--idle-exit", "1.5"]
+
+    def run(*extra: str) -> list[dict[str, Any]]:
+        r = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    first = run()
+    assert [(e["scn"], e["key"][0], e["op"]) for e in first] == [
+        (s, s * 10 + i, "c") for s in range(1, 6) for i in range(3)
+    ]
+    assert first[2]["window_end"] and first[0]["after"] == {"id": 10, "v": "x1"}
+    _publish(nats_url, [_w(6)], 6)
+    assert [e["scn"] for e in run()] == [6, 6, 6]  # from the checkpoint: only what is new
+    only_b = run("--sources", "s.b", "--checkpoint", str(tmp_path / "b.json"))  # a new reader: from the start
+    assert [e["key"][0] for e in only_b] == [s * 10 + 1 for s in range(1, 7)]
+    bad = subprocess.run([*cmd, "--relay", "http://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--from-jetstream reads no relay" in bad.stderr

@@ -43,7 +43,7 @@ from ._decode import ChangeEvent, Window
 from ._subscriber import Consumer
 from ._switchover import SnapshotRestarted
 
-__all__ = ["JETSTREAM_PHASE", "JetStreamSubscriber", "WindowAssembler", "event_from_message"]
+__all__ = ["JETSTREAM_PHASE", "JetStreamSubscriber", "WindowAssembler", "event_from_message", "run_subscribe_jetstream"]
 
 log = get_logger("relay.jetstream")
 
@@ -286,3 +286,36 @@ class JetStreamSubscriber:
             consumer.on_end_window(item)
         if self.checkpoint is not None:
             consumer.on_checkpoint(self.checkpoint)
+
+
+def run_subscribe_jetstream(
+    servers: list[str],
+    stream: str,
+    subject_prefix: str,
+    sources: list[str] | None,
+    checkpoint: str | None,
+    idle_exit: float | None,
+) -> None:
+    """``headrace subscribe --from-jetstream``: print the stream's windows as ``headrace subscribe`` JSON lines.
+
+    As with a relay, a window's lines go out in one write and the checkpoint (a file) is saved after
+    it: killed in between, the window is printed again, whole, on restart.
+    """
+    import signal
+
+    from ._checkpoint import FileCheckpointStore
+    from ._cli import _write, event_json
+
+    sub = JetStreamSubscriber(
+        servers, stream, subject_prefix, FileCheckpointStore(checkpoint) if checkpoint else None, sources
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sub.stop())
+    try:
+        for item in sub.windows(idle_exit=idle_exit):
+            if isinstance(item, SnapshotRestarted):
+                line = {"control": "snapshot_restarted", "reason": item.reason, "detail": item.detail}
+                _write((json.dumps(line, ensure_ascii=False) + "\n").encode())
+            elif item.events:
+                _write("".join(event_json(e) + "\n" for e in item.events).encode())
+    finally:
+        sub.close()
