@@ -28,6 +28,8 @@ _COMMANDS = {
     "bootstrap": "headrace.bootstrap._cli:bootstrap",
     "sink": "headrace.sinks._cli:sink",  # windows into a SQL replica or NATS JetStream, exactly once
     "demo": "headrace._demo:demo",
+    "verify": "headrace.verify._cli:verify",  # a copy of a table equals its source (Merkle over key buckets)
+    "reconcile": "headrace.verify._cli:reconcile",  # the log path's counts per stream, stage by stage
     "check": "headrace._check:check",  # validate a whole config file (and what it points at)
     "up": "headrace._up:up",  # every daemon of a config, supervised
     "status": "headrace._status_cli:status",  # health and key figures of every daemon of a config

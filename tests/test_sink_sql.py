@@ -16,6 +16,8 @@ from db_servers import mariadb_server, pg_server  # noqa: F401
 from sink_support import CounterWriter, add_counters, checkpoint, replica_table, sink_config, source_table
 from support import wait_until
 
+from headrace.verify import verify
+
 TABLES = {"accounts": "id", "tags": "k", "counters": "id"}
 
 
@@ -62,6 +64,9 @@ def _run_with_kills(stack: Stack, daemons: Any, url: str, kills: int, seed: int)
         differ = [k for k in src.keys() & rep.keys() if src[k] != rep[k]]
         detail = [(src[k], rep[k]) for k in differ[:2]]
         assert not missing and not extra and not differ, (table, sorted(missing)[:5], sorted(extra)[:5], detail)
+    for table in TABLES:  # and headrace verify agrees, with one query per side
+        report = verify(f"sqlite:///{stack.db}", url, table)
+        assert report.equal and report.round_trips == 2, report.to_json()
     rep = replica_table(url, "counters", "id")
     assert sum(r["n"] for r in rep.values()) == increments  # every increment once
     assert any(r["label"] is not None for r in rep.values())  # the added column arrived

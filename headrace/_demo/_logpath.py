@@ -12,6 +12,7 @@ from typing import Any
 import fastavro
 import httpx
 
+from .._counts import chunk_counts
 from ._loglines import KINDS, Written, write_lines
 from ._procs import wait_for
 
@@ -61,13 +62,15 @@ def ship(logs: Path, agent_port: int, lines: int, counts: LogCounts) -> None:
 
 def avro_lines(paths: Iterable[Path]) -> Counter[str]:
     """Lines per data type in sink files or archive parts (both hold headrace chunks)."""
-    found: Counter[str] = Counter()
-    for path in paths:
-        with path.open("rb") as f:
-            for rec in fastavro.reader(f):
-                assert isinstance(rec, dict)
-                found[str(rec["data_type"])] += bytes(rec["data"]).count(b"\n")
-    return found
+
+    def records() -> Iterable[dict[str, Any]]:
+        for path in paths:
+            with path.open("rb") as f:
+                for rec in fastavro.reader(f):
+                    assert isinstance(rec, dict)
+                    yield rec
+
+    return chunk_counts(records(), lambda r: str(r["data_type"]))[0]
 
 
 def process(config: dict[str, Any], base: Path, counts: LogCounts) -> None:

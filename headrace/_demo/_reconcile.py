@@ -6,30 +6,12 @@ each row that does not match).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .._counts import Check
 from ._changes import TABLES, ChangeCounts
 from ._loglines import KINDS
 from ._logpath import LogCounts
 
 __all__ = ["Check", "reconcile"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """``what``: ``expected`` (the earlier step's count) against ``found`` (the later step's)."""
-
-    what: str
-    expected: int
-    found: int
-
-    @property
-    def ok(self) -> bool:
-        return self.expected == self.found
-
-    def mismatch(self) -> str:
-        """The sentence naming this mismatch."""
-        return f"{self.what}: expected {self.expected}, found {self.found} ({self.found - self.expected:+d})"
 
 
 def reconcile(logs: LogCounts, changes: ChangeCounts) -> list[Check]:
