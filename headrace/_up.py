@@ -1,6 +1,7 @@
 """``headrace up``: every daemon a config has a section for, in one supervised process tree.
 
-Theory of operation. The parts start in dependency order — collector, agent, relay, bootstrap —
+Theory of operation. The parts start in dependency order — collector, agent, relay, bootstrap,
+then a ``sink`` when the config has that section (it needs ``sink.listen``) —
 each as a child process (``python -m headrace <part> --config FILE``) in a session of its own (a
 terminal's Ctrl-C reaches only ``up``, which then stops them in order), and each is waited for on
 its ``/healthz`` before the next starts. The supervisor polls the children; :class:`RestartPolicy`
@@ -56,6 +57,8 @@ log = get_logger("up")
 
 #: the daemons, in the order they start (each needs the ones before it)
 PARTS = ("collector", "agent", "relay", "bootstrap")
+#: parts started after the daemons when the config has their section (no default listen: they need ``listen``)
+LATE_PARTS = ("sink",)
 DEFAULT_LISTEN = {"collector": "127.0.0.1:7070", "agent": "127.0.0.1:7071", "relay": "127.0.0.1:7080",
                   "bootstrap": "127.0.0.1:7090"}  # fmt: skip
 DEFAULT_STATUS_LISTEN = "127.0.0.1:7000"
@@ -208,10 +211,10 @@ def run_up(
     parts = [
         _Part(
             name,
-            _url(str(sections[name].get("listen", DEFAULT_LISTEN[name]))),
+            _url(str(sections[name].get("listen") or DEFAULT_LISTEN[name])),
             [sys.executable, "-m", "headrace", name, "--config", str(config), "--log-format", log_format],
         )
-        for name in PARTS
+        for name in (*PARTS, *LATE_PARTS)
         if name in sections
     ]
     if not parts:
@@ -312,7 +315,10 @@ def up(config_path: str | None, directory: str, status_listen: str | None) -> No
         if problems:
             raise SystemExit(EXIT_USAGE)
         config = Path(config_path)
-        sections = {name: {"listen": models[name].listen} for name in PARTS if name in models}
+        sections = {name: {"listen": models[name].listen} for name in (*PARTS, *LATE_PARTS) if name in models}
+        if "sink" in sections and not sections["sink"]["listen"]:
+            click.echo("headrace up: sink.listen is needed to supervise the sink (its /healthz)", err=True)
+            raise SystemExit(EXIT_USAGE)
     server = _status_server(status_listen, models)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

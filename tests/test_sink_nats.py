@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,37 +15,11 @@ from typing import Any
 import bootstrap_workload as wl
 import pytest
 from bootstrap_stack import Stack
+from nats_support import nats_url_fixture  # noqa: F401 - the nats_url fixture
 from sink_support import CounterWriter, add_counters, sink_config, source_table
-from support import free_port, require_binaries, wait_until
+from support import wait_until
 
 TABLES = {"accounts": "id", "tags": "k", "counters": "id"}
-
-
-@pytest.fixture
-def nats_url(tmp_path: Path) -> Any:
-    require_binaries("nats-server", why="the nats sink tests need a NATS server with JetStream")
-    port = free_port()
-    store = tmp_path / "jetstream"
-    log = open(tmp_path / "nats.log", "wb")  # noqa: SIM115 - owned by the process
-    proc = subprocess.Popen(
-        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)], stdout=log, stderr=log
-    )
-    log.close()
-    url = f"nats://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert proc.poll() is None, (tmp_path / "nats.log").read_text()
-            import socket
-
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-
-        wait_until(up, 20, "nats-server to listen")
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 async def _read_stream(url: str, stream: str) -> list[tuple[str, dict[str, str], bytes]]:

@@ -42,7 +42,7 @@ def uninstall(config_path: str | None) -> None:
 
 @click.command()
 @common_options
-@click.option("--relay", "relays", multiple=True, required=True, help="Relay URL; repeat for failover.")
+@click.option("--relay", "relays", multiple=True, help="Relay URL; repeat for failover (or --from-jetstream).")
 @click.option("--sources", default=None, help="Comma-separated tables (default: all).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Checkpoint file (resume from it).")
 @click.option("--filter", "filter_", default=None, help="Server-side filter: mod:N:i or range:LO:HI.")
@@ -82,6 +82,17 @@ def uninstall(config_path: str | None) -> None:
     show_default=True,
     help="Seconds between snapshot_progress log lines while reading a snapshot (stderr not a terminal).",
 )
+@click.option(
+    "--from-jetstream",
+    "jetstream",
+    multiple=True,
+    metavar="NATS_URL",
+    help="Read the stream a `headrace sink` nats target fills instead of a relay (repeat for NATS servers).",
+)
+@click.option("--stream", default="HEADRACE", show_default=True, help="With --from-jetstream: the JetStream stream.")
+@click.option(
+    "--subject-prefix", default="headrace", show_default=True, help="With --from-jetstream: the sink's subject prefix."
+)
 def subscribe(
     config_path: str | None,
     relays: tuple[str, ...],
@@ -96,6 +107,9 @@ def subscribe(
     cert: str | None,
     key: str | None,
     progress_every: float,
+    jetstream: tuple[str, ...],
+    stream: str,
+    subject_prefix: str,
 ) -> None:
     """Print the changes of a relay as JSON lines (one object per event).
 
@@ -112,9 +126,26 @@ def subscribe(
 
     While it reads a bootstrap snapshot it shows rows read and the snapshot's SCN on stderr: a progress
     line on a terminal, else a snapshot_progress log line every --progress-every seconds.
+
+    --from-jetstream NATS_URL reads the JetStream stream a ``headrace sink`` nats target fills instead
+    of a relay: the same lines, whole windows, resumed from --checkpoint by stream sequence (or by SCN
+    from a relay subscriber's checkpoint); see docs/sinks.md.
     """
     from ..errors import ScnTooOld
     from .client._cli import run_subscribe
+
+    if jetstream:
+        if relays or filter_ or bootstrap_urls or from_snapshot:
+            raise click.UsageError(
+                "--from-jetstream reads no relay: drop --relay, --filter, --bootstrap, --from-snapshot"
+            )
+        from .client._jetstream import run_subscribe_jetstream
+
+        srcs = [s for s in (sources or "").split(",") if s] or None
+        run_subscribe_jetstream(list(jetstream), stream, subject_prefix, srcs, checkpoint, idle_exit)
+        return
+    if not relays:
+        raise click.UsageError("give --relay URL (or --from-jetstream NATS_URL)")
 
     for option, urls in (("--relay", relays), ("--bootstrap", bootstrap_urls)):
         for url in urls:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .._config import Section
+from .._config import Listen, Section
 from .._tls import ClientTLS
 
 __all__ = ["NatsTarget", "SinkConfig", "SqlTarget"]
@@ -55,6 +55,8 @@ class SinkConfig(Section):
 
     #: this sink's name: the key of its checkpoint in the target (two sinks into one target need two names)
     name: str = Field(default="sink", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    #: host:port of GET /healthz and GET /metrics (no access control: keep it on loopback); needed by ``headrace up``
+    listen: Listen | None = None
     #: relay URLs (failover in order)
     relays: list[str] = Field(min_length=1)
     #: bootstrap server URLs: used for the initial copy (``from_snapshot``) and when the relay says scn_too_old

@@ -27,6 +27,7 @@ from .._tls import ClientTLS
 from ..errors import ScnTooOld, TransientError, UsageError
 from ..relay.client import Batch, Checkpoint, SnapshotRestarted, Subscriber, Window
 from ._config import SinkConfig
+from ._health import HealthServer, SinkMetrics
 from ._target import Target
 
 __all__ = ["SinkSubscriber", "TargetStore", "make_target", "run_once", "run_sink"]
@@ -37,8 +38,16 @@ log = get_logger("sink")
 class TargetStore:
     """The subscriber's checkpoint store: the target itself, with windows staged until a commit."""
 
-    def __init__(self, target: Target, batch_windows: int, batch_rows: int, batch_seconds: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        batch_windows: int,
+        batch_rows: int,
+        batch_seconds: float,
+        metrics: SinkMetrics | None = None,
+    ) -> None:
         self.target = target
+        self.metrics = metrics
         self.batch_windows = batch_windows
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
@@ -53,6 +62,8 @@ class TargetStore:
 
     def load(self) -> Checkpoint | None:
         self.committed = self.target.load()
+        if self.metrics is not None:
+            self.metrics.loaded(self.committed.scn if self.committed is not None else None)
         return self.committed
 
     def stage(self, item: Window | SnapshotRestarted) -> None:
@@ -87,6 +98,10 @@ class TargetStore:
         n = self.target.commit(self._staged, cp)
         self.commits += 1
         self.rows_written += n
+        if self.metrics is not None:
+            windows = [w for w in self._staged if isinstance(w, Window)]
+            newest = max((e.ts_ms for e in windows[-1].events), default=None) if windows else None
+            self.metrics.committed(cp.scn, cp.phase, len(windows), n, newest)
         log.debug("sink_committed", scn=cp.scn, phase=cp.phase, windows=len(self._staged), rows=n)
         self.committed = cp
         self._staged = []
@@ -100,7 +115,10 @@ class SinkSubscriber(Subscriber):
     def fetch(self, wait_ms: int | None = None) -> Batch | None:
         if isinstance(self.store, TargetStore):
             self.store.flush()
-        return super().fetch(wait_ms)
+        batch = super().fetch(wait_ms)
+        if batch is not None and isinstance(self.store, TargetStore) and self.store.metrics is not None:
+            self.store.metrics.relay_head(batch.newest_scn)
+        return batch
 
 
 #: the subscriber of the run in progress (a signal stops it)
@@ -132,7 +150,13 @@ def _batching(cfg: SinkConfig) -> tuple[int, int, float]:
     return 1_000_000, t.max_pending, 0.2  # nats: publishes are acked per commit; a commit per response or 0.2 s
 
 
-def run_once(cfg: SinkConfig, stop: threading.Event, idle_exit: float | None, tls: ClientTLS | None) -> str | None:
+def run_once(
+    cfg: SinkConfig,
+    stop: threading.Event,
+    idle_exit: float | None,
+    tls: ClientTLS | None,
+    metrics: SinkMetrics | None = None,
+) -> str | None:
     """One supervised run: open the target, resume from its checkpoint, deliver until idle or stop.
 
     Returns when it ended (idle exit or stop): None, or why no relay answered when an idle exit came
@@ -141,7 +165,7 @@ def run_once(cfg: SinkConfig, stop: threading.Event, idle_exit: float | None, tl
     target = make_target(cfg)
     sub: SinkSubscriber | None = None
     try:
-        store = TargetStore(target, *_batching(cfg))
+        store = TargetStore(target, *_batching(cfg), metrics=metrics)
         bootstrap = list(cfg.bootstrap)
         sub = SinkSubscriber(
             cfg.relays,
@@ -194,6 +218,18 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
     bootstrap server configured) and configuration errors end it, and so does an idle exit while no
     relay answered (:class:`~headrace.errors.TransientError`, exit 1).
     """
+    metrics = SinkMetrics(cfg.name)
+    server = HealthServer(cfg.listen, metrics) if cfg.listen else None  # bound first: a port in use stops here
+    if server is not None:
+        server.start()
+    try:
+        _supervise(cfg, idle_exit, tls, metrics)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _supervise(cfg: SinkConfig, idle_exit: float | None, tls: ClientTLS | None, metrics: SinkMetrics) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: _on_signal(stop))
@@ -201,10 +237,11 @@ def run_sink(cfg: SinkConfig, idle_exit: float | None = None, tls: ClientTLS | N
     while not stop.is_set():
         started = time.monotonic()
         try:
-            failed = run_once(cfg, stop, idle_exit, tls or cfg.client_tls)
+            failed = run_once(cfg, stop, idle_exit, tls or cfg.client_tls, metrics)
         except (ScnTooOld, UsageError):
             raise
         except Exception as exc:  # supervised: start over from the target's checkpoint
+            metrics.failed(repr(exc)[:500])
             log.warning("sink_failed_restarting", error=repr(exc)[:500], backoff_seconds=round(backoff, 2))
             if time.monotonic() - started > 60:
                 backoff = cfg.backoff_seconds

@@ -20,6 +20,7 @@ canonical JSON text): the relay's row identity, which needs no knowledge of the 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from .._logging import get_logger
 from ..errors import ConfigError
 from ..relay.client import Checkpoint, SnapshotRestarted, Window
 from ._config import SqlTarget
+from ._copytext import copy_formatter
 from ._plan import KEY_COLUMN, BatchPlan, ClearAll, Delete, Step, Truncate, Upsert
 from ._sqltypes import ReplicaColumn, replica_columns
 from ._target import SchemaOf
@@ -48,6 +50,8 @@ KEY_LENGTH = 512
 _IN_CHUNK = 1_000
 #: dialects with an upsert statement; any other database gets delete-then-insert
 _UPSERT_DIALECTS = frozenset({"postgresql", "sqlite", "mysql", "mariadb"})
+#: PostgreSQL (psycopg2, psycopg 3): upserts of at least this many rows go through COPY into a staging table
+COPY_MIN_ROWS = 100
 
 
 def replica_name(source: str, cfg: SqlTarget) -> str:
@@ -88,6 +92,7 @@ class SqlSinkTarget:
         self.tables: dict[str, sa.Table] = {}
         self.converters: dict[str, dict[str, Any]] = {}
         self._ensured: set[tuple[str, str]] = set()
+        self._copy_formats: dict[tuple[str, tuple[str, ...], int], Any] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -239,6 +244,8 @@ class SqlSinkTarget:
             rows = [{**r, **{c: f(r[c]) for c, f in conv.items()}} for r in rows]
         if self.dialect in ("mysql", "mariadb"):
             rows = [_naive_utc(r) for r in rows]
+        if len(rows) >= COPY_MIN_ROWS and self._copy_upsert(conn, table, step.columns, rows):
+            return len(rows)
         if self.dialect not in _UPSERT_DIALECTS:  # no upsert statement: delete the keys, then insert
             keys = [r[KEY_COLUMN] for r in rows]
             for i in range(0, len(keys), _IN_CHUNK):
@@ -247,6 +254,47 @@ class SqlSinkTarget:
             return len(rows)
         conn.execute(self._upsert(table, step.columns), rows)
         return len(rows)
+
+    def _copy_upsert(
+        self, conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[dict[str, Any]]
+    ) -> bool:
+        """PostgreSQL: ``COPY`` the rows into a temporary table, then one ``INSERT … SELECT … ON CONFLICT``.
+
+        Runs inside the data transaction (the staging table is dropped before it ends). Returns False,
+        having done nothing, when the target is not PostgreSQL through psycopg2 or psycopg 3, or a column's type is one
+        :func:`~headrace.sinks._copytext.copy_formatter` does not format (arrays): the caller then
+        uses its ``INSERT … ON CONFLICT`` statement.
+        """
+        driver = self.engine.dialect.driver
+        if self.dialect != "postgresql" or driver not in ("psycopg2", "psycopg"):
+            return False
+        cols = [c for c in columns if c in table.c and c != KEY_COLUMN]
+        ck = (table.name, tuple(cols), len(table.c))
+        if ck not in self._copy_formats:
+            self._copy_formats[ck] = copy_formatter([(c, table.c[c].type) for c in (KEY_COLUMN, *cols)])
+        encode = self._copy_formats[ck]
+        if encode is None:
+            return False
+        q = self.engine.dialect.identifier_preparer.quote
+        target = self.engine.dialect.identifier_preparer.format_table(table)
+        collist = ", ".join(q(c) for c in (KEY_COLUMN, *cols))
+        stage = q("_headrace_stage")
+        action = "DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols) if cols else "DO NOTHING"
+
+        raw: Any = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(f"CREATE TEMPORARY TABLE {stage} AS SELECT {collist} FROM {target} WITH NO DATA")
+            copy_sql = f"COPY {stage} ({collist}) FROM STDIN"
+            if driver == "psycopg2":
+                cur.copy_expert(copy_sql, io.BytesIO(encode(rows)))
+            else:
+                with cur.copy(copy_sql) as cp:
+                    cp.write(encode(rows))
+            cur.execute(
+                f"INSERT INTO {target} ({collist}) SELECT {collist} FROM {stage} ON CONFLICT ({q(KEY_COLUMN)}) {action}"
+            )
+            cur.execute(f"DROP TABLE {stage}")
+        return True
 
     def _upsert(self, table: sa.Table, columns: tuple[str, ...]) -> Any:
         """The upsert statement for ``executemany``.

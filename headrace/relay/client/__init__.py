@@ -3,6 +3,7 @@
 from ..._tls import ClientTLS
 from ._checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, SqlCheckpointStore
 from ._decode import ChangeEvent, EventDecoder, Window
+from ._jetstream import JetStreamSubscriber
 from ._relay_client import Batch, CaptureStopped, RelayClient
 from ._subscriber import Consumer, Subscriber
 from ._switchover import BootstrapClient, SnapshotPage, SnapshotRestarted
@@ -18,6 +19,7 @@ __all__ = [
     "Consumer",
     "EventDecoder",
     "FileCheckpointStore",
+    "JetStreamSubscriber",
     "MemoryCheckpointStore",
     "RelayClient",
     "SnapshotPage",
