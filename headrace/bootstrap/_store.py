@@ -89,6 +89,10 @@ _SQLITE_UPSERT = (
     f"INSERT INTO {ROWS.name} (gen, source, sort_key, scn, frame) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (gen, source, sort_key) DO UPDATE SET scn = excluded.scn, frame = excluded.frame"
 )
+_SQLITE_PAGE = f"SELECT sort_key, frame FROM {ROWS.name} WHERE gen = ? AND source = ? ORDER BY sort_key LIMIT ?"
+_SQLITE_PAGE_AFTER = (
+    f"SELECT sort_key, frame FROM {ROWS.name} WHERE gen = ? AND source = ? AND sort_key > ? ORDER BY sort_key LIMIT ?"
+)
 _SQLITE_DELETE = f"DELETE FROM {ROWS.name} WHERE gen = ? AND source = ? AND sort_key = ?"
 #: the snapshot table of stores written before generations (migrated into generation 1 on start)
 _OLD_ROWS = "headrace_boot_rows"
@@ -517,8 +521,19 @@ class Store:
             state = self._state(conn)
             if state["gen"] is None:
                 return out, state
+            sqlite = conn.dialect.name == "sqlite"
             for s in srcs:
                 if after is not None and s < after[0]:
+                    continue
+                if sqlite:  # the driver's rows as they are (no per-row result processing)
+                    k = after[1] if after is not None and s == after[0] else None
+                    sql = _SQLITE_PAGE_AFTER if k is not None else _SQLITE_PAGE
+                    args = (
+                        (state["gen"], s, k, limit - len(out)) if k is not None else (state["gen"], s, limit - len(out))
+                    )
+                    out.extend((s, r[0], r[1]) for r in conn.exec_driver_sql(sql, args))
+                    if len(out) >= limit:
+                        break
                     continue
                 q = sa.select(ROWS.c.sort_key, ROWS.c.frame).where(ROWS.c.gen == state["gen"], ROWS.c.source == s)
                 if after is not None and s == after[0]:
