@@ -340,15 +340,26 @@ def _indent(code: str, n: int) -> str:
     return "\n".join(" " * n + line for line in code.split("\n"))
 
 
+def _inline_name(schema: Any) -> str | None:
+    """The primitive whose code is inlined for ``schema`` (``"long"``, ``{"type": "string", …}`` without
+    a logical type), or None."""
+    if isinstance(schema, str):
+        return schema if schema in _INLINE else None
+    if isinstance(schema, dict) and "logicalType" not in schema and schema.get("type") in _INLINE:
+        return str(schema["type"])
+    return None
+
+
 def _field_code(i: int, schema: Any, ns: dict[str, Any]) -> str:
     """Code writing field ``i`` (its value in ``v``); closures for what is not inlined go into ``ns``."""
-    prim = schema if isinstance(schema, str) else None
-    if prim in _INLINE:
+    prim = _inline_name(schema)
+    if prim is not None:
         return _INLINE[prim]
     if isinstance(schema, list) and len(schema) >= 2 and schema[0] == "null":
         inner = schema[1]
         ns[f"W{i}"] = _union(schema)  # tuple notation (a named branch): the general union writer
-        first = "" if not isinstance(inner, str) or inner not in _INLINE else _INLINE[inner]
+        inner_prim = _inline_name(inner)
+        first = "" if inner_prim is None else _INLINE[inner_prim]
         if not first:
             ns[f"F{i}"] = _compile(inner)
             first = f"F{i}(v, out)"
