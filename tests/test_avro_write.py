@@ -73,6 +73,12 @@ SCALAR: list[tuple[ColumnType, st.SearchStrategy[Any]]] = [
     (ColumnType("interval"), st.sampled_from(["P1Y2M3DT4H5M6.5S", "PT0S", Interval(1, 2, 3)])),
     (ColumnType("duration"), st.one_of(st.integers(-(10**12), 10**12), st.timedeltas())),
     (ColumnType("enum", symbols=("a", "b")), st.sampled_from(["a", "b"])),
+    # text fallbacks of the primitive kinds (SQLite: a value that does not fit its column travels as text)
+    (ColumnType("long", text_fallback=True), st.one_of(_ints(64), _text)),
+    (ColumnType("int", text_fallback=True), st.one_of(_ints(32), _text)),
+    (ColumnType("double", text_fallback=True), st.one_of(_floats, _text)),
+    (ColumnType("boolean", text_fallback=True), st.one_of(st.booleans(), _text)),
+    (ColumnType("bytes", text_fallback=True), st.one_of(st.binary(max_size=10), _text)),
 ]
 
 
