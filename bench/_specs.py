@@ -352,7 +352,12 @@ def _boot_sqlite_rows(r: Result) -> list[Row]:
         _row(
             f"bootstrap, snapshot serving, rows/s ({r['rows']:,}-row table)",
             _n(r["snapshot_serving_rows_per_s"]),
-            f"reading the table directly: {_n(r['peer_sqlite_read_rows_per_s'])}",
+            f"reading the table directly: {_n(r['peer_sqlite_read_rows_per_s'])}"
+            + (
+                f"; the server alone (frames not parsed): {_n(r['snapshot_server_only_rows_per_s'])}"
+                if r.get("snapshot_server_only_rows_per_s")
+                else ""
+            ),
             _ratio(r["snapshot_serving_rows_per_s"], r["peer_sqlite_read_rows_per_s"]),
         ),
         _row(

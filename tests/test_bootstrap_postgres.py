@@ -17,7 +17,7 @@ import pytest
 from db_servers import PgServer
 from support import free_port, wait_until, write_config
 
-from headrace.relay.client import MemoryCheckpointStore, Subscriber
+from headrace.relay.client import MemoryCheckpointStore, SnapshotRestarted, Subscriber
 
 ROWS = 20_000
 LINES = 2_000
@@ -187,11 +187,16 @@ class Copy:
         self.rows: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
         self.fingerprints: dict[tuple[str, str], set[str]] = {}
         self.phases: list[str] = []
+        self.restarts = 0  # snapshots started over (a slow subscriber under load, retention 0)
 
     def follow(self, sub: Subscriber, writers: Writers, on_relay_after: float = 1.0) -> None:
         """Consume until idle; stop the writers once the subscriber has been on the relay a while."""
         reached: float | None = None
         for w in sub.windows(idle_exit=4.0):
+            if isinstance(w, SnapshotRestarted):  # the snapshot starts over: it replaces the copy
+                self.rows.clear()
+                self.restarts += 1
+                continue
             for e in w.events:
                 self.fingerprints.setdefault((e.table, e.op.value), set()).add(e.fingerprint)
                 k = (e.table, tuple(e.key))

@@ -15,12 +15,14 @@ sort key as binary, compared bytewise).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..relay import Event, Op, decode_key, encode_event
+from ..relay._event import _CRC, _MAX_SCN, FLAG_AFTER, HEADER
 
-__all__ = ["TRUNCATE_KEY", "ReadFrame", "RowOp", "merge", "snapshot_frame", "sort_key"]
+__all__ = ["TRUNCATE_KEY", "ReadFrame", "RowOp", "merge", "read_frames", "snapshot_frame", "sort_key"]
 
 _I64 = 1 << 63
 #: the sort key of a truncate operation (no row's sort key starts with 0x00)
@@ -48,6 +50,36 @@ def sort_key(key: bytes) -> bytes:
 def snapshot_frame(e: Event) -> bytes:
     """The ``r`` frame of the row after ``e`` (no window mark; the server marks each page's last)."""
     return encode_event(Event(e.scn, e.source, Op.READ, e.key, e.ts_ms, e.fingerprint, None, e.after))
+
+
+def read_frames(
+    scn: int, source: str, fingerprints: Sequence[str], keys: Sequence[bytes], afters: Sequence[bytes | None]
+) -> list[bytes]:
+    """The ``r`` frames (no window mark, ``ts_ms`` 0, no before image) of a page of rows of one
+    source at ``scn``: byte for byte :func:`~headrace.relay.encode_event` of each row's
+    ``Event(scn, source, Op.READ, key, 0, fingerprint, None, after)``, with the parts every row
+    shares packed once (tests/test_bootstrap_read_frames.py holds the two side by side)."""
+    if not 0 <= scn <= _MAX_SCN:
+        raise ValueError(f"SCN {scn} out of range")
+    src = source.encode()
+    if len(src) > 0xFFFF:
+        raise ValueError("a source name is at most 65,535 bytes")
+    fixed = HEADER.size - 4 + len(src) + 4  # the body's bytes besides key and after image
+    fp_bytes: dict[str, bytes] = {}
+    pack, crc32 = HEADER.pack, zlib.crc32
+    out: list[bytes] = []
+    for fp, key, after in zip(fingerprints, keys, afters, strict=True):
+        fpb = fp_bytes.get(fp)
+        if fpb is None:
+            fpb = fp_bytes[fp] = bytes.fromhex(fp)
+            if len(fpb) != 8:
+                raise ValueError("a fingerprint is 8 bytes (16 hex digits)")
+        a = after or b""
+        flags = FLAG_AFTER if after is not None else 0
+        head = pack(fixed + len(key) + len(a), 1, b"r", flags, 0, scn, 0, fpb, len(src), len(key), 0, len(a))
+        frame = b"".join((head, src, key, a))
+        out.append(frame + _CRC.pack(crc32(memoryview(frame)[4:])))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 from .._logging import get_logger
 from ..errors import ConfigError, UsageError
-from ..relay import Codecs, Event, Op, RelayConfig, RowChange, SchemaRegistry, TableMeta, encode_event, encode_key
-from ._apply import ReadFrame, merge
+from ..relay import Codecs, Op, RelayConfig, RowChange, SchemaRegistry, TableMeta, encode_key
+from ._apply import RowOp, read_frames, sort_key
 from ._seed_progress import SeedProgress
 from ._store import Store
 from ._store_state import StoreState
@@ -153,15 +153,20 @@ def seed_sqlite(
                 conn.execute("COMMIT")
             names = [c.name for c in meta.columns]
             key_idx = [i for i, c in enumerate(meta.columns) if c.name in meta.key]
-            frames = []
+            keys: list[bytes] = []
+            afters: list[bytes | None] = []
             codec = codecs.for_change(RowChange(scn, meta, Op.READ, (), None, {})) if rows else None
             for raw in rows:
                 assert codec is not None
                 # the stream's own conversion, so a seeded row and its logged change are the same bytes
                 values = source.convert_row(meta, dict(zip(names, raw, strict=True)))
-                key = encode_key([values[k] for k in meta.key])
-                ev = Event(scn, meta.name, Op.READ, key, 0, codec.version.fingerprint, None, codec.encode(values))
-                frames.append(ReadFrame(scn, meta.name, key, encode_event(ev)))
+                keys.append(encode_key([values[k] for k in meta.key]))
+                afters.append(codec.encode(values))
+            fps = [codec.version.fingerprint] * len(rows) if codec is not None else []
+            ops = {}  # by sort key: a page's frames, packed a page at a time
+            for key, frame in zip(keys, read_frames(scn, meta.name, fps, keys, afters), strict=True):
+                sk = sort_key(key)
+                ops[sk] = RowOp(meta.name, sk, scn, frame)
             nxt = dict(state, high_scn=max(state["high_scn"], scn))
             if len(rows) < page_rows:
                 nxt["tables"] = [t for t in state["tables"] if t != meta.name]
@@ -169,7 +174,7 @@ def seed_sqlite(
                 nxt["after"] = None
             else:
                 nxt["after"] = _jsonable([rows[-1][i] for i in key_idx])
-            if not store.apply(merge([frames]).values(), state["start_scn"], seed=nxt, gen=gen):
+            if not store.apply(ops.values(), state["start_scn"], seed=nxt, gen=gen):
                 log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
                 if progress is not None:
                     progress.end(False)

@@ -25,9 +25,9 @@ from typing import Any
 
 from .._logging import get_logger
 from ..errors import TransientError, UsageError
-from ..relay import ChangeSource, Codecs, Event, Op, SchemaRegistry, encode_event, encode_key
-from ..relay.sources._base import SourceSnapshot
-from ._apply import ReadFrame, merge
+from ..relay import ChangeSource, Codecs, SchemaRegistry, encode_key
+from ..relay.sources._base import RowChange, SourceSnapshot
+from ._apply import RowOp, read_frames, sort_key
 from ._seed import StopFlag
 from ._seed_progress import SeedProgress
 from ._store import Store
@@ -138,6 +138,30 @@ def _estimates(
     return out
 
 
+def read_ops(codecs: Codecs, table: str, scn: int, rows: list[RowChange]) -> list[RowOp]:
+    """The store operations of one snapshot page: each row's ``r`` frame, keyed by its sort key.
+
+    Each row goes through the relay's one encode step (:meth:`Codecs.encode_change`: the same
+    conversion and Avro bytes as the stream's events); the frames are built a page at a time
+    (:func:`~._apply.read_frames`). A key seen twice keeps its last row (as :func:`~._apply.merge`)."""
+    if not rows:
+        return []
+    encode = codecs.encode_change
+    fps: list[str] = []
+    afters: list[bytes | None] = []
+    for change in rows:
+        version, _before, after = encode(change)  # the relay's one encode step
+        fps.append(version.fingerprint)
+        afters.append(after)
+    keys = [encode_key(change.key) for change in rows]
+    frames = read_frames(scn, table, fps, keys, afters)
+    out: dict[bytes, RowOp] = {}
+    for key, frame in zip(keys, frames, strict=True):
+        sk = sort_key(key)
+        out[sk] = RowOp(table, sk, scn, frame)
+    return list(out.values())
+
+
 def _read_table(
     store: Store,
     gen: int,
@@ -153,14 +177,9 @@ def _read_table(
     for page in snap.pages(table, page_rows):
         if stop is not None and stop.is_set():
             return state
-        frames = []
-        for change in page.rows:
-            version, _before, after = codecs.encode_change(change)  # the relay's one encode step
-            key = encode_key(list(change.key))
-            ev = Event(page.scn, table, Op.READ, key, 0, version.fingerprint, None, after)
-            frames.append(ReadFrame(page.scn, table, key, encode_event(ev)))
+        ops = read_ops(codecs, table, page.scn, page.rows)
         state = {**state, "rows": state["rows"] + len(page.rows)}
-        if frames and not store.apply(merge([frames]).values(), page.scn, seed=state, gen=gen):
+        if ops and not store.apply(ops, page.scn, seed=state, gen=gen):
             log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
             return {**state, "abandoned": True}
         if progress is not None:

@@ -97,6 +97,15 @@ SCHEMAS = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
 )
+_SQLITE_UPSERT = (
+    f"INSERT INTO {ROWS.name} (gen, source, sort_key, scn, frame) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (gen, source, sort_key) DO UPDATE SET scn = excluded.scn, frame = excluded.frame"
+)
+_SQLITE_PAGE = f"SELECT sort_key, frame FROM {ROWS.name} WHERE gen = ? AND source = ? ORDER BY sort_key LIMIT ?"
+_SQLITE_PAGE_AFTER = (
+    f"SELECT sort_key, frame FROM {ROWS.name} WHERE gen = ? AND source = ? AND sort_key > ? ORDER BY sort_key LIMIT ?"
+)
+_SQLITE_DELETE = f"DELETE FROM {ROWS.name} WHERE gen = ? AND source = ? AND sort_key = ?"
 #: the snapshot table of stores written before generations (migrated into generation 1 on start)
 _OLD_ROWS = "headrace_boot_rows"
 _POSITIONS = ("log_scn", "applied_scn", "log_floor")
@@ -461,35 +470,51 @@ class Store:
                 cur_v = conn.execute(q).scalar()
                 if cur_v is None or int(cur_v) != expect:
                     return False
-            dels = [{"g": g, "s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
-            ups = [
-                {"gen": g, "source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame}
-                for o in ops
-                if o.frame
-            ]
             if truncated:  # merge() kept only the operations after each table's truncate
                 conn.execute(ROWS.delete().where(ROWS.c.gen == g, ROWS.c.source.in_(truncated)))
-            upsert = self._upsert(conn)
-            if dels or (ups and upsert is None):
-                keys = (
-                    dels if upsert is not None else dels + [{"g": g, "s": u["source"], "k": u["sort_key"]} for u in ups]
-                )
-                conn.execute(
-                    ROWS.delete().where(
-                        ROWS.c.gen == sa.bindparam("g"),
-                        ROWS.c.source == sa.bindparam("s"),
-                        ROWS.c.sort_key == sa.bindparam("k"),
-                    ),
-                    keys,
-                )
-            if ups:
-                conn.execute(upsert if upsert is not None else ROWS.insert(), ups)
+            if conn.dialect.name == "sqlite":
+                self._apply_sqlite(conn, g, ops)
+            else:
+                self._apply_core(conn, g, ops)
             if seed is not None:
                 self._put(conn, _k(g, "seed"), dump_value(SeedProgress, seed, "seed"))
             cur = self._get(conn, _k(g, "applied_scn"))
             if cur is None or int(cur) < applied_scn:
                 self._put(conn, _k(g, "applied_scn"), str(applied_scn))
         return True
+
+    def _apply_core(self, conn: sa.Connection, g: int, ops: list[RowOp]) -> None:
+        """Deletes and upserts of ``ops`` through SQLAlchemy Core (any dialect; an upsert where it has one)."""
+        dels = [{"g": g, "s": o.source, "k": o.sort_key} for o in ops if o.frame is None and not o.truncate]
+        ups = [
+            {"gen": g, "source": o.source, "sort_key": o.sort_key, "scn": o.scn, "frame": o.frame}
+            for o in ops
+            if o.frame
+        ]
+        upsert = self._upsert(conn)
+        if dels or (ups and upsert is None):
+            keys = dels if upsert is not None else dels + [{"g": g, "s": u["source"], "k": u["sort_key"]} for u in ups]
+            conn.execute(
+                ROWS.delete().where(
+                    ROWS.c.gen == sa.bindparam("g"),
+                    ROWS.c.source == sa.bindparam("s"),
+                    ROWS.c.sort_key == sa.bindparam("k"),
+                ),
+                keys,
+            )
+        if ups:
+            conn.execute(upsert if upsert is not None else ROWS.insert(), ups)
+
+    @staticmethod
+    def _apply_sqlite(conn: sa.Connection, g: int, ops: list[RowOp]) -> None:
+        """Deletes and upserts of ``ops`` through the driver's ``executemany`` (SQLite: no per-row
+        SQLAlchemy parameter processing; a seeding page is one call)."""
+        dels = [(g, o.source, o.sort_key) for o in ops if o.frame is None and not o.truncate]
+        ups = [(g, o.source, o.sort_key, o.scn, o.frame) for o in ops if o.frame]
+        if dels:
+            conn.exec_driver_sql(_SQLITE_DELETE, dels)
+        if ups:
+            conn.exec_driver_sql(_SQLITE_UPSERT, ups)
 
     @staticmethod
     def _upsert(conn: sa.Connection) -> Any:
@@ -533,8 +558,19 @@ class Store:
             state = self._state(conn)
             if state["gen"] is None:
                 return out, state
+            sqlite = conn.dialect.name == "sqlite"
             for s in srcs:
                 if after is not None and s < after[0]:
+                    continue
+                if sqlite:  # the driver's rows as they are (no per-row result processing)
+                    k = after[1] if after is not None and s == after[0] else None
+                    sql = _SQLITE_PAGE_AFTER if k is not None else _SQLITE_PAGE
+                    args = (
+                        (state["gen"], s, k, limit - len(out)) if k is not None else (state["gen"], s, limit - len(out))
+                    )
+                    out.extend((s, r[0], r[1]) for r in conn.exec_driver_sql(sql, args))
+                    if len(out) >= limit:
+                        break
                     continue
                 q = sa.select(ROWS.c.sort_key, ROWS.c.frame).where(ROWS.c.gen == state["gen"], ROWS.c.source == s)
                 if after is not None and s == after[0]:

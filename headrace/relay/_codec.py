@@ -26,6 +26,7 @@ from typing import Any
 import fastavro
 
 from ..errors import UnrepresentableValue
+from ._avro_write import compile_writer
 from ._event import Event, Op, encode_event, encode_key
 from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion, marker_fields
 from ._values import JSON_NULL, Interval
@@ -227,6 +228,8 @@ class RowCodec:
     def __init__(self, version: SchemaVersion, reader_schema: dict[str, Any] | None = None) -> None:
         self.version = version
         self._writer = fastavro.parse_schema(version.schema)
+        # the same bytes as fastavro's, compiled once per schema (None: fastavro alone; see _avro_write)
+        self._fast = compile_writer(version.schema)
         self._reader = fastavro.parse_schema(reader_schema) if reader_schema is not None else None
         self._enc: list[tuple[str, str, Convert, type | None]] = []
         if version.meta is not None:
@@ -255,6 +258,11 @@ class RowCodec:
                 rec[name] = conv(v)
             except (ValueError, TypeError, ArithmeticError) as exc:
                 raise UnrepresentableValue(self.version.table, col, f"{type(v).__name__} {_short(v)}: {exc}") from exc
+        if self._fast is not None:
+            try:
+                return self._fast(rec)
+            except ValueError:
+                pass  # a value the compiled writer leaves to fastavro: fastavro encodes (or refuses) it
         buf = io.BytesIO()
         try:
             fastavro.schemaless_writer(buf, self._writer, rec)

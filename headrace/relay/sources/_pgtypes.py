@@ -217,8 +217,36 @@ def _array_parser(elem: Parser) -> Parser:
     return parse
 
 
+_ARRAY_WS = " \t\n\r\v\f"  # PostgreSQL quotes only ASCII whitespace
+
+
 def parse_array(text: str, elem: Parser) -> list[Any]:
-    """Parse PostgreSQL's array text form (``{1,NULL,"a b",{2,3}}``) applying ``elem`` to each element."""
+    """Parse PostgreSQL's array text form (``{1,NULL,"a b",{2,3}}``) applying ``elem`` to each element.
+
+    A one-dimensional array without quoted elements (most: numbers, dates, plain words) is split at
+    its commas; anything else goes through the general parser. Both give the same list for such a
+    text (tests/test_pg_array_text.py)."""
+    if (
+        text[:1] == "{"
+        and text[-1:] == "}"
+        and text.count("{") == 1
+        and text.count("}") == 1
+        and '"' not in text
+        and "\\" not in text
+    ):
+        inner = text[1:-1]
+        if not inner:
+            return []
+        out: list[Any] = []
+        for raw in inner.split(","):
+            raw = raw.strip(_ARRAY_WS)
+            out.append(None if raw == "NULL" else elem(raw))
+        return out
+    return _parse_array_general(text, elem)
+
+
+def _parse_array_general(text: str, elem: Parser) -> list[Any]:
+    """:func:`parse_array` for any text form: quoting, escapes, nesting, explicit lower bounds."""
     if text.startswith("["):  # explicit lower bounds: "[0:1]={1,2}"
         text = text[text.index("=") + 1 :]
     pos = 0
