@@ -452,6 +452,21 @@ def test_decoding_changes(pg: PgServer, db: str, slot: str) -> list[list[TdChang
 # -- type names -------------------------------------------------------------------------------------
 
 
+def generated_columns(pg: PgServer, db: str) -> dict[str, set[str]]:
+    """Table (as test_decoding names it, without ``public.``) → its stored generated columns. PostgreSQL
+    15–17's pgoutput never sends them, and the relay leaves them out of its schemas (a documented
+    decision, docs/sources-postgres.md): they must be absent from events, never claimed null."""
+    rows = pg.execute(
+        "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attgenerated = 's' AND NOT a.attisdropped",
+        db,
+    )
+    out: dict[str, set[str]] = {}
+    for nsp, rel, col in rows:
+        out.setdefault(rel if nsp == "public" else f"{nsp}.{rel}", set()).add(col)
+    return out
+
+
 def base_types(pg: PgServer, db: str) -> dict[str, str]:
     """Domain name → its base type name, for domains and arrays of domains (as ``format_type`` names)."""
     rows = pg.execute(
@@ -522,6 +537,8 @@ class Comparison:
     mismatches: list[str] = field(default_factory=list)
     compared_changes: int = 0
     compared_values: int = 0
+    #: values of stored generated columns, which are not in events by decision (not compared)
+    generated_values: int = 0
 
     def add(self, where: str, what: str) -> None:
         self.mismatches.append(f"{where}: {what}")
@@ -545,8 +562,14 @@ class Comparer:
     """Compares relay events with test_decoding changes; ``types`` maps domain names to base types,
     ``keys`` gives the key columns of tables whose event keys are checked."""
 
-    def __init__(self, types: dict[str, str] | None = None, keys: dict[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        types: dict[str, str] | None = None,
+        keys: dict[str, Sequence[str]] | None = None,
+        generated: dict[str, set[str]] | None = None,
+    ) -> None:
         self.types = types or {}
+        self.generated = generated or {}
         self.keys = {t: list(k) for t, k in (keys or {}).items()}
         self.result = Comparison()
         self._shape: dict[str, tuple[tuple[str, str], ...]] = {}  # table → columns and types last seen
@@ -580,9 +603,9 @@ class Comparer:
             if ev.before is not None or ev.after is not None or ev.key not in ([], None):
                 self.result.add(where, f"truncate event carries data: key {ev.key} {ev.before} {ev.after}")
             return
-        # a user column of that name is the user's, whatever the relay marks with it
-        user_marker = UNCHANGED_COLUMN in td.types
-        after = dict(ev.after or {}) if user_marker else row_columns(ev.after)
+        # the relay's markers travel beside the row (ChangeEvent.unchanged): a user column of the
+        # marker's preferred name is the user's
+        after = dict(ev.after or {})
         if td.new is not None:  # a schema change must reach the subscriber (on the first event in it)
             shape = tuple((col, td.types.get(col, "?")) for col in td.new)
             seen = self._shape.get(td.table)
@@ -590,11 +613,17 @@ class Comparer:
                 self.result.add(where, f"the table's columns changed ({seen} → {shape}), no event said schema_changed")
             self._shape[td.table] = shape
             self._flagged.discard(td.table)
-            unchanged = set() if user_marker else set((ev.after or {}).get(UNCHANGED_COLUMN) or [])
+            unchanged = set(ev.unchanged)
             extra = set(after) - set(td.new)
             if extra:
                 self.result.add(where, f"after image has columns PostgreSQL does not: {sorted(extra)}")
+            absent = self.generated.get(td.table, set())
+            for col in absent & set(after):
+                self.result.add(where, f"after.{col} is a stored generated column, which pgoutput never sends")
             for col, want in td.new.items():
+                if col in absent:
+                    self.result.generated_values += 1
+                    continue
                 if col not in after:
                     self.result.add(where, f"after.{col} missing (delivered {sorted(after)})")
                     continue
@@ -612,7 +641,7 @@ class Comparer:
         elif ev.after is not None:
             self.result.add(where, f"delete carries an after image {ev.after}")
         if td.old is not None:
-            before = dict(ev.before or {}) if user_marker else row_columns(ev.before)
+            before = dict(ev.before or {})
             if ev.before is None:
                 self.result.add(where, f"before image missing; PostgreSQL has old {td.old}")
             else:
@@ -737,8 +766,8 @@ def apply_events(
             if e.before is not None and any(e.before.get(k) is not None for k in kc):
                 old = rows.pop(tuple(pg_text(e.before.get(k), "") for k in kc), {})
             if e.after is not None:
-                new = row_columns(e.after)
-                unchanged = (e.after or {}).get(UNCHANGED_COLUMN) or []
+                new = dict(e.after)
+                unchanged = e.unchanged
                 if not old:
                     k = tuple(pg_text(new.get(c), "") if c not in unchanged else None for c in kc)
                     old = rows.pop(k, {})
@@ -783,8 +812,11 @@ def compare_tables(
             comparer.result.add(f"{table} final", f"row {k} missing from the subscriber's copy")
         for k in sorted(set(got) - set(rows), key=repr)[:20]:
             comparer.result.add(f"{table} final", f"row {k} in the copy, not in the table")
+        absent = comparer.generated.get(table, set())
         for k in set(rows) & set(got):
             for col, want in rows[k].items():
+                if col in absent:
+                    continue
                 comparer._value(f"{table} final row {k}", col, types[col], got[k].get(col), want)
 
 
@@ -825,7 +857,11 @@ class Run:
             return only is None or t in only
 
         windows = relay_windows(self.url, marker_id, timeout)
-        comparer = Comparer(base_types(self.pg, self.db), keys if event_keys is None else event_keys)
+        comparer = Comparer(
+            base_types(self.pg, self.db),
+            keys if event_keys is None else event_keys,
+            generated_columns(self.pg, self.db),
+        )
         comparer.transactions(td, windows, wanted)
         compare_tables(self.pg, self.db, windows, {t: k for t, k in keys.items() if self._exists(t)}, comparer)
         ok, health = healthy(self.url)
@@ -856,13 +892,21 @@ def drop_database(pg: PgServer, db: str) -> None:
 
 
 def start_run(
-    pg: PgServer, db: str, daemons: Any, tmp_path: Path, slot: str, tables: list[str] | None, **relay: Any
+    pg: PgServer,
+    db: str,
+    daemons: Any,
+    tmp_path: Path,
+    slot: str,
+    tables: list[str] | None,
+    postgres: dict[str, Any] | None = None,
+    **relay: Any,
 ) -> Run:
-    """Start a relay on ``db`` (it creates its slot and publication), then the test_decoding slot."""
+    """Start a relay on ``db`` (it creates its slot and publication), then the test_decoding slot;
+    ``postgres``: more ``relay.postgres`` settings."""
     pg.execute(f"CREATE TABLE {MARKER} (id int PRIMARY KEY)", db)
     d, url = start_relay(
         daemons, tmp_path, pg.url(db), name=f"relay-{slot}", tables=None if tables is None else [*tables, MARKER],
-        postgres={"slot": slot, "publication": slot}, **relay,
+        postgres={"slot": slot, "publication": slot, **(postgres or {})}, **relay,
     )  # fmt: skip
     assert pg.execute(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'", db), "relay made no slot"
     pg.execute(f"SELECT pg_create_logical_replication_slot('{slot}_td', 'test_decoding')", db)

@@ -35,13 +35,12 @@ from headrace.relay import (
     encode_event,
     encode_key,
 )
+from headrace.relay._schema import UNCHANGED_MARKER
 from headrace.relay.client import BootstrapClient
 from headrace.relay.sources._pgstream import UNCHANGED_COLUMN
 
 META = TableMeta("t", (Column("id", ColumnType("long"), False), Column("big", ColumnType("string"))), ("id",))
-MARKED = TableMeta(
-    "t", (*META.columns, Column(UNCHANGED_COLUMN, ColumnType("array", items=ColumnType("string")))), ("id",)
-)
+MARKED = META.with_marker(UNCHANGED_MARKER)[0]
 
 
 class Rows:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from support import free_port, wait_until, write_config
 
 from headrace.relay.client import BootstrapClient, MemoryCheckpointStore, RelayClient, SnapshotRestarted, Subscriber
 
-UNCHANGED = "_headrace_unchanged"
+UNCHANGED = "unchanged"  # what the relay says a row lacks (ChangeEvent.unchanged, the JSON line's key)
 BIG = 3_200  # hex characters: > 2 kB and incompressible, so stored out of line (TOAST)
 
 
@@ -195,7 +196,9 @@ class Copy:
         self.restarts: list[SnapshotRestarted] = []
         self.phases: list[str] = []
 
-    def apply(self, table: str, op: str, key: list[Any], after: dict[str, Any] | None) -> None:
+    def apply(
+        self, table: str, op: str, key: list[Any], after: dict[str, Any] | None, unchanged: Sequence[str] = ()
+    ) -> None:
         assert table == "docs"
         k = int(key[0])
         if op == "d" or after is None:
@@ -203,8 +206,8 @@ class Copy:
             return
         row = dict(after)
         if op == "r":
-            self.snapshot_rows.append(dict(row))
-        for col in row.pop(UNCHANGED, None) or ():
+            self.snapshot_rows.append({**row, UNCHANGED: list(unchanged) or None})
+        for col in unchanged:
             row[col] = self.rows.get(k, {}).get(col)
         self.rows[k] = row
 
@@ -215,7 +218,7 @@ class Copy:
                 self.rows.clear()
                 continue
             for e in w.events:
-                self.apply(e.table, e.op.value, e.key, e.after)
+                self.apply(e.table, e.op.value, e.key, e.after, e.unchanged)
             self._phase(sub)
         self._phase(sub)
 
@@ -286,9 +289,9 @@ def test_snapshot_rows_carry_toasted_values_that_updates_left_unchanged(
         for w in sub.windows(idle_exit=2.0):
             assert not isinstance(w, SnapshotRestarted)
             for e in w.events:
-                if e.op.value == "r" and e.after is not None and e.after.get(UNCHANGED):
-                    seen_marked.append(e.after)
-                copy.apply(e.table, e.op.value, e.key, e.after)
+                if e.op.value == "r" and e.after is not None and e.unchanged:
+                    seen_marked.append({**e.after, UNCHANGED: e.unchanged})
+                copy.apply(e.table, e.op.value, e.key, e.after, e.unchanged)
     finally:
         sub.close()
     table = stack.table()
@@ -349,7 +352,7 @@ def _materialise_cli(lines: list[str]) -> tuple[Copy, int]:
         after = d["after"]
         if after is not None and after.get("blob") is not None:
             after = {**after, "blob": base64.b64decode(after["blob"])}
-        copy.apply(d["table"], d["op"], d["key"], after)
+        copy.apply(d["table"], d["op"], d["key"], after, d.get("unchanged", ()))
     return copy, restarts
 
 

@@ -168,17 +168,17 @@ def test_unrepresentable_value_stops_capture_loudly_then_null_with_marker_delive
     events = [e for w in windows for e in w.events]
     assert [e.scn for e in events] == list(range(1, last + 1)), "every change arrives, in order"
     by_scn = {e.scn: e for e in events}
-    marked = {e.scn for e in events if (e.after or {}).get(UNREPRESENTABLE) or (e.before or {}).get(UNREPRESENTABLE)}
+    marked = {e.scn for e in events if e.unrepresentable}
     assert marked == {4, 7, 9, 10}
-    assert by_scn[4].after == {"id": 4, "n": None, "s": "bad", UNREPRESENTABLE: ["n"]}
-    assert by_scn[7].after == {"id": 7, "n": None, "s": "bad again", UNREPRESENTABLE: ["n"]}
-    assert by_scn[9].before == {"id": 4, "n": None, "s": "bad", UNREPRESENTABLE: ["n"]}
-    assert by_scn[9].after == {"id": 4, "n": None, "s": "updated", UNREPRESENTABLE: ["n"]}
-    assert by_scn[10].after == {"id": 4, "n": 40, "s": "updated", UNREPRESENTABLE: None}
-    assert by_scn[10].before is not None and by_scn[10].before[UNREPRESENTABLE] == ["n"]
-    # rows that encode keep the table's own schema: no marker column
+    assert by_scn[4].after == {"id": 4, "n": None, "s": "bad"} and by_scn[4].unrepresentable == ("n",)
+    assert by_scn[7].after == {"id": 7, "n": None, "s": "bad again"} and by_scn[7].unrepresentable == ("n",)
+    assert by_scn[9].before == {"id": 4, "n": None, "s": "bad"}
+    assert by_scn[9].after == {"id": 4, "n": None, "s": "updated"} and by_scn[9].unrepresentable == ("n",)
+    assert by_scn[10].after == {"id": 4, "n": 40, "s": "updated"}
+    assert by_scn[10].unrepresentable == ("n",), "the before image of the update still lacks its value"
+    # rows that encode keep the table's own schema: no marker column, nothing nulled
     for scn in (1, 5, 6, 8, 11):
-        assert UNREPRESENTABLE not in (by_scn[scn].after or {}), by_scn[scn].after
+        assert not by_scn[scn].unrepresentable and UNREPRESENTABLE not in (by_scn[scn].after or {})
     assert by_scn[8].after == {"id": 8, "n": 8, "s": "same txn"}
 
     assert httpx.get(url + "/healthz").status_code == 200

@@ -93,6 +93,25 @@ def test_plan_groups_rows_by_column_set() -> None:
     assert [u.columns for u in ups] == [("id", "name"), ("id", "name", "extra")]
 
 
+def test_plan_keeps_toasted_values_an_update_left_unchanged() -> None:
+    """PostgreSQL leaves out TOASTed values an UPDATE did not change (ChangeEvent.unchanged): the
+    replica keeps its value (the column is not set), or the batch's earlier image gives it."""
+    import dataclasses
+
+    def toast_update(scn: int, key: int, name: str) -> ChangeEvent:
+        e = ev(scn, Op.UPDATE, key, row(key, name=name, doc=None))
+        return dataclasses.replace(e, unchanged=("doc",))
+
+    p = BatchPlan()
+    p.add_window([toast_update(1, 1, "renamed")])
+    (up,) = [s for s in p.steps() if isinstance(s, Upsert)]
+    assert "doc" not in up.columns and up.rows[0]["name"] == "renamed"
+    p = BatchPlan()
+    p.add_window([ev(1, Op.INSERT, 2, row(2)), toast_update(2, 2, "again")])
+    (up,) = [s for s in p.steps() if isinstance(s, Upsert)]
+    assert up.rows[0]["doc"] == row(2)["doc"] and up.rows[0]["name"] == "again"
+
+
 def test_key_text_is_the_relay_key() -> None:
     from headrace.relay._event import encode_key
 

@@ -12,7 +12,7 @@ import pytest
 from headrace.relay import Op
 from headrace.relay.sources._mysqlstream import BinlogAssembler, SpillBuffer, TableInfo, binlog_index
 from headrace.relay.sources._mysqltypes import mysql_column, pack_scn, unpack_scn
-from headrace.relay.sources._pgoutput import UNCHANGED, Begin, Column, Commit, Delete, Insert, Relation, Update
+from headrace.relay.sources._pgoutput import UNCHANGED, Begin, Column, Commit, Delete, Insert, Message, Relation, Update
 from headrace.relay.sources._pgstream import UNCHANGED_COLUMN, PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd
 from headrace.relay.sources._retention import ReadMarks
 
@@ -149,3 +149,53 @@ def test_read_marks_bound_memory_and_trail_by_retention() -> None:
     assert marks.durable(105) is None
     assert marks.durable(115) is not None and marks.durable(200) == 999
     assert marks.durable(300) is None
+
+
+def test_marker_columns_never_take_a_user_columns_name() -> None:
+    """A user column named like the relay's unchanged-TOAST marker stays the user's: the marker gets
+    the next free name, is found by its schema property, and a subscriber sees it beside the row."""
+    from headrace.relay import Event, encode_key
+    from headrace.relay._codec import Codecs
+    from headrace.relay._schema import MARKER_PROP, SchemaRegistry
+    from headrace.relay.client import EventDecoder
+
+    cols = (Column("id", 23, -1, True), Column(UNCHANGED_COLUMN, 25, -1, False), Column("big", 25, -1, False))
+    rel = Relation(16386, "public", "reserved", "d", cols)
+    asm = PgChangeAssembler(lambda _relid: RelationCatalog(("id",), frozenset({"id"})), lambda _oid: None)
+    asm.feed(rel)
+    asm.feed(Begin(100, 0, 1))
+    upd = asm.feed(Update(16386, None, None, (b"1", b"still mine", UNCHANGED)))
+    asm.feed(Commit(0, 100, 150, 0))
+    assert upd is not None and not isinstance(upd, TxnBegin | TxnEnd)
+    marker = f"{UNCHANGED_COLUMN}_2"
+    assert [c.name for c in upd.table.columns] == ["id", UNCHANGED_COLUMN, "big", marker]
+    assert upd.after == {"id": 1, UNCHANGED_COLUMN: "still mine", "big": None, marker: ["big"]}
+
+    codecs = Codecs(SchemaRegistry())
+    codec = codecs.for_change(upd)
+    fields = {f["name"]: f for f in codec.version.schema["fields"]}
+    assert MARKER_PROP not in fields[UNCHANGED_COLUMN] and fields[marker][MARKER_PROP] == "unchanged"
+    assert upd.after is not None
+    event = Event(100, "reserved", Op.UPDATE, encode_key([1]), 0, codec.version.fingerprint, None,
+                  codec.encode(upd.after), True)  # fmt: skip
+    got = EventDecoder(lambda _fp: codec.version).decode(event)
+    assert got.after == {"id": 1, UNCHANGED_COLUMN: "still mine", "big": None}
+    assert got.unchanged == ("big",)
+
+
+def test_pg_assembler_collects_the_relays_own_notices() -> None:
+    """The event trigger's logical decoding messages (prefix "headrace", a JSON object) are collected
+    for the shell to report; other prefixes, malformed content and replayed transactions are not."""
+    asm = PgChangeAssembler(lambda _relid: None, lambda _oid: None)
+    asm.feed(Begin(100, 0, 1))
+    asm.feed(Message(True, 90, "headrace", b'{"unpublished": "nokey"}'))
+    asm.feed(Message(True, 91, "someone_else", b'{"unpublished": "x"}'))
+    asm.feed(Message(True, 92, "headrace", b"not json"))
+    asm.feed(Commit(0, 100, 150, 0))
+    assert asm.notices == [{"unpublished": "nokey"}]
+    asm.notices.clear()
+    asm.skip_through = 200  # a transaction delivered before a reconnect: its notices were reported then
+    asm.feed(Begin(200, 0, 2))
+    asm.feed(Message(True, 190, "headrace", b'{"deferred": "t"}'))
+    asm.feed(Commit(0, 200, 250, 0))
+    assert asm.notices == []

@@ -21,6 +21,7 @@ Sans-io apart from the two lookups it is given (schemas by fingerprint, stored f
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import fastavro
 
 from .._logging import get_logger
 from ..relay import Event, Op, SchemaVersion, decode_event, encode_event
+from ..relay._schema import MARKER_PROP, UNCHANGED_MARKER
 from ..relay.sources._pgstream import UNCHANGED_COLUMN
 from ._metrics import TOAST_FILLED, TOAST_UNFILLED
 
@@ -58,7 +60,14 @@ class _Raw:
     def __init__(self, schema: dict[str, Any]) -> None:
         self.parsed = fastavro.parse_schema(_strip_logical(schema), _write_hint=False)
         self.fields = {f.get(_COLUMN_PROP, f["name"]): f["name"] for f in schema["fields"]}
-        self.marker = self.fields.get(UNCHANGED_COLUMN)
+        marked = [f["name"] for f in schema["fields"] if f.get(MARKER_PROP) == UNCHANGED_MARKER]
+        if marked:
+            self.marker: str | None = marked[0]
+        elif any(MARKER_PROP in f for f in schema["fields"]):
+            self.marker = None
+        else:  # a schema written before markers carried MARKER_PROP: the marker had its fixed name
+            legacy = [f for f in schema["fields"] if f["name"] == UNCHANGED_COLUMN and "array" in json.dumps(f["type"])]
+            self.marker = legacy[0]["name"] if legacy else None
 
     def read(self, data: bytes) -> dict[str, Any]:
         rec = fastavro.schemaless_reader(io.BytesIO(data), self.parsed, None)

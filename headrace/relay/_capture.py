@@ -47,7 +47,16 @@ from .._logging import get_logger
 from .._statefile import StateFile
 from ..errors import InvalidInput, TransientError, UnrepresentableValue
 from ._codec import Codecs, EncodedWindow, RowCodec, encode_window
-from ._schema import COLUMN_PROP, Column, ColumnType, SchemaRegistry, SchemaVersion, TableMeta, avro_schema
+from ._schema import (
+    COLUMN_PROP,
+    MARKER_NAMES,
+    UNREPRESENTABLE_MARKER,
+    Column,
+    SchemaRegistry,
+    SchemaVersion,
+    TableMeta,
+    avro_schema,
+)
 from .sources._base import ChangeSource, RowChange
 
 __all__ = ["UNREPRESENTABLE_COLUMN", "Acks", "Capture", "CaptureStop", "PolicyCodecs"]
@@ -55,7 +64,7 @@ __all__ = ["UNREPRESENTABLE_COLUMN", "Acks", "Capture", "CaptureStop", "PolicyCo
 log = get_logger("relay.capture")
 
 #: the marker column of ``on_unrepresentable: null_with_marker``: names of the columns set to null
-UNREPRESENTABLE_COLUMN: Final = "_headrace_unrepresentable"
+UNREPRESENTABLE_COLUMN: Final = MARKER_NAMES[UNREPRESENTABLE_MARKER]
 
 Policy = Literal["stop", "null_with_marker"]
 
@@ -178,10 +187,10 @@ class PolicyCodecs(Codecs):
         key = (meta, relaxed)
         m = self._marked.get(key)
         if m is None:
-            cols = [Column(c.name, c.type, True) if c.name in relaxed else c for c in meta.columns]
-            if not any(c.name == UNREPRESENTABLE_COLUMN for c in cols):
-                cols.append(Column(UNREPRESENTABLE_COLUMN, ColumnType("array", items=ColumnType("string")), True))
-            m = self._marked[key] = TableMeta(meta.name, tuple(cols), meta.key, meta.namespace)
+            cols = [Column(c.name, c.type, True, c.marker) if c.name in relaxed else c for c in meta.columns]
+            m = self._marked[key] = TableMeta(meta.name, tuple(cols), meta.key, meta.namespace).with_marker(
+                UNREPRESENTABLE_MARKER
+            )[0]
         return m
 
     def _probe(self, meta: TableMeta) -> RowCodec:
@@ -220,6 +229,8 @@ class PolicyCodecs(Codecs):
             relaxed.add(col)
             self._count(change, col, exc.reason)
             meta = self._marked_meta(change.table, frozenset(relaxed))
+            marker = meta.marker_column(UNREPRESENTABLE_MARKER)
+            assert marker is not None
             codec = self._probe(meta)
             version = codec.version
             out: dict[str, bytes | None] = {"before": None, "after": None}
@@ -232,7 +243,7 @@ class PolicyCodecs(Codecs):
                     if img.get(c) is None and c not in marks[s]:
                         marks[s].add(c)
                         self._count(change, c, "null in a NOT NULL column")
-                img[UNREPRESENTABLE_COLUMN] = sorted(marks[s], key=order.__getitem__) or None
+                img[marker] = sorted(marks[s], key=order.__getitem__) or None
                 try:
                     out[s] = codec.encode(img)
                 except UnrepresentableValue as again:

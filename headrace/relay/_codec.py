@@ -27,7 +27,7 @@ import fastavro
 
 from ..errors import UnrepresentableValue
 from ._event import Event, Op, encode_event, encode_key
-from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion
+from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion, marker_fields
 from ._values import JSON_NULL, Interval
 from .sources._base import ChangeWindow, RowChange
 
@@ -236,6 +236,8 @@ class RowCodec:
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
         ]
+        #: {marker kind: column name} of the relay's marker columns (see ``_schema.MARKER_PROP``)
+        self.markers = marker_fields(out_schema)
         # most tables: Avro field names are the column names and fastavro's values need nothing more
         self._passthrough = all(name == col and conv is None for name, col, conv in self._dec)
 

@@ -103,6 +103,11 @@ class PostgresSourceConfig(Section):
     retention_seconds: float = Field(default=3600.0, ge=0)
     #: seconds between standby status updates (keepalive and flush position)
     status_interval: float = Field(default=10.0, ge=1)
+    #: DDL that changes how existing rows read without writing them (ADD COLUMN … DEFAULT, ALTER TYPE …
+    #: RENAME VALUE / ADD ATTRIBUTE): "report" it (copies stay stale until re-seeded), or "rewrite" the
+    #: affected rows in the DDL's own transaction so they travel as updates (costs a table rewrite; needs
+    #: the event trigger, i.e. a superuser relay). See docs/sources-postgres.md.
+    row_changing_ddl: str = Field(default="report", pattern=r"^(report|rewrite)$")
 
 
 class MysqlSourceConfig(Section):

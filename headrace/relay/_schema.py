@@ -34,6 +34,10 @@ from .._logging import get_logger
 
 __all__ = [
     "KINDS",
+    "MARKER_NAMES",
+    "MARKER_PROP",
+    "UNCHANGED_MARKER",
+    "UNREPRESENTABLE_MARKER",
     "Column",
     "ColumnType",
     "SchemaRegistry",
@@ -42,6 +46,7 @@ __all__ = [
     "avro_name",
     "avro_schema",
     "column_type_from_sqlalchemy",
+    "marker_fields",
     "schema_fingerprint",
     "source_listing",
     "table_meta_from_sqlalchemy",
@@ -80,6 +85,16 @@ _TEXT_KINDS = frozenset({"string", "json", "interval", "enum", "uuid"})
 KIND_PROP = "headrace.type"
 #: Avro property holding the SQL column name when it is not a valid Avro name.
 COLUMN_PROP = "headrace.column"
+#: Avro property marking a column the relay adds to say something about a row's values (its value: the
+#: marker's kind, :data:`UNCHANGED_MARKER` or :data:`UNREPRESENTABLE_MARKER`). Consumers find a marker
+#: by this property, never by its name: a user column may have any name.
+MARKER_PROP = "headrace.marker"
+#: PostgreSQL: columns of ``after`` whose TOASTed value an UPDATE left alone (not sent; null in the row)
+UNCHANGED_MARKER = "unchanged"
+#: columns set to null because the relay could not represent their value (``on_unrepresentable``)
+UNREPRESENTABLE_MARKER = "unrepresentable"
+#: each marker's preferred column name; ``_2``, ``_3`` … is added when a table has a column of that name
+MARKER_NAMES = {UNCHANGED_MARKER: "_headrace_unchanged", UNREPRESENTABLE_MARKER: "_headrace_unrepresentable"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,9 @@ class Column:
     name: str
     type: ColumnType
     nullable: bool = True
+    #: set on a column the relay adds (an array of column names): :data:`UNCHANGED_MARKER` or
+    #: :data:`UNREPRESENTABLE_MARKER`
+    marker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +157,37 @@ class TableMeta:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def marker_column(self, kind: str) -> str | None:
+        """The name of the marker column of ``kind`` (see :data:`MARKER_PROP`), if the table has one."""
+        for c in self.columns:
+            if c.marker == kind:
+                return c.name
+        return None
+
+    def with_marker(self, kind: str) -> tuple[TableMeta, str]:
+        """This table with a marker column of ``kind`` added (if it has none yet), and that column's name:
+        :data:`MARKER_NAMES`'s name, suffixed ``_2``, ``_3`` … past any column the table already has."""
+        have = self.marker_column(kind)
+        if have is not None:
+            return self, have
+        taken = {c.name for c in self.columns}
+        base = name = MARKER_NAMES[kind]
+        i = 2
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        extra = Column(name, ColumnType("array", items=ColumnType("string")), True, marker=kind)
+        return TableMeta(self.name, (*self.columns, extra), self.key, self.namespace), name
+
+
+def marker_fields(schema: dict[str, Any]) -> dict[str, str]:
+    """``{marker kind: column name}`` of an Avro row schema's marker columns (see :data:`MARKER_PROP`)."""
+    out = {}
+    for f in schema.get("fields", ()):
+        kind = f.get(MARKER_PROP)
+        if kind is not None:
+            out[str(kind)] = str(f.get(COLUMN_PROP, f["name"]))
+    return out
 
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_]")
@@ -217,6 +266,8 @@ def avro_schema(meta: TableMeta) -> dict[str, Any]:
             f["default"] = None
         if name != c.name:
             f[COLUMN_PROP] = c.name
+        if c.marker is not None:
+            f[MARKER_PROP] = c.marker
         fields.append(f)
     return {"type": "record", "name": avro_name(meta.name), "namespace": meta.namespace, "fields": fields}
 

@@ -8,7 +8,10 @@ table is emptied before the changes after it are applied. A restarted snapshot (
 table the sink manages, and drops what the batch held before it.
 
 Rows are grouped for ``executemany`` by table and by their set of columns: an image written under an
-older schema (fewer columns) only sets the columns it has.
+older schema (fewer columns) only sets the columns it has. So does an update that left TOASTed values
+alone (PostgreSQL, :attr:`ChangeEvent.unchanged`): those columns keep the replica's value (or take an
+earlier image's from the same batch). A key-changing update of such a row arrives as a delete of the
+old key and an upsert of the new one, which then lacks those values: a known limit (docs/sinks.md).
 
 Keys: every row's identity is its event key, the canonical JSON text of the key-column values
 (:func:`key_text`), the same bytes the relay routes and filters by. The SQL target keeps it in the
@@ -114,8 +117,16 @@ class BatchPlan:
         else:
             if e.after is None:
                 raise ValueError(f"{e.op.value} event of {e.table} at SCN {e.scn} has no after image")
-            t.last.pop(k, None)  # re-insert: the key's place follows its last change (keeps plans stable)
-            t.last[k] = e.after
+            prev = t.last.pop(k, None)  # re-insert: the key's place follows its last change (stable plans)
+            after = e.after
+            if e.unchanged:  # TOASTed values the update left alone: keep the copy's (an earlier image's)
+                after = dict(after)
+                for col in e.unchanged:
+                    if prev is not None and col in prev:
+                        after[col] = prev[col]
+                    else:
+                        del after[col]  # not set: the target row keeps its value
+            t.last[k] = after
 
     def steps(self) -> list[Step]:
         """The statements, per table: truncate, then deletes, then upserts grouped by column set."""

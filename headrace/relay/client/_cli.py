@@ -31,7 +31,8 @@ def event_json(e: ChangeEvent) -> str:
     a NaN or infinite float is the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``).
 
     The first event of a table in a new schema also carries ``"schema_changed": true`` and
-    ``"schema_version"``.
+    ``"schema_version"``; an event whose ``after`` lacks TOASTed values PostgreSQL did not send carries
+    ``"unchanged": [columns]``, one with values the relay nulled ``"unrepresentable": [columns]``.
     """
     line = {
         "scn": e.scn,
@@ -46,6 +47,10 @@ def event_json(e: ChangeEvent) -> str:
     if e.schema_changed:
         line["schema_changed"] = True
         line["schema_version"] = e.schema_version
+    if e.unchanged:
+        line["unchanged"] = list(e.unchanged)
+    if e.unrepresentable:
+        line["unrepresentable"] = list(e.unrepresentable)
     try:
         return _STRICT.encode(line)
     except ValueError:  # a NaN or ±Infinity somewhere: rare, so only then walk the values

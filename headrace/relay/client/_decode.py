@@ -13,7 +13,7 @@ from typing import Any
 
 from .._codec import RowCodec
 from .._event import Event, Op, decode_key
-from .._schema import SchemaVersion
+from .._schema import UNCHANGED_MARKER, UNREPRESENTABLE_MARKER, SchemaVersion
 
 __all__ = ["ChangeEvent", "EventDecoder", "Window"]
 
@@ -25,6 +25,12 @@ class ChangeEvent:
     ``op`` is :attr:`Op.TRUNCATE <headrace.relay.Op.TRUNCATE>` when every row of ``table`` was deleted
     (``TRUNCATE``): then ``key`` is ``[]`` and ``before``/``after`` are None; a consumer keeping a copy
     empties that table, in the window's order.
+
+    ``before`` and ``after`` hold the table's columns only. What the relay says about their values
+    travels beside them: ``unchanged`` (PostgreSQL: columns whose TOASTed value this UPDATE left as it
+    was and did not send; they are None in ``after``, and a copy keeps its old value) and
+    ``unrepresentable`` (columns the relay set to None because it could not represent their value,
+    under ``on_unrepresentable: null_with_marker``).
     """
 
     scn: int
@@ -40,6 +46,10 @@ class ChangeEvent:
     #: the first event of a table in a schema other than the one this decoder saw for it last: the
     #: table's columns changed (compare ``schema_version``); never set on a table's first event
     schema_changed: bool = False
+    #: columns of ``after`` not sent because their TOASTed value was left unchanged (keep the old value)
+    unchanged: tuple[str, ...] = ()
+    #: columns of ``before``/``after`` set to None because the relay could not represent their value
+    unrepresentable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +85,32 @@ class EventDecoder:
         last = self._last_fp.get(e.source)
         if last != e.fingerprint:
             self._last_fp[e.source] = e.fingerprint
+        before = c.decode(e.before) if e.before is not None else None
+        after = c.decode(e.after) if e.after is not None else None
+        unchanged: tuple[str, ...] = ()
+        unrepresentable: tuple[str, ...] = ()
+        if c.markers:  # the relay's marker columns travel beside the row, never in it
+            marker = c.markers.get(UNCHANGED_MARKER)
+            if marker is not None:
+                unchanged = tuple((after or {}).pop(marker, None) or ())
+                if before is not None:
+                    before.pop(marker, None)
+            marker = c.markers.get(UNREPRESENTABLE_MARKER)
+            if marker is not None:
+                nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
+                unrepresentable = tuple(dict.fromkeys(nulled))
         return ChangeEvent(
             scn=e.scn,
             table=e.source,
             op=e.op,
             key=decode_key(e.key),
-            before=c.decode(e.before) if e.before is not None else None,
-            after=c.decode(e.after) if e.after is not None else None,
+            before=before,
+            after=after,
             ts_ms=e.ts_ms,
             window_end=e.window_end,
             fingerprint=e.fingerprint,
             schema_version=c.version.version,
             schema_changed=last is not None and last != e.fingerprint,
+            unchanged=unchanged,
+            unrepresentable=unrepresentable,
         )

@@ -32,19 +32,21 @@ as it was does not send it (``'u'`` in the tuple). When the old tuple has it —
 with ``REPLICA IDENTITY FULL``, and the old key (which PostgreSQL sends whenever a key value is
 stored out of line) for identity columns — it is filled in, so a TOASTed key is always known.
 Otherwise it is *marked*: the value is ``None`` and the column's name is listed in the extra column
-:data:`UNCHANGED_COLUMN` (an array of strings). That column is added to a table's schema (a new
-schema version) the first time the table has such an update, so tables that never do keep exactly
-the columns of the database.
+:data:`UNCHANGED_COLUMN` (an array of strings; ``_2``, ``_3`` … appended when the table has a column
+of that name, and the field marked ``headrace.marker: unchanged`` in the schema, which is how
+consumers find it). That column is added to a table's schema (a new schema version) the first time
+the table has such an update, so tables that never do keep exactly the columns of the database.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .._event import Op
-from .._schema import Column, ColumnType, TableMeta
+from .._schema import MARKER_NAMES, UNCHANGED_MARKER, Column, TableMeta
 from ._base import RowChange
 from ._pgoutput import (
     UNCHANGED,
@@ -65,6 +67,7 @@ from ._pgoutput import (
 from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
 __all__ = [
+    "NOTICE_PREFIX",
     "UNCHANGED_COLUMN",
     "PgChangeAssembler",
     "RelationCatalog",
@@ -74,7 +77,10 @@ __all__ = [
     "table_name",
 ]
 
-UNCHANGED_COLUMN: Final = "_headrace_unchanged"
+UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
+#: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
+#: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
+NOTICE_PREFIX: Final = "headrace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +122,8 @@ class _Rel:
     names: tuple[str, ...]
     identity: frozenset[str]  # columns the old tuple of a 'K' update/delete carries
     parsers: tuple[Callable[[bytes], Any], ...] = ()
-    marked: TableMeta | None = None  # meta + UNCHANGED_COLUMN, once needed
+    marked: TableMeta | None = None  # meta + the unchanged marker column, once needed
+    marker: str = ""  # that column's name
 
     def __post_init__(self) -> None:
         self.parsers = tuple(bytes_parser(t) for t in self.types)
@@ -221,11 +228,15 @@ class PgChangeAssembler:
     ``relation_catalog`` answers for a relation id (None: no such relation any more); it is asked
     once per Relation message, only for ``REPLICA IDENTITY USING INDEX``/``DEFAULT`` key order and
     ``FULL`` primary keys.
+
+    ``notices`` collects the JSON objects of the relay's own logical decoding messages (prefix
+    :data:`NOTICE_PREFIX`) in transactions not skipped; the shell takes them out and reports them.
     """
 
     relation_catalog: Callable[[int], RelationCatalog | None]
     type_catalog: Callable[[int], CatalogType | None]
     skip_through: int = -1
+    notices: list[dict[str, Any]] = field(default_factory=list)
     _rels: dict[int, _Rel] = field(default_factory=dict)
     _catalog_cache: dict[Relation, RelationCatalog | None] = field(default_factory=dict)
     _txn: Begin | None = None
@@ -267,7 +278,16 @@ class PgChangeAssembler:
             return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
         if isinstance(msg, Relation):
             return self._relation(msg)
-        if isinstance(msg, Type | Origin | Message):
+        if isinstance(msg, Message):
+            if msg.prefix == NOTICE_PREFIX and not self._skipping:
+                try:
+                    notice = json.loads(msg.content)
+                except ValueError:
+                    notice = None
+                if isinstance(notice, dict):
+                    self.notices.append(notice)
+            return None
+        if isinstance(msg, Type | Origin):
             return None
         if self._txn is None:
             raise ValueError(f"{type(msg).__name__} outside a transaction")
@@ -315,8 +335,7 @@ class PgChangeAssembler:
 
     def _marked(self, rel: _Rel) -> TableMeta:
         if rel.marked is None:
-            extra = Column(UNCHANGED_COLUMN, ColumnType("array", items=ColumnType("string")), nullable=True)
-            rel.marked = TableMeta(rel.meta.name, (*rel.meta.columns, extra), rel.meta.key, rel.meta.namespace)
+            rel.marked, rel.marker = rel.meta.with_marker(UNCHANGED_MARKER)
         return rel.marked
 
     def _rel(self, relid: int) -> _Rel:
@@ -374,7 +393,7 @@ class PgChangeAssembler:
                         "sent no old key (PostgreSQL minor releases since February 2022 send it)"
                     )
                 meta = self._marked(rel)
-                after[UNCHANGED_COLUMN] = unchanged
+                after[rel.marker] = unchanged
             return RowChange(scn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after)
         assert isinstance(msg, Delete)
         before = self._old(rel, msg.old_kind, msg.old)

@@ -57,7 +57,16 @@ from ...errors import FatalError, TransientError, Unavailable, UsageError
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow, RowChange, SourceSnapshot, StopFlag
 from ._pgoutput import decode, format_lsn, parse_lsn
-from ._pgstream import PgChangeAssembler, RelationCatalog, TxnBegin, TxnEnd, build_meta, split_table_name, table_name
+from ._pgstream import (
+    NOTICE_PREFIX,
+    PgChangeAssembler,
+    RelationCatalog,
+    TxnBegin,
+    TxnEnd,
+    build_meta,
+    split_table_name,
+    table_name,
+)
 from ._pgtypes import SESSION_OPTIONS, CatalogType, resolve_type
 from ._retention import ReadMarks
 
@@ -69,6 +78,11 @@ log = get_logger("relay.source.postgres")
 RETAINED_WAL = Gauge("headrace_relay_pg_slot_retained_wal_bytes", "WAL the server keeps for the relay's slot")
 TRUNCATES = Counter("headrace_relay_pg_truncates_total", "truncate events (one per table of a TRUNCATE)")
 RECONNECTS = Counter("headrace_relay_pg_stream_starts_total", "START_REPLICATION calls (first start and resumes)")
+STALE_ROWS_DDL = Counter(
+    "headrace_relay_pg_rows_changed_without_wal_total",
+    "DDL statements that changed how a table's existing rows read without writing them (copies keep old values)",
+    ["table"],
+)
 
 
 def libpq_dsn(url: str) -> str:
@@ -123,17 +137,20 @@ _HAS_IDENTITY = (
     "OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))"
 )
 #: every table FOR ALL TABLES would publish: (schema, name, has a replica identity, in the publication %s,
-#: the current role may add it to a publication)
+#: the current role may add it to a publication, its oid, its row type's oid)
 _CANDIDATES = (
     f"SELECT n.nspname::text AS nspname, c.relname::text AS relname, ({_HAS_IDENTITY}) AS safe, "
     "EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
-    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned "
+    "WHERE pr.prrelid = c.oid AND p.pubname = %s) AS published, pg_has_role(c.relowner, 'USAGE') AS owned, "
+    "c.oid AS oid, c.reltype AS reltype "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 "
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
     "ORDER BY 1, 2"
 )
-_TRIGGER_TAGS = "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX'"
+_TRIGGER_TAGS = (
+    "'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE INDEX', 'DROP INDEX', 'ALTER TYPE'"
+)
 
 
 _Rel = tuple[str, str]  # (schema, table)
@@ -198,6 +215,7 @@ class PostgresSource(ChangeSource):
         self.wal_warn_bytes: int = pg.wal_warn_bytes
         self.retention_seconds: float = pg.retention_seconds
         self.status_interval: float = pg.status_interval
+        self.rewrite_on_ddl: bool = getattr(pg, "row_changing_ddl", "report") == "rewrite"
         self._clock = clock
         self._meta_conn: Any = None
         self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
@@ -380,7 +398,7 @@ class PostgresSource(ChangeSource):
         drop: list[_Rel] = []
         keyless: list[str] = []
         not_owned: list[str] = []
-        for nsp, rel, safe, published, owned in rows:
+        for nsp, rel, safe, published, owned, *_ in rows:
             name = table_name(nsp, rel)
             want = listed is None or name in listed
             if want and safe and not owned and not published:
@@ -450,6 +468,7 @@ class PostgresSource(ChangeSource):
             "NULL" if not self.only_tables else _sql_text_array(t.removeprefix("public.") for t in self.only_tables)
         )
         pubname = _sql_text(self.publication)
+        rewrite = "true" if self.rewrite_on_ddl else "false"
         body = f"""
 CREATE OR REPLACE FUNCTION public.{fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $headrace$
@@ -457,15 +476,80 @@ DECLARE
   r record;
   listed text[] := {listed};
   name text;
+  fresh boolean;
+  has_rows boolean;
+  rewritten boolean;
+  prev_role text;
+  touched oid[] := ARRAY(SELECT objid FROM pg_event_trigger_ddl_commands() WHERE classid = 'pg_class'::regclass);
+  -- types this DDL changed (an enum, a composite — also through its pg_class row), their arrays and domains
+  types_touched oid[] := ARRAY(
+    SELECT t.oid FROM pg_event_trigger_ddl_commands() d
+    JOIN pg_type t ON d.objid IN (t.oid, t.typelem, t.typbasetype, t.typrelid)
+    WHERE d.classid IN ('pg_type'::regclass, 'pg_class'::regclass) AND d.command_tag = 'ALTER TYPE');
 BEGIN
   FOR r IN {_CANDIDATES.replace("%s", pubname)} LOOP
     name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
     IF r.safe AND (listed IS NULL OR name = ANY(listed)) THEN
       IF NOT r.published THEN
-        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', {pubname}, r.nspname, r.relname);
+        -- created in this transaction (its row type too) and given rows before it had a replica
+        -- identity: those rows are not in the stream, so the table sits this transaction out whole
+        -- (the relay's next poll publishes it) rather than deliver changes of rows never inserted
+        fresh := (SELECT t.xmin FROM pg_type t WHERE t.oid = r.reltype) = pg_current_xact_id()::xid;
+        has_rows := false;
+        IF fresh THEN
+          EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', r.nspname, r.relname) INTO has_rows;
+        END IF;
+        IF has_rows THEN
+          PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+            json_build_object('deferred', name)::text);
+        ELSE
+          EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', {pubname}, r.nspname, r.relname);
+        END IF;
       END IF;
     ELSIF r.published THEN
       EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', {pubname}, r.nspname, r.relname);
+    ELSIF (listed IS NULL OR name = ANY(listed)) AND r.oid = ANY(touched) THEN
+      -- a wanted table this DDL left without a replica identity: say so in the stream, where the
+      -- relay reports it at once, naming it
+      PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+        json_build_object('unpublished', name)::text);
+    END IF;
+  END LOOP;
+  -- DDL that changes how existing rows read without writing them (ADD COLUMN with a default: the value
+  -- lives in the catalog; ALTER TYPE … RENAME VALUE / ADD ATTRIBUTE): the WAL has no change for those
+  -- rows, so copies keep their old values. Say so in the stream; the relay reports it.
+  FOR r IN
+    SELECT n.nspname::text AS nspname, c.relname::text AS relname,
+           string_agg(a.attname::text, ', ' ORDER BY a.attnum) AS cols,
+           string_agg(format('%I = %I', a.attname, a.attname), ', ' ORDER BY a.attnum) AS setlist
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+      AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                  WHERE pr.prrelid = c.oid AND p.pubname = {pubname})
+      AND ((c.oid = ANY(touched) AND a.atthasmissing AND a.xmin = pg_current_xact_id()::xid)
+           OR a.atttypid = ANY(types_touched))
+    GROUP BY 1, 2
+  LOOP
+    name := CASE WHEN r.nspname = 'public' THEN r.relname ELSE r.nspname || '.' || r.relname END;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', r.nspname, r.relname) INTO has_rows;
+    rewritten := false;
+    IF has_rows AND {rewrite} THEN
+      -- write the rows again so they travel as updates; the user's triggers do not fire
+      BEGIN
+        prev_role := current_setting('session_replication_role');
+        PERFORM set_config('session_replication_role', 'replica', true);
+        EXECUTE format('UPDATE %I.%I SET %s', r.nspname, r.relname, r.setlist);
+        PERFORM set_config('session_replication_role', prev_role, true);
+        rewritten := true;
+        PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+          json_build_object('rewritten', name, 'columns', r.cols, 'command', tg_tag)::text);
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'headrace: rows of % not rewritten after %: %', name, tg_tag, SQLERRM;
+      END;
+    END IF;
+    IF has_rows AND NOT rewritten THEN
+      PERFORM pg_logical_emit_message(true, {_sql_text(NOTICE_PREFIX)},
+        json_build_object('stale_rows', name, 'columns', r.cols, 'command', tg_tag)::text);
     END IF;
   END LOOP;
 EXCEPTION WHEN OTHERS THEN
@@ -667,12 +751,15 @@ $headrace$"""
 
         conn = connect(self.dsn, replication=True)
         cur = conn.cursor()
+        options = {"proto_version": "1", "publication_names": self.publication}
+        if conn.server_version >= 140000:  # the event trigger's notices (logical decoding messages)
+            options["messages"] = "true"
         try:
             cur.start_replication(
                 slot_name=self.slot,
                 decode=False,
                 start_lsn=0,
-                options={"proto_version": "1", "publication_names": self.publication},
+                options=options,
                 status_interval=self.status_interval,
             )
         except psycopg2.errors.ObjectNotInPrerequisiteState as exc:
@@ -752,6 +839,7 @@ $headrace$"""
                         self._received_lsn = max(self._received_lsn, msg.data_start)
                         self._last_scn = item.scn
                         self._marks.read(self._clock(), item.scn)
+                        self._report_notices(item.scn)
                         return
             except psycopg2.OperationalError as exc:
                 raise Unavailable(f"PostgreSQL replication stream broke: {str(exc).strip()}") from exc
@@ -768,7 +856,64 @@ $headrace$"""
             elif isinstance(item, TxnEnd):
                 self._last_scn = item.scn
                 self._marks.read(self._clock(), item.scn)
+                self._report_notices(item.scn)
                 return
+
+    def _report_notices(self, scn: int) -> None:
+        """Report what the event trigger said in the transaction just read (see _install_publication_trigger)."""
+        notices, self._assembler.notices = self._assembler.notices, []
+        for n in notices:
+            if "unpublished" in n:
+                table = str(n["unpublished"])
+                log.warning(
+                    "table_not_published",
+                    table=table,
+                    scn=scn,
+                    reason="no primary key and no REPLICA IDENTITY: PostgreSQL would refuse the application's "
+                    "UPDATE and DELETE on it if it were published",
+                    hint="ALTER TABLE … ADD PRIMARY KEY, or ALTER TABLE … REPLICA IDENTITY FULL (or USING INDEX); the "
+                    "relay then publishes the table by itself",
+                )
+                unpublished = self._status.setdefault("unpublished_tables", [])
+                if table not in unpublished:
+                    unpublished.append(table)
+            elif "stale_rows" in n:
+                table = str(n["stale_rows"])
+                STALE_ROWS_DDL.labels(table).inc()
+                log.warning(
+                    "rows_changed_without_wal",
+                    table=table,
+                    columns=str(n.get("columns", "")),
+                    command=str(n.get("command", "")),
+                    scn=scn,
+                    reason="this DDL changes how the table's existing rows read (a column's default, a renamed enum "
+                    "label, a composite type's new attribute) without writing them: the WAL has no change for "
+                    "those rows, so copies keep their old values",
+                    hint="re-seed consumers of this table (a bootstrap re-seed, or headrace export), or set "
+                    "relay.postgres.row_changing_ddl: rewrite to write such rows again (see docs/sources-postgres.md)",
+                )
+                stale = self._status.setdefault("stale_after_ddl", [])
+                entry = {"table": table, "columns": n.get("columns"), "command": n.get("command"), "scn": scn}
+                stale.append(entry)
+                del stale[:-20]  # the last 20
+            elif "rewritten" in n:
+                log.info(
+                    "rows_rewritten_after_ddl",
+                    table=str(n["rewritten"]),
+                    columns=str(n.get("columns", "")),
+                    command=str(n.get("command", "")),
+                    scn=scn,
+                )
+            elif "deferred" in n:
+                log.warning(
+                    "table_left_out_of_its_first_transaction",
+                    table=str(n["deferred"]),
+                    scn=scn,
+                    reason="it was created and given rows before it had a replica identity, in one transaction: "
+                    "those rows are not in the stream, so none of that transaction's changes of it are delivered",
+                    hint="the relay publishes it from the next transaction on; re-seed consumers of it (a bootstrap "
+                    "re-seed, or headrace export) if they need the rows written before",
+                )
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
         self._assembler.reset()
