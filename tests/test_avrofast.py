@@ -36,7 +36,10 @@ TEXT = st.text(max_size=20) | st.sampled_from(["", "\ud800", "é" * 70, "x" * 20
 DATES = st.dates()
 TIMES = st.times()
 NAIVE = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30))
-AWARE = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30), timezones=st.just(dt.UTC))
+ZONES = st.just(dt.UTC) | st.builds(
+    dt.timezone, st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23))
+)
+AWARE = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30), timezones=ZONES)
 JSONS = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
@@ -77,13 +80,13 @@ def values(t: ColumnType) -> st.SearchStrategy[Any]:
     elif k == "bytes":
         base = st.binary(max_size=20) | st.binary(max_size=5).map(bytearray) | TEXT
     elif k == "date":
-        base = DATES
+        base = DATES | NAIVE
     elif k == "time":
-        base = TIMES
+        base = TIMES | st.times(timezones=ZONES)
     elif k == "timestamp":
-        base = NAIVE
+        base = NAIVE | AWARE
     elif k == "timestamptz":
-        base = AWARE
+        base = AWARE | NAIVE
     elif k == "uuid":
         base = st.uuids() | st.uuids().map(str)
     elif k == "json":
@@ -187,11 +190,15 @@ def test_compiled_paths_take_the_common_kinds_themselves() -> None:
             Column("doc", ColumnType("json")),
             Column("blob", ColumnType("bytes")),
             Column("when", ColumnType("date", text_fallback=True)),
+            Column("at", ColumnType("timestamptz")),
+            Column("local", ColumnType("timestamp")),
+            Column("t", ColumnType("time")),
         ),
         key=("id",),
     )
     codec = RowCodec(SchemaRegistry().register(meta))
     row = {"id": 2**62, "payload": "é" * 100, "amount": -0.0, "n": -5, "ok": True, "doc": {"a": [1]}, "blob": b"\0"}
+    row |= {"at": dt.datetime(1900, 1, 1, tzinfo=dt.UTC), "local": dt.datetime(2024, 1, 1), "t": dt.time(23, 59)}
     for extra in ({"when": "infinity"}, {"when": None}, {"when": dt.date(2024, 2, 29)}):
         encoded = codec._fast_encode({**row, **extra})
         assert encoded == codec.encode_reference({**row, **extra})

@@ -18,6 +18,7 @@ the error.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import struct
 from collections.abc import Callable, Sequence
@@ -32,6 +33,9 @@ _FLOAT = struct.Struct("<f")
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 _MIN_LONG = -(1 << 63)
 _MAX_LONG = (1 << 63) - 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+_DAYS_SHIFT = dt.date(1970, 1, 1).toordinal()
 _PRIMITIVE = frozenset({"null", "boolean", "int", "long", "float", "double", "string", "bytes"})
 
 
@@ -50,12 +54,25 @@ def write_long(n: int) -> bytes | bytearray:
     return out
 
 
+#: (Avro type, logical type) → the compiled paths' name for it (fastavro's conversions, restated)
+_LOGICAL = {
+    ("int", "date"): "date",
+    ("long", "time-micros"): "time-micros",
+    ("long", "timestamp-micros"): "timestamp-micros",
+    ("long", "local-timestamp-micros"): "local-timestamp-micros",
+}
+
+
 def _primitive(t: Any) -> str | None:
-    """The primitive Avro type of a field type written without logical conversion, else None."""
+    """The primitive Avro type of a field type written without logical conversion, or one of
+    :data:`_LOGICAL`'s names; None for what the compiled paths leave to fastavro."""
     if isinstance(t, str):
         return t if t in _PRIMITIVE else None
-    if isinstance(t, dict) and "logicalType" not in t and t.get("type") in _PRIMITIVE:
-        return str(t["type"])
+    if isinstance(t, dict) and t.get("type") in _PRIMITIVE:
+        logical = t.get("logicalType")
+        if logical is None:
+            return str(t["type"])
+        return _LOGICAL.get((t["type"], logical))
     return None
 
 
@@ -98,6 +115,14 @@ class _Gen:
             "_io": io,
             "_sw": fastavro.schemaless_writer,
             "_sr": fastavro.schemaless_reader,
+            "_date": dt.date,
+            "_datetime": dt.datetime,
+            "_time": dt.time,
+            "_td": dt.timedelta,
+            "_utc": dt.UTC,
+            "_epoch": _EPOCH,
+            "_epoch_naive": _EPOCH_NAIVE,
+            "_fromordinal": dt.date.fromordinal,
         }
         self.n = 0
 
@@ -155,6 +180,20 @@ def _write_value(g: _Gen, ind: int, prim: str, v: str) -> None:
         g.emit(ind, f"if type({v}) is not bytes: raise TypeError")
         _emit_long(g, ind, f"len({v})", nonneg=True)
         g.emit(ind, f"out += {v}")
+    elif prim == "date":
+        g.emit(ind, f"if type({v}) is not _date: raise TypeError")
+        _emit_long(g, ind, f"{v}.toordinal() - {_DAYS_SHIFT}")
+    elif prim == "time-micros":
+        g.emit(ind, f"if type({v}) is not _time: raise TypeError")
+        _emit_long(g, ind, f"{v}.hour * 3600000000 + {v}.minute * 60000000 + {v}.second * 1000000 + {v}.microsecond")
+    elif prim == "timestamp-micros":  # a naive datetime (fastavro: local time by mktime) is left to fastavro
+        g.emit(ind, f"if type({v}) is not _datetime or {v}.tzinfo is None: raise TypeError")
+        g.emit(ind, f"d = {v} - _epoch")
+        _emit_long(g, ind, "(d.days * 86400 + d.seconds) * 1000000 + d.microseconds")
+    elif prim == "local-timestamp-micros":
+        g.emit(ind, f"if type({v}) is not _datetime: raise TypeError")
+        g.emit(ind, f"d = {v}.replace(tzinfo=_utc) - _epoch")
+        _emit_long(g, ind, "(d.days * 86400 + d.seconds) * 1000000 + d.microseconds")
     else:  # "null" as a field type of its own
         g.emit(ind, f"if {v} is not None: raise TypeError")
 
@@ -234,6 +273,20 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
             g.emit(ind, f"{target} = str(buf[p:e], 'utf-8'); p = e")
         else:
             g.emit(ind, f"{target} = bytes(buf[p:e]); p = e")
+    elif prim == "date":
+        _read_long(g, ind, "n")
+        g.emit(ind, f"{target} = _fromordinal(n + {_DAYS_SHIFT})")
+    elif prim == "time-micros":
+        _read_long(g, ind, "n")
+        g.emit(
+            ind, f"{target} = _time(int(n / 3600000000), int(n / 60000000) % 60, int(n / 1000000) % 60, n % 1000000)"
+        )
+    elif prim == "timestamp-micros":
+        _read_long(g, ind, "n")
+        g.emit(ind, f"{target} = _epoch + _td(microseconds=n)")
+    elif prim == "local-timestamp-micros":
+        _read_long(g, ind, "n")
+        g.emit(ind, f"{target} = _epoch_naive + _td(microseconds=n)")
     else:
         g.emit(ind, f"{target} = None")
 
