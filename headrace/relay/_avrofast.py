@@ -31,6 +31,8 @@ __all__ = ["compile_reader", "compile_writer", "write_long"]
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
+#: the varints of 0 … 16383 (one or two bytes): lengths of strings and small ints without a loop
+_TWO_BYTES = _ONE_BYTE + [bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(128, 16384)]
 _MIN_LONG = -(1 << 63)
 _MAX_LONG = (1 << 63) - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -108,6 +110,7 @@ class _Gen:
         self.lines: list[str] = []
         self.env: dict[str, Any] = {
             "_wl": write_long,
+            "_v2": _TWO_BYTES,
             "_pd": _DOUBLE.pack,
             "_pf": _FLOAT.pack,
             "_ud": _DOUBLE.unpack_from,
@@ -145,12 +148,11 @@ class _Gen:
 
 def _emit_long(g: _Gen, ind: int, v: str, nonneg: bool = False) -> None:
     """Append the zig-zag varint of the int expression ``v`` to ``out`` (one byte inline when it fits)."""
+    g.emit(ind, f"n = {v}")
     if nonneg:
-        g.emit(ind, f"n = {v}")
-        g.emit(ind, "if n < 64: out.append(n << 1)")
+        g.emit(ind, "if n < 8192: out += _v2[n << 1]")
     else:
-        g.emit(ind, f"n = {v}")
-        g.emit(ind, "if -64 <= n < 64: out.append((n << 1) ^ (n >> 63))")
+        g.emit(ind, "if -8192 <= n < 8192: out += _v2[(n << 1) ^ (n >> 63)]")
     g.emit(ind, "else: out += _wl(n)")
 
 
