@@ -193,12 +193,14 @@ def test_compiled_paths_take_the_common_kinds_themselves() -> None:
             Column("at", ColumnType("timestamptz")),
             Column("local", ColumnType("timestamp")),
             Column("t", ColumnType("time")),
+            Column("total", ColumnType("decimal", precision=40, scale=3)),
         ),
         key=("id",),
     )
     codec = RowCodec(SchemaRegistry().register(meta))
     row = {"id": 2**62, "payload": "é" * 100, "amount": -0.0, "n": -5, "ok": True, "doc": {"a": [1]}, "blob": b"\0"}
     row |= {"at": dt.datetime(1900, 1, 1, tzinfo=dt.UTC), "local": dt.datetime(2024, 1, 1), "t": dt.time(23, 59)}
+    row["total"] = decimal.Decimal("-" + "9" * 37 + ".5")
     for extra in ({"when": "infinity"}, {"when": None}, {"when": dt.date(2024, 2, 29)}):
         encoded = codec._fast_encode({**row, **extra})
         assert encoded == codec.encode_reference({**row, **extra})

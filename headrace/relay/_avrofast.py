@@ -19,6 +19,7 @@ the error.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import io
 import struct
 from collections.abc import Callable, Sequence
@@ -74,6 +75,8 @@ def _primitive(t: Any) -> str | None:
         logical = t.get("logicalType")
         if logical is None:
             return str(t["type"])
+        if logical == "decimal" and t["type"] == "bytes" and isinstance(t.get("precision"), int):
+            return f"decimal:{t['precision']}:{int(t.get('scale', 0))}"
         return _LOGICAL.get((t["type"], logical))
     return None
 
@@ -126,6 +129,7 @@ class _Gen:
             "_epoch": _EPOCH,
             "_epoch_naive": _EPOCH_NAIVE,
             "_fromordinal": dt.date.fromordinal,
+            "_Decimal": decimal.Decimal,
         }
         self.n = 0
 
@@ -196,6 +200,16 @@ def _write_value(g: _Gen, ind: int, prim: str, v: str) -> None:
         g.emit(ind, f"if type({v}) is not _datetime: raise TypeError")
         g.emit(ind, f"d = {v}.replace(tzinfo=_utc) - _epoch")
         _emit_long(g, ind, "(d.days * 86400 + d.seconds) * 1000000 + d.microseconds")
+    elif prim.startswith("decimal:"):  # fastavro's prepare_bytes_decimal, restated
+        _, precision, scale = prim.split(":")
+        g.emit(ind, f"if type({v}) is not _Decimal: raise TypeError")
+        g.emit(ind, f"sign, digits, exp = {v}.as_tuple()")
+        g.emit(ind, f"delta = exp + {int(scale)}")
+        g.emit(ind, f"if type(exp) is not int or len(digits) > {int(precision)} or delta < 0: raise ValueError")
+        g.emit(ind, "u = int(''.join(map(str, digits))) * 10**delta")
+        g.emit(ind, "e = (-u if sign else u).to_bytes((u.bit_length() + 8) // 8, 'big', signed=True)")
+        _emit_long(g, ind, "len(e)", nonneg=True)
+        g.emit(ind, "out += e")
     else:  # "null" as a field type of its own
         g.emit(ind, f"if {v} is not None: raise TypeError")
 
@@ -289,6 +303,14 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
     elif prim == "local-timestamp-micros":
         _read_long(g, ind, "n")
         g.emit(ind, f"{target} = _epoch_naive + _td(microseconds=n)")
+    elif prim.startswith("decimal:"):  # fastavro's read_decimal, restated
+        _, precision, scale = prim.split(":")
+        ctx = g.name(decimal.Context(prec=int(precision)))
+        _read_long(g, ind, "ln")
+        g.emit(ind, "e = p + ln")
+        g.emit(ind, "if ln < 0 or e > size: raise EOFError")
+        g.emit(ind, f"{target} = {ctx}.create_decimal(int.from_bytes(buf[p:e], 'big', signed=True))")
+        g.emit(ind, f"{target} = {target}.scaleb({-int(scale)}, {ctx}); p = e")
     else:
         g.emit(ind, f"{target} = None")
 
