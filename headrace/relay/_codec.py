@@ -26,8 +26,8 @@ from typing import Any
 import fastavro
 
 from ..errors import UnrepresentableValue
-from ._avro_write import compile_writer
-from ._event import Event, Op, encode_event, encode_key
+from ._avrofast import compile_reader, compile_writer
+from ._event import Op, encode_frame, encode_key
 from ._schema import COLUMN_PROP, KIND_PROP, ColumnType, SchemaRegistry, SchemaVersion, marker_fields
 from ._values import JSON_NULL, Interval
 from .sources._base import ChangeWindow, RowChange
@@ -228,13 +228,18 @@ class RowCodec:
     def __init__(self, version: SchemaVersion, reader_schema: dict[str, Any] | None = None) -> None:
         self.version = version
         self._writer = fastavro.parse_schema(version.schema)
-        # the same bytes as fastavro's, compiled once per schema (None: fastavro alone; see _avro_write)
-        self._fast = compile_writer(version.schema)
         self._reader = fastavro.parse_schema(reader_schema) if reader_schema is not None else None
         self._enc: list[tuple[str, str, Convert, type | None]] = []
+        self._fast_encode: Callable[[Mapping[str, Any]], bytes] | None = None
         if version.meta is not None:
+            types = []
             for col, field in zip(version.meta.columns, version.schema["fields"], strict=True):
                 self._enc.append((col.name, field["name"], _encoder(col.type), _native(col.type)))
+                types.append(field["type"])
+            # the hot path: a writer compiled for this schema; the fastavro path below is the reference
+            self._fast_encode = compile_writer(
+                [(col, t, conv, native) for (col, _n, conv, native), t in zip(self._enc, types, strict=True)]
+            )
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
@@ -243,9 +248,27 @@ class RowCodec:
         self.markers = marker_fields(out_schema)
         # most tables: Avro field names are the column names and fastavro's values need nothing more
         self._passthrough = all(name == col and conv is None for name, col, conv in self._dec)
+        # the hot path: a reader compiled for the writer schema (schema resolution stays with fastavro)
+        self._fast_decode: Callable[[bytes], dict[str, Any]] | None = None
+        if reader_schema is None:
+            self._fast_decode = compile_reader(
+                [
+                    (f["name"], f["type"], col, conv)
+                    for f, (_n, col, conv) in zip(out_schema["fields"], self._dec, strict=True)
+                ]
+            )
 
     def encode(self, row: Mapping[str, Any]) -> bytes:
         """Avro bytes of ``row`` ({SQL column: value}); a missing column encodes as null."""
+        if self._fast_encode is not None:
+            try:
+                return self._fast_encode(row)
+            except Exception:  # the reference path below gives the bytes or the error
+                pass
+        return self.encode_reference(row)
+
+    def encode_reference(self, row: Mapping[str, Any]) -> bytes:
+        """:meth:`encode` through fastavro's own writer (the reference the compiled writer must match)."""
         if not self._enc:
             raise ValueError("this codec has no table metadata to encode with")
         rec: dict[str, Any] = {}
@@ -258,11 +281,6 @@ class RowCodec:
                 rec[name] = conv(v)
             except (ValueError, TypeError, ArithmeticError) as exc:
                 raise UnrepresentableValue(self.version.table, col, f"{type(v).__name__} {_short(v)}: {exc}") from exc
-        if self._fast is not None:
-            try:
-                return self._fast(rec)
-            except ValueError:
-                pass  # a value the compiled writer leaves to fastavro: fastavro encodes (or refuses) it
         buf = io.BytesIO()
         try:
             fastavro.schemaless_writer(buf, self._writer, rec)
@@ -283,6 +301,15 @@ class RowCodec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """``{SQL column: typed value}`` of an Avro row written with this version's schema."""
+        if self._fast_decode is not None:
+            try:
+                return self._fast_decode(data)
+            except Exception:  # the reference path below gives the values or the error
+                pass
+        return self.decode_reference(data)
+
+    def decode_reference(self, data: bytes) -> dict[str, Any]:
+        """:meth:`decode` through fastavro's own reader (the reference the compiled reader must match)."""
         rec = fastavro.schemaless_reader(io.BytesIO(data), self._writer, self._reader)
         assert isinstance(rec, dict)
         if self._passthrough:
@@ -356,29 +383,19 @@ def _old_key(change: RowChange, key: bytes) -> bytes | None:
 def _frames(window: ChangeWindow, codecs: Codecs) -> Iterator[tuple[RowChange, bytes]]:
     it = iter(window.changes)
     prev = next(it, None)
+    encode_change = codecs.encode_change
     while prev is not None:
         nxt = next(it, None)
-        version, before, after = codecs.encode_change(prev)
+        version, before, after = encode_change(prev)
         ts_ms = window.ts_ms if prev.ts_ms is None else prev.ts_ms
         key = encode_key(prev.key)
         old_key = _old_key(prev, key)
+        source = prev.table.name
         if old_key is not None:
             # an update that moved a row to another key: the old key is deleted first, so a copy kept
             # by key (a snapshot store, a partitioned subscriber) does not keep the old row
-            gone = Event(prev.scn, prev.table.name, Op.DELETE, old_key, ts_ms, version.fingerprint, before, None)
-            yield prev, encode_event(gone)
-        ev = Event(
-            scn=prev.scn,
-            source=prev.table.name,
-            op=prev.op,
-            key=key,
-            ts_ms=ts_ms,
-            fingerprint=version.fingerprint,
-            before=before,
-            after=after,
-            window_end=nxt is None,
-        )
-        yield prev, encode_event(ev)
+            yield prev, encode_frame(prev.scn, source, Op.DELETE, old_key, ts_ms, version.fingerprint, before, None)
+        yield prev, encode_frame(prev.scn, source, prev.op, key, ts_ms, version.fingerprint, before, after, nxt is None)
         prev = nxt
 
 

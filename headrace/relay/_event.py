@@ -63,6 +63,7 @@ __all__ = [
     "decode_event",
     "decode_key",
     "encode_event",
+    "encode_frame",
     "encode_key",
     "iter_frames",
     "json_default",
@@ -176,38 +177,76 @@ def key_partition(key: bytes, n: int) -> int:
     return zlib.crc32(key) % n
 
 
+# the encoded bytes of sources and fingerprints seen (a relay has few tables and schemas)
+_SOURCE_BYTES: dict[str, bytes] = {}
+_FP_BYTES: dict[str, bytes] = {}
+_OP_BYTES = {op: op.value.encode() for op in Op}
+_OPS = {op.value.encode(): op for op in Op}
+_HEAD_PACK = HEADER.pack
+_CRC_PACK = _CRC.pack
+_FIXED = HEADER.size - 4 + 4  # header after frame_len, plus the CRC
+
+
+def _fp_bytes(fingerprint: str) -> bytes:
+    fp = _FP_BYTES.get(fingerprint)
+    if fp is None:
+        fp = bytes.fromhex(fingerprint)
+        if len(fp) != 8:
+            raise ValueError("a fingerprint is 8 bytes (16 hex digits)")
+        if len(_FP_BYTES) < 65536:
+            _FP_BYTES[fingerprint] = fp
+    return fp
+
+
+def encode_frame(
+    scn: int,
+    source: str,
+    op: Op,
+    key: bytes,
+    ts_ms: int,
+    fingerprint: str,
+    before: bytes | None,
+    after: bytes | None,
+    window_end: bool = False,
+) -> bytes:
+    """Serialize one event given as its fields (what :func:`encode_event` does, without an :class:`Event`)."""
+    if not 0 <= scn <= _MAX_SCN:
+        raise ValueError(f"SCN {scn} out of range")
+    src = _SOURCE_BYTES.get(source)
+    if src is None:
+        src = source.encode()
+        if len(_SOURCE_BYTES) < 65536:
+            _SOURCE_BYTES[source] = src
+    fp = _fp_bytes(fingerprint)
+    flags = FLAG_WINDOW_END if window_end else 0
+    if before is None:
+        before = b""
+    else:
+        flags |= FLAG_BEFORE
+    if after is None:
+        after = b""
+    else:
+        flags |= FLAG_AFTER
+    slen, klen, blen, alen = len(src), len(key), len(before), len(after)
+    head = _HEAD_PACK(_FIXED + slen + klen + blen + alen, VERSION, _OP_BYTES[op], flags, 0, scn, ts_ms, fp,
+                      slen, klen, blen, alen)  # fmt: skip
+    frame = b"".join((head, src, key, before, after))
+    return frame + _CRC_PACK(zlib.crc32(memoryview(frame)[4:]))
+
+
 def encode_event(event: Event) -> bytes:
     """Serialize ``event`` as one frame."""
-    if not 0 <= event.scn <= _MAX_SCN:
-        raise ValueError(f"SCN {event.scn} out of range")
-    source = event.source.encode()
-    fp = bytes.fromhex(event.fingerprint)
-    if len(fp) != 8:
-        raise ValueError("a fingerprint is 8 bytes (16 hex digits)")
-    before = event.before or b""
-    after = event.after or b""
-    flags = (
-        (FLAG_WINDOW_END if event.window_end else 0)
-        | (FLAG_BEFORE if event.before is not None else 0)
-        | (FLAG_AFTER if event.after is not None else 0)
-    )
-    body_len = HEADER.size - 4 + len(source) + len(event.key) + len(before) + len(after) + 4
-    head = HEADER.pack(
-        body_len,
-        VERSION,
-        event.op.value.encode(),
-        flags,
-        0,
+    return encode_frame(
         event.scn,
+        event.source,
+        event.op,
+        event.key,
         event.ts_ms,
-        fp,
-        len(source),
-        len(event.key),
-        len(before),
-        len(after),
+        event.fingerprint,
+        event.before,
+        event.after,
+        event.window_end,
     )
-    frame = b"".join((head, source, event.key, before, after))
-    return frame + _CRC.pack(zlib.crc32(memoryview(frame)[4:]))
 
 
 def _unpack_head(buf: bytes | memoryview, offset: int) -> tuple[Any, ...]:
@@ -241,23 +280,35 @@ def peek_header(buf: bytes | memoryview, offset: int = 0) -> EventHeader:
 
 def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
     """Decode and CRC-check the frame at ``offset``; returns the event and the next offset."""
-    head = _unpack_head(buf, offset)
-    body_len, _v, op, flags, _r, scn, ts_ms, fp, slen, klen, blen, alen = head
+    return _decode_at(buf, memoryview(buf), offset)
+
+
+_HEAD_UNPACK = HEADER.unpack_from
+_CRC_UNPACK = _CRC.unpack_from
+_HEAD_SIZE = HEADER.size
+
+
+def _decode_at(buf: bytes | memoryview, mv: memoryview, offset: int) -> tuple[Event, int]:
+    size = len(buf)
+    if size - offset < _HEAD_SIZE:
+        _unpack_head(buf, offset)  # raises the error
+    body_len, version, op, flags, _r, scn, ts_ms, fp, slen, klen, blen, alen = _HEAD_UNPACK(buf, offset)
     end = offset + 4 + body_len
-    (crc,) = _CRC.unpack_from(buf, end - 4)
-    if zlib.crc32(memoryview(buf)[offset + 4 : end - 4]) != crc:
+    if version != VERSION or body_len != _FIXED + slen + klen + blen + alen or size < end:
+        _unpack_head(buf, offset)  # raises the error
+    (crc,) = _CRC_UNPACK(buf, end - 4)
+    if zlib.crc32(mv[offset + 4 : end - 4]) != crc:
         raise InvalidInput("bad_crc", f"CRC mismatch in the event frame at offset {offset} (SCN {scn})")
     p = offset + HEADER.size
-    source = bytes(buf[p : p + slen]).decode()
+    source = str(buf[p : p + slen], "utf-8")
     p += slen
     key = bytes(buf[p : p + klen])
     p += klen
     before = bytes(buf[p : p + blen]) if flags & FLAG_BEFORE else None
     p += blen
     after = bytes(buf[p : p + alen]) if flags & FLAG_AFTER else None
-    try:
-        opv = Op(op.decode())
-    except ValueError:
+    opv = _OPS.get(op)
+    if opv is None:
         raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
     event = Event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
     return event, end
@@ -266,8 +317,10 @@ def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
 def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
     """Decode every frame of a stream body, in order (raises on a bad or truncated frame)."""
     offset = 0
-    while offset < len(buf):
-        event, offset = decode_event(buf, offset)
+    size = len(buf)
+    mv = memoryview(buf)
+    while offset < size:
+        event, offset = _decode_at(buf, mv, offset)
         yield event
 
 

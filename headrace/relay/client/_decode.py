@@ -81,12 +81,15 @@ class EventDecoder:
         return c
 
     def decode(self, e: Event) -> ChangeEvent:
-        c = self.codec(e.fingerprint, e.source)
-        last = self._last_fp.get(e.source)
-        if last != e.fingerprint:
-            self._last_fp[e.source] = e.fingerprint
-        before = c.decode(e.before) if e.before is not None else None
-        after = c.decode(e.after) if e.after is not None else None
+        fp, source = e.fingerprint, e.source
+        c = self._codecs.get(fp)
+        if c is None:
+            c = self.codec(fp, source)
+        last = self._last_fp.get(source)
+        if last != fp:
+            self._last_fp[source] = fp
+        before = None if e.before is None else c.decode(e.before)
+        after = None if e.after is None else c.decode(e.after)
         unchanged: tuple[str, ...] = ()
         unrepresentable: tuple[str, ...] = ()
         if c.markers:  # the relay's marker columns travel beside the row, never in it
@@ -100,17 +103,17 @@ class EventDecoder:
                 nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
                 unrepresentable = tuple(dict.fromkeys(nulled))
         return ChangeEvent(
-            scn=e.scn,
-            table=e.source,
-            op=e.op,
-            key=decode_key(e.key),
-            before=before,
-            after=after,
-            ts_ms=e.ts_ms,
-            window_end=e.window_end,
-            fingerprint=e.fingerprint,
-            schema_version=c.version.version,
-            schema_changed=last is not None and last != e.fingerprint,
-            unchanged=unchanged,
-            unrepresentable=unrepresentable,
+            e.scn,
+            source,
+            e.op,
+            decode_key(e.key),
+            before,
+            after,
+            e.ts_ms,
+            e.window_end,
+            fp,
+            c.version.version,
+            last is not None and last != fp,
+            unchanged,
+            unrepresentable,
         )
