@@ -110,6 +110,28 @@ def test_replay_after_a_commit_cut_short_between_tables(tmp_path: Path) -> None:
     assert _target(tmp_path).load() == Checkpoint(4)
 
 
+def test_a_snapshot_restart_ends_the_skip_of_a_table_ahead(tmp_path: Path) -> None:
+    t = _target(tmp_path)
+    t.load()
+    t.commit([_win(t, 0, ev(5, Op.READ, 1, row(1)))], Checkpoint(5, "snapshot", {"after": "a"}))
+
+    def die(*_: Any) -> None:
+        raise OSError("killed")
+
+    t._commit_log = die  # type: ignore[method-assign]
+    with pytest.raises(OSError):  # both tables got the commit that reached the relay phase, the log did not
+        t.commit([_win(t, 0, ev(5, Op.READ, 2, row(2))), _win(t, 9, ev(9, Op.INSERT, 3, row(3)))], Checkpoint(9))
+    assert sorted(current(tmp_path)) == [1, 2, 3]
+    r = _target(tmp_path)
+    assert r.load() == Checkpoint(5, "snapshot", {"after": "a"})
+    # the replay: the bootstrap server restarted the snapshot; the new one replaces everything
+    items = [SnapshotRestarted(0, []), _win(r, 0, ev(12, Op.READ, 1, row(1, name="new")))]
+    r.commit_marked(items, [(1, Checkpoint(0, "snapshot", {})), (2, Checkpoint(12, "relay"))], Checkpoint(12))
+    assert sorted(current(tmp_path)) == [1] and current(tmp_path)[1]["name"] == "new"
+    # the change table: what it held, then the restart (a ``t``) and the new snapshot's rows
+    assert changes(tmp_path) == sorted([("r", 5, 0), ("r", 5, 0), ("c", 9, 0), ("t", 0, 0), ("r", 12, 0)])
+
+
 def test_compaction_keeps_the_content(tmp_path: Path) -> None:
     from headrace.sinks import compact_lake
 

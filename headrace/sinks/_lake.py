@@ -8,7 +8,8 @@ Per captured table two Delta tables below the target's ``uri``:
     last image, deletes — as :class:`~headrace.sinks._plan.BatchPlan` computes it; a truncate (or a
     restarted snapshot) makes the commit an overwrite with the rows after it.
 ``changes/<name>``
-    append-only, every event once: ``_headrace_op`` (``c u d r t``), ``_headrace_scn``,
+    append-only, every event once: ``_headrace_commit`` (the sink's commit number: the order of
+    commits), ``_headrace_op`` (``c u d r t``; a restarted snapshot is a ``t`` with SCN 0), ``_headrace_scn``,
     ``_headrace_index`` (the event's place in its window), ``_headrace_ts`` (the source commit time),
     ``_headrace_key``, then the row's columns (the ``after`` image; the ``before`` image for a delete).
 
@@ -64,7 +65,7 @@ META_COMMIT = "headrace.commit"
 META_CHECKPOINT = "headrace.checkpoint"
 META_AHEAD = "headrace.ahead"
 DELETED = "_headrace_deleted"
-CHANGE_COLUMNS = ("_headrace_op", "_headrace_scn", "_headrace_index", "_headrace_ts", KEY_COLUMN)
+CHANGE_COLUMNS = ("_headrace_commit", "_headrace_op", "_headrace_scn", "_headrace_index", "_headrace_ts", KEY_COLUMN)
 _PHASES_BY_SCN = ("catchup", "relay")
 
 
@@ -106,10 +107,14 @@ def _covered_until(
     and catch-up phases a mark at or below ``held``'s SCN is covered and one above it is not (nor is
     anything after); a snapshot page mark while ``held`` is past the snapshot is covered; a catch-up
     or relay mark while ``held`` is still inside the snapshot ends the skip (the page ``held`` names
-    was not replayed with the same boundaries: see docs/sinks.md).
+    was not replayed with the same boundaries: see docs/sinks.md). A restarted snapshot ends the skip
+    before it: the new snapshot replaces what the table held.
     """
+    restart = next((i for i, item in enumerate(items) if isinstance(item, SnapshotRestarted)), len(items))
     upto = 0
     for n, cp in marks:
+        if n > restart:  # a new snapshot replaces the table's content: nothing from here on is held
+            return upto, False
         if cp == held:
             return n, False
         if held.phase in _PHASES_BY_SCN:
@@ -313,13 +318,14 @@ class LakeSinkTarget:
         if not events:
             return 0
         head = {
+            "_headrace_commit": [n] * len(events),
             "_headrace_op": [e.op.value for e, _ in events],
             "_headrace_scn": [e.scn for e, _ in events],
             "_headrace_index": [i for _, i in events],
             "_headrace_ts": [dt.datetime.fromtimestamp(e.ts_ms / 1000, dt.UTC) for e, _ in events],
             KEY_COLUMN: ["" if e.op is Op.TRUNCATE else key_text(e.key) for e, _ in events],
         }
-        types = [pa.string(), pa.int64(), pa.int32(), pa.timestamp("us", tz="UTC"), pa.string()]
+        types = [pa.int64(), pa.string(), pa.int64(), pa.int32(), pa.timestamp("us", tz="UTC"), pa.string()]
         images = [e.before if e.op is Op.DELETE else e.after for e, _ in events]
         data = self._arrow(source, head, types, images)
         self._dl.write_deltalake(
