@@ -9,6 +9,6 @@ Each target keeps its checkpoint *inside* the target (see docs/sinks.md).
 """
 
 from ._config import LakeTarget, SinkConfig
-from ._lake_compact import compact_lake, lake_tables
+from ._lake_compact import compact_lake, compact_sink, lake_tables
 
-__all__ = ["LakeTarget", "SinkConfig", "compact_lake", "lake_tables"]
+__all__ = ["LakeTarget", "SinkConfig", "compact_lake", "compact_sink", "lake_tables"]

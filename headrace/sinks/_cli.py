@@ -29,18 +29,14 @@ def sink(config_path: str | None, idle_exit: float | None, compact: bool) -> Non
     from ._config import SinkConfig
     from ._loop import run_sink
 
-    cfg = load_section(config_path, "sink", SinkConfig, require=True)
     if compact:
         import json
 
-        from ..errors import UsageError
-        from ._config import LakeTarget
-        from ._lake_compact import compact_lake
+        from ._lake_compact import compact_sink
 
-        if not isinstance(cfg.target, LakeTarget):
-            raise UsageError("--compact needs a sink.target of type lake")
-        click.echo(json.dumps(compact_lake(cfg.target, cfg.name)))
+        click.echo(json.dumps(compact_sink(config_path)))
         return
+    cfg = load_section(config_path, "sink", SinkConfig, require=True)
     try:
         run_sink(cfg, idle_exit=idle_exit)
     except ScnTooOld as exc:

@@ -20,7 +20,7 @@ from .._logging import get_logger
 from ._config import LakeTarget
 from ._lake import lake_name
 
-__all__ = ["compact_lake", "lake_tables"]
+__all__ = ["compact_lake", "compact_sink", "lake_tables"]
 
 log = get_logger("sink.lake")
 
@@ -70,3 +70,15 @@ def compact_lake(cfg: LakeTarget, sink_name: str, retention_hours: int | None = 
             vacuumed=len(gone),
         )
     return out
+
+
+def compact_sink(config_path: str | None) -> dict[str, Any]:
+    """Compact the lake of the ``sink:`` section in ``config_path`` (``headrace sink --compact``, the DAG)."""
+    from .._config import load_section
+    from ..errors import UsageError
+    from ._config import SinkConfig
+
+    cfg = load_section(config_path, "sink", SinkConfig, require=True)
+    if not isinstance(cfg.target, LakeTarget):
+        raise UsageError("compaction needs a sink.target of type lake")
+    return compact_lake(cfg.target, cfg.name)
