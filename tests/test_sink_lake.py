@@ -99,10 +99,27 @@ def _scn(uri: str, opts: dict[str, str] | None) -> int:
     return int((lake_checkpoint(uri, opts) or {}).get("scn", -1))
 
 
+def compact(cfg: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", "sink", "--config", str(cfg), "--compact"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def run_with_kills(
-    stack: Stack, daemons: Any, uri: str, opts: dict[str, str] | None, kills: int, seed: int
+    stack: Stack,
+    daemons: Any,
+    uri: str,
+    opts: dict[str, str] | None,
+    kills: int,
+    seed: int,
+    compact_at: int | None = None,
 ) -> tuple[Path, int]:
-    """Writers and the sink with ``kills`` SIGKILLs (the first inside the snapshot), then an idle-exit run."""
+    """Writers and the sink with ``kills`` SIGKILLs (the first inside the snapshot), then an idle-exit run;
+    at start number ``compact_at`` a compaction runs while the sink writes (either may lose a commit race:
+    the sink restarts from its checkpoint, a failed compaction is only reported)."""
     rng = random.Random(seed)
     target = {"type": "lake", "uri": uri, "storage_options": opts or {}, "batch_rows": 500, "batch_seconds": 0.5}
     cfg = sink_config(stack.tmp / "sink.yaml", stack.relay_url, stack.boot_url, target, snapshot_rows=100)
@@ -121,6 +138,10 @@ def run_with_kills(
                 wait_until(lambda last=last: _scn(uri, opts) > last, 90, "the checkpoint to move")
                 if i == 1:
                     counters.add_label_column()  # the schema grows while the sink runs (and dies)
+                if i == compact_at:
+                    out = compact(cfg)
+                    assert out.returncode in (0, 1), out.stderr[-2000:]  # 1: lost a commit race (reported)
+                    assert sink.alive(), sink.output()
                 time.sleep(rng.uniform(0.05, 1.5))  # a random kill moment (not a synchronisation)
             assert sink.alive(), sink.output()
             sink.kill9()
@@ -186,22 +207,17 @@ def _stack(tmp_path: Path, daemons: Any, rows: int, **bootstrap: Any) -> Stack:
 
 
 def test_lake_on_local_disk_survives_kill9_and_compacts(tmp_path: Path, daemons: Any) -> None:
-    stack = _stack(tmp_path, daemons, rows=2000)
+    stack = _stack(tmp_path, daemons, rows=1000)
     uri = str(tmp_path / "lake")
     try:
-        cfg, increments = run_with_kills(stack, daemons, uri, None, kills=3, seed=1)
+        cfg, increments = run_with_kills(stack, daemons, uri, None, kills=3, seed=1, compact_at=2)
     finally:
         stack.kill_all()
     check_lake(stack, uri, None, increments)
 
     changes_before = sorted(json.dumps(r, default=str) for r in lake_rows(uri, "changes/counters"))
     files = len(deltalake.DeltaTable(f"{uri}/changes/counters").file_uris())
-    out = subprocess.run(
-        [sys.executable, "-m", "headrace", "sink", "--config", str(cfg), "--compact"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = compact(cfg)
     assert out.returncode == 0, out.stderr
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts["tables"] == 7 and counts["files_removed"] > 0, counts
@@ -220,3 +236,15 @@ def test_lake_on_s3_survives_kill9(tmp_path: Path, daemons: Any, s3: dict[str, s
     finally:
         stack.kill_all()
     check_lake(stack, uri, s3, increments)
+
+
+@pytest.mark.slow
+def test_lake_soak_many_kills(tmp_path: Path, daemons: Any) -> None:
+    """Longer: a bigger source, eight SIGKILLs, a compaction while the sink runs."""
+    stack = _stack(tmp_path, daemons, rows=5000)
+    uri = str(tmp_path / "lake")
+    try:
+        _, increments = run_with_kills(stack, daemons, uri, None, kills=8, seed=8, compact_at=4)
+    finally:
+        stack.kill_all()
+    check_lake(stack, uri, None, increments)
