@@ -146,3 +146,28 @@ def test_compaction_keeps_the_content(tmp_path: Path) -> None:
     assert out["tables"] == 3 and out["files_removed"] > 0 and out["vacuumed"] > 0
     assert current(tmp_path) == before_cur and changes(tmp_path) == before_ch
     assert _target(tmp_path).load() == Checkpoint(12)  # compaction commits do not hide the checkpoint
+
+
+def test_lake_config_errors_are_clear(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from support import write_config
+
+    def run(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "headrace", *extra, "--config", str(cfg)]
+        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+    no_uri = write_config(tmp_path / "a.yaml", {"sink": {"relays": ["http://127.0.0.1:1"], "target": {"type": "lake"}}})
+    r = run(no_uri, "sink")
+    assert r.returncode == 2 and "sink.target.lake.uri" in r.stderr, r.stderr
+    sql = {"type": "sql", "url": f"sqlite:///{tmp_path / 'r.db'}"}
+    not_lake = write_config(tmp_path / "b.yaml", {"sink": {"relays": ["http://127.0.0.1:1"], "target": sql}})
+    r = run(not_lake, "sink", "--compact")
+    assert r.returncode == 2 and "type lake" in r.stderr, r.stderr
+    lake = {"type": "lake", "uri": str(tmp_path / "lake")}
+    ok = write_config(tmp_path / "c.yaml", {"sink": {"relays": ["http://127.0.0.1:1"], "target": lake}})
+    r = run(ok, "sink", "--compact")  # nothing written yet: nothing to compact
+    assert r.returncode == 0 and '"tables": 0' in r.stdout, r.stderr
+    r = run(ok, "check", "--connect")
+    assert "ok   sink.target.uri" in r.stdout, r.stdout
