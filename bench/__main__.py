@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python -m bench --only demux --only export_postgres
     python -m bench --table-only         # rebuild the README table from the JSON files already there
     python -m bench --list
+    python -m bench --install-peers      # first apt-get install the peers' Debian packages (rsyslog, socat)
 
 Each benchmark is a script in bench/ (see bench/_specs.py) that runs headrace and its peer in one run;
 the harness runs it as a child process with the repository and tests/ on ``PYTHONPATH``, and:
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -87,6 +89,24 @@ def load_gate(max_load: float, wait_s: float) -> dict[str, Any]:
             break
         time.sleep(min(5.0, max(0.0, wait_s - (time.monotonic() - t0))))
     return {"max_load_1m": max_load, "waited_s": round(time.monotonic() - t0, 1), "met": load < max_load}
+
+
+def missing_parts(bench: Bench) -> list[str]:
+    """The programs (on PATH) and Python modules ``bench`` needs that are not here."""
+    programs = [p for p in bench.needs if shutil.which(p) is None]
+    return programs + [f"Python module {m}" for m in bench.modules if importlib.util.find_spec(m) is None]
+
+
+def install_peers(benches: list[Bench]) -> None:
+    """``apt-get install`` the Debian packages of the peer programs the chosen benchmarks miss.
+
+    Installs only; every benchmark runs its peer as a private process with its own config (on a host
+    whose init starts services, the package's own rsyslog service starts too: this is for bench machines).
+    """
+    packages = sorted({b.apt[p] for b in benches for p in b.needs if p in b.apt and shutil.which(p) is None})
+    if packages:
+        print(f"apt-get install -y {' '.join(packages)}", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages], check=True)
 
 
 def run_one(bench: Bench, quick: bool, timeout: float, log_dir: Path) -> dict[str, Any]:
@@ -231,6 +251,9 @@ def main() -> None:
         "--load-wait", type=float, help="load gate: longest wait (default 90 s; quick: 0, load only recorded)"
     )
     ap.add_argument("--timeout", type=float, help="per benchmark, seconds (default 1800, quick 300)")
+    ap.add_argument(
+        "--install-peers", action="store_true", help="apt-get install the missing peer programs (rsyslog, socat) first"
+    )
     a = ap.parse_args()
 
     if a.list:
@@ -247,10 +270,14 @@ def main() -> None:
     failed = []
     if not a.table_only:
         log_dir = Path(tempfile.mkdtemp(prefix="headrace-bench-logs-"))
-        for bench in [BY_NAME[n] for n in a.only] if a.only else BENCHES:
-            missing = [p for p in bench.needs if shutil.which(p) is None]
+        chosen = [BY_NAME[n] for n in a.only] if a.only else BENCHES
+        if a.install_peers:
+            install_peers(chosen)
+        for bench in chosen:
+            missing = missing_parts(bench)
             if missing:
-                print(f"{bench.name:18} skipped: {', '.join(missing)} not found", flush=True)
+                hint = " (--install-peers; Python modules: pip install 'headrace[bench]')"
+                print(f"{bench.name:18} skipped: {', '.join(missing)} not found{hint}", flush=True)
                 continue
             gate = load_gate(max_load, load_wait)
             met = "met" if gate["met"] else "NOT met"

@@ -32,13 +32,18 @@ class Bench:
     rows: Callable[[Result], list[Row]]
     out_flag: str | None = None  # scripts that take their output path as a flag rather than HEADRACE_BENCH_JSON
     needs: tuple[str, ...] = field(default=())  # programs on PATH the benchmark needs
+    modules: tuple[str, ...] = field(default=())  # Python modules it needs (the `bench` extra)
+    apt: dict[str, str] = field(default_factory=dict)  # program → Debian package (`--install-peers`)
 
 
 def argv(args: Args) -> list[str]:
-    """``{"rows": 5, "codec": ["null"]}`` → ``["--rows", "5", "--codec", "null"]``."""
+    """``{"rows": 5, "codec": ["null"], "clean": True}`` → ``["--rows", "5", "--codec", "null", "--clean"]``."""
     out: list[str] = []
     for k, v in args.items():
         flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):  # a switch: given when true
+            out += [flag] if v else []
+            continue
         for one in v if isinstance(v, list) else [v]:
             out += [flag, str(one)]
     return out
@@ -102,6 +107,123 @@ def _agent_rows(r: Result) -> list[Row]:
             _ratio(r["agent_mb_s"], r["peer_direct_shipper_mb_s"]),
         )
     ]
+
+
+# log shipping and idle agent against rsyslog and socat ------------------------------------------------------------
+
+SHIPPERS = ("headrace", "rsyslog", "socat")
+
+
+def _ship_check(r: Result, a: Args) -> list[str]:
+    problems = []
+    for size in a.get("line_bytes", [100, 1024]):
+        per = (r.get("sizes") or {}).get(str(size)) or {}
+        for name in SHIPPERS:
+            run = per.get(name)
+            if run is None:
+                problems.append(f"{size}-byte lines: no {name} run")
+            elif not run.get("complete"):
+                problems.append(
+                    f"{size}-byte lines, {name}: {run.get('bytes_done')} of {run.get('bytes')} bytes, "
+                    f"{run.get('lines_got')} of {run.get('lines')} lines, checksum ok: {run.get('lines_checksum_ok')}"
+                )
+    return problems
+
+
+def _ship_rows(r: Result) -> list[Row]:
+    rows = []
+    for size, per in r["sizes"].items():
+        h, rs, so = per["headrace"], per["rsyslog"], per["socat"]
+        rows.append(
+            _row(
+                f"log shipping, {size}-byte lines, files → receiver, MB/s ({h['bytes'] / 1e6:.0f} MB in "
+                f"{r['files']} files; headrace: agent → collector, fsynced acks; CPU-s per GB of both ends)",
+                f"{h['mb_s']:.1f} ({h['cpu_s_per_gb']:g} CPU-s/GB)",
+                f"rsyslog {r['rsyslog_version']} imfile → omfwd → imtcp → omfile: {rs['mb_s']:.1f} "
+                f"({rs['cpu_s_per_gb']:g} CPU-s/GB); `socat` copy over TCP: {so['mb_s']:.1f} "
+                f"({so['cpu_s_per_gb']:g} CPU-s/GB)",
+                f"{_ratio(h['mb_s'], rs['mb_s'])}× rsyslog, {_ratio(h['mb_s'], so['mb_s'])} of socat",
+            )
+        )
+    return rows
+
+
+def _idle_check(r: Result, a: Args) -> list[str]:
+    problems = []
+    for name in ("headrace", "rsyslog"):
+        run = r.get(name)
+        if run is None:
+            problems.append(f"no {name} run")
+            continue
+        if run.get("files_confirmed") != a["files"]:
+            problems.append(f"{name}: {run.get('files_confirmed')} of {a['files']} files shipped before the window")
+        lat = run.get("ack_latency_s") or []
+        if len(lat) != a.get("appends", 5) or not all(x < 30 for x in lat):
+            problems.append(f"{name}: appended lines not all delivered: {lat}")
+    return problems
+
+
+def _idle_rows(r: Result) -> list[Row]:
+    h, rs = r["headrace"], r["rsyslog"]
+
+    def fig(x: Result) -> str:
+        return (
+            f"{x['cpu_percent']:.3g} % CPU, {x['wakeups_per_s']:g} wakeups/s, {x['rss_mib']:.1f} MiB RSS; "
+            f"appended line delivered in {x['ack_latency_s_median']:.3g} s (median)"
+        )
+
+    return [
+        _row(
+            f"idle agent, {r['files']:,} quiet files, {r['seconds']:g} s "
+            "(headrace: appended line acked by the collector)",
+            fig(h),
+            f"rsyslog imfile (inotify) → omfwd, its sending rsyslogd: {fig(rs)} (in the output file, no ack)",
+            f"{_ratio(h['rss_mib'], rs['rss_mib'])}× the RSS",
+        )
+    ]
+
+
+# demux against DuckDB --------------------------------------------------------------------------------------------
+
+DUCKDB_PEER = {
+    "combined": "DuckDB `regexp_extract` → Parquet",
+    "json": "DuckDB `read_json` → Parquet",
+    "json_clean": "DuckDB `read_json` → Parquet",
+    "syslog": "DuckDB `regexp_extract` → Parquet",
+}
+
+
+def _duckdb_check(r: Result, a: Args) -> list[str]:
+    problems = []
+    per = r.get("results") or {}
+    kinds = ["combined", "json", "syslog"] + (["json_clean"] if a.get("clean") else [])
+    for kind in kinds:
+        want = a["lines"] if kind == "combined" else a["others"]
+        k = per.get(kind)
+        if k is None:
+            problems.append(f"no {kind} run")
+            continue
+        for side in ("headrace", "duckdb"):
+            if k[side]["accounted"] != want:
+                problems.append(f"{kind}, {side}: {k[side]['accounted']} lines accounted for (rows + errors), {want}")
+    return problems
+
+
+def _duckdb_rows(r: Result) -> list[Row]:
+    rows = []
+    for kind, k in r["results"].items():
+        h, d = k["headrace"], k["duckdb"]
+        bad = f"{k['bad_lines']} bad" if k["bad_lines"] else "no bad lines"
+        rows.append(
+            _row(
+                f"demux `{kind.replace('_clean', '')}` → Parquet vs DuckDB, lines/s ({k['lines']:,} varied lines, {bad}"
+                f"; rows/errors: headrace {h['rows']:,}/{h['errors']:,}, DuckDB {d['rows']:,}/{d['rejected']:,})",
+                _n(h["lines_per_s"]),
+                f"{DUCKDB_PEER[kind]} ({r['duckdb_threads']} threads): {_n(d['lines_per_s'])}",
+                _ratio(h["lines_per_s"], d["lines_per_s"]),
+            )
+        )
+    return rows
 
 
 # demux -----------------------------------------------------------------------------------------------------------
@@ -242,11 +364,24 @@ def _boot_sqlite_rows(r: Result) -> list[Row]:
 
 def _boot_pg_check(r: Result, a: Args) -> list[str]:
     want = a["rows"] + 2000  # plus the composite-key table's 2,000 rows
-    return [] if r.get("rows") == want else [f"seeded {r.get('rows')} rows, expected {want}"]
+    problems = _missing(r, "rows_per_s", "peer_copy_binary_rows_per_s")
+    if r.get("rows") != want:
+        problems.append(f"seeded {r.get('rows')} rows, expected {want}")
+    if r.get("peer_copy_binary_rows") != want or r.get("table_rows") != want:
+        problems.append(f"COPY gave {r.get('peer_copy_binary_rows')} rows of {r.get('table_rows')}, expected {want}")
+    return problems
 
 
 def _boot_pg_rows(r: Result) -> list[Row]:
-    return [_row(f"bootstrap, seeding from PostgreSQL, rows/s ({r['rows']:,} rows)", _n(r["rows_per_s"]))]
+    return [
+        _row(
+            f"bootstrap, seeding from PostgreSQL, rows/s ({r['rows']:,} rows)",
+            _n(r["rows_per_s"]),
+            f"`COPY … TO STDOUT (FORMAT binary)` of the same tables, nothing decoded: "
+            f"{_n(r['peer_copy_binary_rows_per_s'])}",
+            _ratio(r["rows_per_s"], r["peer_copy_binary_rows_per_s"]),
+        )
+    ]
 
 
 # sinks -----------------------------------------------------------------------------------------------------------
@@ -379,6 +514,26 @@ BENCHES: list[Bench] = [
         _agent_rows,
     ),
     Bench(
+        "ship_peers",
+        "ship_peers.py",
+        {"mb": 200, "files": 20, "line_bytes": [100, 1024], "repeat": 2},
+        {"mb": 4, "files": 2, "line_bytes": [100, 1024], "repeat": 1},
+        _ship_check,
+        _ship_rows,
+        needs=("rsyslogd", "socat"),
+        apt={"rsyslogd": "rsyslog", "socat": "socat"},
+    ),
+    Bench(
+        "idle_agent",
+        "idle_agent.py",
+        {"files": 1000, "seconds": 60, "appends": 5},
+        {"files": 200, "seconds": 3, "appends": 2},
+        _idle_check,
+        _idle_rows,
+        needs=("rsyslogd",),
+        apt={"rsyslogd": "rsyslog"},
+    ),
+    Bench(
         "demux",
         "bench_demux.py",
         {"lines": 1_000_000, "others": 300_000, "repeat": 3},
@@ -386,6 +541,15 @@ BENCHES: list[Bench] = [
         _demux_check,
         _demux_rows,
         out_flag="out",
+    ),
+    Bench(
+        "demux_duckdb",
+        "demux_duckdb.py",
+        {"lines": 1_000_000, "others": 500_000, "repeat": 3, "clean": True},
+        {"lines": 50_000, "others": 20_000, "repeat": 1},
+        _duckdb_check,
+        _duckdb_rows,
+        modules=("duckdb",),
     ),
     Bench(
         "export_postgres",

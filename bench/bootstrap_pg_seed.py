@@ -9,11 +9,16 @@ table of ``tests/test_bootstrap_postgres.py`` with ``--rows`` rows (plus 2,000 r
 composite-key table), creates the relay's slot and publication (as a relay start would), and runs
 :func:`headrace.bootstrap._seed_pg.seed_postgres` into a SQLite store, in process. Prints rows/s
 (and with ``--profile`` the top of a cProfile) and writes ``bench/results/bootstrap_pg_seed.json``.
+
+Peer, in the same run on the same server: ``COPY (SELECT * FROM t) TO STDOUT (FORMAT binary)`` of both
+tables through psycopg2 into a byte counter (nothing decoded): the rate at which PostgreSQL hands the
+rows out, the ceiling for any seeding. Its row count is checked against ``count(*)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import pstats
@@ -27,6 +32,17 @@ from _result import write_result  # bench/ is sys.path[0] when run as a script
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+
+class _Discard:
+    """A file-like sink for ``copy_expert`` that only counts the bytes."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.bytes += len(data)
+        return len(data)
 
 
 def main() -> None:
@@ -66,7 +82,26 @@ def main() -> None:
         prof.disable()
         seconds = time.monotonic() - t0
         store.close()
-        result = {"rows": state["rows"], "seconds": round(seconds, 2), "rows_per_s": round(state["rows"] / seconds)}
+        sink = _Discard()
+        with contextlib.closing(pg.connect(db)) as conn, conn.cursor() as cur:
+            copied = 0
+            t0 = time.monotonic()
+            for table in ["accounts", "lines"]:
+                cur.copy_expert(f"COPY (SELECT * FROM {table}) TO STDOUT WITH (FORMAT binary)", sink)
+                copied += cur.rowcount
+            copy_seconds = time.monotonic() - t0
+            cur.execute("SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM lines)")
+            table_rows = cur.fetchone()[0]
+        result = {
+            "rows": state["rows"],
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(state["rows"] / seconds),
+            "table_rows": table_rows,
+            "peer_copy_binary_rows": copied,
+            "peer_copy_binary_seconds": round(copy_seconds, 3),
+            "peer_copy_binary_rows_per_s": round(copied / copy_seconds),
+            "peer_copy_mb": round(sink.bytes / 1e6, 1),
+        }
         print(json.dumps(result))
         write_result("bootstrap_pg_seed", result)
         if args.profile:

@@ -60,3 +60,45 @@ def test_completeness_checks_reject_short_runs() -> None:
     args = {"txns": 1000, "rows": 5, "rate": 200, "seconds": 2}
     ok = {"txns": 1000, "relay_subscriber_events_per_s": 1, "pg_recvlogical_events_per_s": 2, "latency_events": 2000}
     assert relay.check(ok, args) == [] and relay.check({**ok, "latency_events": 1999}, args)
+
+
+def test_peer_benchmarks_count_every_line_before_a_speed_counts() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench._specs import BY_NAME, argv
+
+    assert argv({"lines": 5, "clean": True, "quick": False, "line_bytes": [100, 1024]}) == [
+        "--lines",
+        "5",
+        "--clean",
+        "--line-bytes",
+        "100",
+        "--line-bytes",
+        "1024",
+    ]
+    ship = BY_NAME["ship_peers"]
+    run = {"complete": True, "bytes": 800, "bytes_done": 800, "lines": 8, "lines_got": 8, "lines_checksum_ok": True}
+    runs = {"headrace": run, "rsyslog": run, "socat": run}
+    args = {"line_bytes": [100]}
+    assert ship.check({"sizes": {"100": runs}}, args) == []
+    lost = {**run, "complete": False, "lines_got": 7}
+    assert "7 of 8 lines" in " ".join(ship.check({"sizes": {"100": {**runs, "rsyslog": lost}}}, args))
+    assert ship.check({"sizes": {}}, args)
+
+    duck = BY_NAME["demux_duckdb"]
+    side = {"accounted": 100}
+    kinds = {k: {"headrace": side, "duckdb": side} for k in ["combined", "json", "syslog"]}
+    a = {"lines": 100, "others": 100}
+    assert duck.check({"results": kinds}, a) == []
+    short = {**kinds, "json": {"headrace": {"accounted": 99}, "duckdb": side}}
+    assert duck.check({"results": short}, a) and duck.check({"results": kinds}, {**a, "clean": True})
+
+    idle = BY_NAME["idle_agent"]
+    one = {"files_confirmed": 1000, "ack_latency_s": [0.1, 0.2, 0.3]}
+    a = {"files": 1000, "appends": 3}
+    assert idle.check({"headrace": one, "rsyslog": one}, a) == []
+    assert idle.check({"headrace": {**one, "ack_latency_s": [0.1, 0.2, float("inf")]}, "rsyslog": one}, a)
+
+    seed = BY_NAME["bootstrap_pg_seed"]
+    ok = {"rows": 7000, "rows_per_s": 1, "table_rows": 7000, "peer_copy_binary_rows": 7000}
+    ok["peer_copy_binary_rows_per_s"] = 2
+    assert seed.check(ok, {"rows": 5000}) == [] and seed.check({**ok, "peer_copy_binary_rows": 6999}, {"rows": 5000})
