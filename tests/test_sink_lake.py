@@ -240,8 +240,9 @@ def test_lake_on_s3_survives_kill9(tmp_path: Path, daemons: Any, s3: dict[str, s
 
 @pytest.mark.slow
 def test_lake_soak_many_kills(tmp_path: Path, daemons: Any) -> None:
-    """Longer: a bigger source, eight SIGKILLs, a compaction while the sink runs."""
-    stack = _stack(tmp_path, daemons, rows=5000)
+    """Longer: a bigger source, eight SIGKILLs, a compaction while the sink runs (a bootstrap log kept
+    for a while, so the sink reaches the relay between kills rather than restarting its snapshot)."""
+    stack = _stack(tmp_path, daemons, rows=5000, retention_seconds=600)
     uri = str(tmp_path / "lake")
     try:
         _, increments = run_with_kills(stack, daemons, uri, None, kills=8, seed=8, compact_at=4)
