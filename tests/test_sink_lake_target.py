@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from test_sink_target import FP2, SCHEMAS, ev, row
 
+from headrace.errors import UsageError
 from headrace.relay._event import Op
 from headrace.relay.client import Checkpoint, SnapshotRestarted, Window
 from headrace.sinks._config import LakeTarget
@@ -70,6 +71,11 @@ def test_merge_changes_truncate_growth_and_checkpoint(tmp_path: Path) -> None:
 
     again = _target(tmp_path)  # a new process reads the checkpoint back from the log's commit metadata
     assert again.load() == Checkpoint(4)
+    # a log whose commits no longer carry the checkpoint (as after the Delta log's retention): a clear refusal
+    log_rows = deltalake.DeltaTable(str(tmp_path / "_headrace_sink" / "s1")).to_pyarrow_table()
+    deltalake.write_deltalake(str(tmp_path / "_headrace_sink" / "s2"), log_rows)
+    with pytest.raises(UsageError, match="refusing to start over"):
+        LakeSinkTarget(LakeTarget(type="lake", uri=str(tmp_path)), "s2").load()
     head = read_sink_checkpoint(deltalake.DeltaTable(str(tmp_path / "current" / "shop_items")), "s1")
     assert head is not None and head.checkpoint == Checkpoint(4) and head.number == 3
 

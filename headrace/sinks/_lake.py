@@ -22,13 +22,15 @@ sink's commit number n) and ``headrace.checkpoint`` (the checkpoint after the wi
 Delta commit is atomic, so each table's data and its checkpoint move together. A sink commit n writes
 each touched table (changes, then current), then the log last; the log's newest commit is where the
 subscriber resumes. A kill between the tables' commits and the log's leaves some tables *ahead* of
-the log: on start (and when a table is first touched) the sink reads each table's newest sink commit
-from its history; a table is ahead when that commit is newer than the log's (number n+1, or number n
-with another checkpoint) or when the log's commit names it as still ahead. The windows a table
-already holds are then skipped *for that table* on replay: up to the window whose checkpoint equals
-the table's (in the relay and catch-up phases: every window up to the table's SCN). A table that stays
-ahead through a whole commit is recorded as ahead in that log commit, so a second crash keeps the
-skip. Hence every table applies each window once, independently of the others.
+the log (the replay then takes a new commit number, so the change table's ``_headrace_commit`` orders
+a cut-short commit's rows before the replay's): on start (and when a table is first touched) the sink
+reads each table's newest sink commit from its history; a table is ahead when that commit is newer
+than the log's (a higher number, or the same number with another checkpoint) or when the log's commit
+names it as still ahead. The windows a table already holds are then skipped *for that table* on
+replay: up to the window whose checkpoint equals the table's (in the relay and catch-up phases: every
+window up to the table's SCN). A table that stays ahead through a whole commit is recorded as ahead in
+that log commit, so a second crash keeps the skip. Hence every table applies each window once,
+independently of the others.
 
 Schema growth: new columns are added by ``merge_schema=True`` / ``schema_mode="merge"`` (Delta schema
 evolution). Delta allows one writer per table: one sink per ``uri``; on S3 set
@@ -48,7 +50,7 @@ from typing import Any
 import pyarrow as pa
 
 from .._logging import get_logger
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..relay import Op
 from ..relay.client import ChangeEvent, Checkpoint, SnapshotRestarted, Window
 from ._config import LakeTarget
@@ -159,6 +161,8 @@ class LakeSinkTarget:
         self._fingerprints: set[str] = set()
         self._tables: dict[str, _Table] = {}
         self._log_ahead: dict[str, Checkpoint] = {}
+        #: the highest sink commit number seen in any table (a cut-short commit's number is not reused)
+        self._highest = 0
         #: every source table the sink manages (from the log, plus the ones seen since)
         self.sources: set[str] = set()
 
@@ -177,12 +181,19 @@ class LakeSinkTarget:
         """The checkpoint of the log's newest commit; marks the tables that are ahead of it."""
         self._tables.clear()
         self.sources.clear()
+        self._highest = 0
         if not self._is_delta(self.log_uri):
             self.commit_no, self.last, self._log_ahead = 0, None, {}
             return None
         logt = self._delta(self.log_uri)
         head = read_sink_checkpoint(logt, self.name)
         if head is None:
+            if logt.to_pyarrow_table(columns=["commit"]).num_rows:
+                raise UsageError(
+                    f"the lake log {self.log_uri} has commits but none with sink {self.name!r}'s checkpoint "
+                    "(another sink name, or the Delta log's retention removed it): refusing to start over "
+                    "on top of the existing tables; remove the lake's tables to start from a snapshot"
+                )
             self.commit_no, self.last, self._log_ahead = 0, None, {}
             return None
         self.commit_no, self.last, self._log_ahead = head.number, head.checkpoint, dict(head.ahead)
@@ -203,6 +214,8 @@ class LakeSinkTarget:
         t.exists = self._is_delta(uri)
         if t.exists:
             mine = read_sink_checkpoint(self._delta(uri), self.name)
+            if mine is not None:
+                self._highest = max(self._highest, mine.number)
             if mine is not None and (
                 mine.number > self.commit_no or (mine.number == self.commit_no and mine.checkpoint != self.last)
             ):
@@ -243,7 +256,6 @@ class LakeSinkTarget:
         checkpoint: Checkpoint,
     ) -> int:
         """Write every touched table (changes, then current; each commit with ``checkpoint``), then the log."""
-        n = self.commit_no + 1
         touched: list[str] = []
         for item in items:
             for e in item.events:
@@ -252,6 +264,11 @@ class LakeSinkTarget:
         cleared = any(isinstance(i, SnapshotRestarted) for i in items)
         if cleared:
             touched += sorted(self.sources - set(touched))
+        for source in touched:  # open them first: a number a cut-short commit used is never used again
+            self._table("changes", source)
+            self._table("current", source)
+        n = max(self.commit_no, self._highest) + 1
+        self._highest = n
         rows = 0
         still_ahead: dict[str, Checkpoint] = {}
         done: set[str] = set()
