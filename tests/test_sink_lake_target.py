@@ -136,6 +136,10 @@ def test_a_snapshot_restart_ends_the_skip_of_a_table_ahead(tmp_path: Path) -> No
     assert sorted(current(tmp_path)) == [1] and current(tmp_path)[1]["name"] == "new"
     # the change table: what it held, then the restart (a ``t``) and the new snapshot's rows
     assert changes(tmp_path) == sorted([("r", 5, 0), ("r", 5, 0), ("c", 9, 0), ("t", 0, 0), ("r", 12, 0)])
+    # the replay took a new commit number: the cut-short commit's rows sort before the restart's ``t``
+    rows = deltalake.DeltaTable(str(tmp_path / "changes" / "shop_items")).to_pyarrow_table().to_pylist()
+    commit_of = {r["_headrace_op"] + str(r["_headrace_scn"]): r["_headrace_commit"] for r in rows}
+    assert commit_of["c9"] < commit_of["t0"] == commit_of["r12"]
 
 
 def test_compaction_keeps_the_content(tmp_path: Path) -> None:
