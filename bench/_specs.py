@@ -433,6 +433,26 @@ def _sink_nats_rows(r: Result) -> list[Row]:
     ]
 
 
+def _sink_lake_check(r: Result, a: Args) -> list[str]:
+    problems = _missing(r, "sink_target_events_per_s", "peer_write_deltalake_events_per_s")
+    for k in ("events", "current_rows", "change_rows"):
+        if r.get(k) != a["events"]:
+            problems.append(f"{k}: {r.get(k)}, expected {a['events']}")
+    return problems
+
+
+def _sink_lake_rows(r: Result) -> list[Row]:
+    return [
+        _row(
+            f"sink `lake` → Delta Lake, events/s (change append + current MERGE + log, checkpoint in each commit; "
+            f"{r['events']:,} events, {r['events_per_commit']:,} per commit)",
+            _n(r["sink_target_events_per_s"]),
+            f"deltalake `write_deltalake` of the same rows, one append: {_n(r['peer_write_deltalake_events_per_s'])}",
+            _ratio(r["sink_target_events_per_s"], r["peer_write_deltalake_events_per_s"]),
+        )
+    ]
+
+
 # wire compression and TLS ----------------------------------------------------------------------------------------
 
 
@@ -617,6 +637,14 @@ BENCHES: list[Bench] = [
         _sink_nats_check,
         _sink_nats_rows,
         needs=("nats-server",),
+    ),
+    Bench(
+        "sink_lake",
+        "sink_lake.py",
+        {"events": 100_000},
+        {"events": 10_000, "commit_events": 2_000},
+        _sink_lake_check,
+        _sink_lake_rows,
     ),
     Bench(
         "wire_compression",

@@ -134,6 +134,20 @@ def _http_ok(url: str, token: str | None = None) -> str | None:
     return None
 
 
+def _lake(target: Any) -> str | None:
+    """None if a ``lake`` sink's storage answers (a local folder: writable); else why not."""
+    if "://" not in target.uri or target.uri.startswith("file://"):
+        return _writable_dir(target.uri)
+    try:
+        import deltalake
+
+        log_uri = target.uri.rstrip("/") + "/_headrace_sink"
+        deltalake.DeltaTable.is_deltatable(log_uri, storage_options=dict(target.storage_options) or None)
+    except Exception as exc:  # any storage error is the finding
+        return f"cannot reach {target.uri}: {type(exc).__name__}: {exc}"
+    return None
+
+
 def _writable_dir(path: str) -> str | None:
     """None if ``path`` (a folder or storage URL) can be written; else why not."""
     if "://" in path and not path.startswith("file://"):
@@ -266,6 +280,8 @@ def check_connections(models: Mapping[str, Any]) -> list[Finding]:
             checks.append((f"sink.bootstrap.{i} ({url})", functools.partial(_http_ok, url, sk.token)))
         if sk.target.type == "sql":
             checks.append((f"sink.target.url ({sk.target.url})", lambda: _database(sk.target.url)))
+        elif sk.target.type == "lake":
+            checks.append((f"sink.target.uri ({sk.target.uri})", lambda: _lake(sk.target)))
         else:
             checks.append((f"sink.target.servers ({', '.join(sk.target.servers)})", lambda: _nats(sk.target.servers)))
     for where, fn in checks:

@@ -9,7 +9,7 @@ from pydantic import Field
 from .._config import Listen, Section
 from .._tls import ClientTLS
 
-__all__ = ["NatsTarget", "SinkConfig", "SqlTarget"]
+__all__ = ["LakeTarget", "NatsTarget", "SinkConfig", "SqlTarget"]
 
 
 class SqlTarget(Section):
@@ -50,6 +50,30 @@ class NatsTarget(Section):
     credentials: str | None = None
 
 
+class LakeTarget(Section):
+    """``sink.target`` with ``type: lake``: Delta Lake tables (a current-state and a change table per source table)."""
+
+    type: Literal["lake"]
+    #: root of the lake: a local folder or ``s3://bucket/prefix`` (tables ``current/<name>``,
+    #: ``changes/<name>`` and the sink's commit log ``_headrace_sink/<sink name>`` below it)
+    uri: str = Field(min_length=1)
+    #: deltalake (object_store) storage options: ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``,
+    #: credentials, ``AWS_S3_ALLOW_UNSAFE_RENAME`` (one writer per table) or a locking provider
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    #: prefix of every table's name (the source table ``main.t`` becomes ``<prefix>main_t``)
+    table_prefix: str = ""
+    #: lake table names by source table (overrides the default name)
+    tables: dict[str, str] = Field(default_factory=dict)
+    #: most windows per commit (every commit is a Delta version of each table it touches: keep them big)
+    batch_windows: int = Field(default=10_000, ge=1)
+    #: most events staged before a commit
+    batch_rows: int = Field(default=100_000, ge=1)
+    #: staged windows are committed at the latest after this many seconds
+    batch_seconds: float = Field(default=5.0, ge=0)
+    #: ``headrace sink --compact``: files removed by compaction are deleted when older than this (hours)
+    vacuum_retention_hours: int = Field(default=168, ge=0)
+
+
 class SinkConfig(Section):
     """Settings of ``headrace sink``."""
 
@@ -76,4 +100,4 @@ class SinkConfig(Section):
     #: seconds between restarts of the subscriber after a failure (doubled up to ``backoff_max_seconds``)
     backoff_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
-    target: Annotated[SqlTarget | NatsTarget, Field(discriminator="type")]
+    target: Annotated[SqlTarget | NatsTarget | LakeTarget, Field(discriminator="type")]

@@ -28,7 +28,7 @@ from ..errors import ScnTooOld, TransientError, UsageError
 from ..relay.client import Batch, Checkpoint, SnapshotRestarted, Subscriber, Window
 from ._config import SinkConfig
 from ._health import HealthServer, SinkMetrics
-from ._target import Target
+from ._target import MarkedTarget, Target
 
 __all__ = ["SinkSubscriber", "TargetStore", "make_target", "run_once", "run_sink"]
 
@@ -53,6 +53,8 @@ class TargetStore:
         self.batch_seconds = batch_seconds
         self._unsaved: list[Window | SnapshotRestarted] = []  # yielded, not yet checkpointed
         self._staged: list[Window | SnapshotRestarted] = []
+        #: (number of staged items, the checkpoint saved after them), for targets that skip replays per window
+        self._marks: list[tuple[int, Checkpoint]] = []
         self._rows = 0
         self._pending: Checkpoint | None = None
         self._since = time.monotonic()
@@ -76,6 +78,7 @@ class TargetStore:
             self._staged.append(item)
             self._rows += len(item.events)
         self._unsaved = []
+        self._marks.append((len(self._staged), checkpoint))
         if self._pending is None:
             self._since = time.monotonic()
         self._pending = checkpoint
@@ -94,8 +97,12 @@ class TargetStore:
             return
         if self.committed is not None and not self._staged and cp == self.committed:
             self._pending = None
+            self._marks = []
             return
-        n = self.target.commit(self._staged, cp)
+        if isinstance(self.target, MarkedTarget):
+            n = self.target.commit_marked(self._staged, self._marks, cp)
+        else:
+            n = self.target.commit(self._staged, cp)
         self.commits += 1
         self.rows_written += n
         if self.metrics is not None:
@@ -105,6 +112,7 @@ class TargetStore:
         log.debug("sink_committed", scn=cp.scn, phase=cp.phase, windows=len(self._staged), rows=n)
         self.committed = cp
         self._staged = []
+        self._marks = []
         self._rows = 0
         self._pending = None
 
@@ -137,6 +145,11 @@ def make_target(cfg: SinkConfig) -> Target:
         from ._sql import SqlSinkTarget
 
         return SqlSinkTarget(cfg.target, cfg.name)
+    if cfg.target.type == "lake":
+        from ._lake import LakeSinkTarget
+
+        lake_target: Target = LakeSinkTarget(cfg.target, cfg.name)
+        return lake_target
     from ._nats import NatsSinkTarget
 
     nats_target: Target = NatsSinkTarget(cfg.target, cfg.name)
@@ -145,7 +158,7 @@ def make_target(cfg: SinkConfig) -> Target:
 
 def _batching(cfg: SinkConfig) -> tuple[int, int, float]:
     t: Any = cfg.target
-    if cfg.target.type == "sql":
+    if cfg.target.type in ("sql", "lake"):
         return t.batch_windows, t.batch_rows, t.batch_seconds
     return 1_000_000, t.max_pending, 0.2  # nats: publishes are acked per commit; a commit per response or 0.2 s
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..relay.client import Checkpoint, SnapshotRestarted, Window
 
-__all__ = ["SchemaOf", "Target"]
+__all__ = ["MarkedTarget", "SchemaOf", "Target"]
 
 #: (fingerprint, table) → the Avro row schema the relay serves for it
 SchemaOf = Callable[[str, str], dict[str, Any]]
@@ -33,3 +33,18 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MarkedTarget(Protocol):
+    """A target that wants the checkpoint after each staged window, not only the last (the ``lake``
+    target skips, per table, the windows a table already holds when a commit is replayed)."""
+
+    def commit_marked(
+        self,
+        items: Sequence[Window | SnapshotRestarted],
+        marks: Sequence[tuple[int, Checkpoint]],
+        checkpoint: Checkpoint,
+    ) -> int:
+        """As :meth:`Target.commit`; ``marks``: (items before it, the checkpoint saved after them), in order."""
+        ...
