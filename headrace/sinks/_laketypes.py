@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..relay._schema import COLUMN_PROP, KIND_PROP
+from .._typemap import COLUMN_PROP, KIND_PROP
 from ._sqltypes import json_text
 
 __all__ = ["LakeColumn", "lake_columns"]
