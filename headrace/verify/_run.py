@@ -154,6 +154,20 @@ def _checkpoints(engine: sa.engine.Engine) -> list[dict[str, Any]]:
     return [{"sink": r[0], "scn": int(r[1]), "phase": r[2], "updated_ms": int(r[3])} for r in rows]
 
 
+def _is_delta(location: str, storage_options: dict[str, str] | None) -> bool:
+    """A Delta Lake table (a ``sink lake`` target's ``current/<name>``): a local folder with a
+    ``_delta_log``, or an object-store URI (``s3://``, ``gs://``, ``az://`` …) that deltalake opens."""
+    if "://" not in location:
+        return (Path(location) / "_delta_log").is_dir()
+    if not location.startswith(("s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "file://")):
+        return False
+    try:
+        import deltalake
+    except ImportError as exc:
+        raise UsageError("--against: a Delta table needs the deltalake package: pip install 'headrace[lake]'") from exc
+    return bool(deltalake.DeltaTable.is_deltatable(location, storage_options=storage_options))
+
+
 def _export_dir(path: Path, table: str) -> bool:
     return (path / f"table={table}" / "MANIFEST.json").is_file()
 
@@ -198,13 +212,16 @@ def verify(
     max_keys: int = 10_000,
     token: str | None = None,
     wait: Callable[[float], None] = time.sleep,
+    storage_options: dict[str, str] | None = None,
 ) -> VerifyReport:
     """Compare ``table`` in the database at ``source`` with its copy at ``against``.
 
     ``against`` is a SQLAlchemy URL (a ``headrace sink`` sql replica, or any copy), a bootstrap
-    server's ``http(s)://`` URL (its snapshot; ``token`` for its bearer token) or the folder of a
-    ``headrace export`` (Parquet). Raises :class:`UsageError` for a bad argument (nothing is changed
-    on either side: every statement is a ``SELECT``). With ``recheck_seconds``, the rows of the buckets
+    server's ``http(s)://`` URL (its snapshot; ``token`` for its bearer token), a Delta table (a ``sink
+    lake`` target's ``<uri>/current/<name>``, local or ``s3://…`` with ``storage_options``; read whole
+    with Arrow and hashed here) or the folder of a ``headrace export`` (Parquet). Raises
+    :class:`UsageError` for a bad argument (nothing is changed on either side: every statement is a
+    ``SELECT``). With ``recheck_seconds``, the rows of the buckets
     that differed are fetched again after ``wait(recheck_seconds)``, and only keys that still differ
     (and differed before) are reported: a change in flight between source and replica is not a
     difference once the replica applied it.
@@ -232,6 +249,13 @@ def verify(
             plan = _plan(src_kinds, {n: src_kinds.get(n, "string") for n in fields}, key, exclude)
             replica = MemorySide(rows, plan.key, plan.columns)
             checkpoints = [{"bootstrap": against, "snapshot_scn": snapshot_scn}]
+        elif _is_delta(against, storage_options):
+            import deltalake
+
+            rep_name = against_table or against.rstrip("/").rpartition("/")[2]
+            arrow = deltalake.DeltaTable(against, storage_options=storage_options).to_pyarrow_table()
+            plan = _plan(src_kinds, {n: src_kinds.get(n, "string") for n in arrow.column_names}, key, exclude)
+            replica = MemorySide(arrow.to_pylist(), plan.key, plan.columns)
         elif "://" in against:
             rep_engine = _engine(against, "--against")
             rep_name = against_table or _replica_name(rep_engine, table)
