@@ -237,9 +237,11 @@ class RowCodec:
                 self._enc.append((col.name, field["name"], _encoder(col.type), _native(col.type)))
                 types.append(field["type"])
             # the hot path: a writer compiled for this schema; the fastavro path below is the reference
-            self._fast_encode = compile_writer(
-                [(col, t, conv, native) for (col, _n, conv, native), t in zip(self._enc, types, strict=True)]
-            )
+            # (a table without columns has nothing to encode with: the reference path refuses it)
+            if self._enc:
+                self._fast_encode = compile_writer(
+                    [(col, t, conv, native) for (col, _n, conv, native), t in zip(self._enc, types, strict=True)]
+                )
         out_schema = reader_schema if reader_schema is not None else version.schema
         self._dec: list[tuple[str, str, Convert | None]] = [
             (f["name"], f.get(COLUMN_PROP, f["name"]), _decoder_for(f["type"])) for f in out_schema["fields"]
