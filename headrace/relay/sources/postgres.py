@@ -218,7 +218,7 @@ class PostgresSource(ChangeSource):
         self.wal_warn_bytes: int = pg.wal_warn_bytes
         self.retention_seconds: float = pg.retention_seconds
         self.status_interval: float = pg.status_interval
-        self.rewrite_on_ddl: bool = getattr(pg, "row_changing_ddl", "report") == "rewrite"
+        self.rewrite_on_ddl: bool = pg.row_changing_ddl == "rewrite"
         self._clock = clock
         self._meta_conn: Any = None
         self._assembler = PgChangeAssembler(self._relation_catalog, self._type_catalog)
