@@ -142,6 +142,112 @@ def test_a_snapshot_restart_ends_the_skip_of_a_table_ahead(tmp_path: Path) -> No
     assert commit_of["c9"] < commit_of["t0"] == commit_of["r12"]
 
 
+def _page(s0: int, after: str) -> Checkpoint:
+    return Checkpoint(s0, "snapshot", {"snapshot_scn": s0, "after": after})
+
+
+def _done(s0: int) -> Checkpoint:
+    return Checkpoint(s0, "catchup", {"snapshot_scn": s0})
+
+
+def _named(root: Path) -> list[tuple[int, str, int, int | None, str | None]]:
+    """The change table in commit order: (commit, op, scn, id, name)."""
+    rows = deltalake.DeltaTable(str(root / "changes" / "shop_items")).to_pyarrow_table().to_pylist()
+    out = [(r["_headrace_commit"], r["_headrace_op"], r["_headrace_scn"], r["id"], r["name"]) for r in rows]
+    return sorted(out, key=lambda r: (r[0], r[2], -1 if r[3] is None else r[3]))
+
+
+@pytest.mark.parametrize("dies_in", ["_apply_current", "_commit_log"])
+@pytest.mark.parametrize("held_at", ["catchup", "snapshot"])
+def test_a_table_ahead_from_another_snapshot_is_replaced_not_skipped(
+    tmp_path: Path, dies_in: str, held_at: str
+) -> None:
+    """Issue 15: the log's checkpoint is the start of a snapshot (the commit ended at a restart); the next
+    commit (snapshot 5) reached some tables but not the log; the replay reads a *new* snapshot (8): its
+    pages and checkpoints differ from what the tables hold, and its catch-up starts at 8. A table that
+    skipped the new snapshot's pages as "held" lost the changes between 5 and 8 (the gap of issue 15);
+    now such a table starts over: a ``t`` in the change table, the new snapshot, then the catch-up."""
+    t = _target(tmp_path)
+    t.load()
+    t.commit([_win(t, 1, ev(1, Op.INSERT, 1, row(1)))], Checkpoint(1))
+    t.commit([SnapshotRestarted(0, [])], Checkpoint(0, "snapshot", {}))  # the log stops at the restart
+
+    def die(*_: Any) -> int:
+        raise OSError("killed")
+
+    setattr(t, dies_in, die)
+    # snapshot 5: page 1 (ids 1, 2), page 2 (id 3, the last), then catch-up: id 1 at 6, id 2 at 7, id 1 at 8
+    p1 = _win(t, 5, ev(5, Op.READ, 1, row(1, name="s5")), ev(5, Op.READ, 2, row(2, name="s5")))
+    p2 = _win(t, 5, ev(5, Op.READ, 3, row(3, name="s5")))
+    w6 = _win(t, 6, ev(6, Op.UPDATE, 1, row(1, name="u6")))
+    if held_at == "snapshot":  # the cut-short commit ended inside snapshot 5
+        cut, marks = [p1], [(1, _page(5, "c2"))]
+    else:  # … or past it, in the catch-up
+        cut, marks = [p1, p2, w6], [(1, _page(5, "c2")), (2, _done(5)), (3, Checkpoint(6, "catchup"))]
+    with pytest.raises(OSError):
+        t.commit_marked(cut, marks, marks[-1][1])
+
+    r = _target(tmp_path)
+    assert r.load() == Checkpoint(0, "snapshot", {})
+    # the replay reads snapshot 8 (the changes at 6, 7 and 8 are in it), then catches up from 8
+    q1 = _win(r, 8, ev(8, Op.READ, 1, row(1, name="u8")), ev(8, Op.READ, 2, row(2, name="u7")))
+    q2 = _win(r, 8, ev(8, Op.READ, 3, row(3, name="s5")))
+    w9 = _win(r, 9, ev(9, Op.UPDATE, 1, row(1, name="u9")))
+    marks = [(1, _page(8, "c2")), (2, _done(8)), (3, Checkpoint(9, "catchup"))]
+    r.commit_marked([q1], marks[:1], marks[0][1])  # the replay's commits are smaller
+    r.commit_marked([q2, w9], [(1, marks[1][1]), (2, marks[2][1])], marks[2][1])
+
+    cur = current(tmp_path)
+    assert {i: v["name"] for i, v in cur.items()} == {1: "u9", 2: "u7", 3: "s5"}
+    ch = _named(tmp_path)
+    last_t = max(i for i, c in enumerate(ch) if c[1] == "t")
+    # after the last restart marker: snapshot 8's rows and the catch-up, every change once, no gap
+    assert [c[1:] for c in ch[last_t + 1 :]] == [
+        ("r", 8, 1, "u8"),
+        ("r", 8, 2, "u7"),
+        ("r", 8, 3, "s5"),
+        ("u", 9, 1, "u9"),
+    ]
+    assert _target(tmp_path).load() == Checkpoint(9, "catchup")
+
+
+def _cur(i: int) -> str:
+    """A bootstrap server's ``after`` cursor of row ``i`` (see headrace.bootstrap._serve_snapshot)."""
+    from headrace.bootstrap._serve_snapshot import encode_cursor
+
+    return encode_cursor("shop.items", i.to_bytes(4, "big"), 1)
+
+
+def test_a_table_ahead_inside_a_snapshot_paged_differently_skips_only_its_pages(tmp_path: Path) -> None:
+    """The replay resumes the same snapshot, but rows changed in the store meanwhile, so pages end at other
+    keys: pages ending at or before the table's page are skipped, the first one past it is applied (its
+    rows the table held are in the change table twice, as ``r``); none is lost."""
+    t = _target(tmp_path)
+    t.load()
+    t.commit([_win(t, 5, ev(5, Op.READ, 1, row(1)))], _page(5, _cur(1)))
+
+    def die(*_: Any) -> None:
+        raise OSError("killed")
+
+    t._commit_log = die  # type: ignore[method-assign]
+    cut = [_win(t, 5, ev(5, Op.READ, 2, row(2)), ev(5, Op.READ, 3, row(3))), _win(t, 5, ev(5, Op.READ, 4, row(4)))]
+    with pytest.raises(OSError):
+        t.commit_marked(cut, [(1, _page(5, _cur(3))), (2, _page(5, _cur(4)))], _page(5, _cur(4)))
+    r = _target(tmp_path)
+    assert r.load() == _page(5, _cur(1))
+    # meanwhile 3 was deleted, 5 and 6 inserted: the replay's pages end at 2, at 5, then 6 (the last page)
+    q = [
+        _win(r, 5, ev(5, Op.READ, 2, row(2))),
+        _win(r, 5, ev(5, Op.READ, 4, row(4)), ev(5, Op.READ, 5, row(5))),
+        _win(r, 5, ev(5, Op.READ, 6, row(6))),
+    ]
+    r.commit_marked(q[:1], [(1, _page(5, _cur(2)))], _page(5, _cur(2)))  # skipped: the table holds it
+    r.commit_marked(q[1:], [(1, _page(5, _cur(5))), (2, _done(5))], _done(5))
+    assert sorted(current(tmp_path)) == [1, 2, 3, 4, 5, 6]  # 3's delete comes with the catch-up
+    ids = sorted(c[3] for c in _named(tmp_path))
+    assert ids == [1, 2, 3, 4, 4, 5, 6]  # 4 twice (its page was paged differently), 5 not lost
+
+
 def test_compaction_keeps_the_content(tmp_path: Path) -> None:
     from headrace.sinks import compact_lake
 

@@ -28,9 +28,11 @@ reads each table's newest sink commit from its history; a table is ahead when th
 than the log's (a higher number, or the same number with another checkpoint) or when the log's commit
 names it as still ahead. The windows a table already holds are then skipped *for that table* on
 replay: up to the window whose checkpoint equals the table's (in the relay and catch-up phases: every
-window up to the table's SCN). A table that stays ahead through a whole commit is recorded as ahead in
-that log commit, so a second crash keeps the skip. Hence every table applies each window once,
-independently of the others.
+window up to the table's SCN; inside a snapshot, the pages ending at or before the table's). A replay
+that reads another snapshot than the one a table holds (a new ``snapshot_scn``) makes that table start
+over there instead, as at a restarted snapshot (:func:`covered_until`). A table that stays ahead
+through a whole commit is recorded as ahead in that log commit, so a second crash keeps the skip.
+Hence every table applies each window once, independently of the others.
 
 Schema growth: new columns are added by ``merge_schema=True`` / ``schema_mode="merge"`` (Delta schema
 evolution). Delta allows one writer per table: one sink per ``uri``; on S3 set
@@ -41,6 +43,8 @@ only rewrites files, so the sink's MERGEs and compaction do not lose each other'
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -100,39 +104,102 @@ def read_sink_checkpoint(dt_: Any, sink: str) -> SinkCommit | None:
         limit = None  # not among the newest: read the whole history once
 
 
-def _covered_until(
+def _snapshot_of(cp: Checkpoint) -> int | None:
+    """The ``snapshot_scn`` of the snapshot a checkpoint is inside (or just finished), else None."""
+    s0 = cp.position.get("snapshot_scn")
+    return None if s0 is None else int(s0)
+
+
+def _other_snapshot(held: Checkpoint, snapshot_scn: int) -> bool:
+    """Whether a page of snapshot ``snapshot_scn`` is of another snapshot than the one ``held`` is in (or past)."""
+    mine = _snapshot_of(held)
+    if mine is not None:
+        return snapshot_scn != mine
+    if held.phase in _PHASES_BY_SCN:  # past its snapshot: one at or below its SCN is caught up past by the table
+        return snapshot_scn > held.scn
+    return True  # the start of a snapshot (a restart's checkpoint): the table holds no page yet
+
+
+def _cursor_key(cp: Checkpoint) -> tuple[str, bytes] | None:
+    """(source, sort key) of the last row of the page a snapshot checkpoint follows, from the bootstrap
+    server's ``after`` cursor (base64 of ``[source, hex key, generation]``); None when it is not one."""
+    after = cp.position.get("after")
+    if not isinstance(after, str):
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
+        return str(parts[0]), bytes.fromhex(parts[1])
+    except (ValueError, TypeError, IndexError, KeyError, binascii.Error):
+        return None
+
+
+def _page_at_or_before(cp: Checkpoint, held: Checkpoint) -> bool:
+    """Whether the snapshot page ``cp`` ends at or before the page ``held`` ends (pages go in key order);
+    False when either cursor cannot be read (the page is applied again: at worst ``r`` rows twice)."""
+    a, b = _cursor_key(cp), _cursor_key(held)
+    return a is not None and b is not None and a <= b
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    """What a table ahead of the log does with a commit's items (see :func:`covered_until`)."""
+
+    #: how many leading items the table already holds (skipped for it)
+    skip: int
+    #: the table holds more than this commit reaches: it stays ahead
+    stays: bool = False
+    #: the table holds a *different* snapshot than the one replayed from ``items[skip]``: it starts
+    #: over there (its copy is replaced, as at a restarted snapshot)
+    replace: bool = False
+
+
+def covered_until(
     held: Checkpoint, items: Sequence[Window | SnapshotRestarted], marks: Sequence[tuple[int, Checkpoint]]
-) -> tuple[int, bool]:
-    """How many leading ``items`` a table holding ``held`` has already applied, and whether it stays ahead.
+) -> Cover:
+    """What a table holding ``held`` (ahead of the log) has already applied of ``items``.
 
     Marks are walked in order: every mark up to the one equal to ``held`` is covered; in the relay
     and catch-up phases a mark at or below ``held``'s SCN is covered and one above it is not (nor is
-    anything after); a snapshot page mark while ``held`` is past the snapshot is covered; a catch-up
-    or relay mark while ``held`` is still inside the snapshot ends the skip (the page ``held`` names
-    was not replayed with the same boundaries: see docs/sinks.md). A restarted snapshot ends the skip
-    before it: the new snapshot replaces what the table held.
+    anything after). A snapshot page is covered only while it is of the snapshot the table holds:
+    the same ``snapshot_scn`` when ``held`` names one; when ``held`` is past its snapshot (a plain
+    catch-up or relay checkpoint), a snapshot at or below ``held``'s SCN (its catch-up is skipped up
+    to that SCN, so the table misses nothing). A page of another snapshot — the replay started a new
+    snapshot from the log's checkpoint (the start of a snapshot) and the bootstrap server read it at
+    a new SCN — is **not** covered: the table starts over at that snapshot's first item
+    (``replace``), since its own rows are of the old snapshot and the new one's catch-up begins past
+    them (skipping it lost the changes in between: issue 15). Inside the table's own snapshot a page
+    is covered when it ends (its ``after`` cursor: pages go in key order) at or before the table's
+    page; the first page past it, or a catch-up or relay mark, ends the skip (when the store changed
+    between the crash and the replay, pages end at other keys: the page that straddles the table's
+    is applied whole, its held rows are ``r`` rows twice in the change table). A restarted snapshot
+    ends the skip before it: the new snapshot replaces what the table held.
     """
     restart = next((i for i, item in enumerate(items) if isinstance(item, SnapshotRestarted)), len(items))
     upto = 0
     for n, cp in marks:
         if n > restart:  # a new snapshot replaces the table's content: nothing from here on is held
-            return upto, False
+            return Cover(upto)
         if cp == held:
-            return n, False
+            return Cover(n)
+        snap = _snapshot_of(cp)
+        if snap is not None and _other_snapshot(held, snap):
+            return Cover(upto, replace=True)  # another snapshot than the table's, from its first page on
         if held.phase in _PHASES_BY_SCN:
             if cp.phase in _PHASES_BY_SCN and cp.scn > held.scn:
-                return upto, False
-        elif cp.phase in _PHASES_BY_SCN:  # held inside a snapshot, the replay is past it
-            return upto, False
+                return Cover(upto)
+        # held inside a snapshot: the replay is past the snapshot, or at a page past the table's
+        elif cp.phase in _PHASES_BY_SCN or not _page_at_or_before(cp, held):
+            return Cover(upto)
         upto = n
-    return upto, True
+    return Cover(upto, stays=True)
 
 
 class _Table:
     """One Delta table of the sink: where it is and what it holds."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, source: str) -> None:
         self.uri = uri
+        self.source = source
         self.exists = False
         #: the checkpoint this table holds beyond the log's (its windows are skipped on replay)
         self.ahead: Checkpoint | None = None
@@ -210,7 +277,7 @@ class LakeSinkTarget:
         t = self._tables.get(uri)
         if t is not None:
             return t
-        t = self._tables[uri] = _Table(uri)
+        t = self._tables[uri] = _Table(uri, source)
         t.exists = self._is_delta(uri)
         if t.exists:
             mine = read_sink_checkpoint(self._delta(uri), self.name)
@@ -271,32 +338,39 @@ class LakeSinkTarget:
         self._highest = n
         rows = 0
         still_ahead: dict[str, Checkpoint] = {}
-        done: set[str] = set()
+        covers = {t.uri: covered_until(t.ahead, items, marks) for t in self._tables.values() if t.ahead is not None}
+        for t in self._tables.values():  # a table starting over is written even when no event is its own
+            if covers.get(t.uri, Cover(0)).replace and t.source not in touched:
+                touched.append(t.source)
         for source in touched:
             for kind in ("changes", "current"):
                 t = self._table(kind, source)
-                skip = 0
-                if t.ahead is not None:
-                    skip, stays = _covered_until(t.ahead, items, marks)
-                    if stays:
-                        still_ahead[t.uri] = t.ahead
-                    else:
-                        log.info("lake_replay_skipped", table=t.uri, windows=skip)
-                done.add(t.uri)
-                todo = items[skip:]
+                todo: Sequence[Window | SnapshotRestarted] = items
+                cover = covers.get(t.uri)
+                if cover is not None:
+                    todo = items[cover.skip :]
+                    if cover.replace:
+                        todo = [SnapshotRestarted(0, [], "replay_of_another_snapshot"), *todo]
+                    log.info("lake_replay_skipped", table=t.uri, windows=cover.skip, replaced=cover.replace)
                 if kind == "changes":
                     rows += self._append_changes(t, source, todo, n, checkpoint)
                 else:
                     rows += self._apply_current(t, source, todo, n, checkpoint)
-                if t.uri not in still_ahead:
-                    t.ahead = None
-        for t in self._tables.values():  # ahead, but nothing of theirs in this commit: passed, or still ahead
-            if t.ahead is not None and t.uri not in done:
-                _, stays = _covered_until(t.ahead, items, marks)
-                if stays:
-                    still_ahead[t.uri] = t.ahead
-                else:
-                    t.ahead = None
+        for t in self._tables.values():  # ahead: passed now (or replaced), or still ahead
+            cover = covers.get(t.uri)
+            if cover is not None and cover.stays:
+                assert t.ahead is not None
+                still_ahead[t.uri] = t.ahead
+            else:
+                t.ahead = None
+        log.debug(
+            "lake_commit",
+            commit=n,
+            checkpoint=checkpoint.to_json(),
+            items=len(items),
+            restarted=cleared,
+            covers={u: [c.skip, c.stays, c.replace] for u, c in covers.items()},
+        )
         self.sources.update(touched)
         self._commit_log(n, checkpoint, touched, still_ahead)
         self.commit_no, self.last, self._log_ahead = n, checkpoint, still_ahead
