@@ -57,7 +57,9 @@ def _last_scn(url: str) -> int:
 
 
 def test_nats_stream_holds_every_change_once_across_kill9(tmp_path: Path, daemons: Any, nats_url: str) -> None:
-    stack = Stack(tmp_path, daemons, rows=2000)
+    # a bootstrap log kept for a while: under load a sink whose log is compacted right away restarts its
+    # snapshot after every kill and may never stream changes before the writers stop
+    stack = Stack(tmp_path, daemons, rows=2000, bootstrap={"retention_seconds": 3600})
     add_counters(stack.db)
     stack.start_relay()
     stack.start_bootstrap()
@@ -119,9 +121,12 @@ def test_nats_stream_holds_every_change_once_across_kill9(tmp_path: Path, daemon
         src = source_table(stack.db, table, key)
         mine = {k: v for (t, k), v in copy.items() if t == table}
         assert mine == src, table
-    # every increment after the snapshot arrived once, in order: each counter's updates count up by one
+    # every increment after the (last restarted) snapshot arrived once, in order: each counter's updates
+    # count up by one
+    restarts = [i for i, (_, h, _) in enumerate(msgs) if h.get("Headrace-Control")]
     by_counter: dict[int, list[int]] = defaultdict(list)
-    for _, _, e in changes:
+    for _, _h, body in msgs[restarts[-1] + 1 if restarts else 0 :]:
+        e = json.loads(body)
         if e["table"] == "counters" and e["op"] == "u":
             by_counter[e["key"][0]].append(e["after"]["n"])
     assert by_counter
@@ -236,3 +241,122 @@ def test_a_consumer_resumes_by_stream_sequence_with_whole_windows(nats_url: str)
     assert first == [[10, 11, 12]] and cp == 3  # died inside window 2: its checkpoint stays at window 1's end
     rest, cp = asyncio.run(_read_windows(nats_url, "W", cp, 2))
     assert rest == [[20, 21, 22], [30, 31, 32]] and cp == 9  # window 2 again, whole, then window 3
+
+
+def _reads(scn: int, keys: str, row_scn: int = 3) -> Any:
+    """A snapshot page: ``r`` events of keys ``keys`` (one letter each), rows last changed at ``row_scn``."""
+    from headrace.relay._event import Op
+    from headrace.relay.client import ChangeEvent, Window
+
+    evs = [ChangeEvent(row_scn, "s.t", Op.READ, [k], None, {"id": k}, 0, False, "0" * 16, 1) for k in keys]
+    return Window(scn, evs)
+
+
+def _page(s0: int, after: str = "x") -> Any:
+    from headrace.relay.client import Checkpoint
+
+    return Checkpoint(s0, "snapshot", {"snapshot_scn": s0, "after": after})
+
+
+def _after_last_restart(url: str, stream: str) -> list[str]:
+    """The keys of the ``r`` messages after the stream's last snapshot_restarted control: a consumer's copy."""
+    msgs = asyncio.run(_read_stream(url, stream))
+    last = max((i for i, (_, h, _) in enumerate(msgs) if h.get("Headrace-Control")), default=-1)
+    return [json.loads(b)["key"][0] for _, h, b in msgs[last + 1 :] if h.get("Headrace-Op") == "r"]
+
+
+def _cut_after(t: Any, publishes: int) -> None:
+    """Make ``t``'s commit die after ``publishes`` event publishes were stored (a kill amid a commit)."""
+    real = t._js.publish_async
+    done: list[Any] = []
+
+    async def cut(*a: Any, **k: Any) -> Any:
+        if len(done) == publishes:
+            await asyncio.gather(*done)  # what was published before the kill is stored
+            raise RuntimeError("killed amid the commit")
+        fut = await real(*a, **k)
+        done.append(fut)
+        return fut
+
+    t._js.publish_async = cut
+
+
+def test_a_restarted_snapshot_within_the_duplicate_window_is_stored_again(nats_url: str) -> None:
+    """Unchanged rows (same row SCN and key) of a restarted snapshot are not dropped as duplicates of the
+    earlier snapshot's, while a replay of the same page after a crash is."""
+    from headrace.relay.client import Checkpoint, SnapshotRestarted
+    from headrace.sinks._config import NatsTarget
+    from headrace.sinks._nats import NatsSinkTarget
+
+    cfg = NatsTarget(type="nats", servers=[nats_url], stream="R", subject_prefix="t")
+    t = NatsSinkTarget(cfg, "one")
+    try:
+        assert t.load() is None
+        t.commit_marked([_reads(5, "abc")], [(1, _page(5))], _page(5))
+        # the bootstrap server restarted the snapshot, even at the same SCN (a re-seed of an idle source)
+        restart = Checkpoint(0, "snapshot", {})
+        done = Checkpoint(5, "catchup", {"snapshot_scn": 5})
+        t.commit_marked([SnapshotRestarted(0, []), _reads(5, "abc")], [(1, restart), (2, done)], done)
+        assert t.duplicates == 0
+        assert _after_last_restart(nats_url, "R") == ["a", "b", "c"]
+
+        async def no_kv(*a: Any, **k: Any) -> None:
+            raise RuntimeError("killed before the KV write")
+
+        real_put, t._kv.put = t._kv.put, no_kv
+        with pytest.raises(RuntimeError):  # a next snapshot page, stored, but the KV write is lost
+            t.commit_marked([_reads(7, "de")], [(1, _page(7))], _page(7))
+        t._kv.put = real_put
+    finally:
+        t.close()
+    t2 = NatsSinkTarget(cfg, "one")
+    try:
+        assert t2.load() == _page(7)  # from the last message
+        t2.commit_marked([_reads(7, "de")], [(1, _page(7))], _page(7))  # replayed: the same ids
+        assert t2.duplicates == 2
+    finally:
+        t2.close()
+    assert _after_last_restart(nats_url, "R") == ["a", "b", "c", "d", "e"]
+
+
+@pytest.mark.parametrize("case", ["restart_replayed", "another_snapshot"])
+def test_a_commit_cut_short_amid_snapshot_reads_is_replaced_on_replay(nats_url: str, case: str) -> None:
+    """A kill amid a commit that stored some ``r`` messages: on replay the consumer's copy (after the last
+    control message) is exactly the replayed snapshot's rows, whether the replay repeats the restart
+    (the same snapshot read again: its rows are not dropped as duplicates of the cut-short ones) or
+    reads another snapshot than the one the cut-short commit left rows of (a row deleted meanwhile
+    does not stay in the copy)."""
+    from headrace.relay.client import Checkpoint, SnapshotRestarted
+    from headrace.sinks._config import NatsTarget
+    from headrace.sinks._nats import NatsSinkTarget
+
+    cfg = NatsTarget(type="nats", servers=[nats_url], stream="C", subject_prefix="t")
+    restart = Checkpoint(0, "snapshot", {})
+    t = NatsSinkTarget(cfg, "one")
+    try:
+        t.load()
+        t.commit_marked([_reads(5, "abc")], [(1, _page(5))], _page(5))
+        if case == "restart_replayed":
+            items: list[Any] = [SnapshotRestarted(0, []), _reads(8, "abc")]
+            marks = [(1, restart), (2, _page(8))]
+        else:
+            t.commit_marked([SnapshotRestarted(0, [])], [(1, restart)], restart)  # the log ends at the restart
+            items, marks = [_reads(8, "abc")], [(1, _page(8))]
+        _cut_after(t, 1)  # "a" stored, then the kill
+        with pytest.raises(RuntimeError):
+            t.commit_marked(items, marks, marks[-1][1])
+    finally:
+        t.close()
+    assert _after_last_restart(nats_url, "C") == ["a"]
+    t2 = NatsSinkTarget(cfg, "one")
+    try:
+        if case == "restart_replayed":  # the replay restarts again and reads the same rows
+            assert t2.load() == _page(5)
+            t2.commit_marked(items, marks, marks[-1][1])
+            assert _after_last_restart(nats_url, "C") == ["a", "b", "c"]
+        else:  # the replay reads a new snapshot: "a" was deleted meanwhile
+            assert t2.load() == restart
+            t2.commit_marked([_reads(9, "bc")], [(1, _page(9))], _page(9))
+            assert _after_last_restart(nats_url, "C") == ["b", "c"]
+    finally:
+        t2.close()
