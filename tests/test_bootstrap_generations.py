@@ -300,3 +300,31 @@ def test_a_row_moved_to_a_new_key_leaves_no_old_row_and_keeps_its_unchanged_toas
     assert e.after is not None
     row = RowCodec(schemas._schemas[e.fingerprint]).decode(e.after)
     assert row == {"id": 40, "big": "stored-4", UNCHANGED_COLUMN: None}
+
+
+def test_a_catchup_read_racing_a_compaction_is_too_old_not_a_hole(tmp_path: Path) -> None:
+    """Issue 15: a compaction that commits between ``/v1/catchup``'s floor check and its read deletes
+    windows after ``since``; the answer must be 410 ``scn_too_old`` (the subscriber restarts its
+    snapshot), not the windows after the new floor claiming to have scanned everything (a subscriber
+    then silently skipped changes: a lake sink's change table had a gap of a counter's updates)."""
+    rows = Rows()
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    store.put_schemas([rows.registry.register(META)])
+    store.init_positions(0)
+    store.append([rows.window(rows.ev(s, s, Op.INSERT, str(s))) for s in range(1, 11)], 10)
+    real = store.log_windows
+
+    def compacted_meanwhile(after: int, *a: Any, **k: Any) -> list[LogWindow]:
+        store.compact(5, older_than_ms=10**15)  # lands after the floor check, before the read
+        return real(after, *a, **k)
+
+    with _serving(store) as url:
+        ok = httpx.get(url + "/v1/catchup", params={"since": 2})
+        assert ok.status_code == 200 and ok.headers["x-headrace-scn"] == "10"
+        store.log_windows = compacted_meanwhile  # type: ignore[method-assign]
+        r = httpx.get(url + "/v1/catchup", params={"since": 2})
+        assert r.status_code == 410, (r.status_code, r.headers)  # before: 200, windows 6-10 only, scanned to 10
+        assert (r.json()["error"], r.json()["oldest_scn"]) == ("scn_too_old", 5)
+        store.log_windows = real  # type: ignore[method-assign]
+        assert httpx.get(url + "/v1/catchup", params={"since": 5}).status_code == 200
+    store.close()

@@ -59,6 +59,9 @@ def catchup_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request], 
             st.sessions.touch(params["subscriber"], since)
         use = None if flt.sources is None and not flt.per_event else flt
         res, state = await asyncio.to_thread(read_log, st.store, since, max_bytes, use)
+        floor = state["log_floor"]
+        if floor is not None and since < floor:  # compacted while it was read: the answer may have a hole
+            return too_old_response(reject, since, floor, "this bootstrap log", "start again from /v1/snapshot")
         SERVED_EVENTS.inc(res.events)
         headers = stream_headers(res.scn, state["log_floor"], state["log_scn"], res.windows, res.events)
         return Response(res.data, media_type=EVENTS_CONTENT_TYPE, headers=headers)
@@ -79,7 +82,11 @@ def _params(params: QueryParams, max_bytes_cap: int) -> tuple[int, int]:
 
 
 def read_log(store: Store, since: int, max_bytes: int, flt: Filter | None) -> tuple[ReadResult, StoreState]:
-    """The answer after ``since`` (in a worker thread) and the store state it was read at."""
+    """The answer after ``since`` (in a worker thread) and the store state it was read at, with the
+    ``log_floor`` read *after* the windows: a compaction that committed between the caller's floor
+    check and this read deleted windows after ``since`` (the answer would skip them while claiming
+    to have scanned up to ``log_scn``); then ``since`` is below that floor and the caller answers
+    ``scn_too_old`` instead (issue 15: a sink's change table had a gap of updates)."""
     state = store.state()
     # Nothing is logged past log_scn: no query then (an SCN ≥ 2^63 does not fit the store's BIGINT).
     newest = state["log_scn"]
@@ -94,4 +101,4 @@ def read_log(store: Store, since: int, max_bytes: int, flt: Filter | None) -> tu
     if whole and (not windows or res.scn == windows[-1].scn):
         # every logged window up to log_scn was read: the subscriber may move there
         res = ReadResult(res.data, max(res.scn, int(state["log_scn"] or since)), res.windows, res.events)
-    return res, state
+    return res, {**state, "log_floor": store.state()["log_floor"]}
