@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._http import Reject, int_param
+from .._logging import get_logger
 from ..errors import InvalidInput
 from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter
 from ..relay._buffer import ReadResult, read_windows
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ._store import Store
 
 __all__ = ["LOG_READ_WINDOWS", "catchup_endpoint", "read_log"]
+
+log = get_logger("bootstrap.catchup")
 
 #: the most log windows one catch-up answer reads from the store
 LOG_READ_WINDOWS = 10_000
@@ -61,6 +64,7 @@ def catchup_endpoint(st: BootstrapState, reject: Reject) -> Callable[[Request], 
         res, state = await asyncio.to_thread(read_log, st.store, since, max_bytes, use)
         floor = state["log_floor"]
         if floor is not None and since < floor:  # compacted while it was read: the answer may have a hole
+            log.warning("catchup_compacted_while_read", since=since, log_floor=floor)
             return too_old_response(reject, since, floor, "this bootstrap log", "start again from /v1/snapshot")
         SERVED_EVENTS.inc(res.events)
         headers = stream_headers(res.scn, state["log_floor"], state["log_scn"], res.windows, res.events)
