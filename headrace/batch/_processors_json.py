@@ -31,7 +31,17 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pydantic import Field
 
-from ._json_bulk import NOT_OBJECT, Records, Rows, clashing_field, failed_row, loads, read_mixed, syntax_errors
+from ._json_bulk import (
+    NOT_OBJECT,
+    Records,
+    Rows,
+    clashing_field,
+    failed_row,
+    loads,
+    read_mixed,
+    read_options,
+    syntax_errors,
+)
 from ._json_bulk import joined as _joined
 from ._json_bulk import strip_row as _strip_row
 from ._lines import LineBatch
@@ -115,11 +125,7 @@ def _read_values(values: list[Any] | pa.Array) -> pa.ChunkedArray | None:
     else:
         text = "".join(['{"v":' + json.dumps(v, ensure_ascii=False) + "}\n" for v in values]).encode()
     try:
-        col = _valid(
-            pajson.read_json(
-                pa.py_buffer(text), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1))
-            )
-        )["v"]
+        col = _valid(pajson.read_json(pa.py_buffer(text), read_options=read_options(len(text))))["v"]
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
         return None
     return col if len(col) == len(values) else None
@@ -241,7 +247,7 @@ class JsonProcessor:
         return _valid(
             pajson.read_json(
                 text,
-                read_options=pajson.ReadOptions(block_size=max(1 << 20, text.size + 1)),
+                read_options=read_options(text.size),
                 parse_options=pajson.ParseOptions(
                     explicit_schema=self.schema,
                     unexpected_field_behavior="infer" if other == "infer" else "ignore",
@@ -387,7 +393,7 @@ class JsonProcessor:
         return _valid(
             pajson.read_json(
                 text,
-                read_options=pajson.ReadOptions(block_size=max(1 << 20, text.size + 1)),
+                read_options=read_options(text.size),
                 parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
             )
         )
