@@ -141,6 +141,15 @@ class DemuxDayState(BaseModel):
 DEMUX_STATE_FILE = StateFile("demux day", DemuxDayState, 1, {0: lambda legacy: {"parts": legacy}})
 
 
+def _in_order_of(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``table`` with its columns in ``schema``'s order when it has the same columns of the same types
+    (JSON batches list fields in the order each first met them), else None."""
+    if sorted(table.column_names) != sorted(schema.names) or len(set(schema.names)) != len(schema.names):
+        return None
+    ordered = table.select(schema.names)
+    return ordered if ordered.schema.equals(schema, check_metadata=False) else None
+
+
 class _PartWriter:
     """Writes batches as row groups as they come (overlapping with parsing) while their schemas agree;
     when a batch brings a different schema (JSON inference), falls back to one write of all batches
@@ -170,7 +179,11 @@ class _PartWriter:
                 write_statistics=_statistics_columns(table.schema),
             )
         if table.schema.equals(self.writer.schema, check_metadata=False):
-            self.writer.write_table(table)
+            same: pa.Table | None = table
+        else:
+            same = _in_order_of(table, self.writer.schema)
+        if same is not None:
+            self.writer.write_table(same)
         else:
             self.mixed = True
 

@@ -31,6 +31,19 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pydantic import Field
 
+from ._json_bulk import (
+    NOT_OBJECT,
+    Records,
+    Rows,
+    clashing_field,
+    failed_row,
+    loads,
+    read_mixed,
+    read_options,
+    syntax_errors,
+)
+from ._json_bulk import joined as _joined
+from ._json_bulk import strip_row as _strip_row
 from ._lines import LineBatch
 from ._processors import TS, FieldType, Options, Parsed
 from ._unify import Column, chunks, json_value_text, unify_arrays, unify_tables
@@ -52,23 +65,12 @@ _EXACT = 2**53  # integers up to this are exact in a double
 # so only costs the careful path
 _BIG_INT = r"[:\[,]\s*-?\d{16,}\s*[,}\]]"
 _INT64 = (-(2**63), 2**63 - 1)
+_NOT_BRACED = f"{NOT_OBJECT}: the record is not enclosed in {{ }}"
 
 
 class _JsonOptions(Options):
     fields: dict[str, FieldType] = Field(default_factory=dict)  # declared types; others are inferred
     other_fields: Literal["infer", "ignore"] = "infer"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def loads(text: str) -> Any:
-    """``json.loads`` without the NaN/Infinity extensions (not JSON)."""
-    return _DECODER.decode(text)
 
 
 _KINDS = {bool: "bool", int: "int", float: "float", str: "str", dict: "object", list: "array"}
@@ -123,11 +125,7 @@ def _read_values(values: list[Any] | pa.Array) -> pa.ChunkedArray | None:
     else:
         text = "".join(['{"v":' + json.dumps(v, ensure_ascii=False) + "}\n" for v in values]).encode()
     try:
-        col = _valid(
-            pajson.read_json(
-                pa.py_buffer(text), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(text) + 1))
-            )
-        )["v"]
+        col = _valid(pajson.read_json(pa.py_buffer(text), read_options=read_options(len(text))))["v"]
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
         return None
     return col if len(col) == len(values) else None
@@ -194,25 +192,7 @@ def objects_table(objects: list[dict[str, Any]]) -> pa.Table:
     return pa.table({n: _column([o.get(n) for o in objects]) for n in names})
 
 
-_ROW_RE = re.compile(r" in row (\d+)$")
 _CLASH_RE = re.compile(r"Column\(/([^)/]*)[^)]*\) changed from \w+ to \w+")
-
-
-def _failed_row(msg: str, n: int) -> int | None:
-    """The row Arrow's JSON reader names in ``msg`` ("… in row 12"), if it is one of ``n``."""
-    m = _ROW_RE.search(msg)
-    return int(m.group(1)) if m and int(m.group(1)) < n else None
-
-
-def _strip_row(msg: str) -> str:
-    return _ROW_RE.sub("", msg)
-
-
-def _joined(lines: pa.Array) -> pa.Buffer:
-    """The records as newline-terminated text, joined by Arrow (no Python string per line)."""
-    lists = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines.cast(pa.string()))
-    text = pc.binary_join(lists, "\n")[0].as_buffer()
-    return pa.py_buffer(text.to_pybytes() + b"\n")
 
 
 def _double_leaves(col: Column) -> list[pa.Array]:
@@ -267,7 +247,7 @@ class JsonProcessor:
         return _valid(
             pajson.read_json(
                 text,
-                read_options=pajson.ReadOptions(block_size=max(1 << 20, text.size + 1)),
+                read_options=read_options(text.size),
                 parse_options=pajson.ParseOptions(
                     explicit_schema=self.schema,
                     unexpected_field_behavior="infer" if other == "infer" else "ignore",
@@ -308,7 +288,7 @@ class JsonProcessor:
     def _one(self, s: _Slow, i: int, msg: str) -> None:
         """Line ``i``, which Arrow's reader refused with ``msg``: a row if it is a valid JSON object
         (with its declared fields of the declared types), else an error."""
-        reason = f"not a JSON object of the declared types: {_strip_row(msg)}"
+        reason = f"{NOT_OBJECT}: {_strip_row(msg)}"
         try:
             obj = loads(s.lines[i].as_py())
         except (ValueError, RecursionError):
@@ -389,7 +369,7 @@ class JsonProcessor:
                 if hi - lo == 1:
                     self._one(s, lo, msg)
                     return
-                row = _failed_row(msg, hi - lo)
+                row = failed_row(msg, hi - lo)
                 if row is None or not self._try(s, lo, lo + row):
                     mid = lo + (hi - lo) // 2
                     self._read(s, lo, mid)
@@ -407,8 +387,60 @@ class JsonProcessor:
             s.out.append((s.idx[lo:hi], self._exact(table, s, lo, hi)))
             return
 
+    def _as_strings(self, text: pa.Buffer, strings: list[str]) -> pa.Table:
+        """``text`` read with ``strings`` declared string fields, the others inferred (no declared schema)."""
+        schema = pa.schema([(f, pa.string()) for f in strings]) if strings else None
+        return _valid(
+            pajson.read_json(
+                text,
+                read_options=read_options(text.size),
+                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+            )
+        )
+
+    def _read_all(self, recs: Records) -> Rows | None:
+        """The records read in one go, or in a few reads grouped by the fields that mix numbers and
+        strings (:func:`._json_bulk.read_mixed`); None when the careful path must read them."""
+        try:
+            rows = Rows(self._json(recs.text))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            field = clashing_field(str(exc)) if self.schema is None else None
+            got = read_mixed(recs, field, self._as_strings) if field is not None else None
+            if got is None:
+                return None
+            rows = got
+        if rows.table.num_rows != len(recs) or self._suspect(rows.table, recs.nl):
+            return None
+        return rows
+
+    def _bulk(self, recs: Records) -> tuple[Rows, pa.Array | None, list[tuple[int, str]]] | None:
+        """The records read in bulk: (the rows of those read, which were (None: all), the records
+        that are not JSON with their reasons (:func:`._json_bulk.syntax_errors`)); None when the
+        careful path must read them."""
+        rows = self._read_all(recs)
+        if rows is not None:
+            return rows, None, []
+        if self.schema is not None:
+            return None
+        bad = syntax_errors(recs, self._json)
+        if not bad or len(bad) == len(recs):
+            return None
+        flags = [True] * len(recs)
+        for i, _ in bad:
+            flags[i] = False
+        ok = pa.array(flags, pa.bool_())
+        rows = self._read_all(recs.filter(ok))
+        return None if rows is None else (rows, ok, bad)
+
     def parse(self, batch: LineBatch) -> Parsed:
         n = len(batch)
+        text = pa.py_buffer(batch.text) if isinstance(batch.text, bytes) else batch.text
+        got = None
+        every = pc.all(pc.and_(pc.starts_with(batch.lines, "{"), pc.ends_with(batch.lines, "}"))).as_py()
+        if every is not False:  # the common case: every record is {…} (none empty): the batch's text, read
+            got = self._bulk(Records.of(batch.lines, text))
+            if got is not None and got[1] is None:
+                return Parsed.ok(got[0].take())
         trimmed = pc.utf8_trim_whitespace(batch.lines)
         empty = pc.equal(trimmed, "")
         # a record that is not {…} cannot be an object: it is an error without a read (truncated lines,
@@ -417,13 +449,17 @@ class JsonProcessor:
         keep = pc.and_(pc.invert(empty), braced)
         not_object = pc.and_(pc.invert(empty), pc.invert(braced))
         lines = batch.lines.filter(keep)
-        if len(lines) == n:
-            try:  # the common case: one read of the batch's text
-                table = self._json(pa.py_buffer(batch.text) if isinstance(batch.text, bytes) else batch.text)
-                if table.num_rows == n and not self._suspect(table, batch.lines):
-                    return Parsed.ok(table)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                pass
+        if every is False and len(lines):
+            recs = Records.of(batch.lines, text)
+            got = self._bulk(recs if len(lines) == n else recs.filter(keep))
+        if got is not None:
+            rows, ok, bad = got
+            read = keep if ok is None else pc.replace_with_mask(keep, keep, ok)
+            # batch row -> row of table (null: not read)
+            at = pc.if_else(read, pc.subtract(pc.cumulative_sum(read.cast(pa.int64())), 1), None)
+            kept = pc.indices_nonzero(keep)
+            errs = [(kept[i].as_py(), reason) for i, reason in bad]
+            return Parsed(rows.take(at), self._reasons(n, errs, empty, not_object))
         lines = lines.cast(pa.string())
         starts = [0, *pc.cumulative_sum(pc.add(pc.binary_length(lines), 1)).to_pylist()] if len(lines) else [0]
         s = _Slow(lines, pc.indices_nonzero(keep).cast(pa.int64()), _joined(lines), starts, [], [])
@@ -436,11 +472,19 @@ class JsonProcessor:
             full = parsed.take(pa.array(where, pa.int64()))
         else:
             full = pa.table({})
+        return Parsed(full, self._reasons(n, s.errs, empty, not_object))
+
+    @staticmethod
+    def _reasons(n: int, errs: list[tuple[int, str]], empty: pa.Array, not_object: pa.Array) -> pa.Array:
+        """Each record's error reason (null where it parsed)."""
+        if not errs:  # on arrays: the usual case
+            reason = pc.if_else(empty, pa.scalar("empty record"), pa.scalar(None, pa.string()))
+            return pc.if_else(not_object, pa.scalar(_NOT_BRACED), reason)
         reasons: list[str | None] = [None] * n
-        for row, msg in s.errs:
+        for row, msg in errs:
             reasons[row] = msg
         for row in pc.indices_nonzero(empty).to_pylist():
             reasons[row] = "empty record"
         for row in pc.indices_nonzero(not_object).to_pylist():
-            reasons[row] = "not a JSON object of the declared types: the record is not enclosed in { }"
-        return Parsed(full, pa.array(reasons, pa.string()))
+            reasons[row] = _NOT_BRACED
+        return pa.array(reasons, pa.string())
