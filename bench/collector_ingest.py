@@ -107,12 +107,12 @@ def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> di
     block = line_block(CHUNK)
     acked_bytes = [0] * posters
     requests = [0] * posters
-    stop_at = time.monotonic() + seconds
+    stop_at = 0.0  # set just before the posters start
 
     def poster(i: int) -> None:
         pos = 0
         with httpx.Client(headers={"content-type": BATCH_CONTENT_TYPE}, timeout=60) as client:
-            while time.monotonic() < stop_at:
+            while not requests[i] or time.monotonic() < stop_at:  # at least one batch, however loaded
                 chunks = []
                 for _ in range(PER_BATCH):
                     chunks.append(Chunk("bench", f"app/p{i}.log", "app", pos, pos + len(block), block))
@@ -124,6 +124,7 @@ def run_collector(codec: str, seconds: float, posters: int, workdir: Path) -> di
                 requests[i] += 1
 
     started = time.monotonic()
+    stop_at = started + seconds
     cpu_before = cpu_seconds(proc.pid)
     threads = [threading.Thread(target=poster, args=(i,)) for i in range(posters)]
     for t in threads:
@@ -162,7 +163,7 @@ def run_peer(seconds: float, posters: int, workdir: Path) -> dict[str, float]:
     stop_at = time.monotonic() + seconds
 
     def writer(i: int) -> None:
-        while time.monotonic() < stop_at:
+        while not written[i] or time.monotonic() < stop_at:
             with lock:
                 os.write(fd, block)
             os.fsync(fd)
