@@ -80,6 +80,22 @@ def lake_rows(uri: str, table: str, opts: dict[str, str] | None = None) -> list[
     return list(dt.to_pyarrow_table().to_pylist())
 
 
+def duckdb_rows(uri: str, table: str) -> list[dict[str, Any]]:
+    """A local Delta table as DuckDB reads it (its ``delta`` extension from the
+    ``duckdb-extension-delta`` package: DuckDB would otherwise download it at run time)."""
+    import importlib.resources
+
+    import duckdb
+
+    ext = importlib.resources.files("duckdb_extension_delta") / "extensions" / f"v{duckdb.__version__}"
+    with duckdb.connect() as con:
+        con.execute(f"LOAD '{ext / 'delta.duckdb_extension'}'")
+        out: list[dict[str, Any]] = (
+            con.execute("SELECT * FROM delta_scan(?)", [f"{uri}/{table}"]).fetch_arrow_table().to_pylist()
+        )
+    return out
+
+
 def lake_current(uri: str, table: str, key: str, opts: dict[str, str] | None = None) -> dict[Any, dict[str, Any]]:
     rows = lake_rows(uri, f"current/{table}", opts)
     for r in rows:
@@ -231,6 +247,10 @@ def test_lake_on_local_disk_survives_kill9_and_compacts(tmp_path: Path, daemons:
     assert len(deltalake.DeltaTable(f"{uri}/changes/counters").file_uris()) < files
     assert sorted(json.dumps(r, default=str) for r in lake_rows(uri, "changes/counters")) == changes_before
     check_lake(stack, uri, None, increments)  # compaction changed no content, nor the checkpoint
+    for table, key in TABLES.items():  # and DuckDB reads the same current tables
+        by_key = {r[key]: r for r in lake_rows(uri, f"current/{table}")}
+        got = {r[key]: r for r in duckdb_rows(uri, f"current/{table}")}
+        assert got == by_key, table
 
 
 def test_lake_on_s3_survives_kill9(tmp_path: Path, daemons: Any, s3: dict[str, str]) -> None:
