@@ -12,7 +12,11 @@ In one run, on the same generated workload, it measures:
    events/s = events / (first commit → last delivery). The writer's own commit rate is reported too
    (when the two are close, the writer was the bottleneck), and a second subscriber reads the same
    events back from the relay's buffer (serving + decoding alone);
-3. *latency*: the writer commits one transaction every 1/``--rate`` seconds for ``--seconds``; each row
+3. *catch-up (capture alone, as the peer reads)*: the relay is stopped, the writer commits ``--txns``
+   transactions, and the restarted relay reads that backlog into its buffer: events/s from its first
+   progress until it holds the last change (no subscriber, so neither the writer's speed nor the
+   client's decoding bounds it);
+4. *latency*: the writer commits one transaction every 1/``--rate`` seconds for ``--seconds``; each row
    carries the wall-clock time just before its COMMIT; latency = delivery time − that time (p50/p99).
 
 Results are printed and written to ``bench/results/relay_sqlite.json``.
@@ -65,14 +69,39 @@ def _fresh_db(path: Path) -> None:
     c.close()
 
 
-def _start_relay(tmp: Path, db: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def _start_relay(tmp: Path, db: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A relay on ``db``; given the ``port`` of an earlier one, the same relay again (same state)."""
+    port = port or free_port()
     cfg = tmp / f"relay-{port}.yaml"
     cfg.write_text(
         f"relay:\n  listen: 127.0.0.1:{port}\n  source: sqlite:///{db}\n  state_dir: {tmp}/state-{port}\n"
         "  sqlite: {poll_ms: 5}\n"
     )
     return start_until_healthy(["relay", "--config", str(cfg)], tmp / f"relay-{port}.log", port, timeout=20)
+
+
+def _catch_up(tmp: Path, db: Path, relay: subprocess.Popen[bytes], url: str, n: int, rows: int) -> float:
+    """Capture alone, as the peer reads: the relay is stopped, ``n`` transactions are committed, and the
+    restarted relay reads that backlog. Events/s from the moment it answers ``/healthz`` until its
+    buffer holds the last change (one SCN per row here; start-up before ``/healthz`` is not counted,
+    whatever it reads before that is)."""
+    resume = _newest(url)
+    relay.terminate()
+    relay.wait(30)
+    _writer(db, n, rows, 0).wait()
+    c = sqlite3.connect(db)
+    end = c.execute("SELECT max(scn) FROM headrace_changes").fetchall()[0][0]
+    c.close()
+    relay2, _ = _start_relay(tmp, db, int(url.rsplit(":", 1)[1]))
+    t0 = time.perf_counter()
+    try:
+        while _newest(url) < end:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+    finally:
+        relay2.terminate()
+        relay2.wait(30)
+    return (end - resume) / elapsed
 
 
 def _writer(db: Path, n: int, rows: int, rate: float) -> subprocess.Popen[bytes]:
@@ -146,6 +175,17 @@ def main() -> None:
         peer_eps = n / (time.perf_counter() - t)
         results["peer_changelog_read_events_per_s"] = round(peer_eps)
         results["relay_vs_peer"] = round(relay_eps / peer_eps, 3)
+
+        # capture alone: the relay catching up on a backlog it did not see committed
+        catch_up = _catch_up(tmp, db, relay, url, args.txns, args.rows)
+        results["relay_catch_up_events_per_s"] = round(catch_up)
+        results["relay_catch_up_vs_peer"] = round(catch_up / peer_eps, 3)
+        relay, url = _start_relay(tmp, db, int(url.rsplit(":", 1)[1]))
+        c = sqlite3.connect(db)
+        end = c.execute("SELECT max(scn) FROM headrace_changes").fetchall()[0][0]
+        c.close()
+        while _newest(url) < end:  # the restarted relay may re-read part of the backlog first
+            time.sleep(0.01)
 
         # latency at a fixed moderate rate
         n_lat = int(args.rate * args.seconds)

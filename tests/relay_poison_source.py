@@ -13,7 +13,6 @@ process. It is installed through the public ``SOURCE_CLASSES`` registry by :func
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,12 @@ def _poisoned(converted: Any, raw: str | None) -> Any:
 class PoisonSqliteSource(SqliteSource):
     """:class:`SqliteSource` whose converter lets ``poison…`` text through unconverted."""
 
-    def _change(self, *args: Any, **kwargs: Any) -> RowChange:
-        raw = inspect.signature(SqliteSource._change).bind(self, *args, **kwargs).arguments
-        ch = super()._change(*args, **kwargs)
-        return dataclasses.replace(
-            ch, before=_poisoned(ch.before, raw.get("before")), after=_poisoned(ch.after, raw.get("after"))
-        )
+    def _changes(self, rows: list[Any], reals: Any) -> list[RowChange]:
+        out = super()._changes(rows, reals)
+        return [
+            dataclasses.replace(ch, before=_poisoned(ch.before, r[4]), after=_poisoned(ch.after, r[5]))
+            for r, ch in zip(rows, out, strict=True)
+        ]
 
 
 def sitecustomize_dir(tmp: Path) -> dict[str, str]:
