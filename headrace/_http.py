@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from ._config import parse_listen
 from ._limits import BodyLimits, HttpLimits, raise_fd_limit, uvicorn_options
+from ._quiet_server import QuietServer
 from ._reload import install_sighup
 from ._supervise import exit_requested
 from .errors import FatalError, InvalidInput, ListenError
@@ -268,7 +269,7 @@ def run_app(
         **server_options(tls),
         **uvicorn_options(limits),
     )
-    server = uvicorn.Server(config)
+    server = QuietServer(config)  # no 10-per-second tick while idle
     # uvicorn re-raises the captured signal after shutting down; with these no-op handlers that
     # re-raise does nothing and the process exits 0 after a clean shutdown.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -54,7 +54,7 @@ import tenacity
 from prometheus_client import Counter, Histogram
 
 from ._atomic import write_atomic
-from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, validate_chunk
+from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, join_batch, validate_chunk
 from ._logging import get_logger
 from ._spool import Spool, SpoolEntry
 from ._tls import ClientTLS, as_context, request_error
@@ -256,13 +256,16 @@ class Shipper:
         SHIP_BATCHES.labels("rejected").inc()
         raise Rejected(url, resp.status_code, resp.text)
 
-    def ship(self, chunks: Sequence[Chunk]) -> Ack:
+    def ship(self, chunks: Sequence[Chunk], encoded: Sequence[bytes | memoryview] | None = None) -> Ack:
         """Send ``chunks`` as one batch; return the first 2xx ack.
+
+        ``encoded``: the same chunks already encoded (:func:`~headrace._chunk.encode_chunk`, as the
+        spool keeps them); the body is then joined from them instead of encoding the chunks again.
 
         Raises :class:`Rejected` on a 4xx (not retried) and :class:`ShipStopped` when ``stop`` is set
         while no collector is reachable. Transient failures are retried with backoff across the list.
         """
-        body = encode_batch(chunks)
+        body = join_batch(encoded) if encoded is not None else encode_batch(chunks)
         small: list[bytes | None] = []
 
         def compressed() -> bytes | None:
@@ -318,7 +321,7 @@ def pump(
     max_bytes: int = 4 << 20,
     on_acked: Callable[[list[SpoolEntry], Ack | None], None] | None = None,
     dead_letter_dir: str | Path | None = None,
-    idle_wait: float = 0.5,
+    idle_wait: float | None = 0.5,
     max_chunk_bytes: int | None = None,
 ) -> None:
     """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
@@ -336,6 +339,9 @@ def pump(
     more is acked (the spool keeps everything) and, once the batch in flight is answered,
     :class:`AckNotRecorded` is raised (chained to the error) for the caller's supervisor, which may
     run ``pump`` again: everything not yet released is offered again.
+
+    ``idle_wait``: how long an empty spool is waited on before ``stop`` is looked at again; with
+    None there is no timer at all, and whoever sets ``stop`` calls ``spool.wake()``.
     """
     done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
     failed = threading.Event()
@@ -354,10 +360,11 @@ def pump(
                 log.error("ack_recording_failed", error=repr(exc))
                 failure.append(exc)
                 failed.set()
+                spool.wake()
 
     def _ship_run(run: list[SpoolEntry]) -> None:
         try:
-            ack: Ack | None = shipper.ship([e.chunk for e in run])
+            ack: Ack | None = shipper.ship([e.chunk for e in run], [e.encoded for e in run])
         except Rejected as exc:
             if exc.status in _SPLIT_STATUS and len(run) > 1:  # find the chunk(s) refused; ship the rest
                 _ship_run(run[: len(run) // 2])
@@ -371,7 +378,7 @@ def pump(
     acker.start()
     try:
         while not stop.is_set() and not failed.is_set():
-            if not spool.wait_nonempty(idle_wait, unreserved=True):
+            if not spool.wait_nonempty(idle_wait, unreserved=True, until=lambda: stop.is_set() or failed.is_set()):
                 continue
             entries = spool.peek(max_chunks, max_bytes, reserve=True)
             if not entries:

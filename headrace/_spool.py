@@ -49,13 +49,14 @@ import struct
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
 
 from ._atomic import fsync_dir, write_atomic
-from ._chunk import Chunk, encode_batch
+from ._chunk import Chunk, chunk_parts
 from ._logging import get_logger
 from .errors import InvalidInput, TransientError, UsageError
 
@@ -84,6 +85,8 @@ class SpoolEntry:
     chunk: Chunk
     cursor: bytes
     size: int  # bytes this record takes on disk
+    #: the chunk as it stands in a batch (:func:`headrace._chunk.encode_chunk`), read from the record
+    encoded: bytes | memoryview = b""
 
 
 @dataclass(slots=True)
@@ -228,24 +231,32 @@ class Spool:
 
     def append(self, chunk: Chunk, cursor: bytes = b"") -> None:
         """Append one chunk (durable after the next :meth:`sync`); raise :class:`SpoolFull` over the cap."""
-        body = encode_batch([chunk])
-        payload = _U32.pack(len(cursor)) + cursor + body
-        record = _REC.pack(len(payload), zlib.crc32(payload)) + payload
+        # The record is written from its pieces (writev): the chunk's data is not copied into a
+        # joined record first. Byte for byte it is _REC | cursor_len | cursor | encode_batch([chunk]).
+        pieces = [_U32.pack(len(cursor)) + cursor + _BATCH_HEAD.pack(b"HRCB", 1, 1), *chunk_parts(chunk)]
+        length = crc = 0
+        for piece in pieces:
+            length += len(piece)
+            crc = zlib.crc32(piece, crc)
+        pieces.insert(0, _REC.pack(length, crc))
+        size = _REC.size + length
         with self._lock:
             if self._closed:
                 raise UsageError("spool is closed")
             used = sum(self._sizes.values()) - self._head_offset
-            if used + len(record) > self.cap_bytes:
-                raise SpoolFull(f"spool at {used} of {self.cap_bytes} bytes; cannot add {len(record)}")
+            if used + size > self.cap_bytes:
+                raise SpoolFull(f"spool at {used} of {self.cap_bytes} bytes; cannot add {size}")
             try:
                 if self._fd is None or self._sizes[self._open_seg] >= self.segment_bytes:
                     self._roll()
                 assert self._fd is not None
                 offset = self._sizes[self._open_seg]
                 try:
-                    view = memoryview(record)
-                    while view:
-                        view = view[os.write(self._fd, view) :]
+                    done = os.writev(self._fd, pieces)
+                    if done < size:  # a short write: the rest from a joined copy
+                        view = memoryview(b"".join(pieces))[done:]
+                        while view:
+                            view = view[os.write(self._fd, view) :]
                 except OSError:
                     # Cut what part of the record reached the file: the next append lands where the
                     # index says it does, and a restart finds no torn record in the middle.
@@ -253,12 +264,12 @@ class Spool:
                     raise
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self._disk_full = (f"{exc.strerror} ({self.dir})", len(record))
+                    self._disk_full = (f"{exc.strerror} ({self.dir})", size)
                     raise SpoolDiskFull(f"the spool's disk is full ({self.dir}): {exc.strerror}") from exc
                 raise
             self._disk_full = None
-            self._sizes[self._open_seg] = offset + len(record)
-            self._recs.append(_Rec(self._open_seg, offset, len(record), (chunk.source, chunk.stream), cursor))
+            self._sizes[self._open_seg] = offset + size
+            self._recs.append(_Rec(self._open_seg, offset, size, (chunk.source, chunk.stream), cursor))
             self._dirty = True
             self._lock.notify_all()
 
@@ -340,8 +351,9 @@ class Spool:
         try:
             for rec in picked:
                 raw = os.pread(files[rec.segment], rec.size, rec.offset)
-                cursor, chunk = _decode_payload(raw[_REC.size :])
-                out.append(SpoolEntry(chunk, cursor, rec.size))
+                payload = memoryview(raw)[_REC.size :]
+                cursor, chunk = _decode_payload(payload)
+                out.append(SpoolEntry(chunk, cursor, rec.size, payload[4 + len(cursor) + _BATCH_HEAD.size :]))
         finally:
             for fd in files.values():
                 os.close(fd)
@@ -407,17 +419,29 @@ class Spool:
         with self._lock:
             return {rec.key: rec.cursor for rec in self._recs}
 
-    def wait_nonempty(self, timeout: float, *, unreserved: bool = False) -> bool:
-        """Block until some chunk waits (True) or ``timeout`` seconds pass (False).
+    def wait_nonempty(
+        self, timeout: float | None, *, unreserved: bool = False, until: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until some chunk waits (True) or ``timeout`` seconds pass (False; None: no timeout).
 
         With ``unreserved``, only chunks not yet handed out by a reserving :meth:`peek` count.
+        ``until``: also return (False unless a chunk waits) once it is true; whoever makes it true
+        calls :meth:`wake`.
         """
         with self._lock:
 
             def ready() -> bool:
                 return len(self._recs) > (self._reserved if unreserved else 0)
 
-            return self._lock.wait_for(lambda: ready() or self._closed, timeout) and ready()
+            def done() -> bool:
+                return ready() or self._closed or (until is not None and until())
+
+            return self._lock.wait_for(done, timeout) and ready()
+
+    def wake(self) -> None:
+        """Wake every waiter so it looks again (after setting what a waiter's ``until`` checks)."""
+        with self._lock:
+            self._lock.notify_all()
 
     def wait_room(self, nbytes: int, timeout: float) -> bool:
         """Block until ``nbytes`` fit under the cap (True) or ``timeout`` seconds pass (False)."""
@@ -438,19 +462,19 @@ class Spool:
             self._lock.notify_all()
 
 
-def _decode_payload(payload: bytes) -> tuple[bytes, Chunk]:
+def _decode_payload(payload: bytes | memoryview) -> tuple[bytes, Chunk]:
     """Read back what :meth:`Spool.append` wrote: structure only, no name or tag rules (see the module doc)."""
     try:
         (clen,) = _U32.unpack_from(payload, 0)
-        cursor = payload[4 : 4 + clen]
+        cursor = bytes(payload[4 : 4 + clen])
         pos = 4 + clen
         magic, _version, count = _BATCH_HEAD.unpack_from(payload, pos)
         pos += _BATCH_HEAD.size
         (hlen,) = _U32.unpack_from(payload, pos)
-        header = payload[pos + 4 : pos + 4 + hlen]
+        header = bytes(payload[pos + 4 : pos + 4 + hlen])
         pos += 4 + hlen
         (dlen,) = _U32.unpack_from(payload, pos)
-        data = payload[pos + 4 : pos + 4 + dlen]
+        data = bytes(payload[pos + 4 : pos + 4 + dlen])
         pos += 4 + dlen + 4
         if magic != b"HRCB" or count != 1 or len(cursor) != clen or len(data) != dlen or pos != len(payload):
             raise ValueError("spool record does not hold exactly one chunk")

@@ -28,7 +28,10 @@ A restarted worker counts as healthy again only after it ran ``settle_seconds`` 
 a worker dying at once after every restart never shows green between deaths.
 
 Threads a daemon does not own (watchdog's observer) are watched with :meth:`Supervisor.watch`: a
-monitor thread polls ``alive()`` every ``check_seconds`` and restarts them the same way.
+monitor thread looks at ``alive()`` and restarts them the same way. It polls every ``check_seconds``
+unless every watched thread announces its end (``notifies=True``: the thread calls
+:meth:`Supervisor.poke` as it ends); then it sleeps until poked or a restart is due, so an idle
+daemon has no timer here.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class _Worker:
     alive: Callable[[], bool] | None = None
     restart: Callable[[], None] | None = None
     next_attempt: float = 0.0
+    notifies: bool = False  # a watched thread that calls Supervisor.poke as it ends
 
 
 class Supervisor:
@@ -163,6 +167,7 @@ class Supervisor:
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._poked = threading.Event()
         self._monitor: threading.Thread | None = None
 
     # -- registering ------------------------------------------------------------------------------
@@ -191,9 +196,22 @@ class Supervisor:
         restart: Callable[[], None],
         *,
         on_exhausted: OnExhausted = "degrade",
+        notifies: bool = False,
     ) -> None:
-        """Watch a thread started elsewhere: when ``alive()`` turns false, call ``restart()`` (with backoff)."""
-        w = _Worker(name, on_exhausted, None, state="running", started_at=self.clock(), alive=alive, restart=restart)
+        """Watch a thread started elsewhere: when ``alive()`` turns false, call ``restart()`` (with backoff).
+
+        ``notifies``: the thread calls :meth:`poke` when it ends (then it is not polled).
+        """
+        w = _Worker(
+            name,
+            on_exhausted,
+            None,
+            state="running",
+            started_at=self.clock(),
+            alive=alive,
+            restart=restart,
+            notifies=notifies,
+        )
         with self._lock:
             self._workers[name] = w
         UP.labels(name).set(1)
@@ -204,6 +222,11 @@ class Supervisor:
     def stop(self) -> None:
         """The daemon is stopping: workers that end from now on are not deaths, and nothing is restarted."""
         self._stopping.set()
+        self._poked.set()
+
+    def poke(self) -> None:
+        """A watched thread ended (or may have): look at the watched threads now."""
+        self._poked.set()
 
     @property
     def stopping(self) -> bool:
@@ -293,8 +316,27 @@ class Supervisor:
     # -- watched threads --------------------------------------------------------------------------
 
     def _monitor_loop(self) -> None:
-        while not self._stopping.wait(self.check_seconds):
+        while not self._stopping.is_set():
+            self._poked.wait(self._next_check())
+            self._poked.clear()
+            if self._stopping.is_set():
+                return
             self.check()
+
+    def _next_check(self) -> float | None:
+        """Seconds until the monitor must look again (None: only when poked)."""
+        with self._lock:
+            watched = [w for w in self._workers.values() if w.alive is not None]
+        due: float | None = None
+        for w in watched:
+            if w.state == "restarting":
+                wait = max(0.0, w.next_attempt - self.clock())
+            elif w.state == "running" and not w.notifies:
+                wait = self.check_seconds
+            else:
+                continue
+            due = wait if due is None else min(due, wait)
+        return due
 
     def check(self) -> None:
         """Look at every watched thread once (the monitor thread calls this every ``check_seconds``)."""

@@ -47,6 +47,10 @@ class _LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
+        if cmd_name == "agent":  # on every host: leave out what libraries load only because it is installed
+            from ._lean import skip_optional_imports
+
+            skip_optional_imports()
         command = getattr(importlib.import_module(module), attr)
         if not isinstance(command, click.Command):
             raise TypeError(f"{target} is not a click command")

@@ -5,6 +5,7 @@ A small real HTTP receiver (tests/agent_testsink.py) stands in for the collector
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -366,11 +367,23 @@ def test_idle_agent_with_1000_files_uses_almost_no_cpu(
         fields = Path(f"/proc/{agent.d.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    before = cpu_seconds()
-    time.sleep(6.0)  # more than one rescan period
-    used = cpu_seconds() - before
-    print(f"idle agent with 1000 files: {used:.3f} s CPU in 6 s")
+    def wakeups() -> int:  # voluntary + involuntary context switches of all its threads
+        assert agent.d.proc is not None
+        total = 0
+        for task in Path(f"/proc/{agent.d.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        return total
+
+    time.sleep(1.0)  # the last acks settle
+    before, woke = cpu_seconds(), wakeups()
+    time.sleep(6.0)  # more than one rescan_seconds period: no rescans while events work
+    used, woken = cpu_seconds() - before, wakeups() - woke
+    print(f"idle agent with 1000 files: {used:.3f} s CPU and {woken} wakeups in 6 s")
     assert used < 0.3, f"idle agent used {used:.2f}s CPU in 6s"
+    assert woken <= 6, f"idle agent woke {woken} times in 6 s (no timer should run)"
 
 
 def test_running_agent_loads_neither_pyarrow_nor_sqlalchemy(

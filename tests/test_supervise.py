@@ -14,6 +14,7 @@ import errno
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,33 @@ def test_a_watched_thread_that_stops_is_restarted_then_left_degraded() -> None:
     wait_until(lambda: sup.health()["workers"]["obs"]["state"] == "degraded", 5, "given up: degraded")
     h = sup.health()
     assert h["ok"] is True and "obs" in h["degraded"] and len(restarts) == 1
+    sup.stop()
+
+
+def test_a_notifying_watched_thread_is_not_polled_and_restarted_when_it_pokes() -> None:
+    """notifies=True: no timer while it runs (alive() is not called); its poke gets it restarted."""
+    alive = {"v": True}
+    calls: list[str] = []
+
+    def is_alive() -> bool:
+        calls.append("alive")
+        return alive["v"]
+
+    def restart() -> None:
+        calls.append("restart")
+        alive["v"] = True
+
+    sup = Supervisor("test", SupervisorConfig(**FAST), on_fatal=pytest.fail, check_seconds=0.01)
+    sup.watch("obs", is_alive, restart, notifies=True)
+    time.sleep(0.3)  # 30 polls' worth of check_seconds
+    assert calls == []
+    alive["v"] = False
+    sup.poke()
+    wait_until(lambda: "restart" in calls, 5, "restarted after the poke")
+    wait_until(lambda: sup.health()["workers"]["obs"]["state"] == "running", 5, "running again")
+    n = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == n  # quiet again
     sup.stop()
 
 

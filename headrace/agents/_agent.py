@@ -123,7 +123,13 @@ class Agent:
             compression=cfg.compression,
             compression_level=cfg.compression_level,
         )
-        self.watcher = Watcher(lambda paths: self.tailer.on_paths(paths), lambda a, b: self.tailer.on_moved(a, b))
+        self.watcher = Watcher(
+            lambda paths: self.tailer.on_paths(paths),
+            lambda a, b: self.tailer.on_moved(a, b),
+            on_lost=lambda: self.tailer.rescan_soon(),
+            on_exit=lambda: self.supervisor.poke(),
+        )
+        self.tailer.events_reliable = self.watcher.reliable
         self._threads: list[threading.Thread] = []
         self._api_lock = threading.Lock()
         self._api_seq: dict[str, int] = {}
@@ -265,6 +271,8 @@ class Agent:
         except Exception as exc:  # its files are closed best effort; the new tailer opens its own
             log.warning("tailer_close_failed", error=repr(exc))
         self.tailer = Tailer(self.cfg, self.spool, self.checkpoints, self._effective_sources())
+        self.tailer.confine = self._confine
+        self.tailer.events_reliable = self.watcher.reliable
         self.watcher.set_patterns(self.tailer.patterns())
 
     def _ship(self) -> None:
@@ -277,6 +285,7 @@ class Agent:
             on_acked=self._on_acked,
             dead_letter_dir=self.state_dir / "rejected",
             max_chunk_bytes=MAX_CHUNK_BYTES,
+            idle_wait=None,  # no timer while idle: an append, an ack failure or stop() (spool.wake) wakes it
         )
 
     def health(self) -> dict[str, Any]:
@@ -311,7 +320,7 @@ class Agent:
     def start(self) -> None:
         self.watcher.start()
         self.watcher.set_patterns(self.tailer.patterns())
-        self.supervisor.watch("agent-watcher", self.watcher.alive, self.watcher.restart)
+        self.supervisor.watch("agent-watcher", self.watcher.alive, self.watcher.restart, notifies=True)
         reader = self.supervisor.run("agent-reader", self._read, on_restart=self._new_tailer)
         shipper = self.supervisor.run("agent-shipper", self._ship)
         self._threads = [reader, shipper]
@@ -325,6 +334,7 @@ class Agent:
         self.tailer.wake.set()
         self._threads[0].join(30)
         self._ship_stop.set()
+        self.spool.wake()  # the idle shipper waits on the spool without a timeout
         self._threads[1].join(60)
         self.watcher.stop()
         self.checkpoints.save()

@@ -126,7 +126,14 @@ class AgentConfig(Section):
     batch_bytes: int = Field(default=4 << 20, gt=0, description="bytes per request to a collector")
     max_record_bytes: int = Field(default=4 << 20, gt=0, description="a longer held record is released split")
     fingerprint_bytes: int = Field(default=1024, gt=0, description="file identity: bytes hashed from the start")
-    rescan_seconds: float = Field(default=5.0, gt=0, description="safety-net glob and stat of every file")
+    rescan_seconds: float = Field(
+        default=5.0, gt=0, description="glob and stat of every file while file events cannot be trusted"
+    )
+    verify_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="safety-net glob and stat of every file while file events work (short for NFS-like filesystems)",
+    )
     rotate_wait_seconds: float = Field(default=1.0, ge=0, description="idle time before a rotated file is done")
     partial_line_seconds: float = Field(default=5.0, ge=0, description="hold an unterminated last line this long")
     deleted_release_seconds: float = Field(

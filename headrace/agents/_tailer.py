@@ -1,12 +1,14 @@
 """The reader: discovered files → record-aligned chunks in the spool (the agent's I/O shell).
 
 One thread runs :meth:`Tailer.run`. It sleeps until a filesystem event, a timer of a stream's
-rotation state machine (:mod:`headrace.agents._rotation`), the periodic rescan, or room in a full
-spool wakes it; then it polls the streams that need a look: ``stat`` the path, ``fstat`` the open
-head file, read large blocks (``read_block_bytes``) with ``pread``, cut them at record boundaries
-(:mod:`headrace.agents._chunker`) and append each block's records as one chunk to the spool, with
-the cursor of the chunk's end. One ``fsync`` of the spool per pass (group commit). An idle agent
-does nothing but a rescan every ``rescan_seconds``.
+rotation state machine (:mod:`headrace.agents._rotation`), the rescan (every ``verify_seconds``
+while filesystem events can be trusted, every ``rescan_seconds`` otherwise, at once when events were
+lost: see :mod:`headrace.agents._discover`), or room in a full spool wakes it; then it polls the
+streams that need a look: ``stat`` the path, ``fstat`` the open head file, read large blocks
+(``read_block_bytes``) with ``pread``, cut them at record boundaries (:mod:`headrace.agents._chunker`)
+and append each block's records as one chunk to the spool, with the cursor of the chunk's end. One
+``fsync`` of the spool per pass (group commit). An idle agent with working filesystem events sleeps
+(no timer) until the next ``verify_seconds`` rescan.
 
 Streams and offsets: a stream is a watched path; its offsets (``seq_start``/``seq_end``) count the
 bytes read from every file that held the path, in order, since the agent first saw the stream. A
@@ -135,6 +137,9 @@ class Tailer:
         self.unreadable: dict[str, str] = {}
         #: set by the agent: why a file a source matched may not be opened (outside allowed_paths), or None
         self.confine: Callable[[SourceConfig, str], str | None] | None = None
+        #: set by the agent: whether filesystem events can be trusted now (then rescans are rare)
+        self.events_reliable: Callable[[], bool] = lambda: False
+        self._rescan_now = False
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -166,6 +171,13 @@ class Tailer:
                     self.dirty.add(name)
                 elif self._watched(p):
                     self.scan_needed = True
+        self.wake.set()
+
+    def rescan_soon(self) -> None:
+        """Events may have been missed (queue overflow, a watched folder gone, the watcher restarted):
+        glob every source and look at every stream on the next pass."""
+        with self.lock:
+            self._rescan_now = True
         self.wake.set()
 
     def on_moved(self, src: str, dest: str) -> None:
@@ -245,19 +257,25 @@ class Tailer:
             with self.lock:
                 due = min([next_rescan, *self.deadlines.values()])
                 busy = bool(self.dirty) or self.scan_needed or (self._room_freed and bool(self.blocked))
+                busy = busy or self._rescan_now
             if not busy and due > now:
-                self.wake.wait(min(due - now, self.cfg.rescan_seconds))
+                self.wake.wait(due - now)
                 self.wake.clear()
                 if stop.is_set():
                     break
                 now = self.clock()
+            rescan = now >= next_rescan or self._rescan_now
+            # Outside the lock: it may (re)schedule watches. Files that could not be opened are
+            # retried at the short interval (a permission can change without an event: group membership).
+            reliable = rescan and not self.unreadable and self.events_reliable()
             with self.lock:
                 if self._room_freed:
                     self._room_freed = False
                     self.dirty |= self.blocked
-                if now >= next_rescan:
+                if rescan:
+                    self._rescan_now = False
                     self.scan_needed = True
-                    next_rescan = now + self.cfg.rescan_seconds
+                    next_rescan = now + (self.cfg.verify_seconds if reliable else self.cfg.rescan_seconds)
                     self.dirty |= set(self.streams)
                 if self.scan_needed:
                     self._scan()
