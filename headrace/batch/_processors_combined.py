@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ._civil import days_from_civil
 from ._lines import LineBatch
 from ._processors import TS, Options, Parsed, first_reason
 
@@ -65,14 +66,7 @@ def _local_seconds(t1: pa.Array) -> tuple[pa.Array, pa.Array]:
     )
     ok = pc.and_(ok, pc.and_(pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, mdays)), pc.less(hh, 24)))
     ok = pc.and_(ok, pc.and_(pc.and_(pc.less(mi, 60), pc.less_equal(ss, 60)), pc.greater_equal(y, 1)))
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil), for y >= 0
-    y = pc.subtract(y, pc.cast(pc.less_equal(m, 2), pa.int64()))
-    era = pc.divide(y, 400)
-    yoe = pc.subtract(y, pc.multiply(era, 400))
-    mp = pc.if_else(pc.greater(m, 2), pc.subtract(m, 3), pc.add(m, 9))
-    doy = pc.add(pc.divide(pc.add(pc.multiply(mp, 153), 2), 5), pc.subtract(d, 1))
-    doe = pc.add(pc.subtract(pc.add(pc.multiply(yoe, 365), pc.divide(yoe, 4)), pc.divide(yoe, 100)), doy)
-    days = pc.subtract(pc.add(pc.multiply(era, 146097), doe), 719468)
+    days = days_from_civil(y, m, d)
     secs = pc.add(pc.multiply(days, 86400), pc.add(pc.add(pc.multiply(hh, 3600), pc.multiply(mi, 60)), ss))
     return secs, ok
 
