@@ -2,12 +2,14 @@
 
 ``host ident user [dd/Mon/yyyy:HH:MM:SS +zzzz] "request" status size "referer" "agent"``
 
-Fast path: the batch text goes through Arrow's multithreaded CSV reader (space-delimited, ``"``
-quoted, ``\\`` escaped — the bracketed time is two space-separated fields), and fields are validated
-and converted with ``pyarrow.compute``; the time is computed arithmetically from its fixed-width parts
-(Arrow's ``strptime`` is ~10× slower). Lines the CSV reader refuses (common log format, extra trailing
-fields, odd quoting) take the slow path: one RE2 regex over just those lines. A line neither path
-accepts is an error, with the reason.
+The definition is one RE2 regex per line (:data:`_SLOW`; :meth:`CombinedProcessor.parse_reference`).
+Fast path: one DFA match (no captures) picks the lines of the plain shape (:data:`_PLAIN`), and
+their text goes through Arrow's CSV reader (space-delimited, ``"`` quoted — the bracketed time is
+two space-separated fields), which splits such lines into exactly the fields the regex takes; the
+other lines (common log format, extra trailing fields, escaped quotes, truncated or odd lines) take
+the regex, so a bad line costs only itself. Fields are validated and converted with
+``pyarrow.compute``; the time is computed arithmetically from its fixed-width parts (Arrow's
+``strptime`` is ~10× slower). A line the regex does not accept is an error, with the reason.
 """
 
 from __future__ import annotations
