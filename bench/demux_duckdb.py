@@ -20,6 +20,7 @@ optional and mixed-type fields (JSON); varied RFC 3164 programs and messages (sy
 (truncated lines, stray text, broken JSON). ``--clean`` also runs the JSON case without the bad lines.
 
     PYTHONPATH=.:tests python bench/demux_duckdb.py [--lines 1000000] [--others 500000] [--repeat 3]
+        [--only combined|json|syslog ...]
 """
 
 from __future__ import annotations

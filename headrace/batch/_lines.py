@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["LineBatch", "split_records"]
+__all__ = ["LineBatch", "join_lines", "split_records"]
 
 
 @dataclass
@@ -43,9 +43,17 @@ class LineBatch:
     def text(self) -> bytes:
         """The lines joined with (and ended by) ``\\n``: input for Arrow's CSV and JSON readers."""
         if self._text is None:
-            values = self.lines.to_pylist()
-            self._text = ("\n".join(values) + "\n").encode() if values else b""
+            self._text = join_lines(self.lines)
         return self._text
+
+
+def join_lines(lines: pa.Array) -> bytes:
+    """``lines`` joined with (and ended by) ``\\n``, in C++ (no Python string per line)."""
+    if len(lines) == 0:
+        return b""
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n")
+    buf = whole[0].as_buffer()
+    return (buf.to_pybytes() if buf is not None else b"") + b"\n"
 
 
 def _split_lines(buf: bytes) -> pa.Array:

@@ -2,12 +2,14 @@
 
 ``host ident user [dd/Mon/yyyy:HH:MM:SS +zzzz] "request" status size "referer" "agent"``
 
-Fast path: the batch text goes through Arrow's multithreaded CSV reader (space-delimited, ``"``
-quoted, ``\\`` escaped — the bracketed time is two space-separated fields), and fields are validated
-and converted with ``pyarrow.compute``; the time is computed arithmetically from its fixed-width parts
-(Arrow's ``strptime`` is ~10× slower). Lines the CSV reader refuses (common log format, extra trailing
-fields, odd quoting) take the slow path: one RE2 regex over just those lines. A line neither path
-accepts is an error, with the reason.
+The definition is one RE2 regex per line (:data:`_SLOW`; :meth:`CombinedProcessor.parse_reference`).
+Fast path: one DFA match (no captures) picks the lines of the plain shape (:data:`_PLAIN`), and
+their text goes through Arrow's CSV reader (space-delimited, ``"`` quoted — the bracketed time is
+two space-separated fields), which splits such lines into exactly the fields the regex takes; the
+other lines (common log format, extra trailing fields, escaped quotes, truncated or odd lines) take
+the regex, so a bad line costs only itself. Fields are validated and converted with
+``pyarrow.compute``; the time is computed arithmetically from its fixed-width parts (Arrow's
+``strptime`` is ~10× slower). A line the regex does not accept is an error, with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ._lines import LineBatch
+from ._civil import days_from_civil
+from ._lines import LineBatch, join_lines
 from ._processors import TS, Options, Parsed, first_reason
 
 __all__ = ["CombinedProcessor", "clf_time"]
@@ -28,6 +31,14 @@ _NULL = pa.scalar(None, pa.string())
 _SLOW = (
     r'^(?P<host>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" '
     r'(?P<status>\S+) (?P<size>\S+)(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?(?P<rest> .*)?$'
+)
+# lines the CSV reader splits into exactly the fields _SLOW takes: unquoted fields without quotes,
+# backslashes or whitespace (\S), the time as 20 + 5 characters, the quoted ones without quotes or
+# backslashes (the CSV reader would unescape what _SLOW keeps), all four quoted fields present
+_WORD = r'[^\s"\\]+'
+_QUOTED = r'"[^"\\\r\n]*"'
+_PLAIN = (
+    rf"^{_WORD} {_WORD} {_WORD} \[[^\s\]\\\"]{{20}} [^\s\]\\\"]{{5}}\] {_QUOTED} {_WORD} {_WORD} {_QUOTED} {_QUOTED}$"
 )
 # the request line as Apache and Nginx log it: the path may hold spaces; the protocol is the last word
 _REQUEST = r"^\S+ (?P<path>.*?) (?P<protocol>[A-Za-z]+/[0-9][0-9.]*) *$"
@@ -49,10 +60,13 @@ def _local_seconds(t1: pa.Array) -> tuple[pa.Array, pa.Array]:
     A leap second (``:60``) counts as the next second; an impossible date (31/Feb, year 0) is not ok."""
     month = pc.index_in(pc.utf8_slice_codeunits(t1, 4, 7), value_set=_MONTHS)
     ok = pc.fill_null(pc.and_(pc.match_substring_regex(t1, _T1), pc.is_valid(month)), False)
-    t1 = pc.if_else(ok, t1, "[01/Jan/1970:00:00:00")
-    m = pc.add(pc.fill_null(month, 0).cast(pa.int64()), 1)
-    d, y = _num(t1, 1, 3), _num(t1, 8, 12)
-    hh, mi, ss = _num(t1, 13, 15), _num(t1, 16, 18), _num(t1, 19, 21)
+    t1 = pc.if_else(ok, t1, pa.scalar(None, pa.string()))  # nulls from here on are not ok
+    m = pc.add(month.cast(pa.int64()), 1)
+    d = _num(t1, 1, 3)
+    # "yyyy:HH:MM:SS" as one number, yyyyHHMMSS (fewer slices and casts than one per part)
+    v = pc.cast(pc.replace_substring(pc.utf8_slice_codeunits(t1, 8, 21), ":", ""), pa.int64())
+    y, hms = pc.divide(v, 1_000_000), _mod(v, 1_000_000)
+    hh, mi, ss = pc.divide(hms, 10_000), _mod(pc.divide(hms, 100), 100), _mod(hms, 100)
     leap = pc.and_(
         pc.equal(pc.bit_wise_and(y, 3), 0),
         pc.or_(
@@ -65,16 +79,13 @@ def _local_seconds(t1: pa.Array) -> tuple[pa.Array, pa.Array]:
     )
     ok = pc.and_(ok, pc.and_(pc.and_(pc.greater_equal(d, 1), pc.less_equal(d, mdays)), pc.less(hh, 24)))
     ok = pc.and_(ok, pc.and_(pc.and_(pc.less(mi, 60), pc.less_equal(ss, 60)), pc.greater_equal(y, 1)))
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil), for y >= 0
-    y = pc.subtract(y, pc.cast(pc.less_equal(m, 2), pa.int64()))
-    era = pc.divide(y, 400)
-    yoe = pc.subtract(y, pc.multiply(era, 400))
-    mp = pc.if_else(pc.greater(m, 2), pc.subtract(m, 3), pc.add(m, 9))
-    doy = pc.add(pc.divide(pc.add(pc.multiply(mp, 153), 2), 5), pc.subtract(d, 1))
-    doe = pc.add(pc.subtract(pc.add(pc.multiply(yoe, 365), pc.divide(yoe, 4)), pc.divide(yoe, 100)), doy)
-    days = pc.subtract(pc.add(pc.multiply(era, 146097), doe), 719468)
+    days = days_from_civil(y, m, d)
     secs = pc.add(pc.multiply(days, 86400), pc.add(pc.add(pc.multiply(hh, 3600), pc.multiply(mi, 60)), ss))
-    return secs, ok
+    return pc.fill_null(secs, 0), pc.fill_null(ok, False)
+
+
+def _mod(a: pa.Array, k: int) -> pa.Array:
+    return pc.subtract(a, pc.multiply(pc.divide(a, k), k))
 
 
 def _zone_seconds(t2: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -156,6 +167,26 @@ def _unclosed_quote(rest: pa.Array) -> pa.Array:
     return pc.fill_null(pc.equal(pc.bit_wise_and(quotes, 1), 1), False)
 
 
+def _slow_fields(lines: pa.Array) -> pa.Table:
+    s = pc.extract_regex(lines, _SLOW)
+    time = pc.struct_field(s, "time")
+    return pa.table(
+        {
+            "host": pc.struct_field(s, "host"),
+            "ident": pc.struct_field(s, "ident"),
+            "user": pc.struct_field(s, "user"),
+            "t1": pc.binary_join_element_wise("[", pc.utf8_slice_codeunits(time, 0, 20), ""),
+            "t2": pc.binary_join_element_wise(pc.utf8_slice_codeunits(time, 21, 26), "]", ""),
+            "request": pc.struct_field(s, "request"),
+            "status": pc.struct_field(s, "status"),
+            "size": pc.struct_field(s, "size"),
+            "referer": pc.struct_field(s, "referer"),
+            "agent": pc.struct_field(s, "agent"),
+            "rest": pc.struct_field(s, "rest"),
+        }
+    ).cast(pa.schema([(name, pa.string()) for name in (*_NAMES, "rest")]))
+
+
 class _CombinedOptions(Options):
     pass
 
@@ -166,24 +197,13 @@ class CombinedProcessor:
     def __init__(self, options: dict[str, Any]) -> None:
         _CombinedOptions.model_validate(options)
 
-    def _csv(self, text: bytes, threads: bool) -> tuple[pa.Table, list[int]]:
-        bad: list[int] = []
-
-        def invalid(row: Any) -> str:
-            bad.append(-1 if row.number is None else row.number - 1)
-            return "skip"
-
+    def _csv(self, text: bytes) -> pa.Table:
         table = pacsv.read_csv(
             pa.py_buffer(text),
             # 1 MiB blocks stay in cache (~15% faster than 4 MiB)
-            read_options=pacsv.ReadOptions(column_names=_NAMES, use_threads=threads, block_size=1 << 20),
+            read_options=pacsv.ReadOptions(column_names=_NAMES, use_threads=False, block_size=1 << 20),
             parse_options=pacsv.ParseOptions(
-                delimiter=" ",
-                quote_char='"',
-                escape_char="\\",
-                double_quote=False,
-                ignore_empty_lines=False,
-                invalid_row_handler=invalid,
+                delimiter=" ", quote_char='"', escape_char=False, double_quote=False, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(_NAMES, pa.string()),
@@ -193,52 +213,43 @@ class CombinedProcessor:
                 check_utf8=False,
             ),
         )
-        return table, bad
+        return table
 
-    def _fields(self, batch: LineBatch) -> pa.Table:
-        """The 10 raw string fields for every line (nulls where no path could split the line)."""
+    def _fields(self, batch: LineBatch, reference: bool = False) -> pa.Table:
+        """The 10 raw string fields (and ``rest``) for every line, as :data:`_SLOW` takes them (nulls
+        where it does not match). Lines of the plain shape (:data:`_PLAIN`) go through the CSV
+        reader, which splits them into exactly the same fields; the others take :data:`_SLOW`."""
         n = len(batch)
-        text = batch.text
+        lines = batch.lines.cast(pa.string())
+        if reference or n == 0:
+            return _slow_fields(lines)
+        plain = pc.fill_null(pc.match_substring_regex(lines, _PLAIN), False)
+        n_plain = pc.sum(plain).as_py() or 0
+        text = batch.text if n_plain == n else join_lines(lines.filter(plain))
         fast: pa.Table | None = None
-        bad: list[int] = []
-        if n and b"\r" not in text:
-            try:
-                # serial (demux runs batches on parallel threads), which also gives the bad rows' numbers
-                fast, bad = self._csv(text, threads=False)
-                if fast.num_rows + len(bad) != n or -1 in bad:
-                    fast, bad = None, []
-            except pa.ArrowInvalid:
-                fast, bad = None, []
-        if fast is not None and not bad:
-            return fast.append_column("rest", pa.nulls(fast.num_rows, pa.string()))
-        slow_idx = pa.array(bad if fast is not None else range(n), pa.int64())
-        s = pc.extract_regex(batch.lines.take(slow_idx), _SLOW)
-        time = pc.struct_field(s, "time")
-        slow = pa.table(
-            {
-                "host": pc.struct_field(s, "host"),
-                "ident": pc.struct_field(s, "ident"),
-                "user": pc.struct_field(s, "user"),
-                "t1": pc.binary_join_element_wise("[", pc.utf8_slice_codeunits(time, 0, 20), ""),
-                "t2": pc.binary_join_element_wise(pc.utf8_slice_codeunits(time, 21, 26), "]", ""),
-                "request": pc.struct_field(s, "request"),
-                "status": pc.struct_field(s, "status"),
-                "size": pc.struct_field(s, "size"),
-                "referer": pc.struct_field(s, "referer"),
-                "agent": pc.struct_field(s, "agent"),
-                "rest": pc.struct_field(s, "rest"),
-            }
-        ).cast(pa.schema([(name, pa.string()) for name in (*_NAMES, "rest")]))
+        if n_plain:
+            # serial (demux runs batches on parallel threads); every plain line is one valid row
+            fast = self._csv(text)
+            fast = fast.append_column("rest", pa.nulls(fast.num_rows, pa.string()))
+            if n_plain == n:
+                return fast
+        slow_idx = pc.indices_nonzero(pc.invert(plain)).cast(pa.int64())
+        slow = _slow_fields(lines.take(slow_idx))
         if fast is None:
             return slow
-        fast = fast.append_column("rest", pa.nulls(fast.num_rows, pa.string()))
-        bad_set = set(bad)
-        fast_idx = pa.array([i for i in range(n) if i not in bad_set], pa.int64())
+        fast_idx = pc.indices_nonzero(plain).cast(pa.int64())
         both = pa.concat_tables([fast, slow]).combine_chunks()
         return both.take(pc.sort_indices(pa.concat_arrays([fast_idx, slow_idx])))
 
+    def parse_reference(self, batch: LineBatch) -> Parsed:
+        """The definition :meth:`parse` must agree with: :data:`_SLOW` on every line (slow; for tests)."""
+        return self._parse(batch, reference=True)
+
     def parse(self, batch: LineBatch) -> Parsed:
-        f = self._fields(batch)
+        return self._parse(batch, reference=False)
+
+    def _parse(self, batch: LineBatch, reference: bool) -> Parsed:
+        f = self._fields(batch, reference)
         matched = pc.is_valid(f["host"])
         ts, bad_time = clf_time(f["t1"], f["t2"])
         status_ok = pc.and_(pc.ascii_is_decimal(f["status"]), pc.equal(pc.binary_length(f["status"]), 3))
