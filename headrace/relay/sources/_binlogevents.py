@@ -8,7 +8,8 @@ Replaces ``mysql-replication``'s per-event parsing on the relay's hot path. Two 
   and :class:`BinlogEndOfStream` for the end-of-file packet.
 * :class:`BinlogDecoder` turns one event (19-byte header, body, optional CRC32) into a small value:
   :class:`Rotate`, :class:`Gtid`, :class:`Query`, :class:`Xid`, :class:`XaPrepare`,
-  :class:`Heartbeat` or :class:`Rows` (row images decoded by :func:`._mysqlrows.decode_rows`);
+  :class:`Heartbeat` or :class:`Rows` (row images decoded by :func:`._mysqlfastrows.decode_rows_fast`,
+  which equals the reference :func:`._mysqlrows.decode_rows`);
   other event types, and rows of tables not captured, give ``None``.
 
 TABLE_MAP events are parsed here too (column types and metadata, and the optional metadata of
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._event import Op
+from ._mysqlfastrows import decode_rows_fast
 from ._mysqlrows import (
     T_BIT,
     T_BLOB,
@@ -56,7 +58,6 @@ from ._mysqlrows import (
     T_YEAR,
     BinlogColumn,
     _python_encoding,
-    decode_rows,
 )
 
 __all__ = [
@@ -597,6 +598,5 @@ class BinlogDecoder:
             raise BinlogEventError(
                 f"rows event for {tmap.schema}.{tmap.table} has {ncols} columns, its table map {len(tmap.columns)}"
             )
-        data = memoryview(event)[pos:end]
-        rows = decode_rows(tmap.columns, data, present, after)
+        rows = decode_rows_fast(tmap.columns, event[pos:end], present, after)
         return Rows(op, tmap.schema, tmap.table, tmap.columns, rows, log_pos, timestamp)
