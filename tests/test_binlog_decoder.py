@@ -401,3 +401,28 @@ def test_compiled_reader_equals_the_reference(
     data = b"".join((nulls & ((1 << len(cols)) - 1)).to_bytes(nb, "little") + r for r in rows)
     after = present if update else None
     assert _outcome(decode_rows_fast, cols, data, present, after) == _outcome(decode_rows, cols, data, present, after)
+
+
+def test_table_maps_without_names_take_them_from_the_catalog() -> None:
+    """Servers without ``binlog_row_metadata=FULL``: names come from the callback (as the reference
+    path reads them from information_schema), when their count matches; else ``UNKNOWN_COL<i>``."""
+    tmap = _event(19, b"\x01\x00\x00\x00\x00\x00" + b"\x00\x00" + b"\x02db\x00\x01t\x00\x02\x03\x0f\x02\x14\x00\x03")
+    rows = _event(30, b"\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x02\x03" + b"\x00" + struct.pack("<i", -5) + b"\x02ab")
+    asked: list[tuple[str, str]] = []
+
+    def names(schema: str, table: str) -> list[str]:
+        asked.append((schema, table))
+        return ["id", "v"]
+
+    for catalog, want in ((names, ["id", "v"]), (lambda s, t: ["only one"], ["UNKNOWN_COL0", "UNKNOWN_COL1"])):
+        dec = BinlogDecoder(checksum=True, dbms="mariadb", column_names=catalog)
+        dec.decode(tmap)
+        ev = dec.decode(rows)
+        assert isinstance(ev, Rows) and [c.name for c in ev.columns] == want
+        assert list(ev.rows[0]["values"].values()) == [-5, b"ab"]  # no character set known: bytes
+    assert asked == [("db", "t")]
+    dec = BinlogDecoder(checksum=True, dbms="mariadb", column_names=names)
+    dec.decode(tmap)
+    dec.forget_tables()  # after DDL the catalog is asked again
+    dec.decode(tmap)
+    assert asked == [("db", "t")] * 3

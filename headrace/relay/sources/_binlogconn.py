@@ -11,7 +11,7 @@ error or timeout (no event or heartbeat within ``read_timeout``) raises :class:`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from ._binlogevents import BinlogDecoder, BinlogEndOfStream, BinlogServerError, Event, PacketFramer, dump_command
@@ -39,6 +39,7 @@ class BinlogConnection:
         heartbeat: float,
         only_schema: str | None = None,
         only_tables: Sequence[str] | None = None,
+        column_names: Callable[[str, str], Sequence[str] | None] | None = None,
     ) -> None:
         import pymysql
 
@@ -60,7 +61,13 @@ class BinlogConnection:
                 # MariaDB: a capability < 4 makes some versions replace GTID events with dummies
                 cur.execute("SET @mariadb_slave_capability = 4")
             dbms = "mariadb" if "MariaDB" in conn.get_server_info() else "mysql"
-            self.decoder = BinlogDecoder(checksum=checksum, dbms=dbms, only_schema=only_schema, only_tables=only_tables)
+            self.decoder = BinlogDecoder(
+                checksum=checksum,
+                dbms=dbms,
+                only_schema=only_schema,
+                only_tables=only_tables,
+                column_names=column_names,
+            )
             conn._write_bytes(dump_command(file, position, server_id))
         except pymysql.err.OperationalError as exc:
             self.close()

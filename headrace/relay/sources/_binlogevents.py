@@ -28,7 +28,7 @@ table is remembered as "not captured" and its row events are skipped undecoded.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,11 +254,12 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class TableMap:
-    """A parsed table map: the table and its columns."""
+    """A parsed table map: the table and its columns (``named``: the binlog carried their names)."""
 
     schema: str
     table: str
     columns: list[BinlogColumn]
+    named: bool = True
 
 
 Event = Rotate | Gtid | Query | Xid | XaPrepare | Heartbeat | Rows
@@ -462,7 +463,7 @@ def _parse_table_map(body: bytes, dbms: str, post_header_len: int) -> TableMap:
         if t in (T_STRING, T_VAR_STRING, T_VARCHAR, T_BLOB):
             kw["encoding"] = encoding
         cols.append(BinlogColumn(name, t, unsigned=unsigned[i] if with_meta else False, **kw))
-    return TableMap(schema, table, cols)
+    return TableMap(schema, table, cols, with_meta)
 
 
 # -- the decoder ---------------------------------------------------------------------------------
@@ -472,7 +473,10 @@ class BinlogDecoder:
     """Event bytes → decoded events, keeping the table maps seen (see the module docstring).
 
     ``checksum``: events end with a 4-byte CRC32 (the server's ``binlog_checksum`` is not NONE);
-    ``dbms``: ``"mariadb"`` or ``"mysql"`` (collation ids and GEOMETRY character sets differ).
+    ``dbms``: ``"mariadb"`` or ``"mysql"`` (collation ids and GEOMETRY character sets differ);
+    ``column_names``: for table maps without column names (no ``binlog_row_metadata=FULL``), the
+    table's column names now, in order (the reference path reads them from ``information_schema``
+    too, and uses them when their count matches).
     """
 
     def __init__(
@@ -482,8 +486,10 @@ class BinlogDecoder:
         dbms: str = "mariadb",
         only_schema: str | None = None,
         only_tables: Sequence[str] | None = None,
+        column_names: Callable[[str, str], Sequence[str] | None] | None = None,
     ) -> None:
         self.checksum = checksum
+        self.column_names = column_names
         self.dbms = dbms
         self.only_schema = only_schema
         self.only_tables = frozenset(only_tables) if only_tables is not None else None
@@ -491,6 +497,10 @@ class BinlogDecoder:
         self._post_headers: bytes = b""
         self._maps: dict[int, TableMap | None] = {}
         self._parsed: dict[bytes, TableMap | None] = {}
+
+    def forget_tables(self) -> None:
+        """A DDL statement ran: parse table maps afresh (column names may come from the catalog)."""
+        self._parsed.clear()
 
     def _post_header_len(self, event_type: int, default: int) -> int:
         ph = self._post_headers
@@ -569,6 +579,11 @@ class BinlogDecoder:
             self.only_schema is not None and tmap.schema != self.only_schema
         ):
             tmap = None
+        elif not tmap.named and self.column_names is not None:
+            names = self.column_names(tmap.schema, tmap.table)
+            if names and len(names) == len(tmap.columns):
+                for c, name in zip(tmap.columns, names, strict=True):
+                    c.name = name
         if len(self._parsed) > 4096:
             self._parsed.clear()
         self._parsed[bytes(key)] = tmap

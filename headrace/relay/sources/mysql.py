@@ -388,7 +388,13 @@ class MysqlSource(ChangeSource):
             heartbeat=self.idle_seconds,
             only_schema=self.schema,
             only_tables=self.only_tables,
+            column_names=self._column_names,
         )
+
+    def _column_names(self, schema: str, table: str) -> list[str] | None:
+        """A captured table's column names now, in order (for table maps that do not carry them)."""
+        info = self._table_info(table) if schema == self.schema else None
+        return list(info.columns) if info is not None else None
 
     def _truncate_window(self, ev: Query, schema: str | None, asm: BinlogAssembler) -> ChangeWindow | None:
         """The window of a ``TRUNCATE`` QUERY event of a captured table (None for any other statement)."""
@@ -479,6 +485,7 @@ class MysqlSource(ChangeSource):
                     else:  # DDL (its own transaction): reload column metadata
                         asm.ddl()
                         self._tables.clear()
+                        stream.decoder.forget_tables()
                         log.info("ddl_seen", schema=ev.schema)
                         window = self._truncate_window(ev, ev.schema, asm)
                         if window is not None:
