@@ -38,7 +38,7 @@ def test_decimal_layout_from_mysql_docs() -> None:
     assert one(c, bytes.fromhex("7EF204C72DFB2D")) == Decimal("-1234567890.1234")
     # 65 digits: no 28-digit context anywhere
     c65 = BinlogColumn("d", T_NEWDECIMAL, meta=(65, 30))
-    body = bytearray(b"\x00" * 29)  # 35 integer digits: 8 in 4 bytes + 3×4; 30 fraction digits: 3×4 + 3 in 2 bytes
+    body = bytearray(b"\x00" * 30)  # 35 integer digits: 8 in 4 bytes + 3×4; 30 fraction digits: 3×4 + 3 in 2 bytes
     body[0] ^= 0x80
     v = one(c65, bytes(body))
     assert v == Decimal(0) and str(v) == "0E-30"

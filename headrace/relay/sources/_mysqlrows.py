@@ -453,4 +453,6 @@ def decode_rows(
             before, pos = _image(columns, present, data, pos)
             after, pos = _image(columns, present_after, data, pos)
             out.append({"before_values": before, "after_values": after})
+    if pos > end:
+        raise RowDecodeError(f"the last row image runs {pos - end} bytes past the end of the rows event")
     return out

@@ -217,6 +217,9 @@ class BinlogAssembler:
         if self._buf is None:
             self.begin()
         assert self._buf is not None
+        if op is not Op.UPDATE and rows and len(rows) > 1:
+            self._same_shape_rows(op, table, rows, columns)
+            return
         for r in rows:
             if op is Op.UPDATE:
                 meta, before = self._convert(table, r["before_values"], columns)
@@ -230,6 +233,35 @@ class BinlogAssembler:
                     self._buf.append(RowChange(-1, meta, op, key, None, row))
                 else:
                     self._buf.append(RowChange(-1, meta, op, key, row, None))
+
+    def _same_shape_rows(
+        self, op: Op, table: str, rows: list[dict[str, Any]], columns: Sequence[BinlogColumn] | None
+    ) -> None:
+        """:meth:`rows` for the rows of one insert/delete event, converted with one metadata lookup.
+
+        The rows of one event are images of the same columns (one columns-present bitmap per event),
+        so they share their names; a row that does not goes the general way.
+        """
+        assert self._buf is not None
+        names = tuple(rows[0]["values"])
+        meta, convs = self._meta(table, names, columns)
+        key_names = meta.key
+        append = self._buf.append
+        insert = op is Op.INSERT
+        for r in rows:
+            values = r["values"]
+            if tuple(values) != names:
+                self.rows(op, table, [r], columns)
+                continue
+            try:
+                row = {nm: (None if v is None else c(v)) for (nm, v), c in zip(values.items(), convs, strict=True)}
+            except (ValueError, TypeError, ArithmeticError):
+                _meta, row = self._convert(table, values, columns)  # raises naming the column
+            key = tuple([row[k] for k in key_names])
+            if insert:
+                append(RowChange(-1, meta, op, key, None, row))
+            else:
+                append(RowChange(-1, meta, op, key, row, None))
 
     def xa_prepare(self, xid: str) -> None:
         """``XA PREPARE``: the open transaction waits, under its XID, for ``XA COMMIT``/``XA ROLLBACK``."""

@@ -1,11 +1,12 @@
-"""MySQL / MariaDB change source: the row binlog read with ``mysql-replication``.
+"""MySQL / MariaDB change source: the row binlog, read by the relay's own dump client and decoder.
 
 Theory of operation. :meth:`MysqlSource.open` checks ``log_bin``, ``binlog_format = ROW``,
 ``binlog_row_image = FULL`` and ``binlog_row_metadata = FULL`` (where the server has it: MySQL 8,
 MariaDB 10.5+; it carries column names, signedness and ENUM/SET labels in the binlog) and refuses,
-naming the setting, when one is wrong. :meth:`read` registers as a replica (``relay.mysql.server_id``)
-and always starts the dump at an explicit ``(file, position)`` — never "from the beginning" or "from
-the current position", which the library may pick silently. Events go through
+naming the setting, when one is wrong. :meth:`read` opens a binlog dump as replica
+``relay.mysql.server_id`` (:class:`~._binlogconn.BinlogConnection`: PyMySQL logs in, the dump
+packets are decoded by the sans-io :mod:`._binlogevents`, row images by :mod:`._mysqlrows`) and
+always starts it at an explicit ``(file, position)``. Events go through
 :class:`~._mysqlstream.BinlogAssembler` (rotations, GTIDs, row events, DDL, commits); each committed
 transaction (an XID event, or ``COMMIT`` for non-transactional tables) becomes one window.
 
@@ -15,10 +16,9 @@ transaction's commit event in that file. SCNs grow along the binlog (which is in
 relays reading one server agree on them, and an SCN is itself the position to resume from.
 
 Watchdog. The dump connection asks for heartbeats every ``idle_seconds`` and has a socket read
-timeout of ``relay.mysql.stall_seconds``. ``mysql-replication`` silently reconnects on a lost
-connection — from a position that may be inside a transaction. The connection class given to it
-turns every read error into :class:`StreamBroken` instead, so the library never reconnects on its
-own: the source logs that the stream stalled or broke and raises
+timeout of ``relay.mysql.stall_seconds``. The dump connection never reconnects by itself (a
+reconnect could start inside a transaction): every read error or timeout is a :class:`StreamBroken`,
+the source logs that the stream stalled or broke and raises
 :class:`~headrace.errors.Unavailable`; the relay calls :meth:`read` again from its last whole window.
 That is also how a server restart is survived: no window is delivered in part, nothing is skipped.
 
@@ -56,7 +56,8 @@ from ...errors import FatalError, Unavailable, UsageError
 from .._event import Op
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow, RowChange, SnapshotPage, SourceSnapshot, StopFlag
-from ._mysqlrows import BinlogColumn, binlog_column, decode_rows
+from ._binlogconn import BinlogConnection, StreamBroken
+from ._binlogevents import BinlogEventError, Gtid, Query, Rotate, Rows, XaPrepare, Xid
 from ._mysqlstream import BinlogAssembler, TableInfo, binlog_index
 from ._mysqltypes import mysql_column, pack_scn, unpack_scn
 from ._retention import ReadMarks
@@ -69,10 +70,6 @@ __all__ = ["MysqlSnapshot", "MysqlSource", "StreamBroken"]
 log = get_logger("relay.source.mysql")
 
 STALLS = Counter("headrace_relay_mysql_stream_breaks_total", "binlog stream stalls and breaks", ["reason"])
-
-
-class StreamBroken(Exception):
-    """The binlog connection failed or timed out (raised instead of the library's silent reconnect)."""
 
 
 _TRUNCATE = re.compile(
@@ -92,19 +89,6 @@ def truncated_table(query: str, default_db: str | None) -> tuple[str | None, str
 
     db = m.group("db")
     return (unquote(db) if db else default_db), unquote(m.group("t"))
-
-
-def _stream_connection_class() -> type:
-    import pymysql
-
-    class StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
-        def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return super()._read_packet(*args, **kwargs)
-            except pymysql.err.OperationalError as exc:
-                raise StreamBroken(str(exc)) from exc
-
-    return StreamConnection
 
 
 class MysqlSource(ChangeSource):
@@ -143,8 +127,6 @@ class MysqlSource(ChangeSource):
         self._saved: int | None = None
         self._last_scn = -1
         self._last_gtid: str | None = None
-        self._binlog_columns: dict[int, tuple[Any, list[BinlogColumn]]] = {}
-        self._shapes: dict[tuple[Any, ...], list[BinlogColumn]] = {}
 
     # -- control connection --------------------------------------------------------------------
     def _conn(self) -> Any:
@@ -385,19 +367,7 @@ class MysqlSource(ChangeSource):
         }
 
     # -- streaming -----------------------------------------------------------------------------
-    def _stream(self, scn: int) -> Any:
-        from pymysqlreplication import BinLogStreamReader
-        from pymysqlreplication.event import (
-            GtidEvent,
-            HeartbeatLogEvent,
-            MariadbGtidEvent,
-            QueryEvent,
-            RotateEvent,
-            XAPrepareEvent,
-            XidEvent,
-        )
-        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
+    def _stream(self, scn: int) -> BinlogConnection:
         index, pos = unpack_scn(scn)
         file = self._file_name(index)
         present = [name for name, _ in self._binary_logs()]
@@ -409,35 +379,24 @@ class MysqlSource(ChangeSource):
                 f"{self.position_file} (or run `headrace relay uninstall`), start the relay, and re-bootstrap "
                 "subscribers from a snapshot (docs/sources-mysql.md)."
             )
-        settings = dict(self.settings, read_timeout=self.stall_seconds)
-        return BinLogStreamReader(
-            connection_settings=settings,
+        return BinlogConnection(
+            self.settings,
             server_id=self.server_id,
-            log_file=file,
-            log_pos=pos,
-            resume_stream=True,
-            blocking=True,
-            is_mariadb=False,  # True would ignore log_file/log_pos on MariaDB and start at the first binlog
-            slave_heartbeat=self.idle_seconds,
-            only_schemas=[self.schema],
+            file=file,
+            position=pos,
+            read_timeout=self.stall_seconds,
+            heartbeat=self.idle_seconds,
+            only_schema=self.schema,
             only_tables=self.only_tables,
-            only_events=[
-                RotateEvent,
-                GtidEvent,
-                MariadbGtidEvent,
-                QueryEvent,
-                XidEvent,
-                XAPrepareEvent,
-                HeartbeatLogEvent,
-                WriteRowsEvent,
-                UpdateRowsEvent,
-                DeleteRowsEvent,
-            ],
-            pymysql_wrapper=_stream_connection_class(),
-            enable_logging=False,
+            column_names=self._column_names,
         )
 
-    def _truncate_window(self, ev: Any, schema: str | None, asm: BinlogAssembler) -> ChangeWindow | None:
+    def _column_names(self, schema: str, table: str) -> list[str] | None:
+        """A captured table's column names now, in order (for table maps that do not carry them)."""
+        info = self._table_info(table) if schema == self.schema else None
+        return list(info.columns) if info is not None else None
+
+    def _truncate_window(self, ev: Query, schema: str | None, asm: BinlogAssembler) -> ChangeWindow | None:
         """The window of a ``TRUNCATE`` QUERY event of a captured table (None for any other statement)."""
         target = truncated_table(ev.query, schema)
         if target is None or target[0] != self.schema:
@@ -445,7 +404,7 @@ class MysqlSource(ChangeSource):
         table = target[1]
         if self.only_tables is not None and table not in self.only_tables:
             return None
-        scn = pack_scn(asm.file_index, ev.packet.log_pos)
+        scn = pack_scn(asm.file_index, ev.log_pos)
         info = self._table_info(table)
         if scn <= asm.skip_through or info is None:
             return None
@@ -455,49 +414,24 @@ class MysqlSource(ChangeSource):
         self._marks.read(self._clock(), scn)
         return ChangeWindow(scn, ev.timestamp * 1000, [RowChange(scn, meta, Op.TRUNCATE, (), None, None)])
 
-    def _rows(self, ev: Any) -> tuple[list[BinlogColumn], list[dict[str, Any]]]:
-        """The table-map columns and rows of a rows event, decoded by :mod:`._mysqlrows` (see there why)."""
-        cols = ev.columns
-        cached = self._binlog_columns.get(ev.table_id)
-        if cached is not None and cached[0] is cols:
-            bcols = cached[1]
-        else:
-            fresh = [binlog_column(c, i) for i, c in enumerate(cols)]
-            # MariaDB logs a table map per statement: one list object per table shape keeps the
-            # assembler's converted metadata (and the registry's fast path) reusable
-            if len(self._shapes) > 4096:
-                self._shapes.clear()
-            bcols = self._shapes.setdefault(tuple(c.signature() for c in fresh), fresh)
-            self._binlog_columns[ev.table_id] = (cols, bcols)
-        data = ev.packet.read(ev.event_size - ev.packet.read_bytes)
-        after = getattr(ev, "columns_present_bitmap2", None)
-        return bcols, decode_rows(bcols, data, ev.columns_present_bitmap, after)
-
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
-        import pymysql
-        from pymysqlreplication.event import (
-            GtidEvent,
-            HeartbeatLogEvent,
-            MariadbGtidEvent,
-            QueryEvent,
-            RotateEvent,
-            XAPrepareEvent,
-            XidEvent,
-        )
-        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
         start = after_scn if after_scn is not None else self.start_scn()
         self._tables.clear()
         asm = BinlogAssembler(self._table_info, self.schema, self.spill_rows, skip_through=start)
         asm.file_index = unpack_scn(start)[0]
-        stream = self._stream(start)
+        try:
+            stream = self._stream(start)
+        except StreamBroken as exc:
+            STALLS.labels("broken").inc()
+            raise Unavailable(f"binlog connection failed: {exc}") from exc
         log.info("stream_started", file=self._file_name(asm.file_index), position=unpack_scn(start)[1], scn=start)
         last_yield = self._clock()
         xa_id = ""
+        events = stream.events()
         try:
             while not stop.is_set():
                 try:
-                    ev = stream.fetchone()
+                    ev = next(events)
                 except StreamBroken as exc:
                     reason = "stalled" if "timed out" in str(exc) else "broken"
                     STALLS.labels(reason).inc()
@@ -509,37 +443,31 @@ class MysqlSource(ChangeSource):
                         hint="no event or heartbeat arrived in time" if reason == "stalled" else "connection lost",
                     )
                     raise Unavailable(f"binlog stream {reason}: {exc}") from exc
-                except pymysql.err.OperationalError as exc:
-                    raise Unavailable(f"binlog connection failed: {exc}") from exc
-                if ev is None:
-                    raise Unavailable("the server ended the binlog stream")
-                if isinstance(ev, XidEvent):
-                    txn = asm.commit(ev.packet.log_pos, ev.timestamp)
+                except BinlogEventError as exc:
+                    raise Unavailable(f"undecodable binlog event: {exc}") from exc
+                if isinstance(ev, Rows):
+                    asm.rows(ev.op, ev.table, ev.rows, ev.columns)
+                elif isinstance(ev, Xid):
+                    txn = asm.commit(ev.log_pos, ev.timestamp)
                     if txn is not None:
                         self._last_scn, self._last_gtid = txn.scn, txn.gtid
                         self._marks.read(self._clock(), txn.scn)
                         yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
                         last_yield = self._clock()
-                elif isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-                    op = Op.INSERT if isinstance(ev, WriteRowsEvent) else (
-                        Op.UPDATE if isinstance(ev, UpdateRowsEvent) else Op.DELETE
-                    )  # fmt: skip
-                    bcols, rows = self._rows(ev)
-                    asm.rows(op, ev.table, rows, bcols)
-                elif isinstance(ev, RotateEvent):
+                elif isinstance(ev, Gtid):
+                    asm.begin(ev.gtid)
+                elif isinstance(ev, Rotate):
                     asm.rotate(ev.next_binlog)
-                elif isinstance(ev, MariadbGtidEvent | GtidEvent):
-                    asm.begin(str(ev.gtid))
-                elif isinstance(ev, XAPrepareEvent):
+                elif isinstance(ev, XaPrepare):
                     asm.xa_prepare(xa_id)
-                elif isinstance(ev, QueryEvent):
+                elif isinstance(ev, Query):
                     query = ev.query.strip()
                     word = query.split(None, 1)[0].upper() if query else ""
                     txn = None
                     if word == "BEGIN":
                         asm.begin()
                     elif word == "COMMIT":
-                        txn = asm.commit(ev.packet.log_pos, ev.timestamp)
+                        txn = asm.commit(ev.log_pos, ev.timestamp)
                     elif word in ("SAVEPOINT", "RELEASE") or query.upper().startswith("ROLLBACK TO"):
                         pass  # inside a transaction; a rolled-back part is already gone from the binlog
                     elif word == "XA":
@@ -548,18 +476,18 @@ class MysqlSource(ChangeSource):
                         if verb == "END":
                             xa_id = xid.strip()
                         elif verb == "COMMIT":
-                            txn = asm.xa_commit(xid.strip(), ev.packet.log_pos, ev.timestamp)
+                            txn = asm.xa_commit(xid.strip(), ev.log_pos, ev.timestamp)
                         elif verb == "ROLLBACK":
                             asm.xa_rollback(xid.strip())
                     elif word == "ROLLBACK":  # a rolled-back transaction that touched non-transactional tables
                         log.warning("binlog_rollback_seen", rows=asm.open_rows, hint="its rows are not delivered")
                         asm.reset()
                     else:  # DDL (its own transaction): reload column metadata
-                        schema = ev.schema.decode() if isinstance(ev.schema, bytes) else ev.schema
                         asm.ddl()
                         self._tables.clear()
-                        log.info("ddl_seen", schema=schema)
-                        window = self._truncate_window(ev, schema, asm)
+                        stream.decoder.forget_tables()
+                        log.info("ddl_seen", schema=ev.schema)
+                        window = self._truncate_window(ev, ev.schema, asm)
                         if window is not None:
                             yield window
                             last_yield = self._clock()
@@ -568,15 +496,13 @@ class MysqlSource(ChangeSource):
                         self._marks.read(self._clock(), txn.scn)
                         yield ChangeWindow(txn.scn, txn.ts_ms, txn.changes)
                         last_yield = self._clock()
-                elif isinstance(ev, HeartbeatLogEvent):
-                    pass
                 if self._clock() - last_yield >= self.idle_seconds:
                     yield None
                     last_yield = self._clock()
         finally:
             asm.reset()
-            with contextlib.suppress(Exception):
-                stream.close()
+            events.close()
+            stream.close()
 
 
 # -- snapshot ------------------------------------------------------------------------------------
