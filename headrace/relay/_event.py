@@ -48,6 +48,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._frozen import fast_constructor
 from ..errors import InvalidInput
 from ._values import JSON_NULL, Interval
 
@@ -60,6 +61,7 @@ __all__ = [
     "Event",
     "EventHeader",
     "Op",
+    "append_frame",
     "decode_event",
     "decode_key",
     "encode_event",
@@ -184,6 +186,7 @@ _OP_BYTES = {op: op.value.encode() for op in Op}
 _OPS = {op.value.encode(): op for op in Op}
 _HEAD_PACK = HEADER.pack
 _CRC_PACK = _CRC.pack
+_crc32 = zlib.crc32
 _FIXED = HEADER.size - 4 + 4  # header after frame_len, plus the CRC
 
 
@@ -232,6 +235,51 @@ def encode_frame(
                       slen, klen, blen, alen)  # fmt: skip
     frame = b"".join((head, src, key, before, after))
     return frame + _CRC_PACK(zlib.crc32(memoryview(frame)[4:]))
+
+
+def append_frame(
+    buf: bytearray,
+    scn: int,
+    source: str,
+    op: Op,
+    key: bytes,
+    ts_ms: int,
+    fingerprint: str,
+    before: bytes | None,
+    after: bytes | None,
+    window_end: bool = False,
+) -> None:
+    """Append the frame :func:`encode_frame` returns for these fields to ``buf`` (without building it
+    apart first: the relay packs a window's frames into one buffer)."""
+    if not 0 <= scn <= _MAX_SCN:
+        raise ValueError(f"SCN {scn} out of range")
+    src = _SOURCE_BYTES.get(source)
+    if src is None:
+        src = source.encode()
+        if len(_SOURCE_BYTES) < 65536:
+            _SOURCE_BYTES[source] = src
+    fp = _FP_BYTES.get(fingerprint)
+    if fp is None:
+        fp = _fp_bytes(fingerprint)
+    flags = FLAG_WINDOW_END if window_end else 0
+    if before is None:
+        before = b""
+    else:
+        flags |= FLAG_BEFORE
+    if after is None:
+        after = b""
+    else:
+        flags |= FLAG_AFTER
+    slen, klen, blen, alen = len(src), len(key), len(before), len(after)
+    head = _HEAD_PACK(_FIXED + slen + klen + blen + alen, VERSION, _OP_BYTES[op], flags, 0, scn, ts_ms, fp,
+                      slen, klen, blen, alen)  # fmt: skip
+    crc = _crc32(after, _crc32(before, _crc32(key, _crc32(src, _crc32(head[4:])))))
+    buf += head
+    buf += src
+    buf += key
+    buf += before
+    buf += after
+    buf += _CRC_PACK(crc)
 
 
 def encode_event(event: Event) -> bytes:
@@ -283,6 +331,8 @@ def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
     return _decode_at(buf, memoryview(buf), offset)
 
 
+#: ``Event(...)`` with every field, without the frozen dataclass's per-field cost
+_event = fast_constructor(Event)
 _HEAD_UNPACK = HEADER.unpack_from
 _CRC_UNPACK = _CRC.unpack_from
 _HEAD_SIZE = HEADER.size
@@ -310,7 +360,7 @@ def _decode_at(buf: bytes | memoryview, mv: memoryview, offset: int) -> tuple[Ev
     opv = _OPS.get(op)
     if opv is None:
         raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
-    event = Event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
+    event = _event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
     return event, end
 
 
