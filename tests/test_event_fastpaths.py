@@ -195,3 +195,38 @@ def test_decode_window_equals_decode_event_by_event(cs: list[RowChange], marked:
         got = _outcome(lambda c=chunk: a.decode_window(c))  # type: ignore[misc]
         want = _outcome(lambda c=chunk: [b.decode(e) for e in c])  # type: ignore[misc]
         assert repr(got) == repr(want)
+
+
+# -- decode_windows --------------------------------------------------------------------------------
+
+EVENTS = st.builds(
+    Event,
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.text(max_size=4),
+    OPS,
+    st.binary(max_size=5),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from(["00" * 8, "0123456789abcdef"]),
+    st.none() | st.binary(max_size=4),
+    st.none() | st.binary(max_size=4),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(EVENTS, max_size=8), st.data())
+def test_decode_windows_equals_split_windows_of_iter_frames(evs: list[Event], data: st.DataObject) -> None:
+    from headrace.relay._event import decode_windows, encode_event
+
+    body = bytearray(b"".join(encode_event(e) for e in evs))
+    damage = data.draw(st.sampled_from(["none", "none", "flip", "cut", "extra"]))
+    if damage == "flip" and body:
+        i = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+        body[i] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+    elif damage == "cut" and body:
+        del body[data.draw(st.integers(min_value=0, max_value=len(body) - 1)) :]
+    elif damage == "extra":
+        body += data.draw(st.binary(min_size=1, max_size=50))
+    got = _outcome(lambda: decode_windows(bytes(body)))
+    want = _outcome(lambda: list(split_windows(iter_frames(bytes(body)))))
+    assert repr(got) == repr(want)

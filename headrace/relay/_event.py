@@ -64,6 +64,7 @@ __all__ = [
     "append_frame",
     "decode_event",
     "decode_key",
+    "decode_windows",
     "encode_event",
     "encode_frame",
     "encode_key",
@@ -372,6 +373,25 @@ def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
     while offset < size:
         event, offset = _decode_at(buf, mv, offset)
         yield event
+
+
+def decode_windows(buf: bytes | memoryview) -> list[list[Event]]:
+    """``list(split_windows(iter_frames(buf)))`` in one loop: the events of a stream body grouped into
+    windows (raises on a bad or truncated frame, and ``partial_window`` if the body ends inside one)."""
+    out: list[list[Event]] = []
+    current: list[Event] = []
+    offset = 0
+    size = len(buf)
+    mv = memoryview(buf)
+    while offset < size:
+        event, offset = _decode_at(buf, mv, offset)
+        current.append(event)
+        if event.window_end:
+            out.append(current)
+            current = []
+    if current:
+        raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {current[0].scn}")
+    return out
 
 
 def split_windows(events: Iterator[Event] | Sequence[Event]) -> Iterator[list[Event]]:

@@ -50,6 +50,8 @@ from .._event import Op
 from .._schema import MARKER_NAMES, UNCHANGED_MARKER, Column, TableMeta
 from ._base import RowChange
 from ._pgoutput import (
+    BEGIN_FIELDS,
+    COMMIT_FIELDS,
     UNCHANGED,
     Begin,
     Commit,
@@ -83,6 +85,8 @@ __all__ = [
 UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
 #: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
 _row_change = fast_constructor(RowChange)
+_begin = fast_constructor(Begin)
+_commit = fast_constructor(Commit)
 #: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
 #: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
 NOTICE_PREFIX: Final = "headrace"
@@ -118,6 +122,10 @@ class TxnEnd:
     ts_ms: int
     end_lsn: int
     rows: int
+
+
+_txn_begin = fast_constructor(TxnBegin)
+_txn_end = fast_constructor(TxnEnd)
 
 
 @dataclass(slots=True)
@@ -263,17 +271,25 @@ class PgChangeAssembler:
 
     def feed_payload(self, payload: bytes) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
         """:meth:`feed` of the decoded ``payload`` (one pgoutput message), the same result; an INSERT is
-        read straight from the bytes by its relation's compiled reader (:mod:`._pgrows`) when it can."""
-        if payload[0] == 0x49 and self._txn is not None and not self._skipping:  # 'I' in a transaction
-            rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
-            if rel is not None and rel.insert is not None:
-                try:
-                    after, key = rel.insert(payload)
-                except Exception:
-                    pass
-                else:
-                    self._rows += 1
-                    return _row_change(self._txn.final_lsn, rel.marked or rel.meta, Op.INSERT, key, None, after, None)
+        read straight from the bytes by its relation's compiled reader (:mod:`._pgrows`) when it can, a
+        Begin or Commit of exactly its size unpacked in one go; anything else takes ``decode``."""
+        kind = payload[0] if payload else 0
+        if kind == 0x49:  # 'I'
+            if self._txn is not None and not self._skipping:
+                rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
+                if rel is not None and rel.insert is not None:
+                    try:
+                        after, key = rel.insert(payload)
+                    except Exception:  # the reference path below gives the change or the error
+                        pass
+                    else:
+                        self._rows += 1
+                        meta = rel.marked or rel.meta
+                        return _row_change(self._txn.final_lsn, meta, Op.INSERT, key, None, after, None)
+        elif kind == 0x42 and len(payload) == BEGIN_FIELDS.size + 1:  # 'B', exactly its fields
+            return self.feed(_begin(*BEGIN_FIELDS.unpack_from(payload, 1)))
+        elif kind == 0x43 and len(payload) == COMMIT_FIELDS.size + 1:  # 'C'
+            return self.feed(_commit(*COMMIT_FIELDS.unpack_from(payload, 1)))
         return self.feed(decode(payload))
 
     def feed(self, msg: PgMessage) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
@@ -289,7 +305,7 @@ class PgChangeAssembler:
             self._txn = msg
             self._skipping = msg.final_lsn <= self.skip_through
             self._rows = 0
-            return None if self._skipping else TxnBegin(msg.final_lsn, pg_micros_to_ms(msg.commit_time), msg.xid)
+            return None if self._skipping else _txn_begin(msg.final_lsn, pg_micros_to_ms(msg.commit_time), msg.xid)
         if isinstance(msg, Commit):
             if self._txn is None:
                 raise ValueError("Commit outside a transaction")
@@ -298,7 +314,7 @@ class PgChangeAssembler:
                 self._skipping = False
                 return None
             self.skip_through = max(self.skip_through, msg.commit_lsn)
-            return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
+            return _txn_end(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
         if isinstance(msg, Relation):
             return self._relation(msg)
         if isinstance(msg, Message):
