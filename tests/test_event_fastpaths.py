@@ -230,3 +230,32 @@ def test_decode_windows_equals_split_windows_of_iter_frames(evs: list[Event], da
     got = _outcome(lambda: decode_windows(bytes(body)))
     want = _outcome(lambda: list(split_windows(iter_frames(bytes(body)))))
     assert repr(got) == repr(want)
+
+
+# -- decode_key ------------------------------------------------------------------------------------
+
+
+def _key_reference(key: bytes) -> list[Any]:
+    import json
+
+    from headrace.errors import InvalidInput
+
+    value = json.loads(key)
+    if not isinstance(value, list):
+        raise InvalidInput("bad_key", "an event key must be a JSON array")
+    return value
+
+
+@given(
+    st.binary(max_size=8).map(lambda b: b"[" + b + b"]")
+    | st.text(alphabet="-+0123456789.e []\u0663", max_size=8).map(str.encode)
+    | st.binary(max_size=6)
+)
+def test_decode_key_equals_json(key: bytes) -> None:
+    from headrace.relay._event import decode_key
+
+    got = _outcome(lambda: decode_key(key))
+    want = _outcome(lambda: _key_reference(key))
+    assert repr(got) == repr(want)
+    if got[0] == "ok":
+        assert [type(v) for v in got[1]] == [type(v) for v in want[1]]

@@ -40,7 +40,6 @@ import datetime as dt
 import decimal
 import enum
 import json
-import re
 import struct
 import uuid
 import zlib
@@ -147,8 +146,6 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 
-# a JSON integer as the key encoder writes it (no leading zeros, no plus sign)
-_INT_KEY = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 # one encoder object: json.dumps with non-default options builds a new one per call
 _KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default)
 
@@ -166,9 +163,12 @@ def encode_key(values: Sequence[Any]) -> bytes:
 
 def decode_key(key: bytes) -> list[Any]:
     """The key-column values as JSON values (decimals, dates, UUIDs as text; bytes as base64)."""
-    inner = key[1:-1]
-    if key[:1] == b"[" and key[-1:] == b"]" and _INT_KEY.fullmatch(inner):  # one integer: most keys
-        return [int(inner)]
+    if len(key) > 2 and key[0] == 0x5B and key[-1] == 0x5D:  # [ … ]: one integer is most keys
+        inner = key[1:-1]
+        digits = inner[1:] if inner[0] == 0x2D else inner  # after a minus sign
+        # a JSON integer: ASCII digits (bytes.isdigit), no leading zero
+        if digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1):
+            return [int(inner)]
     value = json.loads(key)
     if not isinstance(value, list):
         raise InvalidInput("bad_key", "an event key must be a JSON array")
