@@ -40,7 +40,6 @@ import datetime as dt
 import decimal
 import enum
 import json
-import re
 import struct
 import uuid
 import zlib
@@ -48,6 +47,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._frozen import fast_constructor
 from ..errors import InvalidInput
 from ._values import JSON_NULL, Interval
 
@@ -60,8 +60,10 @@ __all__ = [
     "Event",
     "EventHeader",
     "Op",
+    "append_frame",
     "decode_event",
     "decode_key",
+    "decode_windows",
     "encode_event",
     "encode_frame",
     "encode_key",
@@ -144,8 +146,6 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 
-# a JSON integer as the key encoder writes it (no leading zeros, no plus sign)
-_INT_KEY = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 # one encoder object: json.dumps with non-default options builds a new one per call
 _KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default)
 
@@ -163,9 +163,12 @@ def encode_key(values: Sequence[Any]) -> bytes:
 
 def decode_key(key: bytes) -> list[Any]:
     """The key-column values as JSON values (decimals, dates, UUIDs as text; bytes as base64)."""
-    inner = key[1:-1]
-    if key[:1] == b"[" and key[-1:] == b"]" and _INT_KEY.fullmatch(inner):  # one integer: most keys
-        return [int(inner)]
+    if len(key) > 2 and key[0] == 0x5B and key[-1] == 0x5D:  # [ … ]: one integer is most keys
+        inner = key[1:-1]
+        digits = inner[1:] if inner[0] == 0x2D else inner  # after a minus sign
+        # a JSON integer: ASCII digits (bytes.isdigit), no leading zero
+        if digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1):
+            return [int(inner)]
     value = json.loads(key)
     if not isinstance(value, list):
         raise InvalidInput("bad_key", "an event key must be a JSON array")
@@ -184,6 +187,7 @@ _OP_BYTES = {op: op.value.encode() for op in Op}
 _OPS = {op.value.encode(): op for op in Op}
 _HEAD_PACK = HEADER.pack
 _CRC_PACK = _CRC.pack
+_crc32 = zlib.crc32
 _FIXED = HEADER.size - 4 + 4  # header after frame_len, plus the CRC
 
 
@@ -232,6 +236,51 @@ def encode_frame(
                       slen, klen, blen, alen)  # fmt: skip
     frame = b"".join((head, src, key, before, after))
     return frame + _CRC_PACK(zlib.crc32(memoryview(frame)[4:]))
+
+
+def append_frame(
+    buf: bytearray,
+    scn: int,
+    source: str,
+    op: Op,
+    key: bytes,
+    ts_ms: int,
+    fingerprint: str,
+    before: bytes | None,
+    after: bytes | None,
+    window_end: bool = False,
+) -> None:
+    """Append the frame :func:`encode_frame` returns for these fields to ``buf`` (without building it
+    apart first: the relay packs a window's frames into one buffer)."""
+    if not 0 <= scn <= _MAX_SCN:
+        raise ValueError(f"SCN {scn} out of range")
+    src = _SOURCE_BYTES.get(source)
+    if src is None:
+        src = source.encode()
+        if len(_SOURCE_BYTES) < 65536:
+            _SOURCE_BYTES[source] = src
+    fp = _FP_BYTES.get(fingerprint)
+    if fp is None:
+        fp = _fp_bytes(fingerprint)
+    flags = FLAG_WINDOW_END if window_end else 0
+    if before is None:
+        before = b""
+    else:
+        flags |= FLAG_BEFORE
+    if after is None:
+        after = b""
+    else:
+        flags |= FLAG_AFTER
+    slen, klen, blen, alen = len(src), len(key), len(before), len(after)
+    head = _HEAD_PACK(_FIXED + slen + klen + blen + alen, VERSION, _OP_BYTES[op], flags, 0, scn, ts_ms, fp,
+                      slen, klen, blen, alen)  # fmt: skip
+    crc = _crc32(after, _crc32(before, _crc32(key, _crc32(src, _crc32(head[4:])))))
+    buf += head
+    buf += src
+    buf += key
+    buf += before
+    buf += after
+    buf += _CRC_PACK(crc)
 
 
 def encode_event(event: Event) -> bytes:
@@ -283,6 +332,8 @@ def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
     return _decode_at(buf, memoryview(buf), offset)
 
 
+#: ``Event(...)`` with every field, without the frozen dataclass's per-field cost
+_event = fast_constructor(Event)
 _HEAD_UNPACK = HEADER.unpack_from
 _CRC_UNPACK = _CRC.unpack_from
 _HEAD_SIZE = HEADER.size
@@ -310,7 +361,7 @@ def _decode_at(buf: bytes | memoryview, mv: memoryview, offset: int) -> tuple[Ev
     opv = _OPS.get(op)
     if opv is None:
         raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
-    event = Event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
+    event = _event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
     return event, end
 
 
@@ -322,6 +373,25 @@ def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
     while offset < size:
         event, offset = _decode_at(buf, mv, offset)
         yield event
+
+
+def decode_windows(buf: bytes | memoryview) -> list[list[Event]]:
+    """``list(split_windows(iter_frames(buf)))`` in one loop: the events of a stream body grouped into
+    windows (raises on a bad or truncated frame, and ``partial_window`` if the body ends inside one)."""
+    out: list[list[Event]] = []
+    current: list[Event] = []
+    offset = 0
+    size = len(buf)
+    mv = memoryview(buf)
+    while offset < size:
+        event, offset = _decode_at(buf, mv, offset)
+        current.append(event)
+        if event.window_end:
+            out.append(current)
+            current = []
+    if current:
+        raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {current[0].scn}")
+    return out
 
 
 def split_windows(events: Iterator[Event] | Sequence[Event]) -> Iterator[list[Event]]:

@@ -22,7 +22,7 @@ import httpx
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context, request_error
 from ...errors import InvalidInput, Unavailable
-from .._event import Event, iter_frames, split_windows
+from .._event import Event, decode_windows
 from .._protocol import CaptureStopped, error_for, read_stream_headers, stream_query
 from .._schema import SchemaVersion
 
@@ -99,7 +99,7 @@ class RelayClient:
         params = stream_query(since, sources, filter, max_bytes, wait_ms, subscriber)
         r = self._get(path, params, timeout=self.timeout + wait_ms / 1000.0)
         try:
-            windows = list(split_windows(iter_frames(r.content)))
+            windows = decode_windows(r.content)
         except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
             raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
         stopped = CaptureStopped.from_headers(r.headers)

@@ -250,7 +250,7 @@ class Subscriber:
                 self.stop_event.wait(backoff.failed())
 
     def _decode(self, events: list[Any]) -> Window:
-        return Window(events[-1].scn, [self.decoder.decode(e) for e in events])
+        return Window(events[-1].scn, self.decoder.decode_window(events))
 
     def commit(self, scn: int) -> Checkpoint:
         """Save ``scn`` (a window end) as the checkpoint."""

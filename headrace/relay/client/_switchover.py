@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
-from .._event import Event, iter_frames, split_windows
+from .._event import Event, decode_windows
 from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers, snapshot_query
 from ._checkpoint import Checkpoint
 from ._decode import Window
@@ -88,7 +88,7 @@ class BootstrapClient(RelayClient):
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
-            windows = list(split_windows(iter_frames(r.content)))
+            windows = decode_windows(r.content)
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
         pos = read_snapshot_headers(r.headers)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "BEGIN_FIELDS",
+    "COMMIT_FIELDS",
     "UNCHANGED",
     "Begin",
     "Column",
@@ -171,6 +173,10 @@ _I16 = struct.Struct("!H")
 _I32 = struct.Struct("!I")
 _BEGIN = struct.Struct("!QqI")
 _COMMIT = struct.Struct("!BQQq")
+#: the fields of a Begin message after its type byte (final LSN, commit time, xid): the whole message
+BEGIN_FIELDS: Final = _BEGIN
+#: the fields of a Commit message after its type byte (flags, commit LSN, end LSN, commit time)
+COMMIT_FIELDS: Final = _COMMIT
 _U64 = struct.Struct("!Q")
 _COL_TAIL = struct.Struct("!Ii")
 

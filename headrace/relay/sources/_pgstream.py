@@ -45,10 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..._frozen import fast_constructor
 from .._event import Op
 from .._schema import MARKER_NAMES, UNCHANGED_MARKER, Column, TableMeta
 from ._base import RowChange
 from ._pgoutput import (
+    BEGIN_FIELDS,
+    COMMIT_FIELDS,
     UNCHANGED,
     Begin,
     Commit,
@@ -62,8 +65,10 @@ from ._pgoutput import (
     TupleValue,
     Type,
     Update,
+    decode,
     pg_micros_to_ms,
 )
+from ._pgrows import InsertReader, compile_insert
 from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
 __all__ = [
@@ -78,6 +83,10 @@ __all__ = [
 ]
 
 UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
+#: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
+_row_change = fast_constructor(RowChange)
+_begin = fast_constructor(Begin)
+_commit = fast_constructor(Commit)
 #: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
 #: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
 NOTICE_PREFIX: Final = "headrace"
@@ -115,6 +124,10 @@ class TxnEnd:
     rows: int
 
 
+_txn_begin = fast_constructor(TxnBegin)
+_txn_end = fast_constructor(TxnEnd)
+
+
 @dataclass(slots=True)
 class _Rel:
     meta: TableMeta
@@ -124,9 +137,12 @@ class _Rel:
     parsers: tuple[Callable[[bytes], Any], ...] = ()
     marked: TableMeta | None = None  # meta + the unchanged marker column, once needed
     marker: str = ""  # that column's name
+    insert: InsertReader | None = None  # the compiled INSERT reader (see feed_payload)
 
     def __post_init__(self) -> None:
         self.parsers = tuple(bytes_parser(t) for t in self.types)
+        if set(self.meta.key) <= set(self.names):
+            self.insert = compile_insert(self.names, self.parsers, self.meta.key)
 
 
 def _part(name: str) -> str:
@@ -253,6 +269,29 @@ class PgChangeAssembler:
         self._skipping = False
         self._rows = 0
 
+    def feed_payload(self, payload: bytes) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
+        """:meth:`feed` of the decoded ``payload`` (one pgoutput message), the same result; an INSERT is
+        read straight from the bytes by its relation's compiled reader (:mod:`._pgrows`) when it can, a
+        Begin or Commit of exactly its size unpacked in one go; anything else takes ``decode``."""
+        kind = payload[0] if payload else 0
+        if kind == 0x49:  # 'I'
+            if self._txn is not None and not self._skipping:
+                rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
+                if rel is not None and rel.insert is not None:
+                    try:
+                        after, key = rel.insert(payload)
+                    except Exception:  # the reference path below gives the change or the error
+                        pass
+                    else:
+                        self._rows += 1
+                        meta = rel.marked or rel.meta
+                        return _row_change(self._txn.final_lsn, meta, Op.INSERT, key, None, after, None)
+        elif kind == 0x42 and len(payload) == BEGIN_FIELDS.size + 1:  # 'B', exactly its fields
+            return self.feed(_begin(*BEGIN_FIELDS.unpack_from(payload, 1)))
+        elif kind == 0x43 and len(payload) == COMMIT_FIELDS.size + 1:  # 'C'
+            return self.feed(_commit(*COMMIT_FIELDS.unpack_from(payload, 1)))
+        return self.feed(decode(payload))
+
     def feed(self, msg: PgMessage) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
         """Consume one message; returns the item it produced, if any (a TRUNCATE: a list of changes)."""
         t = type(msg)
@@ -266,7 +305,7 @@ class PgChangeAssembler:
             self._txn = msg
             self._skipping = msg.final_lsn <= self.skip_through
             self._rows = 0
-            return None if self._skipping else TxnBegin(msg.final_lsn, pg_micros_to_ms(msg.commit_time), msg.xid)
+            return None if self._skipping else _txn_begin(msg.final_lsn, pg_micros_to_ms(msg.commit_time), msg.xid)
         if isinstance(msg, Commit):
             if self._txn is None:
                 raise ValueError("Commit outside a transaction")
@@ -275,7 +314,7 @@ class PgChangeAssembler:
                 self._skipping = False
                 return None
             self.skip_through = max(self.skip_through, msg.commit_lsn)
-            return TxnEnd(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
+            return _txn_end(msg.commit_lsn, pg_micros_to_ms(msg.commit_time), msg.end_lsn, self._rows)
         if isinstance(msg, Relation):
             return self._relation(msg)
         if isinstance(msg, Message):
@@ -373,7 +412,7 @@ class PgChangeAssembler:
         key_cols = meta.key
         if type(msg) is Insert:
             after, _ = self._values(rel, msg.new)
-            return RowChange(scn, meta, Op.INSERT, tuple([after[k] for k in key_cols]), None, after)
+            return _row_change(scn, meta, Op.INSERT, tuple([after[k] for k in key_cols]), None, after, None)
         if isinstance(msg, Update):
             after, unchanged = self._values(rel, msg.new)
             before = self._old(rel, msg.old_kind, msg.old) if msg.old is not None and msg.old_kind else None
@@ -394,7 +433,7 @@ class PgChangeAssembler:
                     )
                 meta = self._marked(rel)
                 after[rel.marker] = unchanged
-            return RowChange(scn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after)
+            return _row_change(scn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after, None)
         assert isinstance(msg, Delete)
         before = self._old(rel, msg.old_kind, msg.old)
-        return RowChange(scn, meta, Op.DELETE, tuple([before.get(k) for k in key_cols]), before, None)
+        return _row_change(scn, meta, Op.DELETE, tuple([before.get(k) for k in key_cols]), before, None, None)

@@ -56,7 +56,7 @@ from ..._logging import get_logger
 from ...errors import FatalError, TransientError, Unavailable, UsageError
 from .._schema import TableMeta
 from ._base import ChangeSource, ChangeWindow, RowChange, SourceSnapshot, StopFlag
-from ._pgoutput import decode, format_lsn, parse_lsn
+from ._pgoutput import format_lsn, parse_lsn
 from ._pgstream import (
     NOTICE_PREFIX,
     PgChangeAssembler,
@@ -802,7 +802,7 @@ $headrace$"""
                 msg = cur.read_message()
                 if msg is not None:
                     self._received_lsn = max(self._received_lsn, msg.data_start)
-                    item = self._assembler.feed(decode(msg.payload))
+                    item = self._assembler.feed_payload(msg.payload)
                     if item is None:
                         if self._clock() > deadline:
                             return None
@@ -826,13 +826,13 @@ $headrace$"""
     def _changes(self, conn: Any, cur: Any, stop: threading.Event, begin: TxnBegin) -> Iterator[RowChange]:
         import psycopg2
 
-        read, feed = cur.read_message, self._assembler.feed
+        read, feed = cur.read_message, self._assembler.feed_payload
         while True:
             if stop.is_set():
                 raise TransientError(f"stopped inside the window of SCN {begin.scn}")
             try:  # the hot loop: one message per row change, straight off the socket
                 while (msg := read()) is not None:
-                    item = feed(decode(msg.payload))
+                    item = feed(msg.payload)
                     if type(item) is RowChange:
                         yield item
                     elif type(item) is list:  # a TRUNCATE: one change per table
