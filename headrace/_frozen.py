@@ -10,7 +10,7 @@ a private twin class — the same ``__slots__`` on the same base, so the same me
 then sets its ``__class__`` to the dataclass (Python allows that between classes of the same
 layout). The result is an ordinary instance of the dataclass: equal to the one its constructor
 builds, frozen afterwards, hashing, comparing, printing and pickling the same
-(``tests/test_frozen.py`` checks this).
+(``tests/test_event_fastpaths.py`` checks this).
 """
 
 from __future__ import annotations
