@@ -367,6 +367,44 @@ def _boot_sqlite_rows(r: Result) -> list[Row]:
     ]
 
 
+def _fanout_check(r: Result, a: Args) -> list[str]:
+    problems = _missing(r, "reference_ok", "subscriber_library_ok")
+    if r.get("events") != a["events"]:
+        problems.append(f"{r.get('events')} events in the buffer, expected {a['events']}")
+    for key in ("reference_ok", "subscriber_library_ok"):
+        if r.get(key) is False:
+            problems.append(f"{key}: the reference read did not see every event exactly once")
+    for mib in a.get("response_mib", [8, 1]):
+        run = r.get(f"fanout_{mib}mib")
+        if run is None:
+            problems.append(f"no {mib} MiB fan-out run")
+        elif run["complete_subscribers"] != a["subscribers"]:
+            problems.append(
+                f"{mib} MiB: {run['complete_subscribers']} of {a['subscribers']} subscribers got every event "
+                f"exactly once: {run['incomplete']}"
+            )
+    return problems
+
+
+def _fanout_rows(r: Result) -> list[Row]:
+    rows = []
+    for key in sorted((k for k in r if k.startswith("fanout_")), key=lambda k: -r[k]["max_bytes_mib"]):
+        f = r[key]
+        rows.append(
+            _row(
+                f"relay fan-out, {r['subscribers']} subscribers each reading a {r['events']:,}-event buffer "
+                f"({r['buffer_bytes_mib']:g} MiB held, {r['buffer_capacity_mib']:g} MiB configured), "
+                f"{f['max_bytes_mib']} MiB responses: events/s delivered in all; relay peak RSS",
+                f"{_n(f['events_per_s'])} ({f['relay_cpu_us_per_event']:g} relay CPU-µs/event); "
+                f"{f['relay_peak_rss_mib']:g} MiB RSS (+{f['relay_peak_rss_over_filled_mib']:g} MiB over the "
+                "filled relay)",
+                f"target: ≥ 1,000,000 events/s; RSS ≤ buffer + 64 MiB ({r['buffer_capacity_mib'] + 64:g} MiB)",
+                f"{_ratio(f['events_per_s'], 1e6)}× the events/s target",
+            )
+        )
+    return rows
+
+
 def _boot_pg_check(r: Result, a: Args) -> list[str]:
     want = a["rows"] + 2000  # plus the composite-key table's 2,000 rows
     problems = _missing(r, "rows_per_s", "peer_copy_binary_rows_per_s")
@@ -602,6 +640,14 @@ BENCHES: list[Bench] = [
             "mariadb_binlog_events_per_s",
         ),
         needs=("mariadbd", "mariadb-binlog"),
+    ),
+    Bench(
+        "relay_fanout",
+        "relay_fanout.py",
+        {"events": 1_000_000, "subscribers": 100, "response_mib": [8, 1], "workers": 4},
+        {"events": 100_000, "subscribers": 100, "response_mib": [8, 1], "workers": 4},
+        _fanout_check,
+        _fanout_rows,
     ),
     Bench(
         "bootstrap_sqlite",

@@ -60,6 +60,14 @@ def test_completeness_checks_reject_short_runs() -> None:
     args = {"txns": 1000, "rows": 5, "rate": 200, "seconds": 2}
     ok = {"txns": 1000, "relay_subscriber_events_per_s": 1, "pg_recvlogical_events_per_s": 2, "latency_events": 2000}
     assert relay.check(ok, args) == [] and relay.check({**ok, "latency_events": 1999}, args)
+    fanout = BY_NAME["relay_fanout"]
+    args = {"events": 1000, "subscribers": 3, "response_mib": [8]}
+    run = {"max_bytes_mib": 8, "complete_subscribers": 3, "incomplete": {}}
+    done = {"events": 1000, "reference_ok": True, "subscriber_library_ok": True, "fanout_8mib": run}
+    assert fanout.check(done, args) == []
+    assert fanout.check({**done, "fanout_8mib": {**run, "complete_subscribers": 2}}, args)
+    assert fanout.check({**done, "reference_ok": False}, args)
+    assert fanout.check({k: v for k, v in done.items() if k != "fanout_8mib"}, args)
 
 
 def test_peer_benchmarks_count_every_line_before_a_speed_counts() -> None:
