@@ -22,6 +22,7 @@ import datetime as dt
 import decimal
 import io
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +64,7 @@ _LOGICAL = {
     ("long", "time-micros"): "time-micros",
     ("long", "timestamp-micros"): "timestamp-micros",
     ("long", "local-timestamp-micros"): "local-timestamp-micros",
+    ("string", "uuid"): "uuid",
 }
 
 
@@ -71,6 +73,8 @@ def _primitive(t: Any) -> str | None:
     :data:`_LOGICAL`'s names; None for what the compiled paths leave to fastavro."""
     if isinstance(t, str):
         return t if t in _PRIMITIVE else None
+    if isinstance(t, dict) and t.get("type") == "array" and len(t) == 2:
+        return _array(t["items"])
     if isinstance(t, dict) and t.get("type") in _PRIMITIVE:
         logical = t.get("logicalType")
         if logical is None:
@@ -79,6 +83,18 @@ def _primitive(t: Any) -> str | None:
             return f"decimal:{t['precision']}:{int(t.get('scale', 0))}"
         return _LOGICAL.get((t["type"], logical))
     return None
+
+
+def _array(items: Any) -> str | None:
+    """``array|<null branch or ->|<item primitive>`` for an array whose items are a primitive (or a
+    logical type above) or a two-branch union of null and one; None for other arrays (fastavro's)."""
+    p = _primitive(items)
+    if p is not None and p != "null" and not p.startswith("array"):
+        return f"array|-|{p}"
+    u = _union(items)
+    if u is None or len(items) != 2 or u[0] is None or u[2] is not None or u[3].startswith("array"):
+        return None
+    return f"array|{u[0]}|{u[3]}"
 
 
 def _one_field(t: Any) -> Any:
@@ -130,6 +146,7 @@ class _Gen:
             "_epoch_naive": _EPOCH_NAIVE,
             "_fromordinal": dt.date.fromordinal,
             "_Decimal": decimal.Decimal,
+            "_UUID": uuid.UUID,
         }
         self.n = 0
 
@@ -210,6 +227,25 @@ def _write_value(g: _Gen, ind: int, prim: str, v: str) -> None:
         g.emit(ind, "e = (-u if sign else u).to_bytes((u.bit_length() + 8) // 8, 'big', signed=True)")
         _emit_long(g, ind, "len(e)", nonneg=True)
         g.emit(ind, "out += e")
+    elif prim == "uuid":  # fastavro's prepare_uuid: a UUID as its text (other values: fastavro's path)
+        g.emit(ind, f"if type({v}) is not _UUID: raise TypeError")
+        g.emit(ind, f"e = str({v}).encode()")
+        _emit_long(g, ind, "len(e)", nonneg=True)
+        g.emit(ind, "out += e")
+    elif prim.startswith("array|"):  # fastavro's write_array: one block of every item, then 0
+        _, null, item = prim.split("|", 2)
+        g.emit(ind, f"if type({v}) is not list: raise TypeError")
+        g.emit(ind, f"if {v}:")
+        _emit_long(g, ind + 1, f"len({v})", nonneg=True)
+        g.emit(ind + 1, f"for x in {v}:")
+        if null == "-":
+            _write_value(g, ind + 2, item, "x")
+        else:
+            g.emit(ind + 2, f"if x is None: out += {_ONE_BYTE[int(null) * 2]!r}")
+            g.emit(ind + 2, "else:")
+            g.emit(ind + 3, f"out += {_ONE_BYTE[(1 - int(null)) * 2]!r}")
+            _write_value(g, ind + 3, item, "x")
+        g.emit(ind, "out += b'\\x00'")
     else:  # "null" as a field type of its own
         g.emit(ind, f"if {v} is not None: raise TypeError")
 
@@ -311,6 +347,29 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
         g.emit(ind, "if ln < 0 or e > size: raise EOFError")
         g.emit(ind, f"{target} = {ctx}.create_decimal(int.from_bytes(buf[p:e], 'big', signed=True))")
         g.emit(ind, f"{target} = {target}.scaleb({-int(scale)}, {ctx}); p = e")
+    elif prim == "uuid":  # fastavro's read_uuid
+        _read_value(g, ind, "string", "u")
+        g.emit(ind, f"{target} = _UUID(u)")
+    elif prim.startswith("array|"):  # fastavro's read_array: blocks until a count of 0
+        _, null, item = prim.split("|", 2)
+        g.emit(ind, "items = []")
+        _read_long(g, ind, "cnt")
+        g.emit(ind, "while cnt != 0:")
+        g.emit(ind + 1, "if cnt < 0:")
+        g.emit(ind + 2, "cnt = -cnt")
+        _read_long(g, ind + 2, "bsize")
+        g.emit(ind + 1, "for _ in range(cnt):")
+        if null == "-":
+            _read_value(g, ind + 2, item, "x")
+        else:
+            g.emit(ind + 2, "bi = buf[p]; p += 1")
+            g.emit(ind + 2, f"if bi == {int(null) * 2}: x = None")
+            g.emit(ind + 2, f"elif bi == {(1 - int(null)) * 2}:")
+            _read_value(g, ind + 3, item, "x")
+            g.emit(ind + 2, "else: raise ValueError('bad union branch')")
+        g.emit(ind + 2, "items.append(x)")
+        _read_long(g, ind + 1, "cnt")
+        g.emit(ind, f"{target} = items")
     else:
         g.emit(ind, f"{target} = None")
 

@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...errors import InvalidInput
 from .._codec import RowCodec
-from .._event import Event, Op, decode_key
+from .._event import Event, EventFields, Op, decode_key, frame_fields
+from .._fastnew import fast_constructor
 from .._schema import UNCHANGED_MARKER, UNREPRESENTABLE_MARKER, SchemaVersion
 
 __all__ = ["ChangeEvent", "EventDecoder", "Window"]
@@ -81,39 +83,72 @@ class EventDecoder:
         return c
 
     def decode(self, e: Event) -> ChangeEvent:
-        fp, source = e.fingerprint, e.source
-        c = self._codecs.get(fp)
-        if c is None:
-            c = self.codec(fp, source)
-        last = self._last_fp.get(source)
-        if last != fp:
-            self._last_fp[source] = fp
-        before = None if e.before is None else c.decode(e.before)
-        after = None if e.after is None else c.decode(e.after)
-        unchanged: tuple[str, ...] = ()
-        unrepresentable: tuple[str, ...] = ()
-        if c.markers:  # the relay's marker columns travel beside the row, never in it
-            marker = c.markers.get(UNCHANGED_MARKER)
-            if marker is not None:
-                unchanged = tuple((after or {}).pop(marker, None) or ())
-                if before is not None:
-                    before.pop(marker, None)
-            marker = c.markers.get(UNREPRESENTABLE_MARKER)
-            if marker is not None:
-                nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
-                unrepresentable = tuple(dict.fromkeys(nulled))
-        return ChangeEvent(
-            e.scn,
-            source,
-            e.op,
-            decode_key(e.key),
-            before,
-            after,
-            e.ts_ms,
-            e.window_end,
-            fp,
-            c.version.version,
-            last is not None and last != fp,
-            unchanged,
-            unrepresentable,
+        """One wire event as a :class:`ChangeEvent` (fetching its writer schema the first time)."""
+        fields = (e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end)
+        return self.decode_fields([fields])[0]
+
+    def decode_many(self, events: Iterable[Event]) -> list[ChangeEvent]:
+        """:meth:`decode` of each event, in order."""
+        return self.decode_fields(
+            [(e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end) for e in events]
         )
+
+    def decode_frames(self, body: bytes) -> list[ChangeEvent]:
+        """The events of a response body of whole windows (a snapshot page), decoded in one pass over
+        its frames: the same events as ``[decode(e) for e in iter_frames(body)]`` with the same errors
+        (a bad or cut frame, a body ending inside a window: :class:`~headrace.errors.InvalidInput`),
+        without an :class:`Event` per frame."""
+        fields = list(frame_fields(body))
+        if fields and not fields[-1][8]:
+            raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {fields[0][0]}")
+        return self.decode_fields(fields)
+
+    def decode_fields(self, rows: Sequence[EventFields]) -> list[ChangeEvent]:
+        """The events given as their fields (:data:`~headrace.relay._event.EventFields`), decoded in
+        order: the one decoding step every method here goes through."""
+        out: list[ChangeEvent] = []
+        append = out.append
+        codecs, last_fps, make = self._codecs, self._last_fp, _new_change_event
+        for scn, source, op, key, ts_ms, fp, raw_before, raw_after, window_end in rows:
+            c = codecs.get(fp)
+            if c is None:
+                c = self.codec(fp, source)
+            last = last_fps.get(source)
+            if last != fp:
+                last_fps[source] = fp
+            before = None if raw_before is None else c.decode(raw_before)
+            after = None if raw_after is None else c.decode(raw_after)
+            unchanged: tuple[str, ...] = ()
+            unrepresentable: tuple[str, ...] = ()
+            if c.markers:  # the relay's marker columns travel beside the row, never in it
+                marker = c.markers.get(UNCHANGED_MARKER)
+                if marker is not None:
+                    unchanged = tuple((after or {}).pop(marker, None) or ())
+                    if before is not None:
+                        before.pop(marker, None)
+                marker = c.markers.get(UNREPRESENTABLE_MARKER)
+                if marker is not None:
+                    nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
+                    unrepresentable = tuple(dict.fromkeys(nulled))
+            append(
+                make(
+                    scn,
+                    source,
+                    op,
+                    decode_key(key),
+                    before,
+                    after,
+                    ts_ms,
+                    window_end,
+                    fp,
+                    c.version.version,
+                    last is not None and last != fp,
+                    unchanged,
+                    unrepresentable,
+                )
+            )
+        return out
+
+
+#: a :class:`ChangeEvent` from all its fields in order, without the frozen dataclass's per-field setattr
+_new_change_event = fast_constructor(ChangeEvent)
