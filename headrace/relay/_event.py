@@ -59,13 +59,16 @@ __all__ = [
     "FLAG_WINDOW_END",
     "HEADER",
     "Event",
+    "EventFields",
     "EventHeader",
     "Op",
+    "check_whole_windows",
     "decode_event",
     "decode_key",
     "encode_event",
     "encode_frame",
     "encode_key",
+    "frame_fields",
     "iter_frames",
     "json_default",
     "key_partition",
@@ -340,6 +343,15 @@ def frame_fields(buf: bytes | memoryview, offset: int = 0, limit: int = -1) -> I
                 fp_hex[fp] = fph
         yield scn, source, opv, key, ts_ms, fph, before, after, bool(flags & FLAG_WINDOW_END)
         offset = end
+
+
+def check_whole_windows(rows: Sequence[EventFields]) -> None:
+    """Raise what :func:`split_windows` raises (``partial_window``) when ``rows`` end inside a window."""
+    if rows and not rows[-1][8]:
+        i = len(rows) - 1
+        while i > 0 and not rows[i - 1][8]:
+            i -= 1
+        raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {rows[i][0]}")
 
 
 def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import InvalidInput
 from .._codec import RowCodec
-from .._event import Event, EventFields, Op, decode_key, frame_fields
+from .._event import Event, EventFields, Op, check_whole_windows, decode_key, frame_fields
 from .._fastnew import fast_constructor
 from .._schema import UNCHANGED_MARKER, UNREPRESENTABLE_MARKER, SchemaVersion
 
@@ -99,8 +98,7 @@ class EventDecoder:
         (a bad or cut frame, a body ending inside a window: :class:`~headrace.errors.InvalidInput`),
         without an :class:`Event` per frame."""
         fields = list(frame_fields(body))
-        if fields and not fields[-1][8]:
-            raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {fields[0][0]}")
+        check_whole_windows(fields)
         return self.decode_fields(fields)
 
     def decode_fields(self, rows: Sequence[EventFields]) -> list[ChangeEvent]:

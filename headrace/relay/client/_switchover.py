@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
-from .._event import Event, EventFields, frame_fields, iter_frames, split_windows
+from .._event import Event, EventFields, check_whole_windows, frame_fields, iter_frames, split_windows
 from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers, snapshot_query
 from ._checkpoint import Checkpoint
 from ._decode import Window
@@ -101,11 +101,13 @@ class BootstrapClient(RelayClient):
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
-            windows = list(split_windows(iter_frames(r.content)))
+            events = list(iter_frames(r.content))
+            if events and not events[-1].window_end:  # whole windows only
+                list(split_windows(events))  # raises partial_window
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
         pos = read_snapshot_headers(r.headers)
-        return SnapshotPage([e for w in windows for e in w], pos.snapshot_scn, pos.cursor, pos.done)
+        return SnapshotPage(events, pos.snapshot_scn, pos.cursor, pos.done)
 
     def snapshot_fields(
         self,
@@ -121,8 +123,7 @@ class BootstrapClient(RelayClient):
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
             rows = list(frame_fields(r.content))
-            if rows and not rows[-1][8]:  # as split_windows: the body must end with a window's last event
-                raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {rows[0][0]}")
+            check_whole_windows(rows)
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
         pos = read_snapshot_headers(r.headers)
