@@ -297,12 +297,15 @@ def compile_writer(
 
 
 def _read_long(g: _Gen, ind: int, target: str) -> None:
+    """Read a zig-zag varint into ``target`` (the second byte inline, a loop past it)."""
     g.emit(ind, "n = buf[p]; p += 1")
     g.emit(ind, "if n > 0x7F:")
-    g.emit(ind + 1, "n &= 0x7F; s = 7")
-    g.emit(ind + 1, "while True:")
-    g.emit(ind + 2, "c = buf[p]; p += 1; n |= (c & 0x7F) << s; s += 7")
-    g.emit(ind + 2, "if c < 0x80: break")
+    g.emit(ind + 1, "c = buf[p]; p += 1; n = (n & 0x7F) | ((c & 0x7F) << 7)")
+    g.emit(ind + 1, "if c > 0x7F:")
+    g.emit(ind + 2, "s = 14")
+    g.emit(ind + 2, "while True:")
+    g.emit(ind + 3, "c = buf[p]; p += 1; n |= (c & 0x7F) << s; s += 7")
+    g.emit(ind + 3, "if c < 0x80: break")
     g.emit(ind, f"{target} = (n >> 1) ^ -(n & 1)")
 
 
@@ -388,39 +391,36 @@ def compile_reader(
     g.emit(1, "size = len(buf)")
     g.emit(1, "p = 0")
     g.emit(1, "bio = None")
-    g.emit(1, "out = {}")
-    for _name, ftype, col, conv in fields:
-        c_col = g.name(col)
+    targets: list[tuple[str, str]] = []  # (SQL column, variable), for the dict built at the end
+    for i, (_name, ftype, col, conv) in enumerate(fields):
+        v = f"f{i}"
+        targets.append((col, v))
         prim = _primitive(ftype)
         union = _union(ftype)
         if prim is not None:
-            _read_value(g, 1, prim, "v")
+            _read_value(g, 1, prim, v)
         elif union is not None:
             null, value, text, vprim = union
             g.emit(1, "br = buf[p]; p += 1")
-            first = "if"
+            g.emit(1, f"if br == {value * 2}:")  # the value's branch first: the common case
+            _read_value(g, 2, vprim, v)
             if null is not None:
-                g.emit(1, f"if br == {null * 2}:")
-                g.emit(2, "v = None")
-                first = "elif"
+                g.emit(1, f"elif br == {null * 2}:")
+                g.emit(2, f"{v} = None")
             if text is not None:
-                g.emit(1, f"{first} br == {text * 2}:")
-                _read_value(g, 2, "string", "v")
-                first = "elif"
-            g.emit(1, f"{first} br == {value * 2}:")
-            _read_value(g, 2, vprim, "v")
+                g.emit(1, f"elif br == {text * 2}:")
+                _read_value(g, 2, "string", v)
             g.emit(1, "else: raise ValueError('bad union branch')")
         else:
             c_schema = g.name(_one_field(ftype))
             g.emit(1, "if bio is None: bio = _io.BytesIO(buf)")
             g.emit(1, "bio.seek(p)")
-            g.emit(1, f"v = _sr(bio, {c_schema}, None)['v']")
+            g.emit(1, f"{v} = _sr(bio, {c_schema}, None)['v']")
             g.emit(1, "p = bio.tell()")
         if conv is not None:
-            c_conv = g.name(conv)
-            g.emit(1, f"out[{c_col}] = None if v is None else {c_conv}(v)")
-        else:
-            g.emit(1, f"out[{c_col}] = v")
+            g.emit(1, f"if {v} is not None: {v} = {g.name(conv)}({v})")
     g.emit(1, "if p != size: raise ValueError('trailing bytes after the row')")
-    g.emit(1, "return out")
+    # one dict display (column names as constants): the same keys, order and values as storing
+    # them one by one (a repeated column keeps its first place and its last value either way)
+    g.emit(1, "return {" + ", ".join(f"{col!r}: {v}" for col, v in targets) + "}")
     return g.build("read")

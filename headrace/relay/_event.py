@@ -46,6 +46,7 @@ import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import starmap
 from typing import Any
 
 from ..errors import InvalidInput
@@ -356,9 +357,7 @@ def check_whole_windows(rows: Sequence[EventFields]) -> None:
 
 def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
     """Decode every frame of a stream body, in order (raises on a bad or truncated frame)."""
-    make = _new_event
-    for fields in frame_fields(buf):
-        yield make(*fields)
+    return starmap(_new_event, frame_fields(buf))  # lazy, as frame_fields: an error where the bad frame is
 
 
 def split_windows(events: Iterator[Event] | Sequence[Event]) -> Iterator[list[Event]]:
