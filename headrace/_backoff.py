@@ -29,12 +29,16 @@ class Backoff:
     maximum: float = 5.0
     jitter: float = 0.1
     _next: float = field(default=0.0, init=False)
-    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False)
+    # made at the first failure: seeding a Random reads the OS's entropy, too dear for a Backoff
+    # made per delivered window that never fails
+    _rng: random.Random | None = field(default=None, init=False, repr=False)
 
     def failed(self) -> float:
         """Seconds to wait after a failure (the first, doubled from the last, at most ``maximum``)."""
         wait = self.first if self._next == 0 else min(self._next * 2, self.maximum)
         self._next = wait
+        if self._rng is None:
+            self._rng = random.Random()
         return wait * (1 + self._rng.uniform(0, self.jitter))
 
     def succeeded(self) -> None:

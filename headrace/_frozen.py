@@ -46,4 +46,8 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     env: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
     exec(compile(src, f"<fast {cls.__name__}>", "exec"), env)
     make: Callable[..., T] = env["make"]
-    return make
+    try:
+        probe = make(*range(len(names)))
+    except TypeError:  # an interpreter that refuses the __class__ assignment: the plain constructor
+        return cls
+    return make if probe == cls(*range(len(names))) else cls

@@ -194,14 +194,28 @@ def test_compiled_paths_take_the_common_kinds_themselves() -> None:
             Column("local", ColumnType("timestamp")),
             Column("t", ColumnType("time")),
             Column("total", ColumnType("decimal", precision=40, scale=3)),
+            Column("ref", ColumnType("uuid")),
+            Column("tags", ColumnType("array", items=ColumnType("string"), text_fallback=True)),
+            Column("ns", ColumnType("array", items=ColumnType("long"))),
         ),
         key=("id",),
     )
     codec = RowCodec(SchemaRegistry().register(meta))
+    assert codec._fast_encode is not None and codec._fast_decode is not None
+    # no field is left to fastavro's one-field writer or reader
+    assert "_sw" not in codec._fast_encode.__code__.co_names
+    assert "_sr" not in codec._fast_decode.__code__.co_names
     row = {"id": 2**62, "payload": "é" * 100, "amount": -0.0, "n": -5, "ok": True, "doc": {"a": [1]}, "blob": b"\0"}
     row |= {"at": dt.datetime(1900, 1, 1, tzinfo=dt.UTC), "local": dt.datetime(2024, 1, 1), "t": dt.time(23, 59)}
     row["total"] = decimal.Decimal("-" + "9" * 37 + ".5")
-    for extra in ({"when": "infinity"}, {"when": None}, {"when": dt.date(2024, 2, 29)}):
+    row |= {"ref": uuid.UUID(int=2**128 - 1), "tags": ["a", None, "é"], "ns": [-(2**63), 0, 2**63 - 1]}
+    for extra in (
+        {"when": "infinity"},
+        {"when": None},
+        {"when": dt.date(2024, 2, 29)},
+        {"tags": [], "ns": None, "ref": None},
+        {"tags": "{not an array}", "ns": []},
+    ):
         encoded = codec._fast_encode({**row, **extra})
         assert encoded == codec.encode_reference({**row, **extra})
         assert _same(codec._fast_decode(encoded), codec.decode_reference(encoded))

@@ -8,7 +8,7 @@
   errors included, on generated windows over tables of several kinds: inserts, updates that keep
   or move the key, deletes, truncates, per-change times, byte limits; ``append_frame`` appends
   exactly what ``encode_frame`` returns.
-* ``EventDecoder.decode_window`` returns what ``decode`` returns event by event, marker columns and
+* ``EventDecoder.decode_many`` returns what ``decode`` returns event by event, marker columns and
   schema changes included.
 """
 
@@ -164,7 +164,7 @@ def test_append_frame_appends_encode_frame(
         assert got == want and bytes(buf) == b"prefix"
 
 
-# -- decode_window ---------------------------------------------------------------------------------
+# -- decode_many -----------------------------------------------------------------------------------
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -192,7 +192,7 @@ def test_decode_window_equals_decode_event_by_event(cs: list[RowChange], marked:
 
     a, b = EventDecoder(fetch), EventDecoder(fetch)
     for chunk in (events[:3], events[3:]):
-        got = _outcome(lambda c=chunk: a.decode_window(c))  # type: ignore[misc]
+        got = _outcome(lambda c=chunk: a.decode_many(c))  # type: ignore[misc]
         want = _outcome(lambda c=chunk: [b.decode(e) for e in c])  # type: ignore[misc]
         assert repr(got) == repr(want)
 

@@ -169,15 +169,14 @@ def read_page(
 ) -> tuple[bytes, StoreState, str | None, bool, int]:
     """One page (in a worker thread): its body, the store state it was read at, the next cursor,
     whether it is the last page, and how many frames it holds."""
-    rows, state = st.store.snapshot_page(sources, after[:2] if after is not None else None, limit)
+    frames, last, state = st.store.snapshot_frames(sources, after[:2] if after is not None else None, limit)
     if after is not None and snapshot_restarted(state, after[2], None) is not None:
         raise _Restarted(state)  # replaced between the check and this read
-    frames: list[bytes] = []
-    for _s, _k, frame in rows:
-        if flt.per_event and not flt.matches(peek_header(frame)):
-            continue
-        frames.append(frame)
+    read = len(frames)
+    if flt.per_event:
+        matches = flt.matches
+        frames = [f for f in frames if matches(peek_header(f))]
     if frames:
         frames[-1] = with_window_end(frames[-1])
-    cursor = encode_cursor(rows[-1][0], rows[-1][1], state["gen"]) if rows else None
-    return b"".join(frames), state, cursor, len(rows) < limit, len(frames)
+    cursor = encode_cursor(last[0], last[1], state["gen"]) if last is not None else None
+    return b"".join(frames), state, cursor, read < limit, len(frames)

@@ -38,7 +38,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -143,6 +143,24 @@ def make_engine(url: str) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("hr_write") else "BEGIN")
 
     return engine
+
+
+def _sqlite_rows(
+    conn: sa.Connection, gen: int, source: str, after: tuple[str, bytes] | None, limit: int
+) -> list[tuple[bytes, bytes]]:
+    """``(sort_key, frame)`` of up to ``limit`` rows of ``source`` in key order after the cursor,
+    read with the SQLite driver's own cursor (inside ``conn``'s transaction)."""
+    k = after[1] if after is not None and source == after[0] else None
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if k is not None:
+            cur.execute(_SQLITE_PAGE_AFTER, (gen, source, k, limit))
+        else:
+            cur.execute(_SQLITE_PAGE, (gen, source, limit))
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return cast("list[tuple[bytes, bytes]]", rows)
 
 
 def _k(gen: int, name: str) -> str:
@@ -563,12 +581,7 @@ class Store:
                 if after is not None and s < after[0]:
                     continue
                 if sqlite:  # the driver's rows as they are (no per-row result processing)
-                    k = after[1] if after is not None and s == after[0] else None
-                    sql = _SQLITE_PAGE_AFTER if k is not None else _SQLITE_PAGE
-                    args = (
-                        (state["gen"], s, k, limit - len(out)) if k is not None else (state["gen"], s, limit - len(out))
-                    )
-                    out.extend((s, r[0], r[1]) for r in conn.exec_driver_sql(sql, args))
+                    out.extend((s, k, f) for k, f in _sqlite_rows(conn, state["gen"], s, after, limit - len(out)))
                     if len(out) >= limit:
                         break
                     continue
@@ -580,6 +593,34 @@ class Store:
                 if len(out) >= limit:
                     break
         return out, state
+
+    def snapshot_frames(
+        self, sources: Sequence[str], after: tuple[str, bytes] | None, limit: int
+    ) -> tuple[list[bytes], tuple[str, bytes] | None, StoreState]:
+        """:meth:`snapshot_page` as serving needs it: the frames only (in the same order), the
+        ``(source, sort_key)`` of the last one (None when there is none) and the state. On SQLite
+        the frames come straight from the driver's ``fetchall`` (no per-row Python beyond a list)."""
+        srcs = sorted(sources)
+        frames: list[bytes] = []
+        last: tuple[str, bytes] | None = None
+        with self.engine.connect() as conn, conn.begin():
+            state = self._state(conn)
+            gen = state["gen"]
+            if gen is None:
+                return frames, last, state
+            if conn.dialect.name != "sqlite":
+                page, state = self.snapshot_page(srcs, after, limit)
+                return [r[2] for r in page], (page[-1][0], page[-1][1]) if page else None, state
+            for s in srcs:
+                if after is not None and s < after[0]:
+                    continue
+                rows = _sqlite_rows(conn, gen, s, after, limit - len(frames))
+                if rows:
+                    frames += [r[1] for r in rows]
+                    last = (s, rows[-1][0])
+                if len(frames) >= limit:
+                    break
+        return frames, last, state
 
     def row_count(self, source: str | None = None, gen: int | None = None) -> int:
         """Rows of ``gen`` (default: the served generation)."""

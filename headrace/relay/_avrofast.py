@@ -22,6 +22,7 @@ import datetime as dt
 import decimal
 import io
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +64,7 @@ _LOGICAL = {
     ("long", "time-micros"): "time-micros",
     ("long", "timestamp-micros"): "timestamp-micros",
     ("long", "local-timestamp-micros"): "local-timestamp-micros",
+    ("string", "uuid"): "uuid",
 }
 
 
@@ -71,6 +73,8 @@ def _primitive(t: Any) -> str | None:
     :data:`_LOGICAL`'s names; None for what the compiled paths leave to fastavro."""
     if isinstance(t, str):
         return t if t in _PRIMITIVE else None
+    if isinstance(t, dict) and t.get("type") == "array" and len(t) == 2:
+        return _array(t["items"])
     if isinstance(t, dict) and t.get("type") in _PRIMITIVE:
         logical = t.get("logicalType")
         if logical is None:
@@ -79,6 +83,18 @@ def _primitive(t: Any) -> str | None:
             return f"decimal:{t['precision']}:{int(t.get('scale', 0))}"
         return _LOGICAL.get((t["type"], logical))
     return None
+
+
+def _array(items: Any) -> str | None:
+    """``array|<null branch or ->|<item primitive>`` for an array whose items are a primitive (or a
+    logical type above) or a two-branch union of null and one; None for other arrays (fastavro's)."""
+    p = _primitive(items)
+    if p is not None and p != "null" and not p.startswith("array"):
+        return f"array|-|{p}"
+    u = _union(items)
+    if u is None or len(items) != 2 or u[0] is None or u[2] is not None or u[3].startswith("array"):
+        return None
+    return f"array|{u[0]}|{u[3]}"
 
 
 def _one_field(t: Any) -> Any:
@@ -130,6 +146,7 @@ class _Gen:
             "_epoch_naive": _EPOCH_NAIVE,
             "_fromordinal": dt.date.fromordinal,
             "_Decimal": decimal.Decimal,
+            "_UUID": uuid.UUID,
         }
         self.n = 0
 
@@ -210,6 +227,25 @@ def _write_value(g: _Gen, ind: int, prim: str, v: str) -> None:
         g.emit(ind, "e = (-u if sign else u).to_bytes((u.bit_length() + 8) // 8, 'big', signed=True)")
         _emit_long(g, ind, "len(e)", nonneg=True)
         g.emit(ind, "out += e")
+    elif prim == "uuid":  # fastavro's prepare_uuid: a UUID as its text (other values: fastavro's path)
+        g.emit(ind, f"if type({v}) is not _UUID: raise TypeError")
+        g.emit(ind, f"e = str({v}).encode()")
+        _emit_long(g, ind, "len(e)", nonneg=True)
+        g.emit(ind, "out += e")
+    elif prim.startswith("array|"):  # fastavro's write_array: one block of every item, then 0
+        _, null, item = prim.split("|", 2)
+        g.emit(ind, f"if type({v}) is not list: raise TypeError")
+        g.emit(ind, f"if {v}:")
+        _emit_long(g, ind + 1, f"len({v})", nonneg=True)
+        g.emit(ind + 1, f"for x in {v}:")
+        if null == "-":
+            _write_value(g, ind + 2, item, "x")
+        else:
+            g.emit(ind + 2, f"if x is None: out += {_ONE_BYTE[int(null) * 2]!r}")
+            g.emit(ind + 2, "else:")
+            g.emit(ind + 3, f"out += {_ONE_BYTE[(1 - int(null)) * 2]!r}")
+            _write_value(g, ind + 3, item, "x")
+        g.emit(ind, "out += b'\\x00'")
     else:  # "null" as a field type of its own
         g.emit(ind, f"if {v} is not None: raise TypeError")
 
@@ -261,12 +297,15 @@ def compile_writer(
 
 
 def _read_long(g: _Gen, ind: int, target: str) -> None:
+    """Read a zig-zag varint into ``target`` (the second byte inline, a loop past it)."""
     g.emit(ind, "n = buf[p]; p += 1")
     g.emit(ind, "if n > 0x7F:")
-    g.emit(ind + 1, "n &= 0x7F; s = 7")
-    g.emit(ind + 1, "while True:")
-    g.emit(ind + 2, "c = buf[p]; p += 1; n |= (c & 0x7F) << s; s += 7")
-    g.emit(ind + 2, "if c < 0x80: break")
+    g.emit(ind + 1, "c = buf[p]; p += 1; n = (n & 0x7F) | ((c & 0x7F) << 7)")
+    g.emit(ind + 1, "if c > 0x7F:")
+    g.emit(ind + 2, "s = 14")
+    g.emit(ind + 2, "while True:")
+    g.emit(ind + 3, "c = buf[p]; p += 1; n |= (c & 0x7F) << s; s += 7")
+    g.emit(ind + 3, "if c < 0x80: break")
     g.emit(ind, f"{target} = (n >> 1) ^ -(n & 1)")
 
 
@@ -311,6 +350,29 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
         g.emit(ind, "if ln < 0 or e > size: raise EOFError")
         g.emit(ind, f"{target} = {ctx}.create_decimal(int.from_bytes(buf[p:e], 'big', signed=True))")
         g.emit(ind, f"{target} = {target}.scaleb({-int(scale)}, {ctx}); p = e")
+    elif prim == "uuid":  # fastavro's read_uuid
+        _read_value(g, ind, "string", "u")
+        g.emit(ind, f"{target} = _UUID(u)")
+    elif prim.startswith("array|"):  # fastavro's read_array: blocks until a count of 0
+        _, null, item = prim.split("|", 2)
+        g.emit(ind, "items = []")
+        _read_long(g, ind, "cnt")
+        g.emit(ind, "while cnt != 0:")
+        g.emit(ind + 1, "if cnt < 0:")
+        g.emit(ind + 2, "cnt = -cnt")
+        _read_long(g, ind + 2, "bsize")
+        g.emit(ind + 1, "for _ in range(cnt):")
+        if null == "-":
+            _read_value(g, ind + 2, item, "x")
+        else:
+            g.emit(ind + 2, "bi = buf[p]; p += 1")
+            g.emit(ind + 2, f"if bi == {int(null) * 2}: x = None")
+            g.emit(ind + 2, f"elif bi == {(1 - int(null)) * 2}:")
+            _read_value(g, ind + 3, item, "x")
+            g.emit(ind + 2, "else: raise ValueError('bad union branch')")
+        g.emit(ind + 2, "items.append(x)")
+        _read_long(g, ind + 1, "cnt")
+        g.emit(ind, f"{target} = items")
     else:
         g.emit(ind, f"{target} = None")
 
@@ -329,39 +391,36 @@ def compile_reader(
     g.emit(1, "size = len(buf)")
     g.emit(1, "p = 0")
     g.emit(1, "bio = None")
-    g.emit(1, "out = {}")
-    for _name, ftype, col, conv in fields:
-        c_col = g.name(col)
+    targets: list[tuple[str, str]] = []  # (SQL column, variable), for the dict built at the end
+    for i, (_name, ftype, col, conv) in enumerate(fields):
+        v = f"f{i}"
+        targets.append((col, v))
         prim = _primitive(ftype)
         union = _union(ftype)
         if prim is not None:
-            _read_value(g, 1, prim, "v")
+            _read_value(g, 1, prim, v)
         elif union is not None:
             null, value, text, vprim = union
             g.emit(1, "br = buf[p]; p += 1")
-            first = "if"
+            g.emit(1, f"if br == {value * 2}:")  # the value's branch first: the common case
+            _read_value(g, 2, vprim, v)
             if null is not None:
-                g.emit(1, f"if br == {null * 2}:")
-                g.emit(2, "v = None")
-                first = "elif"
+                g.emit(1, f"elif br == {null * 2}:")
+                g.emit(2, f"{v} = None")
             if text is not None:
-                g.emit(1, f"{first} br == {text * 2}:")
-                _read_value(g, 2, "string", "v")
-                first = "elif"
-            g.emit(1, f"{first} br == {value * 2}:")
-            _read_value(g, 2, vprim, "v")
+                g.emit(1, f"elif br == {text * 2}:")
+                _read_value(g, 2, "string", v)
             g.emit(1, "else: raise ValueError('bad union branch')")
         else:
             c_schema = g.name(_one_field(ftype))
             g.emit(1, "if bio is None: bio = _io.BytesIO(buf)")
             g.emit(1, "bio.seek(p)")
-            g.emit(1, f"v = _sr(bio, {c_schema}, None)['v']")
+            g.emit(1, f"{v} = _sr(bio, {c_schema}, None)['v']")
             g.emit(1, "p = bio.tell()")
         if conv is not None:
-            c_conv = g.name(conv)
-            g.emit(1, f"out[{c_col}] = None if v is None else {c_conv}(v)")
-        else:
-            g.emit(1, f"out[{c_col}] = v")
+            g.emit(1, f"if {v} is not None: {v} = {g.name(conv)}({v})")
     g.emit(1, "if p != size: raise ValueError('trailing bytes after the row')")
-    g.emit(1, "return out")
+    # one dict display (column names as constants): the same keys, order and values as storing
+    # them one by one (a repeated column keeps its first place and its last value either way)
+    g.emit(1, "return {" + ", ".join(f"{col!r}: {v}" for col, v in targets) + "}")
     return g.build("read")

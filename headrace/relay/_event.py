@@ -45,6 +45,7 @@ import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import starmap
 from typing import Any
 
 from .._frozen import fast_constructor
@@ -58,15 +59,18 @@ __all__ = [
     "FLAG_WINDOW_END",
     "HEADER",
     "Event",
+    "EventFields",
     "EventHeader",
     "Op",
     "append_frame",
+    "check_whole_windows",
     "decode_event",
     "decode_key",
     "decode_windows",
     "encode_event",
     "encode_frame",
     "encode_key",
+    "frame_fields",
     "iter_frames",
     "json_default",
     "key_partition",
@@ -329,50 +333,79 @@ def peek_header(buf: bytes | memoryview, offset: int = 0) -> EventHeader:
 
 def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
     """Decode and CRC-check the frame at ``offset``; returns the event and the next offset."""
-    return _decode_at(buf, memoryview(buf), offset)
+    if len(buf) - offset < _HEAD_SIZE:
+        _unpack_head(buf, offset)  # raises the error
+    fields = next(frame_fields(buf, offset, 1))
+    return _new_event(*fields), offset + 4 + _HEAD_UNPACK(buf, offset)[0]
 
 
-#: ``Event(...)`` with every field, without the frozen dataclass's per-field cost
-_event = fast_constructor(Event)
 _HEAD_UNPACK = HEADER.unpack_from
 _CRC_UNPACK = _CRC.unpack_from
 _HEAD_SIZE = HEADER.size
+#: fingerprint bytes → hex, and source bytes → str, as frames carry them (a stream has few of each)
+_FP_HEX: dict[bytes, str] = {}
+_SOURCE_STR: dict[bytes, str] = {}
+#: an :class:`Event` from its fields in order, without the frozen dataclass's per-field setattr
+_new_event = fast_constructor(Event)
+
+#: an event's fields in :class:`Event` order: scn, source, op, key, ts_ms, fingerprint, before, after, window_end
+EventFields = tuple[int, str, Op, bytes, int, str, bytes | None, bytes | None, bool]
 
 
-def _decode_at(buf: bytes | memoryview, mv: memoryview, offset: int) -> tuple[Event, int]:
+def frame_fields(buf: bytes | memoryview, offset: int = 0, limit: int = -1) -> Iterator[EventFields]:
+    """The fields of every frame from ``offset`` on (at most ``limit``; -1: all), CRC-checked, in order:
+    what :func:`iter_frames` makes its events of, without the events (raises on a bad or cut frame)."""
     size = len(buf)
-    if size - offset < _HEAD_SIZE:
-        _unpack_head(buf, offset)  # raises the error
-    body_len, version, op, flags, _r, scn, ts_ms, fp, slen, klen, blen, alen = _HEAD_UNPACK(buf, offset)
-    end = offset + 4 + body_len
-    if version != VERSION or body_len != _FIXED + slen + klen + blen + alen or size < end:
-        _unpack_head(buf, offset)  # raises the error
-    (crc,) = _CRC_UNPACK(buf, end - 4)
-    if zlib.crc32(mv[offset + 4 : end - 4]) != crc:
-        raise InvalidInput("bad_crc", f"CRC mismatch in the event frame at offset {offset} (SCN {scn})")
-    p = offset + HEADER.size
-    source = str(buf[p : p + slen], "utf-8")
-    p += slen
-    key = bytes(buf[p : p + klen])
-    p += klen
-    before = bytes(buf[p : p + blen]) if flags & FLAG_BEFORE else None
-    p += blen
-    after = bytes(buf[p : p + alen]) if flags & FLAG_AFTER else None
-    opv = _OPS.get(op)
-    if opv is None:
-        raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
-    event = _event(scn, source, opv, key, ts_ms, fp.hex(), before, after, bool(flags & FLAG_WINDOW_END))
-    return event, end
+    mv = memoryview(buf)
+    fp_hex, sources, ops = _FP_HEX, _SOURCE_STR, _OPS
+    unpack, crc32, crc_unpack = _HEAD_UNPACK, zlib.crc32, _CRC_UNPACK
+    while offset < size and limit != 0:
+        limit -= 1
+        if size - offset < _HEAD_SIZE:
+            _unpack_head(buf, offset)  # raises the error
+        body_len, version, op, flags, _r, scn, ts_ms, fp, slen, klen, blen, alen = unpack(buf, offset)
+        end = offset + 4 + body_len
+        if version != VERSION or body_len != _FIXED + slen + klen + blen + alen or size < end:
+            _unpack_head(buf, offset)  # raises the error
+        if crc32(mv[offset + 4 : end - 4]) != crc_unpack(buf, end - 4)[0]:
+            raise InvalidInput("bad_crc", f"CRC mismatch in the event frame at offset {offset} (SCN {scn})")
+        p = offset + _HEAD_SIZE
+        q = p + slen
+        raw_source = bytes(buf[p:q])
+        source = sources.get(raw_source)
+        if source is None:
+            source = str(raw_source, "utf-8")
+            if len(sources) < 65536:
+                sources[raw_source] = source
+        p = q + klen
+        key = bytes(buf[q:p])
+        q = p + blen
+        before = bytes(buf[p:q]) if flags & FLAG_BEFORE else None
+        after = bytes(buf[q : q + alen]) if flags & FLAG_AFTER else None
+        opv = ops.get(op)
+        if opv is None:
+            raise InvalidInput("bad_op", f"unknown operation {op!r} at offset {offset}") from None
+        fph = fp_hex.get(fp)
+        if fph is None:
+            fph = fp.hex()
+            if len(fp_hex) < 65536:
+                fp_hex[fp] = fph
+        yield scn, source, opv, key, ts_ms, fph, before, after, bool(flags & FLAG_WINDOW_END)
+        offset = end
+
+
+def check_whole_windows(rows: Sequence[EventFields]) -> None:
+    """Raise what :func:`split_windows` raises (``partial_window``) when ``rows`` end inside a window."""
+    if rows and not rows[-1][8]:
+        i = len(rows) - 1
+        while i > 0 and not rows[i - 1][8]:
+            i -= 1
+        raise InvalidInput("partial_window", f"the stream ended inside the window after SCN {rows[i][0]}")
 
 
 def iter_frames(buf: bytes | memoryview) -> Iterator[Event]:
     """Decode every frame of a stream body, in order (raises on a bad or truncated frame)."""
-    offset = 0
-    size = len(buf)
-    mv = memoryview(buf)
-    while offset < size:
-        event, offset = _decode_at(buf, mv, offset)
-        yield event
+    return starmap(_new_event, frame_fields(buf))  # lazy, as frame_fields: an error where the bad frame is
 
 
 def decode_windows(buf: bytes | memoryview) -> list[list[Event]]:
@@ -380,13 +413,10 @@ def decode_windows(buf: bytes | memoryview) -> list[list[Event]]:
     windows (raises on a bad or truncated frame, and ``partial_window`` if the body ends inside one)."""
     out: list[list[Event]] = []
     current: list[Event] = []
-    offset = 0
-    size = len(buf)
-    mv = memoryview(buf)
-    while offset < size:
-        event, offset = _decode_at(buf, mv, offset)
-        current.append(event)
-        if event.window_end:
+    make = _new_event
+    for fields in frame_fields(buf):
+        current.append(make(*fields))
+        if fields[8]:
             out.append(current)
             current = []
     if current:

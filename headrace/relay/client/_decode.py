@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..._frozen import fast_constructor
 from .._codec import RowCodec
-from .._event import Event, Op, decode_key
+from .._event import Event, EventFields, Op, check_whole_windows, decode_key, frame_fields
 from .._schema import UNCHANGED_MARKER, UNREPRESENTABLE_MARKER, SchemaVersion
 
 __all__ = ["ChangeEvent", "EventDecoder", "Window"]
@@ -61,10 +61,6 @@ class Window:
     events: list[ChangeEvent]
 
 
-#: ``ChangeEvent(...)`` with every field, without the frozen dataclass's per-field cost
-_change_event = fast_constructor(ChangeEvent)
-
-
 class EventDecoder:
     """Decode events, fetching and caching writer schemas by fingerprint."""
 
@@ -85,77 +81,72 @@ class EventDecoder:
             c = self._codecs[fingerprint] = RowCodec(sv, self.reader_schemas.get(table))
         return c
 
-    def decode_window(self, events: Sequence[Event]) -> list[ChangeEvent]:
-        """``[self.decode(e) for e in events]``, with the per-event lookups hoisted out of the loop (the
-        subscriber decodes a window at a time). Events of a schema with marker columns take
-        :meth:`decode` itself."""
+    def decode(self, e: Event) -> ChangeEvent:
+        """One wire event as a :class:`ChangeEvent` (fetching its writer schema the first time)."""
+        fields = (e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end)
+        return self.decode_fields([fields])[0]
+
+    def decode_many(self, events: Iterable[Event]) -> list[ChangeEvent]:
+        """:meth:`decode` of each event, in order."""
+        return self.decode_fields(
+            [(e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end) for e in events]
+        )
+
+    def decode_frames(self, body: bytes) -> list[ChangeEvent]:
+        """The events of a response body of whole windows (a snapshot page), decoded in one pass over
+        its frames: the same events as ``[decode(e) for e in iter_frames(body)]`` with the same errors
+        (a bad or cut frame, a body ending inside a window: :class:`~headrace.errors.InvalidInput`),
+        without an :class:`Event` per frame."""
+        fields = list(frame_fields(body))
+        check_whole_windows(fields)
+        return self.decode_fields(fields)
+
+    def decode_fields(self, rows: Sequence[EventFields]) -> list[ChangeEvent]:
+        """The events given as their fields (:data:`~headrace.relay._event.EventFields`), decoded in
+        order: the one decoding step every method here goes through."""
         out: list[ChangeEvent] = []
         append = out.append
-        codecs, last_fp = self._codecs, self._last_fp
-        make = _change_event
-        for e in events:
-            fp, source = e.fingerprint, e.source
+        codecs, last_fps, make = self._codecs, self._last_fp, _new_change_event
+        for scn, source, op, key, ts_ms, fp, raw_before, raw_after, window_end in rows:
             c = codecs.get(fp)
-            if c is None or c.markers:
-                append(self.decode(e))
-                continue
-            last = last_fp.get(source)
+            if c is None:
+                c = self.codec(fp, source)
+            last = last_fps.get(source)
             if last != fp:
-                last_fp[source] = fp
-            b, a = e.before, e.after
+                last_fps[source] = fp
+            before = None if raw_before is None else c.decode(raw_before)
+            after = None if raw_after is None else c.decode(raw_after)
+            unchanged: tuple[str, ...] = ()
+            unrepresentable: tuple[str, ...] = ()
+            if c.markers:  # the relay's marker columns travel beside the row, never in it
+                marker = c.markers.get(UNCHANGED_MARKER)
+                if marker is not None:
+                    unchanged = tuple((after or {}).pop(marker, None) or ())
+                    if before is not None:
+                        before.pop(marker, None)
+                marker = c.markers.get(UNREPRESENTABLE_MARKER)
+                if marker is not None:
+                    nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
+                    unrepresentable = tuple(dict.fromkeys(nulled))
             append(
                 make(
-                    e.scn,
+                    scn,
                     source,
-                    e.op,
-                    decode_key(e.key),
-                    None if b is None else c.decode(b),
-                    None if a is None else c.decode(a),
-                    e.ts_ms,
-                    e.window_end,
+                    op,
+                    decode_key(key),
+                    before,
+                    after,
+                    ts_ms,
+                    window_end,
                     fp,
                     c.version.version,
                     last is not None and last != fp,
-                    (),
-                    (),
+                    unchanged,
+                    unrepresentable,
                 )
             )
         return out
 
-    def decode(self, e: Event) -> ChangeEvent:
-        fp, source = e.fingerprint, e.source
-        c = self._codecs.get(fp)
-        if c is None:
-            c = self.codec(fp, source)
-        last = self._last_fp.get(source)
-        if last != fp:
-            self._last_fp[source] = fp
-        before = None if e.before is None else c.decode(e.before)
-        after = None if e.after is None else c.decode(e.after)
-        unchanged: tuple[str, ...] = ()
-        unrepresentable: tuple[str, ...] = ()
-        if c.markers:  # the relay's marker columns travel beside the row, never in it
-            marker = c.markers.get(UNCHANGED_MARKER)
-            if marker is not None:
-                unchanged = tuple((after or {}).pop(marker, None) or ())
-                if before is not None:
-                    before.pop(marker, None)
-            marker = c.markers.get(UNREPRESENTABLE_MARKER)
-            if marker is not None:
-                nulled = [*((before or {}).pop(marker, None) or ()), *((after or {}).pop(marker, None) or ())]
-                unrepresentable = tuple(dict.fromkeys(nulled))
-        return ChangeEvent(
-            e.scn,
-            source,
-            e.op,
-            decode_key(e.key),
-            before,
-            after,
-            e.ts_ms,
-            e.window_end,
-            fp,
-            c.version.version,
-            last is not None and last != fp,
-            unchanged,
-            unrepresentable,
-        )
+
+#: a :class:`ChangeEvent` from all its fields in order, without the frozen dataclass's per-field setattr
+_new_change_event = fast_constructor(ChangeEvent)

@@ -42,6 +42,7 @@ from ._switchover import (
     PHASE_RELAY,
     PHASE_SNAPSHOT,
     BootstrapClient,
+    PageFields,
     SnapshotRestarted,
     bootstrap_steps,
 )
@@ -239,7 +240,7 @@ class Subscriber:
             self.stop_event.wait(self._backoff.failed())
             return None
 
-    def _decode_retrying(self, events: list[Any]) -> Window:
+    def _decode_retrying(self, events: list[Any] | PageFields) -> Window:
         """Decode a bootstrap window, backing off while no server can give a schema."""
         backoff = Backoff(0.1, self.backoff_max)
         while True:
@@ -249,8 +250,10 @@ class Subscriber:
                 log.warning("schema_unavailable", error=str(exc))
                 self.stop_event.wait(backoff.failed())
 
-    def _decode(self, events: list[Any]) -> Window:
-        return Window(events[-1].scn, self.decoder.decode_window(events))
+    def _decode(self, events: list[Any] | PageFields) -> Window:
+        if isinstance(events, PageFields):  # a snapshot page: decoded from its frames' fields in one pass
+            return Window(events.rows[-1][0], self.decoder.decode_fields(events.rows))
+        return Window(events[-1].scn, self.decoder.decode_many(events))
 
     def commit(self, scn: int) -> Checkpoint:
         """Save ``scn`` (a window end) as the checkpoint."""

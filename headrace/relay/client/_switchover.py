@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..._backoff import Backoff
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
-from .._event import Event, decode_windows
+from .._event import Event, EventFields, check_whole_windows, frame_fields, iter_frames, split_windows
 from .._protocol import SNAPSHOT_RESTARTED, read_snapshot_headers, snapshot_query
 from ._checkpoint import Checkpoint
 from ._decode import Window
@@ -50,6 +50,7 @@ __all__ = [
     "PHASE_RELAY",
     "PHASE_SNAPSHOT",
     "BootstrapClient",
+    "PageFields",
     "SnapshotPage",
     "SnapshotRestarted",
     "Switchover",
@@ -73,6 +74,18 @@ class SnapshotPage:
     done: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PageFields:
+    """One ``/v1/snapshot`` response with its frames parsed and checked (CRC, whole windows) into
+    their fields, not yet into events: what a subscriber decodes a page from in one pass
+    (:meth:`~headrace.relay.client.EventDecoder.decode_fields`)."""
+
+    rows: list[EventFields]
+    snapshot_scn: int
+    cursor: str | None
+    done: bool
+
+
 class BootstrapClient(RelayClient):
     """A client of one bootstrap server (it speaks the relay's API plus snapshot and catch-up)."""
 
@@ -88,11 +101,33 @@ class BootstrapClient(RelayClient):
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
-            windows = decode_windows(r.content)
+            events = list(iter_frames(r.content))
+            if events and not events[-1].window_end:  # whole windows only
+                list(split_windows(events))  # raises partial_window
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
         pos = read_snapshot_headers(r.headers)
-        return SnapshotPage([e for w in windows for e in w], pos.snapshot_scn, pos.cursor, pos.done)
+        return SnapshotPage(events, pos.snapshot_scn, pos.cursor, pos.done)
+
+    def snapshot_fields(
+        self,
+        sources: Sequence[str] | None,
+        filter: str | None,
+        after: str | None,
+        limit: int,
+        subscriber: str | None = None,
+        snapshot_scn: int | None = None,
+    ) -> PageFields:
+        """:meth:`snapshot` with the frames left as their fields (checked the same way, the same errors)."""
+        params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
+        r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
+        try:
+            rows = list(frame_fields(r.content))
+            check_whole_windows(rows)
+        except InvalidInput as exc:
+            raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
+        pos = read_snapshot_headers(r.headers)
+        return PageFields(rows, pos.snapshot_scn, pos.cursor, pos.done)
 
     def catchup(
         self, since: int, sources: Sequence[str] | None, filter: str | None, max_bytes: int, subscriber: str | None
@@ -119,7 +154,7 @@ class SnapshotRestarted(Window):
 
 #: one step of a bootstrap: the window to deliver (None: nothing, only a checkpoint to save) and
 #: the checkpoint to save after it
-Step = tuple[list[Event] | SnapshotRestarted | None, Checkpoint]
+Step = tuple[list[Event] | PageFields | SnapshotRestarted | None, Checkpoint]
 
 
 class Switchover:
@@ -156,7 +191,7 @@ class Switchover:
             except Unavailable as exc:
                 self._server_failed(server, exc)
 
-    def _advance(self, events: list[Event] | None, nxt: Checkpoint) -> Iterator[Step]:
+    def _advance(self, events: list[Event] | PageFields | None, nxt: Checkpoint) -> Iterator[Step]:
         yield events, nxt
         self.cp = nxt
 
@@ -167,7 +202,7 @@ class Switchover:
     def _snapshot_page(self, server: BootstrapClient) -> Iterator[Step]:
         """One snapshot page; its checkpoint moves the cursor, or on to catch-up after the last page."""
         sub, pos = self.sub, self.cp.position
-        page = server.snapshot(
+        page = server.snapshot_fields(
             sub.sources, sub.filter, pos.get("after"), sub.snapshot_rows, sub.id, pos.get("snapshot_scn")
         )
         s0 = int(pos.get("snapshot_scn", page.snapshot_scn))
@@ -176,7 +211,7 @@ class Switchover:
         else:
             nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
         self._succeeded()
-        yield from self._advance(page.events or None, nxt)
+        yield from self._advance(page if page.rows else None, nxt)
 
     def _catchup(self, server: BootstrapClient) -> Iterator[Step]:
         """One catch-up response's windows; once it is caught up, ask the relay to take over."""
@@ -231,6 +266,7 @@ def bootstrap_steps(sub: Subscriber, start: Checkpoint) -> Iterator[Step]:
     ``sub.stop()`` is called. An item ``(SnapshotRestarted(…), Checkpoint(0, "snapshot", {}))`` means
     the snapshot starts over — the catch-up log no longer reached back far enough, or the bootstrap
     server re-seeded the snapshot being read — and the subscriber's copy is to be replaced by the
-    rows that follow.
+    rows that follow. A window is a list of events (catch-up) or a :class:`PageFields` (a snapshot
+    page, its frames checked and left as fields for the subscriber to decode in one pass).
     """
     return Switchover(sub, start).steps()
