@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Gauge
 
@@ -98,9 +98,9 @@ class _Stream:
     rotations: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _StatusSnap:
-    """What :meth:`Tailer.status` copies of one stream under the lock (plain values, no system calls)."""
+class _StatusSnap(NamedTuple):
+    """What :meth:`Tailer.status` copies of one stream under the lock (plain values, no system calls;
+    a tuple: cheap to build, the lock is held while 1,000 of them are)."""
 
     name: str
     path: str
@@ -627,7 +627,7 @@ class Tailer:
                     st.source,
                     st.seq,
                     [(st.files[h.fid].fd, h.fid, h.read_off, h.at_path) for h in st.tracker.files if h.fid in st.files],
-                    sum(o.chunker.pending for o in st.files.values()),
+                    sum([o.chunker.pending for o in st.files.values()]),
                     len(st.files),
                     st.name in self.blocked,
                     self.unreadable.get(st.path),
