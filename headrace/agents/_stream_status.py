@@ -3,7 +3,7 @@ Log API stream all report the same fields (docs/agent.md, "Status")."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["StreamStatus"]
@@ -26,4 +26,9 @@ class StreamStatus:
 
     def as_dict(self, **extra: Any) -> dict[str, Any]:
         """The JSON object, with ``extra`` fields of this kind of stream (``error``, ``refused`` …)."""
-        return {**asdict(self), **extra}
+        # Every field is a plain immutable value: read them directly (``dataclasses.asdict`` deep-copies
+        # each one, ~20 µs a line, 20 ms for a status of 1,000 files).
+        return {**{n: getattr(self, n) for n in _FIELDS}, **extra}
+
+
+_FIELDS = tuple(f.name for f in fields(StreamStatus))
