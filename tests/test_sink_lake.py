@@ -91,7 +91,7 @@ def duckdb_rows(uri: str, table: str) -> list[dict[str, Any]]:
     with duckdb.connect() as con:
         con.execute(f"LOAD '{ext / 'delta.duckdb_extension'}'")
         out: list[dict[str, Any]] = (
-            con.execute("SELECT * FROM delta_scan(?)", [f"{uri}/{table}"]).fetch_arrow_table().to_pylist()
+            con.execute("SELECT * FROM delta_scan(?)", [f"{uri}/{table}"]).to_arrow_table().to_pylist()
         )
     return out
 
