@@ -20,7 +20,7 @@ import pytest
 from db_servers import MariaDbServer
 from sources_harness import collect, events_of, restart_relay, start_relay
 from sources_workload import TABLES, apply, create_tables, expected, transactions
-from support import wait_until, write_config
+from support import free_port, wait_until, write_config
 
 from headrace.errors import FatalError
 from headrace.relay import JSON_NULL, Codecs, RowCodec, SchemaRegistry
@@ -119,7 +119,10 @@ def test_types_ddl_and_spilled_transaction(mariadb_server: MariaDbServer, tmp_pa
 
 
 def run_relay_cli(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cfg = write_config(tmp_path / "cli.yaml", {"relay": {"source": source, "state_dir": str(tmp_path / "s")}})
+    cfg = write_config(
+        tmp_path / "cli.yaml",
+        {"relay": {"source": source, "state_dir": str(tmp_path / "s"), "listen": f"127.0.0.1:{free_port()}"}},
+    )
     return subprocess.run(
         [sys.executable, "-m", "headrace", "relay", *args, "--config", str(cfg)],
         capture_output=True,

@@ -20,7 +20,7 @@ import pytest
 from db_servers import PgServer
 from sources_harness import collect, events_of, restart_relay, start_relay
 from sources_workload import TABLES, apply, create_tables, expected, transactions
-from support import wait_until, write_config
+from support import free_port, wait_until, write_config
 
 from headrace.errors import FatalError, UsageError
 from headrace.relay import Codecs, Interval, RowCodec, SchemaRegistry
@@ -187,7 +187,10 @@ def test_ddl_mid_stream_new_schema_versions_old_events_decode(pg_server: PgServe
 
 
 def run_relay_cli(tmp_path: Path, source: str, *args: str, **relay: Any) -> subprocess.CompletedProcess[str]:
-    cfg = write_config(tmp_path / "cli.yaml", {"relay": {"source": source, "state_dir": str(tmp_path / "s"), **relay}})
+    cfg = write_config(
+        tmp_path / "cli.yaml",
+        {"relay": {"source": source, "state_dir": str(tmp_path / "s"), "listen": f"127.0.0.1:{free_port()}", **relay}},
+    )
     return subprocess.run(
         [sys.executable, "-m", "headrace", "relay", *args, "--config", str(cfg)],
         capture_output=True,
