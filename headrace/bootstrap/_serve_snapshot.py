@@ -9,11 +9,8 @@ generation, so a page of a re-seeded store is refused (410 ``snapshot_restarted`
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -24,11 +21,13 @@ from ..errors import InvalidInput
 from ..relay import EVENTS_CONTENT_TYPE, Filter, parse_filter
 from ..relay._event import peek_header, with_window_end
 from ..relay._protocol import (
-    CURSOR,
     MAX_SCN,
     SNAPSHOT_PARAMS,
     SNAPSHOT_RESTARTED,
+    Cursor,
     check_params,
+    decode_cursor,
+    encode_cursor,
     parse_sources,
     snapshot_headers,
 )
@@ -39,42 +38,6 @@ if TYPE_CHECKING:
     from ._serve import BootstrapState
 
 __all__ = ["decode_cursor", "encode_cursor", "snapshot_endpoint", "snapshot_ready", "snapshot_restarted"]
-
-#: an ``after`` cursor: (source, sort key, store generation or None)
-Cursor = tuple[str, bytes, int | None]
-
-
-def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
-    """The opaque ``after`` cursor of a snapshot row (of store generation ``gen``)."""
-    body: list[Any] = [source, sort_key.hex()] if gen is None else [source, sort_key.hex(), gen]
-    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
-    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers).
-
-    Strict: a JSON list of a string, a hex string and (optionally) an integer generation in
-    ``[0, 2^63)``; anything else (floats, ``Infinity``, booleans, nesting past the recursion limit)
-    is :class:`InvalidInput` ``bad_after``, never a 500.
-    """
-    bad = InvalidInput("bad_after", f"after={text[:200]!r} is not a cursor this server gave ({CURSOR})")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        parts = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error, RecursionError):
-        raise bad from None
-    if not isinstance(parts, list) or len(parts) not in (2, 3):
-        raise bad
-    source, key = parts[0], parts[1]
-    gen = parts[2] if len(parts) == 3 else None
-    if not isinstance(source, str) or not isinstance(key, str):
-        raise bad
-    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen < 1 << 63):
-        raise bad
-    try:
-        return source, bytes.fromhex(key), gen
-    except ValueError:
-        raise bad from None
 
 
 class _Restarted(Exception):

@@ -26,6 +26,8 @@ with :func:`schema_endpoint`. See docs/relay-api.md and docs/bootstrap.md for th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,10 +59,13 @@ __all__ = [
     "STREAM_PARAMS",
     "WINDOWS",
     "CaptureStopped",
+    "Cursor",
     "SnapshotPosition",
     "StreamPosition",
     "capture_headers",
     "check_params",
+    "decode_cursor",
+    "encode_cursor",
     "error_for",
     "is_fingerprint",
     "parse_sources",
@@ -86,6 +91,45 @@ SNAPSHOT_SCN = "X-Headrace-Snapshot-Scn"
 ROWS = "X-Headrace-Rows"
 DONE = "X-Headrace-Done"
 CURSOR = "X-Headrace-Cursor"
+
+# -- the snapshot ``after`` cursor (X-Headrace-Cursor) -------------------------------------------------
+#: an ``after`` cursor: (source, sort key, store generation or None); opaque to clients, but
+#: the lake sink compares two of them (pages go in key order), so both sides read it here
+Cursor = tuple[str, bytes, int | None]
+
+
+def encode_cursor(source: str, sort_key: bytes, gen: int | None = None) -> str:
+    """The opaque ``after`` cursor of a snapshot row (of store generation ``gen``)."""
+    body: list[Any] = [source, sort_key.hex()] if gen is None else [source, sort_key.hex(), gen]
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[str, bytes, int | None]:
+    """``(source, sort key, generation)`` of a cursor (generation None in cursors of older servers).
+
+    Strict: a JSON list of a string, a hex string and (optionally) an integer generation in
+    ``[0, 2^63)``; anything else (floats, ``Infinity``, booleans, nesting past the recursion limit)
+    is :class:`InvalidInput` ``bad_after``, never a 500.
+    """
+    bad = InvalidInput("bad_after", f"after={text[:200]!r} is not a cursor this server gave ({CURSOR})")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        parts = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise bad from None
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        raise bad
+    source, key = parts[0], parts[1]
+    gen = parts[2] if len(parts) == 3 else None
+    if not isinstance(source, str) or not isinstance(key, str):
+        raise bad
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen < 1 << 63):
+        raise bad
+    try:
+        return source, bytes.fromhex(key), gen
+    except ValueError:
+        raise bad from None
+
 
 # -- reason codes the client acts on --------------------------------------------------------------------
 #: 410: ``since`` is older than the server holds (body: ``oldest_scn``)

@@ -43,8 +43,6 @@ only rewrites files, so the sink's MERGEs and compaction do not lose each other'
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -54,8 +52,9 @@ from typing import Any
 import pyarrow as pa
 
 from .._logging import get_logger
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, InvalidInput, UsageError
 from ..relay import Op
+from ..relay._protocol import decode_cursor
 from ..relay.client import ChangeEvent, Checkpoint, SnapshotRestarted, Window
 from ._config import LakeTarget
 from ._laketypes import Convert, lake_columns
@@ -122,15 +121,15 @@ def _other_snapshot(held: Checkpoint, snapshot_scn: int) -> bool:
 
 def _cursor_key(cp: Checkpoint) -> tuple[str, bytes] | None:
     """(source, sort key) of the last row of the page a snapshot checkpoint follows, from the bootstrap
-    server's ``after`` cursor (base64 of ``[source, hex key, generation]``); None when it is not one."""
+    server's ``after`` cursor; None when it is not one."""
     after = cp.position.get("after")
     if not isinstance(after, str):
         return None
     try:
-        parts = json.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
-        return str(parts[0]), bytes.fromhex(parts[1])
-    except (ValueError, TypeError, IndexError, KeyError, binascii.Error):
+        source, key, _gen = decode_cursor(after)
+    except InvalidInput:
         return None
+    return source, key
 
 
 def _page_at_or_before(cp: Checkpoint, held: Checkpoint) -> bool:
