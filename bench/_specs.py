@@ -317,6 +317,13 @@ def _relay_check(*keys: str) -> Callable[[Result, Args], list[str]]:
     return check
 
 
+def _reached(r: Result) -> str:
+    """The latency run's achieved commit rate, where the benchmark records it (a writer that fell behind
+    its target rate would flatter the latency)."""
+    got = r.get("latency_rate_achieved_txn_per_s")
+    return f" (writer reached {got:,})" if got is not None else ""
+
+
 def _relay_rows(source: str, eps: str, peer_name: str, peer: str) -> Callable[[Result], list[Row]]:
     def rows(r: Result) -> list[Row]:
         return [
@@ -327,7 +334,7 @@ def _relay_rows(source: str, eps: str, peer_name: str, peer: str) -> Callable[[R
                 _ratio(r[eps], r[peer]),
             ),
             _row(
-                f"relay, {source}, commit → delivery latency at {r['latency_rate_txn_per_s']:g} txn/s",
+                f"relay, {source}, commit → delivery latency at {r['latency_rate_txn_per_s']:g} txn/s" + _reached(r),
                 f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms",
             ),
         ]
@@ -616,8 +623,8 @@ BENCHES: list[Bench] = [
     Bench(
         "relay_postgres",
         "bench_relay_postgres.py",
-        {"txns": 20_000, "rows": 5, "rate": 200, "seconds": 10},
-        {"txns": 1_000, "rows": 5, "rate": 200, "seconds": 2},
+        {"txns": 20_000, "rows": 5, "rate": 1000, "seconds": 10},  # the issue's latency target: 1,000 tx/s
+        {"txns": 1_000, "rows": 5, "rate": 1000, "seconds": 2},
         _relay_check("relay_subscriber_events_per_s", "pg_recvlogical_events_per_s"),
         _relay_rows(
             "PostgreSQL",
