@@ -27,8 +27,10 @@ log line, ``headrace_ship_compression_fallbacks_total``). If the identity body i
 batch is :class:`Rejected` as usual and the collector is not marked.
 
 :func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
-:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
-(those two in a helper thread, in order, while the next batch is already being sent).
+:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool.
+It is a pipeline: a preparing thread peeks and compresses the next batch while the current one
+waits for its ack, and a helper thread records acks (``on_acked`` then the spool's ack, in order,
+several waiting acks at once).
 Before a batch is sent, every chunk is checked with :func:`headrace._chunk.validate_chunk` (the
 rules a collector applies): a chunk that fails is written alone to ``dead_letter_dir`` (never
 dropped), logged, counted in ``headrace_ship_dead_letters_total`` and released in its place in the
@@ -146,7 +148,7 @@ class Shipper:
         transport: httpx.BaseTransport | None = None,
         tls: ClientTLS | ssl.SSLContext | None = None,
         compression: str = "none",
-        compression_level: int = 3,
+        compression_level: int = 1,
         identity_retry_seconds: float = 600.0,
     ) -> None:
         """``tls``: how https:// collectors are verified and the client certificate presented
