@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY
 from support import free_port, wait_until
 
 from headrace._chunk import Chunk, decode_batch, encode_batch, encode_chunk
-from headrace._ship import Rejected, Shipper, ShipStopped, pump
-from headrace._spool import Spool
+from headrace._ship import Ack, Rejected, Shipper, ShipStopped, pump
+from headrace._spool import Spool, SpoolEntry
 
 
 def chunk(i: int, stream: str = "s") -> Chunk:
@@ -222,3 +222,35 @@ def test_a_prepared_body_is_the_body_ship_makes(chunks: list[Chunk], compression
         assert len(small) < len(ahead.body)
         assert zstandard.ZstdDecompressor().decompress(small) == ahead.body
     assert decode_batch(ahead.body) == chunks
+
+
+def test_acks_waiting_for_a_slow_recorder_are_recorded_together_in_order(sink: TestSink, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    for i in range(40):
+        spool.append(Chunk("h", "s", "app", i * 100, i * 100 + 200, b"y" * 200) if i == 17 else chunk(i))
+    spool.sync()
+    calls: list[tuple[list[int], bool]] = []
+
+    def on_acked(entries: list[SpoolEntry], ack: Ack | None) -> None:
+        # Called before the spool releases anything of it: the entries are still its oldest.
+        assert [e.chunk.seq_end for e in spool.peek(len(entries))] == [e.chunk.seq_end for e in entries]
+        calls.append(([e.chunk.seq_end for e in entries], ack is not None))
+        time.sleep(0.15)  # a slow checkpoint save: acks queue up meanwhile
+
+    stop = threading.Event()
+    t = threading.Thread(
+        target=pump,
+        args=(spool, Shipper([sink.url], stop=stop), stop),
+        kwargs={"max_chunks": 2, "on_acked": on_acked, "max_chunk_bytes": 100},  # chunk 17 is too large
+    )
+    t.start()
+    wait_until(lambda: len(spool) == 0, 20, "spool drained")
+    stop.set()
+    spool.wake()
+    t.join(5)
+    every = [(chunk(i) if i != 17 else Chunk("h", "s", "app", 1700, 1900, b"")).seq_end for i in range(40)]
+    assert [s for seqs, _ in calls for s in seqs] == every  # every entry once, in spool order
+    assert ([1900], False) in calls  # the invalid chunk alone, as not acked
+    assert all(ok for seqs, ok in calls if seqs != [1900])
+    assert len(calls) < 20  # 19 batches and one dead letter, recorded in fewer calls
+    assert [c.seq_end for c in sink.chunks] == [s for s in every if s != 1900]
