@@ -367,8 +367,9 @@ def pump(
     peeks the next batch and builds (and compresses) its body with :meth:`Shipper.prepare` while the
     calling thread sends the previous one and waits for its ack, and a helper thread records acks
     (the two last steps, in order, several acked batches at once when they queue up). The spool's
-    reserving peek keeps the batches apart; at most one batch is prepared ahead, one in flight and
-    one being recorded, and nothing is acked out of order. A prepared batch lives in memory only:
+    reserving peek keeps the batches apart; at most one batch is prepared ahead (the next is read
+    only once that one is taken), one in flight and one being recorded, and nothing is acked out of
+    order. A prepared batch lives in memory only:
     if the process dies, it is offered again from the spool like any batch not acked.
 
     A :class:`Rejected` batch goes
@@ -441,6 +442,8 @@ def pump(
     def prepare() -> None:
         try:
             while not stopping():
+                with handoff:  # the next batch is read from the spool only once the slot is free
+                    handoff.wait_for(lambda: not slot or halt.is_set())
                 if not spool.wait_nonempty(idle_wait, unreserved=True, until=stopping):
                     continue
                 entries = spool.peek(max_chunks, max_bytes, reserve=True)
