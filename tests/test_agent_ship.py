@@ -221,7 +221,7 @@ def test_a_prepared_body_is_the_body_ship_makes(chunks: list[Chunk], compression
     if small is not None:
         assert len(small) < len(ahead.body)
         assert zstandard.ZstdDecompressor().decompress(small) == ahead.body
-    assert decode_batch(ahead.body) == chunks
+    assert decode_batch(ahead.body, validate=False) == chunks  # the body reads back as these chunks
 
 
 def test_acks_waiting_for_a_slow_recorder_are_recorded_together_in_order(sink: TestSink, tmp_path: Path) -> None:
