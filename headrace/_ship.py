@@ -27,8 +27,10 @@ log line, ``headrace_ship_compression_fallbacks_total``). If the identity body i
 batch is :class:`Rejected` as usual and the collector is not marked.
 
 :func:`pump` is the loop an agent or a forwarding collector runs in a thread: peek a batch from a
-:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool
-(those two in a helper thread, in order, while the next batch is already being sent).
+:class:`~headrace._spool.Spool`, ship it, call ``on_acked`` (save checkpoints), then ack the spool.
+It is a pipeline: a preparing thread peeks and compresses the next batch while the current one
+waits for its ack, and a helper thread records acks (``on_acked`` then the spool's ack, in order,
+several waiting acks at once).
 Before a batch is sent, every chunk is checked with :func:`headrace._chunk.validate_chunk` (the
 rules a collector applies): a chunk that fails is written alone to ``dead_letter_dir`` (never
 dropped), logged, counted in ``headrace_ship_dead_letters_total`` and released in its place in the
@@ -51,7 +53,7 @@ from typing import Any
 
 import httpx
 import tenacity
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ._atomic import write_atomic
 from ._chunk import BATCH_CONTENT_TYPE, Chunk, encode_batch, join_batch, validate_chunk
@@ -61,7 +63,7 @@ from ._tls import ClientTLS, as_context, request_error
 from ._wire_zstd import ZSTD, compress
 from .errors import InvalidInput, TransientError, Unavailable, UsageError
 
-__all__ = ["Ack", "AckNotRecorded", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
+__all__ = ["Ack", "AckNotRecorded", "Prepared", "Rejected", "ShipStopped", "Shipper", "TokenRefused", "pump"]
 
 log = get_logger("ship")
 
@@ -73,6 +75,7 @@ DEAD_LETTERS = Counter(
     "headrace_ship_dead_letters_total", "Chunks moved to the dead-letter folder, by reason", ["reason"]
 )
 WIRE_BYTES = Counter("headrace_ship_wire_bytes_total", "Request body bytes sent, by Content-Encoding", ["encoding"])
+PREPARED = Gauge("headrace_ship_batches_prepared", "Batches prepared (compressed) ahead, waiting to be sent")
 COMPRESSION_FALLBACKS = Counter(
     "headrace_ship_compression_fallbacks_total", "Collectors found not to read zstd (sent identity for a while)"
 )
@@ -89,6 +92,24 @@ class Ack:
     url: str
     acked: int
     duplicates: int
+
+
+class Prepared:
+    """A batch's request body, and its zstd frame once made (made at most once, on first need)."""
+
+    __slots__ = ("_small", "body", "level")
+
+    def __init__(self, body: bytes, level: int) -> None:
+        self.body = body
+        self.level = level
+        self._small: list[bytes | None] = []
+
+    def compressed(self) -> bytes | None:
+        """The zstd body (made once per batch), or None when it is no smaller."""
+        if not self._small:
+            z = compress(self.body, self.level)
+            self._small.append(z if len(z) < len(self.body) else None)
+        return self._small[0]
 
 
 class Rejected(UsageError):
@@ -127,7 +148,7 @@ class Shipper:
         transport: httpx.BaseTransport | None = None,
         tls: ClientTLS | ssl.SSLContext | None = None,
         compression: str = "none",
-        compression_level: int = 3,
+        compression_level: int = 1,
         identity_retry_seconds: float = 600.0,
     ) -> None:
         """``tls``: how https:// collectors are verified and the client certificate presented
@@ -256,24 +277,39 @@ class Shipper:
         SHIP_BATCHES.labels("rejected").inc()
         raise Rejected(url, resp.status_code, resp.text)
 
-    def ship(self, chunks: Sequence[Chunk], encoded: Sequence[bytes | memoryview] | None = None) -> Ack:
+    def prepare(
+        self, chunks: Sequence[Chunk], encoded: Sequence[bytes | memoryview] | None = None, *, compress_now: bool = True
+    ) -> Prepared:
+        """The request body of ``chunks`` (see :meth:`ship`), compressed now when zstd is wanted.
+
+        :func:`pump` calls this in its preparing thread, so the next batch is compressed while the
+        previous one waits for its ack (zstandard releases the GIL while it compresses).
+        """
+        body = join_batch(encoded) if encoded is not None else encode_batch(chunks)
+        batch = Prepared(body, self.compression_level)
+        if compress_now and self.wants_zstd(self.urls[self._next % len(self.urls)]):
+            batch.compressed()
+        return batch
+
+    def ship(
+        self,
+        chunks: Sequence[Chunk],
+        encoded: Sequence[bytes | memoryview] | None = None,
+        *,
+        prepared: Prepared | None = None,
+    ) -> Ack:
         """Send ``chunks`` as one batch; return the first 2xx ack.
 
         ``encoded``: the same chunks already encoded (:func:`~headrace._chunk.encode_chunk`, as the
         spool keeps them); the body is then joined from them instead of encoding the chunks again.
+        ``prepared``: the body made ahead by :meth:`prepare` from the same chunks (then neither is re-encoded).
 
         Raises :class:`Rejected` on a 4xx (not retried) and :class:`ShipStopped` when ``stop`` is set
         while no collector is reachable. Transient failures are retried with backoff across the list.
         """
-        body = join_batch(encoded) if encoded is not None else encode_batch(chunks)
-        small: list[bytes | None] = []
-
-        def compressed() -> bytes | None:
-            """The zstd body (made once per batch), or None when it is no smaller."""
-            if not small:
-                z = compress(body, self.compression_level)
-                small.append(z if len(z) < len(body) else None)
-            return small[0]
+        batch = prepared if prepared is not None else self.prepare(chunks, encoded, compress_now=False)
+        body = batch.body
+        compressed = batch.compressed
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -327,9 +363,16 @@ def pump(
     """Ship everything in ``spool`` until ``stop`` is set (then return after the batch in flight).
 
     For each batch, in order: :meth:`Shipper.ship`, then ``on_acked(entries, ack)`` (save what
-    depends on the ack), then :meth:`Spool.ack`. The last two run in a helper thread, so the next
-    batch is already on its way while an ack is being recorded (the spool's reserving peek keeps
-    the batches apart; at most two batches are in the pipeline). A :class:`Rejected` batch goes
+    depends on the ack), then :meth:`Spool.ack`. Three threads form a pipeline: a preparing thread
+    peeks the next batch and builds (and compresses) its body with :meth:`Shipper.prepare` while the
+    calling thread sends the previous one and waits for its ack, and a helper thread records acks
+    (the two last steps, in order, several acked batches at once when they queue up). The spool's
+    reserving peek keeps the batches apart; at most one batch is prepared ahead (the next is read
+    only once that one is taken), one in flight and one being recorded, and nothing is acked out of
+    order. A prepared batch lives in memory only:
+    if the process dies, it is offered again from the spool like any batch not acked.
+
+    A :class:`Rejected` batch goes
     whole to ``dead_letter_dir`` as ``<first source>_<first seq_end>_<time>.batch`` (an encoded
     batch) and ``on_acked(entries, None)`` is called before it is released; a chunk that fails
     :func:`~headrace._chunk.validate_chunk` (with ``max_chunk_bytes``, when given) goes there alone
@@ -343,32 +386,97 @@ def pump(
     ``idle_wait``: how long an empty spool is waited on before ``stop`` is looked at again; with
     None there is no timer at all, and whoever sets ``stop`` calls ``spool.wake()``.
     """
-    done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=1)
+    done: queue.Queue[tuple[list[SpoolEntry], Ack | None] | None] = queue.Queue(maxsize=2)
     failed = threading.Event()
     failure: list[BaseException] = []
+    halt = threading.Event()  # the sending side has stopped: the preparing thread ends too
+    # One-slot handoff from the preparing thread: ("ship", run, body) or ("dead", run, problem).
+    handoff = threading.Condition()
+    slot: list[tuple[list[SpoolEntry], Prepared | InvalidInput]] = []
+    prep_ended = [False]
+    prep_error: list[BaseException] = []
 
     def record_acks() -> None:
-        while (item := done.get()) is not None:
-            if failed.is_set():
+        ending = False
+        while not ending:
+            got = [done.get()]
+            while True:  # every ack already waiting: one checkpoint save and one spool ack for all
+                try:
+                    got.append(done.get_nowait())
+                except queue.Empty:
+                    break
+            if None in got:
+                ending = True
+                got = got[: got.index(None)]
+            items = [item for item in got if item is not None]
+            if failed.is_set() or not items:
                 continue
-            entries, ack = item
             try:
-                if on_acked is not None:
-                    on_acked(entries, ack)
-                spool.ack(len(entries))
+                # Consecutive acked batches are recorded with one on_acked call and one spool ack
+                # (one checkpoint save, one head save); a dead-lettered batch gets its own call.
+                group: list[SpoolEntry] = []
+                last: Ack | None = None
+                for run, ack in [*items, ([], None)]:
+                    if ack is not None:
+                        group += run
+                        last = ack
+                        continue
+                    if group:
+                        if on_acked is not None:
+                            on_acked(group, last)
+                        spool.ack(len(group))
+                        group = []
+                    if run:
+                        if on_acked is not None:
+                            on_acked(run, None)
+                        spool.ack(len(run))
             except Exception as exc:  # disk full, …: stop shipping rather than ack what is not recorded
                 log.error("ack_recording_failed", error=repr(exc))
                 failure.append(exc)
                 failed.set()
                 spool.wake()
 
-    def _ship_run(run: list[SpoolEntry]) -> None:
+    def stopping() -> bool:
+        return stop.is_set() or failed.is_set() or halt.is_set()
+
+    def prepare() -> None:
         try:
-            ack: Ack | None = shipper.ship([e.chunk for e in run], [e.encoded for e in run])
+            while not stopping():
+                with handoff:  # the next batch is read from the spool only once the slot is free
+                    handoff.wait_for(lambda: not slot or halt.is_set())
+                if not spool.wait_nonempty(idle_wait, unreserved=True, until=stopping):
+                    continue
+                entries = spool.peek(max_chunks, max_bytes, reserve=True)
+                if not entries:
+                    continue
+                runs = [(entries, None)] if max_chunk_bytes is None else _split_invalid(entries, max_chunk_bytes)
+                for run, problem in runs:
+                    item: Prepared | InvalidInput
+                    if problem is not None:
+                        item = problem
+                    else:
+                        item = shipper.prepare([e.chunk for e in run], [e.encoded for e in run])
+                    with handoff:
+                        handoff.wait_for(lambda: not slot or halt.is_set())
+                        if halt.is_set():
+                            return
+                        slot.append((run, item))
+                        PREPARED.inc()
+                        handoff.notify_all()
+        except BaseException as exc:  # reading the spool failed: the sender raises it for the supervisor
+            prep_error.append(exc)
+        finally:
+            with handoff:
+                prep_ended[0] = True
+                handoff.notify_all()
+
+    def _ship_run(run: list[SpoolEntry], prepared: Prepared | None) -> None:
+        try:
+            ack: Ack | None = shipper.ship([e.chunk for e in run], [e.encoded for e in run], prepared=prepared)
         except Rejected as exc:
             if exc.status in _SPLIT_STATUS and len(run) > 1:  # find the chunk(s) refused; ship the rest
-                _ship_run(run[: len(run) // 2])
-                _ship_run(run[len(run) // 2 :])
+                _ship_run(run[: len(run) // 2], None)
+                _ship_run(run[len(run) // 2 :], None)
                 return
             ack = None
             _dead_letter(spool, run, exc, dead_letter_dir)
@@ -376,27 +484,41 @@ def pump(
 
     acker = threading.Thread(target=record_acks, name="ship-acks", daemon=True)
     acker.start()
+    preparer = threading.Thread(target=prepare, name="ship-prepare", daemon=True)
+    preparer.start()
     try:
-        while not stop.is_set() and not failed.is_set():
-            if not spool.wait_nonempty(idle_wait, unreserved=True, until=lambda: stop.is_set() or failed.is_set()):
+        while True:
+            with handoff:
+                handoff.wait_for(lambda: bool(slot) or prep_ended[0])
+                if not slot:
+                    break
+                run, item = slot.pop()
+                PREPARED.dec()
+                handoff.notify_all()
+            if stop.is_set() or failed.is_set():
+                break  # the prepared batch stays in the spool
+            if isinstance(item, InvalidInput):
+                _dead_letter(spool, run, item, dead_letter_dir)
+                done.put((run, None))
                 continue
-            entries = spool.peek(max_chunks, max_bytes, reserve=True)
-            if not entries:
-                continue
-            runs = [(entries, None)] if max_chunk_bytes is None else _split_invalid(entries, max_chunk_bytes)
-            for run, problem in runs:
-                if problem is not None:
-                    _dead_letter(spool, run, problem, dead_letter_dir)
-                    done.put((run, None))
-                    continue
-                try:
-                    _ship_run(run)
-                except ShipStopped:
-                    return
+            try:
+                _ship_run(run, item)
+            except ShipStopped:
+                return
     finally:
+        with handoff:
+            halt.set()
+            if slot:
+                slot.clear()
+                PREPARED.dec()
+            handoff.notify_all()
+        spool.wake()
+        preparer.join()
         done.put(None)
         acker.join()
         spool.unreserve()
+    if prep_error:
+        raise prep_error[0]
     if failure:
         raise AckNotRecorded(f"could not record an ack: {failure[0]!r}") from failure[0]
 

@@ -1,12 +1,16 @@
 """zstd on the wire: compressing a chunk batch, and decompressing one with a bound (sans-io).
 
 The codec is the ``zstandard`` package (python-zstandard, libzstd bindings). It was chosen over
-pyarrow's bundled codec because ``pyarrow.decompress`` needs the decompressed size up front and
-returns the whole output at once, so a receiver could bound nothing while decompressing; and over
+pyarrow's bundled codec because ``pyarrow.decompress`` needs the decompressed size up front from
+the caller (a receiver would have to trust it) and returns the whole output at once; and over
 ``backports.zstd`` because that is a backport of a Python 3.14 stdlib module the rest of the code
 does not use at run time. ``zstandard`` writes self-describing frames (the frame header carries
-the content size) and has a streaming decompressor that writes its output through a callback, in
-pieces of at most :data:`_WRITE_SIZE` bytes, so the output can be counted as it is produced.
+the content size). The receiver reads that size from the header before anything is decompressed,
+refuses it above its limit, and then decompresses the whole frame in one call into a buffer of
+exactly that size (libzstd stops with an error rather than write past it). An earlier version
+decompressed piece by piece as the body streamed in, through a Python callback that copied every
+128 KiB into a growing buffer; the one call avoids that copy and the callbacks (the streaming
+version is kept in ``tests/wire_zstd_reference.py`` as the reference the tests compare against).
 
 Wire rules (a body sent with ``Content-Encoding: zstd``):
 
@@ -16,12 +20,10 @@ Wire rules (a body sent with ``Content-Encoding: zstd``):
   ``max_body_bytes`` (413 ``body_too_large``, decided from the frame header before decompressing);
 * the output may not pass the declared size (the decompressor stops there: a "zstd bomb" that lies
   about its size costs at most the declared size of memory) and must reach it exactly (a cut
-  frame is refused); nothing may follow the frame.
+  frame is refused); nothing may follow the frame (not even an empty or a skippable frame).
 """
 
 from __future__ import annotations
-
-from typing import IO, cast
 
 import zstandard
 
@@ -31,8 +33,6 @@ __all__ = ["ZSTD", "BoundedZstdDecoder", "compress"]
 
 #: The ``Content-Encoding`` token.
 ZSTD = "zstd"
-#: Largest piece the decompressor hands over at once.
-_WRITE_SIZE = 1 << 17
 #: Largest back-reference window accepted (libzstd's own default limit is 128 MiB).
 _MAX_WINDOW = 1 << 27
 #: Bytes of body needed to read any frame header.
@@ -44,48 +44,32 @@ def compress(body: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(body)
 
 
-class _TooMuch(Exception):
-    pass
-
-
-class _Sink:
-    """Collects the decompressor's output; raises once it would pass ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buf = bytearray()
-
-    def write(self, data: bytes) -> int:
-        if len(self.buf) + len(data) > self.limit:
-            raise _TooMuch
-        self.buf += data
-        return len(data)
-
-
 class BoundedZstdDecoder:
     """Decompresses a zstd body fed piece by piece, never holding more than ``max_bytes`` of output.
 
-    :meth:`feed` each piece of the body as it arrives, then :meth:`finish` for the decompressed
-    body. Both raise :class:`~headrace.errors.InvalidInput`: ``body_too_large`` when the declared
-    size is above ``max_bytes``, ``bad_encoding`` for anything that is not one whole zstd frame of
-    the size it declares.
+    :meth:`feed` each piece of the body as it arrives (the frame header is checked as soon as it is
+    in), then :meth:`finish` for the decompressed body. Both raise
+    :class:`~headrace.errors.InvalidInput`: ``body_too_large`` when the declared size is above
+    ``max_bytes``, ``bad_encoding`` for anything that is not one whole zstd frame of the size it
+    declares. The compressed pieces are held until :meth:`finish` (the caller bounds them).
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._head = bytearray()
-        self._sink: _Sink | None = None
-        self._writer: zstandard.ZstdDecompressionWriter | None = None
-        self._declared = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._declared: int | None = None
 
     @property
     def declared(self) -> int | None:
         """The content size the frame declares, once its header was fed (the most :meth:`finish` returns)."""
-        return self._declared if self._writer is not None else None
+        return self._declared
 
     def _start(self) -> None:
+        head = b"".join(self._parts)
+        self._parts = [head]
         try:
-            params = zstandard.get_frame_parameters(bytes(self._head))
+            params = zstandard.get_frame_parameters(head)
         except zstandard.ZstdError as exc:
             raise InvalidInput("bad_encoding", f"Content-Encoding zstd, but not a zstd frame: {exc}") from None
         size = params.content_size
@@ -96,51 +80,47 @@ class BoundedZstdDecoder:
         if size > self.max_bytes:
             raise InvalidInput("body_too_large", f"zstd frame declares {size} bytes > max_body_bytes {self.max_bytes}")
         self._declared = size
-        self._sink = _Sink(size)
-        dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
-        self._writer = dctx.stream_writer(cast(IO[bytes], self._sink), write_size=_WRITE_SIZE, write_return_read=True)
-        data = bytes(self._head)
-        self._head.clear()
-        self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        assert self._writer is not None
-        try:
-            self._writer.write(data)
-        except _TooMuch:
-            raise InvalidInput(
-                "bad_encoding", f"the zstd body decompresses to more than the {self._declared} bytes it declares"
-            ) from None
-        except zstandard.ZstdError as exc:
-            raise InvalidInput("bad_encoding", f"corrupt zstd body: {exc}") from None
 
     def feed(self, data: bytes) -> None:
-        """Decompress the next piece of the body."""
-        if self._writer is None:
-            self._head += data
-            if len(self._head) >= _FRAME_HEADER_MAX:
-                self._start()
-            return
-        self._write(data)
+        """Take the next piece of the body."""
+        if data:
+            self._parts.append(bytes(data))
+            self._size += len(data)
+        if self._declared is None and self._size >= _FRAME_HEADER_MAX:
+            self._start()
 
-    def finish(self) -> bytearray:
-        """The whole decompressed body, once the last piece was fed (not copied: no second buffer)."""
-        if self._writer is None:
-            if not self._head:
+    def finish(self) -> bytes:
+        """The whole decompressed body, once the last piece was fed (made in one buffer of the declared size)."""
+        if self._declared is None:
+            if not self._size:
                 raise InvalidInput("bad_encoding", "Content-Encoding zstd with an empty body")
             self._start()
-        assert self._writer is not None and self._sink is not None
+        assert self._declared is not None
+        body = b"".join(self._parts) if len(self._parts) != 1 else self._parts[0]
+        self._parts = []
+        if self._declared == 0:  # libzstd's one-shot call cannot tell an empty frame from an unknown size
+            return _finish_empty(body)
+        dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
         try:
-            self._writer.flush()  # type: ignore[no-untyped-call]
-        except _TooMuch:
-            raise InvalidInput(
-                "bad_encoding", f"the zstd body decompresses to more than the {self._declared} bytes it declares"
-            ) from None
+            out = dctx.decompress(body, max_output_size=self._declared, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise InvalidInput("bad_encoding", f"corrupt zstd body: {exc}") from None
-        if len(self._sink.buf) != self._declared:
+        if len(out) != self._declared:
             raise InvalidInput(
-                "bad_encoding",
-                f"the zstd body ends after {len(self._sink.buf)} of the {self._declared} bytes it declares",
+                "bad_encoding", f"the zstd body ends after {len(out)} of the {self._declared} bytes it declares"
             )
-        return self._sink.buf
+        return out
+
+
+def _finish_empty(body: bytes) -> bytes:
+    """A frame declaring 0 bytes: it must hold no data and be the whole body."""
+    dobj = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW).decompressobj()
+    try:
+        out = dobj.decompress(body)
+    except zstandard.ZstdError as exc:
+        raise InvalidInput("bad_encoding", f"corrupt zstd body: {exc}") from None
+    if out:
+        raise InvalidInput("bad_encoding", "the zstd body decompresses to more than the 0 bytes it declares")
+    if not dobj.eof or dobj.unused_data:
+        raise InvalidInput("bad_encoding", "the zstd body is not one whole frame of the 0 bytes it declares")
+    return b""

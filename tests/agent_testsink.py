@@ -2,11 +2,14 @@
 
 It decodes batches with :func:`headrace._chunk.decode_batch` (zstd bodies decompressed first, as a
 collector does), fsyncs nothing, de-duplicates by chunk
-identity like a collector, and records what it received. ``fail_with`` makes it answer a status instead.
+identity like a collector, and records what it received. ``fail_with`` makes it answer a status instead;
+``hold`` (an unset event) makes it keep each request waiting, after recording its chunks, until the event is set
+(the collector fsynced the batch but its ack has not gone out yet).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +39,9 @@ class TestSink:
         self.duplicates = 0
         self.fail_with: int | None = None
         self.reject_if: Callable[[Chunk], bool] | None = None  # 400 for a batch holding such a chunk
+        self.hold: threading.Event | None = None  # while unset: each recorded batch waits for it before its answer
+        self.held = 0  # requests waiting on ``hold`` now
+        self.hold_answer: int | None = None  # the status a held request then gets (None: its ack)
         self.lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -65,6 +71,18 @@ class TestSink:
                 self.seen.add(c.key)
                 self.chunks.append(c)
             self.duplicates += dups
+        hold = self.hold
+        if hold is not None and not hold.is_set():
+            with self.lock:
+                self.held += 1
+            try:
+                while not hold.is_set():
+                    await asyncio.sleep(0.01)
+            finally:
+                with self.lock:
+                    self.held -= 1
+            if self.hold_answer is not None:
+                return JSONResponse({"error": "forced", "detail": "held"}, status_code=self.hold_answer)
         return JSONResponse({"acked": len(chunks), "duplicates": dups})
 
     def start(self) -> TestSink:
@@ -80,8 +98,10 @@ class TestSink:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, abruptly: bool = False) -> None:
+        """Shut down; ``abruptly``: drop the connections of requests still waiting (a collector dying)."""
         if self._server is not None and self._thread is not None:
+            self._server.force_exit = abruptly
             self._server.should_exit = True
             self._thread.join(10)
             self._server = None

@@ -9,6 +9,7 @@ import contextlib
 import os
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -441,3 +442,37 @@ def test_fast_rotations_between_looks_lose_nothing(
     expect += lines("fast", 500, 600)
     wait_until(lambda: sink.data_by_stream().get(stream_of(f)) == expect, 20, "every rotated file in order")
     assert agent.stream(f)["lag_bytes"] == 0  # type: ignore[index]
+
+
+def test_kill9_with_a_batch_compressed_ahead_delivers_every_line_exactly_once(
+    tmp_path: Path, sink: TestSink, make_agent: Callable[..., Agent]
+) -> None:
+    # Batch 1 reaches the collector (recorded: "fsynced") but its ack is held back; batch 2 is
+    # compressed ahead, waiting. kill -9 then: neither is acked, so both come again after the restart.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    f = logs / "a.log"
+    expect = lines("a", 0, 6000)
+    append(f, expect)
+    sink.hold = threading.Event()
+    agent = make_agent(
+        [sink.url],
+        [{"path": str(logs / "*.log"), "data_type": "app"}],
+        read_block_bytes=4096,
+        batch_bytes=16384,
+        compression="zstd",
+    ).start()
+
+    def pipeline_full() -> bool:
+        metrics = httpx.get(agent.url + "/metrics", timeout=5).text
+        return sink.held == 1 and "headrace_ship_batches_prepared 1.0" in metrics
+
+    wait_until(pipeline_full, 20, "batch 1 held at the collector, batch 2 compressed ahead")
+    first = sink.stats()["chunks"]
+    assert first > 0 and agent.stream(f)["acked_offset"] == 0  # type: ignore[index]
+    agent.d.kill9()
+    sink.hold.set()
+    agent.start()
+    wait_until(lambda: sink.data_by_stream().get(stream_of(f)) == expect, 30, "every line exactly once")
+    assert sink.duplicates >= first  # the batch held at the kill was sent again (and deduplicated)
+    wait_until(lambda: agent.caught_up(f), 20, "acked after the restart")

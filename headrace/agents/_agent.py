@@ -1,9 +1,10 @@
 """The agent: discover → tail → chunk → spool → ship, wired together, plus the Log API's writer.
 
 Threads: the reader (:class:`~headrace.agents._tailer.Tailer`), the shipper
-(:func:`headrace._ship.pump`), and watchdog's observer. They share the spool (locked) and the
-tailer's state (locked). :meth:`Agent.stop` stops reading (the spool is synced), lets the batch in
-flight finish and its ack be checkpointed, then saves the checkpoint file.
+(:func:`headrace._ship.pump`, with its preparing and ack-recording helpers), and watchdog's
+observer. They share the spool (locked) and the tailer's state (locked). :meth:`Agent.stop` stops
+reading (the spool is synced), lets the batch in flight finish and its ack be checkpointed, then
+saves the checkpoint file.
 
 Resume-state contract (everything under ``state_dir``):
 

@@ -147,7 +147,9 @@ class AgentConfig(Section):
         default="zstd",
         description="compress batches (Content-Encoding: zstd); a collector that refuses it gets identity",
     )
-    compression_level: int = Field(default=3, ge=1, le=19, description="zstd level of batches sent to collectors")
+    compression_level: int = Field(
+        default=1, ge=1, le=19, description="zstd level of batches sent to collectors (docs/collector.md: why 1)"
+    )
     max_backoff_seconds: float = Field(default=5.0, gt=0)
     log_api_max_bytes: int = Field(default=4 << 20, gt=0, description="largest POST /v1/log body")
     tls: ServerTLS | None = Field(default=None, description="serve the Log and control API over HTTPS")

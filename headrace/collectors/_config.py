@@ -92,7 +92,9 @@ class CollectorConfig(Section):
         default="zstd",
         description="compress batches sent upstream (Content-Encoding: zstd); one that refuses it gets identity",
     )
-    upstream_compression_level: int = Field(default=3, ge=1, le=19, description="zstd level of upstream batches")
+    upstream_compression_level: int = Field(
+        default=1, ge=1, le=19, description="zstd level of upstream batches (docs/collector.md: why 1)"
+    )
     accept_compression: bool = Field(
         default=True,
         description="read zstd request bodies; false: ignore Content-Encoding as collectors before 0.1 did (400)",

@@ -12,15 +12,15 @@ byte of it reaches the sink (a batch is decoded whole before anything is written
    other requests hold bytes gets 503 ``overloaded``; a body that arrives too slowly is cut off by
    the ``limits:`` section (408 ``body_timeout`` / ``body_too_slow``, :mod:`headrace._limits`);
 3. ``Content-Encoding``: none or ``identity``: the body is the batch; ``zstd`` (with
-   ``accept_compression``, the default): the body is decompressed as it streams in
-   (``headrace._wire_zstd``): a frame declaring more than ``max_body_bytes`` is 413
-   ``body_too_large`` before any output, a frame that is not one whole zstd frame of the size it
-   declares is 400 ``bad_encoding``, and the output is never held past the declared size (a zstd
-   bomb costs no memory; the declared size counts against ``max_inflight_bytes``); any other
-   encoding is 415 ``unsupported_encoding`` with ``Accept-Encoding: zstd``. With
-   ``accept_compression: false`` the header is ignored, as it was before compression existed: a
-   zstd body is then 400 ``malformed`` (not a batch), which is what a sender takes as "send this
-   collector identity";
+   ``accept_compression``, the default): the frame header is checked as soon as it arrives and the
+   body decompressed once it is whole (``headrace._wire_zstd``; in a worker thread when large): a
+   frame declaring more than ``max_body_bytes`` is 413 ``body_too_large`` before any output, a frame
+   that is not one whole zstd frame of the size it declares is 400 ``bad_encoding``, and the output
+   is never held past the declared size (a zstd bomb costs no memory; the declared size counts
+   against ``max_inflight_bytes``); any other encoding is 415 ``unsupported_encoding`` with
+   ``Accept-Encoding: zstd``. With ``accept_compression: false`` the header is ignored, as it was
+   before compression existed: a zstd body is then 400 ``malformed`` (not a batch), which is what a
+   sender takes as "send this collector identity";
 4. the batch codec (``headrace._chunk.decode_batch``, every header through the one strict parser
    ``parse_chunk``): framing, CRC, strict JSON with exact types, offsets within the Avro ``long``,
    names matched whole, tags (400, or 413 for ``chunk_too_large``; the rules are in
@@ -37,6 +37,7 @@ so the sender re-sends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ __all__ = ["ChunkReceiver", "Limits"]
 log = get_logger("collector.receive")
 _reject = rejecter(m.REJECTS, log, event="batch rejected", level="warning")
 
+#: compressed bodies at least this large are decompressed off the event loop
+_THREAD_BYTES = 64 << 10
 _STATUS = {"unauthorized": 401, "body_too_large": 413, "chunk_too_large": 413, "unsupported_encoding": 415}
 
 
@@ -121,11 +124,12 @@ class ChunkReceiver:
             parts.append(part)
         return b"".join(parts), size
 
-    async def _read_zstd(self, request: Request, limit: int, held: list[int]) -> tuple[bytearray, int]:
-        """The zstd body decompressed as it streams in (never more than ``limit`` bytes of output), and its wire size.
+    async def _read_zstd(self, request: Request, limit: int, held: list[int]) -> tuple[bytes, int]:
+        """The zstd body decompressed (never more than ``limit`` bytes of output), and its wire size.
 
         The compressed bytes count in flight as they arrive; once the frame header tells the
-        decompressed size, that much is counted too (raises :class:`_Overloaded` if it does not fit).
+        decompressed size, that much is counted too (raises :class:`_Overloaded` if it does not fit),
+        before anything is decompressed.
         """
         decoder = BoundedZstdDecoder(limit)
         size = 0
@@ -144,7 +148,10 @@ class ChunkReceiver:
             self._take(held, len(part))
             decoder.feed(part)
             hold()
-        body = decoder.finish()
+        hold()
+        # libzstd releases the GIL: a large frame is decompressed in a worker thread, so the event
+        # loop meanwhile reads other requests (and the group commit writes and fsyncs).
+        body = await asyncio.to_thread(decoder.finish) if size >= _THREAD_BYTES else decoder.finish()
         hold()
         return body, size
 
