@@ -83,12 +83,29 @@ class PgSnapshot(SourceSnapshot):
     def pages(self, table: str, page_rows: int, after: Sequence[Any] | None = None) -> Iterator[SnapshotPage]:
         if after is not None:
             raise UsageError("a PostgreSQL snapshot cannot be continued after a key (it is not resumable)")
+        meta = self._meta(table)
+        parsers = self._parsers[table]
+        for scn, raw_rows, done in self.raw_pages(table, page_rows):
+            rows = parse_rows(meta, scn, parsers, raw_rows)
+            yield SnapshotPage(meta, scn, rows, rows[-1].key if rows else None, done)
+
+    def _meta(self, table: str) -> TableMeta:
         meta = self._metas.get(table)
         if meta is None:
             raise UsageError(f"table {table!r} is not in this snapshot ({', '.join(sorted(self._metas))})")
-        names = [c.name for c in meta.columns]
-        parsers = self._parsers[table]
-        cols = ", ".join(_q(n) for n in names)
+        return meta
+
+    def parsers(self, table: str) -> list[Any]:
+        """The text parser (``PgType.parse``) of each of ``table``'s columns, in ``meta.columns`` order."""
+        self._meta(table)
+        return list(self._parsers[table])
+
+    def raw_pages(self, table: str, page_rows: int) -> Iterator[tuple[int, list[tuple[Any, ...]], bool]]:
+        """:meth:`pages` before parsing: ``(scn, rows of PostgreSQL's text values in meta.columns
+        order, done)`` — for a caller that parses and encodes a page a column at a time
+        (:mod:`~._pgcolumns`)."""
+        meta = self._meta(table)
+        cols = ", ".join(_q(c.name) for c in meta.columns)
         scn = self.start_scn
         # no ORDER BY: one cursor over one snapshot needs none, and a sequential scan reads cheapest
         with self._conn.cursor(name="headrace_snapshot") as cur:
@@ -96,9 +113,8 @@ class PgSnapshot(SourceSnapshot):
             cur.execute(f"SELECT {cols} FROM {_qualified(table)}")
             while True:
                 raw_rows = cur.fetchmany(page_rows)
-                rows = parse_rows(meta, scn, parsers, raw_rows)
                 done = len(raw_rows) < page_rows
-                yield SnapshotPage(meta, scn, rows, rows[-1].key if rows else None, done)
+                yield scn, raw_rows, done
                 if done:
                     return
 

@@ -1,0 +1,209 @@
+"""A page of PostgreSQL rows in text form → each row's key and Avro bytes, a column at a time.
+
+The seeding hot path (:mod:`headrace.bootstrap._seed_pgfast`). The reference is the snapshot's own
+path: :func:`~._pgsnapshot.parse_rows` parses each text value with its ``PgType.parse`` into a
+:class:`~._base.RowChange`, and :meth:`~headrace.relay.Codecs.encode_change` writes the row with the
+relay's compiled writer. An Avro record's bytes are its fields' bytes back to back, so a page can be
+encoded a *column* at a time — each column's values into their field bytes (union branch included),
+then every row's fields joined — with no per-row dict, ``RowChange`` or writer call.
+
+Two kinds of column encoder, both producing exactly the reference's bytes:
+
+* **fused** (the common kinds whose PostgreSQL text maps to Avro bytes directly): ``smallint``,
+  ``integer``, ``bigint``, ``oid`` (``int(text)`` → zig-zag varint), text-like columns (``text``,
+  ``varchar``, ``char``, ``name``, enums, ``json``/``jsonb``, types shown as text: the UTF-8 bytes),
+  ``boolean``, ``bytea`` (hex → bytes), ``real``/``double precision`` (``float(text)`` packed), and
+  ``uuid`` (PostgreSQL's canonical text *is* ``str(UUID(text))``; any other text goes through
+  ``UUID``). Each restates the relay's parser and the compiled writer's code for that kind.
+* **generic** (every other column: numerics, dates, times, timestamps, intervals, arrays, text
+  fallbacks, domains of those): the column's own ``PgType.parse`` and a compiled writer of that one
+  field (:func:`~headrace.relay._avrofast.compile_writer`, the same converter and native type as
+  :class:`~headrace.relay._codec.RowCodec`) — the reference's code, called per value.
+
+Anything unexpected raises (a value the writer refuses, a NULL in a NOT NULL column, a length past
+the inline varint table); the caller then encodes that page through the reference path, which gives
+the same bytes or the reference's own error. ``tests/test_seed_pg_columns.py`` holds the two paths
+side by side on generated values of every type the relay supports, through a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._avrofast import compile_writer, write_long
+from .._codec import _encoder, _native
+from .._event import encode_key
+from .._schema import Column, TableMeta
+from ._pgtypes import _bool, _bytea, _float, _str
+
+__all__ = ["PageEncoder", "column_encoder"]
+
+#: one column's values (PostgreSQL text or None) → each value's Avro field bytes
+ColumnEncoder = Callable[[Sequence[str | None]], list[bytes]]
+
+_I64 = 1 << 63
+_ONE = [bytes((i,)) for i in range(128)]
+#: zig-zag varint of every non-negative n < 8192, indexed by n (lengths of strings)
+_LEN = [bytes((2 * i,)) if i < 64 else bytes((((2 * i) & 0x7F) | 0x80, (2 * i) >> 7)) for i in range(8192)]
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_UUID_LEN = _LEN[36]
+
+
+def _varint(n: int) -> bytes:
+    """The Avro long ``n`` (zig-zag varint; OverflowError outside 64 bits, as the writer)."""
+    z = (n << 1) ^ (n >> 63)
+    if 0 <= z < 0x80:
+        return _ONE[z]
+    return bytes(write_long(n))
+
+
+def _union(ftype: Any) -> tuple[bytes | None, bytes] | None:
+    """(null prefix, value prefix) of a field ``T`` or ``["null", T]``; None for any other union."""
+    if not isinstance(ftype, list):
+        return None, b""
+    if len(ftype) == 2 and ftype[0] == "null" and ftype[1] != "null":
+        return b"\x00", b"\x02"
+    return None
+
+
+def _fused(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
+    """A fused encoder for ``col`` (see the module docstring), or None when it needs the generic one."""
+    t = col.type
+    if t.has_text_branch:
+        return None
+    u = _union(ftype)
+    if u is None:
+        return None
+    null, pre = u
+    kind = t.kind
+    if parse is int and kind in ("int", "long"):
+        lo, hi = (-0x80000000, 0x7FFFFFFF) if kind == "int" else (-_I64, _I64 - 1)
+
+        def ints(values: Sequence[str | None]) -> list[bytes]:
+            out = []
+            for s in values:
+                if s is None:
+                    if null is None:
+                        raise TypeError("NULL in a NOT NULL column")
+                    out.append(null)
+                    continue
+                n = int(s)
+                if not lo <= n <= hi:
+                    raise OverflowError(n)
+                z = (n << 1) ^ (n >> 63)
+                out.append(pre + (_ONE[z] if z < 0x80 else bytes(write_long(n))))
+            return out
+
+        return ints
+    if parse is _str and kind in ("string", "enum", "json"):
+
+        def texts(values: Sequence[str | None]) -> list[bytes]:
+            out = []
+            for s in values:
+                if s is None:
+                    if null is None:
+                        raise TypeError("NULL in a NOT NULL column")
+                    out.append(null)
+                    continue
+                e = s.encode()
+                n = len(e)
+                out.append(pre + (_LEN[n] if n < 8192 else _varint(n)) + e)
+            return out
+
+        return texts
+    if parse is _bool and kind == "boolean":
+        yes, no = pre + b"\x01", pre + b"\x00"
+        return lambda values: [(yes if s == "t" else no) if s is not None else _null(null) for s in values]
+    if parse is _bytea and kind == "bytes":
+
+        def blobs(values: Sequence[str | None]) -> list[bytes]:
+            out = []
+            for s in values:
+                if s is None:
+                    out.append(_null(null))
+                    continue
+                b = _bytea(s)
+                n = len(b)
+                out.append(pre + (_LEN[n] if n < 8192 else _varint(n)) + b)
+            return out
+
+        return blobs
+    if parse is _float and kind in ("double", "float"):
+        import struct
+
+        pack = struct.Struct("<d" if kind == "double" else "<f").pack
+        return lambda values: [pre + pack(float(s)) if s is not None else _null(null) for s in values]
+    if parse is uuid.UUID and kind == "uuid" and not t.text_fallback:
+
+        def uuids(values: Sequence[str | None]) -> list[bytes]:
+            out = []
+            for s in values:
+                if s is None:
+                    out.append(_null(null))
+                elif _CANONICAL_UUID(s):  # PostgreSQL's own output: str(UUID(s)) == s
+                    out.append(pre + _UUID_LEN + s.encode())
+                else:
+                    e = str(uuid.UUID(s)).encode()
+                    out.append(pre + _varint(len(e)) + e)
+            return out
+
+        return uuids
+    return None
+
+
+def _null(null: bytes | None) -> bytes:
+    if null is None:
+        raise TypeError("NULL in a NOT NULL column")
+    return null
+
+
+def _generic(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
+    """The reference's own code per value: ``parse``, then a compiled writer of this one field."""
+    write = compile_writer([("v", ftype, _encoder(col.type), _native(col.type))])
+
+    def generic(values: Sequence[str | None]) -> list[bytes]:
+        return [write({"v": None if s is None else parse(s)}) for s in values]
+
+    return generic
+
+
+def column_encoder(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
+    """The encoder of one column: its values' text → their Avro field bytes (module docstring)."""
+    return _fused(col, parse, ftype) or _generic(col, parse, ftype)
+
+
+class PageEncoder:
+    """Encodes pages of one table's rows (tuples of text in ``meta.columns`` order) for the schema
+    ``fields`` (the table's Avro record fields): each row's event key and Avro bytes."""
+
+    def __init__(self, meta: TableMeta, parsers: Sequence[Any], fields: Sequence[dict[str, Any]]) -> None:
+        self._columns = [column_encoder(c, p, f["type"]) for c, p, f in zip(meta.columns, parsers, fields, strict=True)]
+        #: how many columns have a fused encoder (the rest: the generic one)
+        self.fused = sum(
+            1 for c, p, f in zip(meta.columns, parsers, fields, strict=True) if _fused(c, p, f["type"]) is not None
+        )
+        pos = {c.name: i for i, c in enumerate(meta.columns)}
+        self._key_idx = [pos[k] for k in meta.key]
+        self._key_parsers = [parsers[i] for i in self._key_idx]
+        #: one integer key column: the key straight from the number (as ``encode_key`` writes it)
+        self.int_key = len(self._key_idx) == 1 and self._key_parsers[0] is int
+
+    def encode(self, rows: Sequence[tuple[str | None, ...]]) -> tuple[list[bytes], list[bytes], list[int] | None]:
+        """The event keys and Avro rows of ``rows``, and for a one-integer key its numbers (else None)."""
+        if not rows:
+            return [], [], [] if self.int_key else None
+        cols = list(zip(*rows, strict=True))
+        fields = [enc(col) for enc, col in zip(self._columns, cols, strict=True)]
+        join = b"".join
+        afters = [join(t) for t in zip(*fields, strict=True)] if len(fields) > 1 else fields[0]
+        if self.int_key:
+            nums = [int(s) for s in cols[self._key_idx[0]]]  # a NULL key: TypeError (the reference path)
+            return [b"[%d]" % n for n in nums], afters, nums
+        kcols = [
+            [None if s is None else p(s) for s in cols[i]]
+            for i, p in zip(self._key_idx, self._key_parsers, strict=True)
+        ]
+        return [encode_key(list(vals)) for vals in zip(*kcols, strict=True)], afters, None
