@@ -16,9 +16,10 @@ Two kinds of column encoder, both producing exactly the reference's bytes:
   ``uuid`` (PostgreSQL's canonical text *is* ``str(UUID(text))``; any other text goes through
   ``UUID``). Each restates the relay's parser and the compiled writer's code for that kind.
 * **generic** (every other column: numerics, dates, times, timestamps, intervals, arrays, text
-  fallbacks, domains of those): the column's own ``PgType.parse`` and a compiled writer of that one
-  field (:func:`~headrace.relay._avrofast.compile_writer`, the same converter and native type as
-  :class:`~headrace.relay._codec.RowCodec`) — the reference's code, called per value.
+  fallbacks, domains of those): the column's own ``PgType.parse``, then the row writer's generated
+  code for that one field in a loop over the column
+  (:func:`~headrace.relay._avrocolumns.compile_column_writer`; the same converter and native type as
+  :class:`~headrace.relay._codec.RowCodec`) — the reference's code, per value.
 
 Anything unexpected raises (a value the writer refuses, a NULL in a NOT NULL column, a length past
 the inline varint table); the caller then encodes that page through the reference path, which gives
@@ -28,16 +29,19 @@ side by side on generated values of every type the relay supports, through a rea
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
-from .._avrofast import compile_writer, write_long
+from .._avrocolumns import compile_column_writer
+from .._avrofast import write_long
 from .._codec import _encoder, _native
 from .._event import encode_key
 from .._schema import Column, TableMeta
-from ._pgtypes import _bool, _bytea, _float, _str
+from ._pgtypes import _bool, _bytea, _float, _str, _timestamptz
 
 __all__ = ["PageEncoder", "column_encoder"]
 
@@ -72,6 +76,10 @@ def _union(ftype: Any) -> tuple[bytes | None, bytes] | None:
 def _fused(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
     """A fused encoder for ``col`` (see the module docstring), or None when it needs the generic one."""
     t = col.type
+    if parse is Decimal and t.kind == "decimal" and t.precision is not None and t.scale is not None:
+        return _fixed_decimals(col, parse, ftype, t.precision, t.scale)
+    if parse is _timestamptz and t.kind == "timestamptz":
+        return _timestamps_utc(col, parse, ftype)
     if t.has_text_branch:
         return None
     u = _union(ftype)
@@ -94,7 +102,15 @@ def _fused(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
                 if not lo <= n <= hi:
                     raise OverflowError(n)
                 z = (n << 1) ^ (n >> 63)
-                out.append(pre + (_ONE[z] if z < 0x80 else bytes(write_long(n))))
+                if z < 0x80:
+                    out.append(pre + _ONE[z])
+                elif z < 0x200000:  # two or three bytes, inline
+                    if z < 0x4000:
+                        out.append(pre + bytes((z & 0x7F | 0x80, z >> 7)))
+                    else:
+                        out.append(pre + bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, z >> 14)))
+                else:
+                    out.append(pre + bytes(write_long(n)))
             return out
 
         return ints
@@ -160,14 +176,88 @@ def _null(null: bytes | None) -> bytes:
     return null
 
 
+def _prefixes(ftype: Any) -> tuple[bytes | None, bytes] | None:
+    """(null prefix, value prefix) of ``T``, ``["null", T]``, ``[T, "string"]`` or ``["null", T, "string"]``."""
+    if not isinstance(ftype, list):
+        return None, b""
+    if ftype[:1] == ["null"] and len(ftype) in (2, 3) and ftype[1] != "null":
+        return b"\x00", b"\x02"
+    if len(ftype) == 2 and ftype[0] != "null" and ftype[1] == "string":
+        return None, b"\x00"
+    return None
+
+
+def _fixed_decimals(col: Column, parse: Any, ftype: Any, precision: int, scale: int) -> ColumnEncoder | None:
+    """``numeric(p, s)``: PostgreSQL prints exactly ``s`` decimals, so the text without its point is
+    the Avro decimal's unscaled integer (what quantizing ``Decimal(text)`` to ``s`` places and writing
+    it gives); any other text (NaN, a negative scale) goes through the generic encoder."""
+    pre = _prefixes(ftype)
+    if pre is None or scale < 0:
+        return None
+    null, vpre = pre
+    generic = _generic(col, parse, ftype)
+    shape = re.compile(rf"-?[0-9]+\.[0-9]{{{scale}}}" if scale else r"-?[0-9]+").fullmatch
+    limit = 10**precision
+
+    def decimals(values: Sequence[str | None]) -> list[bytes]:
+        out = []
+        for s in values:
+            if s is None:
+                out.append(_null(null))
+                continue
+            if shape(s):
+                u = int(s.replace(".", "")) if scale else int(s)
+                if -limit < u < limit:
+                    e = u.to_bytes((abs(u).bit_length() + 8) // 8, "big", signed=True)
+                    out.append(vpre + _ONE[2 * len(e)] + e if len(e) < 64 else vpre + _varint(len(e)) + e)
+                    continue
+            out.append(generic([s])[0])
+        return out
+
+    return decimals
+
+
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_fromisoformat = dt.datetime.fromisoformat
+
+
+def _timestamps_utc(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
+    """``timestamptz`` under the session's ``TimeZone=UTC``: a text ending ``+00`` is that UTC time,
+    written as its microseconds since the epoch (what the reference's aware datetime gives); any
+    other text (infinity, BC, years past 9999) goes through the generic encoder."""
+    pre = _prefixes(ftype)
+    if pre is None:
+        return None
+    null, vpre = pre
+    generic = _generic(col, parse, ftype)
+
+    def timestamps(values: Sequence[str | None]) -> list[bytes]:
+        out = []
+        for s in values:
+            if s is None:
+                out.append(_null(null))
+                continue
+            if s.endswith("+00") and len(s) >= 22 and s[4] == "-":
+                try:
+                    d = _fromisoformat(s[:-3])
+                except ValueError:
+                    out.append(generic([s])[0])
+                    continue
+                n = (
+                    (d.toordinal() - _EPOCH_ORDINAL) * 86400 + d.hour * 3600 + d.minute * 60 + d.second
+                ) * 1_000_000 + d.microsecond
+                out.append(vpre + _varint(n))
+                continue
+            out.append(generic([s])[0])
+        return out
+
+    return timestamps
+
+
 def _generic(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
-    """The reference's own code per value: ``parse``, then a compiled writer of this one field."""
-    write = compile_writer([("v", ftype, _encoder(col.type), _native(col.type))])
-
-    def generic(values: Sequence[str | None]) -> list[bytes]:
-        return [write({"v": None if s is None else parse(s)}) for s in values]
-
-    return generic
+    """The reference's own code per value: ``parse``, then the row writer's code for this one field
+    (:func:`~headrace.relay._avrocolumns.compile_column_writer`)."""
+    return compile_column_writer(ftype, _encoder(col.type), _native(col.type), parse)
 
 
 def column_encoder(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
