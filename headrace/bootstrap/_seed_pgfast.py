@@ -64,7 +64,7 @@ def fast_page_ops(snap: Any, table: str, codecs: Codecs, page_rows: int) -> Iter
     parsers = snap.parsers(table)
     codec = codecs.for_change(RowChange(snap.start_scn, meta, Op.READ, (), None, {}))
     fp = codec.version.fingerprint
-    encoder: PageEncoder | None = PageEncoder(meta, parsers, codec.version.schema["fields"])
+    encoder: PageEncoder | None = PageEncoder(meta, parsers, codec.version.schema["fields"], snap.types(table))
     for scn, raw_rows, _done in snap.raw_pages(table, page_rows):
         ops = None
         if encoder is not None:

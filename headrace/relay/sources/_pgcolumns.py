@@ -37,11 +37,10 @@ from decimal import Decimal
 from typing import Any
 
 from .._avrocolumns import compile_column_writer
-from .._avrofast import write_long
 from .._codec import _encoder, _native
 from .._event import encode_key
 from .._schema import Column, TableMeta
-from ._pgtypes import _bool, _bytea, _float, _str, _timestamptz
+from ._pgtypes import PgType, _array_parser, _bool, _bytea, _date, _float, _str, _timestamptz
 
 __all__ = ["PageEncoder", "column_encoder"]
 
@@ -56,12 +55,28 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 _UUID_LEN = _LEN[36]
 
 
+_TWO = [b""] * 128 + [bytes(((z & 0x7F) | 0x80, z >> 7)) for z in range(128, 0x4000)]
+
+
+#: the 14 low bits of a long's varint when more follow: two bytes, both with the continuation bit
+_C14 = [bytes(((c & 0x7F) | 0x80, (c >> 7) | 0x80)) for c in range(0x4000)]
+
+
 def _varint(n: int) -> bytes:
-    """The Avro long ``n`` (zig-zag varint; OverflowError outside 64 bits, as the writer)."""
+    """The Avro long ``n`` (zig-zag varint, 14 bits per step; OverflowError outside 64 bits, as the writer)."""
+    if not -_I64 <= n < _I64:
+        raise OverflowError("Python int too large to convert to C long")
     z = (n << 1) ^ (n >> 63)
-    if 0 <= z < 0x80:
+    if z < 0x80:
         return _ONE[z]
-    return bytes(write_long(n))
+    if z < 0x4000:
+        return _TWO[z]
+    parts = []
+    while z >= 0x4000:
+        parts.append(_C14[z & 0x3FFF])
+        z >>= 14
+    parts.append(_ONE[z] if z < 0x80 else _TWO[z])
+    return b"".join(parts)
 
 
 def _union(ftype: Any) -> tuple[bytes | None, bytes] | None:
@@ -73,13 +88,18 @@ def _union(ftype: Any) -> tuple[bytes | None, bytes] | None:
     return None
 
 
-def _fused(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
-    """A fused encoder for ``col`` (see the module docstring), or None when it needs the generic one."""
+def _fused(col: Column, parse: Any, ftype: Any, item: PgType | None = None) -> ColumnEncoder | None:
+    """A fused encoder for ``col`` (see the module docstring), or None when it needs the generic one;
+    ``item``: an array column's element type."""
     t = col.type
     if parse is Decimal and t.kind == "decimal" and t.precision is not None and t.scale is not None:
         return _fixed_decimals(col, parse, ftype, t.precision, t.scale)
     if parse is _timestamptz and t.kind == "timestamptz":
         return _timestamps_utc(col, parse, ftype)
+    if parse is _date and t.kind == "date":
+        return _dates(col, parse, ftype)
+    if t.kind == "array" and item is not None:
+        return _arrays(col, ftype, item)
     if t.has_text_branch:
         return None
     u = _union(ftype)
@@ -102,15 +122,7 @@ def _fused(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
                 if not lo <= n <= hi:
                     raise OverflowError(n)
                 z = (n << 1) ^ (n >> 63)
-                if z < 0x80:
-                    out.append(pre + _ONE[z])
-                elif z < 0x200000:  # two or three bytes, inline
-                    if z < 0x4000:
-                        out.append(pre + bytes((z & 0x7F | 0x80, z >> 7)))
-                    else:
-                        out.append(pre + bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, z >> 14)))
-                else:
-                    out.append(pre + bytes(write_long(n)))
+                out.append(pre + (_ONE[z] if z < 0x80 else _TWO[z] if z < 0x4000 else _varint(n)))
             return out
 
         return ints
@@ -254,27 +266,96 @@ def _timestamps_utc(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None
     return timestamps
 
 
+def _dates(col: Column, parse: Any, ftype: Any) -> ColumnEncoder | None:
+    """``date``: its parser's ``datetime.date`` written as days since the epoch; a text it leaves as
+    text (infinity, BC, years past 9999) goes through the generic encoder."""
+    pre = _prefixes(ftype)
+    if pre is None:
+        return None
+    null, vpre = pre
+    generic = _generic(col, parse, ftype)
+    date = dt.date
+
+    def dates(values: Sequence[str | None]) -> list[bytes]:
+        out = []
+        for s in values:
+            if s is None:
+                out.append(_null(null))
+                continue
+            v = parse(s)
+            out.append(vpre + _varint(v.toordinal() - _EPOCH_ORDINAL) if type(v) is date else generic([s])[0])
+        return out
+
+    return dates
+
+
+def _arrays(col: Column, ftype: Any, item: PgType) -> ColumnEncoder | None:
+    """A one-dimensional array of a kind with a fused encoder: the array parser's split of the text
+    (``parse_array`` with the element parser applied to each element's text — here the element's
+    fused encoder does both), written as one Avro array block; a text the parser keeps whole (more
+    dimensions, explicit bounds) goes to the string branch, as the reference's text fallback."""
+    t = col.type
+    if not (isinstance(ftype, list) and ftype[-1] == "string" and t.has_text_branch and t.items is not None):
+        return None
+    pre = _prefixes(ftype)
+    body = ftype[-2]
+    if pre is None or not (isinstance(body, dict) and body.get("type") == "array" and len(body) == 2):
+        return None
+    null, vpre = pre
+    tpre = _ONE[2 * (len(ftype) - 1)]  # the string branch: the last one
+    elem = _fused(Column("item", t.items, True), item.parse, body["items"], item.items)
+    if elem is None:
+        return None
+    split = _array_parser(_str)
+    empty = vpre + b"\x00"
+
+    def arrays(values: Sequence[str | None]) -> list[bytes]:
+        out = []
+        for s in values:
+            if s is None:
+                out.append(_null(null))
+                continue
+            items = split(s)
+            if type(items) is str:
+                e = items.encode()
+                out.append(tpre + _varint(len(e)) + e)
+            elif items:
+                out.append(vpre + _varint(len(items)) + b"".join(elem(items)) + b"\x00")
+            else:
+                out.append(empty)
+        return out
+
+    return arrays
+
+
 def _generic(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
     """The reference's own code per value: ``parse``, then the row writer's code for this one field
     (:func:`~headrace.relay._avrocolumns.compile_column_writer`)."""
     return compile_column_writer(ftype, _encoder(col.type), _native(col.type), parse)
 
 
-def column_encoder(col: Column, parse: Any, ftype: Any) -> ColumnEncoder:
-    """The encoder of one column: its values' text → their Avro field bytes (module docstring)."""
-    return _fused(col, parse, ftype) or _generic(col, parse, ftype)
+def column_encoder(col: Column, parse: Any, ftype: Any, item: PgType | None = None) -> ColumnEncoder:
+    """The encoder of one column: its values' text → their Avro field bytes (module docstring);
+    ``item``: an array column's element type (without it, arrays take the generic encoder)."""
+    return _fused(col, parse, ftype, item) or _generic(col, parse, ftype)
 
 
 class PageEncoder:
     """Encodes pages of one table's rows (tuples of text in ``meta.columns`` order) for the schema
     ``fields`` (the table's Avro record fields): each row's event key and Avro bytes."""
 
-    def __init__(self, meta: TableMeta, parsers: Sequence[Any], fields: Sequence[dict[str, Any]]) -> None:
-        self._columns = [column_encoder(c, p, f["type"]) for c, p, f in zip(meta.columns, parsers, fields, strict=True)]
+    def __init__(
+        self,
+        meta: TableMeta,
+        parsers: Sequence[Any],
+        fields: Sequence[dict[str, Any]],
+        types: Sequence[PgType] | None = None,
+    ) -> None:
+        items = [t.items for t in types] if types is not None else [None] * len(parsers)
+        specs = list(zip(meta.columns, parsers, [f["type"] for f in fields], items, strict=True))
+        self._columns = [column_encoder(*spec) for spec in specs]
         #: how many columns have a fused encoder (the rest: the generic one)
-        self.fused = sum(
-            1 for c, p, f in zip(meta.columns, parsers, fields, strict=True) if _fused(c, p, f["type"]) is not None
-        )
+        self.fused = sum(1 for spec in specs if _fused(*spec) is not None)
         pos = {c.name: i for i, c in enumerate(meta.columns)}
         self._key_idx = [pos[k] for k in meta.key]
         self._key_parsers = [parsers[i] for i in self._key_idx]
