@@ -122,7 +122,12 @@ def _fused(col: Column, parse: Any, ftype: Any, item: PgType | None = None) -> C
                 if not lo <= n <= hi:
                     raise OverflowError(n)
                 z = (n << 1) ^ (n >> 63)
-                out.append(pre + (_ONE[z] if z < 0x80 else _TWO[z] if z < 0x4000 else _varint(n)))
+                if z < 0x4000:
+                    out.append(pre + (_ONE[z] if z < 0x80 else _TWO[z]))
+                elif z < 0x200000:
+                    out.append(pre + bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14)))
+                else:
+                    out.append(pre + _varint(n))
             return out
 
         return ints
@@ -310,17 +315,21 @@ def _arrays(col: Column, ftype: Any, item: PgType) -> ColumnEncoder | None:
     empty = vpre + b"\x00"
 
     def arrays(values: Sequence[str | None]) -> list[bytes]:
+        splits = [None if s is None else split(s) for s in values]
+        # every element of the page's arrays through the element encoder at once, then dealt back
+        flat = elem([x for items in splits if type(items) is list for x in items])
         out = []
-        for s in values:
-            if s is None:
+        i = 0
+        for items in splits:
+            if items is None:
                 out.append(_null(null))
-                continue
-            items = split(s)
-            if type(items) is str:
+            elif type(items) is str:
                 e = items.encode()
                 out.append(tpre + _varint(len(e)) + e)
             elif items:
-                out.append(vpre + _varint(len(items)) + b"".join(elem(items)) + b"\x00")
+                n = len(items)
+                out.append(vpre + (_LEN[n] if n < 8192 else _varint(n)) + b"".join(flat[i : i + n]) + b"\x00")
+                i += n
             else:
                 out.append(empty)
         return out
