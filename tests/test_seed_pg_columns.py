@@ -413,3 +413,72 @@ def test_varint_is_the_writers_long(n: int) -> None:
             _varint(n)
         return
     assert _varint(n) == want
+
+
+def test_prefetched_reads_ahead_in_one_thread_and_stops_with_its_caller() -> None:
+    import threading
+
+    from headrace.bootstrap._seed_pgfast import prefetched
+
+    seen: list[tuple[str, int]] = []
+    closed: list[str] = []
+
+    def pages(n: int, fail_at: int | None = None) -> Any:
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError("boom")
+                seen.append((threading.current_thread().name, i))
+                yield i
+        finally:
+            closed.append(threading.current_thread().name)
+
+    assert list(prefetched(pages(5))) == [0, 1, 2, 3, 4]
+    assert {name for name, _i in seen} == {"headrace-seed-prefetch"} and closed == ["headrace-seed-prefetch"]
+
+    with pytest.raises(ValueError, match="boom"):
+        list(prefetched(pages(5, fail_at=3)))
+
+    closed.clear()
+    it = prefetched(pages(1000))
+    assert next(it) == 0
+    it.close()  # the caller stops early: the thread stops, closes the pages itself, and is waited for
+    assert closed == ["headrace-seed-prefetch"]
+    assert not [t for t in threading.enumerate() if t.name == "headrace-seed-prefetch"]
+
+
+class _StopAfter:
+    """A stop flag that is set after ``n`` checks."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.is_set()
+
+
+def test_a_seed_stopped_mid_table_leaves_no_reader_behind(pg_server: PgServer, tmp_path: Path) -> None:
+    import threading
+
+    db = pg_server.create_database("pgcols_stop")
+    pg_server.execute("CREATE TABLE big (id int PRIMARY KEY, v text)", db)
+    pg_server.execute("INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 2000) g", db)
+    url = pg_server.url(db)
+    src = PostgresSource(RelayConfig(source=url, tables=["big"], postgres={"slot": "st", "publication": "st"}))
+    src.open()
+    src.close()
+    store = Store(f"sqlite:///{tmp_path / 'boot.db'}")
+    try:
+        state = seed_postgres(store, url, ["big"], 100, _StopAfter(4), relay_slot="st", publication="st")
+        assert not state.get("done") and 0 < state["rows"] < 2000
+        assert not [t for t in threading.enumerate() if t.name == "headrace-seed-prefetch"]
+        state = seed_postgres(store, url, ["big"], 100, relay_slot="st", publication="st", reason="seed_interrupted")
+        assert state["done"] and state["rows"] == 2000
+    finally:
+        store.close()
+    temp = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'st_seed'"
+    assert pg_server.execute(temp, db) == [(0,)]
