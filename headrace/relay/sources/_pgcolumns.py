@@ -71,6 +71,8 @@ def _varint(n: int) -> bytes:
         return _ONE[z]
     if z < 0x4000:
         return _TWO[z]
+    if z < 0x200000:
+        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
     parts = []
     while z >= 0x4000:
         parts.append(_C14[z & 0x3FFF])
