@@ -174,16 +174,17 @@ def _read_table(
     progress: SeedProgress | None = None,
 ) -> dict[str, Any]:
     state = {**state, "table": table}
-    for page in snap.pages(table, page_rows):
+    from ._seed_pgfast import page_ops  # PostgreSQL: a column at a time; others: read_ops below
+
+    for scn, count, ops in page_ops(snap, table, codecs, page_rows):
         if stop is not None and stop.is_set():
             return state
-        ops = read_ops(codecs, table, page.scn, page.rows)
-        state = {**state, "rows": state["rows"] + len(page.rows)}
-        if ops and not store.apply(ops, page.scn, seed=state, gen=gen):
+        state = {**state, "rows": state["rows"] + count}
+        if ops and not store.apply(ops, scn, seed=state, gen=gen):
             log.warning("seed_abandoned", gen=gen, detail="a newer generation replaced this one")
             return {**state, "abandoned": True}
         if progress is not None:
-            progress.add(table, len(page.rows))
+            progress.add(table, count)
     tables_left = [t for t in state["tables"] if t != table]
     state = {**state, "tables": tables_left, "table": None}
     if not store.set_seed(state, gen=gen):

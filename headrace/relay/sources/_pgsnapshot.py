@@ -44,7 +44,7 @@ from .._schema import TableMeta
 from ._base import RowChange, SnapshotPage, SourceSnapshot, StopFlag
 from ._pgoutput import parse_lsn
 from ._pgstream import RelationCatalog, build_meta, split_table_name, table_name
-from ._pgtypes import CatalogType, resolve_type
+from ._pgtypes import CatalogType, PgType, resolve_type
 from ._pgtypes import _str as _pgtypes_str
 
 __all__ = ["PgSnapshot", "snapshot_slot_name", "take_snapshot"]
@@ -73,8 +73,16 @@ class PgSnapshot(SourceSnapshot):
 
     resumable = False
 
-    def __init__(self, conn: Any, start_scn: int, metas: list[TableMeta], parsers: dict[str, list[Any]]) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        start_scn: int,
+        metas: list[TableMeta],
+        parsers: dict[str, list[Any]],
+        types: dict[str, list[PgType]] | None = None,
+    ) -> None:
         self._conn = conn
+        self._types = types or {}
         self.start_scn = start_scn
         self.tables = metas
         self._metas = {m.name: m for m in metas}
@@ -83,12 +91,35 @@ class PgSnapshot(SourceSnapshot):
     def pages(self, table: str, page_rows: int, after: Sequence[Any] | None = None) -> Iterator[SnapshotPage]:
         if after is not None:
             raise UsageError("a PostgreSQL snapshot cannot be continued after a key (it is not resumable)")
+        meta = self._meta(table)
+        parsers = self._parsers[table]
+        for scn, raw_rows, done in self.raw_pages(table, page_rows):
+            rows = parse_rows(meta, scn, parsers, raw_rows)
+            yield SnapshotPage(meta, scn, rows, rows[-1].key if rows else None, done)
+
+    def _meta(self, table: str) -> TableMeta:
         meta = self._metas.get(table)
         if meta is None:
             raise UsageError(f"table {table!r} is not in this snapshot ({', '.join(sorted(self._metas))})")
-        names = [c.name for c in meta.columns]
-        parsers = self._parsers[table]
-        cols = ", ".join(_q(n) for n in names)
+        return meta
+
+    def parsers(self, table: str) -> list[Any]:
+        """The text parser (``PgType.parse``) of each of ``table``'s columns, in ``meta.columns`` order."""
+        self._meta(table)
+        return list(self._parsers[table])
+
+    def types(self, table: str) -> list[PgType] | None:
+        """The resolved type of each of ``table``'s columns (None when the snapshot was made without them)."""
+        self._meta(table)
+        got = self._types.get(table)
+        return list(got) if got is not None else None
+
+    def raw_pages(self, table: str, page_rows: int) -> Iterator[tuple[int, list[tuple[Any, ...]], bool]]:
+        """:meth:`pages` before parsing: ``(scn, rows of PostgreSQL's text values in meta.columns
+        order, done)`` — for a caller that parses and encodes a page a column at a time
+        (:mod:`~._pgcolumns`)."""
+        meta = self._meta(table)
+        cols = ", ".join(_q(c.name) for c in meta.columns)
         scn = self.start_scn
         # no ORDER BY: one cursor over one snapshot needs none, and a sequential scan reads cheapest
         with self._conn.cursor(name="headrace_snapshot") as cur:
@@ -96,9 +127,8 @@ class PgSnapshot(SourceSnapshot):
             cur.execute(f"SELECT {cols} FROM {_qualified(table)}")
             while True:
                 raw_rows = cur.fetchmany(page_rows)
-                rows = parse_rows(meta, scn, parsers, raw_rows)
                 done = len(raw_rows) < page_rows
-                yield SnapshotPage(meta, scn, rows, rows[-1].key if rows else None, done)
+                yield scn, raw_rows, done
                 if done:
                     return
 
@@ -181,9 +211,9 @@ def take_snapshot(
             rconn.close()
         drop_slot(query, temp)  # the transaction holds the snapshot now
         start = parse_lsn(lsn) - 1
-        metas, parsers = _tables(conn, publication, tables, type_catalog)
+        metas, parsers, types = _tables(conn, publication, tables, type_catalog)
         log.info("snapshot_taken", start_scn=start, consistent_lsn=lsn, tables=[m.name for m in metas])
-        return PgSnapshot(conn, start, metas, parsers)
+        return PgSnapshot(conn, start, metas, parsers, types)
     except BaseException:
         with contextlib.suppress(Exception):
             conn.close()
@@ -201,7 +231,7 @@ _KEY_COLUMNS = (
 
 def _tables(
     conn: Any, publication: str, wanted: Sequence[str] | None, type_catalog: Callable[[int], CatalogType | None]
-) -> tuple[list[TableMeta], dict[str, list[Any]]]:
+) -> tuple[list[TableMeta], dict[str, list[Any]], dict[str, list[PgType]]]:
     """The published tables as the stream's Relation messages describe them, read in ``conn``'s snapshot."""
 
     def q(sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -218,6 +248,7 @@ def _tables(
     )
     metas: list[TableMeta] = []
     parsers: dict[str, list[Any]] = {}
+    types: dict[str, list[PgType]] = {}
     for relid, nsp, rel, ident in rows:
         name = table_name(nsp, rel)
         if wanted is not None and name not in wanted:
@@ -244,10 +275,11 @@ def _tables(
         catalog = RelationCatalog(pk, frozenset(str(n) for n, _t, _m, nn in cols if nn), index_cols)
         metas.append(build_meta(name, resolved, identity, ident, catalog))
         parsers[name] = [t.parse for _n, t in resolved]
+        types[name] = [t for _n, t in resolved]
     missing = sorted(set(wanted or ()) - {m.name for m in metas})
     if missing:
         raise UsageError(f"tables {missing} are not in the publication {publication!r}")
-    return metas, parsers
+    return metas, parsers, types
 
 
 def _wait_for(query: Query, slot: str, publication: str, stop: StopFlag | None) -> None:
