@@ -72,6 +72,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import fast_constructor
 from ..._logging import get_logger
 from ...errors import ConfigError, TransientError, UsageError
 from .._event import Op
@@ -109,6 +110,8 @@ POLL_ROWS = 20_000
 LARGE_WINDOW_ROWS = 50_000
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
+#: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
+_row_change = fast_constructor(RowChange)
 
 
 def sqlite_path(url: str) -> str:
@@ -491,6 +494,8 @@ class _Table:
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
         self.names = frozenset(c.name for c in meta.columns)
+        self.order = tuple(c.name for c in meta.columns)
+        self._whole: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def meta_for(self, image: dict[str, Any]) -> TableMeta:
         if image.keys() == self.names:
@@ -503,37 +508,72 @@ class _Table:
         return m
 
     def convert(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The delivered values of a stored image (any subset of the columns, in any order)."""
+        if tuple(raw) == self.order:  # the image of every column, as the triggers write it
+            whole = self._whole
+            if whole is None:
+                whole = self._whole = self._compile_whole()
+            return whole(raw)
+        return self.convert_each(raw)
+
+    def convert_each(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`convert` value by value (the general path, and the reference of the compiled one)."""
         out = {}
         natives = self.natives
         for name, v in raw.items():
-            c = self.convs.get(name)
-            if c is None:
+            if name not in self.convs:
                 continue  # a column dropped since the row was captured
             # fast path: the stored value already has the kind's Python type (int for long, str for text)
-            if v is None or type(v) is natives.get(name):
-                out[name] = v
-                continue
-            if type(v) is list:
-                v = _unwrap(v)
-            try:
-                out[name] = c(v)
-                continue
-            except _NoFit:
-                pass
-            except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
-                log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
-            # SQLite lets any column hold any value: one that is not a value of the column's kind
-            # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
-            out[name] = self.no_fit[name](v)
-            if (name, type(v)) not in self.warned:
-                self.warned.add((name, type(v)))
-                log.warning(
-                    "value_does_not_fit_column",
-                    table=self.meta.name,
-                    column=name,
-                    stored_type=type(v).__name__,
-                    delivered="null" if out[name] is None else "text",
-                )
+            out[name] = v if v is None or type(v) is natives.get(name) else self.value(name, v)
+        return out
+
+    def _compile_whole(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """:meth:`convert` of an image of exactly :attr:`order`'s columns, as one generated function:
+        a value that is None or of its kind's native type is kept inline, any other goes through
+        :meth:`value` (the same as the general loop)."""
+        env: dict[str, Any] = {"_value": self.value}
+        lines = ["def convert(raw):"]
+        if self.order:
+            lines.append(f"    {''.join(f'v{i}, ' for i in range(len(self.order)))}= raw.values()")
+        for i, name in enumerate(self.order):
+            env[f"_n{i}"] = name
+            t = self.natives.get(name)
+            if t is not None:
+                env[f"_t{i}"] = t
+                lines += [
+                    f"    if v{i} is not None and type(v{i}) is not _t{i}:",
+                    f"        v{i} = _value(_n{i}, v{i})",
+                ]
+            else:
+                lines += [f"    if v{i} is not None:", f"        v{i} = _value(_n{i}, v{i})"]
+        row = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.order))
+        lines.append(f"    return {{{row}}}")
+        exec(compile("\n".join(lines), "<headrace sqlite image>", "exec"), env)
+        fn: Callable[[dict[str, Any]], dict[str, Any]] = env["convert"]
+        return fn
+
+    def value(self, name: str, v: Any) -> Any:
+        """The delivered value of column ``name``'s stored value ``v`` (not None, not of the native type)."""
+        if type(v) is list:
+            v = _unwrap(v)
+        try:
+            return self.convs[name](v)
+        except _NoFit:
+            pass
+        except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
+            log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
+        # SQLite lets any column hold any value: one that is not a value of the column's kind
+        # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
+        out = self.no_fit[name](v)
+        if (name, type(v)) not in self.warned:
+            self.warned.add((name, type(v)))
+            log.warning(
+                "value_does_not_fit_column",
+                table=self.meta.name,
+                column=name,
+                stored_type=type(v).__name__,
+                delivered="null" if out is None else "text",
+            )
         return out
 
 
@@ -918,7 +958,7 @@ class SqliteSource(ChangeSource):
             assert src is not None
             key = tuple([src.get(k) for k in meta.key])
             # each change keeps the time its trigger recorded, so an event is the same however it is windowed
-            append(RowChange(scn, meta, _OPS[op], key, bv, av, ts_ms))
+            append(_row_change(scn, meta, _OPS[op], key, bv, av, ts_ms))
         return out
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
