@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,50 @@ def test_the_compiled_converter_is_used_for_whole_images() -> None:
     assert t.convert({"a": 1, "b": ["r", "0.5"]}) == {"a": 1, "b": 0.5}
     assert t._whole is not None
     assert t.convert({"b": 2, "a": "x"}) == {"b": 2.0, "a": "x"}  # another order: value by value
+
+
+@pytest.mark.parametrize("page_rows", [1, 3, 1000])
+def test_poll_windows_convert_page_by_page_the_same_changes(tmp_path, monkeypatch, page_rows: int) -> None:  # type: ignore[no-untyped-def]
+    """``_poll``'s windows (converted a page at a time as they are read) hold exactly the changes that
+    converting all the poll's rows at once gives, split at the same boundaries: REALs, BLOBs,
+    updates and deletes, windows across page boundaries, a window read twice."""
+    import sqlite3
+
+    from headrace.relay._config import RelayConfig
+    from headrace.relay.sources import sqlite as sq
+
+    monkeypatch.setattr(sq, "PAGE_ROWS", page_rows)
+    db = tmp_path / "t.db"
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, r REAL, b BLOB, s TEXT)")
+    src = sq.SqliteSource(RelayConfig(source=f"sqlite:///{db}", sqlite={"poll_ms": 5}))
+    src.open()
+    ends = []
+    for i in range(12):
+        c.execute("BEGIN")
+        for k in range(i % 4 + 1):
+            c.execute("INSERT INTO t (r, b, s) VALUES (?, ?, ?)", (i + k / 3, bytes([i, k]), f"é{i}"))
+        if i % 3 == 0:
+            c.execute("UPDATE t SET r = r * 0.1, s = NULL WHERE id % 2 = 0")
+        if i % 5 == 0:
+            c.execute("DELETE FROM t WHERE id = (SELECT min(id) FROM t)")
+        c.execute("COMMIT")
+        ends.append(c.execute("SELECT max(scn) FROM headrace_changes").fetchall()[0][0])
+    # the exact REALs are taken from headrace_reals, not from the images' text: make them differ, so
+    # a REAL put into the wrong change (or left out) shows
+    c.execute("UPDATE headrace_reals SET v = v + 0.25")
+    src._cuts = list(ends)
+    windows = src._poll(0)
+    assert [w.scn for w in windows] == ends
+    rows = src.conn.execute(f"SELECT scn, tbl, op, ts_ms, {sq._IMAGES} FROM headrace_changes ORDER BY scn").fetchall()
+    whole = src._changes(rows, sq._read_reals(src.conn, 0, ends[-1]))
+    got = [c for w in windows for c in w.changes]
+    assert [(c.scn, c.op, c.key, c.before, c.after, c.ts_ms, c.table) for c in got] == [
+        (c.scn, c.op, c.key, c.before, c.after, c.ts_ms, c.table) for c in whole
+    ]
+    assert [len(w.changes) for w in windows] == [
+        sum(1 for c in whole if prev < c.scn <= w.scn) for prev, w in zip([0, *ends], windows, strict=False)
+    ]
+    assert [w.ts_ms for w in windows] == [next(c.ts_ms for c in whole if c.scn == w.scn) for w in windows]
+    assert [c.after for c in windows[2].changes] == [c.after for c in windows[2].changes]  # read again
+    src.close()

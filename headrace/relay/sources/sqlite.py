@@ -58,6 +58,7 @@ Saving marks and pruning are the relay's only writes; both give way to the appli
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import datetime as dt
@@ -107,6 +108,7 @@ HOUSEKEEPING_BUSY_MS = 50
 MARKS_PER_POLL = 256
 MARKS_SAVE_SECONDS = 1.0
 POLL_ROWS = 20_000
+PAGE_ROWS = 100
 LARGE_WINDOW_ROWS = 50_000
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
@@ -577,6 +579,65 @@ class _Table:
         return out
 
 
+class _WindowChanges:
+    """The changes of one window of a poll (rows ``i`` to ``j - 1``), converted when iterated."""
+
+    __slots__ = ("_i", "_j", "_pages")
+
+    def __init__(self, pages: _Pages, i: int, j: int) -> None:
+        self._pages, self._i, self._j = pages, i, j
+
+    def __iter__(self) -> Iterator[RowChange]:
+        return self._pages.changes(self._i, self._j)
+
+    def __len__(self) -> int:
+        return self._j - self._i
+
+
+class _Pages:
+    """The changes of one poll's change-log rows, converted a page at a time as their windows are read.
+
+    Converting a whole poll up front kept every change of it alive until the last was encoded: up
+    to ``POLL_ROWS`` (or a whole backlog window) of row images the garbage collector traversed again
+    and again. A page (:data:`PAGE_ROWS` rows, one JSON parse) is converted when a window first
+    needs it, so a change lives only until it is encoded. The windows are read in order, each once
+    (the :class:`ChangeWindow` contract), so pages are normally only needed going forward; going
+    back converts the page again.
+    """
+
+    __slots__ = ("_page", "_real_scns", "_reals", "_rows", "_source", "_start")
+
+    def __init__(self, source: SqliteSource, rows: list[Any], reals: list[tuple[int, str, str, float]]) -> None:
+        self._source = source
+        self._rows = rows
+        self._reals = reals
+        self._real_scns = [r[0] for r in reals]
+        self._start = 0
+        self._page: list[RowChange] = []
+
+    def changes(self, i: int, j: int) -> Iterator[RowChange]:
+        """The changes of rows ``i`` to ``j - 1``."""
+        while i < j:
+            if not self._start <= i < self._start + len(self._page):
+                self._convert(i)
+            page, start = self._page, self._start
+            stop = min(j, start + len(page))
+            yield from page[i - start : stop - start]
+            i = stop
+
+    def _convert(self, i: int) -> None:
+        rows = self._rows[i : i + PAGE_ROWS]
+        lo = bisect.bisect_left(self._real_scns, rows[0][0])
+        hi = bisect.bisect_right(self._real_scns, rows[-1][0])
+        self._page = []  # the previous page's changes are not needed any more
+        try:
+            self._page = self._source._changes(rows, self._reals[lo:hi])
+        except sqlite3.Error as exc:  # a shape looked up in the database (a table not captured now)
+            self._source._drop_conn()
+            raise TransientError(f"reading the change log of {self._source.path} failed: {exc}") from exc
+        self._start = i
+
+
 class SqliteSource(ChangeSource):
     """Capture changes of a SQLite file with triggers (see the module docstring)."""
 
@@ -871,17 +932,14 @@ class SqliteSource(ChangeSource):
             self._unsaved.append(large)
             return [self._streamed_window(after, large)]
         windows: list[ChangeWindow] = []
-        current: list[RowChange] = []
-        mi = 0
-        for change in self._changes(rows, reals):
-            scn = change.scn
-            current.append(change)
-            while marks[mi] < scn:
-                mi += 1
-            if marks[mi] == scn:
-                windows.append(ChangeWindow(scn, change.ts_ms or 0, current))
-                current = []
-        assert not current, "change-log rows past the last boundary"
+        ends = set(marks)
+        pages = _Pages(self, rows, reals)
+        start = 0
+        for i, row in enumerate(rows):
+            if row[0] in ends:  # a window ends at a row whose SCN is a boundary
+                windows.append(ChangeWindow(row[0], row[3] or 0, _WindowChanges(pages, start, i + 1)))
+                start = i + 1
+        assert start == len(rows), "change-log rows past the last boundary"
         self._unsaved.extend(w.scn for w in windows)
         return windows
 
