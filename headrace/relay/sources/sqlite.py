@@ -959,7 +959,7 @@ class SqliteSource(ChangeSource):
                 while rows := cur.fetchmany(1000):
                     # committed change-log rows never change: another statement may read their REALs
                     reals = _read_reals(conn, rows[0][0] - 1, rows[-1][0])
-                    yield from self._changes(rows, reals)
+                    yield from _Pages(self, rows, reals).changes(0, len(rows))
             finally:
                 conn.close()
 
