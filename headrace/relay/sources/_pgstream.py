@@ -86,6 +86,7 @@ UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
 #: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
 _row_change = fast_constructor(RowChange)
 _begin = fast_constructor(Begin)
+_INSERT = Op.INSERT
 _commit = fast_constructor(Commit)
 #: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
 #: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
@@ -258,6 +259,8 @@ class PgChangeAssembler:
     skip_through: int = -1
     notices: list[dict[str, Any]] = field(default_factory=list)
     _rels: dict[int, _Rel] = field(default_factory=dict)
+    #: ``b'I'`` + relation id (an INSERT's first 5 bytes) → the relation and its compiled INSERT reader
+    _inserts: dict[bytes, tuple[_Rel, InsertReader]] = field(default_factory=dict)
     _catalog_cache: dict[Relation, RelationCatalog | None] = field(default_factory=dict)
     _txn: Begin | None = None
     _skipping: bool = False
@@ -278,20 +281,22 @@ class PgChangeAssembler:
         UPDATE or DELETE is read straight from the bytes by its relation's compiled readers
         (:mod:`._pgrows`) when they can, a Begin or Commit of exactly its size unpacked in one go;
         anything else takes ``decode``."""
+        hit = self._inserts.get(payload[:5])  # 'I' + relation id: the hot path, one lookup
+        if hit is not None:
+            txn = self._txn
+            if txn is not None and not self._skipping:
+                target, read = hit
+                try:
+                    after, key = read(payload)
+                except Exception:  # the reference path below gives the change or the error
+                    pass
+                else:
+                    self._rows += 1
+                    meta = target.marked or target.meta
+                    return _row_change(txn.final_lsn, meta, _INSERT, key, None, after, None)
+            return self.feed(decode(payload))
         kind = payload[0] if payload else 0
-        if kind == 0x49:  # 'I'
-            if self._txn is not None and not self._skipping:
-                rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
-                if rel is not None and rel.insert is not None:
-                    try:
-                        after, key = rel.insert(payload)
-                    except Exception:  # the reference path below gives the change or the error
-                        pass
-                    else:
-                        self._rows += 1
-                        meta = rel.marked or rel.meta
-                        return _row_change(self._txn.final_lsn, meta, Op.INSERT, key, None, after, None)
-        elif kind == 0x55 or kind == 0x44:  # 'U', 'D': their tuples read by the relation's compiled reader
+        if kind == 0x55 or kind == 0x44:  # 'U', 'D': their tuples read by the relation's compiled reader
             if self._txn is not None and not self._skipping:
                 rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
                 if rel is not None and rel.read_tuple is not None:
@@ -369,7 +374,13 @@ class PgChangeAssembler:
         meta = build_meta(
             table_name(msg.namespace, msg.name), list(zip(names, types, strict=True)), identity, ident, cat
         )
-        self._rels[msg.relid] = _Rel(meta, types, names, frozenset(identity) if ident != "f" else frozenset(names))
+        identity_set = frozenset(identity) if ident != "f" else frozenset(names)
+        rel = self._rels[msg.relid] = _Rel(meta, types, names, identity_set)
+        prefix = b"I" + msg.relid.to_bytes(4, "big")
+        if rel.insert is not None:
+            self._inserts[prefix] = (rel, rel.insert)
+        else:
+            self._inserts.pop(prefix, None)
         return meta
 
     def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
