@@ -412,9 +412,10 @@ def _load_images(raws: list[bytes | None]) -> list[dict[str, Any] | None]:
     """:func:`_load_image` of each of ``raws`` (None stays None), parsed as one JSON array when every
     image allows it: one parser call per page instead of one per image."""
     present = [r for r in raws if r is not None]
-    if present and not any(b"\xed" in r for r in present):
+    joined = b",".join(present)
+    if present and b"\xed" not in joined:
         try:
-            parsed: list[dict[str, Any]] = json.loads(b"[" + b",".join(present) + b"]")
+            parsed: list[dict[str, Any]] = json.loads(b"[" + joined + b"]")
         except (UnicodeDecodeError, ValueError):
             pass
         else:
