@@ -18,18 +18,51 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..._frozen import fast_constructor
 from ...errors import UnrepresentableValue
 from .._event import Op
 from .._schema import Column, ColumnType, TableMeta
 from ._base import RowChange
 from ._mysqlrows import BinlogColumn
-from ._mysqltypes import MysqlColumn, binlog_only_column, matches_binlog, pack_scn
+from ._mysqltypes import PASSTHROUGH, MysqlColumn, binlog_only_column, matches_binlog, pack_scn
 
 __all__ = ["BinlogAssembler", "BinlogTxn", "SpillBuffer", "StampedChanges", "TableInfo", "binlog_index"]
+
+
+#: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
+_row_change = fast_constructor(RowChange)
+RowConverter = Callable[[dict[str, Any]], tuple[dict[str, Any], tuple[Any, ...]]]
+
+
+def compile_converter(names: Sequence[str], convs: Sequence[Any], key: Sequence[str]) -> RowConverter:
+    """A function converting a row image whose columns are exactly ``names`` (in order) with ``convs``,
+    returning ``(row, key)`` — what converting value by value gives: ``None`` stays ``None``, a value
+    already of its converter's :data:`~._mysqltypes.PASSTHROUGH` type is kept as it is (the converter
+    would return it unchanged), anything else goes through its converter. The caller checks the
+    names; an error is the converter's own (the caller then names the column)."""
+    where = {n: i for i, n in enumerate(names)}
+    env: dict[str, Any] = {}
+    lines = ["def convert(values):"]
+    if names:
+        lines.append(f"    {''.join(f'v{i}, ' for i in range(len(names)))}= values.values()")
+    for i, c in enumerate(convs):
+        env[f"_c{i}"] = c
+        t = PASSTHROUGH.get(c)
+        if t is not None:
+            env[f"_t{i}"] = t
+            lines += [f"    if v{i} is not None and type(v{i}) is not _t{i}:", f"        v{i} = _c{i}(v{i})"]
+        else:
+            lines += [f"    if v{i} is not None:", f"        v{i} = _c{i}(v{i})"]
+    row = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
+    keys = "".join(f"v{where[k]}, " for k in key)
+    lines.append(f"    return {{{row}}}, ({keys})")
+    exec(compile("\n".join(lines), "<headrace binlog row converter>", "exec"), env)
+    fn: RowConverter = env["convert"]
+    return fn
 
 
 def _any_text(v: Any) -> str:
@@ -70,31 +103,49 @@ class SpillBuffer:
         return self._file is not None
 
     def append(self, change: RowChange) -> None:
+        """Add ``change`` (its SCN is not kept: :meth:`stamped` gives it)."""
+        self.add(change.table, change.op, change.key, change.before, change.after)
+
+    def add(
+        self,
+        table: TableMeta,
+        op: Op,
+        key: tuple[Any, ...],
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        """Add a change of ``table`` (its parts: no :class:`RowChange` is built until :meth:`stamped`)."""
         self.count += 1
         if len(self._mem) < self.limit:
-            self._mem.append(change)
+            self._mem.append((table, op, key, before, after))
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="headrace-txn-", dir=self.directory)  # noqa: SIM115
-        tid = self._table_ids.get(id(change.table))
+        tid = self._table_ids.get(id(table))
         if tid is None:
-            tid = self._table_ids[id(change.table)] = len(self._tables)
-            self._tables.append(change.table)
-        rec = (change.scn, tid, change.op.value, change.key, change.before, change.after)
-        pickle.dump(rec, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            tid = self._table_ids[id(table)] = len(self._tables)
+            self._tables.append(table)
+        pickle.dump((tid, op.value, key, before, after), self._file, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def __iter__(self) -> Iterator[RowChange]:
-        """Every change in order (once); the temp file is closed at the end."""
+    def stamped(self, scn: int) -> Iterator[RowChange]:
+        """Every change in order (once), as a :class:`RowChange` of SCN ``scn``; the temp file is closed
+        at the end."""
+        make = _row_change
         try:
-            yield from self._mem
+            for table, op, key, before, after in self._mem:
+                yield make(scn, table, op, key, before, after, None)
             if self._file is not None:
                 self._file.flush()
                 self._file.seek(0)
                 for _ in range(self.count - len(self._mem)):
-                    scn, tid, op, key, before, after = pickle.load(self._file)
-                    yield RowChange(scn, self._tables[tid], Op(op), key, before, after)
+                    tid, opv, key, before, after = pickle.load(self._file)
+                    yield make(scn, self._tables[tid], Op(opv), key, before, after, None)
         finally:
             self.close()
+
+    def __iter__(self) -> Iterator[RowChange]:
+        """Every change in order (once), SCN -1; the temp file is closed at the end."""
+        return self.stamped(-1)
 
     def close(self) -> None:
         self._mem = []
@@ -127,6 +178,7 @@ class BinlogAssembler:
     _buf: SpillBuffer | None = None
     _gtid: str | None = None
     _metas: dict[tuple[str, tuple[str, ...]], tuple[TableMeta, list[Any], Any]] = field(default_factory=dict)
+    _converters: dict[int, tuple[list[Any], RowConverter]] = field(default_factory=dict)
     _prepared: dict[str, tuple[SpillBuffer, str | None]] = field(default_factory=dict)
 
     @property
@@ -160,6 +212,7 @@ class BinlogAssembler:
         """A statement that may change tables ran: reload their columns on next use."""
         self.ddl_seen += 1
         self._metas.clear()
+        self._converters.clear()
         self.reset()
 
     def _meta(
@@ -206,6 +259,16 @@ class BinlogAssembler:
             raise
         return meta, row
 
+    def _converter(self, meta: TableMeta, convs: list[Any]) -> RowConverter:
+        """The compiled converter of rows of ``meta``'s columns with ``convs`` (see :func:`compile_converter`)."""
+        entry = self._converters.get(id(convs))
+        if entry is None or entry[0] is not convs:  # the list is kept in the entry, so its id stays its own
+            if len(self._converters) > 4096:
+                self._converters.clear()
+            names = [c.name for c in meta.columns]
+            entry = self._converters[id(convs)] = (convs, compile_converter(names, convs, meta.key))
+        return entry[1]
+
     def rows(
         self, op: Op, table: str, rows: list[dict[str, Any]], columns: Sequence[BinlogColumn] | None = None
     ) -> None:
@@ -213,55 +276,56 @@ class BinlogAssembler:
 
         ``columns`` are the event's table-map columns (:func:`._mysqlrows.binlog_column`); pass the same
         list object for the same table shape, so the converted table metadata is reused.
+
+        The rows of one event are images of the same columns (one columns-present bitmap per event),
+        so they share their names: they are converted with one metadata lookup and the shape's compiled
+        converter; a row that does not share them, or whose conversion fails, goes value by value
+        (:meth:`_convert`, which names the column of an error).
         """
         if self._buf is None:
             self.begin()
         assert self._buf is not None
-        if op is not Op.UPDATE and rows and len(rows) > 1:
-            self._same_shape_rows(op, table, rows, columns)
+        if not rows:
             return
-        for r in rows:
-            if op is Op.UPDATE:
-                meta, before = self._convert(table, r["before_values"], columns)
-                _, after = self._convert(table, r["after_values"], columns)
-                key = tuple(after[k] for k in meta.key)
-                self._buf.append(RowChange(-1, meta, op, key, before, after))
-            else:
-                meta, row = self._convert(table, r["values"], columns)
-                key = tuple(row[k] for k in meta.key)
-                if op is Op.INSERT:
-                    self._buf.append(RowChange(-1, meta, op, key, None, row))
-                else:
-                    self._buf.append(RowChange(-1, meta, op, key, row, None))
-
-    def _same_shape_rows(
-        self, op: Op, table: str, rows: list[dict[str, Any]], columns: Sequence[BinlogColumn] | None
-    ) -> None:
-        """:meth:`rows` for the rows of one insert/delete event, converted with one metadata lookup.
-
-        The rows of one event are images of the same columns (one columns-present bitmap per event),
-        so they share their names; a row that does not goes the general way.
-        """
-        assert self._buf is not None
-        names = tuple(rows[0]["values"])
+        add = self._buf.add
+        update = op is Op.UPDATE
+        names = tuple(rows[0]["after_values" if update else "values"])
         meta, convs = self._meta(table, names, columns)
-        key_names = meta.key
-        append = self._buf.append
-        insert = op is Op.INSERT
+        convert = self._converter(meta, convs)
         for r in rows:
-            values = r["values"]
-            if tuple(values) != names:
-                self.rows(op, table, [r], columns)
+            if update:
+                bv, av = r["before_values"], r["after_values"]
+                if tuple(bv) == names and tuple(av) == names:
+                    try:
+                        before, _ = convert(bv)
+                        after, key = convert(av)
+                    except (ValueError, TypeError, ArithmeticError):
+                        pass
+                    else:
+                        add(meta, op, key, before, after)
+                        continue
+                m, before = self._convert(table, bv, columns)
+                _, after = self._convert(table, av, columns)
+                add(m, op, tuple([after[k] for k in m.key]), before, after)
                 continue
-            try:
-                row = {nm: (None if v is None else c(v)) for (nm, v), c in zip(values.items(), convs, strict=True)}
-            except (ValueError, TypeError, ArithmeticError):
-                _meta, row = self._convert(table, values, columns)  # raises naming the column
-            key = tuple([row[k] for k in key_names])
-            if insert:
-                append(RowChange(-1, meta, op, key, None, row))
+            values = r["values"]
+            if tuple(values) == names:
+                try:
+                    row, key = convert(values)
+                except (ValueError, TypeError, ArithmeticError):
+                    pass
+                else:
+                    if op is Op.INSERT:
+                        add(meta, op, key, None, row)
+                    else:
+                        add(meta, op, key, row, None)
+                    continue
+            m, row = self._convert(table, values, columns)
+            key = tuple([row[k] for k in m.key])
+            if op is Op.INSERT:
+                add(m, op, key, None, row)
             else:
-                append(RowChange(-1, meta, op, key, row, None))
+                add(m, op, key, row, None)
 
     def xa_prepare(self, xid: str) -> None:
         """``XA PREPARE``: the open transaction waits, under its XID, for ``XA COMMIT``/``XA ROLLBACK``."""
@@ -313,8 +377,7 @@ class StampedChanges:
         self.count = buf.count
 
     def __iter__(self) -> Iterator[RowChange]:
-        for c in self.buf:
-            yield RowChange(self.scn, c.table, c.op, c.key, c.before, c.after)
+        return self.buf.stamped(self.scn)
 
     def close(self) -> None:
         self.buf.close()

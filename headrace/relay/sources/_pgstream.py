@@ -68,7 +68,7 @@ from ._pgoutput import (
     decode,
     pg_micros_to_ms,
 )
-from ._pgrows import InsertReader, compile_insert
+from ._pgrows import InsertReader, Refused, TupleReader, compile_insert, compile_tuple
 from ._pgtypes import CatalogType, PgType, bytes_parser, column_type, resolve_type
 
 __all__ = [
@@ -86,6 +86,7 @@ UNCHANGED_COLUMN: Final = MARKER_NAMES[UNCHANGED_MARKER]
 #: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
 _row_change = fast_constructor(RowChange)
 _begin = fast_constructor(Begin)
+_INSERT = Op.INSERT
 _commit = fast_constructor(Commit)
 #: the prefix of the logical decoding messages the relay's event trigger writes (a JSON object each,
 #: collected in :attr:`PgChangeAssembler.notices` for the shell to report)
@@ -138,11 +139,15 @@ class _Rel:
     marked: TableMeta | None = None  # meta + the unchanged marker column, once needed
     marker: str = ""  # that column's name
     insert: InsertReader | None = None  # the compiled INSERT reader (see feed_payload)
+    read_tuple: TupleReader | None = None  # the compiled reader of UPDATE and DELETE tuples
+    identity_names: tuple[str, ...] = ()  # the identity columns in column order (a 'K' old tuple's image)
 
     def __post_init__(self) -> None:
         self.parsers = tuple(bytes_parser(t) for t in self.types)
+        self.identity_names = tuple(n for n in self.names if n in self.identity)
         if set(self.meta.key) <= set(self.names):
             self.insert = compile_insert(self.names, self.parsers, self.meta.key)
+            self.read_tuple = compile_tuple(self.names, self.parsers)
 
 
 def _part(name: str) -> str:
@@ -254,6 +259,8 @@ class PgChangeAssembler:
     skip_through: int = -1
     notices: list[dict[str, Any]] = field(default_factory=list)
     _rels: dict[int, _Rel] = field(default_factory=dict)
+    #: ``b'I'`` + relation id (an INSERT's first 5 bytes) → the relation and its compiled INSERT reader
+    _inserts: dict[bytes, tuple[_Rel, InsertReader]] = field(default_factory=dict)
     _catalog_cache: dict[Relation, RelationCatalog | None] = field(default_factory=dict)
     _txn: Begin | None = None
     _skipping: bool = False
@@ -270,22 +277,35 @@ class PgChangeAssembler:
         self._rows = 0
 
     def feed_payload(self, payload: bytes) -> TxnBegin | RowChange | list[RowChange] | TxnEnd | TableMeta | None:
-        """:meth:`feed` of the decoded ``payload`` (one pgoutput message), the same result; an INSERT is
-        read straight from the bytes by its relation's compiled reader (:mod:`._pgrows`) when it can, a
-        Begin or Commit of exactly its size unpacked in one go; anything else takes ``decode``."""
+        """:meth:`feed` of the decoded ``payload`` (one pgoutput message), the same result; an INSERT,
+        UPDATE or DELETE is read straight from the bytes by its relation's compiled readers
+        (:mod:`._pgrows`) when they can, a Begin or Commit of exactly its size unpacked in one go;
+        anything else takes ``decode``."""
+        hit = self._inserts.get(payload[:5])  # 'I' + relation id: the hot path, one lookup
+        if hit is not None:
+            txn = self._txn
+            if txn is not None and not self._skipping:
+                target, read = hit
+                try:
+                    after, key = read(payload)
+                except Exception:  # the reference path below gives the change or the error
+                    pass
+                else:
+                    self._rows += 1
+                    meta = target.marked or target.meta
+                    return _row_change(txn.final_lsn, meta, _INSERT, key, None, after, None)
+            return self.feed(decode(payload))
         kind = payload[0] if payload else 0
-        if kind == 0x49:  # 'I'
+        if kind == 0x55 or kind == 0x44:  # 'U', 'D': their tuples read by the relation's compiled reader
             if self._txn is not None and not self._skipping:
                 rel = self._rels.get(int.from_bytes(payload[1:5], "big"))
-                if rel is not None and rel.insert is not None:
+                if rel is not None and rel.read_tuple is not None:
                     try:
-                        after, key = rel.insert(payload)
+                        change = self._read_update(rel, payload) if kind == 0x55 else self._read_delete(rel, payload)
                     except Exception:  # the reference path below gives the change or the error
                         pass
                     else:
-                        self._rows += 1
-                        meta = rel.marked or rel.meta
-                        return _row_change(self._txn.final_lsn, meta, Op.INSERT, key, None, after, None)
+                        return change
         elif kind == 0x42 and len(payload) == BEGIN_FIELDS.size + 1:  # 'B', exactly its fields
             return self.feed(_begin(*BEGIN_FIELDS.unpack_from(payload, 1)))
         elif kind == 0x43 and len(payload) == COMMIT_FIELDS.size + 1:  # 'C'
@@ -354,7 +374,13 @@ class PgChangeAssembler:
         meta = build_meta(
             table_name(msg.namespace, msg.name), list(zip(names, types, strict=True)), identity, ident, cat
         )
-        self._rels[msg.relid] = _Rel(meta, types, names, frozenset(identity) if ident != "f" else frozenset(names))
+        identity_set = frozenset(identity) if ident != "f" else frozenset(names)
+        rel = self._rels[msg.relid] = _Rel(meta, types, names, identity_set)
+        prefix = b"I" + msg.relid.to_bytes(4, "big")
+        if rel.insert is not None:
+            self._inserts[prefix] = (rel, rel.insert)
+        else:
+            self._inserts.pop(prefix, None)
         return meta
 
     def _values(self, rel: _Rel, tup: tuple[TupleValue, ...]) -> tuple[dict[str, Any], list[str]]:
@@ -393,13 +419,99 @@ class PgChangeAssembler:
         self._rows += len(out)
         return out
 
+    def _read_update(self, rel: _Rel, buf: bytes) -> RowChange:
+        """The UPDATE ``buf`` read by ``rel``'s compiled tuple reader, or raises (the caller then takes
+        the reference path, which gives the change or the error)."""
+        read = rel.read_tuple
+        assert read is not None and self._txn is not None
+        tag = buf[5]
+        old_kind: str | None = None
+        old: dict[str, Any] | None = None
+        old_unchanged = None
+        pos = 6
+        if tag == 0x4B or tag == 0x4F:  # 'K', 'O'
+            old_kind = "K" if tag == 0x4B else "O"
+            old, old_unchanged, pos = read(buf, 6)
+            tag = buf[pos]
+            pos += 1
+        if tag != 0x4E:  # 'N'
+            raise Refused
+        after, unchanged, pos = read(buf, pos)
+        if pos != len(buf):
+            raise Refused
+        if old is None and unchanged is None:  # the common case, inline
+            self._rows += 1
+            meta = rel.marked or rel.meta
+            return _row_change(
+                self._txn.final_lsn, meta, Op.UPDATE, tuple([after[k] for k in meta.key]), None, after, None
+            )
+        before = self._old_image(rel, old_kind, old, old_unchanged) if old is not None and old_kind else None
+        change = self._update(rel, after, unchanged or [], before)  # may raise: count the row after it
+        self._rows += 1
+        return change
+
+    def _read_delete(self, rel: _Rel, buf: bytes) -> RowChange:
+        """The DELETE ``buf`` read by ``rel``'s compiled tuple reader, or raises (see _read_update)."""
+        read = rel.read_tuple
+        assert read is not None
+        tag = buf[5]
+        if tag != 0x4B and tag != 0x4F:
+            raise Refused
+        old, old_unchanged, pos = read(buf, 6)
+        if pos != len(buf):
+            raise Refused
+        before = self._old_image(rel, "K" if tag == 0x4B else "O", old, old_unchanged)
+        self._rows += 1
+        return self._delete(rel, before)
+
     def _old(self, rel: _Rel, kind: str, tup: tuple[TupleValue, ...]) -> dict[str, Any]:
         """The old row: whole (``'O'``), or only the identity columns it carries (``'K'``)."""
         old, unchanged = self._values(rel, tup)
+        return self._old_image(rel, kind, old, unchanged)
+
+    @staticmethod
+    def _old_image(rel: _Rel, kind: str, old: dict[str, Any], unchanged: list[str] | None) -> dict[str, Any]:
+        """The old row from its tuple's values and the names of its unchanged-TOAST columns."""
         if unchanged:  # the server sends old tuples detoasted; never claim a value it did not send
             for name in unchanged:
                 del old[name]
-        return old if kind == "O" else {n: old[n] for n in rel.names if n in rel.identity and n in old}
+        return old if kind == "O" else {n: old[n] for n in rel.identity_names if n in old}
+
+    def _update(
+        self, rel: _Rel, after: dict[str, Any], unchanged: list[str], before: dict[str, Any] | None
+    ) -> RowChange:
+        """An UPDATE's change from its new row, the names of its unchanged-TOAST columns and its old row
+        (both paths share this: the same fill-in, marking and errors)."""
+        assert self._txn is not None
+        meta = rel.marked or rel.meta
+        key_cols = meta.key
+        if unchanged and before:  # the old row or old key has it: fill it in
+            still = []
+            for name in unchanged:
+                if name in before:
+                    after[name] = before[name]
+                else:
+                    still.append(name)
+            unchanged = still
+        if unchanged:
+            missing = [k for k in key_cols if k in unchanged]
+            if missing:
+                raise ValueError(
+                    f"{rel.meta.name}: an UPDATE left the TOASTed key column(s) {missing} unchanged and the server "
+                    "sent no old key (PostgreSQL minor releases since February 2022 send it)"
+                )
+            meta = self._marked(rel)
+            after[rel.marker] = unchanged
+        return _row_change(
+            self._txn.final_lsn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after, None
+        )
+
+    def _delete(self, rel: _Rel, before: dict[str, Any]) -> RowChange:
+        assert self._txn is not None
+        meta = rel.marked or rel.meta
+        return _row_change(
+            self._txn.final_lsn, meta, Op.DELETE, tuple([before.get(k) for k in meta.key]), before, None, None
+        )
 
     def _change(self, msg: Insert | Update | Delete) -> RowChange:
         rel = self._rels.get(msg.relid)  # inline: the hot path
@@ -407,33 +519,15 @@ class PgChangeAssembler:
             rel = self._rel(msg.relid)  # raises
         assert self._txn is not None
         self._rows += 1
-        scn = self._txn.final_lsn
-        meta = rel.marked or rel.meta
-        key_cols = meta.key
         if type(msg) is Insert:
             after, _ = self._values(rel, msg.new)
-            return _row_change(scn, meta, Op.INSERT, tuple([after[k] for k in key_cols]), None, after, None)
+            meta = rel.marked or rel.meta
+            return _row_change(
+                self._txn.final_lsn, meta, Op.INSERT, tuple([after[k] for k in meta.key]), None, after, None
+            )
         if isinstance(msg, Update):
             after, unchanged = self._values(rel, msg.new)
             before = self._old(rel, msg.old_kind, msg.old) if msg.old is not None and msg.old_kind else None
-            if unchanged and before:  # the old row or old key has it: fill it in
-                still = []
-                for name in unchanged:
-                    if name in before:
-                        after[name] = before[name]
-                    else:
-                        still.append(name)
-                unchanged = still
-            if unchanged:
-                missing = [k for k in key_cols if k in unchanged]
-                if missing:
-                    raise ValueError(
-                        f"{rel.meta.name}: an UPDATE left the TOASTed key column(s) {missing} unchanged and the server "
-                        "sent no old key (PostgreSQL minor releases since February 2022 send it)"
-                    )
-                meta = self._marked(rel)
-                after[rel.marker] = unchanged
-            return _row_change(scn, meta, Op.UPDATE, tuple([after[k] for k in key_cols]), before, after, None)
+            return self._update(rel, after, unchanged, before)
         assert isinstance(msg, Delete)
-        before = self._old(rel, msg.old_kind, msg.old)
-        return _row_change(scn, meta, Op.DELETE, tuple([before.get(k) for k in key_cols]), before, None, None)
+        return self._delete(rel, self._old(rel, msg.old_kind, msg.old))

@@ -58,6 +58,7 @@ Saving marks and pruning are the relay's only writes; both give way to the appli
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import datetime as dt
@@ -72,6 +73,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..._frozen import fast_constructor
 from ..._logging import get_logger
 from ...errors import ConfigError, TransientError, UsageError
 from .._event import Op
@@ -106,9 +108,12 @@ HOUSEKEEPING_BUSY_MS = 50
 MARKS_PER_POLL = 256
 MARKS_SAVE_SECONDS = 1.0
 POLL_ROWS = 20_000
+PAGE_ROWS = 100
 LARGE_WINDOW_ROWS = 50_000
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _OPS = {"c": Op.INSERT, "u": Op.UPDATE, "d": Op.DELETE}
+#: ``RowChange(scn, table, op, key, before, after, ts_ms)`` without the frozen dataclass's per-field cost
+_row_change = fast_constructor(RowChange)
 
 
 def sqlite_path(url: str) -> str:
@@ -407,9 +412,10 @@ def _load_images(raws: list[bytes | None]) -> list[dict[str, Any] | None]:
     """:func:`_load_image` of each of ``raws`` (None stays None), parsed as one JSON array when every
     image allows it: one parser call per page instead of one per image."""
     present = [r for r in raws if r is not None]
-    if present and not any(b"\xed" in r for r in present):
+    joined = b",".join(present)
+    if present and b"\xed" not in joined:
         try:
-            parsed: list[dict[str, Any]] = json.loads(b"[" + b",".join(present) + b"]")
+            parsed: list[dict[str, Any]] = json.loads(b"[" + joined + b"]")
         except (UnicodeDecodeError, ValueError):
             pass
         else:
@@ -491,6 +497,8 @@ class _Table:
         self.natives = {c.name: _NATIVE[c.type.kind] for c in meta.columns if c.type.kind in _NATIVE}
         self._projections: dict[frozenset[str], TableMeta] = {}
         self.names = frozenset(c.name for c in meta.columns)
+        self.order = tuple(c.name for c in meta.columns)
+        self._whole: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def meta_for(self, image: dict[str, Any]) -> TableMeta:
         if image.keys() == self.names:
@@ -503,38 +511,132 @@ class _Table:
         return m
 
     def convert(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The delivered values of a stored image (any subset of the columns, in any order)."""
+        if tuple(raw) == self.order:  # the image of every column, as the triggers write it
+            whole = self._whole
+            if whole is None:
+                whole = self._whole = self._compile_whole()
+            return whole(raw)
+        return self.convert_each(raw)
+
+    def convert_each(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`convert` value by value (the general path, and the reference of the compiled one)."""
         out = {}
         natives = self.natives
         for name, v in raw.items():
-            c = self.convs.get(name)
-            if c is None:
+            if name not in self.convs:
                 continue  # a column dropped since the row was captured
             # fast path: the stored value already has the kind's Python type (int for long, str for text)
-            if v is None or type(v) is natives.get(name):
-                out[name] = v
-                continue
-            if type(v) is list:
-                v = _unwrap(v)
-            try:
-                out[name] = c(v)
-                continue
-            except _NoFit:
-                pass
-            except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
-                log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
-            # SQLite lets any column hold any value: one that is not a value of the column's kind
-            # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
-            out[name] = self.no_fit[name](v)
-            if (name, type(v)) not in self.warned:
-                self.warned.add((name, type(v)))
-                log.warning(
-                    "value_does_not_fit_column",
-                    table=self.meta.name,
-                    column=name,
-                    stored_type=type(v).__name__,
-                    delivered="null" if out[name] is None else "text",
-                )
+            out[name] = v if v is None or type(v) is natives.get(name) else self.value(name, v)
         return out
+
+    def _compile_whole(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """:meth:`convert` of an image of exactly :attr:`order`'s columns, as one generated function:
+        a value that is None or of its kind's native type is kept inline, any other goes through
+        :meth:`value` (the same as the general loop)."""
+        env: dict[str, Any] = {"_value": self.value}
+        lines = ["def convert(raw):"]
+        if self.order:
+            lines.append(f"    {''.join(f'v{i}, ' for i in range(len(self.order)))}= raw.values()")
+        for i, name in enumerate(self.order):
+            env[f"_n{i}"] = name
+            t = self.natives.get(name)
+            if t is not None:
+                env[f"_t{i}"] = t
+                lines += [
+                    f"    if v{i} is not None and type(v{i}) is not _t{i}:",
+                    f"        v{i} = _value(_n{i}, v{i})",
+                ]
+            else:
+                lines += [f"    if v{i} is not None:", f"        v{i} = _value(_n{i}, v{i})"]
+        row = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(self.order))
+        lines.append(f"    return {{{row}}}")
+        exec(compile("\n".join(lines), "<headrace sqlite image>", "exec"), env)
+        fn: Callable[[dict[str, Any]], dict[str, Any]] = env["convert"]
+        return fn
+
+    def value(self, name: str, v: Any) -> Any:
+        """The delivered value of column ``name``'s stored value ``v`` (not None, not of the native type)."""
+        if type(v) is list:
+            v = _unwrap(v)
+        try:
+            return self.convs[name](v)
+        except _NoFit:
+            pass
+        except Exception as exc:  # a bug here must not stop capture: the value still travels, as text
+            log.warning("value_conversion_failed", table=self.meta.name, column=name, error=repr(exc))
+        # SQLite lets any column hold any value: one that is not a value of the column's kind
+        # (say 'abc' in an INTEGER column) travels as its text (docs/type-mapping.md)
+        out = self.no_fit[name](v)
+        if (name, type(v)) not in self.warned:
+            self.warned.add((name, type(v)))
+            log.warning(
+                "value_does_not_fit_column",
+                table=self.meta.name,
+                column=name,
+                stored_type=type(v).__name__,
+                delivered="null" if out is None else "text",
+            )
+        return out
+
+
+class _WindowChanges:
+    """The changes of one window of a poll (rows ``i`` to ``j - 1``), converted when iterated."""
+
+    __slots__ = ("_i", "_j", "_pages")
+
+    def __init__(self, pages: _Pages, i: int, j: int) -> None:
+        self._pages, self._i, self._j = pages, i, j
+
+    def __iter__(self) -> Iterator[RowChange]:
+        return self._pages.changes(self._i, self._j)
+
+    def __len__(self) -> int:
+        return self._j - self._i
+
+
+class _Pages:
+    """The changes of one poll's change-log rows, converted a page at a time as their windows are read.
+
+    Converting a whole poll up front kept every change of it alive until the last was encoded: up
+    to ``POLL_ROWS`` (or a whole backlog window) of row images the garbage collector traversed again
+    and again. A page (:data:`PAGE_ROWS` rows, one JSON parse) is converted when a window first
+    needs it, so a change lives only until it is encoded. The windows are read in order, each once
+    (the :class:`ChangeWindow` contract), so pages are normally only needed going forward; going
+    back converts the page again.
+    """
+
+    __slots__ = ("_page", "_real_scns", "_reals", "_rows", "_source", "_start")
+
+    def __init__(self, source: SqliteSource, rows: list[Any], reals: list[tuple[int, str, str, float]]) -> None:
+        self._source = source
+        self._rows = rows
+        self._reals = reals
+        self._real_scns = [r[0] for r in reals]
+        self._start = 0
+        self._page: list[RowChange] = []
+
+    def changes(self, i: int, j: int) -> Iterator[RowChange]:
+        """The changes of rows ``i`` to ``j - 1``."""
+        while i < j:
+            if not self._start <= i < self._start + len(self._page):
+                self._convert(i)
+            page, start = self._page, self._start
+            stop = min(j, start + len(page))
+            yield from page[i - start : stop - start]
+            i = stop
+
+    def _convert(self, i: int) -> None:
+        rows = self._rows[i : i + PAGE_ROWS]
+        lo = bisect.bisect_left(self._real_scns, rows[0][0])
+        hi = bisect.bisect_right(self._real_scns, rows[-1][0])
+        self._page = []  # the previous page's changes are not needed any more
+        try:
+            self._page = self._source._changes(rows, self._reals[lo:hi])
+        except sqlite3.Error as exc:  # a shape looked up in the database (a table not captured now)
+            self._source._drop_conn()
+            raise TransientError(f"reading the change log of {self._source.path} failed: {exc}") from exc
+        self._start = i
 
 
 class SqliteSource(ChangeSource):
@@ -831,17 +933,14 @@ class SqliteSource(ChangeSource):
             self._unsaved.append(large)
             return [self._streamed_window(after, large)]
         windows: list[ChangeWindow] = []
-        current: list[RowChange] = []
-        mi = 0
-        for change in self._changes(rows, reals):
-            scn = change.scn
-            current.append(change)
-            while marks[mi] < scn:
-                mi += 1
-            if marks[mi] == scn:
-                windows.append(ChangeWindow(scn, change.ts_ms or 0, current))
-                current = []
-        assert not current, "change-log rows past the last boundary"
+        ends = set(marks)
+        pages = _Pages(self, rows, reals)
+        start = 0
+        for i, row in enumerate(rows):
+            if row[0] in ends:  # a window ends at a row whose SCN is a boundary
+                windows.append(ChangeWindow(row[0], row[3] or 0, _WindowChanges(pages, start, i + 1)))
+                start = i + 1
+        assert start == len(rows), "change-log rows past the last boundary"
         self._unsaved.extend(w.scn for w in windows)
         return windows
 
@@ -861,7 +960,7 @@ class SqliteSource(ChangeSource):
                 while rows := cur.fetchmany(1000):
                     # committed change-log rows never change: another statement may read their REALs
                     reals = _read_reals(conn, rows[0][0] - 1, rows[-1][0])
-                    yield from self._changes(rows, reals)
+                    yield from _Pages(self, rows, reals).changes(0, len(rows))
             finally:
                 conn.close()
 
@@ -918,7 +1017,7 @@ class SqliteSource(ChangeSource):
             assert src is not None
             key = tuple([src.get(k) for k in meta.key])
             # each change keeps the time its trigger recorded, so an event is the same however it is windowed
-            append(RowChange(scn, meta, _OPS[op], key, bv, av, ts_ms))
+            append(_row_change(scn, meta, _OPS[op], key, bv, av, ts_ms))
         return out
 
     def read(self, after_scn: int | None, stop: threading.Event) -> Iterator[ChangeWindow | None]:
