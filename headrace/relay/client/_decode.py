@@ -118,6 +118,7 @@ class EventDecoder:
         self._codecs: dict[str, RowCodec] = {}
         self._last_fp: dict[str, str] = {}
         self._tables: dict[bytes, _Table] = {}  # by the 8 fingerprint bytes a frame header carries
+        self._by_hex: dict[str, _Table] = {}  # by fingerprint (hex), as events carry it
 
     def codec(self, fingerprint: str, table: str) -> RowCodec:
         c = self._codecs.get(fingerprint)
@@ -127,20 +128,58 @@ class EventDecoder:
         return c
 
     def _table(self, fp: bytes, source: str) -> _Table:
-        fph = fp.hex()
-        t = self._tables[fp] = _Table(fph, self.codec(fph, source))
+        t = self._tables[fp] = self._table_hex(fp.hex(), source)
+        return t
+
+    def _table_hex(self, fingerprint: str, source: str) -> _Table:
+        t = self._by_hex.get(fingerprint)
+        if t is None:
+            t = self._by_hex[fingerprint] = _Table(fingerprint, self.codec(fingerprint, source))
         return t
 
     def decode(self, e: Event) -> ChangeEvent:
         """One wire event as a :class:`ChangeEvent` (fetching its writer schema the first time)."""
-        fields = (e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end)
-        return self.decode_fields([fields])[0]
+        return self.decode_many((e,))[0]
 
     def decode_many(self, events: Iterable[Event]) -> list[ChangeEvent]:
         """:meth:`decode` of each event, in order."""
-        return self.decode_fields(
-            [(e.scn, e.source, e.op, e.key, e.ts_ms, e.fingerprint, e.before, e.after, e.window_end) for e in events]
-        )
+        out: list[ChangeEvent] = []
+        append = out.append
+        by_hex, last_fps, make, key_of = self._by_hex, self._last_fp, _new_change_event, decode_key
+        for e in events:
+            fp, source = e.fingerprint, e.source
+            t = by_hex.get(fp)
+            if t is None:
+                t = self._table_hex(fp, source)
+            last = last_fps.get(source)
+            if last != fp:
+                last_fps[source] = fp
+            raw = e.before
+            before = None if raw is None else t.read(raw)
+            raw = e.after
+            after = None if raw is None else t.read(raw)
+            unchanged: tuple[str, ...] = ()
+            unrepresentable: tuple[str, ...] = ()
+            if t.markers:
+                unchanged, unrepresentable = _pop_markers(t.codec, before, after)
+            append(
+                make(
+                    e.scn,
+                    source,
+                    e.op,
+                    key_of(e.key),
+                    before,
+                    after,
+                    e.ts_ms,
+                    e.window_end,
+                    fp,
+                    t.version,
+                    last is not None and last != fp,
+                    unchanged,
+                    unrepresentable,
+                )
+            )
+        return out
 
     def decode_frames(self, body: bytes) -> list[ChangeEvent]:
         """The events of a response body of whole windows (a snapshot page), decoded in one pass over
@@ -280,35 +319,35 @@ class EventDecoder:
 
     def decode_fields(self, rows: Sequence[EventFields]) -> list[ChangeEvent]:
         """The events given as their fields (:data:`~headrace.relay._event.EventFields`), decoded in
-        order: what :meth:`decode` and :meth:`decode_many` go through."""
+        order (a snapshot page parsed by :func:`~headrace.relay._event.frame_fields`)."""
         out: list[ChangeEvent] = []
         append = out.append
-        codecs, last_fps, make = self._codecs, self._last_fp, _new_change_event
+        by_hex, last_fps, make, key_of = self._by_hex, self._last_fp, _new_change_event, decode_key
         for scn, source, op, key, ts_ms, fp, raw_before, raw_after, window_end in rows:
-            c = codecs.get(fp)
-            if c is None:
-                c = self.codec(fp, source)
+            t = by_hex.get(fp)
+            if t is None:
+                t = self._table_hex(fp, source)
             last = last_fps.get(source)
             if last != fp:
                 last_fps[source] = fp
-            before = None if raw_before is None else c.decode(raw_before)
-            after = None if raw_after is None else c.decode(raw_after)
+            before = None if raw_before is None else t.read(raw_before)
+            after = None if raw_after is None else t.read(raw_after)
             unchanged: tuple[str, ...] = ()
             unrepresentable: tuple[str, ...] = ()
-            if c.markers:
-                unchanged, unrepresentable = _pop_markers(c, before, after)
+            if t.markers:
+                unchanged, unrepresentable = _pop_markers(t.codec, before, after)
             append(
                 make(
                     scn,
                     source,
                     op,
-                    decode_key(key),
+                    key_of(key),
                     before,
                     after,
                     ts_ms,
                     window_end,
                     fp,
-                    c.version.version,
+                    t.version,
                     last is not None and last != fp,
                     unchanged,
                     unrepresentable,
