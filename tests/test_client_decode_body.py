@@ -240,3 +240,95 @@ def test_decode_body_groups_windows_and_leaves_out_old_events() -> None:
         assert exc.reason == "partial_window" and "after SCN 4" in str(exc)
     else:
         raise AssertionError("a body ending inside a window must be refused")
+
+
+# -- the subscriber --------------------------------------------------------------------------------
+
+
+class _CorruptingProxy:
+    """A real HTTP server in front of a relay that flips a byte in every other non-empty ``/v1/stream``
+    body (the rest it forwards as it is)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        import httpx
+
+        proxy = self
+        self.flipped = 0
+        self._n = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                r = httpx.get(upstream + self.path, timeout=30)
+                body = r.content
+                if self.path.startswith("/v1/stream") and body:
+                    proxy._n += 1
+                    if proxy._n % 2:
+                        b = bytearray(body)
+                        b[len(b) // 2] ^= 0x10
+                        body = bytes(b)
+                        proxy.flipped += 1
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_subscriber_decodes_bodies_like_the_event_path_and_fails_over_a_corrupt_one(
+    daemons: Any, tmp_path: Any
+) -> None:
+    """A subscriber's windows (bodies decoded in one pass) equal what fetch's Event windows decode to,
+    and the values written; a relay serving a corrupt body is failed over, nothing lost or doubled."""
+    import relay_workload as wl
+    from relay_support import start_relay, write_workload
+
+    from headrace.relay.client import Subscriber
+
+    db = tmp_path / "app.db"
+    wl.create_schema(str(db))
+    _relay, url = start_relay(daemons, tmp_path, db)
+    assert write_workload(db, seed=11, start=0, count=400).wait(60) == 0
+    expected = [e for txn in wl.expected_events(11, 400) for e in txn]
+
+    # the Event path: fetch() gives Event windows (as the bootstrap follower uses it), decoded by decode_many
+    ref = Subscriber([url], wait_ms=200, max_bytes=16 << 10)
+    by_events: list[ChangeEvent] = []
+    while len(by_events) < len(expected):
+        batch = ref.fetch()
+        assert batch is not None and batch.body is None
+        for w in ref._decode_batch(batch) or []:
+            by_events.extend(w.events)
+            ref.commit(w.scn)
+    ref.close()
+
+    proxy = _CorruptingProxy(url)
+    try:
+        sub = Subscriber([proxy.url, url], wait_ms=200, max_bytes=16 << 10, backoff_max=0.2)
+        got: list[ChangeEvent] = []
+        for w in sub.windows(idle_exit=30):
+            assert w.scn == w.events[-1].scn and w.events[-1].window_end
+            got.extend(w.events)
+            if len(got) >= len(expected):
+                break
+        sub.close()
+    finally:
+        proxy.close()
+    assert proxy.flipped >= 1  # the proxy did serve a corrupt body, and it was failed over
+    assert same_events(got, by_events)
+    assert [(e.table, e.op.value, e.key, e.before, e.after) for e in got] == expected
