@@ -260,7 +260,7 @@ class _CorruptingProxy:
         self._n = 0
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 r = httpx.get(upstream + self.path, timeout=30)
                 body = r.content
                 if self.path.startswith("/v1/stream") and body:
@@ -332,3 +332,38 @@ def test_the_subscriber_decodes_bodies_like_the_event_path_and_fails_over_a_corr
     assert proxy.flipped >= 1  # the proxy did serve a corrupt body, and it was failed over
     assert same_events(got, by_events)
     assert [(e.table, e.op.value, e.key, e.before, e.after) for e in got] == expected
+
+
+# -- JSON columns ----------------------------------------------------------------------------------
+
+JSON_TEXTS = st.one_of(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        max_leaves=6,
+    ).map(lambda v: __import__("json").dumps(v)),
+    st.sampled_from(["1.50", "1.0000000000000000001", "1e400", "-0.0", " null ", "\ufeff{}", "{", "[1,]", "NaN", ""]),
+    st.text(alphabet='{}[]":,.-+0123456789eE nultrfas\\\ufeff', max_size=12),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_TEXTS)
+def test_a_json_column_decodes_as_json_loads_did(text: str) -> None:
+    import json
+
+    from headrace.relay._codec import _json_number, _json_value
+    from headrace.relay._values import JSON_NULL
+
+    def reference(t: str) -> Any:
+        v = json.loads(t, parse_float=_json_number)
+        return JSON_NULL if v is None else v
+
+    def outcome(f: Any) -> tuple[str, Any]:
+        try:
+            return "ok", f(text)
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    got, want = outcome(_json_value), outcome(reference)
+    assert got[0] == want[0] and (got == want if got[0] != "ok" else _same(got[1], want[1])), (got, want)
