@@ -367,3 +367,32 @@ def test_a_json_column_decodes_as_json_loads_did(text: str) -> None:
 
     got, want = outcome(_json_value), outcome(reference)
     assert got[0] == want[0] and (got == want if got[0] != "ok" else _same(got[1], want[1])), (got, want)
+
+
+def test_decoding_a_body_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import contextlib
+    import gc
+
+    from headrace.relay import Column, ColumnType
+
+    meta = TableMeta("t", (Column("id", ColumnType("long"), False),), ("id",))
+    sv = SchemaRegistry().register(meta)
+    good = encode_event(Event(1, "t", Op.INSERT, b"[1]", 0, sv.fingerprint, None, RowCodec(sv).encode({"id": 1}), True))
+    d = EventDecoder(lambda fp: sv)
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            seen: list[bool] = []
+            d.fetch_schema = lambda fp, seen=seen: seen.append(gc.isenabled()) or sv  # type: ignore[misc]
+            d._codecs.clear()
+            d._tables.clear()
+            d._by_hex.clear()
+            assert len(d.decode_body(good)) == 1 and seen == [False]  # paused while decoding
+            assert gc.isenabled() is enabled
+            for bad in (good[:-1], good + b"x"):
+                with contextlib.suppress(InvalidInput):
+                    d.decode_frames(bad)
+                assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
