@@ -201,7 +201,9 @@ class Subscriber:
         """One long-poll, failing over across relays with backoff.
 
         Returns None when every relay failed and ``wait_ms`` was given (the caller checks its idle
-        time), or on ``stop()``.
+        time), or on ``stop()``. Called on its own, the batch holds :class:`Event` windows; once
+        :meth:`windows` or :meth:`run` has started, the body undecoded (:attr:`Batch.body`), which
+        they decode in one pass.
         """
         failures = 0
         while True:
