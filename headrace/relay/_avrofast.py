@@ -361,6 +361,9 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
         g.emit(ind + 1, "if cnt < 0:")
         g.emit(ind + 2, "cnt = -cnt")
         _read_long(g, ind + 2, "bsize")
+        # every item takes at least one byte: a count past the bytes left is a bad row, refused before
+        # the loop (a reader at an offset in a body would otherwise read on into the frames after it)
+        g.emit(ind + 1, "if cnt > size - p: raise EOFError")
         g.emit(ind + 1, "for _ in range(cnt):")
         if null == "-":
             _read_value(g, ind + 2, item, "x")
@@ -379,17 +382,26 @@ def _read_value(g: _Gen, ind: int, prim: str, target: str) -> None:
 
 def compile_reader(
     fields: Sequence[tuple[str, Any, str, Callable[[Any], Any] | None]],
-) -> Callable[[bytes], dict[str, Any]]:
+    at: bool = False,
+) -> Callable[..., dict[str, Any]]:
     """``Avro bytes → {SQL column: value}`` for writer fields ``(Avro name, type, SQL column, converter)``.
 
     A non-None value read goes through the field's converter when it has one (as :meth:`RowCodec.decode
     <headrace.relay._codec.RowCodec.decode>` does). Raises on bytes that are cut short or too long.
+
+    ``at=True``: the function reads the row in place, ``read(buf, start, end)`` for the row that is
+    ``buf[start:end]`` (``buf`` a ``bytes``, e.g. a whole response body), without copying it out
+    first; it returns what ``read(buf[start:end])`` returns, and raises where that raises (it may
+    raise another exception there: callers treat any exception as "take the reference path").
     """
     g = _Gen()
-    g.emit(0, "def read(data):")
-    g.emit(1, "buf = data if type(data) is bytes else bytes(data)")
-    g.emit(1, "size = len(buf)")
-    g.emit(1, "p = 0")
+    if at:
+        g.emit(0, "def read(buf, p, size):")
+    else:
+        g.emit(0, "def read(data):")
+        g.emit(1, "buf = data if type(data) is bytes else bytes(data)")
+        g.emit(1, "size = len(buf)")
+        g.emit(1, "p = 0")
     g.emit(1, "bio = None")
     targets: list[tuple[str, str]] = []  # (SQL column, variable), for the dict built at the end
     for i, (_name, ftype, col, conv) in enumerate(fields):

@@ -166,8 +166,18 @@ def _json_number(text: str) -> float | decimal.Decimal:
     return f if repr(f) == text else decimal.Decimal(text)
 
 
+#: one decoder: ``json.loads`` with a keyword argument builds a new ``JSONDecoder`` (and scanner) per
+#: call, which was most of the cost of decoding a short JSON column
+_JSON_DECODER = json.JSONDecoder(parse_float=_json_number)
+
+
 def _json_value(text: str) -> Any:
-    v = json.loads(text, parse_float=_json_number)
+    """A JSON column's text as its value (``JSON_NULL`` for ``null``): ``json.loads(text,
+    parse_float=_json_number)``, the same values and errors, with one decoder."""
+    if type(text) is not str or text.startswith("\ufeff"):  # json.loads's own checks and errors
+        v = json.loads(text, parse_float=_json_number)
+    else:
+        v = _JSON_DECODER.decode(text)
     return JSON_NULL if v is None else v
 
 
@@ -252,13 +262,14 @@ class RowCodec:
         self._passthrough = all(name == col and conv is None for name, col, conv in self._dec)
         # the hot path: a reader compiled for the writer schema (schema resolution stays with fastavro)
         self._fast_decode: Callable[[bytes], dict[str, Any]] | None = None
+        self._reader_fields: list[tuple[str, Any, str, Convert | None]] | None = None
+        self._fast_decode_at: Callable[[bytes, int, int], dict[str, Any]] | None = None
         if reader_schema is None:
-            self._fast_decode = compile_reader(
-                [
-                    (f["name"], f["type"], col, conv)
-                    for f, (_n, col, conv) in zip(out_schema["fields"], self._dec, strict=True)
-                ]
-            )
+            self._reader_fields = [
+                (f["name"], f["type"], col, conv)
+                for f, (_n, col, conv) in zip(out_schema["fields"], self._dec, strict=True)
+            ]
+            self._fast_decode = compile_reader(self._reader_fields)
 
     def encode(self, row: Mapping[str, Any]) -> bytes:
         """Avro bytes of ``row`` ({SQL column: value}); a missing column encodes as null."""
@@ -309,6 +320,15 @@ class RowCodec:
             except Exception:  # the reference path below gives the values or the error
                 pass
         return self.decode_reference(data)
+
+    def reader_at(self) -> Callable[[bytes, int, int], dict[str, Any]] | None:
+        """The compiled reader that decodes a row in place, ``read(buf, start, end)`` for the row
+        ``buf[start:end]`` (see :func:`~._avrofast.compile_reader`), or None with a reader schema.
+        Any exception it raises means: :meth:`decode_reference` of those bytes gives the values or the
+        error. Compiled on first use (only subscribers decoding whole bodies ask for it)."""
+        if self._fast_decode_at is None and self._reader_fields is not None:
+            self._fast_decode_at = compile_reader(self._reader_fields, at=True)
+        return self._fast_decode_at
 
     def decode_reference(self, data: bytes) -> dict[str, Any]:
         """:meth:`decode` through fastavro's own reader (the reference the compiled reader must match)."""

@@ -336,7 +336,10 @@ def decode_event(buf: bytes | memoryview, offset: int = 0) -> tuple[Event, int]:
     if len(buf) - offset < _HEAD_SIZE:
         _unpack_head(buf, offset)  # raises the error
     fields = next(frame_fields(buf, offset, 1))
-    return _new_event(*fields), offset + 4 + _HEAD_UNPACK(buf, offset)[0]
+    return _new_event(*fields), offset + 4 + _LEN_UNPACK(buf, offset)[0]  # checked by frame_fields
+
+
+_LEN_UNPACK = struct.Struct(">I").unpack_from
 
 
 _HEAD_UNPACK = HEADER.unpack_from

@@ -41,6 +41,10 @@ class Batch:
     newest_scn: int | None
     #: the server's capture stopped (it still served what it holds); None while it runs
     capture_stopped: CaptureStopped | None = None
+    #: the response body, its frames not decoded: only from ``stream(..., events=False)``, and then
+    #: ``windows`` is empty and ``scanned_scn`` is what the headers say (the caller decodes the body,
+    #: e.g. with :meth:`~headrace.relay.client.EventDecoder.decode_body`)
+    body: bytes | None = None
 
 
 class RelayClient:
@@ -93,22 +97,28 @@ class RelayClient:
         wait_ms: int = 10_000,
         subscriber: str | None = None,
         path: str = "/v1/stream",
+        *,
+        events: bool = True,
     ) -> Batch:
         """One long-poll of ``/v1/stream`` (or a server's ``path`` with the same API, e.g. a bootstrap
-        server's ``/v1/catchup``); raises on a bad frame or a partial window."""
+        server's ``/v1/catchup``); raises on a bad frame or a partial window. ``events=False``: the
+        body is returned undecoded and unchecked in :attr:`Batch.body` (the caller checks it)."""
         params = stream_query(since, sources, filter, max_bytes, wait_ms, subscriber)
         r = self._get(path, params, timeout=self.timeout + wait_ms / 1000.0)
-        try:
-            windows = decode_windows(r.content)
-        except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
-            raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
+        windows: list[list[Event]] = []
+        if events:
+            try:
+                windows = decode_windows(r.content)
+            except InvalidInput as exc:  # a corrupt or cut response: try again (maybe elsewhere)
+                raise Unavailable(f"{self.url}: bad stream response: {exc}") from exc
         stopped = CaptureStopped.from_headers(r.headers)
         if stopped is not None and self.capture_stopped is None:
             log.warning("relay_capture_stopped", relay=self.url, report=str(stopped))
         self.capture_stopped = stopped
         pos = read_stream_headers(r.headers, since)
         scanned = max(pos.scanned_scn, windows[-1][-1].scn) if windows else pos.scanned_scn
-        return Batch(windows, scanned, pos.oldest_scn, pos.newest_scn, self.capture_stopped)
+        body = None if events else r.content
+        return Batch(windows, scanned, pos.oldest_scn, pos.newest_scn, self.capture_stopped, body)
 
     def schema(self, fingerprint: str) -> SchemaVersion:
         d = self._get(f"/v1/schemas/{fingerprint}").json()

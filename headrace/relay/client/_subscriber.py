@@ -149,6 +149,10 @@ class Subscriber:
             Failover(self.bootstrap_clients) if self.bootstrap_clients else None
         )
         self.from_snapshot = from_snapshot
+        #: set by :meth:`windows`/:meth:`run`: their long-polls take the body undecoded and decode it
+        #: straight into events (:meth:`EventDecoder.decode_body`); a caller of :meth:`fetch` outside
+        #: them gets :class:`Event` windows as before
+        self._bodies = False
         self.snapshot_rows = snapshot_rows
         self._too_old: ScnTooOld | None = None
         #: why the last relay request failed (None after a success), e.g. ``TLS: certificate verify failed for …``
@@ -197,7 +201,9 @@ class Subscriber:
         """One long-poll, failing over across relays with backoff.
 
         Returns None when every relay failed and ``wait_ms`` was given (the caller checks its idle
-        time), or on ``stop()``.
+        time), or on ``stop()``. Called on its own, the batch holds :class:`Event` windows; once
+        :meth:`windows` or :meth:`run` has started, the body undecoded (:attr:`Batch.body`), which
+        they decode in one pass.
         """
         failures = 0
         while True:
@@ -209,6 +215,7 @@ class Subscriber:
                     self.max_bytes,
                     self.wait_ms if wait_ms is None else wait_ms,
                     self.id,
+                    events=not self._bodies,
                 )
                 self._backoff.succeeded()
                 self.last_error = None
@@ -233,12 +240,30 @@ class Subscriber:
             # An event at or below the checkpoint was delivered already. A relay that regrouped its
             # windows after a restart (SQLite: window ends saved about once a second) can serve one
             # that spans the checkpoint; only its newer events are new, so only those are delivered.
+            if batch.body is not None:
+                try:
+                    windows = self.decoder.decode_body(batch.body, since)
+                except InvalidInput as exc:
+                    if exc.reason not in _BAD_BODY:
+                        raise
+                    self._bad_response(exc)
+                    return None
+                return [Window(events[-1].scn, events) for events in windows]
             fresh = [[e for e in events if since is None or e.scn > since] for events in batch.windows]
             return [self._decode(events) for events in fresh if events]
         except Unavailable as exc:
             log.warning("schema_unavailable", error=str(exc))
             self.stop_event.wait(self._backoff.failed())
             return None
+
+    def _bad_response(self, exc: InvalidInput) -> None:
+        """A corrupt or cut stream body: what :meth:`fetch` does when a relay fails (the next one, and a
+        backoff)."""
+        error = f"{self.relay.url}: bad stream response: {exc}"
+        self.last_error = error
+        log.warning("relay_unavailable", relay=self.relay.url, error=error)
+        self.fail_over_relay()
+        self.stop_event.wait(self._backoff.failed())
 
     def _decode_retrying(self, events: list[Any] | PageFields) -> Window:
         """Decode a bootstrap window, backing off while no server can give a schema."""
@@ -321,6 +346,7 @@ class Subscriber:
         Leaving the loop (``break``, an exception) leaves the checkpoint before the current window, so
         it is delivered again next time. Ends after ``idle_exit`` seconds without events, or ``stop()``.
         """
+        self._bodies = True
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
             start = self._bootstrap_start()
             if start is not None:
@@ -342,11 +368,13 @@ class Subscriber:
                 yield w
                 self.commit(w.scn)
             since = self._since()
-            if since is None or batch.scanned_scn > since:
-                self.commit(batch.scanned_scn)
+            scanned = _scanned(batch, decoded)
+            if since is None or scanned > since:
+                self.commit(scanned)
 
     def run(self, consumer: Consumer, idle_exit: float | None = None) -> None:
         """Deliver windows to ``consumer`` until ``stop()``, idle exit, or an error it does not absorb."""
+        self._bodies = True
         while not self.stop_event.is_set() and not self._idle_over(idle_exit):
             start = self._bootstrap_start()
             if start is not None:
@@ -373,8 +401,9 @@ class Subscriber:
                 self._deliver(consumer, w)
                 consumer.on_checkpoint(self.commit(w.scn))
             since = self._since()
-            if since is None or batch.scanned_scn > since:
-                consumer.on_checkpoint(self.commit(batch.scanned_scn))
+            scanned = _scanned(batch, decoded)
+            if since is None or scanned > since:
+                consumer.on_checkpoint(self.commit(scanned))
 
     def _deliver(self, consumer: Consumer, w: Window) -> None:
         backoff = Backoff(0.05, self.backoff_max)
@@ -388,3 +417,14 @@ class Subscriber:
             except Exception as exc:
                 consumer.on_error(exc, w)
                 time.sleep(backoff.failed())
+
+
+#: the reasons :meth:`EventDecoder.decode_body` gives to a corrupt or cut body (not to a bad event in a sound one)
+_BAD_BODY = frozenset({"truncated", "bad_version", "bad_frame", "bad_crc", "bad_op", "partial_window"})
+
+
+def _scanned(batch: Batch, decoded: list[Window]) -> int:
+    """How far the relay scanned: its header, or the last window delivered if that is further (a
+    :attr:`Batch.body` batch's ``scanned_scn`` is the header's alone; a window whose events were all
+    at or below the checkpoint left out changes nothing: the checkpoint is past it)."""
+    return max(batch.scanned_scn, decoded[-1].scn) if decoded else batch.scanned_scn
