@@ -120,6 +120,7 @@ class Subscriber:
         bootstrap: Sequence[str] | None = None,
         from_snapshot: bool = False,
         snapshot_rows: int = 5_000,
+        snapshot_prefetch: bool = True,
         tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
         if not relays:
@@ -150,6 +151,8 @@ class Subscriber:
         )
         self.from_snapshot = from_snapshot
         self.snapshot_rows = snapshot_rows
+        #: fetch the next snapshot page while the current one is delivered (see ``_switchover``)
+        self.snapshot_prefetch = snapshot_prefetch
         self._too_old: ScnTooOld | None = None
         #: why the last relay request failed (None after a success), e.g. ``TLS: certificate verify failed for …``
         self.last_error: str | None = None

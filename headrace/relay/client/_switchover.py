@@ -23,13 +23,23 @@ snapshot. The phases, each recorded in the checkpoint:
     relay for ``since``; if the relay holds it, the bootstrap ends there (checkpoint phase ``relay``)
     and normal streaming goes on with no gap. If the relay still says too old, catch-up continues.
 
+Snapshot pages are fetched one ahead: as soon as a page arrived, the request for the next one (its
+cursor is in the page's headers) runs in a thread while the page is decoded and delivered. The
+page fetched ahead is only used when the subscriber's position, once the current page is
+delivered, is exactly the one it was asked for, on the same server; what its request raised (a 410
+``snapshot_restarted``, the server gone) is raised at that point, where the request would have been
+made without it. So a page is never delivered out of order or after a restart, and a checkpoint
+only names delivered pages; at most one page is held beyond the one being delivered.
+
 Resume-state contract: the checkpoint is saved after every delivered page or window; a subscriber
 killed mid-bootstrap resumes in the same phase after the last page or window it finished.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -152,6 +162,33 @@ class SnapshotRestarted(Window):
     detail: str = ""
 
 
+#: the arguments of a snapshot page request (sources, filter, after, limit, subscriber, snapshot_scn)
+PageArgs = tuple[Sequence[str] | None, str | None, str | None, int, str | None, int | None]
+
+
+class _PageAhead:
+    """One snapshot page request running in a daemon thread (a page fetched ahead).
+
+    Nothing waits for it when it is dropped (a restart, ``stop()``, the iteration closed): its thread
+    ends with its request, and its page or error goes nowhere."""
+
+    def __init__(self, server: BootstrapClient, args: PageArgs) -> None:
+        self.server = server
+        self.args = args
+        self.result: Future[PageFields] = Future()
+        threading.Thread(target=self._fetch, name="headrace-snapshot-ahead", daemon=True).start()
+
+    def _fetch(self) -> None:
+        try:
+            self.result.set_result(self.server.snapshot_fields(*self.args))
+        except BaseException as exc:  # handed to whoever takes the page, as if it had made the request
+            self.result.set_exception(exc)
+
+    def take(self) -> PageFields:
+        """The page (waits for it); raises what its request raised."""
+        return self.result.result()
+
+
 #: one step of a bootstrap: the window to deliver (None: nothing, only a checkpoint to save) and
 #: the checkpoint to save after it
 Step = tuple[list[Event] | PageFields | SnapshotRestarted | None, Checkpoint]
@@ -169,9 +206,18 @@ class Switchover:
         self.failures = 0
         self.backoff = Backoff(0.1, sub.backoff_max)
         self.finished = False  # the relay took over, or stop() was called during a wait
+        #: fetch the next snapshot page while the current one is delivered
+        self.prefetch = sub.snapshot_prefetch
+        self._ahead: _PageAhead | None = None  # the next page's request, when one runs ahead
 
     def steps(self) -> Iterator[Step]:
         """The windows to deliver, each with the checkpoint to save after it (see :func:`bootstrap_steps`)."""
+        try:
+            yield from self._steps()
+        finally:
+            self._ahead = None  # stop(), the relay took over, or the caller left the iteration
+
+    def _steps(self) -> Iterator[Step]:
         while not self.finished and not self.sub.stop_event.is_set():
             server: BootstrapClient = self.sub.bootstrap_server
             try:
@@ -202,14 +248,19 @@ class Switchover:
     def _snapshot_page(self, server: BootstrapClient) -> Iterator[Step]:
         """One snapshot page; its checkpoint moves the cursor, or on to catch-up after the last page."""
         sub, pos = self.sub, self.cp.position
-        page = server.snapshot_fields(
-            sub.sources, sub.filter, pos.get("after"), sub.snapshot_rows, sub.id, pos.get("snapshot_scn")
-        )
+        args: PageArgs = (sub.sources, sub.filter, pos.get("after"), sub.snapshot_rows, sub.id, pos.get("snapshot_scn"))
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.server is server and ahead.args == args:
+            page = ahead.take()  # raises here what the request raised: where it would have been made
+        else:
+            page = server.snapshot_fields(*args)
         s0 = int(pos.get("snapshot_scn", page.snapshot_scn))
         if page.done:
             nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
         else:
             nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
+            if self.prefetch:
+                self._ahead = _PageAhead(server, (args[0], args[1], page.cursor, args[3], args[4], s0))
         self._succeeded()
         yield from self._advance(page if page.rows else None, nxt)
 
@@ -246,6 +297,7 @@ class Switchover:
 
     def _restart(self, reason: str, detail: str) -> Step:
         """The snapshot starts over: the subscriber's copy is to be replaced."""
+        self._ahead = None  # (none runs: it was taken with the page whose request said so)
         self.cp = Checkpoint(0, PHASE_SNAPSHOT, {})
         return SnapshotRestarted(0, [], reason, detail), self.cp
 
