@@ -61,7 +61,7 @@ def test_joined_spool_encoding_equals_encode_batch(items: list[Chunk], cursors: 
 def test_edge_values_round_trip(tmp_path: Path) -> None:
     edge = [
         Chunk("", "", "", 0, 0, b""),
-        Chunk("h", "s/\u00e9\U0001f600", "t", MAX_SEQ - 3, MAX_SEQ, b"a\n\x00", {"k\u2028": 'v"\\\x7f'}),
+        Chunk("h", "s/\u00e9\U0001f600", "t", MAX_SEQ - 3, MAX_SEQ, b"a\n\x00", {"k\u2028": "v\"\\\x7f"}),
         Chunk("h", "s", "t", 5, 5 + 70000, bytes(range(256)) * 273 + b"\n" * 112, {}),
     ]
     sp = Spool(tmp_path, cap_bytes=1 << 30)
