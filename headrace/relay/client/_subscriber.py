@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from ..._backoff import Backoff, Failover
+from ..._gcpause import gc_paused
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context
 from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
@@ -248,7 +249,8 @@ class Subscriber:
         backoff = Backoff(0.1, self.backoff_max)
         while True:
             try:
-                return self._decode(events)
+                with gc_paused():  # a page makes thousands of acyclic objects (see headrace._gcpause)
+                    return self._decode(events)
             except Unavailable as exc:
                 log.warning("schema_unavailable", error=str(exc))
                 self.stop_event.wait(backoff.failed())

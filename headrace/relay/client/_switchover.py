@@ -37,6 +37,7 @@ killed mid-bootstrap resumes in the same phase after the last page or window it 
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..._backoff import Backoff
+from ..._gcpause import gc_paused
 from ..._logging import get_logger
 from ...errors import InvalidInput, ScnTooOld, Unavailable
 from .._event import Event, EventFields, check_whole_windows, frame_fields, iter_frames, split_windows
@@ -132,7 +134,8 @@ class BootstrapClient(RelayClient):
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
-            rows = list(frame_fields(r.content))
+            with gc_paused():  # thousands of acyclic tuples (see headrace._gcpause)
+                rows = list(frame_fields(r.content))
             check_whole_windows(rows)
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
@@ -166,27 +169,51 @@ class SnapshotRestarted(Window):
 PageArgs = tuple[Sequence[str] | None, str | None, str | None, int, str | None, int | None]
 
 
+@dataclass(frozen=True, slots=True)
 class _PageAhead:
-    """One snapshot page request running in a daemon thread (a page fetched ahead).
+    """A snapshot page request made ahead: where to, with what, and its answer to come."""
 
-    Nothing waits for it when it is dropped (a restart, ``stop()``, the iteration closed): its thread
-    ends with its request, and its page or error goes nowhere."""
-
-    def __init__(self, server: BootstrapClient, args: PageArgs) -> None:
-        self.server = server
-        self.args = args
-        self.result: Future[PageFields] = Future()
-        threading.Thread(target=self._fetch, name="headrace-snapshot-ahead", daemon=True).start()
-
-    def _fetch(self) -> None:
-        try:
-            self.result.set_result(self.server.snapshot_fields(*self.args))
-        except BaseException as exc:  # handed to whoever takes the page, as if it had made the request
-            self.result.set_exception(exc)
+    server: BootstrapClient
+    args: PageArgs
+    result: Future[PageFields]
 
     def take(self) -> PageFields:
         """The page (waits for it); raises what its request raised."""
         return self.result.result()
+
+
+class _Fetcher:
+    """One daemon thread running the snapshot page requests made ahead, one at a time.
+
+    Nothing waits for it: :meth:`close` lets the thread end after the request it runs, if any (a
+    restart, ``stop()``, the iteration closed), whose page or error then goes nowhere."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_PageAhead | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def fetch(self, server: BootstrapClient, args: PageArgs) -> _PageAhead:
+        """Start ``server.snapshot_fields(*args)`` in the thread."""
+        ahead = _PageAhead(server, args, Future())
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="headrace-snapshot-ahead", daemon=True)
+            self._thread.start()
+        self._queue.put(ahead)
+        return ahead
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (ahead := self._queue.get()) is not None:
+            try:
+                page = ahead.server.snapshot_fields(*ahead.args)
+            except BaseException as exc:  # handed to whoever takes the page, as if it had made the request
+                ahead.result.set_exception(exc)
+            else:
+                ahead.result.set_result(page)
 
 
 #: one step of a bootstrap: the window to deliver (None: nothing, only a checkpoint to save) and
@@ -209,6 +236,7 @@ class Switchover:
         #: fetch the next snapshot page while the current one is delivered
         self.prefetch = sub.snapshot_prefetch
         self._ahead: _PageAhead | None = None  # the next page's request, when one runs ahead
+        self._fetcher = _Fetcher()
 
     def steps(self) -> Iterator[Step]:
         """The windows to deliver, each with the checkpoint to save after it (see :func:`bootstrap_steps`)."""
@@ -216,6 +244,7 @@ class Switchover:
             yield from self._steps()
         finally:
             self._ahead = None  # stop(), the relay took over, or the caller left the iteration
+            self._fetcher.close()
 
     def _steps(self) -> Iterator[Step]:
         while not self.finished and not self.sub.stop_event.is_set():
@@ -260,7 +289,7 @@ class Switchover:
         else:
             nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
             if self.prefetch:
-                self._ahead = _PageAhead(server, (args[0], args[1], page.cursor, args[3], args[4], s0))
+                self._ahead = self._fetcher.fetch(server, (args[0], args[1], page.cursor, args[3], args[4], s0))
         self._succeeded()
         yield from self._advance(page if page.rows else None, nxt)
 
