@@ -40,14 +40,16 @@ WAIT = 60.0
 
 
 class Gate(httpx.BaseTransport):
-    """The real HTTP transport; the n-th ``/v1/snapshot`` request (1-based) can be held until released.
+    """The real HTTP transport; the n-th ``/v1/snapshot`` request (1-based) can be held until released,
+    and one request's page cut (a byte flipped in transit).
 
     ``arrived[n]`` is set when request n reached the gate, ``answered[n]`` when its answer (or
     failure) came back; ``status[n]`` is its HTTP status (0: the request failed)."""
 
-    def __init__(self, hold: int | None = None) -> None:
+    def __init__(self, hold: int | None = None, corrupt: int | None = None) -> None:
         self.inner = httpx.HTTPTransport()
         self.hold = hold
+        self.corrupt = corrupt  # this request's page arrives with one byte flipped (a CRC mismatch)
         self.release = threading.Event()
         self.count = 0
         self.lock = threading.Lock()
@@ -72,8 +74,12 @@ class Gate(httpx.BaseTransport):
             assert self.release.wait(WAIT), "the held request was never released"
         try:
             r = self.inner.handle_request(request)
-            r.read()
+            body = r.read()
             self.status[n] = r.status_code
+            if n == self.corrupt:
+                bad = bytearray(body)
+                bad[len(bad) // 2] ^= 0xFF
+                return httpx.Response(r.status_code, headers=r.headers, content=bytes(bad), request=request)
             return r
         except httpx.HTTPError:
             self.status[n] = 0
@@ -293,6 +299,34 @@ def test_the_server_killed_while_a_page_is_fetched_ahead(tmp_path: Path, daemons
         assert [x for x in rec.log if x[0] == "restart"] == []
         assert rec.snapshot_rows() == _in_order(wl.source_rows(stack.db))
         assert gate.afters[4] == gate.afters[3] is not None  # asked again from the same cursor
+    finally:
+        stack.kill_all()
+
+
+def test_a_page_that_fails_to_read_is_asked_again_and_the_page_ahead_of_it_dropped(
+    tmp_path: Path, daemons: Any
+) -> None:
+    """Page 2 arrives corrupt after page 3 was already asked for (as soon as page 2's headers were
+    in): page 2 is asked again, and the page fetched ahead (page 3, for a position the subscriber
+    has not reached) is not delivered in its place."""
+    stack = Stack(tmp_path, daemons, rows=ROWS)
+    try:
+        stack.start_relay()
+        stack.start_bootstrap()
+        stack.wait_ready()
+        gate = Gate(corrupt=2)
+        rec = Recorder()
+        sub = Subscriber(
+            [stack.relay_url], bootstrap=[stack.boot_url], from_snapshot=True, snapshot_rows=PAGE, transport=gate
+        )
+        _run(sub, rec)
+        sub.close()
+        assert rec.ended.is_set()
+        assert rec.snapshot_rows() == _in_order(wl.source_rows(stack.db))
+        c1, c2 = gate.afters[2], gate.afters[3]
+        assert c1 is not None and c2 is not None and c1 != c2  # page 3 was asked for ahead of page 2
+        assert gate.afters[4] == c1  # page 2 again
+        assert gate.afters[5] == c2  # and page 3 asked for anew (the one ahead was dropped)
     finally:
         stack.kill_all()
 
