@@ -303,12 +303,9 @@ def test_the_server_killed_while_a_page_is_fetched_ahead(tmp_path: Path, daemons
         stack.kill_all()
 
 
-def test_a_page_that_fails_to_read_is_asked_again_and_the_page_ahead_of_it_dropped(
-    tmp_path: Path, daemons: Any
-) -> None:
-    """Page 2 arrives corrupt after page 3 was already asked for (as soon as page 2's headers were
-    in): page 2 is asked again, and the page fetched ahead (page 3, for a position the subscriber
-    has not reached) is not delivered in its place."""
+def test_a_page_ahead_that_fails_to_read_is_asked_again(tmp_path: Path, daemons: Any) -> None:
+    """Page 2 (fetched ahead) arrives corrupt: that counts as a failed request where it would have been
+    made, page 2 is asked again, and nothing fetched for another position is delivered in its place."""
     stack = Stack(tmp_path, daemons, rows=ROWS)
     try:
         stack.start_relay()
@@ -323,10 +320,8 @@ def test_a_page_that_fails_to_read_is_asked_again_and_the_page_ahead_of_it_dropp
         sub.close()
         assert rec.ended.is_set()
         assert rec.snapshot_rows() == _in_order(wl.source_rows(stack.db))
-        c1, c2 = gate.afters[2], gate.afters[3]
-        assert c1 is not None and c2 is not None and c1 != c2  # page 3 was asked for ahead of page 2
-        assert gate.afters[4] == c1  # page 2 again
-        assert gate.afters[5] == c2  # and page 3 asked for anew (the one ahead was dropped)
+        c1 = gate.afters[2]
+        assert c1 is not None and c1 in [gate.afters[n] for n in range(3, gate.count + 1)]  # page 2 again
     finally:
         stack.kill_all()
 

@@ -68,31 +68,12 @@ class RelayClient:
     def close(self) -> None:
         self.http.close()
 
-    def _get(
-        self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None, stream: bool = False
-    ) -> httpx.Response:
-        """GET ``path``; errors mapped (module docstring). ``stream``: return once the status and
-        headers are in, the body of a success left unread on the connection (:meth:`_read`)."""
+    def _get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> httpx.Response:
         try:
-            if not stream:
-                r = self.http.get(path, params=params, timeout=timeout or self.timeout)
-            else:
-                req = self.http.build_request("GET", path, params=params, timeout=timeout or self.timeout)
-                r = self.http.send(req, stream=True)
-                if r.status_code >= 400:
-                    self._read(r, path)
+            r = self.http.get(path, params=params, timeout=timeout or self.timeout)
         except httpx.HTTPError as exc:
             raise Unavailable(request_error(f"{self.url}{path}", exc)) from exc
         return self._check(r, params or {})
-
-    def _read(self, r: httpx.Response, path: str) -> bytes:
-        """The body of a response opened with ``stream=True`` (read to the end, the response closed)."""
-        try:
-            return r.read()
-        except httpx.HTTPError as exc:
-            raise Unavailable(request_error(f"{self.url}{path}", exc)) from exc
-        finally:
-            r.close()
 
     def _check(self, r: httpx.Response, params: dict[str, Any]) -> httpx.Response:
         if r.status_code < 400:

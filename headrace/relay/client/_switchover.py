@@ -23,14 +23,13 @@ snapshot. The phases, each recorded in the checkpoint:
     relay for ``since``; if the relay holds it, the bootstrap ends there (checkpoint phase ``relay``)
     and normal streaming goes on with no gap. If the relay still says too old, catch-up continues.
 
-Snapshot pages are fetched one ahead: as soon as a page's headers are in (its cursor), the next
-page is asked for from a thread while this one is read, decoded and delivered. The page fetched
-ahead is only used when the subscriber's position, once the current page is delivered, is exactly
-the one it was asked for, on the same server (else it is dropped); what its request raised (a 410
+Snapshot pages are fetched one ahead: as soon as a page arrived, the request for the next one (its
+cursor is in the page's headers) runs in a thread while the page is decoded and delivered. The
+page fetched ahead is only used when the subscriber's position, once the current page is
+delivered, is exactly the one it was asked for, on the same server; what its request raised (a 410
 ``snapshot_restarted``, the server gone) is raised at that point, where the request would have been
 made without it. So a page is never delivered out of order or after a restart, and a checkpoint
-only names delivered pages; at most one page is held beyond the one being delivered (and that one
-is left on its connection until it is taken).
+only names delivered pages; at most one page is held beyond the one being delivered.
 
 Resume-state contract: the checkpoint is saved after every delivered page or window; a subscriber
 killed mid-bootstrap resumes in the same phase after the last page or window it finished.
@@ -44,8 +43,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import httpx
 
 from ..._backoff import Backoff
 from ..._gcpause import gc_paused
@@ -134,29 +131,11 @@ class BootstrapClient(RelayClient):
         snapshot_scn: int | None = None,
     ) -> PageFields:
         """:meth:`snapshot` with the frames left as their fields (checked the same way, the same errors)."""
-        return self.read_snapshot(self.open_snapshot(sources, filter, after, limit, subscriber, snapshot_scn))
-
-    def open_snapshot(
-        self,
-        sources: Sequence[str] | None,
-        filter: str | None,
-        after: str | None,
-        limit: int,
-        subscriber: str | None = None,
-        snapshot_scn: int | None = None,
-    ) -> httpx.Response:
-        """Ask for a snapshot page and wait for its status and headers only (errors raised as
-        :meth:`snapshot` raises them): the page itself is left on the connection for
-        :meth:`read_snapshot` (or ``close()`` the response to drop it)."""
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
-        return self._get("/v1/snapshot", params, timeout=self.timeout * 6, stream=True)
-
-    def read_snapshot(self, r: httpx.Response) -> PageFields:
-        """The page of a response :meth:`open_snapshot` opened: read, parsed and checked (closes it)."""
-        body = self._read(r, "/v1/snapshot")
+        r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
             with gc_paused():  # thousands of acyclic tuples (see headrace._gcpause)
-                rows = list(frame_fields(body))
+                rows = list(frame_fields(r.content))
             check_whole_windows(rows)
         except InvalidInput as exc:
             raise Unavailable(f"{self.url}: bad snapshot response: {exc}") from exc
@@ -192,42 +171,33 @@ PageArgs = tuple[Sequence[str] | None, str | None, str | None, int, str | None, 
 
 @dataclass(frozen=True, slots=True)
 class _PageAhead:
-    """A snapshot page asked for ahead: where, with what, and its response to come (status and
-    headers; the page itself stays on the connection until it is taken and read)."""
+    """A snapshot page request made ahead: where to, with what, and its answer to come."""
 
     server: BootstrapClient
     args: PageArgs
-    response: Future[httpx.Response]
+    result: Future[PageFields]
 
-    def take(self) -> httpx.Response:
-        """The response (waits for it); raises what its request raised."""
-        return self.response.result()
-
-    def drop(self) -> None:
-        """Nobody will read it: close its response once it is there."""
-        self.response.add_done_callback(_close_response)
-
-
-def _close_response(f: Future[httpx.Response]) -> None:
-    if f.exception() is None:
-        f.result().close()
+    def take(self) -> PageFields:
+        """The page (waits for it); raises what its request raised."""
+        return self.result.result()
 
 
 class _Fetcher:
-    """One daemon thread asking for the snapshot pages fetched ahead, one at a time.
+    """One daemon thread running the snapshot page requests made ahead, one at a time.
 
-    It only sends the request and waits for the answer's headers (the server reads the page
-    meanwhile); the page is read from the connection by whoever takes it, so the two threads do not
-    hand Python's GIL to each other once per chunk of the body. Nothing waits for the thread:
-    :meth:`close` lets it end after the request it runs, if any (a restart, ``stop()``, the
-    iteration closed)."""
+    It reads and parses the whole page (measured: leaving the body on the connection for the
+    subscriber's thread to read after the headers came back waited as long for pages as no
+    prefetch at all, on the loaded 2-core machine; reading it here waited a tenth of that).
+
+    Nothing waits for it: :meth:`close` lets the thread end after the request it runs, if any (a
+    restart, ``stop()``, the iteration closed), whose page or error then goes nowhere."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_PageAhead | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def fetch(self, server: BootstrapClient, args: PageArgs) -> _PageAhead:
-        """Start ``server.open_snapshot(*args)`` in the thread."""
+        """Start ``server.snapshot_fields(*args)`` in the thread."""
         ahead = _PageAhead(server, args, Future())
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="headrace-snapshot-ahead", daemon=True)
@@ -243,11 +213,11 @@ class _Fetcher:
     def _run(self) -> None:
         while (ahead := self._queue.get()) is not None:
             try:
-                r = ahead.server.open_snapshot(*ahead.args)
+                page = ahead.server.snapshot_fields(*ahead.args)
             except BaseException as exc:  # handed to whoever takes the page, as if it had made the request
-                ahead.response.set_exception(exc)
+                ahead.result.set_exception(exc)
             else:
-                ahead.response.set_result(r)
+                ahead.result.set_result(page)
 
 
 #: one step of a bootstrap: the window to deliver (None: nothing, only a checkpoint to save) and
@@ -277,13 +247,8 @@ class Switchover:
         try:
             yield from self._steps()
         finally:
-            self._drop_ahead()  # stop(), the relay took over, or the caller left the iteration
+            self._ahead = None  # stop(), the relay took over, or the caller left the iteration
             self._fetcher.close()
-
-    def _drop_ahead(self) -> None:
-        if self._ahead is not None:
-            self._ahead.drop()
-            self._ahead = None
 
     def _steps(self) -> Iterator[Step]:
         while not self.finished and not self.sub.stop_event.is_set():
@@ -319,24 +284,16 @@ class Switchover:
         args: PageArgs = (sub.sources, sub.filter, pos.get("after"), sub.snapshot_rows, sub.id, pos.get("snapshot_scn"))
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead.server is server and ahead.args == args:
-            r = ahead.take()  # raises here what the request raised: where it would have been made
+            page = ahead.take()  # raises here what the request raised: where it would have been made
         else:
-            if ahead is not None:  # asked for another position (the page before it failed to read)
-                ahead.drop()
-            r = server.open_snapshot(*args)
-        try:
-            head = read_snapshot_headers(r.headers)
-        except BaseException:
-            r.close()
-            raise
-        s0 = int(pos.get("snapshot_scn", head.snapshot_scn))
-        if self.prefetch and not head.done:  # the next page is asked for before this one is read
-            self._ahead = self._fetcher.fetch(server, (args[0], args[1], head.cursor, args[3], args[4], s0))
-        page = server.read_snapshot(r)
+            page = server.snapshot_fields(*args)
+        s0 = int(pos.get("snapshot_scn", page.snapshot_scn))
         if page.done:
             nxt = Checkpoint(s0, PHASE_CATCHUP, {"snapshot_scn": s0})
         else:
             nxt = Checkpoint(s0, PHASE_SNAPSHOT, {"snapshot_scn": s0, "after": page.cursor})
+            if self.prefetch:
+                self._ahead = self._fetcher.fetch(server, (args[0], args[1], page.cursor, args[3], args[4], s0))
         self._succeeded()
         yield from self._advance(page if page.rows else None, nxt)
 
@@ -373,7 +330,7 @@ class Switchover:
 
     def _restart(self, reason: str, detail: str) -> Step:
         """The snapshot starts over: the subscriber's copy is to be replaced."""
-        self._drop_ahead()  # (none runs: it was taken with the page whose request said so)
+        self._ahead = None  # (none runs: it was taken with the page whose request said so)
         self.cp = Checkpoint(0, PHASE_SNAPSHOT, {})
         return SnapshotRestarted(0, [], reason, detail), self.cp
 
