@@ -113,7 +113,8 @@ class BootstrapClient(RelayClient):
         params = snapshot_query(sources, filter, after, limit, subscriber, snapshot_scn)
         r = self._get("/v1/snapshot", params, timeout=self.timeout * 6)
         try:
-            events = list(iter_frames(r.content))
+            with gc_paused():  # thousands of acyclic events (see headrace._gcpause)
+                events = list(iter_frames(r.content))
             if events and not events[-1].window_end:  # whole windows only
                 list(split_windows(events))  # raises partial_window
         except InvalidInput as exc:
