@@ -8,10 +8,11 @@ young-generation pass over them and the survivors are scanned again by older pas
 issue 14). :func:`gc_paused` turns the collector off for such a stretch and back on after it, so
 the objects are looked at once (by the first collection after it) instead of many times.
 
-Only library code that builds such batches uses it, never around application callbacks. It is
-process-wide (the collector is): pauses may overlap across threads — the collector comes back on
-when the last one ends, and only if it was on when the first one began (an application that turned
-it off keeps it off).
+Only library code that builds such batches uses it, never around application callbacks (though
+such a stretch in one thread — a snapshot page parsed while it is fetched ahead — may overlap the
+application's code in another). It is process-wide (the collector is): pauses may overlap across
+threads — the collector comes back on when the last one ends, and only if it was on when the first
+one began (an application that turned it off keeps it off).
 """
 
 from __future__ import annotations
