@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from ..._backoff import Backoff, Failover
+from ..._gcpause import gc_paused
 from ..._logging import get_logger
 from ..._tls import ClientTLS, as_context
 from ...errors import InvalidInput, ScnTooOld, Unavailable, UsageError
@@ -120,6 +121,7 @@ class Subscriber:
         bootstrap: Sequence[str] | None = None,
         from_snapshot: bool = False,
         snapshot_rows: int = 5_000,
+        snapshot_prefetch: bool = True,
         tls: ClientTLS | ssl.SSLContext | None = None,
     ) -> None:
         if not relays:
@@ -154,6 +156,8 @@ class Subscriber:
         #: them gets :class:`Event` windows as before
         self._bodies = False
         self.snapshot_rows = snapshot_rows
+        #: fetch the next snapshot page while the current one is delivered (see ``_switchover``)
+        self.snapshot_prefetch = snapshot_prefetch
         self._too_old: ScnTooOld | None = None
         #: why the last relay request failed (None after a success), e.g. ``TLS: certificate verify failed for …``
         self.last_error: str | None = None
@@ -270,7 +274,8 @@ class Subscriber:
         backoff = Backoff(0.1, self.backoff_max)
         while True:
             try:
-                return self._decode(events)
+                with gc_paused():  # a page makes thousands of acyclic objects (see headrace._gcpause)
+                    return self._decode(events)
             except Unavailable as exc:
                 log.warning("schema_unavailable", error=str(exc))
                 self.stop_event.wait(backoff.failed())
