@@ -40,6 +40,8 @@ ALLOWED_PRIVATE = {
     ("bootstrap", "headrace.relay.sources._pgsnapshot"): "seeding shares PostgreSQL capture's snapshot slot",
     ("bootstrap", "headrace.relay.sources._pgstream"): "seeding and TOAST filling share pgoutput's names",
     ("bootstrap", "headrace.relay.sources._mysqltypes"): "seeding shares MySQL capture's SCN encoding",
+    ("bootstrap", "headrace.relay.sources._pgcolumns"): "seeding encodes PostgreSQL pages with capture's parsers",
+    ("sinks", "headrace.relay._protocol"): "the lake sink orders snapshot pages by their `after` cursors",
     ("sinks", "headrace.relay.client._cli"): "the NATS sink publishes events as `headrace subscribe` prints them",
 }
 
