@@ -22,13 +22,12 @@ Resume-state contract: none of its own (pages are yielded to :mod:`._seed_source
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import queue
 import threading
 from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
+from .._gcpause import gc_paused
 from .._logging import get_logger
 from ..relay import Codecs, Op
 from ..relay.sources._base import RowChange, SourceSnapshot
@@ -76,7 +75,7 @@ def fast_page_ops(snap: Any, table: str, codecs: Codecs, page_rows: int) -> Iter
         ops = None
         if encoder is not None:
             try:
-                with _gc_paused():
+                with gc_paused():
                     ops = _encode_page(encoder, table, scn, fp, raw_rows)
             except Exception as exc:  # the reference path gives the same frames or its own error
                 log.info("seed_reference_path", table=table, why=f"{type(exc).__name__}: {exc}"[:200])
@@ -84,21 +83,6 @@ def fast_page_ops(snap: Any, table: str, codecs: Codecs, page_rows: int) -> Iter
         if ops is None:
             ops = read_ops(codecs, table, scn, parse_rows(meta, scn, parsers, raw_rows))
         yield scn, len(raw_rows), ops
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a page is encoded (as it was before, after): a page makes
-    tens of thousands of short-lived containers, nearly all freed by reference counting, and the
-    collections they would trigger scan the whole heap's survivors over and over (about a fifth of the
-    encoding's CPU time). Nothing cyclic is made here."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _encode_page(encoder: Any, table: str, scn: int, fp: str, raw_rows: list[tuple[Any, ...]]) -> list[RowOp]:

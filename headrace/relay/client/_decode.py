@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zlib import crc32 as _crc32
 
 from ..._frozen import fast_constructor
+from ..._gcpause import gc_paused
 from ...errors import InvalidInput
 from .._codec import RowCodec
 from .._event import (
@@ -189,7 +188,7 @@ class EventDecoder:
         (a bad or cut frame, a body ending inside a window: :class:`~headrace.errors.InvalidInput`),
         without an :class:`Event` per frame."""
         out: list[ChangeEvent] = []
-        with _gc_paused():
+        with gc_paused():
             self._decode_body(body, None, out, None)
         return out
 
@@ -203,9 +202,9 @@ class EventDecoder:
         window, raises its :class:`~headrace.errors.InvalidInput` even when an earlier event's payload or
         schema fails to decode (the frames are checked first, as that path does).
 
-        The cyclic garbage collector is paused while a body is decoded (see :func:`_gc_paused`)."""
+        The cyclic garbage collector is paused while a body is decoded (see :mod:`headrace._gcpause`)."""
         windows: list[list[ChangeEvent]] = []
-        with _gc_paused():
+        with gc_paused():
             self._decode_body(body, since, [], windows)
         return windows
 
@@ -360,29 +359,6 @@ class EventDecoder:
                 )
             )
         return out
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the block (unless it was off already).
-
-    Decoding a body makes a few objects per column of every event (dicts, lists, values) and keeps
-    them all: tens of thousands of events for a stream response of a few MiB. Each of those
-    allocations counts towards the collector's thresholds, so it ran over and over while the body
-    was decoded, each full pass walking every object the process holds, and never found anything
-    (decoding makes no cycles): half the subscriber's CPU time on a batch of 8 MiB. With the
-    collector paused the events are examined once, after the block. The switch is process-wide: a
-    thread allocating meanwhile is not collected either until the block ends (a body takes well
-    under a second), and a ``gc.disable()`` made by another thread during the block is undone by it.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _pop_markers(
