@@ -226,6 +226,11 @@ class AdbcReader:
         The batches are read and cast in a thread of their own, ahead of the caller (:func:`prefetch`):
         the caller must close the iterator (or read it to the end) before using the connection again."""
         cur = self._conn.cursor()
+        try:  # the driver's batches (16 MiB, ≈ 185k rows of the benchmark table by default) near batch_rows:
+            # the Parquet writer starts on the first one sooner; CPU is the same
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(_BATCH_HINT_BYTES)})
+        except Exception as exc:  # an older driver without the option reads with its default
+            log.debug("export_batch_hint_unsupported", error=str(exc))
         cur.execute(sql)
         reader = cur.fetch_record_batch()
         plan = cast_plan(meta, reader.schema)
@@ -256,6 +261,7 @@ class AdbcReader:
             self._conn.close()
 
 
+_BATCH_HINT_BYTES = 4 << 20
 _AHEAD = 2  # batches read ahead of the writer: enough to keep both busy, little memory (≈ 2 × batch_rows rows)
 _DONE = object()
 
