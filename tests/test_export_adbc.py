@@ -285,3 +285,31 @@ def test_nan_deep_in_a_scaled_numeric_column_stops_the_run_and_the_reader_thread
     got = read_export(str(tmp_path / "out"), "t").column("x").to_pylist()
     assert got[:3] == [decimal.Decimal("0.125"), decimal.Decimal("0.250"), decimal.Decimal("0.375")]
     assert got[2499] == decimal.Decimal("1.000") and got[-1] == decimal.Decimal("375.000")
+
+
+def test_the_driver_connection_opened_while_reflecting_is_closed_when_the_run_stops_early(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = pg_server.create_database("export_adbc_early_stop")
+    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY)", db)
+    opened: list[AdbcReader] = []
+    closed: list[AdbcReader] = []
+    real_init, real_close = AdbcReader.__init__, AdbcReader.close
+
+    def init(self: AdbcReader, url: str) -> None:
+        real_init(self, url)
+        opened.append(self)
+
+    def close(self: AdbcReader) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(AdbcReader, "__init__", init)
+    monkeypatch.setattr(AdbcReader, "close", close)
+    cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / "out"), tables=["t", "missing"])
+    with pytest.raises(UsageError, match="missing"):
+        run_export(cfg)
+    assert len(opened) == 1 and closed == opened, "the connection opened while reflecting was closed"
+    cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / "out"), tables=["t"])
+    assert run_export(cfg).ok
+    assert len(opened) == 2 and closed == opened

@@ -32,6 +32,7 @@ import datetime as dt
 import io
 import posixpath
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -146,30 +147,52 @@ class _Exporter:
                 self.out.delete_dir(posixpath.join(folder, d))
 
     def run(self) -> None:
-        tables = self.reflect()
-        # one read transaction: the tables of a run are one snapshot
-        with self.engine.connect() as conn, conn.begin(), progress("export", len(tables)) as bar:
-            self.fast = self.open_fast_path(conn)
-            try:
-                for name, (table, meta) in tables.items():
-                    self.export_table(conn, name, table, meta)
-                    bar.advance()
-            finally:
-                if self.fast is not None:
-                    self.fast.close()
-                    self.fast = None
+        pending = self.connect_fast_path()  # connecting overlaps reflecting the tables
+        try:
+            tables = self.reflect()
+            # one read transaction: the tables of a run are one snapshot
+            with self.engine.connect() as conn, conn.begin(), progress("export", len(tables)) as bar:
+                self.fast, pending = self.open_fast_path(conn, pending), None
+                try:
+                    for name, (table, meta) in tables.items():
+                        self.export_table(conn, name, table, meta)
+                        bar.advance()
+                finally:
+                    if self.fast is not None:
+                        self.fast.close()
+                        self.fast = None
+        finally:
+            if pending is not None and pending.exception() is None:  # reflecting failed: the run stops
+                pending.result().close()
 
-    def open_fast_path(self, conn: sa.Connection) -> AdbcReader | None:
-        """ADBC's PostgreSQL driver reading in this transaction's snapshot, when it can be used
-        (``export.reader: auto``, a PostgreSQL URL, the driver installed); see headrace/batch/_export_adbc.py."""
+    def connect_fast_path(self) -> Future[AdbcReader] | None:
+        """ADBC's PostgreSQL driver connecting in a thread, when it can be used (``export.reader: auto``, a
+        PostgreSQL URL, the driver installed); see headrace/batch/_export_adbc.py."""
         if self.cfg.reader != "auto" or self.engine.dialect.name != "postgresql" or not adbc_available():
             return None
-        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="headrace-export-connect")
         try:
-            return AdbcReader(self.cfg.url, str(snapshot))
+            return pool.submit(AdbcReader, self.cfg.url)
+        finally:
+            pool.shutdown(wait=False)
+
+    def open_fast_path(self, conn: sa.Connection, pending: Future[AdbcReader] | None) -> AdbcReader | None:
+        """The connection of :meth:`connect_fast_path` reading in this transaction's snapshot, or None."""
+        if pending is None:
+            return None
+        try:
+            reader = pending.result()
         except Exception as exc:  # the driver's errors have no common base class worth naming here
             log.warning("export_fast_path_unavailable", error=str(exc), using="sqlalchemy")
             return None
+        snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        try:
+            reader.begin(str(snapshot))
+        except Exception as exc:
+            reader.close()
+            log.warning("export_fast_path_unavailable", error=str(exc), using="sqlalchemy")
+            return None
+        return reader
 
     def columns(self, table: sa.Table, meta: TableMeta, incremental: str | None) -> list[Any]:
         """The selected columns. SQLite's unconstrained NUMERIC is read as the stored INTEGER or REAL

@@ -209,12 +209,15 @@ def convert(batch: pa.RecordBatch, plan: list[Cast], schema: pa.Schema) -> pa.Re
 
 
 class AdbcReader:
-    """One ADBC connection reading inside an exported PostgreSQL snapshot."""
+    """One ADBC connection; after :meth:`begin`, reading inside an exported PostgreSQL snapshot."""
 
-    def __init__(self, url: str, snapshot: str) -> None:
+    def __init__(self, url: str) -> None:
         import adbc_driver_postgresql.dbapi as adbc
 
         self._conn = adbc.connect(_libpq_uri(url), autocommit=False)
+
+    def begin(self, snapshot: str) -> None:
+        """Make this connection's (not yet used) transaction read-only, REPEATABLE READ, in ``snapshot``."""
         with self._conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
