@@ -294,6 +294,19 @@ def _export_rows(r: Result) -> list[Row]:
                 _ratio(r["reference_export_rows_per_s"], r["peer_copy_binary_rows_per_s"]),
             )
         )
+    for source, key, peer, peer_key in (
+        ("SQLite", "sqlite_export_rows_per_s", "`sqlite3` `fetchmany` of the same SELECT", "peer_sqlite3_rows_per_s"),
+        ("MariaDB", "mariadb_export_rows_per_s", "PyMySQL unbuffered `fetchmany`", "peer_pymysql_rows_per_s"),
+    ):
+        if r.get(key):
+            rows.append(
+                _row(
+                    f"export, {source} table → Parquet, rows/s (same 8 columns; reader: sqlalchemy)",
+                    _n(r[key]),
+                    f"{peer}: {_n(r.get(peer_key))}",
+                    _ratio(r[key], r.get(peer_key)),
+                )
+            )
     return rows
 
 

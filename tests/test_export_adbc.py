@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import decimal
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ COLUMNS = {
     "i4": "integer",
     "i8": "bigint",
     "n12": "numeric(12, 2)",
+    "n18": "numeric(18, 6)",
+    "n180": "numeric(18, 0)",
+    "n1818": "numeric(18, 18)",
+    "n1": "numeric(1, 0)",
+    "n19": "numeric(19, 4)",
     "n38": "numeric(38, 10)",
     "n": "numeric",
     "f8": "double precision",
@@ -56,10 +62,12 @@ IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 def _dec(places: int, digits: int) -> st.SearchStrategy[decimal.Decimal]:
-    bound = 10 ** (digits - places)
-    return st.decimals(
-        min_value=-bound + 1, max_value=bound - 1, places=places, allow_nan=False, allow_infinity=False
-    ).map(lambda d: d if d != 0 else decimal.Decimal(0).quantize(decimal.Decimal(1).scaleb(-places)))
+    """Values of numeric(digits, places), the largest and smallest included: built from their unscaled
+    integer and text, exact (decimal arithmetic would round 38 digits to the context's 28)."""
+    unscaled = 10**digits - 1
+    return st.one_of(st.integers(-unscaled, unscaled), st.sampled_from([unscaled, -unscaled, 1, -1])).map(
+        lambda i: decimal.Decimal(f"{i}E-{places}")
+    )
 
 
 unconstrained = st.one_of(
@@ -86,6 +94,11 @@ row = st.fixed_dictionaries(
         "i4": st.integers(-(2**31), 2**31 - 1),
         "i8": st.integers(-(2**63), 2**63 - 1),
         "n12": _dec(2, 12),
+        "n18": _dec(6, 18),
+        "n180": _dec(0, 18),
+        "n1818": _dec(18, 18),
+        "n1": _dec(0, 1),
+        "n19": _dec(4, 19),
         "n38": _dec(10, 38),
         "n": unconstrained,
         "f8": st.floats(allow_nan=True, allow_infinity=True),
@@ -158,6 +171,7 @@ def test_fast_path_writes_the_reference_values_for_every_supported_type(
     assert fast.num_rows == len(rows)
     types = {f.name: str(f.type) for f in fast.schema}
     assert types["n12"] == "decimal128(12, 2)" and types["n38"] == "decimal128(38, 10)" and types["n"] == "string"
+    assert types["n1818"] == "decimal128(18, 18)"
     assert types["tz"] == "timestamp[us, tz=UTC]" and types["i2"] == "int32" and types["ts"] == "timestamp[us]"
 
 
@@ -231,7 +245,14 @@ def test_fast_path_in_a_named_schema_with_a_quoted_name_and_incremental_tables_o
 
 
 @pytest.mark.parametrize(
-    "column, value", [("date", "'4713-01-01 BC'"), ("timestamp", "'10000-01-01'"), ("numeric(12, 2)", "'NaN'")]
+    "column, value",
+    [
+        ("date", "'4713-01-01 BC'"),
+        ("timestamp", "'10000-01-01'"),
+        ("numeric(12, 2)", "'NaN'"),  # read as a scaled bigint: NaN arrives as the sentinel
+        ("numeric(18, 18)", "'NaN'"),
+        ("numeric(30, 2)", "'NaN'"),  # read as text
+    ],
 )
 def test_a_value_arrow_cannot_hold_stops_both_paths(
     column: str, value: str, pg_server: PgServer, tmp_path: Path
@@ -243,3 +264,52 @@ def test_a_value_arrow_cannot_hold_stops_both_paths(
         with pytest.raises((ValueError, UsageError)):
             run_export(cfg)
         assert not list((tmp_path / reader).rglob("MANIFEST.json")), "nothing committed"
+
+
+def test_nan_deep_in_a_scaled_numeric_column_stops_the_run_and_the_reader_thread(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    db = pg_server.create_database("export_adbc_late_nan")
+    pg_server.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, x numeric(10, 3));"
+        "INSERT INTO t SELECT g, CASE WHEN g = 2500 THEN 'NaN' ELSE g / 8.0 END FROM generate_series(1, 3000) g",
+        db,
+    )
+    cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / "out"), batch_rows=100, part_rows=1000)
+    with pytest.raises(UsageError, match="NaN"):
+        run_export(cfg)
+    assert not list((tmp_path / "out").rglob("MANIFEST.json")), "nothing committed"
+    assert not [t for t in threading.enumerate() if t.name == "headrace-export-read"], "the reader thread ended"
+    pg_server.execute("UPDATE t SET x = 1 WHERE id = 2500", db)
+    assert run_export(cfg).records == 3000
+    got = read_export(str(tmp_path / "out"), "t").column("x").to_pylist()
+    assert got[:3] == [decimal.Decimal("0.125"), decimal.Decimal("0.250"), decimal.Decimal("0.375")]
+    assert got[2499] == decimal.Decimal("1.000") and got[-1] == decimal.Decimal("375.000")
+
+
+def test_the_driver_connection_opened_while_reflecting_is_closed_when_the_run_stops_early(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = pg_server.create_database("export_adbc_early_stop")
+    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY)", db)
+    opened: list[AdbcReader] = []
+    closed: list[AdbcReader] = []
+    real_init, real_close = AdbcReader.__init__, AdbcReader.close
+
+    def init(self: AdbcReader, url: str) -> None:
+        real_init(self, url)
+        opened.append(self)
+
+    def close(self: AdbcReader) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(AdbcReader, "__init__", init)
+    monkeypatch.setattr(AdbcReader, "close", close)
+    cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / "out"), tables=["t", "missing"])
+    with pytest.raises(UsageError, match="missing"):
+        run_export(cfg)
+    assert len(opened) == 1 and closed == opened, "the connection opened while reflecting was closed"
+    cfg = ExportConfig(url=pg_server.url(db), output=str(tmp_path / "out"), tables=["t"])
+    assert run_export(cfg).ok
+    assert len(opened) == 2 and closed == opened
