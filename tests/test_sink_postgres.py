@@ -91,6 +91,7 @@ def test_postgres_source_to_postgres_replica_with_kills_truncate_and_new_column(
         # schema growth and a truncate in the source, while the sink is down
         pg_server.execute("ALTER TABLE accounts ADD COLUMN extra int", stack.db)
         pg_server.execute("UPDATE accounts SET extra = id WHERE id <= 50", stack.db)
+        lines_before = pg_server.execute("SELECT count(*) FROM lines", stack.db)[0][0]
         pg_server.execute("TRUNCATE lines", stack.db)
         # order ids below 0: the writers, still running, never touch them
         pg_server.execute("INSERT INTO lines VALUES (-1, 1, 1, 'after truncate'), (-2, 2, 2, NULL)", stack.db)
@@ -116,17 +117,20 @@ def test_postgres_source_to_postgres_replica_with_kills_truncate_and_new_column(
         stack.relay.kill9()
         stack.boot.kill9()
 
-    _check(pg_server, stack, url)
+    _check(pg_server, stack, url, lines_before)
 
 
-def _check(pg_server: PgServer, stack: PgStack, url: str) -> None:
+def _check(pg_server: PgServer, stack: PgStack, url: str, lines_before: int) -> None:
     src = _source_rows(pg_server, stack.db)
     rep = _replica(url)
     missing, extra = src.keys() - rep.keys(), rep.keys() - src.keys()
     wrong = [(k, src[k], rep[k]) for k in src.keys() & rep.keys() if src[k] != rep[k]]
     assert not missing and not extra and not wrong, (sorted(missing)[:5], sorted(extra)[:5], wrong[:3])
     assert rep[("lines", (-1, 1))]["note"] == "after truncate"  # the truncate arrived, then the new rows
-    assert sum(1 for t, _ in rep if t == "lines") < 100
+    # the truncate emptied a table of thousands of lines; the writers, still running, add a few dozen
+    # a second after it (how many depends on the machine's speed, not on the sink)
+    assert lines_before > 1_000
+    assert sum(1 for t, _ in rep if t == "lines") < lines_before // 2
     assert rep[("accounts", (7,))]["extra"] == 7 or ("accounts", (7,)) not in src  # the added column arrived
     cp = checkpoint(url)
     assert cp is not None and cp["phase"] == "relay"
