@@ -1,16 +1,22 @@
-"""``prefetch`` (the export fast path's reader thread): items in order, the producer's errors raised to the
-consumer, and closing early stops the producer and closes its iterator before returning."""
+"""``headrace._prefetch.prefetch`` (the export's reader thread, seeding's page fetch): items in order,
+the producer's errors raised to the consumer, and closing early stops the producer and closes its
+iterator before returning."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headrace.batch._export_adbc import prefetch
+from headrace._prefetch import prefetch as _prefetch
+
+
+def prefetch(items: Any, ahead: int) -> Any:
+    return _prefetch(items, ahead, "headrace-export-read")
 
 
 def _threads() -> list[threading.Thread]:

@@ -418,7 +418,10 @@ def test_varint_is_the_writers_long(n: int) -> None:
 def test_prefetched_reads_ahead_in_one_thread_and_stops_with_its_caller() -> None:
     import threading
 
-    from headrace.bootstrap._seed_pgfast import prefetched
+    from headrace._prefetch import prefetch
+
+    def prefetched(items: Any) -> Any:
+        return prefetch(items, 1, "headrace-seed-prefetch")
 
     seen: list[tuple[str, int]] = []
     closed: list[str] = []

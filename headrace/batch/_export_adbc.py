@@ -39,10 +39,7 @@ The driver and the casts run in a thread of their own, a few batches ahead of th
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -50,6 +47,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from .._logging import get_logger
+from .._prefetch import prefetch
 from .._typemap import TableMeta
 from ..errors import UsageError
 from ._export_arrow import arrow_schema
@@ -254,7 +252,7 @@ class AdbcReader:
             finally:
                 cur.close()
 
-        return prefetch(gen(), _AHEAD)
+        return prefetch(gen(), _AHEAD, "headrace-export-read")
 
     def close(self) -> None:
         """End the read-only transaction and close the connection."""
@@ -266,68 +264,6 @@ class AdbcReader:
 
 _BATCH_HINT_BYTES = 4 << 20
 _AHEAD = 2  # batches read ahead of the writer: enough to keep both busy, little memory (≈ 2 × batch_rows rows)
-_DONE = object()
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def prefetch(items: Iterable[Any], ahead: int) -> Iterator[Any]:
-    """``items``, produced by a thread of their own at most ``ahead`` items ahead of the consumer.
-
-    An exception raised producing an item is raised to the consumer in its place. Closing the returned
-    generator (or an exception in the consumer, once the generator is closed) stops the producer, closes
-    ``items`` in its thread and waits for it, so whatever ``items`` reads from is free again on return.
-    """
-    q: queue.Queue[Any] = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        it = iter(items)
-        try:
-            for item in it:
-                if not put(item):
-                    break
-            else:
-                put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(_Failed(exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="headrace-export-read", daemon=True)
-
-    def consume() -> Iterator[Any]:
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.exc
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():
-                with contextlib.suppress(queue.Empty):  # unblock a producer waiting to put
-                    q.get(timeout=0.05)
-            thread.join()
-
-    return consume()
 
 
 def _libpq_uri(url: str) -> str:

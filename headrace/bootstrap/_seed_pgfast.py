@@ -8,7 +8,7 @@ code, fused for the common kinds) into the same keys and Avro bytes, and the ``r
 a page at a time (:func:`._apply.read_frames`), so a seeded row is still byte for byte the stream's
 event of the same row.
 
-The next page is fetched (by a thread, :func:`prefetched`) while this one is encoded and stored:
+The next page is fetched (by a thread, :func:`headrace._prefetch.prefetch`) while this one is encoded and stored:
 PostgreSQL formats the next rows and the store syncs this page while this process encodes.
 
 A page whose encoding raises anything (a value the writer refuses, a NULL key, …) is encoded by the
@@ -22,18 +22,17 @@ Resume-state contract: none of its own (pages are yielded to :mod:`._seed_source
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Generator, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from .._gcpause import gc_paused
 from .._logging import get_logger
+from .._prefetch import prefetch
 from ..relay import Codecs, Op
 from ..relay.sources._base import RowChange, SourceSnapshot
 from ._apply import RowOp, read_frames, sort_key
 
-__all__ = ["ENABLED", "fast_page_ops", "page_ops", "prefetched"]
+__all__ = ["ENABLED", "fast_page_ops", "page_ops"]
 
 log = get_logger("bootstrap.seed")
 
@@ -71,7 +70,7 @@ def fast_page_ops(snap: Any, table: str, codecs: Codecs, page_rows: int) -> Iter
     codec = codecs.for_change(RowChange(snap.start_scn, meta, Op.READ, (), None, {}))
     fp = codec.version.fingerprint
     encoder: PageEncoder | None = PageEncoder(meta, parsers, codec.version.schema["fields"], snap.types(table))
-    for scn, raw_rows, _done in prefetched(snap.raw_pages(table, page_rows)):
+    for scn, raw_rows, _done in prefetch(snap.raw_pages(table, page_rows), 1, "headrace-seed-prefetch"):
         ops = None
         if encoder is not None:
             try:
@@ -99,53 +98,3 @@ def _encode_page(encoder: Any, table: str, scn: int, fp: str, raw_rows: list[tup
     for sk, frame in zip(sks, frames, strict=True):
         out[sk] = RowOp(table, sk, scn, frame)
     return list(out.values())
-
-
-T = TypeVar("T")
-_END = object()
-
-
-def prefetched(items: Generator[T, None, None]) -> Iterator[T]:
-    """``items``, produced one ahead by a thread (the next one is read while the caller works on this one).
-
-    Only that thread touches ``items`` (and whatever connection it reads from) until it has ended: it
-    closes ``items`` itself, before the end is signalled, and an iteration stopped early (the caller
-    returns or raises) stops the thread and waits for it, so the connection is free again when this
-    generator is closed. An exception of ``items`` is raised here, in the caller's thread."""
-    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
-    halt = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        while not halt.is_set():
-            try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        end: tuple[bool, Any] = (True, _END)
-        try:
-            for item in items:
-                if not put((True, item)):
-                    break
-        except BaseException as exc:  # handed to the caller's thread
-            end = (False, exc)
-        finally:
-            items.close()
-        put(end)
-
-    thread = threading.Thread(target=run, name="headrace-seed-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is _END:
-                return
-            yield item
-    finally:
-        halt.set()
-        thread.join()
